@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The project's test command (README line 2, called by .ci/run): sets up everything it needs, then runs
+# the linters and every test against real PostgreSQL, Redis, Kafka, Prometheus and the Pulumi engine.
+#   bash scripts/test.sh [pytest args...]
+# IMMUNE_SKIP_ENGINE=1 skips building the Pulumi engine (and its tests skip, saying so).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+step() { printf '\n==> %s (%s)\n' "$1" "$(date -u +%H:%M:%S)"; }
+
+step "python environment"
+bash scripts/bootstrap.sh
+
+step "local services: postgres redis kafka prometheus"
+eval "$(bash scripts/services/up.sh postgres redis kafka prometheus)"
+
+if [ "${IMMUNE_SKIP_ENGINE:-0}" != "1" ]; then
+  step "pulumi engine (built from Go modules, cached)"
+  bash scripts/pulumi-engine.sh build
+fi
+
+step "checkov (own virtualenv, cached)"
+bash scripts/checkov.sh install
+
+step "lint: ruff"
+.venv/bin/ruff check .
+
+step "pytest"
+mkdir -p out
+set +e
+.venv/bin/python -m pytest -p no:cacheprovider --junitxml=out/junit.xml "$@"
+rc=$?
+set -e
+# pytest exits 5 when it collected nothing: that is a failure here, not a pass.
+exit "$rc"
