@@ -1,0 +1,1 @@
+"""Places the pipeline can promote to: `local` (supervisord + HAProxy) and Kubernetes stacks."""
