@@ -1,0 +1,214 @@
+"""The detection engine: runs the innate cells over each event and turns findings into threats.
+
+``process(event)`` is synchronous and deterministic: all time comes from event timestamps (the
+engine's clock is the latest timestamp seen, so a late event never moves time backwards), and
+cells are run in a fixed order. Per event:
+
+1. an intel item is added to the shared ``IntelStore`` (the macrophages' knowledge);
+2. stage-0 cells (neutrophil, macrophage, NK) observe the event and report findings, dendritic-cell
+   signals and cytokines;
+3. stage-1 cells (dendritic) read those signals and may report findings of their own;
+4. findings about the same (category, antigen) are merged into one ``Threat`` whose evidence lists each
+   contributing cell's reason; confidence is the noisy-OR of the contributions; severity the highest;
+5. a threat whose signature was raised less than ``cooldown_s`` ago (event time) is suppressed.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from immune_core.cells.base import AnyEvent, Cell, CellConfigError, CellContext
+from immune_core.cells.cytokine import Cytokine
+from immune_core.cells.observation import CellOutput, Finding
+from immune_core.detection.intel import IntelStore
+from immune_core.detection.threat import (
+    Evidence,
+    Threat,
+    derive_threat_id,
+    max_severity,
+    threat_signature,
+)
+from immune_core.events.models import IntelItem
+
+
+class CellSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+def _default_cells() -> list[CellSpec]:
+    return [
+        CellSpec(type="neutrophil"),
+        CellSpec(type="macrophage"),
+    ]
+
+
+class DetectionConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cooldown_s: float = Field(
+        default=300.0, ge=0, description="Same signature is not raised again within this event time."
+    )
+    cells: list[CellSpec] = Field(default_factory=_default_cells)
+    max_intel_items: int = Field(default=100_000, ge=1)
+    max_cooldown_entries: int = Field(default=100_000, ge=1)
+    max_pending_cytokines: int = Field(
+        default=10_000, ge=1, description="Oldest cytokines are dropped when nobody drains them."
+    )
+
+
+_EPOCH = datetime.fromisoformat("1970-01-01T00:00:00+00:00")
+
+
+class DetectionEngine:
+    def __init__(self, config: DetectionConfig | None = None) -> None:
+        self.config = config or DetectionConfig()
+        self.intel = IntelStore(self.config.max_intel_items)
+        self._cells: list[Cell[Any]] = []
+        self._next_cell_number: dict[str, int] = {}
+        self._clock = _EPOCH
+        self._last_raised: OrderedDict[str, datetime] = OrderedDict()
+        self._pending_cytokines: list[Cytokine] = []
+        self.counters: dict[str, int] = {"events": 0, "threats": 0, "suppressed": 0, "cytokines_dropped": 0}
+        for spec in self.config.cells:
+            self.add_cell(spec.type, spec.params)
+
+    # -- cell population ----------------------------------------------------------------------
+    @property
+    def cells(self) -> list[Cell[Any]]:
+        return list(self._cells)
+
+    @property
+    def clock(self) -> datetime:
+        return self._clock
+
+    def _new_cell_id(self, cell_type: str) -> str:
+        number = self._next_cell_number.get(cell_type, 0) + 1
+        self._next_cell_number[cell_type] = number
+        return f"{cell_type}-{number}"
+
+    def add_cell(self, cell_type: str, params: Mapping[str, Any] | None = None) -> Cell[Any]:
+        Cell.validate_params(cell_type, params)  # fail before consuming an id
+        cell = Cell.create(cell_type, params, self._new_cell_id(cell_type))
+        self._cells.append(cell)
+        return cell
+
+    def get_cell(self, cell_id: str) -> Cell[Any]:
+        for cell in self._cells:
+            if cell.cell_id == cell_id:
+                return cell
+        raise KeyError(cell_id)
+
+    def remove_cell(self, cell_id: str) -> None:
+        self._cells.remove(self.get_cell(cell_id))
+
+    def clone_cell(self, cell_id: str) -> Cell[Any]:
+        original = self.get_cell(cell_id)
+        twin = original.clone(self._new_cell_id(original.cell_type))
+        self._cells.append(twin)
+        return twin
+
+    def describe(self) -> list[dict[str, Any]]:
+        return [cell.describe() for cell in self._cells]
+
+    def known_intel(self) -> list[IntelItem]:
+        return self.intel.live(self._clock)
+
+    def drain_cytokines(self) -> list[Cytokine]:
+        drained, self._pending_cytokines = self._pending_cytokines, []
+        return [cytokine for cytokine in drained if not cytokine.is_expired(self._clock)]
+
+    # -- processing ---------------------------------------------------------------------------
+    def process(self, event: AnyEvent) -> list[Threat]:
+        self.counters["events"] += 1
+        if event.timestamp > self._clock:
+            self._clock = event.timestamp
+        if isinstance(event, IntelItem):
+            self.intel.add(event, self._clock)
+
+        sensed = CellOutput()
+        context = CellContext(now=self._clock, intel=self.intel)
+        for cell in self._cells:
+            if cell.stage == 0:
+                sensed.extend(cell.observe(event, context))
+        if any(cell.stage > 0 for cell in self._cells):
+            later_context = CellContext(now=self._clock, intel=self.intel, signals=tuple(sensed.signals))
+            for cell in self._cells:
+                if cell.stage > 0:
+                    sensed.extend(cell.observe(event, later_context))
+
+        self._queue_cytokines(sensed.cytokines)
+        return self._raise_threats(sensed.findings)
+
+    def _queue_cytokines(self, cytokines: list[Cytokine]) -> None:
+        self._pending_cytokines.extend(cytokines)
+        overflow = len(self._pending_cytokines) - self.config.max_pending_cytokines
+        if overflow > 0:
+            del self._pending_cytokines[:overflow]
+            self.counters["cytokines_dropped"] += overflow
+
+    def _raise_threats(self, findings: list[Finding]) -> list[Threat]:
+        grouped: dict[str, list[Finding]] = {}
+        for finding in findings:
+            key = threat_signature(finding.category, finding.antigen.type, finding.antigen.value)
+            grouped.setdefault(key, []).append(finding)
+
+        threats: list[Threat] = []
+        for signature, group in grouped.items():
+            if self._in_cooldown(signature):
+                self.counters["suppressed"] += 1
+                continue
+            threats.append(self._merge(signature, group))
+            self._remember_raised(signature)
+        self.counters["threats"] += len(threats)
+        return threats
+
+    def _in_cooldown(self, signature: str) -> bool:
+        last = self._last_raised.get(signature)
+        return last is not None and self._clock - last < timedelta(seconds=self.config.cooldown_s)
+
+    def _remember_raised(self, signature: str) -> None:
+        self._last_raised[signature] = self._clock
+        self._last_raised.move_to_end(signature)
+        horizon = self._clock - timedelta(seconds=self.config.cooldown_s)
+        while self._last_raised:
+            oldest_signature, oldest = next(iter(self._last_raised.items()))
+            if oldest >= horizon and len(self._last_raised) <= self.config.max_cooldown_entries:
+                break
+            del self._last_raised[oldest_signature]
+
+    def _merge(self, signature: str, group: list[Finding]) -> Threat:
+        first = group[0]
+        event_ids = sorted({event_id for finding in group for event_id in finding.event_ids}, key=str)
+        miss = 1.0
+        for finding in group:
+            miss *= 1.0 - finding.confidence
+        mcavs = [finding.mcav for finding in group if finding.mcav is not None]
+        cell_types = sorted({finding.cell_type for finding in group})
+        return Threat(
+            threat_id=derive_threat_id(signature, min(first.event_ids, key=str)),
+            detected_at=self._clock,
+            category=first.category,
+            antigen_type=first.antigen.type,
+            antigen=first.antigen.value,
+            severity=max_severity([finding.severity for finding in group]),
+            confidence=round(1.0 - miss, 4),
+            mcav=max(mcavs) if mcavs else None,
+            cells=cell_types,
+            evidence=[
+                Evidence(cell=f.cell_id, cell_type=f.cell_type, reason=f.reason, at=f.at) for f in group
+            ],
+            event_ids=event_ids,
+            signature=signature,
+            host_id=next((f.host_id for f in group if f.host_id), None),
+        )
+
+
+__all__ = ["CellConfigError", "CellSpec", "DetectionConfig", "DetectionEngine"]

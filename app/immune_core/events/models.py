@@ -1,0 +1,284 @@
+"""Input event models: what the service accepts on Kafka and over HTTP.
+
+Three kinds of event share a small envelope (``event_id``, ``timestamp``, ``kind``, ``schema_version``).
+Validation is strict on purpose: events come from sensors we do not control, and a value that is
+silently coerced (a port given as ``"22"``, a timestamp given as a Unix number, an unknown field) would
+hide a broken producer. Every model forbids unknown fields and bounds every string.
+
+The versioned JSON Schemas in ``events/schemas/<kind>.v1.json`` are generated from these models
+(``python -m immune_core.events.schemas``) and a test fails when they drift apart.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from datetime import datetime
+from typing import Annotated, Any, Literal, TypeAlias
+from uuid import UUID
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+)
+
+SCHEMA_VERSION = 1
+
+EventKind: TypeAlias = Literal["network_flow", "endpoint", "intel"]
+EVENT_KINDS: tuple[EventKind, ...] = ("network_flow", "endpoint", "intel")
+TOPIC_BY_KIND: dict[EventKind, str] = {
+    "network_flow": "vertice.network.events",
+    "endpoint": "vertice.endpoint.events",
+    "intel": "vertice.threats.intel",
+}
+KIND_BY_TOPIC: dict[str, EventKind] = {topic: kind for kind, topic in TOPIC_BY_KIND.items()}
+
+_MAX_BYTES = 2**53  # the largest integer every JSON consumer (JavaScript included) represents exactly
+_HOST_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:\-]*$"
+_DOMAIN_RE = re.compile(
+    r"^(?=.{1,253}$)(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?$"
+)
+_SHA256_PATTERN = r"^[0-9a-fA-F]{64}$"
+
+
+def _normalise_ip(value: str) -> str:
+    """Canonical text form, so that keys (antigens, intel indicators) compare equal."""
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not a valid IPv4 or IPv6 address") from exc
+
+
+def _reject_non_text_timestamp(value: object) -> object:
+    # Lax pydantic would read 1700000000 as a Unix time; RFC 3339 text is the contract.
+    if isinstance(value, datetime | str):
+        return value
+    raise ValueError("must be an RFC 3339 date-time string, e.g. 2026-01-01T12:00:00Z")
+
+
+def _normalise_domain(value: str) -> str:
+    if not _DOMAIN_RE.match(value):
+        raise ValueError(f"{value!r} is not a valid domain name")
+    return value.rstrip(".").lower()
+
+
+IPAddressText = Annotated[
+    str,
+    StringConstraints(min_length=2, max_length=45, strip_whitespace=True),
+    AfterValidator(_normalise_ip),
+    WithJsonSchema(
+        {"type": "string", "maxLength": 45, "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}]}
+    ),
+]
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_reject_non_text_timestamp)]
+HostId = Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=_HOST_ID_PATTERN)]
+Port = Annotated[StrictInt, Field(ge=0, le=65535)]
+ByteCount = Annotated[StrictInt, Field(ge=0, le=_MAX_BYTES)]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=255)]
+DomainName = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=253),
+    AfterValidator(_normalise_domain),
+]
+Sha256 = Annotated[
+    str, StringConstraints(min_length=64, max_length=64, pattern=_SHA256_PATTERN, to_lower=True)
+]
+
+Protocol: TypeAlias = Literal["tcp", "udp", "icmp", "gre", "esp", "sctp", "other"]
+# How the connection ended, as flow sensors (Zeek conn_state, NetFlow TCP flags) summarise it.
+ConnectionState: TypeAlias = Literal["established", "rejected", "reset", "timeout", "attempted"]
+EndpointAction: TypeAlias = Literal[
+    "process_start",
+    "process_stop",
+    "file_write",
+    "file_read",
+    "network_connect",
+    "dns_query",
+    "login",
+    "login_failed",
+    "privilege_change",
+    "module_load",
+]
+IndicatorType: TypeAlias = Literal["ip", "domain", "sha256"]
+Severity: TypeAlias = Literal["low", "medium", "high", "critical"]
+
+
+class _EventEnvelope(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_max_length=4096)
+
+    event_id: UUID
+    timestamp: Timestamp = Field(description="When the event happened (RFC 3339, with an offset).")
+    schema_version: Literal[1] = 1
+
+
+class NetworkFlow(_EventEnvelope):
+    """One network connection summary seen by a sensor on ``host_id``."""
+
+    kind: Literal["network_flow"] = "network_flow"
+    host_id: HostId
+    src_ip: IPAddressText
+    dst_ip: IPAddressText
+    src_port: Port | None = None
+    dst_port: Port
+    protocol: Protocol
+    bytes_in: ByteCount
+    bytes_out: ByteCount
+    packets: ByteCount | None = None
+    duration_ms: Annotated[StrictInt, Field(ge=0, le=86_400_000)] | None = None
+    conn_state: ConnectionState | None = None
+    domain: DomainName | None = None
+
+
+class EndpointEvent(_EventEnvelope):
+    """One process-level event reported by an endpoint agent on ``host_id``."""
+
+    kind: Literal["endpoint"] = "endpoint"
+    host_id: HostId
+    process: Name
+    parent_process: Name
+    user: Name
+    action: EndpointAction
+    signed: StrictBool
+    pid: Annotated[StrictInt, Field(ge=0, le=2**32)] | None = None
+    command_line: Annotated[str, StringConstraints(max_length=4096)] | None = None
+    sha256: Sha256 | None = None
+    domain: DomainName | None = None
+    remote_ip: IPAddressText | None = None
+
+
+class IntelItem(_EventEnvelope):
+    """A threat-intelligence indicator, live until ``expires_at``."""
+
+    kind: Literal["intel"] = "intel"
+    # indicator_type is declared before indicator so the indicator's validator can read it.
+    indicator_type: IndicatorType
+    indicator: Annotated[str, StringConstraints(min_length=1, max_length=253, strip_whitespace=True)]
+    severity: Severity
+    source: Name
+    expires_at: Timestamp
+    description: Annotated[str, StringConstraints(max_length=1024)] | None = None
+
+    @field_validator("indicator")
+    @classmethod
+    def _indicator_matches_type(cls, value: str, info: ValidationInfo) -> str:
+        # Canonical form per type, so the macrophage's lookups are plain dictionary hits.
+        indicator_type = info.data.get("indicator_type")
+        if indicator_type == "ip":
+            return _normalise_ip(value)
+        if indicator_type == "domain":
+            return _normalise_domain(value)
+        if indicator_type == "sha256":
+            if not re.fullmatch(_SHA256_PATTERN, value):
+                raise ValueError(f"{value!r} is not a SHA-256 hex digest (64 hex characters)")
+            return value.lower()
+        return value  # indicator_type itself failed and is reported on its own
+
+    @field_validator("expires_at")
+    @classmethod
+    def _expires_after_timestamp(cls, value: datetime, info: ValidationInfo) -> datetime:
+        timestamp = info.data.get("timestamp")
+        if timestamp is not None and value <= timestamp:
+            raise ValueError("must be later than timestamp")
+        return value
+
+
+Event = Annotated[NetworkFlow | EndpointEvent | IntelItem, Field(discriminator="kind")]
+MODEL_BY_KIND: dict[EventKind, type[NetworkFlow] | type[EndpointEvent] | type[IntelItem]] = {
+    "network_flow": NetworkFlow,
+    "endpoint": EndpointEvent,
+    "intel": IntelItem,
+}
+_EVENT_ADAPTER: TypeAdapter[NetworkFlow | EndpointEvent | IntelItem] = TypeAdapter(Event)
+
+
+class EventValidationError(ValueError):
+    """An input event that does not satisfy its schema; ``message`` is meant for the producer."""
+
+    def __init__(self, message: str, errors: list[dict[str, Any]]) -> None:
+        super().__init__(message)
+        self.message = message
+        self.errors = errors
+
+
+def _field_path(loc: tuple[int | str, ...], kind: object) -> str:
+    # A discriminated union puts the tag first in the location; the producer never wrote it.
+    parts = list(loc)
+    if parts and parts[0] == kind:
+        parts = parts[1:]
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(event)"
+
+
+def _describe(exc: ValidationError, kind: object) -> tuple[str, list[dict[str, Any]]]:
+    errors: list[dict[str, Any]] = []
+    for error in exc.errors(include_url=False, include_input=False):
+        path = _field_path(tuple(error["loc"]), kind)
+        reason = str(error["msg"]).removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            reason = "unknown field (not in the schema)"
+        elif error["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            path = "kind"
+            reason = f"must be one of {', '.join(EVENT_KINDS)}"
+        errors.append({"field": path, "reason": reason, "type": error["type"]})
+    message = "; ".join(f"{e['field']}: {e['reason']}" for e in errors)
+    return f"invalid event: {message}", errors
+
+
+def parse_event(data: object) -> NetworkFlow | EndpointEvent | IntelItem:
+    """Validate one event given as a mapping, JSON text or JSON bytes.
+
+    Raises ``EventValidationError`` whose message names every failing field and why.
+    """
+    try:
+        if isinstance(data, str | bytes | bytearray):
+            return _EVENT_ADAPTER.validate_json(data)
+        if not isinstance(data, dict):
+            raise EventValidationError(
+                f"invalid event: expected a JSON object, got {type(data).__name__}",
+                [{"field": "(event)", "reason": "expected a JSON object", "type": "type_error"}],
+            )
+        return _EVENT_ADAPTER.validate_python(data)
+    except ValidationError as exc:
+        kind = data.get("kind") if isinstance(data, dict) else _peek_kind(exc)
+        message, errors = _describe(exc, kind)
+        raise EventValidationError(message, errors) from None
+
+
+def _peek_kind(exc: ValidationError) -> object:
+    for error in exc.errors(include_url=False, include_input=False):
+        if error["loc"] and error["loc"][0] in EVENT_KINDS:
+            return error["loc"][0]
+    return None
+
+
+def partition_key(event: NetworkFlow | EndpointEvent | IntelItem) -> str:
+    """Kafka key that sends all of one antigen's events to the same consumer.
+
+    Flows are keyed by source address (the neutrophil counts fan-out per source, and outbound
+    behaviour of a host has the host's address as source); endpoint events by host; intel by
+    indicator (every replica must still read all intel: see docs/detection.md).
+    """
+    if isinstance(event, NetworkFlow):
+        return f"src:{event.src_ip}"
+    if isinstance(event, EndpointEvent):
+        return f"host:{event.host_id}"
+    return f"intel:{event.indicator_type}:{event.indicator}"
+
+
+def event_to_json_dict(event: NetworkFlow | EndpointEvent | IntelItem) -> dict[str, Any]:
+    """The JSON-ready form (what producers send and what storage keeps)."""
+    return event.model_dump(mode="json", exclude_none=True)
