@@ -58,7 +58,7 @@ class Endpoints:
     ingress_url: str
     stable_url: str
     preview_url: str
-    color_urls: dict[str, str] = field(default_factory=dict)
+    instance_urls: dict[str, str] = field(default_factory=dict)  # "blue-0" -> URL, where reachable
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,0 +1,50 @@
+"""The service's dependencies on the local stack: embedded, or the real local services.
+
+In `services` mode the connection settings come from `scripts/services/<name>.sh env`, the one
+place that knows generated passwords; they are passed on through private env files only.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from immune_suite.stack_config import REPO_ROOT
+
+SERVICES_DIR = REPO_ROOT / "scripts" / "services"
+SERVICES = ("postgres", "redis", "kafka")
+
+
+def parse_env_lines(text: str) -> dict[str, str]:
+    """`KEY=VALUE` or `export KEY=VALUE` lines (values optionally quoted) into a dict."""
+    env: dict[str, str] = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        line = line.removeprefix("export ").strip()
+        key, sep, value = line.partition("=")
+        if not sep or not key.isidentifier():
+            continue
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        env[key] = value
+    return env
+
+
+def services_env(services_dir: Path = SERVICES_DIR, services: tuple[str, ...] = SERVICES) -> dict[str, str]:
+    """The IMMUNE_* settings that point the service at the running local PostgreSQL/Redis/Kafka."""
+    env: dict[str, str] = {}
+    for name in services:
+        script = services_dir / f"{name}.sh"
+        if not script.is_file():
+            raise FileNotFoundError(f"{script} is missing: cannot use real dependencies")
+        output = subprocess.run(  # noqa: S603
+            ["bash", str(script), "env"],  # noqa: S607
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout
+        env.update({k: v for k, v in parse_env_lines(output).items() if k.startswith("IMMUNE_")})
+    return env

@@ -1,0 +1,114 @@
+"""Per-stack pipeline configuration (`stacks/<name>.yaml`), validated into frozen models.
+
+Unknown keys are errors: a typo in a threshold must not silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+STACKS_DIR = REPO_ROOT / "stacks"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SloConfig(_Strict):
+    """Fixed SLOs every canary step must meet (defaults from the original design notes)."""
+
+    p95_ms: float = 200.0
+    p99_ms: float = 500.0
+    error_ratio: float = 0.001
+
+
+class ComparisonConfig(_Strict):
+    """Kayenta-style comparison of canary against stable latency from the same window.
+
+    A canary fails the comparison when a one-sided Mann-Whitney U test says its latencies are
+    larger (p < alpha) *and* the shift is big enough to matter: the median grows by more than
+    `max_median_increase_ratio` and by at least `min_effect_ms` (loopback latencies of a few ms
+    would otherwise make tiny, meaningless differences "significant").
+    """
+
+    alpha: float = 0.01
+    max_median_increase_ratio: float = 0.2
+    min_effect_ms: float = 10.0
+    min_samples: int = 20
+
+
+class CanaryConfig(_Strict):
+    steps: tuple[int, ...] = (10, 50, 100)
+    load_shape: str = "baseline"
+    step_duration_s: float = 10.0
+
+    @field_validator("steps")
+    @classmethod
+    def _steps_increase(cls, steps: tuple[int, ...]) -> tuple[int, ...]:
+        if not steps or any(not 0 < s <= 100 for s in steps) or list(steps) != sorted(set(steps)):
+            raise ValueError("canary steps must be strictly increasing percentages in (0, 100]")
+        return steps
+
+
+class ChaosConfig(_Strict):
+    enabled: bool = True
+    experiments: tuple[str, ...] = ()
+
+
+class SecurityConfig(_Strict):
+    enabled: bool = True
+
+
+class LocalTargetConfig(_Strict):
+    """Ports of the local stack: ingress, stable, preview, then instance ports from `instance_base_port`."""
+
+    ingress_port: int = 18080
+    stable_port: int = 18081
+    preview_port: int = 18082
+    instance_base_port: int = 18100
+    ready_timeout_s: float = 60.0
+
+
+class StackConfig(_Strict):
+    name: str
+    target: Literal["local", "kubernetes"] = "local"
+    dependencies: Literal["embedded", "services"] = "embedded"
+    replicas: int = Field(default=2, ge=1, le=8)
+    approval_required: bool = False
+    slo: SloConfig = SloConfig()
+    comparison: ComparisonConfig = ComparisonConfig()
+    canary: CanaryConfig = CanaryConfig()
+    chaos: ChaosConfig = ChaosConfig()
+    security: SecurityConfig = SecurityConfig()
+    smoke_timeout_s: float = 30.0
+    post_check_requests: int = 20
+    retire_delay_s: float = 5.0
+    candidate_env: dict[str, str] = Field(default_factory=dict)
+    local: LocalTargetConfig = LocalTargetConfig()
+    pulumi_stack: str | None = None  # Kubernetes stacks: the Pulumi stack whose exports name the URLs
+
+    def with_overrides(self, **changes: object) -> StackConfig:
+        data = self.model_dump()
+        data.update(changes)
+        return StackConfig.model_validate(data)
+
+
+def stack_path(name: str, stacks_dir: Path = STACKS_DIR) -> Path:
+    return stacks_dir / f"{name}.yaml"
+
+
+def load_stack(name_or_path: str, stacks_dir: Path = STACKS_DIR) -> StackConfig:
+    """Read `stacks/<name>.yaml` (or a path to a YAML file) into a validated `StackConfig`."""
+    candidate = Path(name_or_path)
+    path = candidate if candidate.suffix in {".yaml", ".yml"} else stack_path(name_or_path, stacks_dir)
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in stacks_dir.glob("*.yaml"))) or "none"
+        raise FileNotFoundError(f"no stack config {path} (known stacks: {known})")
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    data.setdefault("name", path.stem)
+    return StackConfig.model_validate(data)
