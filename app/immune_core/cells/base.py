@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from immune_core.cells.observation import CellOutput, Signal
+from immune_core.cells.observation import Antigen, CellOutput, Signal
 from immune_core.detection.intel import IntelStore
 from immune_core.events.models import EndpointEvent, IntelItem, NetworkFlow
 
@@ -127,6 +127,10 @@ class Cell(ABC, Generic[P]):
 
     @abstractmethod
     def _observe(self, event: AnyEvent, context: CellContext) -> CellOutput: ...
+
+    def antigen_mcav(self, antigen: Antigen) -> float | None:
+        """The cell's MCAV for ``antigen`` when it computes one (dendritic cells), else None."""
+        return None
 
     def state_summary(self) -> dict[str, Any]:
         """Size of the learned state, for inspection (override per cell)."""

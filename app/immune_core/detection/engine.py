@@ -47,6 +47,8 @@ def _default_cells() -> list[CellSpec]:
     return [
         CellSpec(type="neutrophil"),
         CellSpec(type="macrophage"),
+        CellSpec(type="nk_cell"),
+        CellSpec(type="dendritic"),
     ]
 
 
@@ -191,6 +193,12 @@ class DetectionEngine:
         for finding in group:
             miss *= 1.0 - finding.confidence
         mcavs = [finding.mcav for finding in group if finding.mcav is not None]
+        if not mcavs:
+            mcavs = [
+                value
+                for cell in self._cells
+                if (value := cell.antigen_mcav(first.antigen)) is not None
+            ]
         cell_types = sorted({finding.cell_type for finding in group})
         return Threat(
             threat_id=derive_threat_id(signature, min(first.event_ids, key=str)),

@@ -1,0 +1,280 @@
+"""NK cell: "missing self". Learns each host's normal behaviour online and flags what departs from it.
+
+Three behaviours per host (``host_id``), all learned from the event stream itself:
+
+1. **Upstream volume** (exfiltration). An EWMA mean/variance (``alpha``) of log(1 + bytes_out) per flow,
+   and the bytes sent to each destination over the last ``exfil_window_s``. After ``warmup_flows`` flows,
+   a destination whose windowed total is at least ``exfil_min_bytes`` and whose z-score
+   ``(log1p(total) - mean) / max(std, min_std)`` is at least ``exfil_z`` is ``exfiltration`` (antigen:
+   the host). Flows with z >= ``exfil_z`` are not learned, so a slow attacker cannot drag the baseline up
+   with the very flows being judged. z >= ``danger_z`` is a danger signal; |z| < 1 a safe signal.
+2. **Beaconing** (``periodicity.BeaconTracker``): periodic small connections to one external
+   destination (private, loopback and link-local destinations are ignored when
+   ``beacon_external_only``, since internal polling -- metrics scrapes, health checks -- is periodic by
+   design; ports in ``beacon_ignore_ports`` such as NTP likewise).
+3. **Processes** (endpoint events). The set of processes seen on the host and the share of unsigned
+   ones. After ``warmup_process_events`` events:
+   * an unsigned process on a host whose unsigned share is at most ``unsigned_share_max`` (a host that
+     "normally has none", typically a server) is ``unsigned_process`` (antigen ``host/process``);
+   * a never-seen process on a *stable* host (no new process during the last ``stable_after_events``
+     events) is ``unknown_process``; on a host that keeps adding processes (a workstation) it is only a
+     danger signal;
+   * a process that keeps appearing becomes tolerated after ``tolerance_sightings`` sightings (the
+     NK cell's tolerance to self); until then it is not learned into the baseline.
+   Known signed processes give safe signals.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from collections import Counter, OrderedDict, deque
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from uuid import UUID
+
+from pydantic import Field
+
+from immune_core.cells.base import AnyEvent, Cell, CellContext, CellParams
+from immune_core.cells.baseline import Ewma, log_bytes
+from immune_core.cells.cytokine import Cytokine
+from immune_core.cells.observation import Antigen, CellOutput, Finding, Signal
+from immune_core.cells.periodicity import BeaconTracker, BeaconVerdict
+from immune_core.detection.threat import ThreatCategory, ThreatSeverity
+from immune_core.events.models import EndpointEvent, NetworkFlow
+
+
+class NKCellParams(CellParams):
+    alpha: float = Field(default=0.05, gt=0, lt=1)
+    min_std: float = Field(default=0.5, gt=0, description="Floor of the std in log-bytes units.")
+    warmup_flows: int = Field(default=30, ge=1)
+    exfil_z: float = Field(default=4.0, gt=0)
+    exfil_min_bytes: int = Field(default=5_000_000, ge=0)
+    exfil_window_s: float = Field(default=300.0, gt=0)
+    danger_z: float = Field(default=2.5, gt=0)
+    safe_strength: float = Field(default=0.5, ge=0, le=1)
+    beacon_history: int = Field(default=12, ge=4)
+    beacon_min_events: int = Field(default=8, ge=4)
+    beacon_min_period_s: float = Field(default=5.0, gt=0)
+    beacon_max_period_s: float = Field(default=3600.0, gt=0)
+    beacon_max_cv: float = Field(default=0.15, gt=0)
+    beacon_max_bytes: int = Field(default=20_000, ge=0)
+    beacon_external_only: bool = True
+    beacon_ignore_ports: tuple[int, ...] = (53, 123)
+    warmup_process_events: int = Field(default=40, ge=1)
+    unsigned_share_max: float = Field(default=0.01, ge=0, le=1)
+    stable_after_events: int = Field(default=60, ge=1)
+    tolerance_sightings: int = Field(default=20, ge=1)
+    max_hosts: int = Field(default=50_000, ge=1)
+    max_beacon_pairs: int = Field(default=200_000, ge=1)
+
+
+@dataclass(slots=True)
+class _HostProfile:
+    volume: Ewma
+    sent_to: dict[str, deque[tuple[datetime, int, UUID]]] = field(default_factory=dict)
+    processes: Counter[str] = field(default_factory=Counter)
+    candidates: Counter[str] = field(default_factory=Counter)  # seen but not (yet) tolerated
+    process_events: int = 0
+    unsigned_events: int = 0
+    events_since_new_process: int = 0
+
+    def unsigned_share(self) -> float:
+        return self.unsigned_events / self.process_events if self.process_events else 0.0
+
+
+def _is_internal(address: str) -> bool:
+    ip = ipaddress.ip_address(address)
+    return ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_multicast
+
+
+class NKCell(Cell[NKCellParams]):
+    cell_type = "nk_cell"
+    params_model = NKCellParams
+    description = "Per-host baselines: exfiltration volume, beaconing, unsigned or unknown processes."
+
+    def __init__(self, params: NKCellParams, cell_id: str) -> None:
+        super().__init__(params, cell_id)
+        self._hosts: OrderedDict[str, _HostProfile] = OrderedDict()
+        self._beacons = BeaconTracker(
+            history=params.beacon_history,
+            min_events=params.beacon_min_events,
+            min_period_s=params.beacon_min_period_s,
+            max_period_s=params.beacon_max_period_s,
+            max_cv=params.beacon_max_cv,
+            max_bytes=params.beacon_max_bytes,
+            max_pairs=params.max_beacon_pairs,
+        )
+        self._beacon_ignore_ports = frozenset(params.beacon_ignore_ports)
+
+    def state_summary(self) -> dict[str, int]:
+        return {"hosts": len(self._hosts), "beacon_pairs": len(self._beacons)}
+
+    def _profile(self, host_id: str) -> _HostProfile:
+        profile = self._hosts.get(host_id)
+        if profile is None:
+            profile = self._hosts[host_id] = _HostProfile(volume=Ewma(self.params.alpha))
+            while len(self._hosts) > self.params.max_hosts:
+                self._hosts.popitem(last=False)
+        else:
+            self._hosts.move_to_end(host_id)
+        return profile
+
+    def _observe(self, event: AnyEvent, context: CellContext) -> CellOutput:
+        output = CellOutput()
+        if isinstance(event, NetworkFlow):
+            profile = self._profile(event.host_id)
+            self._judge_volume(event, profile, context.now, output)
+            self._judge_beacon(event, output)
+        elif isinstance(event, EndpointEvent) and event.action == "process_start":
+            self._judge_process(event, self._profile(event.host_id), context.now, output)
+        return output
+
+    # -- 1. upstream volume -----------------------------------------------------------------------
+    def _judge_volume(self, flow: NetworkFlow, profile: _HostProfile, now: datetime, out: CellOutput) -> None:
+        p = self.params
+        window = profile.sent_to.setdefault(flow.dst_ip, deque())
+        window.append((flow.timestamp, flow.bytes_out, flow.event_id))
+        horizon = now - timedelta(seconds=p.exfil_window_s)
+        for dst in list(profile.sent_to):
+            sends = profile.sent_to[dst]
+            while sends and sends[0][0] < horizon:
+                sends.popleft()
+            if not sends:
+                del profile.sent_to[dst]
+        total = sum(size for _, size, _ in window)
+
+        host = Antigen("host", flow.host_id)
+        warmed = profile.volume.count >= p.warmup_flows
+        flow_z = profile.volume.zscore(log_bytes(flow.bytes_out), p.min_std) if warmed else 0.0
+        total_z = profile.volume.zscore(log_bytes(total), p.min_std) if warmed else 0.0
+        if not warmed or flow_z < p.exfil_z:
+            profile.volume.update(log_bytes(flow.bytes_out))
+        if not warmed:
+            return
+
+        if total >= p.exfil_min_bytes and total_z >= p.exfil_z:
+            typical = int(profile_typical_bytes(profile))
+            reason = (
+                f"{flow.host_id} sent {total:,} bytes to {flow.dst_ip} within {p.exfil_window_s:g} s; "
+                f"z = {total_z:.1f} against its baseline (typical flow {typical:,} bytes)"
+            )
+            confidence = round(min(0.95, 0.5 + 0.05 * (total_z - p.exfil_z + 1)), 3)
+            self._find(out, host, "exfiltration", "high", confidence, reason, now,
+                       tuple(event_id for _, _, event_id in window), flow.host_id, flow.event_id)
+        elif max(flow_z, total_z) >= p.danger_z:
+            strength = min(1.0, max(flow_z, total_z) / p.exfil_z)
+            out.signals.append(Signal(host, "danger", strength, self.cell_id,
+                                      f"upstream volume z = {max(flow_z, total_z):.1f}", now,
+                                      flow.event_id, "exfiltration", flow.host_id))
+        elif abs(flow_z) < 1.0 and p.safe_strength > 0:
+            out.signals.append(Signal(host, "safe", p.safe_strength, self.cell_id,
+                                      "upstream volume within baseline", now, flow.event_id,
+                                      None, flow.host_id))
+
+    # -- 2. beaconing -----------------------------------------------------------------------------
+    def _judge_beacon(self, flow: NetworkFlow, out: CellOutput) -> None:
+        p = self.params
+        if flow.dst_port in self._beacon_ignore_ports:
+            return
+        if p.beacon_external_only and _is_internal(flow.dst_ip):
+            return
+        verdict = self._beacons.observe(
+            flow.host_id, flow.dst_ip, flow.dst_port, flow.timestamp, flow.bytes_out, flow.event_id
+        )
+        if verdict is not None:
+            self._report_beacon(verdict, flow, out)
+
+    def _report_beacon(self, verdict: BeaconVerdict, flow: NetworkFlow, out: CellOutput) -> None:
+        reason = (
+            f"{verdict.host_id} contacted {verdict.dst_ip}:{verdict.dst_port} {verdict.connections} times "
+            f"every {verdict.period_s:.1f} s (coefficient of variation {verdict.cv:.3f})"
+        )
+        confidence = round(min(0.95, 0.6 + 0.3 * (1 - verdict.cv / self.params.beacon_max_cv)), 3)
+        self._find(out, Antigen("host", flow.host_id), "beaconing", "high", confidence, reason,
+                   flow.timestamp, verdict.event_ids, flow.host_id, flow.event_id)
+
+    # -- 3. processes -----------------------------------------------------------------------------
+    def _judge_process(
+        self, event: EndpointEvent, profile: _HostProfile, now: datetime, out: CellOutput
+    ) -> None:
+        p = self.params
+        process = Antigen("process", f"{event.host_id}/{event.process}")
+        known = event.process in profile.processes
+        warmed = profile.process_events >= p.warmup_process_events
+        stable = profile.events_since_new_process >= p.stable_after_events
+        share = profile.unsigned_share()
+        flagged = False
+
+        if warmed and not event.signed and share <= p.unsigned_share_max:
+            reason = (
+                f"unsigned process {event.process} (parent {event.parent_process}, user {event.user}) on "
+                f"{event.host_id}, where {share:.1%} of {profile.process_events} process starts were unsigned"
+            )
+            self._find(out, process, "unsigned_process", "high", 0.8, reason, now, (event.event_id,),
+                       event.host_id, event.event_id)
+            flagged = True
+        elif warmed and not known and stable:
+            reason = (
+                f"never-seen process {event.process} (parent {event.parent_process}) on {event.host_id}, "
+                f"whose {len(profile.processes)} known processes had not changed for "
+                f"{profile.events_since_new_process} process starts"
+            )
+            self._find(out, process, "unknown_process", "medium", 0.6, reason, now, (event.event_id,),
+                       event.host_id, event.event_id)
+            flagged = True
+        elif warmed and (not known or not event.signed):
+            why = "never-seen" if not known else "unsigned"
+            out.signals.append(Signal(process, "danger", 0.5, self.cell_id, f"{why} process {event.process}",
+                                      now, event.event_id, "behaviour_anomaly", event.host_id))
+        elif known and event.signed and p.safe_strength > 0:
+            out.signals.append(Signal(process, "safe", p.safe_strength, self.cell_id,
+                                      f"known signed process {event.process}", now, event.event_id,
+                                      None, event.host_id))
+        self._learn_process(event, profile, known, flagged)
+
+    def _learn_process(self, event: EndpointEvent, profile: _HostProfile, known: bool, flagged: bool) -> None:
+        warmed = profile.process_events >= self.params.warmup_process_events
+        if known:
+            profile.processes[event.process] += 1
+            profile.events_since_new_process += 1
+        elif not warmed:
+            profile.processes[event.process] += 1
+            profile.events_since_new_process = 0
+        else:
+            # After warm-up a newcomer is learned only once it has been seen often enough to be self.
+            profile.candidates[event.process] += 1
+            if profile.candidates[event.process] >= self.params.tolerance_sightings:
+                profile.processes[event.process] = profile.candidates.pop(event.process)
+                profile.events_since_new_process = 0
+            else:
+                profile.events_since_new_process += 1
+        if not flagged:
+            profile.process_events += 1
+            profile.unsigned_events += not event.signed
+
+    # -- shared -----------------------------------------------------------------------------------
+    def _find(
+        self,
+        out: CellOutput,
+        antigen: Antigen,
+        category: ThreatCategory,
+        severity: ThreatSeverity,
+        confidence: float,
+        reason: str,
+        now: datetime,
+        event_ids: tuple[UUID, ...],
+        host_id: str,
+        event_id: UUID,
+    ) -> None:
+        out.findings.append(Finding(antigen, category, severity, confidence, reason, now, event_ids,
+                                    self.cell_id, self.cell_type, host_id))
+        out.signals.append(Signal(antigen, "danger", 1.0, self.cell_id, reason, now, event_id,
+                                  category, host_id))
+        out.cytokines.append(Cytokine.emit("ifn_gamma", self.cell_id, antigen.type, antigen.value, now,
+                                           {"category": category, "reason": reason}))
+
+
+def profile_typical_bytes(profile: _HostProfile) -> float:
+    """The geometric-mean flow size the baseline has learned (the EWMA works on log bytes)."""
+    return math.expm1(profile.volume.mean)
