@@ -1,0 +1,314 @@
+"""The Kubernetes targets (`staging`, `prod`): the Pulumi program driven through the Automation API.
+
+Rollout state is stack config owned by the pipeline (`settings.rollout.activeColor`,
+`settings.rollout.canaryWeight`, `settings.rollout.images.<colour>`): every change is a config
+write followed by `pulumi up`, so the stack's history records each traffic move. The program turns
+that config into the stable Service selector and the canary Ingress weight; its exports give the
+gates their URLs.
+
+Render mode (`render_dir` set) turns on the program's `renderYamlToDirectory` option: the Kubernetes
+provider writes manifests instead of talking to a cluster, which is how the tests exercise the whole
+path without one. With a cluster, the provider's await logic makes `up` return only once the
+Deployments are rolled out, so a successful `deploy` means the colour's replicas are ready.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pulumi import automation as auto
+
+from immune_suite.state_dir import read_json, state_root, write_json_atomic
+from immune_suite.targets.base import (
+    Color,
+    ColorHealth,
+    Endpoints,
+    Release,
+    TargetError,
+    TargetSnapshot,
+    TrafficState,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+ENGINE_SCRIPT = REPO_ROOT / "scripts" / "pulumi-engine.sh"
+PROJECT = "active-immune-core"
+SETTINGS = "settings"
+ROLLOUT = f"{SETTINGS}.rollout"
+API_TOKENS_KEY = "apiTokens"
+
+
+def engine_environment(script: Path = ENGINE_SCRIPT) -> dict[str, str]:
+    """The environment that points the Automation API at the project's engine (PATH, PULUMI_HOME, ...).
+
+    Raises `TargetError` when the engine has not been built (`scripts/pulumi-engine.sh build`).
+    """
+    status = subprocess.run(["bash", str(script), "status"], capture_output=True, check=False)
+    if status.returncode != 0:
+        raise TargetError(f"the Pulumi engine is not built: run {script} build")
+    out = subprocess.run(["bash", str(script), "env", "--plain"], capture_output=True, text=True, check=True)
+    env: dict[str, str] = {}
+    for line in out.stdout.splitlines():
+        name, sep, value = line.partition("=")
+        if sep:
+            env[name] = value
+    return env
+
+
+@dataclass(frozen=True)
+class KubernetesTargetOptions:
+    """Where the stack lives and how the engine is reached.
+
+    `backend_url` is a Pulumi backend (`file://...` for a local state directory); the passphrase
+    secrets provider reads `PULUMI_CONFIG_PASSPHRASE` or `PULUMI_CONFIG_PASSPHRASE_FILE` from
+    `extra_env` or the process environment, never from this object's repr.
+    """
+
+    stack: str
+    project_dir: Path = REPO_ROOT
+    backend_url: str | None = None
+    render_dir: Path | None = None
+    state_dir: Path | None = None
+    engine_env: Mapping[str, str] | None = None
+    extra_env: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True)
+class UpOutcome:
+    """What one `pulumi up` changed: operation -> count (e.g. {"update": 1, "same": 60})."""
+
+    changes: dict[str, int]
+
+    @property
+    def changed(self) -> bool:
+        return any(count for op, count in self.changes.items() if op != "same")
+
+
+class KubernetesTarget:
+    """A `Target` for a Kubernetes stack of the Pulumi program in `project_dir`."""
+
+    def __init__(self, options: KubernetesTargetOptions, log: Callable[[str], None] | None = None) -> None:
+        if options.stack not in ("staging", "prod"):
+            raise TargetError(f"unknown Kubernetes stack {options.stack!r} (staging or prod)")
+        self.options = options
+        self.name = options.stack
+        self._log = log or (lambda _line: None)
+        self._stack: auto.Stack | None = None
+        state_dir = options.state_dir or state_root() / "kubernetes"
+        self._releases_file = state_dir / f"{options.stack}-releases.json"
+
+    # -- the stack -------------------------------------------------------------------------------
+    def _env(self) -> dict[str, str]:
+        env = dict(self.options.engine_env if self.options.engine_env is not None else engine_environment())
+        if self.options.backend_url:
+            env["PULUMI_BACKEND_URL"] = self.options.backend_url
+        env.update(self.options.extra_env)
+        return env
+
+    def stack(self) -> auto.Stack:
+        """Select the stack, creating it (passphrase secrets provider) on first use."""
+        if self._stack is None:
+            env = self._env()
+            engine_dir = env.get("PULUMI_ENGINE_DIR")
+            command = auto.PulumiCommand(root=engine_dir) if engine_dir else None
+            workspace_opts = auto.LocalWorkspaceOptions(
+                work_dir=str(self.options.project_dir),
+                env_vars=env,
+                secrets_provider="passphrase",
+                pulumi_command=command,
+            )
+            try:
+                self._stack = auto.create_or_select_stack(
+                    self.options.stack, work_dir=str(self.options.project_dir), opts=workspace_opts
+                )
+            except auto.errors.CommandError as exc:
+                raise TargetError(f"could not select stack {self.options.stack}: {exc}") from exc
+            if self.options.render_dir is not None:
+                self._set({f"{SETTINGS}.renderYamlToDirectory": str(self.options.render_dir)})
+        return self._stack
+
+    def _set(self, values: Mapping[str, str]) -> None:
+        stack = self._stack if self._stack is not None else self.stack()
+        stack.set_all_config({key: auto.ConfigValue(value=value) for key, value in values.items()}, path=True)
+
+    def _get(self, key: str) -> str | None:
+        try:
+            return self.stack().get_config(key, path=True).value
+        except auto.errors.CommandError:
+            return None
+
+    def up(self) -> UpOutcome:
+        """`pulumi up` with the config as it stands; raises `TargetError` on failure."""
+        stack = self.stack()
+        try:
+            result = stack.up(on_output=self._log, color="never", suppress_progress=True)
+        except auto.errors.CommandError as exc:
+            raise TargetError(f"pulumi up failed on {self.name}: {exc}") from exc
+        return UpOutcome(changes=dict(result.summary.resource_changes or {}))
+
+    def preview(self, policy_packs: list[str] | None = None) -> UpOutcome:
+        stack = self.stack()
+        try:
+            result = stack.preview(on_output=self._log, color="never", policy_packs=policy_packs)
+        except auto.errors.CommandError as exc:
+            raise TargetError(f"pulumi preview failed on {self.name}: {exc}") from exc
+        return UpOutcome(changes={k: int(v) for k, v in result.change_summary.items()})
+
+    def outputs(self) -> dict[str, Any]:
+        return {name: item.value for name, item in self.stack().outputs().items()}
+
+    # -- Target: machinery -----------------------------------------------------------------------
+    def ensure_running(self) -> None:
+        """Nothing of ours runs beside a cluster; selecting the stack checks the engine and backend."""
+        self.stack()
+
+    def api_token(self) -> str | None:
+        raw = self._get(API_TOKENS_KEY)
+        if not raw:
+            return None
+        tokens = [token.strip() for token in raw.split(",") if token.strip()]
+        return tokens[0] if tokens else None
+
+    # -- Target: releases ------------------------------------------------------------------------
+    def _releases(self) -> dict[str, Any]:
+        return read_json(self._releases_file) if self._releases_file.exists() else {}
+
+    def _record(self, color: Color, release: Release | None, scaled_down: bool) -> None:
+        data = self._releases()
+        data[color.value] = {"release": release.to_dict() if release else None, "scaled_down": scaled_down}
+        write_json_atomic(self._releases_file, data)
+
+    def release_on(self, color: Color) -> Release | None:
+        entry = self._releases().get(color.value)
+        if not entry or not entry.get("release"):
+            return None
+        return Release.from_dict(entry["release"])
+
+    def image_for(self, release: Release) -> str:
+        """The image reference for a release: the program's repository pinned to the release digest."""
+        if not release.digest.startswith("sha256:"):
+            raise TargetError(f"release {release.version} has no image digest (got {release.digest!r})")
+        repository = self._get(f"{SETTINGS}.imageBuild.repository")
+        if not repository:
+            raise TargetError(f"stack {self.name} has no settings.imageBuild.repository to pin the digest to")
+        return f"{repository}@{release.digest}"
+
+    def deploy(self, color: Color, release: Release, replicas: int | None = None) -> ColorHealth:
+        if release.env:
+            # The program has no per-colour environment overrides; silently dropping them would make
+            # a fault-injection release look healthy.
+            raise TargetError(f"release env overrides are not supported on Kubernetes: {sorted(release.env)}")
+        if replicas is not None:
+            raise TargetError("per-deploy replica counts are not supported on Kubernetes (settings.app.replicas)")
+        self._set({f"{ROLLOUT}.images.{color.value}": self.image_for(release)})
+        self.up()
+        self._record(color, release, scaled_down=False)
+        return self.health(color)
+
+    def scale_down(self, color: Color) -> None:
+        """Take `color` out of traffic and record it as retired.
+
+        The program declares both colours' Deployments from `settings.app.replicas`; it has no
+        per-colour replica setting, so the retired colour keeps its pods until the next deploy
+        replaces its image. Traffic is what matters for an abort and it is moved here.
+        """
+        current = self.traffic()
+        if current is not None and current.active is not color and current.canary_weight != 0:
+            self.set_traffic(current.active, 0)
+        self._record(color, self.release_on(color), scaled_down=True)
+
+    def health(self, color: Color) -> ColorHealth:
+        release = self.release_on(color)
+        entry = self._releases().get(color.value) or {}
+        desired = int(self._get(f"{SETTINGS}.app.replicas.min") or 0)
+        deployed = release is not None and not entry.get("scaled_down", False)
+        if self.options.render_dir is not None:
+            # Nothing runs in render mode: report the declared replicas, none of them live.
+            return ColorHealth(
+                color=color, deployed=deployed, live_replicas=0, ready_replicas=0, desired_replicas=desired,
+                release=release, detail=f"render mode: manifests in {self.options.render_dir}",
+            )
+        ready = desired if deployed else 0  # `up` returned only after the provider awaited the rollout
+        return ColorHealth(
+            color=color, deployed=deployed, live_replicas=ready, ready_replicas=ready,
+            desired_replicas=desired, release=release, detail="ready as awaited by pulumi up",
+        )
+
+    # -- Target: traffic -------------------------------------------------------------------------
+    def traffic(self) -> TrafficState | None:
+        outputs = self.outputs()
+        active = outputs.get("activeColor")
+        weight = outputs.get("canaryWeight")
+        if active is None or weight is None:
+            return None
+        return TrafficState(active=Color(str(active)), canary_weight=int(weight))
+
+    def set_traffic(self, active: Color, canary_weight: int) -> TrafficState:
+        if not 0 <= canary_weight <= 100:
+            raise TargetError(f"canary weight {canary_weight} outside 0..100")
+        self._set({f"{ROLLOUT}.activeColor": active.value, f"{ROLLOUT}.canaryWeight": str(canary_weight)})
+        self.up()
+        return TrafficState(active=active, canary_weight=canary_weight)
+
+    def endpoints(self) -> Endpoints:
+        outputs = self.outputs()
+        try:
+            return Endpoints(
+                ingress_url=str(outputs["canaryUrl"]),
+                stable_url=str(outputs["stableUrl"]),
+                preview_url=str(outputs["previewUrl"]),
+            )
+        except KeyError as exc:
+            raise TargetError(f"stack {self.name} does not export {exc.args[0]} (run up first)") from exc
+
+    # -- Target: snapshot ------------------------------------------------------------------------
+    def snapshot(self) -> TargetSnapshot:
+        releases: dict[str, dict[str, Any] | None] = {}
+        images: dict[str, str | None] = {}
+        for color in Color:
+            entry = self._releases().get(color.value) or {}
+            release = entry.get("release") if not entry.get("scaled_down") else None
+            releases[color.value] = release
+            images[color.value] = self._get(f"{ROLLOUT}.images.{color.value}")
+        return TargetSnapshot(traffic=self.traffic(), releases=releases, extra={"images": images})
+
+    def restore(self, snapshot: TargetSnapshot) -> None:
+        """Put the rollout config back as it was and apply it in one `up` (traffic and images together)."""
+        values: dict[str, str] = {}
+        if snapshot.traffic is not None:
+            values[f"{ROLLOUT}.activeColor"] = snapshot.traffic.active.value
+            values[f"{ROLLOUT}.canaryWeight"] = str(snapshot.traffic.canary_weight)
+        for color, image in (snapshot.extra.get("images") or {}).items():
+            if image:
+                values[f"{ROLLOUT}.images.{color}"] = str(image)
+        if values:
+            self._set(values)
+            self.up()
+        for color in Color:
+            wanted = snapshot.releases.get(color.value)
+            self._record(color, Release.from_dict(wanted) if wanted else self.release_on(color),
+                         scaled_down=wanted is None)
+
+    # -- Target: chaos ---------------------------------------------------------------------------
+    def chaos_config(self, candidate: Color) -> dict[str, Any]:
+        endpoints = self.endpoints()
+        outputs = self.outputs()
+        return {
+            "base_url": endpoints.ingress_url,
+            "candidate_url": endpoints.preview_url,
+            "stable_url": endpoints.stable_url,
+            "api_token": self.api_token(),
+            "namespace": outputs.get("namespace"),
+            "candidate_label_selector": f"app.kubernetes.io/name=immune-core,app.kubernetes.io/color={candidate.value}",
+        }
+
+
+def describe(target: KubernetesTarget) -> str:
+    """A one-line, secret-free description for logs."""
+    return json.dumps({"stack": target.name, "render_dir": str(target.options.render_dir or ""),
+                       "backend": target.options.backend_url or os.environ.get("PULUMI_BACKEND_URL", "")})
