@@ -46,6 +46,7 @@ class CanaryConfig(_Strict):
     steps: tuple[int, ...] = (10, 50, 100)
     load_shape: str = "baseline"
     step_duration_s: float = 10.0
+    rps_scale: float = 1.0  # multiplies the shape's request rates (small machines, CI)
 
     @field_validator("steps")
     @classmethod

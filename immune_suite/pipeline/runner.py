@@ -1,0 +1,447 @@
+"""Runs a promotion plan step by step, persisting after every transition.
+
+The loop is generic: it looks up the handler for the current step's kind, records the outcome,
+and follows the step's `on_pass`/`on_fail` edge. Any exception in a step is a failure of that step
+(so traffic always goes back to stable); only the rollback step itself is retried on rerun.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import getpass
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from immune_suite.analysis import analyse_canary_step
+from immune_suite.pipeline.exit_codes import ExitCode
+from immune_suite.pipeline.gates import Gates, LoadResult, run_dir
+from immune_suite.pipeline.plan import (
+    PROMOTED,
+    ROLLBACK_STEP,
+    ROLLED_BACK,
+    TERMINAL,
+    TRAFFIC_SPLIT_KINDS,
+    Step,
+    StepKind,
+    build_plan,
+)
+from immune_suite.pipeline.run_state import RunState, RunStore, StepResult, now_iso
+from immune_suite.progress import Progress
+from immune_suite.smoke import post_promotion_check, smoke_test
+from immune_suite.source import export_source
+from immune_suite.stack_config import REPO_ROOT, StackConfig
+from immune_suite.state_dir import state_root
+from immune_suite.targets.base import Color, Release, Target, TargetError, TrafficState
+from immune_suite.verdict import Measurement, Status, Verdict
+
+
+@dataclass(frozen=True)
+class Outcome:
+    passed: bool
+    verdict: Verdict | None = None
+    reason: str | None = None
+    exit_code: ExitCode = ExitCode.GATE_FAILED
+    suspend: bool = False  # stop the loop without finishing (awaiting approval)
+
+
+class Suspended(Exception):
+    """The run stopped, unfinished and safe, waiting for a person (approval)."""
+
+
+def operator() -> str:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()}"
+
+
+class Pipeline:
+    def __init__(
+        self,
+        stack: StackConfig,
+        target: Target,
+        gates: Gates,
+        progress: Progress,
+        repo: Path = REPO_ROOT,
+        poll_s: float = 0.5,
+    ) -> None:
+        self.stack = stack
+        self.target = target
+        self.gates = gates
+        self.progress = progress
+        self.repo = repo
+        self.store = RunStore(stack.name)
+        self.poll_s = poll_s
+        self._handlers: dict[StepKind, Callable[[RunState, Step], Outcome]] = {
+            StepKind.APPROVAL: self._approval,
+            StepKind.SECURITY: self._security,
+            StepKind.DEPLOY: self._deploy,
+            StepKind.SMOKE: self._smoke,
+            StepKind.CANARY: self._canary,
+            StepKind.CHAOS: self._chaos,
+            StepKind.SWITCH: self._switch,
+            StepKind.POST_CHECK: self._post_check,
+            StepKind.RETIRE: self._retire,
+            StepKind.ROLLBACK: self._rollback,
+        }
+
+    # -- starting ----------------------------------------------------------------------------------
+    def new_run(self, candidate: Release, kind: str = "promotion", source_commit: str = "") -> RunState:
+        self.target.ensure_running()
+        snapshot = self.target.snapshot()
+        traffic = snapshot.traffic or TrafficState(active=Color.GREEN, canary_weight=0)
+        stable_dict = snapshot.releases.get(traffic.active.value)
+        stable = Release.from_dict(stable_dict) if stable_dict else None
+        first = stable is None
+        plan = build_plan(self.stack, first_promotion=first, skip_gates=(kind == "rollback"))
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        run = RunState(
+            run_id=f"{stamp}-{candidate.digest.split(':')[-1][:8]}",
+            stack=self.stack.name,
+            kind=kind,
+            candidate=candidate,
+            candidate_color=traffic.active.other,
+            stable=stable,
+            stable_color=traffic.active,
+            first_promotion=first,
+            plan=plan,
+            current=plan[0].id,
+            snapshot=snapshot,
+            owner=f"{operator()} pid {os.getpid()}",
+            source_commit=source_commit,
+        )
+        run.note(
+            "started",
+            kind=kind,
+            candidate=candidate.version,
+            candidate_color=run.candidate_color.value,
+            stable=stable.version if stable else None,
+        )
+        self.store.save(run)
+        was = f"{stable.version} on {run.stable_color.value}" if stable else "none, first promotion"
+        self.progress(
+            f"{kind} {run.run_id}: {candidate.version} -> {run.candidate_color.value} (stable: {was})",
+            stage="start",
+        )
+        return run
+
+    def recover(self, run: RunState, same_candidate: bool) -> None:
+        """Take charge of a run whose process died: traffic to stable first, then decide where to resume."""
+        step = run.step(run.current)
+        self.target.ensure_running()
+        run.owner = f"{operator()} pid {os.getpid()}"
+        if step.kind in TRAFFIC_SPLIT_KINDS:
+            started = time.monotonic()
+            self.target.set_traffic(run.stable_color, 0)
+            elapsed = time.monotonic() - started
+            run.note("recovered: traffic back on stable", interrupted_step=step.id, seconds=round(elapsed, 3))
+            self.progress(f"previous run died in {step.id}: all traffic back on {run.stable_color.value}")
+        if not same_candidate and step.kind is not StepKind.ROLLBACK:
+            run.failure = {
+                "step": step.id,
+                "reason": "pipeline crashed; superseded by a new candidate",
+                "exit_code": int(ExitCode.ABORTED),
+            }
+            run.result(step.id).status = "failed"
+            run.current = ROLLBACK_STEP
+        elif step.kind in TRAFFIC_SPLIT_KINDS:
+            # The analysis windows before the crash were cut short: redo every traffic step from the first.
+            first = next(s for s in run.plan if s.kind in TRAFFIC_SPLIT_KINDS)
+            run.current = first.id
+            for later in run.plan[run.plan.index(first) :]:
+                if later.kind is not StepKind.ROLLBACK:
+                    run.steps[later.id] = StepResult(attempts=run.result(later.id).attempts)
+            run.note("resumed", from_step=first.id)
+        else:
+            run.note("resumed", from_step=step.id)
+        if run.status != "running":
+            run.status = "running"
+        self.store.save(run)
+
+    # -- the loop ----------------------------------------------------------------------------------
+    def execute(self, run: RunState) -> ExitCode:
+        started = time.monotonic()
+        try:
+            while run.current not in TERMINAL:
+                self._obey_controls(run)
+                step = run.step(run.current)
+                outcome = self._run_step(run, step)
+                if outcome.suspend:
+                    return ExitCode.AWAITING_APPROVAL
+                self._advance(run, step, outcome)
+        finally:
+            run.metrics["pipeline_wall_s"] = round(
+                run.metrics.get("pipeline_wall_s", 0) + time.monotonic() - started, 3
+            )
+            self.store.save(run)
+        run.status = run.current
+        run.finished_at = now_iso()
+        self.store.save(run)
+        if run.status == PROMOTED:
+            self.progress(f"promoted {run.candidate.version} on {run.candidate_color.value}", stage="done")
+            return ExitCode.OK
+        failure = run.failure or {}
+        self.progress(f"rolled back: {failure.get('reason', 'unknown reason')}", stage="done")
+        return ExitCode(failure.get("exit_code", ExitCode.GATE_FAILED))
+
+    def _run_step(self, run: RunState, step: Step) -> Outcome:
+        result = run.result(step.id)
+        result.status, result.started_at, result.attempts = "running", now_iso(), result.attempts + 1
+        run.note("step started", step=step.id)
+        self.store.save(run)
+        self.progress(step.description, stage=step.id)
+        try:
+            return self._handlers[step.kind](run, step)
+        except TargetError as error:
+            return Outcome(False, reason=f"{step.id}: target error: {error}", exit_code=ExitCode.TARGET_ERROR)
+        except Suspended:
+            return Outcome(False, suspend=True)
+        except Exception as error:
+            if step.kind is StepKind.ROLLBACK:
+                raise
+            return Outcome(False, reason=f"{step.id}: {type(error).__name__}: {error}")
+
+    def _advance(self, run: RunState, step: Step, outcome: Outcome) -> None:
+        result = run.result(step.id)
+        result.finished_at = now_iso()
+        result.status = "passed" if outcome.passed else "failed"
+        result.verdict = outcome.verdict.to_dict() if outcome.verdict else None
+        result.reason = outcome.reason or (outcome.verdict.summary if outcome.verdict else None)
+        if not outcome.passed and step.kind is not StepKind.ROLLBACK and run.failure is None:
+            run.failure = {"step": step.id, "reason": result.reason, "exit_code": int(outcome.exit_code)}
+        run.current = step.on_pass if outcome.passed else step.on_fail
+        run.note("step finished", step=step.id, status=result.status, reason=result.reason)
+        self.progress(f"{result.status}: {result.reason or ''}", stage=step.id)
+        self.store.save(run)
+
+    def _obey_controls(self, run: RunState) -> None:
+        controls = self.store.controls()
+        if run.current == ROLLBACK_STEP:
+            return
+        paused_noted = False
+        while controls.get("paused") and not controls.get("abort"):
+            if not paused_noted:
+                run.note("paused", by=controls.get("by"))
+                self.store.save(run)
+                self.progress(f"paused by {controls.get('by')}; waiting for `immune-suite resume`")
+                paused_noted = True
+            time.sleep(self.poll_s)
+            controls = self.store.controls()
+        if paused_noted:
+            run.note("resumed after pause")
+        if controls.get("abort"):
+            reason = f"aborted by {controls.get('by', 'an operator')}: {controls.get('abort')}"
+            run.failure = {"step": run.current, "reason": reason, "exit_code": int(ExitCode.ABORTED)}
+            run.result(run.current).status = "skipped"
+            run.note("abort requested", reason=reason)
+            run.current = ROLLBACK_STEP
+            self.store.clear_controls()
+            self.store.save(run)
+
+    def _abort_requested(self) -> bool:
+        return bool(self.store.controls().get("abort"))
+
+    # -- step handlers -----------------------------------------------------------------------------
+    def _artifacts(self, run: RunState, name: str) -> Path:
+        path = run_dir(state_root(), run.stack, run.run_id) / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def _approval(self, run: RunState, step: Step) -> Outcome:
+        if run.approvals:
+            last = run.approvals[-1]
+            verdict = Verdict("approval", Status.PASS, f"approved by {last['by']} at {last['at']}")
+            return Outcome(True, verdict)
+        run.status = "awaiting_approval"
+        run.result(step.id).status = "waiting"
+        run.note("awaiting approval")
+        self.store.save(run)
+        self.progress(
+            "waiting for approval: `immune-suite approve --stack "
+            f"{run.stack}` then `immune-suite resume --stack {run.stack}`",
+            stage=step.id,
+        )
+        raise Suspended
+
+    def _security(self, run: RunState, step: Step) -> Outcome:
+        source = self._artifacts(run, "source")
+        if not any(source.iterdir()):
+            tree = run.candidate.digest.removeprefix("git-tree:")
+            source.rmdir()
+            export_source(self.repo, tree, source)
+        verdict = self.gates.security(source, self._artifacts(run, "security"), None, None, self.progress)
+        return Outcome(verdict.passed, verdict)
+
+    def _deploy(self, run: RunState, step: Step) -> Outcome:
+        env = {**self.stack.candidate_env, **run.candidate.env}
+        release = Release(run.candidate.version, run.candidate.ref, run.candidate.digest, env)
+        health = self.target.deploy(run.candidate_color, release, step.params.get("replicas"))
+        measurements = [
+            Measurement(
+                "ready_replicas", health.ready_replicas, health.desired_replicas, ">=", health.healthy
+            ),
+        ]
+        verdict = Verdict(
+            "deploy",
+            Status.PASS if health.healthy else Status.FAIL,
+            f"{release.version} on {run.candidate_color.value}: {health.ready_replicas}/"
+            f"{health.desired_replicas} replicas ready",
+            measurements,
+            details={"health": health.to_dict()},
+        )
+        return Outcome(health.healthy, verdict, exit_code=ExitCode.TARGET_ERROR)
+
+    def _smoke(self, run: RunState, step: Step) -> Outcome:
+        verdict = smoke_test(
+            self.target.endpoints().preview_url,
+            self.target.api_token() or "",
+            run.candidate_color,
+            run.candidate,
+            float(step.params.get("timeout_s", 30)),
+            self.progress,
+        )
+        return Outcome(verdict.passed, verdict)
+
+    def _canary(self, run: RunState, step: Step) -> Outcome:
+        percent = int(step.params["percent"])
+        self.target.set_traffic(run.stable_color, percent)
+        run.note("traffic", active=run.stable_color.value, canary_weight=percent)
+        self.store.save(run)
+        endpoints = self.target.endpoints()
+        token = self.target.api_token() or ""
+        out = self._artifacts(run, step.id)
+        duration = float(step.params["duration_s"])
+        shape = str(step.params.get("shape", "baseline"))
+        env = {"IMMUNE_LOAD_RPS_SCALE": str(self.stack.canary.rps_scale)}
+
+        def load(url: str, directory: Path) -> LoadResult:
+            return self.gates.load(url, token, directory, shape, duration, self.progress, extra_env=env)
+
+        # At 100% stable gets no ingress traffic; a baseline load on the stable endpoint in the
+        # same window keeps the comparison canary-versus-stable, Kayenta-style.
+        with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+            main = pool.submit(load, endpoints.ingress_url, out / "ingress")
+            baseline = pool.submit(load, endpoints.stable_url, out / "baseline") if percent == 100 else None
+            ingress_run = main.result()
+            baseline_run = baseline.result() if baseline else None
+        canary = list(ingress_run.samples.get(run.candidate_color.value, []))
+        stable = list(ingress_run.samples.get(run.stable_color.value, []))
+        if baseline_run is not None:
+            stable += baseline_run.samples.get(run.stable_color.value, [])
+        analysis = analyse_canary_step(percent, canary, stable, self.stack.slo, self.stack.comparison)
+        breach = [s.at for s in canary if not s.ok or s.latency_ms >= self.stack.slo.p95_ms]
+        details = {
+            **analysis.details,
+            "load_verdict": ingress_run.verdict.to_dict(),
+            "baseline_load_verdict": baseline_run.verdict.to_dict() if baseline_run else None,
+            "other_colors": sorted(
+                set(ingress_run.samples) - {run.candidate_color.value, run.stable_color.value}
+            ),
+        }
+        verdict = Verdict(
+            gate=analysis.gate,
+            status=analysis.status,
+            summary=analysis.summary,
+            measurements=analysis.measurements,
+            artifacts=list(ingress_run.verdict.artifacts)
+            + (list(baseline_run.verdict.artifacts) if baseline_run else []),
+            started_at=ingress_run.verdict.started_at,
+            details=details,
+        )
+        if not verdict.passed:
+            run.metrics["canary_failed_at_unix"] = time.time()
+            if breach:
+                run.metrics["first_slo_breach_at_unix"] = min(breach)
+        return Outcome(verdict.passed, verdict)
+
+    def _chaos(self, run: RunState, step: Step) -> Outcome:
+        config = self.target.chaos_config(run.candidate_color)
+        experiments = list(step.params.get("experiments", []))
+        verdict = self.gates.chaos(config, self._artifacts(run, "chaos"), experiments, self.progress)
+        return Outcome(verdict.passed, verdict)
+
+    def _switch(self, run: RunState, step: Step) -> Outcome:
+        routing = self.target.set_traffic(run.candidate_color, 0)
+        run.note("traffic", active=routing.active.value, canary_weight=0)
+        verdict = Verdict("switch", Status.PASS, f"{run.candidate_color.value} is now the active colour")
+        return Outcome(True, verdict)
+
+    def _post_check(self, run: RunState, step: Step) -> Outcome:
+        verdict = post_promotion_check(
+            self.target.endpoints().stable_url,
+            run.candidate_color,
+            run.candidate,
+            int(step.params.get("requests", 20)),
+            self.progress,
+        )
+        return Outcome(verdict.passed, verdict)
+
+    def _retire(self, run: RunState, step: Step) -> Outcome:
+        deadline = time.monotonic() + float(step.params.get("delay_s", 0))
+        while time.monotonic() < deadline:
+            if self._abort_requested():
+                return Outcome(False, reason="aborted during the rollback window", exit_code=ExitCode.ABORTED)
+            time.sleep(min(self.poll_s, max(deadline - time.monotonic(), 0)))
+        self.target.scale_down(run.stable_color)
+        verdict = Verdict("retire", Status.PASS, f"old colour {run.stable_color.value} scaled away")
+        return Outcome(True, verdict)
+
+    def _rollback(self, run: RunState, step: Step) -> Outcome:
+        started = time.monotonic()
+        snapshot = run.snapshot
+        stable_routing = (
+            snapshot.traffic if snapshot and snapshot.traffic else TrafficState(run.stable_color, 0)
+        )
+        self.target.set_traffic(stable_routing.active, stable_routing.canary_weight)
+        back_on_stable = time.time()
+        run.metrics["rollback_traffic_s"] = round(time.monotonic() - started, 3)
+        if "canary_failed_at_unix" in run.metrics:
+            run.metrics["verdict_to_stable_s"] = round(
+                back_on_stable - run.metrics["canary_failed_at_unix"], 3
+            )
+        if "first_slo_breach_at_unix" in run.metrics:
+            run.metrics["slo_breach_to_stable_s"] = round(
+                back_on_stable - run.metrics["first_slo_breach_at_unix"], 3
+            )
+        run.note("traffic", active=stable_routing.active.value, canary_weight=stable_routing.canary_weight)
+        self.store.save(run)
+        self.progress(
+            f"traffic back on {stable_routing.active.value} in {run.metrics['rollback_traffic_s']}s"
+        )
+        if snapshot is not None:
+            self.target.restore(snapshot)
+        else:
+            self.target.scale_down(run.candidate_color)
+        run.metrics["rollback_total_s"] = round(time.monotonic() - started, 3)
+        verdict = Verdict(
+            "rollback",
+            Status.PASS,
+            f"traffic on {stable_routing.active.value}; {run.candidate_color.value} scaled away",
+            [Measurement("rollback_traffic_s", run.metrics["rollback_traffic_s"], None, "info", True, "s")],
+        )
+        return Outcome(True, verdict)
+
+
+def describe(run: RunState) -> dict[str, Any]:
+    """A short status view of a run for `immune-suite status`."""
+    return {
+        "run_id": run.run_id,
+        "kind": run.kind,
+        "status": run.status,
+        "current": run.current,
+        "candidate": run.candidate.version,
+        "candidate_color": run.candidate_color.value,
+        "stable": run.stable.version if run.stable else None,
+        "stable_color": run.stable_color.value,
+        "steps": {k: v.status for k, v in run.steps.items()},
+        "failure": run.failure,
+        "record": run.record_path,
+        "finished": run.current in (PROMOTED, ROLLED_BACK),
+    }
