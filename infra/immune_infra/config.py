@@ -1,0 +1,342 @@
+"""The stack's configuration: one structured object per stack, validated into a frozen model.
+
+The YAML in ``Pulumi.<stack>.yaml`` is camelCase (Pulumi's convention for config); the model's
+attributes are snake_case. Unknown keys and wrong types are refused with a message that names the
+exact path of each problem, because an operator reading ``pulumi up`` output has nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+PROJECT_NAME = "active-immune-core"
+SETTINGS_KEY = "settings"
+# Separate top-level keys so that `pulumi config set --secret <key>` stores each as ciphertext.
+SECRET_KEYS: tuple[str, ...] = ("postgresPassword", "redisPassword", "apiTokens", "grafanaAdminPassword")
+REGISTRY_PASSWORD_KEY = "registryPassword"
+
+Color = Literal["blue", "green"]
+COLORS: tuple[Color, Color] = ("blue", "green")
+BUILD_IMAGE = "build"
+
+_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|Ti|M|G|T)?$")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$")
+_DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
+
+
+class ConfigError(ValueError):
+    """The stack's configuration is invalid; the message lists every problem with its path."""
+
+
+def image_is_pinned(image: str) -> bool:
+    """An image is pinned when it names a sha256 digest or an exact tag other than `latest`."""
+    if _DIGEST.search(image):
+        return True
+    last_segment = image.rsplit("/", 1)[-1]
+    if ":" not in last_segment:
+        return False
+    tag = last_segment.rsplit(":", 1)[1]
+    return bool(tag) and tag != "latest"
+
+
+def _check_pinned(image: str) -> str:
+    if not image_is_pinned(image):
+        raise ValueError(f"image {image!r} must be pinned by digest (@sha256:...) or an exact tag, never latest")
+    return image
+
+
+def _check_quantity(value: str) -> str:
+    if not _QUANTITY.match(value):
+        raise ValueError(f"{value!r} is not a Kubernetes quantity (e.g. 250m, 512Mi, 10Gi)")
+    return value
+
+
+Quantity = Annotated[str, Field(min_length=1)]
+PinnedImage = Annotated[str, Field(min_length=3)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", alias_generator=to_camel, populate_by_name=True, strict=False
+    )
+
+
+class ComputeResources(_Model):
+    cpu_request: Quantity
+    cpu_limit: Quantity
+    memory_request: Quantity
+    memory_limit: Quantity
+
+    @field_validator("cpu_request", "cpu_limit", "memory_request", "memory_limit")
+    @classmethod
+    def _quantity(cls, value: str) -> str:
+        return _check_quantity(value)
+
+
+class RolloutImages(_Model):
+    blue: PinnedImage
+    green: PinnedImage
+
+    @field_validator("blue", "green")
+    @classmethod
+    def _pinned(cls, value: str) -> str:
+        return value if value == BUILD_IMAGE else _check_pinned(value)
+
+    def for_color(self, color: Color) -> str:
+        return self.blue if color == "blue" else self.green
+
+
+class Rollout(_Model):
+    """Rollout state: owned by the promotion pipeline, which sets it through the Automation API."""
+
+    active_color: Color
+    canary_weight: Annotated[int, Field(ge=0, le=100)]
+    images: RolloutImages
+
+    @property
+    def preview_color(self) -> Color:
+        return "green" if self.active_color == "blue" else "blue"
+
+
+class ImageBuild(_Model):
+    """Build the service's image with pulumi-docker (off: colours use digests from `rollout.images`)."""
+
+    enabled: bool = False
+    repository: str = "ghcr.io/active-immune-core/immune-core"
+    tag: str = "0.1.0"
+    context: str = "."
+    dockerfile: str = "app/Dockerfile"
+    platform: str = "linux/amd64"
+    registry_server: str | None = None
+    registry_username: str | None = None
+
+    @field_validator("tag")
+    @classmethod
+    def _no_latest(cls, value: str) -> str:
+        if not value or value == "latest":
+            raise ValueError("the build tag must be an exact version, never latest")
+        return value
+
+
+class Routing(_Model):
+    mode: Literal["nginx", "gateway"] = "nginx"
+    host: str
+    preview_host: str
+    ingress_class_name: str = "nginx"
+    tls_secret_name: str | None = None
+    gateway_name: str = "immune-gateway"
+    gateway_namespace: str | None = None
+    # Namespace of the ingress controller / gateway pods: the only source admitted to the app's port.
+    ingress_namespace: str = "ingress-nginx"
+
+    @field_validator("host", "preview_host")
+    @classmethod
+    def _hostname(cls, value: str) -> str:
+        if not _HOSTNAME.match(value):
+            raise ValueError(f"{value!r} is not a DNS host name")
+        return value
+
+
+class Replicas(_Model):
+    min: Annotated[int, Field(ge=1, le=100)]
+    max: Annotated[int, Field(ge=1, le=200)]
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Replicas:
+        if self.max < self.min:
+            raise ValueError(f"max ({self.max}) must be >= min ({self.min})")
+        return self
+
+
+class AppSettings(_Model):
+    replicas: Replicas
+    target_cpu_utilization: Annotated[int, Field(ge=10, le=100)] = 70
+    pdb_min_available: Annotated[int, Field(ge=0)] = 1
+    api_prefix: str = ""
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    resources: ComputeResources
+    migrate_resources: ComputeResources
+
+    @field_validator("api_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if value and (not value.startswith("/") or value.endswith("/")):
+            raise ValueError("apiPrefix must be empty or start with '/' and not end with '/'")
+        return value
+
+
+class KafkaSettings(_Model):
+    image: PinnedImage
+    brokers: Annotated[int, Field(ge=1, le=9)]
+    replication_factor: Annotated[int, Field(ge=1)]
+    min_insync_replicas: Annotated[int, Field(ge=1)]
+    partitions: Annotated[int, Field(ge=1, le=256)] = 3
+    storage: Quantity
+    storage_class: str | None = None
+    resources: ComputeResources
+    heap: str = "-Xms512m -Xmx512m"
+    topics: tuple[str, ...]
+    exporter_image: PinnedImage
+
+    @field_validator("image", "exporter_image")
+    @classmethod
+    def _pinned(cls, value: str) -> str:
+        return _check_pinned(value)
+
+    @field_validator("storage")
+    @classmethod
+    def _storage(cls, value: str) -> str:
+        return _check_quantity(value)
+
+    @model_validator(mode="after")
+    def _durability(self) -> KafkaSettings:
+        if self.replication_factor > self.brokers:
+            raise ValueError(
+                f"replicationFactor ({self.replication_factor}) cannot exceed brokers ({self.brokers})"
+            )
+        if self.min_insync_replicas > self.replication_factor:
+            raise ValueError(
+                f"minInsyncReplicas ({self.min_insync_replicas}) cannot exceed "
+                f"replicationFactor ({self.replication_factor})"
+            )
+        if self.brokers in (2, 4, 6, 8):
+            # KRaft controllers need a majority: an even quorum tolerates no more failures than n-1.
+            raise ValueError(f"brokers ({self.brokers}) must be odd: brokers also form the KRaft quorum")
+        return self
+
+
+class RedisSettings(_Model):
+    image: PinnedImage
+    storage: Quantity
+    storage_class: str | None = None
+    resources: ComputeResources
+    exporter_image: PinnedImage
+
+    @field_validator("image", "exporter_image")
+    @classmethod
+    def _pinned(cls, value: str) -> str:
+        return _check_pinned(value)
+
+
+class PostgresSettings(_Model):
+    image: PinnedImage
+    storage: Quantity
+    storage_class: str | None = None
+    database: str = "immune"
+    user: str = "immune"
+    resources: ComputeResources
+    exporter_image: PinnedImage
+
+    @field_validator("image", "exporter_image")
+    @classmethod
+    def _pinned(cls, value: str) -> str:
+        return _check_pinned(value)
+
+
+class SloThresholds(_Model):
+    p95_latency_seconds: Annotated[float, Field(gt=0)] = 0.5
+    error_ratio: Annotated[float, Field(gt=0, lt=1)] = 0.01
+    consumer_lag_max: Annotated[int, Field(ge=1)] = 1000
+    outbox_depth_max: Annotated[int, Field(ge=1)] = 500
+
+
+class MonitoringSettings(_Model):
+    mode: Literal["bundled", "operator"] = "bundled"
+    prometheus_image: PinnedImage
+    grafana_image: PinnedImage
+    retention: str = "15d"
+    storage: Quantity
+    scrape_interval: str = "15s"
+    prometheus_resources: ComputeResources
+    grafana_resources: ComputeResources
+    # Labels the Prometheus Operator's ruleSelector / serviceMonitorSelector match on.
+    operator_release_label: str = "kube-prometheus-stack"
+    # Where the operator's Prometheus runs: NetworkPolicies admit its scrapes, the export points at it.
+    operator_namespace: str = "monitoring"
+    operator_prometheus_url: str = "http://prometheus-operated.monitoring.svc.cluster.local:9090"
+    slo: SloThresholds = SloThresholds()
+
+    @field_validator("prometheus_image", "grafana_image")
+    @classmethod
+    def _pinned(cls, value: str) -> str:
+        return _check_pinned(value)
+
+
+class QuotaSettings(_Model):
+    requests_cpu: Quantity
+    requests_memory: Quantity
+    limits_cpu: Quantity
+    limits_memory: Quantity
+    pods: Annotated[int, Field(ge=1)]
+    persistent_volume_claims: Annotated[int, Field(ge=1)] = 20
+
+
+class StackSettings(_Model):
+    environment: Literal["staging", "prod"]
+    namespace: str
+    render_yaml_to_directory: str | None = None
+    routing: Routing
+    rollout: Rollout
+    image_build: ImageBuild = ImageBuild()
+    app: AppSettings
+    kafka: KafkaSettings
+    redis: RedisSettings
+    postgres: PostgresSettings
+    monitoring: MonitoringSettings
+    quota: QuotaSettings
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, value: str) -> str:
+        if not _DNS_LABEL.match(value):
+            raise ValueError(f"{value!r} is not a valid namespace name (RFC 1123 label)")
+        return value
+
+    @model_validator(mode="after")
+    def _build_consistency(self) -> StackSettings:
+        uses_build = BUILD_IMAGE in (self.rollout.images.blue, self.rollout.images.green)
+        if uses_build and not self.image_build.enabled:
+            raise ValueError(
+                f"rollout.images uses {BUILD_IMAGE!r} but imageBuild.enabled is false: "
+                "give a pinned image or enable the build"
+            )
+        return self
+
+    def image_for(self, color: Color) -> str:
+        return self.rollout.images.for_color(color)
+
+
+def _format_errors(error: ValidationError, root: str) -> str:
+    lines = [f"invalid Pulumi config {root!r}:"]
+    for item in error.errors():
+        path = ".".join(str(part) for part in item["loc"]) or "(root)"
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown key (not part of the settings schema)"
+        got = item.get("input")
+        shown = "" if item["type"] in ("missing",) or isinstance(got, dict) else f" (got {got!r})"
+        lines.append(f"  - {root}.{path}: {message}{shown}")
+    return "\n".join(lines)
+
+
+def parse_settings(raw: Mapping[str, Any] | str) -> StackSettings:
+    """Validate the structured `settings` object (a mapping, or the JSON Pulumi hands the program)."""
+    data: Any = raw
+    if isinstance(raw, str):
+        try:
+            data = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"invalid Pulumi config {SETTINGS_KEY!r}: not a structured object ({exc})") from exc
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"invalid Pulumi config {SETTINGS_KEY!r}: expected an object, got {type(data).__name__}")
+    try:
+        return StackSettings.model_validate(dict(data))
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, SETTINGS_KEY)) from None

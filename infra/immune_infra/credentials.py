@@ -1,0 +1,37 @@
+"""Credentials: Pulumi secrets read once, kept as secret Outputs, and only ever stored in k8s Secrets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import quote
+
+import pulumi
+
+from immune_infra.config import REGISTRY_PASSWORD_KEY, SECRET_KEYS
+
+
+@dataclass(frozen=True)
+class StackCredentials:
+    postgres_password: pulumi.Output[str]
+    redis_password: pulumi.Output[str]
+    api_tokens: pulumi.Output[str]
+    grafana_admin_password: pulumi.Output[str]
+
+    @staticmethod
+    def from_config(config: pulumi.Config) -> StackCredentials:
+        values = {key: config.require_secret(key) for key in SECRET_KEYS}
+        return StackCredentials(
+            postgres_password=values["postgresPassword"],
+            redis_password=values["redisPassword"],
+            api_tokens=values["apiTokens"],
+            grafana_admin_password=values["grafanaAdminPassword"],
+        )
+
+
+def registry_password(config: pulumi.Config) -> pulumi.Output[str]:
+    return config.require_secret(REGISTRY_PASSWORD_KEY)
+
+
+def url_secret(template: str, password: pulumi.Output[str]) -> pulumi.Output[str]:
+    """Fill `{password}` in a connection URL, percent-encoded, and keep the result secret."""
+    return pulumi.Output.secret(password.apply(lambda value: template.format(password=quote(value, safe=""))))

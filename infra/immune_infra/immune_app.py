@@ -1,0 +1,445 @@
+"""The service: blue and green Deployments, their migration Jobs, Services, canary routing, HPA, PDB.
+
+Blue/green invariants (tests/infra check them on the rendered objects):
+- the colour is part of each Deployment's selector and pod labels and never changes;
+- `rollout.activeColor` only moves Service selectors: the stable Service follows it and the preview
+  Service is, by definition, on the other colour. Nothing else depends on it;
+- `rollout.canaryWeight` only changes the canary route: 0 means no canary route at all (no canary
+  Ingress, no weighted backend), 1..100 sends that share of the stable host's traffic to the preview
+  colour, and the `X-Immune-Canary: always` header forces it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from immune_infra.config import COLORS, Color, StackSettings
+from immune_infra.workload import (
+    container_security_context,
+    content_hash,
+    empty_dir,
+    field_env,
+    labels,
+    mount,
+    plain_env,
+    pod_security_context,
+    resources,
+    secret_env,
+)
+
+APP_NAME = "immune-core"
+COLOR_LABEL = "immune.vertice.dev/color"
+HTTP_PORT = 8080
+SERVICE_PORT = 80
+STABLE_SERVICE = APP_NAME
+PREVIEW_SERVICE = f"{APP_NAME}-preview"
+API_SECRET = f"{APP_NAME}-api"
+CANARY_HEADER = "X-Immune-Canary"
+KAFKA_GROUP_ID = APP_NAME
+
+
+def deployment_name(color: Color) -> str:
+    return f"{APP_NAME}-{color}"
+
+
+def pods_service_name(color: Color) -> str:
+    """Headless Service per colour: Prometheus discovers each pod through its DNS A records."""
+    return f"{APP_NAME}-{color}-pods"
+
+
+def app_labels(component: str = "api") -> dict[str, str]:
+    return labels(APP_NAME, component)
+
+
+def color_labels(color: Color) -> dict[str, str]:
+    return {**app_labels(), COLOR_LABEL: color}
+
+
+@dataclass(frozen=True)
+class AppDependencies:
+    """What the service connects to: names of Secrets (values stay in k8s) and the Kafka address."""
+
+    database_secret: str
+    database_url_key: str
+    redis_secret: str
+    redis_url_key: str
+    kafka_bootstrap_servers: str
+    postgres_image: str
+    postgres_host: str
+    postgres_user: str
+    waits_for: list[pulumi.Resource]
+
+
+class ImmuneApp(pulumi.ComponentResource):
+    stable_url: str
+    preview_url: str
+    canary_url: str
+
+    def __init__(
+        self,
+        name: str,
+        settings: StackSettings,
+        namespace: pulumi.Input[str],
+        images: dict[Color, pulumi.Input[str]],
+        api_tokens: pulumi.Output[str],
+        dependencies: AppDependencies,
+        provider: k8s.Provider,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("immune:app:ImmuneApp", name, None, opts)
+        self._name = name
+        self._settings = settings
+        self._namespace = namespace
+        self._provider = provider
+        self._dependencies = dependencies
+        child = self._child()
+
+        self.service_account = k8s.core.v1.ServiceAccount(
+            f"{name}-sa",
+            metadata={"name": APP_NAME, "namespace": namespace, "labels": app_labels()},
+            # The service never talks to the Kubernetes API; no token in its pods.
+            automount_service_account_token=False,
+            opts=child,
+        )
+        self.api_secret = k8s.core.v1.Secret(
+            f"{name}-api-tokens",
+            metadata={"name": API_SECRET, "namespace": namespace, "labels": app_labels()},
+            type="Opaque",
+            string_data={"tokens": api_tokens},
+            opts=child,
+        )
+        self.migrations: dict[Color, k8s.batch.v1.Job] = {}
+        self.deployments: dict[Color, k8s.apps.v1.Deployment] = {}
+        for color in COLORS:
+            migration = self._migration_job(color, images[color])
+            self.migrations[color] = migration
+            self.deployments[color] = self._deployment(color, images[color], migration)
+            self._pods_service(color)
+            self._autoscaler(color)
+            self._disruption_budget(color)
+
+        rollout = settings.rollout
+        self.stable_service = self._service(STABLE_SERVICE, "stable", rollout.active_color)
+        self.preview_service = self._service(PREVIEW_SERVICE, "preview", rollout.preview_color)
+        if settings.routing.mode == "nginx":
+            self._nginx_routes()
+        else:
+            self._gateway_routes()
+
+        routing = settings.routing
+        scheme = "https" if routing.tls_secret_name else "http"
+        self.stable_url = f"{scheme}://{routing.host}{settings.app.api_prefix}"
+        self.preview_url = f"{scheme}://{routing.preview_host}{settings.app.api_prefix}"
+        # Canary traffic shares the stable host: a weighted share, or all of it with the header.
+        self.canary_url = self.stable_url
+        self.register_outputs(
+            {"stable_url": self.stable_url, "preview_url": self.preview_url, "canary_url": self.canary_url}
+        )
+
+    def _child(self, depends_on: list[pulumi.Resource] | None = None) -> pulumi.ResourceOptions:
+        return pulumi.ResourceOptions(parent=self, provider=self._provider, depends_on=depends_on or [])
+
+    def _app_env(self, color: Color) -> list[k8s.core.v1.EnvVarArgsDict]:
+        deps = self._dependencies
+        app = self._settings.app
+        return [
+            secret_env("IMMUNE_DATABASE_URL", deps.database_secret, deps.database_url_key),
+            secret_env("IMMUNE_REDIS_URL", deps.redis_secret, deps.redis_url_key),
+            secret_env("IMMUNE_API_TOKENS", API_SECRET, "tokens"),
+            plain_env("IMMUNE_KAFKA_BOOTSTRAP_SERVERS", deps.kafka_bootstrap_servers),
+            plain_env("IMMUNE_KAFKA_GROUP_ID", KAFKA_GROUP_ID),
+            plain_env("IMMUNE_DEPLOYMENT_COLOR", color),
+            plain_env("IMMUNE_API_PREFIX", app.api_prefix),
+            plain_env("IMMUNE_LOG_LEVEL", app.log_level),
+            plain_env("IMMUNE_DATA_DIR", "/tmp/immune"),  # noqa: S108 - an emptyDir; unused with a database
+            field_env("IMMUNE_INSTANCE_ID", "metadata.name"),
+        ]
+
+    def _migration_job(self, color: Color, image: pulumi.Input[str]) -> k8s.batch.v1.Job:
+        """`immune-core migrate` with this colour's image, before that colour's pods roll.
+
+        Jobs are immutable, so the name carries a digest of the image: a new image is a new Job.
+        """
+        deps = self._dependencies
+        job_labels = {**app_labels("migrate"), COLOR_LABEL: color}
+        job_name = pulumi.Output.from_input(image).apply(
+            lambda ref: f"{APP_NAME}-migrate-{color}-{content_hash(ref, length=8)}"
+        )
+        wait_command = (
+            f"until pg_isready -h {deps.postgres_host} -p 5432 -U {deps.postgres_user}; do sleep 2; done"
+        )
+        return k8s.batch.v1.Job(
+            f"{self._name}-migrate-{color}",
+            metadata={"name": job_name, "namespace": self._namespace, "labels": job_labels},
+            spec={
+                "backoff_limit": 4,
+                "active_deadline_seconds": 900,
+                "template": {
+                    "metadata": {"labels": job_labels},
+                    "spec": {
+                        "restart_policy": "Never",
+                        "service_account_name": APP_NAME,
+                        "automount_service_account_token": False,
+                        "security_context": pod_security_context(fs_group=False),
+                        "init_containers": [
+                            {
+                                "name": "wait-for-postgres",
+                                "image": deps.postgres_image,
+                                "image_pull_policy": "IfNotPresent",
+                                "command": ["sh", "-c", wait_command],
+                                "resources": {
+                                    "requests": {"cpu": "10m", "memory": "16Mi"},
+                                    "limits": {"cpu": "100m", "memory": "64Mi"},
+                                },
+                                "security_context": container_security_context(),
+                            }
+                        ],
+                        "containers": [
+                            {
+                                "name": "migrate",
+                                "image": image,
+                                "image_pull_policy": "IfNotPresent",
+                                "command": ["immune-core", "migrate"],
+                                "env": self._app_env(color),
+                                "resources": resources(self._settings.app.migrate_resources),
+                                "security_context": container_security_context(),
+                                "volume_mounts": [mount("tmp", "/tmp")],  # noqa: S108 - an emptyDir
+                            }
+                        ],
+                        "volumes": [empty_dir("tmp")],
+                    },
+                },
+            },
+            opts=self._child(depends_on=[*deps.waits_for, self.api_secret, self.service_account]),
+        )
+
+    def _deployment(
+        self, color: Color, image: pulumi.Input[str], migration: k8s.batch.v1.Job
+    ) -> k8s.apps.v1.Deployment:
+        selector = color_labels(color)
+        http_probe: Any = {"http_get": {"path": "/health/live", "port": "http"}}
+        pod_spec: k8s.core.v1.PodSpecArgsDict = {
+            "service_account_name": APP_NAME,
+            "automount_service_account_token": False,
+            "security_context": pod_security_context(fs_group=False),
+            "termination_grace_period_seconds": 30,
+            "topology_spread_constraints": [
+                {
+                    "max_skew": 1,
+                    "topology_key": "kubernetes.io/hostname",
+                    "when_unsatisfiable": "ScheduleAnyway",
+                    "label_selector": {"match_labels": selector},
+                }
+            ],
+            "containers": [
+                {
+                    "name": APP_NAME,
+                    "image": image,
+                    "image_pull_policy": "IfNotPresent",
+                    "command": ["immune-core", "serve", "--host", "0.0.0.0", "--port", str(HTTP_PORT)],  # noqa: S104
+                    "env": self._app_env(color),
+                    "ports": [{"name": "http", "container_port": HTTP_PORT}],
+                    "startup_probe": {**http_probe, "period_seconds": 2, "failure_threshold": 60},
+                    "liveness_probe": {**http_probe, "period_seconds": 10, "failure_threshold": 3},
+                    "readiness_probe": {
+                        "http_get": {"path": "/health/ready", "port": "http"},
+                        "period_seconds": 5,
+                        "failure_threshold": 2,
+                    },
+                    "resources": resources(self._settings.app.resources),
+                    "security_context": container_security_context(),
+                    "volume_mounts": [mount("tmp", "/tmp")],  # noqa: S108 - an emptyDir
+                }
+            ],
+            "volumes": [empty_dir("tmp", "256Mi")],
+        }
+        return k8s.apps.v1.Deployment(
+            f"{self._name}-{color}",
+            metadata={"name": deployment_name(color), "namespace": self._namespace, "labels": selector},
+            spec={
+                # No `replicas`: the HorizontalPodAutoscaler owns the count; declaring it here would
+                # reset the autoscaler's choice on every `pulumi up`.
+                "selector": {"match_labels": selector},
+                "revision_history_limit": 5,
+                "strategy": {"type": "RollingUpdate", "rolling_update": {"max_unavailable": 0, "max_surge": 1}},
+                "template": {"metadata": {"labels": selector}, "spec": pod_spec},
+            },
+            opts=self._child(depends_on=[migration]),
+        )
+
+    def _pods_service(self, color: Color) -> k8s.core.v1.Service:
+        return k8s.core.v1.Service(
+            f"{self._name}-{color}-pods",
+            metadata={
+                "name": pods_service_name(color),
+                "namespace": self._namespace,
+                "labels": {**app_labels("api-pods"), COLOR_LABEL: color},
+            },
+            spec={
+                "cluster_ip": "None",
+                "selector": color_labels(color),
+                "ports": [{"name": "http", "port": HTTP_PORT, "target_port": "http"}],
+            },
+            opts=self._child(),
+        )
+
+    def _autoscaler(self, color: Color) -> k8s.autoscaling.v2.HorizontalPodAutoscaler:
+        app = self._settings.app
+        return k8s.autoscaling.v2.HorizontalPodAutoscaler(
+            f"{self._name}-{color}-hpa",
+            metadata={"name": deployment_name(color), "namespace": self._namespace, "labels": color_labels(color)},
+            spec={
+                "scale_target_ref": {"api_version": "apps/v1", "kind": "Deployment", "name": deployment_name(color)},
+                "min_replicas": app.replicas.min,
+                "max_replicas": app.replicas.max,
+                "metrics": [
+                    {
+                        "type": "Resource",
+                        "resource": {
+                            "name": "cpu",
+                            "target": {"type": "Utilization", "average_utilization": app.target_cpu_utilization},
+                        },
+                    }
+                ],
+                "behavior": {"scale_down": {"stabilization_window_seconds": 300}},
+            },
+            opts=self._child(depends_on=[self.deployments[color]]),
+        )
+
+    def _disruption_budget(self, color: Color) -> k8s.policy.v1.PodDisruptionBudget:
+        min_available = self._settings.app.pdb_min_available
+        spec: k8s.policy.v1.PodDisruptionBudgetSpecArgsDict = {"selector": {"match_labels": color_labels(color)}}
+        if min_available > 0:
+            spec["min_available"] = min_available
+        else:
+            spec["max_unavailable"] = 1
+        return k8s.policy.v1.PodDisruptionBudget(
+            f"{self._name}-{color}-pdb",
+            metadata={"name": deployment_name(color), "namespace": self._namespace, "labels": color_labels(color)},
+            spec=spec,
+            opts=self._child(),
+        )
+
+    def _service(self, service_name: str, role: str, color: Color) -> k8s.core.v1.Service:
+        return k8s.core.v1.Service(
+            f"{self._name}-{role}",
+            metadata={
+                "name": service_name,
+                "namespace": self._namespace,
+                "labels": {**app_labels(), "immune.vertice.dev/role": role},
+            },
+            spec={
+                "type": "ClusterIP",
+                "selector": color_labels(color),
+                "ports": [{"name": "http", "port": SERVICE_PORT, "target_port": "http"}],
+            },
+            opts=self._child(),
+        )
+
+    def _ingress(
+        self, suffix: str, ingress_name: str, host: str, service: str, annotations: dict[str, str]
+    ) -> k8s.networking.v1.Ingress:
+        routing = self._settings.routing
+        spec: k8s.networking.v1.IngressSpecArgsDict = {
+            "ingress_class_name": routing.ingress_class_name,
+            "rules": [
+                {
+                    "host": host,
+                    "http": {
+                        "paths": [
+                            {
+                                "path": "/",
+                                "path_type": "Prefix",
+                                "backend": {"service": {"name": service, "port": {"name": "http"}}},
+                            }
+                        ]
+                    },
+                }
+            ],
+        }
+        if routing.tls_secret_name:
+            spec["tls"] = [{"hosts": [host], "secret_name": routing.tls_secret_name}]
+        return k8s.networking.v1.Ingress(
+            f"{self._name}-{suffix}",
+            metadata={
+                "name": ingress_name,
+                "namespace": self._namespace,
+                "labels": app_labels(),
+                "annotations": annotations,
+            },
+            spec=spec,
+            opts=self._child(),
+        )
+
+    def _nginx_routes(self) -> None:
+        routing = self._settings.routing
+        weight = self._settings.rollout.canary_weight
+        self.stable_ingress = self._ingress("stable-ingress", APP_NAME, routing.host, STABLE_SERVICE, {})
+        self.preview_ingress = self._ingress(
+            "preview-ingress", PREVIEW_SERVICE, routing.preview_host, PREVIEW_SERVICE, {}
+        )
+        self.canary_ingress: k8s.networking.v1.Ingress | None = None
+        if weight > 0:
+            self.canary_ingress = self._ingress(
+                "canary-ingress",
+                f"{APP_NAME}-canary",
+                routing.host,
+                PREVIEW_SERVICE,
+                {
+                    "nginx.ingress.kubernetes.io/canary": "true",
+                    "nginx.ingress.kubernetes.io/canary-weight": str(weight),
+                    "nginx.ingress.kubernetes.io/canary-weight-total": "100",
+                    "nginx.ingress.kubernetes.io/canary-by-header": CANARY_HEADER,
+                },
+            )
+
+    def _http_route(self, suffix: str, route_name: str, host: str, rules: list[dict[str, Any]]) -> None:
+        routing = self._settings.routing
+        parent: dict[str, Any] = {"name": routing.gateway_name}
+        if routing.gateway_namespace:
+            parent["namespace"] = routing.gateway_namespace
+        k8s.apiextensions.CustomResource(
+            f"{self._name}-{suffix}",
+            api_version="gateway.networking.k8s.io/v1",
+            kind="HTTPRoute",
+            metadata={"name": route_name, "namespace": self._namespace, "labels": app_labels()},
+            spec={"parentRefs": [parent], "hostnames": [host], "rules": rules},
+            opts=self._child(),
+        )
+
+    def _gateway_routes(self) -> None:
+        routing = self._settings.routing
+        weight = self._settings.rollout.canary_weight
+        prefix: dict[str, Any] = {"path": {"type": "PathPrefix", "value": "/"}}
+
+        def backend(service: str, backend_weight: int | None = None) -> dict[str, Any]:
+            ref: dict[str, Any] = {"name": service, "port": SERVICE_PORT}
+            if backend_weight is not None:
+                ref["weight"] = backend_weight
+            return ref
+
+        stable_rules: list[dict[str, Any]]
+        if weight > 0:
+            stable_rules = [
+                {
+                    "matches": [{**prefix, "headers": [{"name": CANARY_HEADER, "value": "always"}]}],
+                    "backendRefs": [backend(PREVIEW_SERVICE)],
+                },
+                {
+                    "matches": [prefix],
+                    "backendRefs": [backend(STABLE_SERVICE, 100 - weight), backend(PREVIEW_SERVICE, weight)],
+                },
+            ]
+        else:
+            stable_rules = [{"matches": [prefix], "backendRefs": [backend(STABLE_SERVICE, 100)]}]
+        self._http_route("stable-route", APP_NAME, routing.host, stable_rules)
+        self._http_route(
+            "preview-route",
+            PREVIEW_SERVICE,
+            routing.preview_host,
+            [{"matches": [prefix], "backendRefs": [backend(PREVIEW_SERVICE)]}],
+        )

@@ -1,0 +1,384 @@
+"""Apache Kafka in KRaft mode (official `apache/kafka` image): StatefulSet, topics Job, PDB, exporter.
+
+Every broker is also a KRaft controller (combined mode), so the broker count is the quorum size.
+The image's own entrypoint writes into /opt/kafka/config, which a read-only root filesystem forbids;
+the start script below writes `server.properties` into an emptyDir instead and runs the same
+`kafka-storage.sh format` / `kafka-server-start.sh` steps the image would.
+"""
+
+from __future__ import annotations
+
+import base64
+import uuid
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from immune_infra.config import KafkaSettings, StackSettings
+from immune_infra.workload import (
+    container_security_context,
+    content_hash,
+    empty_dir,
+    field_env,
+    labels,
+    mount,
+    plain_env,
+    pod_security_context,
+    resources,
+    service_dns,
+    volume_claim,
+)
+
+CLIENT_PORT = 9092
+CONTROLLER_PORT = 9093
+EXPORTER_PORT = 9308
+STATEFULSET_NAME = "kafka"
+HEADLESS_NAME = "kafka-headless"
+SCRIPTS_NAME = "kafka-scripts"
+
+START_SCRIPT = r"""#!/bin/sh
+# Renders server.properties for this broker from the pod's ordinal, formats storage once, starts Kafka.
+set -eu
+ordinal="${POD_NAME##*-}"
+conf=/var/run/kafka/server.properties
+voters=""
+i=0
+while [ "$i" -lt "$KAFKA_BROKERS" ]; do
+  voter="${i}@${STATEFULSET_NAME}-${i}.${HEADLESS_SERVICE}.${POD_NAMESPACE}.svc.cluster.local:9093"
+  voters="${voters:+${voters},}${voter}"
+  i=$((i + 1))
+done
+mkdir -p /var/run/kafka/logs /var/lib/kafka/data/logs
+cat > "$conf" <<PROPERTIES
+process.roles=broker,controller
+node.id=${ordinal}
+controller.quorum.voters=${voters}
+listeners=PLAINTEXT://:9092,CONTROLLER://:9093
+advertised.listeners=PLAINTEXT://${POD_NAME}.${HEADLESS_SERVICE}.${POD_NAMESPACE}.svc.cluster.local:9092
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+controller.listener.names=CONTROLLER
+log.dirs=/var/lib/kafka/data/logs
+num.partitions=${KAFKA_PARTITIONS}
+default.replication.factor=${KAFKA_REPLICATION_FACTOR}
+min.insync.replicas=${KAFKA_MIN_INSYNC_REPLICAS}
+offsets.topic.replication.factor=${KAFKA_REPLICATION_FACTOR}
+transaction.state.log.replication.factor=${KAFKA_REPLICATION_FACTOR}
+transaction.state.log.min.isr=${KAFKA_MIN_INSYNC_REPLICAS}
+auto.create.topics.enable=false
+unclean.leader.election.enable=false
+group.initial.rebalance.delay.ms=3000
+PROPERTIES
+/opt/kafka/bin/kafka-storage.sh format --ignore-formatted --cluster-id "$KAFKA_CLUSTER_ID" --config "$conf"
+exec /opt/kafka/bin/kafka-server-start.sh "$conf"
+"""
+
+TOPICS_SCRIPT = r"""#!/bin/sh
+# Waits for the cluster, then creates each topic if missing (idempotent: safe to re-run).
+set -eu
+attempt=0
+until /opt/kafka/bin/kafka-broker-api-versions.sh --bootstrap-server "$BOOTSTRAP" >/dev/null 2>&1; do
+  attempt=$((attempt + 1))
+  if [ "$attempt" -ge 60 ]; then echo "kafka not reachable at $BOOTSTRAP" >&2; exit 1; fi
+  sleep 5
+done
+for topic in $TOPICS; do
+  /opt/kafka/bin/kafka-topics.sh --bootstrap-server "$BOOTSTRAP" --create --if-not-exists \
+    --topic "$topic" --partitions "$PARTITIONS" --replication-factor "$REPLICATION_FACTOR" \
+    --config "min.insync.replicas=$MIN_INSYNC_REPLICAS"
+done
+/opt/kafka/bin/kafka-topics.sh --bootstrap-server "$BOOTSTRAP" --describe
+"""
+
+
+def cluster_id(namespace: str) -> str:
+    """KRaft needs a base64 UUID fixed for the cluster's life; derive it from the namespace."""
+    raw = uuid.uuid5(uuid.NAMESPACE_DNS, f"kafka.{namespace}.active-immune-core").bytes
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def bootstrap_servers(namespace: str) -> str:
+    return f"{service_dns(STATEFULSET_NAME, namespace)}:{CLIENT_PORT}"
+
+
+def _scripts_volume() -> k8s.core.v1.VolumeArgsDict:
+    return {"name": "scripts", "config_map": {"name": SCRIPTS_NAME, "default_mode": 0o555}}
+
+
+class Kafka(pulumi.ComponentResource):
+    bootstrap_servers: str
+
+    def __init__(
+        self,
+        name: str,
+        settings: StackSettings,
+        namespace: pulumi.Input[str],
+        provider: k8s.Provider,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("immune:kafka:Kafka", name, None, opts)
+        kafka = settings.kafka
+        self.bootstrap_servers = bootstrap_servers(settings.namespace)
+        self._provider = provider
+        child = pulumi.ResourceOptions(parent=self, provider=provider)
+        broker_labels = labels("kafka", "broker")
+
+        scripts = k8s.core.v1.ConfigMap(
+            f"{name}-scripts",
+            metadata={"name": SCRIPTS_NAME, "namespace": namespace, "labels": broker_labels},
+            data={"start-kafka.sh": START_SCRIPT, "create-topics.sh": TOPICS_SCRIPT},
+            opts=child,
+        )
+        self.headless_service = k8s.core.v1.Service(
+            f"{name}-headless",
+            metadata={"name": HEADLESS_NAME, "namespace": namespace, "labels": broker_labels},
+            spec={
+                "cluster_ip": "None",
+                # Brokers must resolve each other before they are ready, or the quorum never forms.
+                "publish_not_ready_addresses": True,
+                "selector": broker_labels,
+                "ports": [
+                    {"name": "client", "port": CLIENT_PORT, "target_port": "client"},
+                    {"name": "controller", "port": CONTROLLER_PORT, "target_port": "controller"},
+                ],
+            },
+            opts=child,
+        )
+        self.service = k8s.core.v1.Service(
+            f"{name}-service",
+            metadata={"name": STATEFULSET_NAME, "namespace": namespace, "labels": broker_labels},
+            spec={
+                "type": "ClusterIP",
+                "selector": broker_labels,
+                "ports": [{"name": "client", "port": CLIENT_PORT, "target_port": "client"}],
+            },
+            opts=child,
+        )
+        config_hash = content_hash(START_SCRIPT, kafka.model_dump(mode="json"))
+        self.statefulset = k8s.apps.v1.StatefulSet(
+            f"{name}-statefulset",
+            metadata={"name": STATEFULSET_NAME, "namespace": namespace, "labels": broker_labels},
+            spec={
+                "service_name": HEADLESS_NAME,
+                "replicas": kafka.brokers,
+                # All voters must start together for the first election; ordered start would deadlock.
+                "pod_management_policy": "Parallel",
+                "selector": {"match_labels": broker_labels},
+                "update_strategy": {"type": "RollingUpdate"},
+                "template": {
+                    "metadata": {
+                        "labels": broker_labels,
+                        "annotations": {"immune.vertice.dev/config-hash": config_hash},
+                    },
+                    "spec": self._pod_spec(settings, kafka, broker_labels),
+                },
+                "volume_claim_templates": [volume_claim("data", kafka.storage, kafka.storage_class)],
+            },
+            opts=pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[scripts, self.headless_service]),
+        )
+        pdb_spec: k8s.policy.v1.PodDisruptionBudgetSpecArgsDict = {"selector": {"match_labels": broker_labels}}
+        if kafka.brokers > 1:
+            # Voluntary evictions may never take the cluster below min.insync.replicas.
+            pdb_spec["min_available"] = kafka.min_insync_replicas
+        else:
+            # A single broker cannot stay available through a drain; don't block node maintenance.
+            pdb_spec["max_unavailable"] = 1
+        self.pdb = k8s.policy.v1.PodDisruptionBudget(
+            f"{name}-pdb",
+            metadata={"name": "kafka", "namespace": namespace, "labels": broker_labels},
+            spec=pdb_spec,
+            opts=child,
+        )
+        self.topics_job = self._topics_job(name, settings, namespace, scripts)
+        self.exporter = self._exporter(name, settings, namespace)
+        self.register_outputs({"bootstrap_servers": self.bootstrap_servers})
+
+    @staticmethod
+    def _pod_spec(
+        settings: StackSettings, kafka: KafkaSettings, broker_labels: dict[str, str]
+    ) -> k8s.core.v1.PodSpecArgsDict:
+        anti_affinity_term: k8s.core.v1.PodAffinityTermArgsDict = {
+            "label_selector": {"match_labels": broker_labels},
+            "topology_key": "kubernetes.io/hostname",
+        }
+        affinity: k8s.core.v1.AffinityArgsDict
+        if kafka.brokers > 1:
+            # Two brokers on one node would let a single node failure cost the quorum.
+            affinity = {
+                "pod_anti_affinity": {"required_during_scheduling_ignored_during_execution": [anti_affinity_term]}
+            }
+        else:
+            affinity = {
+                "pod_anti_affinity": {
+                    "preferred_during_scheduling_ignored_during_execution": [
+                        {"weight": 100, "pod_affinity_term": anti_affinity_term}
+                    ]
+                }
+            }
+        return {
+            "automount_service_account_token": False,
+            "security_context": pod_security_context(),
+            "termination_grace_period_seconds": 60,
+            "affinity": affinity,
+            "topology_spread_constraints": [
+                {
+                    "max_skew": 1,
+                    "topology_key": "topology.kubernetes.io/zone",
+                    "when_unsatisfiable": "ScheduleAnyway",
+                    "label_selector": {"match_labels": broker_labels},
+                }
+            ],
+            "containers": [
+                {
+                    "name": "kafka",
+                    "image": kafka.image,
+                    "image_pull_policy": "IfNotPresent",
+                    "command": ["/bin/sh", "/opt/immune/start-kafka.sh"],
+                    "env": [
+                        field_env("POD_NAME", "metadata.name"),
+                        field_env("POD_NAMESPACE", "metadata.namespace"),
+                        plain_env("STATEFULSET_NAME", STATEFULSET_NAME),
+                        plain_env("HEADLESS_SERVICE", HEADLESS_NAME),
+                        plain_env("KAFKA_CLUSTER_ID", cluster_id(settings.namespace)),
+                        plain_env("KAFKA_BROKERS", str(kafka.brokers)),
+                        plain_env("KAFKA_PARTITIONS", str(kafka.partitions)),
+                        plain_env("KAFKA_REPLICATION_FACTOR", str(kafka.replication_factor)),
+                        plain_env("KAFKA_MIN_INSYNC_REPLICAS", str(kafka.min_insync_replicas)),
+                        plain_env("KAFKA_HEAP_OPTS", kafka.heap),
+                        plain_env("LOG_DIR", "/var/run/kafka/logs"),
+                    ],
+                    "ports": [
+                        {"name": "client", "container_port": CLIENT_PORT},
+                        {"name": "controller", "container_port": CONTROLLER_PORT},
+                    ],
+                    "readiness_probe": {
+                        "tcp_socket": {"port": "client"},
+                        "initial_delay_seconds": 10,
+                        "period_seconds": 10,
+                        "failure_threshold": 6,
+                    },
+                    "liveness_probe": {
+                        "tcp_socket": {"port": "controller"},
+                        "initial_delay_seconds": 60,
+                        "period_seconds": 20,
+                        "failure_threshold": 6,
+                    },
+                    "resources": resources(kafka.resources),
+                    "security_context": container_security_context(),
+                    "volume_mounts": [
+                        mount("data", "/var/lib/kafka/data"),
+                        mount("scripts", "/opt/immune", read_only=True),
+                        mount("run", "/var/run/kafka"),
+                        mount("tmp", "/tmp"),  # noqa: S108 - an emptyDir; the JVM's hsperfdata lives here
+                    ],
+                }
+            ],
+            "volumes": [_scripts_volume(), empty_dir("run", "256Mi"), empty_dir("tmp", "128Mi")],
+        }
+
+    def _topics_job(
+        self, name: str, settings: StackSettings, namespace: pulumi.Input[str], scripts: k8s.core.v1.ConfigMap
+    ) -> k8s.batch.v1.Job:
+        kafka = settings.kafka
+        # Jobs are immutable: a change of topics or durability settings creates a new, named Job.
+        spec_hash = content_hash(
+            kafka.topics, kafka.partitions, kafka.replication_factor, kafka.min_insync_replicas, kafka.image, length=8
+        )
+        job_labels = labels("kafka", "topics")
+        return k8s.batch.v1.Job(
+            f"{name}-topics",
+            metadata={"name": f"kafka-topics-{spec_hash}", "namespace": namespace, "labels": job_labels},
+            spec={
+                "backoff_limit": 6,
+                "template": {
+                    "metadata": {"labels": job_labels},
+                    "spec": {
+                        "restart_policy": "OnFailure",
+                        "automount_service_account_token": False,
+                        "security_context": pod_security_context(fs_group=False),
+                        "containers": [
+                            {
+                                "name": "create-topics",
+                                "image": kafka.image,
+                                "image_pull_policy": "IfNotPresent",
+                                "command": ["/bin/sh", "/opt/immune/create-topics.sh"],
+                                "env": [
+                                    plain_env("BOOTSTRAP", self.bootstrap_servers),
+                                    plain_env("TOPICS", " ".join(kafka.topics)),
+                                    plain_env("PARTITIONS", str(kafka.partitions)),
+                                    plain_env("REPLICATION_FACTOR", str(kafka.replication_factor)),
+                                    plain_env("MIN_INSYNC_REPLICAS", str(kafka.min_insync_replicas)),
+                                    plain_env("KAFKA_HEAP_OPTS", "-Xms64m -Xmx256m"),
+                                    plain_env("LOG_DIR", "/tmp/kafka-logs"),  # noqa: S108 - an emptyDir
+                                ],
+                                "resources": {
+                                    "requests": {"cpu": "50m", "memory": "256Mi"},
+                                    "limits": {"cpu": "500m", "memory": "384Mi"},
+                                },
+                                "security_context": container_security_context(),
+                                "volume_mounts": [
+                                    mount("scripts", "/opt/immune", read_only=True),
+                                    mount("tmp", "/tmp"),  # noqa: S108 - an emptyDir
+                                ],
+                            }
+                        ],
+                        "volumes": [_scripts_volume(), empty_dir("tmp", "64Mi")],
+                    },
+                },
+            },
+            opts=pulumi.ResourceOptions(
+                parent=self, provider=self._provider, depends_on=[scripts, self.statefulset, self.service]
+            ),
+        )
+
+    def _exporter(self, name: str, settings: StackSettings, namespace: pulumi.Input[str]) -> k8s.apps.v1.Deployment:
+        exporter_labels = labels("kafka-exporter", "metrics")
+        deployment = k8s.apps.v1.Deployment(
+            f"{name}-exporter",
+            metadata={"name": "kafka-exporter", "namespace": namespace, "labels": exporter_labels},
+            spec={
+                "replicas": 1,
+                "selector": {"match_labels": exporter_labels},
+                "template": {
+                    "metadata": {"labels": exporter_labels},
+                    "spec": {
+                        "automount_service_account_token": False,
+                        "security_context": pod_security_context(fs_group=False),
+                        "containers": [
+                            {
+                                "name": "kafka-exporter",
+                                "image": settings.kafka.exporter_image,
+                                "image_pull_policy": "IfNotPresent",
+                                "args": [f"--kafka.server={self.bootstrap_servers}"],
+                                "ports": [{"name": "metrics", "container_port": EXPORTER_PORT}],
+                                "readiness_probe": {
+                                    "http_get": {"path": "/healthz", "port": "metrics"},
+                                    "period_seconds": 15,
+                                },
+                                "liveness_probe": {
+                                    "http_get": {"path": "/healthz", "port": "metrics"},
+                                    "initial_delay_seconds": 30,
+                                    "period_seconds": 30,
+                                },
+                                "resources": {
+                                    "requests": {"cpu": "20m", "memory": "32Mi"},
+                                    "limits": {"cpu": "200m", "memory": "128Mi"},
+                                },
+                                "security_context": container_security_context(),
+                            }
+                        ],
+                    },
+                },
+            },
+            opts=pulumi.ResourceOptions(parent=self, provider=self._provider, depends_on=[self.statefulset]),
+        )
+        self.exporter_service = k8s.core.v1.Service(
+            f"{name}-exporter-service",
+            metadata={"name": "kafka-exporter", "namespace": namespace, "labels": exporter_labels},
+            spec={
+                "selector": exporter_labels,
+                "ports": [{"name": "metrics", "port": EXPORTER_PORT, "target_port": "metrics"}],
+            },
+            opts=pulumi.ResourceOptions(parent=self, provider=self._provider),
+        )
+        return deployment

@@ -1,0 +1,397 @@
+"""Monitoring: Prometheus (scrape config + SLO alert rules) and Grafana (provisioned datasource and the
+service's dashboard), or, with `monitoring.mode: operator`, ServiceMonitor / PrometheusRule objects and
+a dashboard ConfigMap for clusters that already run the Prometheus Operator and Grafana's sidecar.
+
+Prometheus finds the service's pods through DNS (one headless Service per colour) rather than the
+Kubernetes API, so it needs no ServiceAccount token and no RBAC.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources as package_files
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+import yaml
+
+from immune_infra import kafka as kafka_module
+from immune_infra import postgres as postgres_module
+from immune_infra import redis as redis_module
+from immune_infra.config import COLORS, StackSettings
+from immune_infra.immune_app import APP_NAME, COLOR_LABEL, HTTP_PORT, pods_service_name
+from immune_infra.slo_rules import alert_rules
+from immune_infra.workload import (
+    container_security_context,
+    content_hash,
+    empty_dir,
+    labels,
+    mount,
+    plain_env,
+    pod_security_context,
+    resources,
+    secret_env,
+    service_dns,
+    volume_claim,
+)
+
+PROMETHEUS_PORT = 9090
+GRAFANA_PORT = 3000
+DASHBOARD_FILE = "immune-core.json"
+
+
+def dashboard_json() -> str:
+    return (package_files.files("immune_infra") / "dashboards" / DASHBOARD_FILE).read_text()
+
+
+def prometheus_config(settings: StackSettings) -> dict[str, Any]:
+    namespace = settings.namespace
+    monitoring = settings.monitoring
+    namespace_label = {"target_label": "namespace", "replacement": namespace}
+    app_job: dict[str, Any] = {
+        "job_name": APP_NAME,
+        "metrics_path": "/metrics",
+        "dns_sd_configs": [
+            {"names": [service_dns(pods_service_name(color), namespace)], "type": "A", "port": HTTP_PORT}
+            for color in COLORS
+        ],
+        "relabel_configs": [
+            # The DNS name tells which colour a pod belongs to: keep it as a label for canary analysis.
+            {
+                "source_labels": ["__meta_dns_name"],
+                "regex": f"{APP_NAME}-(blue|green)-pods\\..*",
+                "target_label": "color",
+                "replacement": "$1",
+            },
+            namespace_label,
+        ],
+    }
+
+    def static_job(job: str, host: str, port: int) -> dict[str, Any]:
+        return {
+            "job_name": job,
+            "static_configs": [{"targets": [f"{host}:{port}"]}],
+            "relabel_configs": [namespace_label],
+        }
+
+    return {
+        "global": {
+            "scrape_interval": monitoring.scrape_interval,
+            "evaluation_interval": monitoring.scrape_interval,
+            "external_labels": {"environment": settings.environment},
+        },
+        "rule_files": ["/etc/prometheus/rules/*.yaml"],
+        "scrape_configs": [
+            app_job,
+            static_job("kafka", service_dns("kafka-exporter", namespace), kafka_module.EXPORTER_PORT),
+            static_job("redis", service_dns(redis_module.SERVICE_NAME, namespace), redis_module.EXPORTER_PORT),
+            static_job(
+                "postgres", service_dns(postgres_module.SERVICE_NAME, namespace), postgres_module.EXPORTER_PORT
+            ),
+            static_job("prometheus", "127.0.0.1", PROMETHEUS_PORT),
+        ],
+    }
+
+
+class Monitoring(pulumi.ComponentResource):
+    prometheus_url: str
+
+    def __init__(
+        self,
+        name: str,
+        settings: StackSettings,
+        namespace: pulumi.Input[str],
+        grafana_admin_password: pulumi.Output[str],
+        provider: k8s.Provider,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("immune:monitoring:Monitoring", name, None, opts)
+        self._name = name
+        self._settings = settings
+        self._namespace = namespace
+        self._provider = provider
+        if settings.monitoring.mode == "operator":
+            self.prometheus_url = settings.monitoring.operator_prometheus_url
+            self._operator_objects()
+        else:
+            self.prometheus_url = f"http://{service_dns('prometheus', settings.namespace)}:{PROMETHEUS_PORT}"
+            self._prometheus()
+            self._grafana(grafana_admin_password)
+        self.register_outputs({"prometheus_url": self.prometheus_url})
+
+    def _child(self, depends_on: list[pulumi.Resource] | None = None) -> pulumi.ResourceOptions:
+        return pulumi.ResourceOptions(parent=self, provider=self._provider, depends_on=depends_on or [])
+
+    def _prometheus(self) -> None:
+        settings = self._settings
+        monitoring = settings.monitoring
+        prom_labels = labels("prometheus", "monitoring")
+        config_text = yaml.safe_dump(prometheus_config(settings), sort_keys=False)
+        rules_text = yaml.safe_dump(alert_rules(settings), sort_keys=False)
+        config_map = k8s.core.v1.ConfigMap(
+            f"{self._name}-prometheus-config",
+            metadata={"name": "prometheus-config", "namespace": self._namespace, "labels": prom_labels},
+            data={"prometheus.yml": config_text},
+            opts=self._child(),
+        )
+        rules_map = k8s.core.v1.ConfigMap(
+            f"{self._name}-prometheus-rules",
+            metadata={"name": "prometheus-rules", "namespace": self._namespace, "labels": prom_labels},
+            data={"immune-core-slo.yaml": rules_text},
+            opts=self._child(),
+        )
+        k8s.core.v1.Service(
+            f"{self._name}-prometheus-service",
+            metadata={"name": "prometheus", "namespace": self._namespace, "labels": prom_labels},
+            spec={
+                "selector": prom_labels,
+                "ports": [{"name": "web", "port": PROMETHEUS_PORT, "target_port": "web"}],
+            },
+            opts=self._child(),
+        )
+        self.prometheus = k8s.apps.v1.StatefulSet(
+            f"{self._name}-prometheus",
+            metadata={"name": "prometheus", "namespace": self._namespace, "labels": prom_labels},
+            spec={
+                "service_name": "prometheus",
+                "replicas": 1,
+                "selector": {"match_labels": prom_labels},
+                "template": {
+                    "metadata": {
+                        "labels": prom_labels,
+                        # Prometheus reads its files at start: roll it when they change.
+                        "annotations": {"immune.vertice.dev/config-hash": content_hash(config_text, rules_text)},
+                    },
+                    "spec": {
+                        "automount_service_account_token": False,
+                        "security_context": pod_security_context(),
+                        "containers": [
+                            {
+                                "name": "prometheus",
+                                "image": monitoring.prometheus_image,
+                                "image_pull_policy": "IfNotPresent",
+                                "args": [
+                                    "--config.file=/etc/prometheus/prometheus.yml",
+                                    "--storage.tsdb.path=/prometheus",
+                                    f"--storage.tsdb.retention.time={monitoring.retention}",
+                                    f"--web.listen-address=:{PROMETHEUS_PORT}",
+                                ],
+                                "ports": [{"name": "web", "container_port": PROMETHEUS_PORT}],
+                                "readiness_probe": {"http_get": {"path": "/-/ready", "port": "web"}, "period_seconds": 10},
+                                "liveness_probe": {
+                                    "http_get": {"path": "/-/healthy", "port": "web"},
+                                    "initial_delay_seconds": 30,
+                                    "period_seconds": 20,
+                                },
+                                "resources": resources(monitoring.prometheus_resources),
+                                "security_context": container_security_context(),
+                                "volume_mounts": [
+                                    mount("data", "/prometheus"),
+                                    mount("config", "/etc/prometheus", read_only=True),
+                                    mount("rules", "/etc/prometheus/rules", read_only=True),
+                                ],
+                            }
+                        ],
+                        "volumes": [
+                            {"name": "config", "config_map": {"name": "prometheus-config"}},
+                            {"name": "rules", "config_map": {"name": "prometheus-rules"}},
+                        ],
+                    },
+                },
+                "volume_claim_templates": [volume_claim("data", monitoring.storage, None)],
+            },
+            opts=self._child(depends_on=[config_map, rules_map]),
+        )
+
+    def _grafana(self, admin_password: pulumi.Output[str]) -> None:
+        monitoring = self._settings.monitoring
+        grafana_labels = labels("grafana", "monitoring")
+        secret = k8s.core.v1.Secret(
+            f"{self._name}-grafana-admin",
+            metadata={"name": "grafana-admin", "namespace": self._namespace, "labels": grafana_labels},
+            type="Opaque",
+            string_data={"password": admin_password},
+            opts=self._child(),
+        )
+        datasources = {
+            "apiVersion": 1,
+            "datasources": [
+                {
+                    "name": "Prometheus",
+                    "uid": "prometheus",
+                    "type": "prometheus",
+                    "access": "proxy",
+                    "url": self.prometheus_url,
+                    "isDefault": True,
+                }
+            ],
+        }
+        providers = {
+            "apiVersion": 1,
+            "providers": [
+                {
+                    "name": "immune-core",
+                    "folder": "Active Immune Core",
+                    "type": "file",
+                    "disableDeletion": True,
+                    "options": {"path": "/var/lib/grafana-dashboards"},
+                }
+            ],
+        }
+        provisioning = k8s.core.v1.ConfigMap(
+            f"{self._name}-grafana-provisioning",
+            metadata={"name": "grafana-provisioning", "namespace": self._namespace, "labels": grafana_labels},
+            data={
+                "datasources.yaml": yaml.safe_dump(datasources, sort_keys=False),
+                "dashboards.yaml": yaml.safe_dump(providers, sort_keys=False),
+            },
+            opts=self._child(),
+        )
+        dashboards = k8s.core.v1.ConfigMap(
+            f"{self._name}-grafana-dashboards",
+            metadata={"name": "grafana-dashboards", "namespace": self._namespace, "labels": grafana_labels},
+            data={DASHBOARD_FILE: dashboard_json()},
+            opts=self._child(),
+        )
+        k8s.core.v1.Service(
+            f"{self._name}-grafana-service",
+            metadata={"name": "grafana", "namespace": self._namespace, "labels": grafana_labels},
+            spec={"selector": grafana_labels, "ports": [{"name": "web", "port": GRAFANA_PORT, "target_port": "web"}]},
+            opts=self._child(),
+        )
+        provisioned = content_hash(datasources, providers, dashboard_json())
+        self.grafana = k8s.apps.v1.Deployment(
+            f"{self._name}-grafana",
+            metadata={"name": "grafana", "namespace": self._namespace, "labels": grafana_labels},
+            spec={
+                "replicas": 1,
+                "selector": {"match_labels": grafana_labels},
+                "template": {
+                    "metadata": {
+                        "labels": grafana_labels,
+                        "annotations": {"immune.vertice.dev/config-hash": provisioned},
+                    },
+                    "spec": {
+                        "automount_service_account_token": False,
+                        "security_context": pod_security_context(),
+                        "containers": [
+                            {
+                                "name": "grafana",
+                                "image": monitoring.grafana_image,
+                                "image_pull_policy": "IfNotPresent",
+                                "env": [
+                                    plain_env("GF_SECURITY_ADMIN_USER", "admin"),
+                                    secret_env("GF_SECURITY_ADMIN_PASSWORD", "grafana-admin", "password"),
+                                    plain_env("GF_PATHS_PROVISIONING", "/etc/grafana/provisioning"),
+                                    plain_env("GF_PATHS_DATA", "/var/lib/grafana"),
+                                    plain_env("GF_PATHS_LOGS", "/var/log/grafana"),
+                                    plain_env("GF_USERS_ALLOW_SIGN_UP", "false"),
+                                    plain_env("GF_ANALYTICS_REPORTING_ENABLED", "false"),
+                                    plain_env("GF_ANALYTICS_CHECK_FOR_UPDATES", "false"),
+                                ],
+                                "ports": [{"name": "web", "container_port": GRAFANA_PORT}],
+                                "readiness_probe": {"http_get": {"path": "/api/health", "port": "web"}},
+                                "liveness_probe": {
+                                    "http_get": {"path": "/api/health", "port": "web"},
+                                    "initial_delay_seconds": 30,
+                                    "period_seconds": 20,
+                                },
+                                "resources": resources(monitoring.grafana_resources),
+                                "security_context": container_security_context(),
+                                "volume_mounts": [
+                                    mount("data", "/var/lib/grafana"),
+                                    mount("logs", "/var/log/grafana"),
+                                    mount("tmp", "/tmp"),  # noqa: S108 - an emptyDir
+                                    mount(
+                                        "provisioning",
+                                        "/etc/grafana/provisioning/datasources/datasources.yaml",
+                                        read_only=True,
+                                        sub_path="datasources.yaml",
+                                    ),
+                                    mount(
+                                        "provisioning",
+                                        "/etc/grafana/provisioning/dashboards/dashboards.yaml",
+                                        read_only=True,
+                                        sub_path="dashboards.yaml",
+                                    ),
+                                    mount("dashboards", "/var/lib/grafana-dashboards", read_only=True),
+                                ],
+                            }
+                        ],
+                        "volumes": [
+                            empty_dir("data", "512Mi"),
+                            empty_dir("logs", "64Mi"),
+                            empty_dir("tmp", "64Mi"),
+                            {"name": "provisioning", "config_map": {"name": "grafana-provisioning"}},
+                            {"name": "dashboards", "config_map": {"name": "grafana-dashboards"}},
+                        ],
+                    },
+                },
+            },
+            opts=self._child(depends_on=[secret, provisioning, dashboards]),
+        )
+
+    def _custom_resource(self, suffix: str, kind: str, name: str, spec: dict[str, Any]) -> None:
+        release = {"release": self._settings.monitoring.operator_release_label}
+        k8s.apiextensions.CustomResource(
+            f"{self._name}-{suffix}",
+            api_version="monitoring.coreos.com/v1",
+            kind=kind,
+            metadata={"name": name, "namespace": self._namespace, "labels": {**labels(name, "monitoring"), **release}},
+            spec=spec,
+            opts=self._child(),
+        )
+
+    def _operator_objects(self) -> None:
+        settings = self._settings
+        interval = settings.monitoring.scrape_interval
+        self._custom_resource(
+            "app-servicemonitor",
+            "ServiceMonitor",
+            APP_NAME,
+            {
+                "selector": {"matchLabels": {"app.kubernetes.io/name": APP_NAME, "app.kubernetes.io/component": "api-pods"}},
+                "endpoints": [
+                    {
+                        "port": "http",
+                        "path": "/metrics",
+                        "interval": interval,
+                        "relabelings": [
+                            {"sourceLabels": [f"__meta_kubernetes_service_label_{_label_key(COLOR_LABEL)}"], "targetLabel": "color"}
+                        ],
+                    }
+                ],
+            },
+        )
+        for component, service_name in (
+            ("kafka-exporter", "kafka-exporter"),
+            ("redis", redis_module.SERVICE_NAME),
+            ("postgres", postgres_module.SERVICE_NAME),
+        ):
+            self._custom_resource(
+                f"{component}-servicemonitor",
+                "ServiceMonitor",
+                service_name,
+                {
+                    "selector": {"matchLabels": {"app.kubernetes.io/name": service_name}},
+                    "endpoints": [{"port": "metrics", "interval": interval}],
+                },
+            )
+        self._custom_resource("slo-rules", "PrometheusRule", f"{APP_NAME}-slo", alert_rules(settings))
+        k8s.core.v1.ConfigMap(
+            f"{self._name}-dashboard",
+            metadata={
+                "name": f"{APP_NAME}-dashboard",
+                "namespace": self._namespace,
+                # The Grafana sidecar of kube-prometheus-stack imports ConfigMaps with this label.
+                "labels": {**labels("grafana", "dashboard"), "grafana_dashboard": "1"},
+            },
+            data={DASHBOARD_FILE: json.dumps(json.loads(dashboard_json()))},
+            opts=self._child(),
+        )
+
+
+def _label_key(label: str) -> str:
+    """How Prometheus's service discovery spells a Kubernetes label in its meta labels."""
+    return "".join(char if char.isalnum() else "_" for char in label)

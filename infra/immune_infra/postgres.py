@@ -1,0 +1,153 @@
+"""PostgreSQL (official image): StatefulSet with a persistent volume, credentials from a Secret,
+and postgres_exporter as a sidecar. The schema migration Job lives with the app (it runs the app's
+image); it depends on this StatefulSet.
+"""
+
+from __future__ import annotations
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from immune_infra.config import StackSettings
+from immune_infra.credentials import StackCredentials, url_secret
+from immune_infra.workload import (
+    container_security_context,
+    empty_dir,
+    labels,
+    mount,
+    plain_env,
+    pod_security_context,
+    resources,
+    secret_env,
+    service_dns,
+    volume_claim,
+)
+
+PORT = 5432
+EXPORTER_PORT = 9187
+SERVICE_NAME = "postgres"
+SECRET_NAME = "postgres-auth"
+URL_KEY = "url"
+
+
+class Postgres(pulumi.ComponentResource):
+    secret_name: str
+    url_key: str
+
+    def __init__(
+        self,
+        name: str,
+        settings: StackSettings,
+        namespace: pulumi.Input[str],
+        credentials: StackCredentials,
+        provider: k8s.Provider,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("immune:postgres:Postgres", name, None, opts)
+        postgres = settings.postgres
+        child = pulumi.ResourceOptions(parent=self, provider=provider)
+        pg_labels = labels("postgres", "database")
+        host = service_dns(SERVICE_NAME, settings.namespace)
+        password = credentials.postgres_password
+        self.secret_name = SECRET_NAME
+        self.url_key = URL_KEY
+        self.secret = k8s.core.v1.Secret(
+            f"{name}-auth",
+            metadata={"name": SECRET_NAME, "namespace": namespace, "labels": pg_labels},
+            type="Opaque",
+            string_data={
+                "username": postgres.user,
+                "password": password,
+                URL_KEY: url_secret(
+                    f"postgresql://{postgres.user}:{{password}}@{host}:{PORT}/{postgres.database}", password
+                ),
+            },
+            opts=child,
+        )
+        self.service = k8s.core.v1.Service(
+            f"{name}-service",
+            metadata={"name": SERVICE_NAME, "namespace": namespace, "labels": pg_labels},
+            spec={
+                "selector": pg_labels,
+                "ports": [
+                    {"name": "postgres", "port": PORT, "target_port": "postgres"},
+                    {"name": "metrics", "port": EXPORTER_PORT, "target_port": "metrics"},
+                ],
+            },
+            opts=child,
+        )
+        ready_command = ["sh", "-c", f"pg_isready -h 127.0.0.1 -p {PORT} -U {postgres.user} -d {postgres.database}"]
+        self.statefulset = k8s.apps.v1.StatefulSet(
+            f"{name}-statefulset",
+            metadata={"name": SERVICE_NAME, "namespace": namespace, "labels": pg_labels},
+            spec={
+                "service_name": SERVICE_NAME,
+                "replicas": 1,
+                "selector": {"match_labels": pg_labels},
+                "template": {
+                    "metadata": {"labels": pg_labels},
+                    "spec": {
+                        "automount_service_account_token": False,
+                        "security_context": pod_security_context(),
+                        "termination_grace_period_seconds": 60,
+                        "containers": [
+                            {
+                                "name": "postgres",
+                                "image": postgres.image,
+                                "image_pull_policy": "IfNotPresent",
+                                "env": [
+                                    plain_env("POSTGRES_DB", postgres.database),
+                                    secret_env("POSTGRES_USER", SECRET_NAME, "username"),
+                                    secret_env("POSTGRES_PASSWORD", SECRET_NAME, "password"),
+                                    # A subdirectory: the volume's root may hold lost+found, which initdb refuses.
+                                    plain_env("PGDATA", "/var/lib/postgresql/data/pgdata"),
+                                ],
+                                "ports": [{"name": "postgres", "container_port": PORT}],
+                                "readiness_probe": {"exec": {"command": ready_command}, "period_seconds": 10},
+                                "liveness_probe": {
+                                    "exec": {"command": ready_command},
+                                    "initial_delay_seconds": 30,
+                                    "period_seconds": 20,
+                                    "failure_threshold": 6,
+                                },
+                                "resources": resources(postgres.resources),
+                                "security_context": container_security_context(),
+                                "volume_mounts": [
+                                    mount("data", "/var/lib/postgresql/data"),
+                                    mount("run", "/var/run/postgresql"),
+                                    mount("tmp", "/tmp"),  # noqa: S108 - an emptyDir
+                                ],
+                            },
+                            {
+                                "name": "postgres-exporter",
+                                "image": postgres.exporter_image,
+                                "image_pull_policy": "IfNotPresent",
+                                "env": [
+                                    plain_env(
+                                        "DATA_SOURCE_URI", f"127.0.0.1:{PORT}/{postgres.database}?sslmode=disable"
+                                    ),
+                                    secret_env("DATA_SOURCE_USER", SECRET_NAME, "username"),
+                                    secret_env("DATA_SOURCE_PASS", SECRET_NAME, "password"),
+                                ],
+                                "ports": [{"name": "metrics", "container_port": EXPORTER_PORT}],
+                                "readiness_probe": {"http_get": {"path": "/", "port": "metrics"}},
+                                "liveness_probe": {
+                                    "http_get": {"path": "/", "port": "metrics"},
+                                    "initial_delay_seconds": 20,
+                                    "period_seconds": 30,
+                                },
+                                "resources": {
+                                    "requests": {"cpu": "10m", "memory": "32Mi"},
+                                    "limits": {"cpu": "100m", "memory": "128Mi"},
+                                },
+                                "security_context": container_security_context(),
+                            },
+                        ],
+                        "volumes": [empty_dir("run", "16Mi"), empty_dir("tmp", "256Mi")],
+                    },
+                },
+                "volume_claim_templates": [volume_claim("data", postgres.storage, postgres.storage_class)],
+            },
+            opts=pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[self.secret]),
+        )
+        self.register_outputs({"host": host})

@@ -1,0 +1,86 @@
+"""The whole stack, wired from one validated settings object. `infra/__main__.py` calls `deploy()`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from immune_infra.config import SETTINGS_KEY, StackSettings, parse_settings
+from immune_infra.credentials import StackCredentials, registry_password
+from immune_infra.image import ServiceImage
+from immune_infra.immune_app import CANARY_HEADER, AppDependencies, ImmuneApp
+from immune_infra.kafka import Kafka
+from immune_infra.monitoring import Monitoring
+from immune_infra.namespace import ImmuneNamespace
+from immune_infra.network_policy import NetworkPolicies
+from immune_infra.postgres import Postgres
+from immune_infra.postgres import SERVICE_NAME as POSTGRES_SERVICE
+from immune_infra.redis import Redis
+from immune_infra.workload import service_dns
+
+
+def load_settings(config: pulumi.Config) -> StackSettings:
+    return parse_settings(config.require_object(SETTINGS_KEY))
+
+
+def kubernetes_provider(settings: StackSettings) -> k8s.Provider:
+    """The stack's one explicit provider; with `renderYamlToDirectory` it writes manifests, no cluster."""
+    if settings.render_yaml_to_directory:
+        return k8s.Provider("k8s", render_yaml_to_directory=settings.render_yaml_to_directory)
+    return k8s.Provider("k8s", namespace=settings.namespace)
+
+
+def deploy() -> dict[str, Any]:
+    config = pulumi.Config()
+    settings = load_settings(config)
+    credentials = StackCredentials.from_config(config)
+    provider = kubernetes_provider(settings)
+
+    build = settings.image_build
+    needs_registry_password = build.enabled and build.registry_username is not None
+    image = ServiceImage(
+        "immune-image", settings, registry_password(config) if needs_registry_password else None
+    )
+    namespace = ImmuneNamespace("immune-namespace", settings, provider)
+    kafka = Kafka("kafka", settings, namespace.name, provider)
+    redis = Redis("redis", settings, namespace.name, credentials, provider)
+    postgres = Postgres("postgres", settings, namespace.name, credentials, provider)
+    NetworkPolicies("network", settings, namespace.name, provider)
+    monitoring = Monitoring("monitoring", settings, namespace.name, credentials.grafana_admin_password, provider)
+    app = ImmuneApp(
+        "immune-core",
+        settings,
+        namespace.name,
+        image.by_color,
+        credentials.api_tokens,
+        AppDependencies(
+            database_secret=postgres.secret_name,
+            database_url_key=postgres.url_key,
+            redis_secret=redis.secret_name,
+            redis_url_key=redis.url_key,
+            kafka_bootstrap_servers=kafka.bootstrap_servers,
+            postgres_image=settings.postgres.image,
+            postgres_host=service_dns(POSTGRES_SERVICE, settings.namespace),
+            postgres_user=settings.postgres.user,
+            waits_for=[postgres.statefulset, postgres.service, redis.statefulset, kafka.topics_job],
+        ),
+        provider,
+    )
+    rollout = settings.rollout
+    return {
+        "environment": settings.environment,
+        "namespace": settings.namespace,
+        "stableUrl": app.stable_url,
+        "previewUrl": app.preview_url,
+        "canaryUrl": app.canary_url,
+        "canaryHeader": f"{CANARY_HEADER}: always",
+        "activeColor": rollout.active_color,
+        "previewColor": rollout.preview_color,
+        "canaryWeight": rollout.canary_weight,
+        "routingMode": settings.routing.mode,
+        "images": {"blue": image.by_color["blue"], "green": image.by_color["green"]},
+        "prometheusUrl": monitoring.prometheus_url,
+        "monitoringMode": settings.monitoring.mode,
+    }

@@ -1,0 +1,168 @@
+"""Redis (official image): one StatefulSet pod with AOF persistence, a password, and redis_exporter.
+
+The password reaches Redis through a config file in a Secret (not `--requirepass` on the command
+line, which any process in the pod could read from /proc) and reaches clients through secretKeyRef.
+"""
+
+from __future__ import annotations
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from immune_infra.config import StackSettings
+from immune_infra.credentials import StackCredentials, url_secret
+from immune_infra.workload import (
+    container_security_context,
+    empty_dir,
+    labels,
+    mount,
+    pod_security_context,
+    resources,
+    secret_env,
+    service_dns,
+    volume_claim,
+)
+
+PORT = 6379
+EXPORTER_PORT = 9121
+SERVICE_NAME = "redis"
+SECRET_NAME = "redis-auth"
+URL_KEY = "url"
+
+
+class Redis(pulumi.ComponentResource):
+    secret_name: str
+    url_key: str
+
+    def __init__(
+        self,
+        name: str,
+        settings: StackSettings,
+        namespace: pulumi.Input[str],
+        credentials: StackCredentials,
+        provider: k8s.Provider,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("immune:redis:Redis", name, None, opts)
+        redis = settings.redis
+        child = pulumi.ResourceOptions(parent=self, provider=provider)
+        redis_labels = labels("redis", "cache")
+        host = service_dns(SERVICE_NAME, settings.namespace)
+        password = credentials.redis_password
+        config_file = pulumi.Output.secret(
+            password.apply(
+                lambda value: "\n".join(
+                    [
+                        f"requirepass {value}",
+                        "appendonly yes",
+                        "appendfsync everysec",
+                        "dir /data",
+                        "protected-mode no",
+                        f"port {PORT}",
+                        "",
+                    ]
+                )
+            )
+        )
+        self.secret_name = SECRET_NAME
+        self.url_key = URL_KEY
+        self.secret = k8s.core.v1.Secret(
+            f"{name}-auth",
+            metadata={"name": SECRET_NAME, "namespace": namespace, "labels": redis_labels},
+            type="Opaque",
+            string_data={
+                "password": password,
+                "redis.conf": config_file,
+                URL_KEY: url_secret(f"redis://:{{password}}@{host}:{PORT}/0", password),
+            },
+            opts=child,
+        )
+        self.service = k8s.core.v1.Service(
+            f"{name}-service",
+            metadata={"name": SERVICE_NAME, "namespace": namespace, "labels": redis_labels},
+            spec={
+                "selector": redis_labels,
+                "ports": [
+                    {"name": "redis", "port": PORT, "target_port": "redis"},
+                    {"name": "metrics", "port": EXPORTER_PORT, "target_port": "metrics"},
+                ],
+            },
+            opts=child,
+        )
+        self.statefulset = k8s.apps.v1.StatefulSet(
+            f"{name}-statefulset",
+            metadata={"name": SERVICE_NAME, "namespace": namespace, "labels": redis_labels},
+            spec={
+                "service_name": SERVICE_NAME,
+                "replicas": 1,
+                "selector": {"match_labels": redis_labels},
+                "template": {
+                    "metadata": {"labels": redis_labels},
+                    "spec": {
+                        "automount_service_account_token": False,
+                        "security_context": pod_security_context(),
+                        "containers": [
+                            {
+                                "name": "redis",
+                                "image": redis.image,
+                                "image_pull_policy": "IfNotPresent",
+                                "command": ["redis-server", "/etc/redis/redis.conf"],
+                                "env": [secret_env("REDISCLI_AUTH", SECRET_NAME, "password")],
+                                "ports": [{"name": "redis", "container_port": PORT}],
+                                "readiness_probe": {
+                                    "exec": {"command": ["sh", "-c", "redis-cli ping | grep -q PONG"]},
+                                    "period_seconds": 10,
+                                },
+                                "liveness_probe": {
+                                    "exec": {"command": ["sh", "-c", "redis-cli ping | grep -q PONG"]},
+                                    "initial_delay_seconds": 20,
+                                    "period_seconds": 20,
+                                },
+                                "resources": resources(redis.resources),
+                                "security_context": container_security_context(),
+                                "volume_mounts": [
+                                    mount("data", "/data"),
+                                    mount("config", "/etc/redis", read_only=True),
+                                    mount("tmp", "/tmp"),  # noqa: S108 - an emptyDir
+                                ],
+                            },
+                            {
+                                "name": "redis-exporter",
+                                "image": redis.exporter_image,
+                                "image_pull_policy": "IfNotPresent",
+                                "env": [
+                                    {"name": "REDIS_ADDR", "value": f"redis://127.0.0.1:{PORT}"},
+                                    secret_env("REDIS_PASSWORD", SECRET_NAME, "password"),
+                                ],
+                                "ports": [{"name": "metrics", "container_port": EXPORTER_PORT}],
+                                "readiness_probe": {"http_get": {"path": "/health", "port": "metrics"}},
+                                "liveness_probe": {
+                                    "http_get": {"path": "/health", "port": "metrics"},
+                                    "initial_delay_seconds": 20,
+                                    "period_seconds": 30,
+                                },
+                                "resources": {
+                                    "requests": {"cpu": "10m", "memory": "32Mi"},
+                                    "limits": {"cpu": "100m", "memory": "64Mi"},
+                                },
+                                "security_context": container_security_context(),
+                            },
+                        ],
+                        "volumes": [
+                            {
+                                "name": "config",
+                                "secret": {
+                                    "secret_name": SECRET_NAME,
+                                    "items": [{"key": "redis.conf", "path": "redis.conf"}],
+                                    "default_mode": 0o440,
+                                },
+                            },
+                            empty_dir("tmp"),
+                        ],
+                    },
+                },
+                "volume_claim_templates": [volume_claim("data", redis.storage, redis.storage_class)],
+            },
+            opts=pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[self.secret]),
+        )
+        self.register_outputs({"host": host})

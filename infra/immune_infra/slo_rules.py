@@ -1,0 +1,87 @@
+"""The SLO alerting rules, as data: the same groups feed the bundled Prometheus's rule file and the
+PrometheusRule object for clusters that run the Prometheus Operator.
+
+Metric names are the service's (see docs/infra.md): request latency histogram and request counter
+labelled by status, Kafka consumer lag, transactional-outbox depth, and a 0/1 leader gauge.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from immune_infra.config import StackSettings
+
+LATENCY_BUCKETS = "immune_http_request_duration_seconds_bucket"
+REQUESTS_TOTAL = "immune_http_requests_total"
+CONSUMER_LAG = "immune_kafka_consumer_lag"
+OUTBOX_DEPTH = "immune_outbox_depth"
+LEADER = "immune_leader"
+
+
+def alert_rules(settings: StackSettings) -> dict[str, Any]:
+    slo = settings.monitoring.slo
+    scope = f'namespace="{settings.namespace}"'
+    p95 = f"histogram_quantile(0.95, sum by (le) (rate({LATENCY_BUCKETS}{{{scope}}}[5m])))"
+    errors = f'sum(rate({REQUESTS_TOTAL}{{{scope},status=~"5.."}}[5m]))'
+    requests = f"sum(rate({REQUESTS_TOTAL}{{{scope}}}[5m]))"
+
+    def rule(alert: str, expr: str, for_: str, severity: str, summary: str) -> dict[str, Any]:
+        return {
+            "alert": alert,
+            "expr": expr,
+            "for": for_,
+            "labels": {"severity": severity, "service": "immune-core", "environment": settings.environment},
+            "annotations": {"summary": summary},
+        }
+
+    return {
+        "groups": [
+            {
+                "name": "immune-core-slo",
+                "rules": [
+                    rule(
+                        "ImmuneLatencyP95High",
+                        f"{p95} > {slo.p95_latency_seconds}",
+                        "5m",
+                        "page",
+                        f"p95 request latency above {slo.p95_latency_seconds}s for 5 minutes",
+                    ),
+                    rule(
+                        "ImmuneErrorRatioHigh",
+                        f"({errors} / clamp_min({requests}, 1e-9)) > {slo.error_ratio}",
+                        "5m",
+                        "page",
+                        f"5xx ratio above {slo.error_ratio:.2%} for 5 minutes",
+                    ),
+                    rule(
+                        "ImmuneConsumerLagHigh",
+                        f"max({CONSUMER_LAG}{{{scope}}}) > {slo.consumer_lag_max}",
+                        "10m",
+                        "ticket",
+                        f"Kafka consumer lag above {slo.consumer_lag_max} messages for 10 minutes",
+                    ),
+                    rule(
+                        "ImmuneOutboxBacklog",
+                        f"max({OUTBOX_DEPTH}{{{scope}}}) > {slo.outbox_depth_max}",
+                        "10m",
+                        "ticket",
+                        f"transactional outbox holds more than {slo.outbox_depth_max} unpublished events",
+                    ),
+                    rule(
+                        "ImmuneNoLeader",
+                        f"(sum({LEADER}{{{scope}}}) < 1) or absent({LEADER}{{{scope}}})",
+                        "1m",
+                        "page",
+                        "no instance holds the coordination lease: singleton duties are not running",
+                    ),
+                    rule(
+                        "ImmuneSplitBrain",
+                        f"sum({LEADER}{{{scope}}}) > 1",
+                        "1m",
+                        "page",
+                        "more than one instance believes it is the leader",
+                    ),
+                ],
+            }
+        ]
+    }
