@@ -1,0 +1,60 @@
+"""One module per security tool; each runs its tool natively and returns a `ScanResult`.
+
+A tool that could not run (missing data, crashed, unexpected output) returns a result with
+`error` set: the security gate fails on it, it never counts as a clean scan.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from immune_suite.verdict import Artifact, Measurement
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    tool: str
+    findings: int | None  # None when the tool could not run
+    summary: str
+    artifacts: list[Artifact] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    allowed: int = 0  # findings tolerated (the threshold)
+
+    @property
+    def passed(self) -> bool:
+        return self.error is None and self.findings is not None and self.findings <= self.allowed
+
+    def measurement(self) -> Measurement:
+        return Measurement(name=f"{self.tool} findings", value=None if self.findings is None
+                           else float(self.findings), threshold=float(self.allowed), comparator="<=",
+                           passed=self.passed)
+
+    @classmethod
+    def failed(cls, tool: str, error: str, artifacts: list[Artifact] | None = None,
+               details: dict[str, Any] | None = None) -> ScanResult:
+        return cls(tool=tool, findings=None, summary=f"{tool} could not run: {error}", error=error,
+                   artifacts=artifacts or [], details=details or {})
+
+
+def run_tool(command: Sequence[str], log: Path, cwd: Path | None = None, env: dict[str, str] | None = None,
+             timeout_s: float = 600) -> subprocess.CompletedProcess[str]:
+    """Run a scanner, keeping its combined output as a log artifact."""
+    completed = subprocess.run(  # noqa: S603 - fixed tool invocations, no shell
+        list(command), cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout_s, check=False,
+    )
+    log.write_text(f"$ {' '.join(command)}\nexit {completed.returncode}\n--- stdout\n{completed.stdout}"
+                   f"\n--- stderr\n{completed.stderr}", encoding="utf-8")
+    return completed
+
+
+def artifacts_of(*paths: tuple[Path, str]) -> list[Artifact]:
+    return [Artifact.of(path, kind) for path, kind in paths if path.exists()]
+
+
+def tail(text: str, limit: int = 600) -> str:
+    return text.strip()[-limit:]

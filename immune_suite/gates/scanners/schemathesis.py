@@ -1,0 +1,53 @@
+"""schemathesis fuzzing of the candidate's OpenAPI: no 5xx, and responses that conform to the schema.
+
+The bearer token reaches schemathesis through its config file's `${IMMUNE_API_TOKEN}` placeholder and
+the environment, never the command line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from immune_suite.gates.scanners import ScanResult, artifacts_of, run_tool, tail
+
+TOOL = "schemathesis"
+CHECKS = "not_a_server_error,response_schema_conformance,content_type_conformance"
+MAX_EXAMPLES_ENV = "IMMUNE_FUZZ_MAX_EXAMPLES"
+
+
+def scan(base_url: str, token: str | None, out_dir: Path) -> ScanResult:
+    base = base_url.rstrip("/")
+    work = out_dir / "schemathesis"
+    work.mkdir(parents=True, exist_ok=True)
+    config = work / "schemathesis.toml"
+    config.write_text('headers = { Authorization = "Bearer ${IMMUNE_API_TOKEN}" }\n' if token else "",
+                      encoding="utf-8")
+    report, junit, log = work / "report.json", work / "junit.xml", out_dir / "schemathesis.log"
+    command = [
+        sys.executable, "-m", "schemathesis.cli", "--config-file", str(config), "--no-color",
+        "run", f"{base}/openapi.json", "--url", base, "--checks", CHECKS,
+        "--max-examples", os.environ.get(MAX_EXAMPLES_ENV, "25"), "--phases", "examples,coverage,fuzzing",
+        "--workers", "2", "--request-timeout", "10", "--wait-for-schema", "15",
+        "--report", "junit,json", "--report-json-path", str(report), "--report-junit-path", str(junit),
+    ]
+    env = {**os.environ, "IMMUNE_API_TOKEN": token or ""}
+    completed = run_tool(command, log, cwd=work, env=env, timeout_s=900)
+    artifacts = artifacts_of((report, "json"), (junit, "junit"), (log, "log"))
+    if not report.exists():
+        output = tail(completed.stdout + completed.stderr)
+        return ScanResult.failed(TOOL, f"exit {completed.returncode}: {output}", artifacts)
+    result = json.loads(report.read_text(encoding="utf-8"))
+    operations, cases = result.get("operations", {}), result.get("test_cases", {})
+    if not result.get("complete") or operations.get("tested", 0) == 0:
+        return ScanResult.failed(TOOL, f"incomplete run ({result.get('stop_reason')}, "
+                                       f"{operations.get('tested', 0)} operations tested)", artifacts)
+    failures = cases.get("unique_failures", 0) + len(result.get("errors", []))
+    summary = (f"{operations['tested']} operations, {cases.get('generated', 0)} cases, "
+               f"{cases.get('unique_failures', 0)} unique failures, {len(result.get('errors', []))} errors")
+    return ScanResult(tool=TOOL, findings=failures, summary=summary, artifacts=artifacts,
+                      details={"operations": operations, "test_cases": cases,
+                               "failures": result.get("failures", [])[:20],
+                               "errors": result.get("errors", [])[:20]})

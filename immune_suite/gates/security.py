@@ -1,0 +1,65 @@
+"""The security gate: static scans of the candidate's tree, then fuzzing of its running API.
+
+bandit (code), pip-audit (locked dependencies), detect-secrets (committed secrets), checkov (rendered
+Kubernetes manifests and the Dockerfile) and, when the candidate is reachable, schemathesis (its
+OpenAPI). Each tool leaves a SARIF or JSON artifact; the verdict has one measurement per tool (findings
+against an allowance of zero). A tool that could not run fails the gate with the reason.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from immune_suite.gates.scanners import ScanResult, bandit, checkov, pip_audit, schemathesis, secrets
+from immune_suite.verdict import Status, Verdict
+
+GATE = "security"
+
+
+def _guarded(tool: str, scan: Callable[[], ScanResult]) -> ScanResult:
+    try:
+        return scan()
+    except Exception as exc:  # any crash is this tool's failure, reported, never a pass
+        return ScanResult.failed(tool, f"{type(exc).__name__}: {exc}")
+
+
+def run_security_gate(source_dir: Path, out_dir: Path, base_url: str | None, token: str | None,
+                      progress: Callable[..., None]) -> Verdict:
+    """Scan `source_dir` (the candidate's tree) and, when `base_url` is given, fuzz its API."""
+    started = datetime.now(UTC).isoformat()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    source_dir = source_dir.resolve()
+    scans: list[tuple[str, Callable[[], ScanResult]]] = [
+        (bandit.TOOL, lambda: bandit.scan(source_dir, out_dir)),
+        (pip_audit.TOOL, lambda: pip_audit.scan(source_dir, out_dir)),
+        (secrets.TOOL, lambda: secrets.scan(source_dir, out_dir)),
+        (checkov.TOOL, lambda: checkov.scan(source_dir, out_dir)),
+    ]
+    if base_url:
+        scans.append((schemathesis.TOOL, lambda: schemathesis.scan(base_url, token, out_dir)))
+    results: list[ScanResult] = []
+    timings: dict[str, float] = {}
+    for tool, scan in scans:
+        progress(f"security: {tool}", stage=GATE)
+        began = time.monotonic()
+        result = _guarded(tool, scan)
+        timings[tool] = round(time.monotonic() - began, 2)
+        progress(f"security: {tool}: {'ok' if result.passed else 'FAIL'} - {result.summary}", stage=GATE)
+        results.append(result)
+    measurements = [r.measurement() for r in results]
+    status = Verdict.status_from(measurements)
+    failed = [r for r in results if not r.passed]
+    summary = ("all clean: " if not failed else "failed: ") + "; ".join(
+        f"{r.tool}: {r.summary}" for r in (failed or results))
+    if not base_url:
+        summary += " (API fuzzing not run: no candidate URL)"
+    return Verdict(
+        gate=GATE, status=status if not failed else Status.FAIL, summary=summary, measurements=measurements,
+        artifacts=[a for r in results for a in r.artifacts], started_at=started,
+        details={"tools": {r.tool: {"summary": r.summary, "error": r.error, "findings": r.findings,
+                                    "seconds": timings[r.tool], **r.details} for r in results},
+                 "source_dir": str(source_dir), "fuzzed_url": base_url},
+    )
