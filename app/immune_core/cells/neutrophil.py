@@ -8,8 +8,9 @@ incrementally (each flow is added once and evicted once, so the cost per event i
 * distinct destination hosts on any single port -> ``network_sweep`` (horizontal scan) when
   >= ``sweep_hosts``;
 * attempts against one authentication service (``auth_ports``): flows that failed (rejected, reset,
-  attempted, timeout) or carried at most ``attempt_max_bytes`` upstream -- the shape of one password
-  guess -- plus ``login_failed`` endpoint events that name the remote address -> ``brute_force`` when
+  attempted, timeout), flows to an interactive login service (``guess_ports``: SSH, RDP, VNC, telnet,
+  FTP) that carried at most ``attempt_max_bytes`` upstream -- the shape of one password guess -- and
+  ``login_failed`` endpoint events that name the remote address -> ``brute_force`` when
   >= ``brute_force_attempts``;
 * failed connections of any kind -> a danger signal (a burst of failures is abnormal even when it
   matches none of the patterns above).
@@ -40,6 +41,9 @@ K = TypeVar("K")
 V = TypeVar("V")
 _FAILED_STATES = frozenset({"rejected", "reset", "attempted", "timeout"})
 _DEFAULT_AUTH_PORTS = (21, 22, 23, 110, 143, 389, 445, 1433, 3306, 3389, 5432, 5900, 5985, 5986)
+# Interactive logins open one connection per guess; database and file protocols are pooled by
+# applications, so a short established flow there is ordinary and only failures count.
+_DEFAULT_GUESS_PORTS = (21, 22, 23, 3389, 5900)
 
 
 class NeutrophilParams(CellParams):
@@ -49,7 +53,8 @@ class NeutrophilParams(CellParams):
     brute_force_attempts: int = Field(default=10, ge=2)
     attempt_max_bytes: int = Field(default=5_000, ge=0)
     auth_ports: tuple[int, ...] = Field(default=_DEFAULT_AUTH_PORTS, min_length=1)
-    danger_ratio: float = Field(default=0.3, gt=0, le=1)
+    guess_ports: tuple[int, ...] = Field(default=_DEFAULT_GUESS_PORTS)
+    danger_ratio: float = Field(default=0.5, gt=0, le=1)
     safe_strength: float = Field(default=0.5, ge=0, le=1)
     max_sources: int = Field(default=50_000, ge=1)
 
@@ -113,6 +118,7 @@ class Neutrophil(Cell[NeutrophilParams]):
         super().__init__(params, cell_id)
         self._sources: OrderedDict[str, _SourceWindow] = OrderedDict()
         self._auth_ports = frozenset(params.auth_ports)
+        self._guess_ports = frozenset(params.guess_ports)
 
     def state_summary(self) -> dict[str, int]:
         return {"tracked_sources": len(self._sources)}
@@ -130,12 +136,11 @@ class Neutrophil(Cell[NeutrophilParams]):
     def _contact_of(self, event: AnyEvent) -> _Contact | None:
         if isinstance(event, NetworkFlow):
             failed = event.conn_state in _FAILED_STATES
-            looks_like_attempt = failed or event.bytes_out <= self.params.attempt_max_bytes
-            target = (
-                (event.dst_ip, event.dst_port)
-                if event.dst_port in self._auth_ports and looks_like_attempt
-                else None
+            short_guess = (
+                event.dst_port in self._guess_ports and event.bytes_out <= self.params.attempt_max_bytes
             )
+            is_attempt = event.dst_port in self._auth_ports and (failed or short_guess)
+            target = (event.dst_ip, event.dst_port) if is_attempt else None
             return _Contact(event.timestamp, event.dst_ip, event.dst_port, failed, target, event.event_id)
         if isinstance(event, EndpointEvent) and event.action == "login_failed" and event.remote_ip:
             # The victim is the reporting host; the port is unknown, so the attempt is keyed on port 0.
@@ -164,13 +169,25 @@ class Neutrophil(Cell[NeutrophilParams]):
         sweep_port, hosts = _widest(window.hosts_by_port)
         target, attempts = window.attempts.most_common(1)[0] if window.attempts else (None, 0)
         patterns: list[tuple[ThreatCategory, int, int, str]] = [
-            ("port_scan", ports, p.port_scan_ports,
-             f"{ports} distinct ports probed on {ports_host} within {p.window_s:g} s"),
-            ("network_sweep", hosts, p.sweep_hosts,
-             f"{hosts} distinct hosts contacted on port {sweep_port} within {p.window_s:g} s"),
-            ("brute_force", attempts, p.brute_force_attempts,
-             f"{attempts} short or failed authentication attempts against "
-             f"{_target_text(target)} within {p.window_s:g} s"),
+            (
+                "port_scan",
+                ports,
+                p.port_scan_ports,
+                f"{ports} distinct ports probed on {ports_host} within {p.window_s:g} s",
+            ),
+            (
+                "network_sweep",
+                hosts,
+                p.sweep_hosts,
+                f"{hosts} distinct hosts contacted on port {sweep_port} within {p.window_s:g} s",
+            ),
+            (
+                "brute_force",
+                attempts,
+                p.brute_force_attempts,
+                f"{attempts} short or failed authentication attempts against "
+                f"{_target_text(target)} within {p.window_s:g} s",
+            ),
         ]
         ratio = max(count / threshold for _, count, threshold, _ in patterns)
         ratio = max(ratio, window.failed / p.port_scan_ports)
@@ -180,8 +197,9 @@ class Neutrophil(Cell[NeutrophilParams]):
                 continue
             confidence = round(min(0.99, 1.0 - 0.4 * threshold / count), 3)
             output.signals.append(
-                Signal(antigen, "pamp", confidence, self.cell_id, reason, now, event.event_id,
-                       category, host_id)
+                Signal(
+                    antigen, "pamp", confidence, self.cell_id, reason, now, event.event_id, category, host_id
+                )
             )
             last = window.last_reported.get(category)
             if last is not None and now - last < timedelta(seconds=p.window_s):
@@ -204,7 +222,11 @@ class Neutrophil(Cell[NeutrophilParams]):
             )
             output.cytokines.append(
                 Cytokine.emit(
-                    "il8", self.cell_id, antigen.type, antigen.value, now,
+                    "il8",
+                    self.cell_id,
+                    antigen.type,
+                    antigen.value,
+                    now,
                     {"category": category, "count": count, "threshold": threshold},
                 )
             )
@@ -213,14 +235,31 @@ class Neutrophil(Cell[NeutrophilParams]):
             return output
         if ratio >= p.danger_ratio:
             output.signals.append(
-                Signal(antigen, "danger", min(1.0, ratio), self.cell_id,
-                       f"fan-out at {ratio:.0%} of the nearest burst threshold", now, event.event_id,
-                       _leading_category(patterns), host_id)
+                Signal(
+                    antigen,
+                    "danger",
+                    min(1.0, ratio),
+                    self.cell_id,
+                    f"fan-out at {ratio:.0%} of the nearest burst threshold",
+                    now,
+                    event.event_id,
+                    _leading_category(patterns),
+                    host_id,
+                )
             )
         elif not contact.failed and p.safe_strength > 0:
             output.signals.append(
-                Signal(antigen, "safe", p.safe_strength, self.cell_id, "ordinary completed connection",
-                       now, event.event_id, None, host_id)
+                Signal(
+                    antigen,
+                    "safe",
+                    p.safe_strength,
+                    self.cell_id,
+                    "ordinary completed connection",
+                    now,
+                    event.event_id,
+                    None,
+                    host_id,
+                )
             )
         return output
 
@@ -252,4 +291,3 @@ def _severity(category: ThreatCategory, ratio: float) -> ThreatSeverity:
     if ratio >= 5 and severity == "medium":
         return "high"
     return severity
-

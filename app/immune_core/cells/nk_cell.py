@@ -3,22 +3,27 @@
 Three behaviours per host (``host_id``), all learned from the event stream itself:
 
 1. **Upstream volume** (exfiltration). An EWMA mean/variance (``alpha``) of log(1 + bytes_out) per flow,
-   and the bytes sent to each destination over the last ``exfil_window_s``. After ``warmup_flows`` flows,
-   a destination whose windowed total is at least ``exfil_min_bytes`` and whose z-score
-   ``(log1p(total) - mean) / max(std, min_std)`` is at least ``exfil_z`` is ``exfiltration`` (antigen:
-   the host). Flows with z >= ``exfil_z`` are not learned, so a slow attacker cannot drag the baseline up
-   with the very flows being judged. z >= ``danger_z`` is a danger signal; |z| < 1 a safe signal.
+   and the flows sent to each destination over the last ``exfil_window_s``. After ``warmup_flows``
+   flows, a destination that received at least ``exfil_min_bytes`` in the window with a mean flow size
+   whose z-score ``(log1p(mean) - ewma_mean) / max(ewma_std, min_std)`` is at least ``exfil_z`` is
+   ``exfiltration`` (antigen: the host). Using the window's *mean* flow catches exfiltration chunked
+   into ordinary-looking counts of flows, without flagging many ordinary flows to one busy server.
+   Flows with z >= ``exfil_z`` are not learned, so an attacker cannot drag the baseline up with the
+   very flows being judged. z >= ``danger_z`` (flow or window mean) is a danger signal; |z| < 1 a safe
+   signal.
 2. **Beaconing** (``periodicity.BeaconTracker``): periodic small connections to one external
    destination (private, loopback and link-local destinations are ignored when
    ``beacon_external_only``, since internal polling -- metrics scrapes, health checks -- is periodic by
    design; ports in ``beacon_ignore_ports`` such as NTP likewise).
 3. **Processes** (endpoint events). The set of processes seen on the host and the share of unsigned
    ones. After ``warmup_process_events`` events:
-   * an unsigned process on a host whose unsigned share is at most ``unsigned_share_max`` (a host that
-     "normally has none", typically a server) is ``unsigned_process`` (antigen ``host/process``);
-   * a never-seen process on a *stable* host (no new process during the last ``stable_after_events``
-     events) is ``unknown_process``; on a host that keeps adding processes (a workstation) it is only a
-     danger signal;
+   * a host is *stable* when no process outside its set appeared during its last
+     ``stable_after_events`` process starts (servers run a fixed set of daemons; workstations keep
+     gaining new software);
+   * an unsigned process on a stable host whose unsigned share is at most ``unsigned_share_max`` (a
+     host that "normally has none") is ``unsigned_process`` (antigen ``host/process``);
+   * a never-seen process on a stable host is ``unknown_process``;
+   * on a host that is not stable, unsigned or never-seen processes are only danger signals;
    * a process that keeps appearing becomes tolerated after ``tolerance_sightings`` sightings (the
      NK cell's tolerance to self); until then it is not learned into the baseline.
    Known signed processes give safe signals.
@@ -49,7 +54,7 @@ class NKCellParams(CellParams):
     min_std: float = Field(default=0.5, gt=0, description="Floor of the std in log-bytes units.")
     warmup_flows: int = Field(default=30, ge=1)
     exfil_z: float = Field(default=4.0, gt=0)
-    exfil_min_bytes: int = Field(default=5_000_000, ge=0)
+    exfil_min_bytes: int = Field(default=20_000_000, ge=0)
     exfil_window_s: float = Field(default=300.0, gt=0)
     danger_z: float = Field(default=2.5, gt=0)
     safe_strength: float = Field(default=0.5, ge=0, le=1)
@@ -66,6 +71,7 @@ class NKCellParams(CellParams):
     stable_after_events: int = Field(default=60, ge=1)
     tolerance_sightings: int = Field(default=20, ge=1)
     max_hosts: int = Field(default=50_000, ge=1)
+    max_candidates_per_host: int = Field(default=256, ge=1)
     max_beacon_pairs: int = Field(default=200_000, ge=1)
 
 
@@ -95,7 +101,10 @@ class NKCell(Cell[NKCellParams]):
 
     def __init__(self, params: NKCellParams, cell_id: str) -> None:
         super().__init__(params, cell_id)
-        self._hosts: OrderedDict[str, _HostProfile] = OrderedDict()
+        # Keyed by host, plus the sending address for flows: a host's upstream baseline must learn only
+        # what the host itself sends, not what others send to it (a scan of a server would otherwise
+        # teach the server's baseline that 60-byte flows are normal).
+        self._hosts: OrderedDict[tuple[str, str], _HostProfile] = OrderedDict()
         self._beacons = BeaconTracker(
             history=params.beacon_history,
             min_events=params.beacon_min_events,
@@ -110,24 +119,25 @@ class NKCell(Cell[NKCellParams]):
     def state_summary(self) -> dict[str, int]:
         return {"hosts": len(self._hosts), "beacon_pairs": len(self._beacons)}
 
-    def _profile(self, host_id: str) -> _HostProfile:
-        profile = self._hosts.get(host_id)
+    def _profile(self, host_id: str, sender: str) -> _HostProfile:
+        key = (host_id, sender)
+        profile = self._hosts.get(key)
         if profile is None:
-            profile = self._hosts[host_id] = _HostProfile(volume=Ewma(self.params.alpha))
+            profile = self._hosts[key] = _HostProfile(volume=Ewma(self.params.alpha))
             while len(self._hosts) > self.params.max_hosts:
                 self._hosts.popitem(last=False)
         else:
-            self._hosts.move_to_end(host_id)
+            self._hosts.move_to_end(key)
         return profile
 
     def _observe(self, event: AnyEvent, context: CellContext) -> CellOutput:
         output = CellOutput()
         if isinstance(event, NetworkFlow):
-            profile = self._profile(event.host_id)
+            profile = self._profile(event.host_id, event.src_ip)
             self._judge_volume(event, profile, context.now, output)
             self._judge_beacon(event, output)
         elif isinstance(event, EndpointEvent) and event.action == "process_start":
-            self._judge_process(event, self._profile(event.host_id), context.now, output)
+            self._judge_process(event, self._profile(event.host_id, "processes"), context.now, output)
         return output
 
     # -- 1. upstream volume -----------------------------------------------------------------------
@@ -143,34 +153,68 @@ class NKCell(Cell[NKCellParams]):
             if not sends:
                 del profile.sent_to[dst]
         total = sum(size for _, size, _ in window)
+        # Mean flow size to this destination over the window: chunked exfiltration keeps it high, while
+        # many ordinary flows to one busy server (the database) keep it at the host's usual size.
+        window_mean = total / len(window)
 
         host = Antigen("host", flow.host_id)
         warmed = profile.volume.count >= p.warmup_flows
         flow_z = profile.volume.zscore(log_bytes(flow.bytes_out), p.min_std) if warmed else 0.0
-        total_z = profile.volume.zscore(log_bytes(total), p.min_std) if warmed else 0.0
+        mean_z = profile.volume.zscore(log_bytes(int(window_mean)), p.min_std) if warmed else 0.0
         if not warmed or flow_z < p.exfil_z:
             profile.volume.update(log_bytes(flow.bytes_out))
         if not warmed:
             return
 
-        if total >= p.exfil_min_bytes and total_z >= p.exfil_z:
+        strongest = max(flow_z, mean_z)
+        if total >= p.exfil_min_bytes and mean_z >= p.exfil_z:
             typical = int(profile_typical_bytes(profile))
             reason = (
-                f"{flow.host_id} sent {total:,} bytes to {flow.dst_ip} within {p.exfil_window_s:g} s; "
-                f"z = {total_z:.1f} against its baseline (typical flow {typical:,} bytes)"
+                f"{flow.host_id} sent {total:,} bytes to {flow.dst_ip} in {len(window)} flows within "
+                f"{p.exfil_window_s:g} s; mean flow z = {mean_z:.1f} against its baseline "
+                f"(typical flow {typical:,} bytes)"
             )
-            confidence = round(min(0.95, 0.5 + 0.05 * (total_z - p.exfil_z + 1)), 3)
-            self._find(out, host, "exfiltration", "high", confidence, reason, now,
-                       tuple(event_id for _, _, event_id in window), flow.host_id, flow.event_id)
-        elif max(flow_z, total_z) >= p.danger_z:
-            strength = min(1.0, max(flow_z, total_z) / p.exfil_z)
-            out.signals.append(Signal(host, "danger", strength, self.cell_id,
-                                      f"upstream volume z = {max(flow_z, total_z):.1f}", now,
-                                      flow.event_id, "exfiltration", flow.host_id))
+            confidence = round(min(0.95, 0.5 + 0.05 * (mean_z - p.exfil_z + 1)), 3)
+            self._find(
+                out,
+                host,
+                "exfiltration",
+                "high",
+                confidence,
+                reason,
+                now,
+                tuple(event_id for _, _, event_id in window),
+                flow.host_id,
+                flow.event_id,
+            )
+        elif strongest >= p.danger_z:
+            out.signals.append(
+                Signal(
+                    host,
+                    "danger",
+                    min(1.0, strongest / p.exfil_z),
+                    self.cell_id,
+                    f"upstream volume z = {strongest:.1f}",
+                    now,
+                    flow.event_id,
+                    "exfiltration",
+                    flow.host_id,
+                )
+            )
         elif abs(flow_z) < 1.0 and p.safe_strength > 0:
-            out.signals.append(Signal(host, "safe", p.safe_strength, self.cell_id,
-                                      "upstream volume within baseline", now, flow.event_id,
-                                      None, flow.host_id))
+            out.signals.append(
+                Signal(
+                    host,
+                    "safe",
+                    p.safe_strength,
+                    self.cell_id,
+                    "upstream volume within baseline",
+                    now,
+                    flow.event_id,
+                    None,
+                    flow.host_id,
+                )
+            )
 
     # -- 2. beaconing -----------------------------------------------------------------------------
     def _judge_beacon(self, flow: NetworkFlow, out: CellOutput) -> None:
@@ -191,8 +235,18 @@ class NKCell(Cell[NKCellParams]):
             f"every {verdict.period_s:.1f} s (coefficient of variation {verdict.cv:.3f})"
         )
         confidence = round(min(0.95, 0.6 + 0.3 * (1 - verdict.cv / self.params.beacon_max_cv)), 3)
-        self._find(out, Antigen("host", flow.host_id), "beaconing", "high", confidence, reason,
-                   flow.timestamp, verdict.event_ids, flow.host_id, flow.event_id)
+        self._find(
+            out,
+            Antigen("host", flow.host_id),
+            "beaconing",
+            "high",
+            confidence,
+            reason,
+            flow.timestamp,
+            verdict.event_ids,
+            flow.host_id,
+            flow.event_id,
+        )
 
     # -- 3. processes -----------------------------------------------------------------------------
     def _judge_process(
@@ -206,13 +260,23 @@ class NKCell(Cell[NKCellParams]):
         share = profile.unsigned_share()
         flagged = False
 
-        if warmed and not event.signed and share <= p.unsigned_share_max:
+        if warmed and stable and not event.signed and share <= p.unsigned_share_max:
             reason = (
                 f"unsigned process {event.process} (parent {event.parent_process}, user {event.user}) on "
                 f"{event.host_id}, where {share:.1%} of {profile.process_events} process starts were unsigned"
             )
-            self._find(out, process, "unsigned_process", "high", 0.8, reason, now, (event.event_id,),
-                       event.host_id, event.event_id)
+            self._find(
+                out,
+                process,
+                "unsigned_process",
+                "high",
+                0.8,
+                reason,
+                now,
+                (event.event_id,),
+                event.host_id,
+                event.event_id,
+            )
             flagged = True
         elif warmed and not known and stable:
             reason = (
@@ -220,17 +284,50 @@ class NKCell(Cell[NKCellParams]):
                 f"whose {len(profile.processes)} known processes had not changed for "
                 f"{profile.events_since_new_process} process starts"
             )
-            self._find(out, process, "unknown_process", "medium", 0.6, reason, now, (event.event_id,),
-                       event.host_id, event.event_id)
+            self._find(
+                out,
+                process,
+                "unknown_process",
+                "medium",
+                0.6,
+                reason,
+                now,
+                (event.event_id,),
+                event.host_id,
+                event.event_id,
+            )
             flagged = True
-        elif warmed and (not known or not event.signed):
+        elif warmed and ((not known and event.process not in profile.candidates) or not event.signed):
+            # A newcomer is danger on its first sighting only: repeating it until the process is
+            # tolerated would let one rare-but-legitimate daemon mature the dendritic cells on its own.
             why = "never-seen" if not known else "unsigned"
-            out.signals.append(Signal(process, "danger", 0.5, self.cell_id, f"{why} process {event.process}",
-                                      now, event.event_id, "behaviour_anomaly", event.host_id))
+            out.signals.append(
+                Signal(
+                    process,
+                    "danger",
+                    0.5,
+                    self.cell_id,
+                    f"{why} process {event.process}",
+                    now,
+                    event.event_id,
+                    "behaviour_anomaly",
+                    event.host_id,
+                )
+            )
         elif known and event.signed and p.safe_strength > 0:
-            out.signals.append(Signal(process, "safe", p.safe_strength, self.cell_id,
-                                      f"known signed process {event.process}", now, event.event_id,
-                                      None, event.host_id))
+            out.signals.append(
+                Signal(
+                    process,
+                    "safe",
+                    p.safe_strength,
+                    self.cell_id,
+                    f"known signed process {event.process}",
+                    now,
+                    event.event_id,
+                    None,
+                    event.host_id,
+                )
+            )
         self._learn_process(event, profile, known, flagged)
 
     def _learn_process(self, event: EndpointEvent, profile: _HostProfile, known: bool, flagged: bool) -> None:
@@ -242,13 +339,16 @@ class NKCell(Cell[NKCellParams]):
             profile.processes[event.process] += 1
             profile.events_since_new_process = 0
         else:
-            # After warm-up a newcomer is learned only once it has been seen often enough to be self.
+            # After warm-up a newcomer is learned only once it has been seen often enough to be self;
+            # either way the host just showed a process outside its set, so it is not stable.
             profile.candidates[event.process] += 1
             if profile.candidates[event.process] >= self.params.tolerance_sightings:
                 profile.processes[event.process] = profile.candidates.pop(event.process)
-                profile.events_since_new_process = 0
-            else:
-                profile.events_since_new_process += 1
+            elif len(profile.candidates) > self.params.max_candidates_per_host:
+                # Bound memory on hosts that see endless one-off names (installers): forget the rarest.
+                rarest = min(profile.candidates, key=profile.candidates.__getitem__)
+                del profile.candidates[rarest]
+            profile.events_since_new_process = 0
         if not flagged:
             profile.process_events += 1
             profile.unsigned_events += not event.signed
@@ -267,12 +367,33 @@ class NKCell(Cell[NKCellParams]):
         host_id: str,
         event_id: UUID,
     ) -> None:
-        out.findings.append(Finding(antigen, category, severity, confidence, reason, now, event_ids,
-                                    self.cell_id, self.cell_type, host_id))
-        out.signals.append(Signal(antigen, "danger", 1.0, self.cell_id, reason, now, event_id,
-                                  category, host_id))
-        out.cytokines.append(Cytokine.emit("ifn_gamma", self.cell_id, antigen.type, antigen.value, now,
-                                           {"category": category, "reason": reason}))
+        out.findings.append(
+            Finding(
+                antigen,
+                category,
+                severity,
+                confidence,
+                reason,
+                now,
+                event_ids,
+                self.cell_id,
+                self.cell_type,
+                host_id,
+            )
+        )
+        out.signals.append(
+            Signal(antigen, "danger", 1.0, self.cell_id, reason, now, event_id, category, host_id)
+        )
+        out.cytokines.append(
+            Cytokine.emit(
+                "ifn_gamma",
+                self.cell_id,
+                antigen.type,
+                antigen.value,
+                now,
+                {"category": category, "reason": reason},
+            )
+        )
 
 
 def profile_typical_bytes(profile: _HostProfile) -> float:

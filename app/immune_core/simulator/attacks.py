@@ -1,0 +1,186 @@
+"""Attack overlays: each returns the labelled events of one attack against the simulated network.
+
+Every attack names the antigen the detection layer should blame (``LabelledEvent.antigen``) and its
+expected category is in ``EXPECTED_DETECTIONS``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from immune_core.simulator.network import Network, attacker_ip, public_ip
+from immune_core.simulator.records import EventFactory, LabelledEvent
+
+
+@dataclass(frozen=True, slots=True)
+class ExpectedDetection:
+    category: str
+    antigen_type: str
+
+
+EXPECTED_DETECTIONS: dict[str, ExpectedDetection] = {
+    "port_scan": ExpectedDetection("port_scan", "source_ip"),
+    "brute_force": ExpectedDetection("brute_force", "source_ip"),
+    "exfiltration": ExpectedDetection("exfiltration", "host"),
+    "beaconing": ExpectedDetection("beaconing", "host"),
+    "known_bad_ip": ExpectedDetection("known_bad_indicator", "source_ip"),
+    "unsigned_process": ExpectedDetection("unsigned_process", "process"),
+}
+
+Attack = Callable[[random.Random, EventFactory, Network, datetime], list[LabelledEvent]]
+
+
+def port_scan(rng: random.Random, make: EventFactory, net: Network, start: datetime) -> list[LabelledEvent]:
+    """An external scanner probes 200 ports of the web server in about 40 s (SYN scan: mostly refused)."""
+    scanner = attacker_ip(rng)
+    target = net.servers["web"]
+    ports = rng.sample(range(1, 10_000), 200)
+    events = []
+    at = start
+    for port in ports:
+        at += timedelta(seconds=rng.uniform(0.05, 0.35))
+        state = "established" if port in (80, 443, 22) else rng.choice(["rejected", "rejected", "timeout"])
+        flow = make.flow(
+            at,
+            target.host_id,
+            scanner,
+            target.ip,
+            port,
+            rng.randint(40, 80),
+            0 if state != "established" else 60,
+            conn_state=state,
+        )
+        events.append(LabelledEvent(flow, "port_scan", f"source_ip:{scanner}"))
+    return events
+
+
+def brute_force(rng: random.Random, make: EventFactory, net: Network, start: datetime) -> list[LabelledEvent]:
+    """Password guessing against the bastion's SSH: 60 short sessions in 3 minutes, each a failed login."""
+    attacker = attacker_ip(rng)
+    bastion = net.servers["bastion"]
+    events = []
+    at = start
+    for _ in range(60):
+        at += timedelta(seconds=rng.uniform(1.0, 5.0))
+        state = rng.choice(["established", "established", "reset"])
+        flow = make.flow(
+            at,
+            bastion.host_id,
+            attacker,
+            bastion.ip,
+            22,
+            rng.randint(1_500, 3_500),
+            rng.randint(1_800, 3_000),
+            conn_state=state,
+        )
+        events.append(LabelledEvent(flow, "brute_force", f"source_ip:{attacker}"))
+        login = make.endpoint(
+            at + timedelta(milliseconds=300),
+            bastion.host_id,
+            "sshd",
+            "sshd",
+            "root",
+            "login_failed",
+            signed=True,
+            remote_ip=attacker,
+        )
+        events.append(LabelledEvent(login, "brute_force", f"source_ip:{attacker}"))
+    return events
+
+
+def exfiltration(
+    rng: random.Random, make: EventFactory, net: Network, start: datetime
+) -> list[LabelledEvent]:
+    """A compromised workstation uploads ~150 MB to one external host in 4 minutes, in 25 chunks."""
+    victim = rng.choice(net.workstations)
+    drop = public_ip(rng, ("198.18", "146.70", "89.248"))
+    events = []
+    at = start
+    for _ in range(25):
+        at += timedelta(seconds=rng.uniform(4.0, 14.0))
+        flow = make.flow(
+            at,
+            victim.host_id,
+            victim.ip,
+            drop,
+            443,
+            rng.randint(4_000_000, 8_000_000),
+            rng.randint(2_000, 9_000),
+        )
+        events.append(LabelledEvent(flow, "exfiltration", f"host:{victim.host_id}"))
+    return events
+
+
+def beaconing(rng: random.Random, make: EventFactory, net: Network, start: datetime) -> list[LabelledEvent]:
+    """Implant on a workstation calls home every 30 s (+-0.8 s jitter) for 12 minutes, a few hundred bytes."""
+    victim = rng.choice(net.workstations)
+    c2 = public_ip(rng, ("194.165", "77.91", "31.184"))
+    period = 30.0
+    events = []
+    for beat in range(24):
+        at = start + timedelta(seconds=beat * period + rng.uniform(-0.8, 0.8))
+        flow = make.flow(
+            at, victim.host_id, victim.ip, c2, 8443, rng.randint(250, 600), rng.randint(100, 900)
+        )
+        events.append(LabelledEvent(flow, "beaconing", f"host:{victim.host_id}"))
+    return events
+
+
+def known_bad_ip(
+    rng: random.Random, make: EventFactory, net: Network, start: datetime
+) -> list[LabelledEvent]:
+    """Intel names an address; later that address sends a handful of requests to the web server."""
+    bad = attacker_ip(rng)
+    web = net.servers["web"]
+    intel_at = start - timedelta(minutes=5)
+    events = [
+        LabelledEvent(
+            make.intel(intel_at, bad, "ip", "high", "partner-cert", timedelta(days=2), "botnet controller"),
+            "known_bad_ip",
+            f"source_ip:{bad}",
+        )
+    ]
+    at = start
+    for _ in range(5):
+        at += timedelta(seconds=rng.uniform(5, 40))
+        flow = make.flow(at, web.host_id, bad, web.ip, 443, rng.randint(400, 1_500), rng.randint(500, 20_000))
+        events.append(LabelledEvent(flow, "known_bad_ip", f"source_ip:{bad}"))
+    return events
+
+
+def unsigned_process(
+    rng: random.Random, make: EventFactory, net: Network, start: datetime
+) -> list[LabelledEvent]:
+    """A dropped, unsigned binary runs on the database server (whose processes are all signed)."""
+    server = net.servers["db"]
+    events = []
+    at = start
+    digest = make.sha256()
+    for _ in range(3):
+        at += timedelta(seconds=rng.uniform(20, 60))
+        event = make.endpoint(
+            at,
+            server.host_id,
+            "kworkerd",
+            "bash",
+            server.user,
+            "process_start",
+            signed=False,
+            sha256=digest,
+            command_line="/tmp/.cache/kworkerd -c /tmp/.cache/k.conf",  # noqa: S108 -- simulated attacker path
+        )
+        events.append(LabelledEvent(event, "unsigned_process", f"process:{server.host_id}/kworkerd"))
+    return events
+
+
+ATTACKS: dict[str, Attack] = {
+    "port_scan": port_scan,
+    "brute_force": brute_force,
+    "exfiltration": exfiltration,
+    "beaconing": beaconing,
+    "known_bad_ip": known_bad_ip,
+    "unsigned_process": unsigned_process,
+}
