@@ -1,0 +1,388 @@
+"""`immune-suite`: promote the service through the gates, and inspect, steer and audit promotions.
+
+Exit codes are listed in `immune_suite.pipeline.exit_codes.ExitCode` and docs/pipeline.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from immune_suite.pipeline.exit_codes import ExitCode
+from immune_suite.pipeline.gates import Gates, default_gates
+from immune_suite.pipeline.plan import build_plan, render_plan
+from immune_suite.pipeline.run_state import LockHeld, RunState, RunStore, StackLock, now_iso
+from immune_suite.pipeline.runner import Pipeline, describe, operator
+from immune_suite.progress import ConsoleProgress, JsonLinesProgress, Progress
+from immune_suite.record import record_index, resolve_record, write_signed_record
+from immune_suite.report import write_report
+from immune_suite.signing import load_public_key, verify_artifacts, verify_record
+from immune_suite.source import resolve_source
+from immune_suite.stack_config import REPO_ROOT, StackConfig, load_stack
+from immune_suite.targets.base import Color, Release, Target
+from immune_suite.targets.factory import make_target
+
+EPILOG = """exit codes: 0 ok/promoted, 1 error, 2 usage, 3 gate failed (rolled back), 4 aborted (rolled back),
+5 awaiting approval, 6 another run holds the lock, 7 verification failed, 8 target error (rolled back),
+9 nothing to do.  State: ${IMMUNE_STATE_DIR:-~/.local/state/active-immune-core}."""
+
+
+def _emit(args: argparse.Namespace, payload: dict[str, Any], human: str) -> None:
+    if getattr(args, "json", False):
+        print(json.dumps(payload, indent=2, default=str))
+    else:
+        print(human)
+
+
+def _progress(args: argparse.Namespace) -> Progress:
+    return JsonLinesProgress() if args.json else ConsoleProgress()
+
+
+class Session:
+    """What a command needs for one stack; built lazily so `plan` and `verify` start nothing."""
+
+    gates_factory: Callable[[], Gates] = staticmethod(default_gates)
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.stack: StackConfig = load_stack(args.stack)
+        self.store = RunStore(self.stack.name)
+        self._target: Target | None = None
+
+    @property
+    def target(self) -> Target:
+        if self._target is None:
+            self._target = make_target(self.stack)
+        return self._target
+
+    def pipeline(self) -> Pipeline:
+        return Pipeline(self.stack, self.target, Session.gates_factory(), _progress(self.args))
+
+    def finish(self, run: RunState, code: ExitCode) -> ExitCode:
+        """Sign the record and write the report once a run has ended (promoted or rolled back)."""
+        payload: dict[str, Any] = {"exit_code": int(code), "run": describe(run), "metrics": run.metrics}
+        if run.finished:
+            record = write_signed_record(run, self.stack, self.target.name)
+            report = write_report(record)
+            run.record_path = str(record)
+            self.store.save(run)
+            payload |= {"record": str(record), "report": str(report)}
+        human = f"{run.status}: {run.candidate.version} ({run.run_id}) exit {int(code)}"
+        if run.failure:
+            human += f"\nreason: {run.failure.get('reason')}"
+        if run.finished:
+            human += f"\nrecord: {payload['record']}\nreport: {payload['report']}"
+        _emit(self.args, payload, human)
+        return code
+
+
+def _parse_env(pairs: Sequence[str]) -> dict[str, str]:
+    env = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.startswith("IMMUNE_"):
+            raise SystemExit(f"--candidate-env expects IMMUNE_NAME=value, got {pair!r}")
+        env[key] = value
+    return env
+
+
+def _approval(by: str | None, via: str) -> dict[str, str]:
+    return {"by": by or operator(), "at": now_iso(), "via": via}
+
+
+# -- commands ----------------------------------------------------------------------------------------
+def cmd_plan(args: argparse.Namespace) -> ExitCode:
+    stack = load_stack(args.stack)
+    first = args.first
+    if first is None:
+        # What the next promotion would do: first promotion when no colour serves a release yet.
+        snapshot = make_target(stack).snapshot()
+        active = snapshot.traffic.active.value if snapshot.traffic else None
+        first = not (active and snapshot.releases.get(active))
+    steps = build_plan(stack, first_promotion=first)
+    _emit(
+        args,
+        {"stack": stack.name, "first_promotion": first, "steps": [s.to_dict() for s in steps]},
+        f"stack {stack.name} ({'first promotion' if first else 'with a stable'}):\n{render_plan(steps)}",
+    )
+    return ExitCode.OK
+
+
+def cmd_promote(args: argparse.Namespace) -> ExitCode:
+    session = Session(args)
+    with StackLock(session.stack.name):
+        source = resolve_source(REPO_ROOT, args.ref)
+        candidate = Release(source.version, source.ref, source.digest, _parse_env(args.candidate_env))
+        pipeline = session.pipeline()
+        existing = session.store.load()
+        if existing is not None and not existing.finished:
+            same = existing.candidate == candidate
+            pipeline.recover(existing, same_candidate=same)
+            if not same:
+                session.finish(existing, pipeline.execute(existing))
+                existing = None
+        run = existing or pipeline.new_run(candidate, source_commit=source.commit)
+        if args.approve:
+            run.approvals.append(_approval(args.by, "promote --approve"))
+            session.store.save(run)
+        code = pipeline.execute(run)
+        return session.finish(run, code)
+
+
+def cmd_resume(args: argparse.Namespace) -> ExitCode:
+    session = Session(args)
+    controls = session.store.controls()
+    if controls.get("paused"):
+        session.store.set_control(paused=False, by=args.by or operator())
+    try:
+        lock = StackLock(session.stack.name).acquire()
+    except LockHeld:
+        _emit(args, {"resumed": True}, "resume sent to the running pipeline")
+        return ExitCode.OK
+    try:
+        run = session.store.load()
+        if run is None or run.finished:
+            _emit(args, {"resumed": False}, "no unfinished run to resume")
+            return ExitCode.NOTHING_TO_DO
+        pipeline = session.pipeline()
+        pipeline.recover(run, same_candidate=True)
+        return session.finish(run, pipeline.execute(run))
+    finally:
+        lock.release()
+
+
+def cmd_pause(args: argparse.Namespace) -> ExitCode:
+    store = RunStore(load_stack(args.stack).name)
+    store.set_control(paused=True, by=args.by or operator())
+    _emit(args, {"paused": True}, "pause requested: the pipeline stops before its next step")
+    return ExitCode.OK
+
+
+def cmd_approve(args: argparse.Namespace) -> ExitCode:
+    session = Session(args)
+    with StackLock(session.stack.name):
+        run = session.store.load()
+        if run is None or run.finished:
+            _emit(args, {"approved": False}, "no unfinished run to approve")
+            return ExitCode.NOTHING_TO_DO
+        approval = _approval(args.by, "immune-suite approve")
+        run.approvals.append(approval)
+        run.note("approved", by=approval["by"])
+        session.store.save(run)
+    _emit(
+        args,
+        {"approved": True, **approval},
+        f"approved by {approval['by']}; continue with `immune-suite resume`",
+    )
+    return ExitCode.OK
+
+
+def cmd_abort(args: argparse.Namespace) -> ExitCode:
+    session = Session(args)
+    by = args.by or operator()
+    try:
+        lock = StackLock(session.stack.name).acquire()
+    except LockHeld:
+        session.store.set_control(abort=args.reason, by=by)
+        _emit(
+            args, {"abort": "requested"}, "abort sent: the running pipeline rolls back before its next step"
+        )
+        return ExitCode.OK
+    try:
+        run = session.store.load()
+        if run is None or run.finished:
+            _emit(args, {"abort": "nothing"}, "no unfinished run to abort")
+            return ExitCode.NOTHING_TO_DO
+        pipeline = session.pipeline()
+        pipeline.recover(run, same_candidate=True)
+        session.store.set_control(abort=args.reason, by=by)
+        return session.finish(run, pipeline.execute(run))
+    finally:
+        lock.release()
+
+
+def cmd_rollback(args: argparse.Namespace) -> ExitCode:
+    """Re-promote the release of the promotion before the current one (gates already passed)."""
+    session = Session(args)
+    promoted = [entry for entry in record_index(session.stack.name) if entry["outcome"] == "promoted"]
+    if len(promoted) < 2:
+        _emit(args, {"rollback": None}, "no earlier promoted release to roll back to")
+        return ExitCode.NOTHING_TO_DO
+    current = promoted[-1]["candidate"]
+    earlier = next(
+        (e for e in reversed(promoted[:-1]) if e["candidate"]["digest"] != current["digest"]), None
+    )
+    if earlier is None:
+        _emit(args, {"rollback": None}, "every earlier promotion shipped the same digest")
+        return ExitCode.NOTHING_TO_DO
+    with StackLock(session.stack.name):
+        existing = session.store.load()
+        if existing is not None and not existing.finished:
+            _emit(args, {"rollback": None}, f"run {existing.run_id} is unfinished: abort or resume it first")
+            return ExitCode.LOCKED
+        pipeline = session.pipeline()
+        run = pipeline.new_run(Release.from_dict(earlier["candidate"]), kind="rollback")
+        run.note("rollback to record", record=earlier["run_id"])
+        return session.finish(run, pipeline.execute(run))
+
+
+def cmd_status(args: argparse.Namespace) -> ExitCode:
+    session = Session(args)
+    run = session.store.load()
+    target = session.target
+    traffic = target.traffic()
+    in_charge = StackLock(session.stack.name).is_held_elsewhere()
+    payload: dict[str, Any] = {
+        "stack": session.stack.name,
+        "run": describe(run) if run else None,
+        "pipeline_running": in_charge,
+        "controls": session.store.controls(),
+        "traffic": traffic.to_dict() if traffic else None,
+        "colors": {c.value: target.health(c).to_dict() for c in Color},
+        "endpoints": target.endpoints().to_dict(),
+    }
+    lines = [f"stack {session.stack.name}: pipeline {'RUNNING' if in_charge else 'idle'}"]
+    if traffic:
+        lines.append(
+            f"traffic: active {traffic.active.value}, {traffic.canary_weight}% to the other colour"
+        )
+    for color in Color:
+        health = payload["colors"][color.value]
+        release = health.get("release") or {}
+        lines.append(
+            f"  {color.value}: {release.get('version', '-')}"
+            f" ready {health['ready_replicas']}/{health['desired_replicas']}"
+        )
+    if run:
+        lines.append(
+            f"last run {run.run_id}: {run.status} at {run.current}"
+            + (f" ({run.failure.get('reason')})" if run.failure else "")
+        )
+        if not run.finished and not in_charge:
+            lines.append("  nobody is in charge of this run: `immune-suite resume` or `abort` takes over")
+    _emit(args, payload, "\n".join(lines))
+    return ExitCode.OK
+
+
+def cmd_verify(args: argparse.Namespace) -> ExitCode:
+    path = resolve_record(args.record, args.stack)
+    record = json.loads(path.read_text(encoding="utf-8"))
+    result = verify_record(record, load_public_key(Path(args.public_key) if args.public_key else None))
+    problems = verify_artifacts(record) if args.artifacts else []
+    valid = result.valid and not problems
+    _emit(
+        args,
+        {"record": str(path), "valid": valid, "reason": result.reason, "artifact_problems": problems},
+        f"{path}: {'VALID' if valid else 'INVALID'} - {result.reason}"
+        + "".join(f"\n  {p}" for p in problems),
+    )
+    return ExitCode.OK if valid else ExitCode.VERIFY_FAILED
+
+
+def cmd_report(args: argparse.Namespace) -> ExitCode:
+    path = resolve_record(args.record, args.stack)
+    out = write_report(path, Path(args.out) if args.out else None)
+    _emit(args, {"report": str(out)}, str(out))
+    return ExitCode.OK
+
+
+def cmd_down(args: argparse.Namespace) -> ExitCode:
+    session = Session(args)
+    with StackLock(session.stack.name):
+        shutdown = getattr(session.target, "shutdown", None)
+        if shutdown is None:
+            _emit(args, {"down": False}, f"target {session.target.name} has nothing to stop")
+            return ExitCode.NOTHING_TO_DO
+        shutdown()
+    _emit(args, {"down": True}, f"stopped the {session.stack.name} stack's processes")
+    return ExitCode.OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="immune-suite",
+        description="Promote Active Immune Core through security, canary and chaos gates; roll back on failure",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--json", action="store_true", help="machine-readable output on stdout (progress as JSON lines)"
+    )
+    stack = argparse.ArgumentParser(add_help=False)
+    stack.add_argument(
+        "--stack", default="local", help="stack name (stacks/<name>.yaml) or a YAML path (default: local)"
+    )
+    who = argparse.ArgumentParser(add_help=False)
+    who.add_argument("--by", help="who does this (default: user@host)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(
+        name: str,
+        handler: Callable[[argparse.Namespace], ExitCode],
+        help_text: str,
+        parents: list[argparse.ArgumentParser],
+    ) -> argparse.ArgumentParser:
+        command = sub.add_parser(
+            name, help=help_text, description=help_text, parents=[common, *parents], epilog=EPILOG
+        )
+        command.set_defaults(handler=handler)
+        return command
+
+    plan = add("plan", cmd_plan, "print the promotion state machine: steps and transitions", [stack])
+    plan.add_argument("--first", action="store_true", default=None, help="show the first-promotion plan")
+    promote = add(
+        "promote", cmd_promote, "promote the working tree (or --ref) through every gate", [stack, who]
+    )
+    promote.add_argument("--ref", help="git ref to promote instead of the working tree")
+    promote.add_argument(
+        "--approve", action="store_true", help="give the manual approval a stack may require"
+    )
+    promote.add_argument(
+        "--candidate-env",
+        action="append",
+        default=[],
+        metavar="IMMUNE_X=V",
+        help="extra setting for the candidate only, e.g. IMMUNE_FAULT_LATENCY_MS=400 (repeatable)",
+    )
+    add("status", cmd_status, "show the current run, traffic split and colour health", [stack])
+    abort = add(
+        "abort", cmd_abort, "abort the current run: traffic back to stable, candidate away", [stack, who]
+    )
+    abort.add_argument("--reason", default="operator abort", help="recorded in the promotion record")
+    add("rollback", cmd_rollback, "re-promote the release of the previous successful record", [stack, who])
+    add("pause", cmd_pause, "pause the running pipeline before its next step", [stack, who])
+    add("resume", cmd_resume, "resume a paused, approved or interrupted run", [stack, who])
+    add("approve", cmd_approve, "approve the run waiting at the approval step", [stack, who])
+    verify = add("verify", cmd_verify, "verify a promotion record's Ed25519 signature", [])
+    verify.add_argument("record", help="record path, run id or 'latest' (with --stack)")
+    verify.add_argument("--stack", help="stack for run ids / latest")
+    verify.add_argument("--public-key", help="trusted public key PEM (default: the state dir's key)")
+    verify.add_argument("--artifacts", action="store_true", help="also re-hash artifacts that still exist")
+    report = add("report", cmd_report, "write the HTML report of a promotion record", [])
+    report.add_argument("record", help="record path, run id or 'latest' (with --stack)")
+    report.add_argument("--stack", help="stack for run ids / latest")
+    report.add_argument("--out", help="output path (default: next to the record)")
+    add("down", cmd_down, "stop the local stack's processes (supervisord, HAProxy, replicas)", [stack])
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except LockHeld as error:
+        print(f"immune-suite: {error}", file=sys.stderr)
+        return int(ExitCode.LOCKED)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"immune-suite: {error}", file=sys.stderr)
+        return int(ExitCode.USAGE)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
