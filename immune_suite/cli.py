@@ -305,7 +305,7 @@ def cmd_down(args: argparse.Namespace) -> ExitCode:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="immune-suite",
-        description="Promote Active Immune Core through security, canary and chaos gates; roll back on failure",
+        description="Promote Active Immune Core through security, canary and chaos gates, or roll back.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
