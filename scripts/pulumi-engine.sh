@@ -33,6 +33,12 @@ GO_BUILD_FLAGS=(-trimpath)
 
 log() { printf '[pulumi-engine] %s\n' "$*" >&2; }
 
+# Temporary build directories of this run; removed on exit whatever happens (finished ones were renamed).
+TMP_DIRS=()
+cleanup() { local d; for d in "${TMP_DIRS[@]}"; do rm -rf "$d"; done; }
+trap cleanup EXIT
+new_tmp() { NEW_TMP="$(mktemp -d "$1")"; TMP_DIRS+=("$NEW_TMP"); }
+
 hash_of() {
     # Hash of the given files' contents (and their names, so renames count too).
     local f
@@ -72,7 +78,7 @@ build_cli() {
     local out="$PARTS/cli-$(cli_key)"
     [ -x "$out/pulumi" ] && return 0
     log "building pulumi CLI v${PULUMI_CLI_VERSION} (pkg/v3 cmd/pulumi)"
-    local tmp; tmp="$(mktemp -d "$PARTS/.cli.XXXXXX")"
+    new_tmp "$PARTS/.cli.XXXXXX"; local tmp="$NEW_TMP"
     cp "$SRC/cli/go.mod" "$tmp/go.mod"
     [ -f "$SRC/cli/go.sum" ] && cp "$SRC/cli/go.sum" "$tmp/go.sum"
     (cd "$tmp" && go build "${GO_BUILD_FLAGS[@]}" \
@@ -85,7 +91,7 @@ build_langhost() {
     local out="$PARTS/langhost-$(langhost_key)"
     [ -x "$out/pulumi-language-python" ] && [ -f "$out/pulumi-language-python-exec" ] && return 0
     log "building pulumi-language-python (sdk/v3 v${PULUMI_CLI_VERSION})"
-    local tmp; tmp="$(mktemp -d "$PARTS/.langhost.XXXXXX")"
+    new_tmp "$PARTS/.langhost.XXXXXX"; local tmp="$NEW_TMP"
     cp "$SRC/langhost/go.mod" "$SRC"/langhost/*.go "$tmp/"
     [ -f "$SRC/langhost/go.sum" ] && cp "$SRC/langhost/go.sum" "$tmp/go.sum"
     (cd "$tmp" && go build "${GO_BUILD_FLAGS[@]}" \
@@ -101,7 +107,7 @@ build_kubernetes() {
     local out="$PARTS/kubernetes-$(kubernetes_key)"
     [ -x "$out/pulumi-resource-kubernetes" ] && return 0
     log "building pulumi-resource-kubernetes from ${KUBERNETES_PROVIDER_MODULE}@${KUBERNETES_PROVIDER_MODULE_VERSION}"
-    local tmp; tmp="$(mktemp -d "$PARTS/.kubernetes.XXXXXX")"
+    new_tmp "$PARTS/.kubernetes.XXXXXX"; local tmp="$NEW_TMP"
     local moddir
     moddir="$(cd "$tmp" && go mod download -json \
         "${KUBERNETES_PROVIDER_MODULE}@${KUBERNETES_PROVIDER_MODULE_VERSION}" \
@@ -115,9 +121,9 @@ build_kubernetes() {
         # The repository builds against its sibling sdk/ directory (replace => ../sdk), which is not part of
         # the provider module; use the published sdk/v4 module at the version the provider requires instead.
         go mod edit -dropreplace github.com/pulumi/pulumi-kubernetes/sdk/v4
-        (cd cmd/pulumi-resource-kubernetes && VERSION="${KUBERNETES_PLUGIN_VERSION}" go generate ./...)
+        (cd cmd/pulumi-resource-kubernetes && VERSION="${KUBERNETES_PROVIDER_BUILD_VERSION}" go generate ./...)
         go build "${GO_BUILD_FLAGS[@]}" \
-            -ldflags "-s -w -X ${KUBERNETES_PROVIDER_MODULE}/pkg/version.Version=${KUBERNETES_PLUGIN_VERSION}" \
+            -ldflags "-s -w -X ${KUBERNETES_PROVIDER_MODULE}/pkg/version.Version=${KUBERNETES_PROVIDER_BUILD_VERSION}" \
             -o "$tmp/bin/pulumi-resource-kubernetes" ./cmd/pulumi-resource-kubernetes
     )
     mkdir -p "$tmp/out"
@@ -129,7 +135,7 @@ assemble() {
     local dir; dir="$(engine_dir)"
     [ -f "$dir/.complete" ] && return 0
     log "assembling $dir"
-    local tmp; tmp="$(mktemp -d "$CACHE_ROOT/.pulumi-engine.XXXXXX")"
+    new_tmp "$CACHE_ROOT/.pulumi-engine.XXXXXX"; local tmp="$NEW_TMP"
     mkdir -p "$tmp/bin" "$tmp/home"
     cp "$PARTS/cli-$(cli_key)/pulumi" "$tmp/bin/"
     cp "$PARTS/langhost-$(langhost_key)/pulumi-language-python" \
