@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from immune_suite.smoke import post_promotion_check, smoke_test
 from immune_suite.verdict import Verdict
 
 
@@ -21,6 +22,8 @@ class LoadResult(Protocol):
 SecurityGate = Callable[..., Verdict]  # (source_dir, out_dir, base_url, token, progress)
 LoadGate = Callable[..., LoadResult]  # (base_url, token, out_dir, shape, duration_s, progress, extra_env=)
 ChaosGate = Callable[..., Verdict]  # (config, out_dir, experiments, progress)
+SmokeCheck = Callable[..., Verdict]  # (url, token, color, release, timeout_s, progress)
+PostCheck = Callable[..., Verdict]  # (url, color, release, requests, progress)
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,8 @@ class Gates:
     security: SecurityGate
     load: LoadGate
     chaos: ChaosGate
+    smoke: SmokeCheck = smoke_test
+    post_check: PostCheck = post_promotion_check
 
 
 def default_gates() -> Gates:

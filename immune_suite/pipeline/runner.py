@@ -33,7 +33,6 @@ from immune_suite.pipeline.plan import (
 )
 from immune_suite.pipeline.run_state import RunState, RunStore, StepResult, now_iso
 from immune_suite.progress import Progress
-from immune_suite.smoke import post_promotion_check, smoke_test
 from immune_suite.source import export_source
 from immune_suite.stack_config import REPO_ROOT, StackConfig
 from immune_suite.state_dir import state_root
@@ -299,7 +298,7 @@ class Pipeline:
         return Outcome(health.healthy, verdict, exit_code=ExitCode.TARGET_ERROR)
 
     def _smoke(self, run: RunState, step: Step) -> Outcome:
-        verdict = smoke_test(
+        verdict = self.gates.smoke(
             self.target.endpoints().preview_url,
             self.target.api_token() or "",
             run.candidate_color,
@@ -374,7 +373,7 @@ class Pipeline:
         return Outcome(True, verdict)
 
     def _post_check(self, run: RunState, step: Step) -> Outcome:
-        verdict = post_promotion_check(
+        verdict = self.gates.post_check(
             self.target.endpoints().stable_url,
             run.candidate_color,
             run.candidate,

@@ -1,0 +1,213 @@
+"""The state machine end to end against an in-memory target: promotion, rollback, approval, abort,
+crash recovery, and the signed record each run leaves."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from immune_suite.cli import Session
+from immune_suite.pipeline.exit_codes import ExitCode
+from immune_suite.pipeline.run_state import RunState, RunStore
+from immune_suite.pipeline.runner import Pipeline
+from immune_suite.progress import RecordingProgress
+from immune_suite.record import write_signed_record
+from immune_suite.signing import load_public_key, verify_record
+from immune_suite.source import resolve_source
+from immune_suite.stack_config import REPO_ROOT, StackConfig
+from immune_suite.targets.base import Color, Release, TrafficState
+from immune_suite.verdict import Status
+from tests.suite.conftest import MemoryTarget, ScriptedGates
+
+
+def release(version: str) -> Release:
+    source = resolve_source(REPO_ROOT)
+    return Release(version, source.ref, source.digest)
+
+
+def promote(
+    stack: StackConfig, target: MemoryTarget, gates: ScriptedGates, version: str
+) -> tuple[RunState, ExitCode]:
+    pipeline = Pipeline(stack, target, gates.as_gates(), RecordingProgress(), poll_s=0.01)
+    run = pipeline.new_run(release(version))
+    return run, pipeline.execute(run)
+
+
+@pytest.fixture
+def established(state_dir: Path, stack_config: StackConfig, memory_target: MemoryTarget) -> ScriptedGates:
+    """A stack where v1 was promoted onto blue."""
+    gates = ScriptedGates(memory_target)
+    run, code = promote(stack_config, memory_target, gates, "v1")
+    assert code is ExitCode.OK and run.status == "promoted"
+    return gates
+
+
+def test_first_promotion_goes_straight_to_blue(
+    state_dir: Path, stack_config: StackConfig, memory_target: MemoryTarget
+) -> None:
+    gates = ScriptedGates(memory_target)
+    run, code = promote(stack_config, memory_target, gates, "v1")
+    assert code is ExitCode.OK
+    assert run.candidate_color is Color.BLUE and run.first_promotion
+    assert not [s for s in run.steps if s.startswith("canary")]
+    assert memory_target.served_by() is Color.BLUE
+    assert gates.calls[0] == "security"
+
+
+def test_good_candidate_is_promoted_and_old_colour_retired(
+    established: ScriptedGates, stack_config: StackConfig, memory_target: MemoryTarget
+) -> None:
+    run, code = promote(stack_config, memory_target, established, "v2")
+    assert code is ExitCode.OK
+    assert run.candidate_color is Color.GREEN and run.stable and run.stable.version == "v1"
+    assert [s for s, r in run.steps.items() if r.status != "passed"] == []
+    traffic = [c[1] for c in memory_target.calls if c[0] == "traffic"][-4:]
+    assert traffic == [(Color.BLUE, 10), (Color.BLUE, 50), (Color.BLUE, 100), (Color.GREEN, 0)]
+    assert memory_target.served_by() is Color.GREEN
+    assert memory_target.releases[Color.BLUE] is None  # retired
+    # at 100% a baseline load on the stable endpoint keeps the comparison going
+    assert "load http://stable" in established.calls
+
+
+def test_regression_rolls_back_at_first_canary_step(
+    established: ScriptedGates, stack_config: StackConfig, memory_target: MemoryTarget
+) -> None:
+    established.slow_versions.add("v2")
+    run, code = promote(stack_config, memory_target, established, "v2")
+    assert code is ExitCode.GATE_FAILED
+    assert run.status == "rolled_back"
+    assert run.failure and run.failure["step"] == "canary-10"
+    assert memory_target.served_by() is Color.BLUE
+    assert memory_target.releases[Color.GREEN] is None
+    assert (
+        memory_target.releases[Color.BLUE] is not None and memory_target.releases[Color.BLUE].version == "v1"
+    )
+    assert "canary-50" not in run.steps
+    assert run.metrics["rollback_traffic_s"] >= 0 and "slo_breach_to_stable_s" in run.metrics
+
+
+def test_security_failure_changes_nothing(
+    established: ScriptedGates, stack_config: StackConfig, memory_target: MemoryTarget
+) -> None:
+    established.security_status = Status.FAIL
+    before = len([c for c in memory_target.calls if c[0] == "deploy"])
+    run, code = promote(stack_config, memory_target, established, "v2")
+    assert code is ExitCode.GATE_FAILED and run.failure and run.failure["step"] == "security"
+    assert len([c for c in memory_target.calls if c[0] == "deploy"]) == before
+    assert memory_target.served_by() is Color.BLUE
+
+
+def test_gate_crash_is_a_failure_that_rolls_back(
+    established: ScriptedGates, stack_config: StackConfig, memory_target: MemoryTarget
+) -> None:
+    established.raise_in_load = True
+    run, code = promote(stack_config, memory_target, established, "v2")
+    assert code is ExitCode.GATE_FAILED
+    assert run.failure and "locust crashed" in run.failure["reason"]
+    assert memory_target.served_by() is Color.BLUE
+
+
+def test_chaos_failure_rolls_back_after_full_canary(
+    established: ScriptedGates, stack_config: StackConfig, memory_target: MemoryTarget
+) -> None:
+    established.chaos_status = Status.FAIL
+    run, code = promote(stack_config, memory_target, established, "v2")
+    assert code is ExitCode.GATE_FAILED and run.failure and run.failure["step"] == "chaos"
+    assert memory_target.served_by() is Color.BLUE
+
+
+def test_approval_suspends_then_continues(state_dir: Path, memory_target: MemoryTarget) -> None:
+    stack = StackConfig.model_validate(
+        {"name": "gated", "approval_required": True, "chaos": {"enabled": False}}
+    )
+    gates = ScriptedGates(memory_target)
+    pipeline = Pipeline(stack, memory_target, gates.as_gates(), RecordingProgress(), poll_s=0.01)
+    run = pipeline.new_run(release("v1"))
+    assert pipeline.execute(run) is ExitCode.AWAITING_APPROVAL
+    stored = RunStore("gated").load()
+    assert stored and stored.status == "awaiting_approval" and stored.current == "approval"
+    assert gates.calls == [] and memory_target.releases[Color.BLUE] is None
+    stored.approvals.append({"by": "alice@host", "at": "now", "via": "test"})
+    pipeline.recover(stored, same_candidate=True)
+    assert pipeline.execute(stored) is ExitCode.OK
+    assert stored.steps["approval"].status == "passed"
+
+
+def test_abort_control_rolls_back(
+    established: ScriptedGates, stack_config: StackConfig, memory_target: MemoryTarget
+) -> None:
+    RunStore(stack_config.name).set_control(abort="bad smell", by="bob")
+    run, code = promote(stack_config, memory_target, established, "v2")
+    assert code is ExitCode.ABORTED
+    assert run.failure and "bob" in run.failure["reason"]
+    assert memory_target.served_by() is Color.BLUE
+    assert RunStore(stack_config.name).controls() == {}
+
+
+def crashed_mid_canary(stack: StackConfig, target: MemoryTarget, gates: ScriptedGates) -> RunState:
+    """A run as a SIGKILLed pipeline leaves it: 50% of traffic on the candidate, step `canary-50` running."""
+    pipeline = Pipeline(stack, target, gates.as_gates(), RecordingProgress(), poll_s=0.01)
+    run = pipeline.new_run(release("v2"))
+    for step in run.plan[:4]:  # security, deploy, smoke, canary-10
+        outcome = pipeline._run_step(run, step)
+        pipeline._advance(run, step, outcome)
+    assert run.current == "canary-50"
+    target.set_traffic(run.stable_color, 50)
+    run.result("canary-50").status = "running"
+    RunStore(stack.name).save(run)
+    return run
+
+
+def test_crash_mid_canary_resumes_with_traffic_on_stable_first(
+    established: ScriptedGates, stack_config: StackConfig, memory_target: MemoryTarget
+) -> None:
+    crashed_mid_canary(stack_config, memory_target, established)
+    stored = RunStore(stack_config.name).load()
+    assert stored is not None
+    pipeline = Pipeline(stack_config, memory_target, established.as_gates(), RecordingProgress(), poll_s=0.01)
+    mark = len(memory_target.calls)
+    pipeline.recover(stored, same_candidate=True)
+    assert memory_target.calls[mark] == ("traffic", (Color.BLUE, 0))  # before anything else
+    assert stored.current == "canary-10"  # the whole analysis is redone
+    assert any(e["event"].startswith("recovered") for e in stored.timeline)
+    assert pipeline.execute(stored) is ExitCode.OK
+    assert memory_target.served_by() is Color.GREEN
+
+
+def test_crash_then_different_candidate_rolls_the_old_run_back(
+    established: ScriptedGates, stack_config: StackConfig, memory_target: MemoryTarget
+) -> None:
+    crashed_mid_canary(stack_config, memory_target, established)
+    stored = RunStore(stack_config.name).load()
+    assert stored is not None
+    pipeline = Pipeline(stack_config, memory_target, established.as_gates(), RecordingProgress(), poll_s=0.01)
+    pipeline.recover(stored, same_candidate=False)
+    assert stored.current == "rollback"
+    assert pipeline.execute(stored) is ExitCode.ABORTED
+    assert memory_target.served_by() is Color.BLUE and memory_target.releases[Color.GREEN] is None
+
+
+def test_every_run_leaves_a_signed_record(
+    established: ScriptedGates, stack_config: StackConfig, memory_target: MemoryTarget
+) -> None:
+    established.slow_versions.add("v2")
+    run, _ = promote(stack_config, memory_target, established, "v2")
+    path = write_signed_record(run, stack_config, memory_target.name)
+    record = json.loads(path.read_text())
+    assert verify_record(record, load_public_key()).valid
+    assert record["outcome"] == "rolled_back" and record["failure"]["step"] == "canary-10"
+    canary = next(s for s in record["stages"] if s["id"] == "canary-10")
+    names = {m["name"] for m in canary["verdict"]["measurements"]}
+    assert {"canary_p95_ms", "mann_whitney_p_value", "canary_samples"} <= names
+    record["failure"]["step"] = "canary-50"
+    assert not verify_record(record, load_public_key()).valid
+
+
+def test_session_gates_factory_is_the_real_gates() -> None:
+    assert Session.gates_factory.__name__ == "default_gates"
+
+
+def test_stable_routing_helper_is_serialisable() -> None:
+    assert TrafficState.from_dict(TrafficState(Color.BLUE, 10).to_dict()) == TrafficState(Color.BLUE, 10)
