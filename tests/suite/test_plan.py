@@ -42,7 +42,7 @@ def test_every_step_fails_into_rollback_and_chain_ends_promoted() -> None:
         else:
             assert step.on_fail == ROLLBACK_STEP
             assert step.on_pass in ids or step.on_pass == PROMOTED
-    assert [s for s in steps if s.on_pass == PROMOTED][0].kind is StepKind.RETIRE
+    assert next(s for s in steps if s.on_pass == PROMOTED).kind is StepKind.RETIRE
 
 
 def test_prod_asks_for_approval_before_anything_changes() -> None:
