@@ -89,6 +89,7 @@ class EventFactory:
         sha256: str | None = None,
         remote_ip: str | None = None,
         command_line: str | None = None,
+        domain: str | None = None,
     ) -> dict[str, Any]:
         event = self._envelope("endpoint", at)
         event.update(
@@ -106,6 +107,8 @@ class EventFactory:
             event["remote_ip"] = remote_ip
         if command_line:
             event["command_line"] = command_line
+        if domain:
+            event["domain"] = domain
         return event
 
     def intel(
