@@ -69,7 +69,7 @@ _LIVE_PROBE_ID = "PYSEC-2018-28"
 def live_source_works(timeout_s: float = 3.0) -> bool:
     """True when PyPI's per-release JSON API answers with advisories (mirrors often serve only /simple)."""
     try:
-        with urllib.request.urlopen(_LIVE_PROBE_URL, timeout=timeout_s) as response:
+        with urllib.request.urlopen(_LIVE_PROBE_URL, timeout=timeout_s) as response:  # nosec B310 - fixed https
             document = json.load(response)
     except (OSError, ValueError):
         return False

@@ -1,0 +1,328 @@
+"""Chaos Toolkit probes and actions for the local stack (supervisord processes, scripts/services).
+
+Experiments call these as `{"type": "python", "module": "immune_chaos.local", "func": ...}`. All
+activities of one `chaos run` execute in one process, so an action records when it injected its fault
+(`_FAULT`) and the probes that follow measure recovery from that moment, not from their own start.
+
+Recovery probes raise when recovery takes longer than allowed: the activity then fails in the journal,
+which the chaos gate treats as a failed experiment, while the returned seconds become measurements.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from immune_suite.gates import sample_events
+
+__all__ = [
+    "add_dependency_latency", "events_consistent", "instances_ready", "kill_leader", "kill_program",
+    "readiness_recovery_seconds", "reelection_seconds", "remove_dependency_latency",
+    "restart_recovery_seconds", "send_events", "service_alive", "start_programs", "start_service",
+    "stop_service",
+]
+
+POLL_S = 0.2
+
+
+class ChaosActivityError(RuntimeError):
+    """A probe or action that could not do its job (the journal records the message)."""
+
+
+@dataclass
+class Fault:
+    kind: str = ""
+    at: float = field(default_factory=time.monotonic)
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+_FAULT = Fault()
+
+
+def _mark_fault(kind: str, **details: Any) -> Fault:
+    global _FAULT
+    _FAULT = Fault(kind=kind, details=details)
+    return _FAULT
+
+
+def _since_fault() -> float:
+    return round(time.monotonic() - _FAULT.at, 3)
+
+
+def _as_list(value: list[str] | str) -> list[str]:
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return [str(v) for v in value]
+
+
+def _auth(api_token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_token}"} if api_token else {}
+
+
+def _wait(condition: Callable[[], bool], timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if condition():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(POLL_S)
+
+
+def _get(url: str, api_token: str = "", timeout_s: float = 2.0) -> httpx.Response | None:
+    try:
+        return httpx.get(url, headers=_auth(api_token), timeout=timeout_s)
+    except httpx.HTTPError:
+        return None
+
+
+def _ready(url: str) -> bool:
+    response = _get(f"{url.rstrip('/')}/health/ready")
+    return response is not None and response.status_code == 200
+
+
+# --- supervisord ------------------------------------------------------------------------------------
+
+def _supervisorctl(supervisor_conf: str, *args: str) -> str:
+    binary = Path(sys.executable).parent / "supervisorctl"
+    command = [str(binary) if binary.exists() else "supervisorctl", "-c", supervisor_conf, *args]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=15, check=False)  # noqa: S603
+    return completed.stdout.strip()
+
+
+def _pid(supervisor_conf: str, program: str) -> int | None:
+    text = _supervisorctl(supervisor_conf, "pid", program)
+    return int(text) if text.isdigit() and int(text) > 0 else None
+
+
+def instance_urls(supervisor_conf: str) -> dict[str, str]:
+    """Program name -> base URL for every program that runs `... --port N` (the service instances)."""
+    parser = configparser.RawConfigParser(strict=False)
+    parser.read(supervisor_conf, encoding="utf-8")
+    urls: dict[str, str] = {}
+    for section in parser.sections():
+        if not section.startswith("program:"):
+            continue
+        args = shlex.split(parser.get(section, "command", fallback=""))
+        if "--port" in args and args.index("--port") + 1 < len(args):
+            host = args[args.index("--host") + 1] if "--host" in args else "127.0.0.1"
+            host = "127.0.0.1" if host in ("0.0.0.0", "") else host  # noqa: S104 - reading, not binding
+            urls[section.split(":", 1)[1]] = f"http://{host}:{args[args.index('--port') + 1]}"
+    return urls
+
+
+def kill_program(supervisor_conf: str, programs: list[str] | str, index: int = 0) -> dict[str, Any]:
+    """SIGKILL one supervised program (as the OOM killer or a node failure would); supervisord restarts it."""
+    program = _as_list(programs)[index]
+    pid = _pid(supervisor_conf, program)
+    if pid is None:
+        raise ChaosActivityError(f"{program} is not running under {supervisor_conf}")
+    os.kill(pid, signal.SIGKILL)
+    _mark_fault("kill", program=program, pid=pid)
+    return {"program": program, "pid": pid}
+
+
+def start_programs(supervisor_conf: str, programs: list[str] | str) -> dict[str, str]:
+    """Rollback: make sure every program is started (a no-op for those supervisord already restarted)."""
+    return {p: _supervisorctl(supervisor_conf, "start", p) for p in _as_list(programs)}
+
+
+def restart_recovery_seconds(supervisor_conf: str, programs: list[str] | str, urls: list[str] | str = "",
+                             index: int = 0, timeout_s: float = 30.0) -> float:
+    """Seconds from the kill until the program runs again under a new pid and its instance is ready."""
+    program = _as_list(programs)[index]
+    known = _as_list(urls)
+    url = known[index] if index < len(known) else instance_urls(supervisor_conf).get(program)
+    killed = _FAULT.details.get("pid")
+
+    def recovered() -> bool:
+        pid = _pid(supervisor_conf, program)
+        return pid is not None and pid != killed and (url is None or _ready(url))
+
+    if not _wait(recovered, timeout_s):
+        raise ChaosActivityError(f"{program} not recovered within {timeout_s:.0f}s of the kill")
+    return _since_fault()
+
+
+# --- leadership --------------------------------------------------------------------------------------
+
+def _coordination(url: str, api_token: str) -> dict[str, Any] | None:
+    response = _get(f"{url.rstrip('/')}/api/v1/coordination", api_token)
+    if response is None or response.status_code != 200:
+        return None
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def kill_leader(supervisor_conf: str, api_token: str = "") -> dict[str, Any]:
+    """Find the instance that says it is the leader (GET /api/v1/coordination) and SIGKILL it."""
+    for program, url in instance_urls(supervisor_conf).items():
+        state = _coordination(url, api_token)
+        if state and state.get("is_leader"):
+            pid = _pid(supervisor_conf, program)
+            if pid is None:
+                continue
+            os.kill(pid, signal.SIGKILL)
+            _mark_fault("kill-leader", program=program, pid=pid, leader=state.get("leader"),
+                        term=state.get("term"))
+            return {"program": program, "pid": pid, "leader": state.get("leader"), "term": state.get("term")}
+    raise ChaosActivityError("no instance reports itself as the leader")
+
+
+def reelection_seconds(supervisor_conf: str, api_token: str = "", timeout_s: float = 10.0) -> float:
+    """Seconds from killing the leader until an instance leads under a newer fencing term."""
+    old_term = _FAULT.details.get("term")
+    urls = instance_urls(supervisor_conf)
+
+    def elected() -> bool:
+        for url in urls.values():
+            state = _coordination(url, api_token)
+            newer = old_term is None or int((state or {}).get("term", 0)) > old_term
+            if state and state.get("is_leader") and newer:
+                return True
+        return False
+
+    if not _wait(elected, timeout_s):
+        raise ChaosActivityError(f"no new leader within {timeout_s:.0f}s (old term {old_term})")
+    return _since_fault()
+
+
+# --- dependencies (scripts/services/<name>.sh) ----------------------------------------------------------
+
+def _service_script(services_dir: str, name: str, command: str, env: dict[str, str] | None = None) -> str:
+    script = Path(services_dir) / f"{name}.sh"
+    if not script.exists():
+        raise ChaosActivityError(f"no service script {script}")
+    completed = subprocess.run(  # noqa: S603 - our own scripts
+        ["/bin/bash", str(script), command], capture_output=True, text=True, timeout=180, check=False,
+        env={**os.environ, **(env or {})},
+    )
+    if completed.returncode != 0:
+        raise ChaosActivityError(f"{name}.sh {command} failed: {completed.stderr.strip()[-400:]}")
+    return completed.stdout.strip()
+
+
+def stop_service(services_dir: str, name: str) -> dict[str, Any]:
+    _service_script(services_dir, name, "stop")
+    _mark_fault("stop", service=name)
+    return {"stopped": name}
+
+
+def start_service(services_dir: str, name: str) -> dict[str, Any]:
+    _service_script(services_dir, name, "start")
+    return {"started": name, "seconds_since_fault": _since_fault()}
+
+
+def service_alive(url: str) -> bool:
+    """The process still answers its liveness probe (degraded is fine, crashed is not)."""
+    response = _get(f"{url.rstrip('/')}/health/live")
+    return response is not None and response.status_code == 200
+
+
+def instances_ready(urls: list[str] | str, within_s: float = 0.0) -> bool:
+    """Every URL answers /health/ready with 200, waiting up to `within_s` for it."""
+    targets = _as_list(urls)
+    return bool(targets) and _wait(lambda: all(_ready(u) for u in targets), within_s)
+
+
+def readiness_recovery_seconds(url: str, timeout_s: float = 60.0) -> float:
+    """Seconds from the fault until `url` is ready again."""
+    if not _wait(lambda: _ready(url), timeout_s):
+        raise ChaosActivityError(f"{url} not ready within {timeout_s:.0f}s")
+    return _since_fault()
+
+
+def send_events(url: str, api_token: str, count: int = 100, batch_size: int = 20) -> dict[str, int]:
+    """Post valid events; during an outage a graceful service answers 503 or accepts, never a 500."""
+    outcome = {"accepted": 0, "refused": 0, "server_errors": 0, "unreachable": 0}
+    with httpx.Client(headers=_auth(api_token), timeout=10.0) as client:
+        for start in range(0, count, batch_size):
+            batch = sample_events.generate(min(batch_size, count - start))
+            try:
+                response = client.post(f"{url.rstrip('/')}/api/v1/events", json={"events": batch})
+            except httpx.HTTPError:
+                outcome["unreachable"] += len(batch)
+                continue
+            if response.status_code in (200, 201, 202):
+                outcome["accepted"] += len(batch)
+            elif response.status_code in (429, 503):
+                outcome["refused"] += len(batch)
+            else:
+                outcome["server_errors"] += len(batch)
+    if outcome["server_errors"]:
+        raise ChaosActivityError(f"ungraceful answers during the fault: {outcome}")
+    return outcome
+
+
+def events_consistent(url: str, api_token: str, drain_s: float = 30.0) -> bool:
+    """Zero events lost: events accepted equals events stored, once the pipeline has drained."""
+    def consistent() -> bool:
+        response = _get(f"{url.rstrip('/')}/api/v1/stats", api_token)
+        if response is None or response.status_code != 200:
+            return False
+        stats = response.json()
+        return int(stats.get("events_accepted", -1)) == int(stats.get("events_stored", -2))
+
+    return _wait(consistent, drain_s)
+
+
+# --- latency ------------------------------------------------------------------------------------------
+
+def _proxy_pidfile(name: str) -> Path:
+    state = Path(os.environ.get("IMMUNE_STATE_DIR", Path.home() / ".local/state/active-immune-core"))
+    return state / name / "latency-proxy.pid"
+
+
+def add_dependency_latency(services_dir: str, name: str, port_variable: str, port: int, latency_ms: float,
+                           relocated_port: int) -> dict[str, Any]:
+    """Put `latency_ms` in front of a dependency without touching the service's configuration.
+
+    `tc netem` is not available in this kernel, so the dependency moves: it is restarted on
+    `relocated_port` and our TCP proxy (immune_chaos.latency_proxy) takes its usual port, delaying
+    every chunk in both directions. The short restart is part of the fault.
+    """
+    _service_script(services_dir, name, "stop")
+    _service_script(services_dir, name, "start", {port_variable: str(relocated_port)})
+    pidfile = _proxy_pidfile(name)
+    pidfile.parent.mkdir(parents=True, exist_ok=True)
+    process = subprocess.Popen(  # noqa: S603 - our own proxy module
+        [sys.executable, "-m", "immune_chaos.latency_proxy", "--listen-port", str(port),
+         "--target-port", str(relocated_port), "--latency-ms", str(latency_ms)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    pidfile.write_text(str(process.pid), encoding="utf-8")
+    def listening() -> bool:
+        with socket.socket() as probe:
+            return probe.connect_ex(("127.0.0.1", int(port))) == 0
+
+    if not _wait(listening, 10.0):
+        raise ChaosActivityError(f"latency proxy did not listen on {port}")
+    _mark_fault("latency", service=name, latency_ms=latency_ms)
+    return {"service": name, "proxy_pid": process.pid, "latency_ms": latency_ms}
+
+
+def remove_dependency_latency(services_dir: str, name: str, port_variable: str,
+                              relocated_port: int) -> dict[str, Any]:
+    """Stop the proxy and bring the dependency back on its usual port (safe to run twice)."""
+    pidfile = _proxy_pidfile(name)
+    if pidfile.exists():
+        try:
+            os.kill(int(pidfile.read_text(encoding="utf-8").strip()), signal.SIGTERM)
+        except (ProcessLookupError, ValueError):
+            pass
+        pidfile.unlink(missing_ok=True)
+    _service_script(services_dir, name, "stop", {port_variable: str(relocated_port)})
+    _service_script(services_dir, name, "start")
+    return {"service": name, "restored": True}
