@@ -1,0 +1,1 @@
+"""The cell population of the detection engine, managed through the API."""

@@ -1,0 +1,110 @@
+"""One error body for every failure, and the handlers that produce it (no internals leak out)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from immune_core.ingestion.intake import EventsRejected
+from immune_core.observability.logging import get_logger
+from immune_core.storage.database import StoreUnavailable
+
+log = get_logger(__name__)
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(description="Stable machine-readable code, e.g. invalid_event, unauthorized.")
+    message: str = Field(description="What went wrong, for a human.")
+    details: list[dict[str, Any]] | None = Field(default=None, description="Per-item problems, if any.")
+
+
+class ApiError(Exception):
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        details: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details
+        self.headers = headers
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    details: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body = ErrorBody(error=code, message=message, details=details).model_dump(exclude_none=True)
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries for the error statuses a route can answer."""
+    described = {
+        400: "Malformed request",
+        401: "Missing or malformed bearer token",
+        403: "Token not accepted",
+        404: "Not found",
+        409: "Conflict",
+        413: "Body or batch too large",
+        422: "Invalid input (each problem listed)",
+        429: "Rate limit exceeded (see Retry-After)",
+        503: "Storage unavailable, nothing was stored (see Retry-After)",
+    }
+    return {s: {"model": ErrorBody, "description": described[s]} for s in statuses}
+
+
+def install_error_handlers(app: FastAPI, retry_after_s: int) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
+
+    @app.exception_handler(EventsRejected)
+    async def _rejected(_: Request, exc: EventsRejected) -> JSONResponse:
+        first = exc.errors[0]["message"] if exc.errors else "invalid event"
+        message = first if len(exc.errors) == 1 else f"{len(exc.errors)} invalid events; first: {first}"
+        return error_response(422, "invalid_event", message, exc.errors)
+
+    @app.exception_handler(StoreUnavailable)
+    async def _store_down(_: Request, exc: StoreUnavailable) -> JSONResponse:
+        log.warning("request_refused_store_unavailable")
+        return error_response(
+            503,
+            "storage_unavailable",
+            "storage is unavailable; nothing was stored, retry later",
+            headers={"Retry-After": str(retry_after_s)},
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        details = [
+            {"field": ".".join(str(p) for p in e.get("loc", ())), "reason": str(e.get("msg", ""))}
+            for e in exc.errors()
+        ]
+        message = "; ".join(f"{d['field']}: {d['reason']}" for d in details) or "invalid request"
+        return error_response(422, "invalid_request", message, details)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        headers = dict(exc.headers) if exc.headers else None
+        return error_response(exc.status_code, code, str(exc.detail), headers=headers)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled_error", error_type=type(exc).__name__)
+        return error_response(500, "internal_error", "internal error")

@@ -1,0 +1,67 @@
+"""Liveness, readiness and metrics: unauthenticated, served at the root and under the prefix."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
+
+from immune_core.api.deps import RuntimeDep
+
+router = APIRouter(tags=["health"])
+DependencyState = Literal["ok", "degraded", "down"]
+
+
+class LiveResponse(BaseModel):
+    status: Literal["ok"]
+    version: str
+    instance_id: str
+    color: str
+
+
+class Dependencies(BaseModel):
+    database: DependencyState
+    redis: DependencyState
+    kafka: DependencyState
+
+
+class ReadyResponse(BaseModel):
+    ready: bool
+    dependencies: Dependencies
+    instance_id: str
+
+
+@router.get("/health/live", response_model=LiveResponse, summary="The process is up")
+async def live(runtime: RuntimeDep) -> LiveResponse:
+    s = runtime.settings
+    return LiveResponse(status="ok", version=s.version, instance_id=s.instance_id, color=s.deployment_color)
+
+
+@router.get(
+    "/health/ready",
+    response_model=ReadyResponse,
+    summary="Able to accept and store events",
+    responses={503: {"model": ReadyResponse, "description": "Not ready (database down or still booting)"}},
+)
+async def ready(runtime: RuntimeDep) -> JSONResponse:
+    is_ready, dependencies = await runtime.readiness()
+    body = ReadyResponse(
+        ready=is_ready,
+        dependencies=Dependencies.model_validate(dependencies),
+        instance_id=runtime.settings.instance_id,
+    )
+    headers = None if is_ready else {"Retry-After": str(runtime.settings.retry_after_s)}
+    return JSONResponse(body.model_dump(), status_code=200 if is_ready else 503, headers=headers)
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format"}},
+)
+async def metrics(runtime: RuntimeDep) -> Response:
+    return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)

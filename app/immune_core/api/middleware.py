@@ -1,0 +1,150 @@
+"""Pure ASGI middleware (no per-request BaseHTTPMiddleware overhead, works for streaming bodies)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from immune_core.observability.metrics import Metrics
+
+
+async def _send_error(
+    send: Send, status: int, code: str, message: str, extra: list[tuple[bytes, bytes]]
+) -> None:
+    body = json.dumps({"error": code, "message": message}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class IdentityHeaders:
+    """``X-Immune-Color`` and ``X-Immune-Version`` on every response (canary analysis splits by them)."""
+
+    def __init__(self, app: ASGIApp, *, color: str, version: str, instance_id: str) -> None:
+        self.app = app
+        self._headers = [
+            (b"x-immune-color", color.encode()),
+            (b"x-immune-version", version.encode()),
+            (b"x-immune-instance", instance_id.encode()),
+        ]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *self._headers]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+class RequestMetrics:
+    """Latency histogram by route template (bounded cardinality), method and status."""
+
+    def __init__(self, app: ASGIApp, *, metrics: Metrics) -> None:
+        self.app = app
+        self._metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def record_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, record_status)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path_format", None) or "unmatched"
+            self._metrics.http_latency.labels(scope["method"], template, str(status)).observe(
+                time.perf_counter() - started
+            )
+
+
+class BodySizeLimit:
+    """413 for bodies over ``max_bytes``: by Content-Length up front, or while streaming if it lies."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self._max = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers", []))
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self._max:
+            await _send_error(send, 413, "payload_too_large", f"body exceeds {self._max} bytes", [])
+            return
+        received = 0
+        too_large = False
+        response_started = False
+
+        async def counting_receive() -> Message:
+            nonlocal received, too_large
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self._max:
+                    too_large = True
+                    raise _BodyTooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except _BodyTooLarge:
+            if not response_started:
+                await _send_error(send, 413, "payload_too_large", f"body exceeds {self._max} bytes", [])
+        except Exception:
+            if too_large and not response_started:
+                await _send_error(send, 413, "payload_too_large", f"body exceeds {self._max} bytes", [])
+                return
+            raise
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class FaultInjection:
+    """Canary-test faults on ``<prefix>/api/v1/*`` only: added latency and a ratio of 500s (off = 0)."""
+
+    def __init__(self, app: ASGIApp, *, path_prefix: str, latency_ms: float, error_ratio: float) -> None:
+        self.app = app
+        self._prefix = path_prefix
+        self._latency_s = latency_ms / 1000.0
+        self._ratio = error_ratio
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not str(scope.get("path", "")).startswith(self._prefix):
+            await self.app(scope, receive, send)
+            return
+        if self._latency_s > 0:
+            await asyncio.sleep(self._latency_s)
+        # Not security-relevant randomness: it only decides which requests get an injected fault.
+        if self._ratio > 0 and random.random() < self._ratio:  # noqa: S311  # nosec B311
+            extra: list[tuple[bytes, bytes]] = [(b"x-immune-fault", b"injected")]
+            await _send_error(send, 500, "injected_fault", "fault injected for testing", extra)
+            return
+        await self.app(scope, receive, send)

@@ -1,0 +1,109 @@
+"""``immune-core``: serve, migrate, simulate."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from immune_core import __version__
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from immune_core.api.app import create_app
+    from immune_core.settings import Settings
+
+    settings = Settings()
+    app = create_app(settings)
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_config=None,  # our structlog configuration already owns the root logger
+        access_log=False,
+        proxy_headers=True,
+        forwarded_allow_ips=args.forwarded_allow_ips,
+        timeout_graceful_shutdown=10,
+        ws_max_size=65_536,
+    )
+    return 0
+
+
+def _migrate(_: argparse.Namespace) -> int:
+    from immune_core.observability.logging import configure_logging, get_logger
+    from immune_core.settings import Settings
+    from immune_core.storage.factory import open_database
+    from immune_core.storage.migrations import migrate
+
+    settings = Settings()
+    configure_logging(settings.log_level, settings.log_format)
+    log = get_logger("immune_core.migrate")
+
+    async def run() -> list[int]:
+        database = open_database(settings)
+        await database.connect()
+        try:
+            return await migrate(database)
+        finally:
+            await database.close()
+
+    applied = asyncio.run(run())
+    log.info("migrations_done", applied=applied)
+    return 0
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from immune_core.simulation_cli import run_simulation
+
+    return run_simulation(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="immune-core",
+        description="Active Immune Core service. Configuration comes from IMMUNE_* environment variables "
+        "(see docs/service.md); with no IMMUNE_DATABASE_URL/REDIS_URL/KAFKA_BOOTSTRAP_SERVERS it runs "
+        "embedded.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the HTTP/WebSocket service and its background work")
+    serve.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.add_argument(
+        "--forwarded-allow-ips",
+        default="127.0.0.1",
+        help="proxies trusted for X-Forwarded-* (default 127.0.0.1)",
+    )
+    serve.set_defaults(handler=_serve)
+
+    migrate = commands.add_parser("migrate", help="apply pending database migrations and exit")
+    migrate.set_defaults(handler=_migrate)
+
+    simulate = commands.add_parser("simulate", help="generate labelled, seeded traffic for a scenario")
+    simulate.add_argument("--scenario", required=True, help="scenario name (see --list)")
+    simulate.add_argument("--seed", type=int, default=7)
+    simulate.add_argument("--output", default=None, help="write JSON lines to FILE ('-' for stdout)")
+    simulate.add_argument(
+        "--target", default=None, help="send to a service URL (http://host:port[/prefix]) or 'kafka'"
+    )
+    simulate.add_argument(
+        "--token", default=None, help="bearer token for --target URL (default: IMMUNE_API_TOKENS)"
+    )
+    simulate.add_argument("--batch-size", type=int, default=100)
+    simulate.add_argument("--labels", action="store_true", help="include the ground-truth label in --output")
+    simulate.set_defaults(handler=_simulate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.handler(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Leader election with fencing tokens, and the singleton duties the leader runs."""

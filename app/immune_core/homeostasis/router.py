@@ -1,0 +1,89 @@
+"""``/api/v1/homeostasis``: the threat level, and an operator override."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Depends, Response
+from pydantic import BaseModel, Field, field_validator
+
+from immune_core.api.deps import RuntimeDep
+from immune_core.api.errors import responses
+from immune_core.api.security import require_token
+from immune_core.homeostasis.controller import read_state, set_override
+from immune_core.homeostasis.levels import LEVEL_NAMES, parse_level
+
+router = APIRouter(tags=["homeostasis"], dependencies=[Depends(require_token)])
+
+
+class OverrideOut(BaseModel):
+    level: int
+    until: float | None
+    reason: str | None
+
+
+class HomeostasisResponse(BaseModel):
+    level: int = Field(description=f"0-3: {', '.join(LEVEL_NAMES)}")
+    level_name: str
+    score: float
+    source: str = Field(description="computed or override")
+    updated_at: float | None
+    term: int | None = Field(description="Fencing token of the leader that wrote this state.")
+    override: OverrideOut | None
+    hormone: dict[str, Any] | None = Field(description="Last threat-level hormone this replica received.")
+
+
+class OverrideRequest(BaseModel):
+    level: int | str = Field(description=f"0-3 or one of {', '.join(LEVEL_NAMES)}")
+    duration_s: float = Field(300.0, gt=0, le=86_400)
+    reason: str | None = Field(None, max_length=500)
+
+    @field_validator("level")
+    @classmethod
+    def _level(cls, value: int | str) -> int:
+        return parse_level(value)
+
+
+@router.get("/homeostasis", response_model=HomeostasisResponse, responses=responses(401, 403, 429, 503))
+async def homeostasis(runtime: RuntimeDep) -> HomeostasisResponse:
+    async with runtime.database.session() as conn:
+        state = await read_state(conn)
+    if state is None:
+        return HomeostasisResponse(
+            level=0,
+            level_name=LEVEL_NAMES[0],
+            score=0.0,
+            source="computed",
+            updated_at=None,
+            term=None,
+            override=None,
+            hormone=runtime.hormone_state,
+        )
+    return HomeostasisResponse.model_validate(
+        {**state.as_dict(time.time()), "hormone": runtime.hormone_state}
+    )
+
+
+@router.put(
+    "/homeostasis/override",
+    status_code=204,
+    response_class=Response,
+    summary="Force the threat level for a while (applied by the leader within a tick)",
+    responses=responses(401, 403, 422, 429, 503),
+)
+async def override(body: OverrideRequest, runtime: RuntimeDep) -> Response:
+    await set_override(runtime.database, int(body.level), body.duration_s, body.reason)
+    return Response(status_code=204)
+
+
+@router.delete(
+    "/homeostasis/override",
+    status_code=204,
+    response_class=Response,
+    summary="Return to the computed level",
+    responses=responses(401, 403, 429, 503),
+)
+async def clear_override(runtime: RuntimeDep) -> Response:
+    await set_override(runtime.database, None, 0.0, None)
+    return Response(status_code=204)

@@ -1,0 +1,1 @@
+"""Hormones: global state (the threat level) broadcast to every replica (Redis pub/sub or in-process)."""

@@ -1,0 +1,1 @@
+"""Getting events in: HTTP intake, Kafka consumption, and the durable writes both share."""

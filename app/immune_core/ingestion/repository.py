@@ -1,0 +1,179 @@
+"""SQL for events, threats, immunological memory and the outbox (written together, in one transaction).
+
+Every function takes an open ``Connection`` so callers decide the transaction boundary: an event and
+everything it causes (threats, memory, outbox rows) commit or roll back together.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from immune_core.cells.cytokine import Cytokine
+from immune_core.detection.threat import SEVERITY_RANK, Threat
+from immune_core.events.models import (
+    TOPIC_BY_KIND,
+    EndpointEvent,
+    IntelItem,
+    NetworkFlow,
+    event_to_json_dict,
+    partition_key,
+)
+from immune_core.storage.database import Connection
+
+AnyEvent = NetworkFlow | EndpointEvent | IntelItem
+
+THREATS_TOPIC = "immunis.threats.detected"
+ALERTS_TOPIC = "immunis.homeostasis.alerts"
+DLQ_TOPIC = "immunis.dlq"
+
+
+def dumps(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+@dataclass(frozen=True)
+class OutboxMessage:
+    topic: str
+    key: str | None
+    payload: str
+
+
+def event_json(event: AnyEvent) -> str:
+    return dumps(event_to_json_dict(event))
+
+
+def forward_message(event: AnyEvent) -> OutboxMessage:
+    """The event on its input topic, so the consumer group (which owns detection state) processes it."""
+    return OutboxMessage(TOPIC_BY_KIND[event.kind], partition_key(event), event_json(event))
+
+
+def threat_message(threat: Threat) -> OutboxMessage:
+    return OutboxMessage(THREATS_TOPIC, threat.antigen, threat.model_dump_json())
+
+
+def cytokine_message(cytokine: Cytokine) -> OutboxMessage:
+    return OutboxMessage(cytokine.topic, cytokine.antigen, cytokine.model_dump_json())
+
+
+async def insert_events(conn: Connection, events: Sequence[AnyEvent], source: str) -> list[str]:
+    """Store events not seen before; returns the ids that were new (idempotent on ``event_id``)."""
+    received_at = time.time()
+    inserted: list[str] = []
+    for event in events:
+        event_id = await conn.fetchval(
+            "INSERT INTO events (event_id, kind, occurred_at, received_at, source, payload)"
+            " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+            str(event.event_id),
+            event.kind,
+            event.timestamp.timestamp(),
+            received_at,
+            source,
+            event_json(event),
+        )
+        if event_id is not None:
+            inserted.append(str(event_id))
+    return inserted
+
+
+async def processed_among(conn: Connection, event_ids: Iterable[str]) -> set[str]:
+    done: set[str] = set()
+    for event_id in event_ids:
+        if await conn.fetchval(
+            "SELECT 1 FROM events WHERE event_id = $1 AND processed_at IS NOT NULL", event_id
+        ):
+            done.add(event_id)
+    return done
+
+
+async def claim_processed(conn: Connection, event_ids: Iterable[str]) -> set[str]:
+    """Mark events processed; returns those this transaction claimed (not already claimed by another)."""
+    now = time.time()
+    claimed: set[str] = set()
+    for event_id in event_ids:
+        if await conn.execute(
+            "UPDATE events SET processed_at = $2 WHERE event_id = $1 AND processed_at IS NULL", event_id, now
+        ):
+            claimed.add(event_id)
+    return claimed
+
+
+async def insert_threats(conn: Connection, cause_event_id: str, threats: Sequence[Threat]) -> list[Threat]:
+    """Store threats (ids are derived, so a replay stores nothing twice) and update memory."""
+    stored_at = time.time()
+    inserted: list[Threat] = []
+    for threat in threats:
+        seq = await conn.fetchval(
+            "INSERT INTO threats (threat_id, signature, detected_at, stored_at, category, antigen_type,"
+            " antigen, severity, severity_rank, confidence, host_id, cause_event_id, payload)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+            " ON CONFLICT (threat_id) DO NOTHING RETURNING seq",
+            str(threat.threat_id),
+            threat.signature,
+            threat.detected_at.timestamp(),
+            stored_at,
+            threat.category,
+            threat.antigen_type,
+            threat.antigen,
+            threat.severity,
+            SEVERITY_RANK[threat.severity],
+            threat.confidence,
+            threat.host_id,
+            cause_event_id,
+            threat.model_dump_json(),
+        )
+        if seq is None:
+            continue
+        inserted.append(threat)
+        await conn.execute(
+            "INSERT INTO memory_signatures (signature, category, antigen_type, antigen, first_seen,"
+            " last_seen, occurrences, max_severity_rank) VALUES ($1, $2, $3, $4, $5, $5, 1, $6)"
+            " ON CONFLICT (signature) DO UPDATE SET last_seen = excluded.last_seen,"
+            " occurrences = memory_signatures.occurrences + 1,"
+            " max_severity_rank = CASE WHEN excluded.max_severity_rank > memory_signatures.max_severity_rank"
+            " THEN excluded.max_severity_rank ELSE memory_signatures.max_severity_rank END",
+            threat.signature,
+            threat.category,
+            threat.antigen_type,
+            threat.antigen,
+            stored_at,
+            SEVERITY_RANK[threat.severity],
+        )
+    return inserted
+
+
+async def enqueue(conn: Connection, messages: Sequence[OutboxMessage]) -> None:
+    if not messages:
+        return
+    now = time.time()
+    await conn.executemany(
+        "INSERT INTO outbox (topic, message_key, payload, created_at) VALUES ($1, $2, $3, $4)",
+        [(m.topic, m.key, m.payload, now) for m in messages],
+    )
+
+
+async def insert_dead_letter(
+    conn: Connection, topic: str, partition: int | None, offset: int | None, reason: str, raw: str
+) -> None:
+    now = time.time()
+    await conn.execute(
+        "INSERT INTO dead_letters (topic, kafka_partition, kafka_offset, reason, raw, received_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6)",
+        topic,
+        partition,
+        offset,
+        reason,
+        raw,
+        now,
+    )
+    payload = {
+        "topic": topic,
+        "partition": partition,
+        "offset": offset,
+        "reason": reason,
+        "raw": raw,
+        "received_at": now,
+    }
+    await enqueue(conn, [OutboxMessage(DLQ_TOPIC, f"{topic}:{partition}", dumps(payload))])

@@ -1,0 +1,118 @@
+"""``POST /api/v1/events`` and ``GET /api/v1/stats``."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, Field
+
+from immune_core.api.deps import RuntimeDep
+from immune_core.api.errors import ApiError, responses
+from immune_core.api.security import require_token
+
+router = APIRouter(tags=["events"], dependencies=[Depends(require_token)])
+
+
+class IngestResponse(BaseModel):
+    accepted: int = Field(description="Events stored by this request (new event_ids).")
+    duplicates: int = Field(description="Events already stored earlier (idempotent on event_id).")
+    event_ids: list[str]
+    duplicate_ids: list[str]
+
+
+class StatsResponse(BaseModel):
+    instance_id: str
+    events_accepted: int = Field(description="New events this process acknowledged (HTTP 2xx, Kafka commit).")
+    events_duplicate: int
+    events_rejected: int
+    events_dead_lettered: int
+    events_stored: int = Field(description="Events in the database (all replicas).")
+    events_processed: int = Field(description="Stored events that detection has run on.")
+    threats: int
+    dead_letters: int
+    outbox_pending: int
+    uptime_s: float
+
+
+_BODY_SCHEMA: dict[str, Any] = {
+    "oneOf": [
+        {"$ref": "#/components/schemas/Event"},
+        {
+            "type": "object",
+            "required": ["events"],
+            "properties": {"events": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}}},
+            "additionalProperties": False,
+        },
+    ]
+}
+
+
+@router.post(
+    "/events",
+    status_code=202,
+    response_model=IngestResponse,
+    summary="Ingest one event or a batch ({'events': [...]})",
+    description="Answers 202 only once every new event is durably stored; a batch is all-or-nothing.",
+    responses=responses(400, 401, 403, 413, 422, 429, 503),
+    openapi_extra={
+        "requestBody": {"required": True, "content": {"application/json": {"schema": _BODY_SCHEMA}}}
+    },
+)
+async def ingest(request: Request, runtime: RuntimeDep) -> IngestResponse:
+    raw = await request.body()
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise ApiError(400, "malformed_json", f"body is not valid JSON: {exc}") from None
+    if isinstance(body, dict) and "events" in body and "kind" not in body:
+        extra = set(body) - {"events"}
+        if extra or not isinstance(body["events"], list):
+            raise ApiError(422, "invalid_batch", "a batch is {'events': [...]} and nothing else")
+        events: list[object] = body["events"]
+        if not events:
+            raise ApiError(422, "invalid_batch", "a batch must hold at least one event")
+        if len(events) > runtime.settings.max_batch_events:
+            raise ApiError(
+                413,
+                "batch_too_large",
+                f"batch holds {len(events)} events; the limit is {runtime.settings.max_batch_events}",
+            )
+    else:
+        events = [body]
+    result = await runtime.intake.accept(events)
+    return IngestResponse(
+        accepted=len(result.accepted),
+        duplicates=len(result.duplicates),
+        event_ids=result.accepted,
+        duplicate_ids=result.duplicates,
+    )
+
+
+@router.get("/stats", response_model=StatsResponse, responses=responses(401, 403, 429, 503))
+async def stats(runtime: RuntimeDep) -> StatsResponse:
+    async with runtime.database.session() as conn:
+        counts = await conn.fetchrow(
+            "SELECT (SELECT count(*) FROM events) AS stored,"
+            " (SELECT count(*) FROM events WHERE processed_at IS NOT NULL) AS processed,"
+            " (SELECT count(*) FROM threats) AS threats,"
+            " (SELECT count(*) FROM dead_letters) AS dead_letters,"
+            " (SELECT count(*) FROM outbox) AS outbox"
+        )
+    assert counts is not None
+    c = runtime.counters
+    return StatsResponse(
+        instance_id=runtime.settings.instance_id,
+        events_accepted=c.accepted,
+        events_duplicate=c.duplicates,
+        events_rejected=c.rejected,
+        events_dead_lettered=c.dead_lettered,
+        events_stored=int(counts["stored"]),
+        events_processed=int(counts["processed"]),
+        threats=int(counts["threats"]),
+        dead_letters=int(counts["dead_letters"]),
+        outbox_pending=int(counts["outbox"]),
+        uptime_s=round(time.time() - runtime.started_at, 3),
+    )

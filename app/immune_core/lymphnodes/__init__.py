@@ -1,0 +1,1 @@
+"""Lymph nodes: regional aggregation of threats and cytokines, coordinated by the leader."""

@@ -1,0 +1,71 @@
+"""``/api/v1/lymphnodes``: regional aggregation written by the leader's coordinator."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel
+
+from immune_core.api.deps import RuntimeDep
+from immune_core.api.errors import ApiError, responses
+from immune_core.api.security import require_token
+from immune_core.detection.threat import SEVERITIES
+
+router = APIRouter(tags=["lymphnodes"], dependencies=[Depends(require_token)])
+
+
+class LymphNode(BaseModel):
+    node_id: str
+    activated: bool
+    threat_count: int
+    max_severity: str | None
+    categories: dict[str, int]
+    antigens: list[str]
+    cytokines: dict[str, int]
+    window_s: float
+    updated_at: float
+    term: int
+
+
+def _node(row: dict[str, Any]) -> LymphNode:
+    payload = json.loads(row["payload"])
+    rank = int(row["max_severity_rank"])
+    return LymphNode(
+        node_id=row["node_id"],
+        activated=bool(row["activated"]),
+        threat_count=int(row["threat_count"]),
+        max_severity=SEVERITIES[rank] if rank >= 0 else None,
+        categories=payload.get("categories", {}),
+        antigens=payload.get("antigens", []),
+        cytokines=payload.get("cytokines", {}),
+        window_s=float(payload.get("window_s", 0)),
+        updated_at=float(row["updated_at"]),
+        term=int(row["token"]),
+    )
+
+
+@router.get("/lymphnodes", response_model=list[LymphNode], responses=responses(401, 403, 429, 503))
+async def lymphnodes(runtime: RuntimeDep) -> list[LymphNode]:
+    async with runtime.database.session() as conn:
+        rows = await conn.fetch(
+            "SELECT node_id, activated, threat_count, max_severity_rank, payload, updated_at, token"
+            " FROM lymphnodes ORDER BY activated DESC, threat_count DESC"
+        )
+    return [_node(dict(r)) for r in rows]
+
+
+@router.get(
+    "/lymphnodes/{node_id:path}", response_model=LymphNode, responses=responses(401, 403, 404, 429, 503)
+)
+async def lymphnode(node_id: str, runtime: RuntimeDep) -> LymphNode:
+    async with runtime.database.session() as conn:
+        row = await conn.fetchrow(
+            "SELECT node_id, activated, threat_count, max_severity_rank, payload, updated_at, token"
+            " FROM lymphnodes WHERE node_id = $1",
+            node_id,
+        )
+    if row is None:
+        raise ApiError(404, "not_found", "no such lymph node")
+    return _node(dict(row))

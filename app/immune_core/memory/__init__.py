@@ -1,0 +1,1 @@
+"""Immunological memory: the threat signatures seen before, and live intel known to this replica."""

@@ -1,0 +1,1 @@
+"""Running events through the detection engine and committing what it concludes."""

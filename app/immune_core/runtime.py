@@ -1,0 +1,287 @@
+"""The composition root: picks each backend once from the settings and runs the background work.
+
+Nothing else in the service knows which backend it talks to. Start-up never blocks on a dependency:
+the HTTP server (and ``/health/live``) comes up at once, and the database-dependent work (migrations,
+rebuilding detection state, consumers, leader election) boots in the background; ``/health/ready``
+reports false until it has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from immune_core.cells.cytokine import CYTOKINE_TYPES, cytokine_topic
+from immune_core.coordination.leader import LeaderElector
+from immune_core.coordination.lease import DatabaseLease
+from immune_core.events.models import TOPIC_BY_KIND
+from immune_core.homeostasis.controller import THREAT_LEVEL_HORMONE, HomeostaticController
+from immune_core.hormones.inprocess import InProcessHormones
+from immune_core.hormones.redis import RedisHormones
+from immune_core.hormones.signal import Hormones
+from immune_core.ingestion.intake import EventIntake
+from immune_core.ingestion.repository import ALERTS_TOPIC, DLQ_TOPIC, THREATS_TOPIC
+from immune_core.lymphnodes.coordinator import LymphNodeCoordinator
+from immune_core.lymphnodes.cytokines import CytokineTally, run_cytokine_feed
+from immune_core.observability.logging import get_logger, redact_text
+from immune_core.observability.metrics import Metrics
+from immune_core.outbox.relay import OutboxRelay
+from immune_core.processing.commit import commit_side_threats
+from immune_core.processing.consumer import DetectionConsumer
+from immune_core.processing.counters import IntakeCounters
+from immune_core.processing.engine_host import EngineHost
+from immune_core.processing.retry import retry_while_store_down
+from immune_core.settings import Settings
+from immune_core.storage.database import Database, StoreUnavailable
+from immune_core.storage.factory import open_database
+from immune_core.storage.migrations import migrate
+from immune_core.stream.feed import run_stream_feed
+from immune_core.stream.hub import StreamHub
+from immune_core.transport.bus import Bus, BusUnavailable
+from immune_core.transport.inprocess import InProcessBus
+from immune_core.transport.kafka import KafkaBus
+
+log = get_logger(__name__)
+
+ALL_TOPICS: tuple[str, ...] = (
+    *TOPIC_BY_KIND.values(),
+    THREATS_TOPIC,
+    ALERTS_TOPIC,
+    DLQ_TOPIC,
+    *(cytokine_topic(t) for t in CYTOKINE_TYPES),
+)
+
+
+def open_bus(settings: Settings) -> Bus:
+    if settings.kafka_bootstrap_servers:
+        return KafkaBus(
+            settings.kafka_bootstrap_servers,
+            client_id=f"immune-core-{settings.instance_id}",
+            partitions=settings.kafka_topic_partitions,
+        )
+    return InProcessBus()
+
+
+def open_hormones(settings: Settings) -> Hormones:
+    if settings.redis_url is not None:
+        return RedisHormones(settings.redis_url.get_secret_value())
+    return InProcessHormones()
+
+
+@dataclass
+class DependencyStatus:
+    redis: str = "ok"
+    kafka: str = "ok"
+    checked_at: float = 0.0
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    metrics: Metrics = field(default_factory=Metrics)
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        self.database: Database = open_database(s)
+        self.bus: Bus = open_bus(s)
+        self.hormones: Hormones = open_hormones(s)
+        self.counters = IntakeCounters()
+        self.engine = EngineHost(self.database, self.metrics)
+        self.relay = OutboxRelay(
+            self.database,
+            self.bus,
+            self.metrics,
+            batch_size=s.outbox_batch_size,
+            poll_interval_s=s.outbox_poll_interval_s,
+        )
+        self.intake = EventIntake(self.database, self.metrics, self.counters, on_stored=self.relay.wake)
+        self.hub = StreamHub(self.metrics, s.ws_queue_size)
+        self.lease = DatabaseLease(self.database)
+        self.tally = CytokineTally(self.metrics)
+        self.elector = LeaderElector(
+            self.lease,
+            instance_id=s.instance_id,
+            ttl_s=s.lease_ttl_s,
+            renew_interval_s=s.lease_renew_interval_s,
+            metrics=self.metrics,
+        )
+        self.elector.add_duties(
+            [
+                HomeostaticController(
+                    database=self.database,
+                    lease=self.lease,
+                    hormones=self.hormones,
+                    metrics=self.metrics,
+                    holder=self.elector.holder,
+                    interval_s=s.homeostasis_interval_s,
+                    window_s=s.homeostasis_window_s,
+                    half_life_s=s.homeostasis_half_life_s,
+                ),
+                LymphNodeCoordinator(
+                    database=self.database,
+                    lease=self.lease,
+                    tally=self.tally,
+                    holder=self.elector.holder,
+                    interval_s=s.lymphnode_interval_s,
+                    window_s=s.homeostasis_window_s,
+                ),
+            ]
+        )
+        self.consumer = DetectionConsumer(
+            database=self.database,
+            bus=self.bus,
+            engine=self.engine,
+            metrics=self.metrics,
+            counters=self.counters,
+            group_id=s.kafka_group_id,
+            batch_size=s.consumer_batch_size,
+        )
+        self.booted = asyncio.Event()
+        self.dependencies = DependencyStatus()
+        self.hormone_state: dict[str, Any] | None = None
+        self.started_at = time.time()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    async def start(self) -> None:
+        log.info(
+            "service_starting",
+            instance_id=self.settings.instance_id,
+            version=self.settings.version,
+            color=self.settings.deployment_color,
+            database=self.database.dialect,
+            bus=type(self.bus).__name__,
+            hormones=type(self.hormones).__name__,
+            api_prefix=self.settings.api_prefix,
+        )
+        if not self.settings.api_tokens:
+            log.warning("no_api_tokens_configured", effect="every authenticated route answers 401")
+        self.hormones.listen(self._on_hormone)
+        await self.hormones.start()
+        await self.bus.start()
+        self._spawn("boot", self._boot)
+        self._spawn("dependency-monitor", self._monitor_dependencies)
+
+    async def stop(self) -> None:
+        await self.elector.stop()
+        for task in reversed(self._tasks):
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        await self.bus.stop()
+        await self.hormones.stop()
+        await self.database.close()
+        log.info("service_stopped", instance_id=self.settings.instance_id)
+
+    def _spawn(self, name: str, body: Callable[[], Awaitable[None]]) -> None:
+        async def guarded() -> None:
+            # Background loops restart after an unexpected error instead of dying silently.
+            while True:
+                try:
+                    await body()
+                    return
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("background_task_failed", task=name)
+                    await asyncio.sleep(1.0)
+
+        self._tasks.append(asyncio.create_task(guarded(), name=name))
+
+    async def _boot(self) -> None:
+        applied = await retry_while_store_down(self._connect_and_migrate)
+        if applied:
+            log.info("migrations_applied", versions=applied)
+        if isinstance(self.bus, KafkaBus):
+            self._spawn("kafka-topics", self._ensure_topics)
+        replayed = await retry_while_store_down(
+            self.engine.warm_up, self.settings.replay_window_s, self.settings.replay_max_events
+        )
+        self.metrics.outbox_depth.set(await retry_while_store_down(self.relay.depth))
+        self._spawn("detection-consumer", self.consumer.run)
+        self._spawn("outbox-relay", self.relay.run)
+        self._spawn("stream-feed", lambda: run_stream_feed(self.bus, self.hub))
+        self._spawn("cytokine-feed", lambda: run_cytokine_feed(self.bus, self.tally))
+        self._spawn("cluster-sync", self._sync_with_cluster)
+        await self.elector.start()
+        self.booted.set()
+        log.info("service_ready", replayed_events=replayed)
+
+    async def _connect_and_migrate(self) -> list[int]:
+        await self.database.connect()
+        return await migrate(self.database)
+
+    async def _ensure_topics(self) -> None:
+        assert isinstance(self.bus, KafkaBus)
+        while True:
+            try:
+                await self.bus.ensure_topics(ALL_TOPICS)
+                return
+            except BusUnavailable as exc:
+                log.warning("kafka_topics_pending", error=str(exc))
+                await asyncio.sleep(2.0)
+
+    async def _sync_with_cluster(self) -> None:
+        """Cell population and intel made known through other replicas; outbox depth gauge."""
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                await self.engine.sync_agents()
+                await self._sync_intel()
+                self.metrics.outbox_depth.set(await self.relay.depth())
+            except StoreUnavailable:
+                continue
+
+    async def _sync_intel(self) -> None:
+        for event_id, threats in await self.engine.sync_intel():
+            for threat in await commit_side_threats(self.database, threats, event_id):
+                self.metrics.threats.labels(severity=threat.severity).inc()
+
+    async def _on_hormone(self, name: str, value: dict[str, Any]) -> None:
+        if name == THREAT_LEVEL_HORMONE:
+            self.hormone_state = value
+            level = value.get("level")
+            if isinstance(level, int):
+                self.metrics.threat_level.set(level)
+
+    # -- health ------------------------------------------------------------------------------------
+    async def _monitor_dependencies(self) -> None:
+        while True:
+            redis_ok = await self.hormones.healthy()
+            kafka_ok = await self.bus.healthy()
+            self.dependencies = DependencyStatus(
+                redis="ok" if redis_ok else "down", kafka="ok" if kafka_ok else "down", checked_at=time.time()
+            )
+            self.metrics.dependency_up.labels(dependency="redis").set(int(redis_ok))
+            self.metrics.dependency_up.labels(dependency="kafka").set(int(kafka_ok))
+            await asyncio.sleep(2.0)
+
+    async def readiness(self) -> tuple[bool, dict[str, str]]:
+        try:
+            database_ok = await asyncio.wait_for(self.database.ping(), timeout=2.0)
+        except TimeoutError:
+            database_ok = False
+        self.metrics.dependency_up.labels(dependency="database").set(int(database_ok))
+        dependencies = {
+            "database": "ok" if database_ok else "down",
+            "redis": self.dependencies.redis,
+            "kafka": self.dependencies.kafka,
+        }
+        # Redis and Kafka outages degrade the service but events are still accepted and stored.
+        return database_ok and self.booted.is_set(), dependencies
+
+    def describe_backends(self) -> dict[str, str]:
+        return {
+            "database": self.database.dialect,
+            "bus": type(self.bus).__name__,
+            "hormones": type(self.hormones).__name__,
+            "database_url": redact_text(
+                self.settings.database_url.get_secret_value() if self.settings.database_url else "sqlite"
+            ),
+        }

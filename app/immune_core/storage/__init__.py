@@ -1,0 +1,1 @@
+"""Durable storage: one SQL store over PostgreSQL (asyncpg) or SQLite (aiosqlite)."""

@@ -1,0 +1,1 @@
+"""Live push of threats and alerts to WebSocket subscribers."""

@@ -1,0 +1,1 @@
+"""Stored threats: query API."""

@@ -1,0 +1,1 @@
+"""The message bus (Kafka or in-process) behind one narrow interface."""

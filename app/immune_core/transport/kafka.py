@@ -1,0 +1,214 @@
+"""Kafka through aiokafka: an idempotent producer and consumers that survive broker outages."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
+
+from immune_core.observability.logging import get_logger
+from immune_core.transport.bus import BusConsumer, BusUnavailable, InboundMessage, OutboundMessage
+
+log = get_logger(__name__)
+_SEND_TIMEOUT_S = 10.0
+
+
+class KafkaBus:
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        *,
+        client_id: str,
+        partitions: int = 3,
+        replication_factor: int = 1,
+    ) -> None:
+        self._bootstrap = bootstrap_servers
+        self._client_id = client_id
+        self._partitions = partitions
+        self._replication = replication_factor
+        self._producer: AIOKafkaProducer | None = None
+        self._lock = asyncio.Lock()
+        self._known_topics: set[str] = set()
+
+    async def start(self) -> None:
+        # Best effort: a broker that is down at start-up is retried on the first publish.
+        try:
+            await self._ensure_producer()
+        except BusUnavailable:
+            log.warning("kafka_unavailable_at_start")
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            producer, self._producer = self._producer, None
+            await producer.stop()
+
+    async def _ensure_producer(self) -> AIOKafkaProducer:
+        if self._producer is not None:
+            return self._producer
+        async with self._lock:
+            if self._producer is None:
+                producer = AIOKafkaProducer(
+                    bootstrap_servers=self._bootstrap,
+                    client_id=self._client_id,
+                    acks="all",
+                    enable_idempotence=True,
+                    request_timeout_ms=int(_SEND_TIMEOUT_S * 1000),
+                    linger_ms=2,
+                )
+                try:
+                    await asyncio.wait_for(producer.start(), _SEND_TIMEOUT_S)
+                except (KafkaError, OSError, TimeoutError) as exc:
+                    await producer.stop()
+                    raise BusUnavailable(f"kafka producer cannot start: {type(exc).__name__}") from exc
+                self._producer = producer
+            return self._producer
+
+    async def ensure_topics(self, topics: Sequence[str]) -> None:
+        """Create missing topics with the configured partition count (idempotent)."""
+        wanted = [t for t in topics if t not in self._known_topics]
+        if not wanted:
+            return
+        admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap, client_id=f"{self._client_id}-admin")
+        try:
+            await asyncio.wait_for(admin.start(), _SEND_TIMEOUT_S)
+            existing = set(await admin.list_topics())
+            missing = [t for t in wanted if t not in existing]
+            if missing:
+                await admin.create_topics(
+                    [
+                        NewTopic(t, num_partitions=self._partitions, replication_factor=self._replication)
+                        for t in missing
+                    ]
+                )
+                log.info("kafka_topics_created", topics=missing)
+            self._known_topics.update(wanted)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            raise BusUnavailable(f"kafka admin: {type(exc).__name__}") from exc
+        finally:
+            await admin.close()
+
+    async def publish(self, messages: Sequence[OutboundMessage]) -> None:
+        if not messages:
+            return
+        producer = await self._ensure_producer()
+        try:
+            futures = [
+                await producer.send(m.topic, m.value, key=m.key.encode() if m.key is not None else None)
+                for m in messages
+            ]
+            await asyncio.wait_for(asyncio.gather(*futures), _SEND_TIMEOUT_S)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            raise BusUnavailable(f"kafka publish failed: {type(exc).__name__}") from exc
+
+    async def healthy(self) -> bool:
+        producer = self._producer
+        if producer is None:
+            try:
+                producer = await self._ensure_producer()
+            except BusUnavailable:
+                return False
+        try:
+            # Metadata for any topic proves a broker answers right now.
+            client: Any = producer.client
+            return bool(await asyncio.wait_for(client.fetch_all_metadata(), 3.0))
+        except (KafkaError, OSError, TimeoutError):
+            return False
+
+    def consumer(
+        self, topics: Sequence[str], *, group_id: str | None, from_latest: bool = False
+    ) -> BusConsumer:
+        return KafkaConsumer(self._bootstrap, tuple(topics), group_id, from_latest, self._client_id)
+
+
+class KafkaConsumer:
+    def __init__(
+        self, bootstrap: str, topics: tuple[str, ...], group_id: str | None, latest: bool, client_id: str
+    ) -> None:
+        self._bootstrap = bootstrap
+        self._topics = topics
+        self._group_id = group_id
+        self._latest = latest
+        self._client_id = client_id
+        self._consumer: AIOKafkaConsumer | None = None
+        self._next_offset: dict[TopicPartition, int] = {}
+
+    async def start(self) -> None:
+        return None  # connects on first poll, so a broker outage at start-up never blocks the service
+
+    async def _ensure(self) -> AIOKafkaConsumer | None:
+        if self._consumer is not None:
+            return self._consumer
+        consumer = AIOKafkaConsumer(
+            *self._topics,
+            bootstrap_servers=self._bootstrap,
+            client_id=self._client_id,
+            group_id=self._group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="latest" if self._latest else "earliest",
+            isolation_level="read_committed",
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=3_000,
+        )
+        try:
+            await asyncio.wait_for(consumer.start(), _SEND_TIMEOUT_S)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            await consumer.stop()
+            log.warning("kafka_consumer_start_failed", topics=list(self._topics), error=type(exc).__name__)
+            return None
+        self._consumer = consumer
+        return consumer
+
+    async def stop(self) -> None:
+        if self._consumer is not None:
+            consumer, self._consumer = self._consumer, None
+            await consumer.stop()
+
+    async def poll(self, max_records: int, timeout_s: float) -> list[InboundMessage]:
+        consumer = await self._ensure()
+        if consumer is None:
+            await asyncio.sleep(timeout_s)
+            return []
+        try:
+            batches = await consumer.getmany(timeout_ms=int(timeout_s * 1000), max_records=max_records)
+        except KafkaError as exc:
+            log.warning("kafka_poll_failed", error=type(exc).__name__)
+            await asyncio.sleep(timeout_s)
+            return []
+        received: list[InboundMessage] = []
+        for tp, records in batches.items():
+            if records:
+                self._next_offset[tp] = records[-1].offset + 1
+            received.extend(
+                InboundMessage(r.topic, r.partition, r.offset, r.key, r.value or b"") for r in records
+            )
+        return received
+
+    async def commit(self, messages: Sequence[InboundMessage]) -> None:
+        if self._group_id is None or self._consumer is None or not messages:
+            return
+        offsets: dict[TopicPartition, int] = {}
+        for m in messages:
+            tp = TopicPartition(m.topic, m.partition)
+            offsets[tp] = max(offsets.get(tp, 0), m.offset + 1)
+        try:
+            await self._consumer.commit(offsets)
+        except KafkaError as exc:
+            # A rebalance moved the partition: the new owner re-reads these (ingestion is idempotent).
+            log.warning("kafka_commit_failed", error=type(exc).__name__)
+
+    def lag(self) -> dict[str, int]:
+        consumer = self._consumer
+        if consumer is None:
+            return {}
+        lag: dict[str, int] = {}
+        for tp in consumer.assignment():
+            highwater = consumer.highwater(tp)
+            position = self._next_offset.get(tp)
+            if highwater is None or position is None:
+                continue
+            lag[tp.topic] = lag.get(tp.topic, 0) + max(0, highwater - position)
+        return lag
