@@ -14,6 +14,7 @@ from typing import Any
 
 from immune_suite.pipeline.exit_codes import ExitCode
 from immune_suite.pipeline.gates import Gates, default_gates
+from immune_suite.pipeline.guard import guard_forever
 from immune_suite.pipeline.plan import build_plan, render_plan
 from immune_suite.pipeline.run_state import LockHeld, RunState, RunStore, StackLock, now_iso
 from immune_suite.pipeline.runner import Pipeline, describe, operator
@@ -51,16 +52,18 @@ class Session:
         self.args = args
         self.stack: StackConfig = load_stack(args.stack)
         self.store = RunStore(self.stack.name)
+        self.repo = Path(getattr(args, "repo", None) or REPO_ROOT).resolve()
         self._target: Target | None = None
 
     @property
     def target(self) -> Target:
         if self._target is None:
-            self._target = make_target(self.stack)
+            self._target = make_target(self.stack, self.repo)
         return self._target
 
     def pipeline(self) -> Pipeline:
-        return Pipeline(self.stack, self.target, Session.gates_factory(), _progress(self.args))
+        gates = Session.gates_factory()
+        return Pipeline(self.stack, self.target, gates, _progress(self.args), repo=self.repo)
 
     def finish(self, run: RunState, code: ExitCode) -> ExitCode:
         """Sign the record and write the report once a run has ended (promoted or rolled back)."""
@@ -115,7 +118,7 @@ def cmd_plan(args: argparse.Namespace) -> ExitCode:
 def cmd_promote(args: argparse.Namespace) -> ExitCode:
     session = Session(args)
     with StackLock(session.stack.name):
-        source = resolve_source(REPO_ROOT, args.ref)
+        source = resolve_source(session.repo, args.ref)
         candidate = Release(source.version, source.ref, source.digest, _parse_env(args.candidate_env))
         pipeline = session.pipeline()
         existing = session.store.load()
@@ -247,9 +250,7 @@ def cmd_status(args: argparse.Namespace) -> ExitCode:
     }
     lines = [f"stack {session.stack.name}: pipeline {'RUNNING' if in_charge else 'idle'}"]
     if traffic:
-        lines.append(
-            f"traffic: active {traffic.active.value}, {traffic.canary_weight}% to the other colour"
-        )
+        lines.append(f"traffic: active {traffic.active.value}, {traffic.canary_weight}% to the other colour")
     for color in Color:
         health = payload["colors"][color.value]
         release = health.get("release") or {}
@@ -302,6 +303,12 @@ def cmd_down(args: argparse.Namespace) -> ExitCode:
     return ExitCode.OK
 
 
+def cmd_guard(args: argparse.Namespace) -> ExitCode:
+    stack = load_stack(args.stack)
+    guard_forever(stack.name, lambda: make_target(stack), ConsoleProgress(prefix="guard: "), args.interval)
+    return ExitCode.OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="immune-suite",
@@ -319,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     who = argparse.ArgumentParser(add_help=False)
     who.add_argument("--by", help="who does this (default: user@host)")
+    who.add_argument("--repo", help="git checkout candidates come from (default: this repository)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(
@@ -367,6 +375,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("record", help="record path, run id or 'latest' (with --stack)")
     report.add_argument("--stack", help="stack for run ids / latest")
     report.add_argument("--out", help="output path (default: next to the record)")
+    guard = add(
+        "guard", cmd_guard, "dead man's switch: put traffic back on stable when the pipeline dies", [stack]
+    )
+    guard.add_argument("--interval", type=float, default=1.0, help="seconds between checks")
     add("down", cmd_down, "stop the local stack's processes (supervisord, HAProxy, replicas)", [stack])
     return parser
 

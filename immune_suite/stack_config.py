@@ -106,7 +106,9 @@ def stack_path(name: str, stacks_dir: Path = STACKS_DIR) -> Path:
 def load_stack(name_or_path: str, stacks_dir: Path = STACKS_DIR) -> StackConfig:
     """Read `stacks/<name>.yaml` (or a path to a YAML file) into a validated `StackConfig`."""
     candidate = Path(name_or_path)
-    path = candidate if candidate.suffix in {".yaml", ".yml"} else stack_path(name_or_path, stacks_dir)
+    path = (
+        candidate if candidate.suffix in {".yaml", ".yml", ".json"} else stack_path(name_or_path, stacks_dir)
+    )
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in stacks_dir.glob("*.yaml"))) or "none"
         raise FileNotFoundError(f"no stack config {path} (known stacks: {known})")

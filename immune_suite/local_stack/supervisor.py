@@ -29,6 +29,7 @@ class ProgramSpec:
     command: list[str]
     directory: Path
     stop_wait_s: int = 10
+    environment: dict[str, str] | None = None  # never secrets: those go through launch.py env files
 
 
 def _quote(arg: str) -> str:
@@ -42,6 +43,11 @@ def render_program(spec: ProgramSpec, logs_dir: Path) -> str:
             f"[program:{spec.name}]",
             f"command={' '.join(_quote(a) for a in spec.command)}",
             f"directory={spec.directory}",
+            *(
+                ["environment=" + ",".join(f'{k}="{v}"' for k, v in spec.environment.items())]
+                if spec.environment
+                else []
+            ),
             "autostart=true",
             "autorestart=true",  # a crashed replica comes back, as a Deployment's pod would
             "startsecs=1",

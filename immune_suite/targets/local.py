@@ -21,7 +21,7 @@ from immune_suite.local_stack.releases import build_release, service_binary
 from immune_suite.local_stack.supervisor import ProgramSpec, Supervisor
 from immune_suite.source import SourceTree
 from immune_suite.stack_config import REPO_ROOT, StackConfig
-from immune_suite.state_dir import private_dir, read_json, write_atomic, write_json_atomic
+from immune_suite.state_dir import private_dir, read_json, state_root, write_atomic, write_json_atomic
 from immune_suite.targets.base import (
     Color,
     ColorHealth,
@@ -33,6 +33,7 @@ from immune_suite.targets.base import (
 )
 
 HAPROXY_PROGRAM = "haproxy"
+GUARD_PROGRAM = "pipeline-guard"
 
 
 class LocalTarget:
@@ -56,8 +57,22 @@ class LocalTarget:
         self.supervisor.write_programs(
             HAPROXY_PROGRAM, [ProgramSpec(HAPROXY_PROGRAM, self.haproxy.command(), self.layout.root)]
         )
+        self.supervisor.write_programs(GUARD_PROGRAM, [self._guard_program()])
         self.supervisor.update()
         self._wait_for(self.haproxy.is_up, 15, "HAProxy admin socket")
+
+    def _guard_program(self) -> ProgramSpec:
+        """The dead man's switch (see pipeline/guard.py) for this stack, supervised like the rest."""
+        stack_file = self.layout.root / "stack.json"
+        write_atomic(stack_file, self.stack.model_dump_json(indent=2) + "\n")
+        command = [sys.executable, "-m", "immune_suite.cli", "guard", "--stack", str(stack_file)]
+        return ProgramSpec(
+            GUARD_PROGRAM,
+            command,
+            self.repo,
+            stop_wait_s=5,
+            environment={"IMMUNE_STATE_DIR": str(state_root())},
+        )
 
     def shutdown(self) -> None:
         """Stop every process of this stack (the state stays, so the next run starts clean from it)."""
@@ -111,8 +126,17 @@ class LocalTarget:
             write_json_atomic(env_file, self._instance_env(color, instance, release), mode=0o600)
             port = self.layout.instance_port(instance)
             command = [
-                sys.executable, "-m", "immune_suite.local_stack.launch", str(env_file), "--",
-                str(binary), "serve", "--host", "127.0.0.1", "--port", str(port),
+                sys.executable,
+                "-m",
+                "immune_suite.local_stack.launch",
+                str(env_file),
+                "--",
+                str(binary),
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
             ]
             specs.append(ProgramSpec(self.layout.program_name(instance), command, release_path / "src"))
         self._save_color(color, release, running=True)
