@@ -22,8 +22,13 @@ def at(seconds: float) -> datetime:
 
 def flow(seconds: float, **overrides: Any) -> NetworkFlow:
     fields: dict[str, Any] = {
-        "host_id": "h1", "src_ip": "10.0.0.5", "dst_ip": "10.0.0.9", "dst_port": 443,
-        "bytes_out": 2_000, "bytes_in": 30_000, "conn_state": "established",
+        "host_id": "h1",
+        "src_ip": "10.0.0.5",
+        "dst_ip": "10.0.0.9",
+        "dst_port": 443,
+        "bytes_out": 2_000,
+        "bytes_in": 30_000,
+        "conn_state": "established",
     }
     fields.update(overrides)
     event = _make.flow(at(seconds), **fields)
@@ -34,7 +39,10 @@ def flow(seconds: float, **overrides: Any) -> NetworkFlow:
 
 def endpoint(seconds: float, process: str, signed: bool = True, **overrides: Any) -> EndpointEvent:
     fields: dict[str, Any] = {
-        "host_id": "srv-1", "parent_process": "systemd", "user": "root", "action": "process_start",
+        "host_id": "srv-1",
+        "parent_process": "systemd",
+        "user": "root",
+        "action": "process_start",
     }
     fields.update(overrides)
     parsed = parse_event(_make.endpoint(at(seconds), process=process, signed=signed, **fields))
@@ -42,10 +50,14 @@ def endpoint(seconds: float, process: str, signed: bool = True, **overrides: Any
     return parsed
 
 
-def intel(seconds: float, indicator: str, lifetime_s: float, indicator_type: str = "ip",
-          severity: str = "high") -> IntelItem:
-    parsed = parse_event(_make.intel(at(seconds), indicator, indicator_type, severity, "test-feed",
-                                     timedelta(seconds=lifetime_s)))
+def intel(
+    seconds: float, indicator: str, lifetime_s: float, indicator_type: str = "ip", severity: str = "high"
+) -> IntelItem:
+    parsed = parse_event(
+        _make.intel(
+            at(seconds), indicator, indicator_type, severity, "test-feed", timedelta(seconds=lifetime_s)
+        )
+    )
     assert isinstance(parsed, IntelItem)
     return parsed
 

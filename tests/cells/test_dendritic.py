@@ -1,9 +1,8 @@
 import pytest
 from cell_events import at, flow
-
-from immune_core.cells.base import Cell, CellContext, CellConfigError
+from immune_core.cells.base import Cell, CellConfigError, CellContext
 from immune_core.cells.dendritic import DendriticCell, DendriticParams
-from immune_core.cells.observation import Antigen, Signal
+from immune_core.cells.observation import Antigen, Signal, SignalKind
 from immune_core.detection.intel import IntelStore
 
 A = Antigen("source_ip", "45.133.1.1")
@@ -16,9 +15,18 @@ def dc(**params: object) -> DendriticCell:
     return cell
 
 
-def signal(antigen: Antigen, kind: str, strength: float, seconds: float) -> Signal:
-    return Signal(antigen, kind, strength, "test", f"{kind} {strength}", at(seconds),  # type: ignore[arg-type]
-                  flow(seconds).event_id, "port_scan" if kind != "safe" else None, "h1")
+def signal(antigen: Antigen, kind: SignalKind, strength: float, seconds: float) -> Signal:
+    return Signal(
+        antigen,
+        kind,
+        strength,
+        "test",
+        f"{kind} {strength}",
+        at(seconds),
+        flow(seconds).event_id,
+        "port_scan" if kind != "safe" else None,
+        "h1",
+    )
 
 
 # The hand-computed example (docs/detection.md walks through the same numbers):
@@ -37,7 +45,9 @@ def test_migration_math_on_the_hand_computed_example() -> None:
     cell = dc(population_size=2, migration_min=2, migration_max=4)
     assert cell.params.migration_thresholds() == [2.0, 4.0]
     tissue = cell._tissue_for(A)
-    migrated = [cell.expose(tissue, pamp, danger, safe, at(i)) for i, (pamp, danger, safe) in enumerate(HAND_STEPS)]
+    migrated = [
+        cell.expose(tissue, pamp, danger, safe, at(i)) for i, (pamp, danger, safe) in enumerate(HAND_STEPS)
+    ]
     assert migrated == [False, False, True, False, True]
     assert [(p.mature, p.samples) for p in tissue.presentations] == [(False, 2), (True, 1), (True, 2)]
     assert tissue.mcav() == (pytest.approx(0.6), 5)
@@ -49,8 +59,8 @@ def test_threat_raised_when_mcav_reaches_threshold_with_enough_presentations() -
     store = IntelStore()
     findings = []
     for i, (pamp, danger, safe) in enumerate(HAND_STEPS):
-        signals = [signal(A, kind, value, i) for kind, value in (("pamp", pamp), ("danger", danger), ("safe", safe))
-                   if value]
+        levels: list[tuple[SignalKind, float]] = [("pamp", pamp), ("danger", danger), ("safe", safe)]
+        signals = [signal(A, kind, value, i) for kind, value in levels if value]
         out = cell.observe(flow(i), CellContext(now=at(i), intel=store, signals=signals))
         findings.extend(out.findings)
     [finding] = findings
@@ -74,8 +84,9 @@ def test_signals_of_one_antigen_do_not_mature_another() -> None:
 def test_context_changes_emit_il12_then_il10() -> None:
     cell = dc(population_size=1, migration_min=1, migration_max=1)
     store = IntelStore()
-    kinds = []
-    for i, kind in enumerate(["danger", "danger", "safe", "safe"]):
+    kinds: list[str] = []
+    sequence: list[SignalKind] = ["danger", "danger", "safe", "safe"]
+    for i, kind in enumerate(sequence):
         out = cell.observe(flow(i), CellContext(now=at(i), intel=store, signals=[signal(A, kind, 1.0, i)]))
         kinds.extend(c.type for c in out.cytokines)
     assert kinds == ["il12", "il10"]

@@ -1,12 +1,13 @@
-from cell_events import at, endpoint, feed, flow, intel
+from typing import Any
 
+from cell_events import at, endpoint, feed, flow, intel
 from immune_core.cells.base import Cell
 from immune_core.detection.intel import IntelStore
 
 BAD = "185.220.101.4"
 
 
-def macrophage() -> Cell:  # type: ignore[type-arg]
+def macrophage() -> Cell[Any]:
     return Cell.create("macrophage", {}, "macrophage-t")
 
 

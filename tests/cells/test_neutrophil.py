@@ -1,5 +1,4 @@
 from cell_events import feed, flow
-
 from immune_core.cells.base import Cell
 from immune_core.cells.neutrophil import Neutrophil
 
@@ -33,8 +32,10 @@ def test_window_evicts_old_flows_so_a_slow_scan_stays_below_threshold() -> None:
 
 def test_same_port_on_many_hosts_is_a_network_sweep() -> None:
     cell = neutrophil(sweep_hosts=5)
-    sweep = [flow(i, src_ip="10.0.0.66", dst_ip=f"10.0.1.{i + 1}", dst_port=445, conn_state="rejected")
-             for i in range(5)]
+    sweep = [
+        flow(i, src_ip="10.0.0.66", dst_ip=f"10.0.1.{i + 1}", dst_port=445, conn_state="rejected")
+        for i in range(5)
+    ]
     [finding] = feed(cell, sweep).findings
     assert finding.category == "network_sweep"
     assert "5 distinct hosts contacted on port 445" in finding.reason

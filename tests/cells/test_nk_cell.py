@@ -2,10 +2,10 @@ import math
 
 import pytest
 from cell_events import endpoint, feed, flow
-
 from immune_core.cells.base import Cell
 from immune_core.cells.baseline import Ewma, coefficient_of_variation
 from immune_core.cells.nk_cell import NKCell
+from immune_core.events.models import EndpointEvent, NetworkFlow
 
 
 def nk(**params: object) -> NKCell:
@@ -31,7 +31,7 @@ def test_coefficient_of_variation() -> None:
     assert (mean, cv) == (20.0, 0.5)
 
 
-def _baseline(count: int, start: float = 0.0) -> list:  # type: ignore[type-arg]
+def _baseline(count: int, start: float = 0.0) -> list[NetworkFlow]:
     sizes = (1_500, 2_500, 1_800, 3_000, 2_200)
     return [flow(start + i * 5, dst_ip=f"52.84.0.{i % 7 + 1}", bytes_out=sizes[i % 5]) for i in range(count)]
 
@@ -61,9 +61,11 @@ def test_flows_sent_to_the_host_do_not_shape_its_upstream_baseline() -> None:
     assert not [s for s in out.signals if s.kind == "danger"]
 
 
-def _beacons(period: float, jitter: list[float], dst: str = "77.91.2.3") -> list:  # type: ignore[type-arg]
-    return [flow(i * period + jitter[i % len(jitter)], dst_ip=dst, dst_port=8443, bytes_out=400)
-            for i in range(10)]
+def _beacons(period: float, jitter: list[float], dst: str = "77.91.2.3") -> list[NetworkFlow]:
+    return [
+        flow(i * period + jitter[i % len(jitter)], dst_ip=dst, dst_port=8443, bytes_out=400)
+        for i in range(10)
+    ]
 
 
 def test_periodic_small_connections_to_one_external_address_are_beaconing() -> None:
@@ -79,7 +81,7 @@ def test_irregular_or_internal_connections_are_not_beaconing() -> None:
     assert not [f for f in (*jittery.findings, *internal.findings) if f.category == "beaconing"]
 
 
-def _server_history(count: int) -> list:  # type: ignore[type-arg]
+def _server_history(count: int) -> list[EndpointEvent]:
     daemons = ("sshd", "cron", "nginx", "rsyslogd")
     return [endpoint(i, daemons[i % 4]) for i in range(count)]
 

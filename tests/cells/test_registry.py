@@ -2,7 +2,6 @@ from typing import Any, ClassVar
 
 import pytest
 from cell_events import flow
-
 from immune_core.cells.base import AnyEvent, Cell, CellConfigError, CellContext, CellParams
 from immune_core.cells.cytokine import Cytokine, cytokine_topic
 from immune_core.cells.observation import CellOutput
@@ -22,7 +21,7 @@ def test_unknown_parameters_are_rejected_by_name() -> None:
 
 
 def test_unknown_cell_type_lists_the_known_ones() -> None:
-    with pytest.raises(CellConfigError, match="unknown cell type 'eosinophil'; known types: .*neutrophil"):
+    with pytest.raises(CellConfigError, match=r"unknown cell type 'eosinophil'; known types: .*neutrophil"):
         Cell.create("eosinophil", {}, "e-1")
 
 

@@ -3,7 +3,6 @@ import uuid
 from typing import Any
 
 import pytest
-
 from immune_core.events.models import (
     EVENT_KINDS,
     TOPIC_BY_KIND,
@@ -98,7 +97,10 @@ def test_values_are_normalised() -> None:
         (flow_dict(dst_port=70000), "dst_port: Input should be less than or equal to 65535"),
         (flow_dict(dst_port="22"), "dst_port: Input should be a valid integer"),
         (flow_dict(src_ip="10.0.0.300"), "src_ip: '10.0.0.300' is not a valid IPv4 or IPv6 address"),
-        (flow_dict(protocol="tcpx"), "protocol: Input should be 'tcp', 'udp', 'icmp', 'gre', 'esp', 'sctp' or 'other'"),
+        (
+            flow_dict(protocol="tcpx"),
+            "protocol: Input should be 'tcp', 'udp', 'icmp', 'gre', 'esp', 'sctp' or 'other'",
+        ),
         (flow_dict(bytes_out=-1), "bytes_out: Input should be greater than or equal to 0"),
         (flow_dict(colour="red"), "colour: unknown field (not in the schema)"),
         (flow_dict(timestamp=1767603600), "timestamp: must be an RFC 3339 date-time string"),
@@ -113,7 +115,10 @@ def test_values_are_normalised() -> None:
         (endpoint_dict(sha256="abc"), "sha256: String should have at least 64 characters"),
         (endpoint_dict(action="teleport"), "action: Input should be"),
         (intel_dict(indicator="999.1.1.1"), "indicator: '999.1.1.1' is not a valid IPv4 or IPv6 address"),
-        (intel_dict(indicator="-bad-.com", indicator_type="domain"), "indicator: '-bad-.com' is not a valid domain"),
+        (
+            intel_dict(indicator="-bad-.com", indicator_type="domain"),
+            "indicator: '-bad-.com' is not a valid domain",
+        ),
         (intel_dict(expires_at="2026-01-05T08:00:00Z"), "expires_at: must be later than timestamp"),
     ],
 )
@@ -145,5 +150,6 @@ def test_partition_key_groups_one_antigen() -> None:
 
 def test_events_are_immutable() -> None:
     event = parse_event(flow_dict())
+    assert isinstance(event, NetworkFlow)
     with pytest.raises(Exception, match="frozen"):
-        event.dst_port = 1  # type: ignore[misc]
+        event.dst_port = 1

@@ -5,11 +5,10 @@ from typing import Any
 
 import jsonschema
 import pytest
-from test_models import endpoint_dict, flow_dict, intel_dict
-
 from immune_core.events.models import EVENT_KINDS, EventValidationError, parse_event
 from immune_core.events.schemas import load_schema, render_schema, schema_path
 from immune_core.simulator import generate
+from test_models import endpoint_dict, flow_dict, intel_dict
 
 
 @pytest.mark.parametrize("kind", EVENT_KINDS)
@@ -40,14 +39,28 @@ def _mutations() -> list[tuple[str, dict[str, Any]]]:
     cases: list[tuple[str, dict[str, Any]]] = []
     base = {"network_flow": flow_dict(), "endpoint": endpoint_dict(), "intel": intel_dict()}
     edits: list[tuple[str, str, object]] = [
-        ("network_flow", "dst_port", 65536), ("network_flow", "dst_port", -1), ("network_flow", "dst_port", 1.5),
-        ("network_flow", "src_ip", "300.1.1.1"), ("network_flow", "protocol", "TCP"),
-        ("network_flow", "bytes_in", -3), ("network_flow", "conn_state", "open"), ("network_flow", "extra", 1),
-        ("network_flow", "event_id", "xyz"), ("network_flow", "host_id", ""), ("network_flow", "host_id", "a b"),
-        ("endpoint", "signed", "true"), ("endpoint", "process", ""), ("endpoint", "user", "u" * 256),
-        ("endpoint", "sha256", "g" * 64), ("endpoint", "pid", -1), ("intel", "severity", "severe"),
-        ("intel", "indicator_type", "url"), ("intel", "source", ""),
-        ("network_flow", "dst_port", 65535), ("endpoint", "pid", 0), ("network_flow", "conn_state", None),
+        ("network_flow", "dst_port", 65536),
+        ("network_flow", "dst_port", -1),
+        ("network_flow", "dst_port", 1.5),
+        ("network_flow", "src_ip", "300.1.1.1"),
+        ("network_flow", "protocol", "TCP"),
+        ("network_flow", "bytes_in", -3),
+        ("network_flow", "conn_state", "open"),
+        ("network_flow", "extra", 1),
+        ("network_flow", "event_id", "xyz"),
+        ("network_flow", "host_id", ""),
+        ("network_flow", "host_id", "a b"),
+        ("endpoint", "signed", "true"),
+        ("endpoint", "process", ""),
+        ("endpoint", "user", "u" * 256),
+        ("endpoint", "sha256", "g" * 64),
+        ("endpoint", "pid", -1),
+        ("intel", "severity", "severe"),
+        ("intel", "indicator_type", "url"),
+        ("intel", "source", ""),
+        ("network_flow", "dst_port", 65535),
+        ("endpoint", "pid", 0),
+        ("network_flow", "conn_state", None),
     ]
     for kind, field, value in edits:
         event = copy.deepcopy(base[kind])

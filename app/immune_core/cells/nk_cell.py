@@ -8,9 +8,12 @@ Three behaviours per host (``host_id``), all learned from the event stream itsel
    whose z-score ``(log1p(mean) - ewma_mean) / max(ewma_std, min_std)`` is at least ``exfil_z`` is
    ``exfiltration`` (antigen: the host). Using the window's *mean* flow catches exfiltration chunked
    into ordinary-looking counts of flows, without flagging many ordinary flows to one busy server.
-   Flows with z >= ``exfil_z`` are not learned, so an attacker cannot drag the baseline up with the
-   very flows being judged. z >= ``danger_z`` (flow or window mean) is a danger signal; |z| < 1 a safe
-   signal.
+   Flows with z >= ``danger_z`` are not learned, so an attacker cannot drag the baseline up with the
+   very flows being judged. The z-scores are on a log scale: with a typical workstation's spread
+   (std ~2 in log units, DNS and uploads mixed in) z = 3 is a mean flow ~400 times the usual size,
+   and the ``exfil_min_bytes`` floor keeps small hosts' small deviations out. z >= ``danger_z``
+   (flow or window mean) below that is a danger signal; |z| < 1 a safe signal. The baseline is kept
+   per (host, sending address), so flows *to* the host (a scan of a server) never shape it.
 2. **Beaconing** (``periodicity.BeaconTracker``): periodic small connections to one external
    destination (private, loopback and link-local destinations are ignored when
    ``beacon_external_only``, since internal polling -- metrics scrapes, health checks -- is periodic by
@@ -38,7 +41,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from uuid import UUID
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from immune_core.cells.base import AnyEvent, Cell, CellContext, CellParams
 from immune_core.cells.baseline import Ewma, log_bytes
@@ -53,7 +56,7 @@ class NKCellParams(CellParams):
     alpha: float = Field(default=0.05, gt=0, lt=1)
     min_std: float = Field(default=0.5, gt=0, description="Floor of the std in log-bytes units.")
     warmup_flows: int = Field(default=30, ge=1)
-    exfil_z: float = Field(default=4.0, gt=0)
+    exfil_z: float = Field(default=3.0, gt=0)
     exfil_min_bytes: int = Field(default=20_000_000, ge=0)
     exfil_window_s: float = Field(default=300.0, gt=0)
     danger_z: float = Field(default=2.5, gt=0)
@@ -72,6 +75,12 @@ class NKCellParams(CellParams):
     tolerance_sightings: int = Field(default=20, ge=1)
     max_hosts: int = Field(default=50_000, ge=1)
     max_candidates_per_host: int = Field(default=256, ge=1)
+
+    @model_validator(mode="after")
+    def _danger_below_verdict(self) -> NKCellParams:
+        if self.danger_z > self.exfil_z:
+            raise ValueError("danger_z must be <= exfil_z (danger is the early warning of a verdict)")
+        return self
     max_beacon_pairs: int = Field(default=200_000, ge=1)
 
 
@@ -161,7 +170,7 @@ class NKCell(Cell[NKCellParams]):
         warmed = profile.volume.count >= p.warmup_flows
         flow_z = profile.volume.zscore(log_bytes(flow.bytes_out), p.min_std) if warmed else 0.0
         mean_z = profile.volume.zscore(log_bytes(int(window_mean)), p.min_std) if warmed else 0.0
-        if not warmed or flow_z < p.exfil_z:
+        if not warmed or flow_z < p.danger_z:
             profile.volume.update(log_bytes(flow.bytes_out))
         if not warmed:
             return
