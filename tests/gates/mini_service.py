@@ -47,7 +47,7 @@ class Coordination(BaseModel):
 def build_app(color: str, tokens: set[str], latency_ms: float = 0.0, error_ratio: float = 0.0) -> FastAPI:
     app = FastAPI(title="mini immune core", version="0.0.1")
     counters = {"accepted": 0}
-    rng = random.Random(7)  # noqa: S311 - fault injection, not security
+    rng = random.Random(7)
 
     def authorised(authorization: str = Header(default="")) -> None:
         scheme, _, token = authorization.partition(" ")

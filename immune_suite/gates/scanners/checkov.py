@@ -2,15 +2,15 @@
 
 checkov lives in its own virtualenv (`scripts/checkov.sh`, its pins conflict with ours) and runs with
 `--skip-download`. The manifests come from the Pulumi program rendered without a cluster
-(`immune_infra.render`); if that cannot be done the scan fails, saying so.
+(`immune_infra.render.render_stack`); if that cannot be done the scan fails, saying so.
 """
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import json
+import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -39,21 +39,31 @@ def curated_checks(source_dir: Path) -> tuple[list[str], dict[str, str]]:
     return checks, skips
 
 
-def render_manifests(source_dir: Path, out_dir: Path) -> list[Path]:
-    """Ask the Pulumi program for its manifests, rendered with mocks (no cluster, no engine)."""
-    module = importlib.import_module("immune_infra.render")
-    render = next((getattr(module, n) for n in ("render_manifests", "render") if hasattr(module, n)), None)
-    if render is None:
-        raise RuntimeError("immune_infra.render has no render_manifests()")
+RENDER_STACKS = ("staging", "prod")
+_RENDER_SCRIPT = """
+import sys
+from pathlib import Path
+from immune_infra.render import render_stack, write_manifests
+for stack in sys.argv[2:]:
+    write_manifests(render_stack(stack), Path(sys.argv[1]) / stack)
+"""
+
+
+def render_manifests(source_dir: Path, out_dir: Path, stacks: tuple[str, ...] = RENDER_STACKS) -> list[Path]:
+    """The candidate's Pulumi program rendered under mocks (no cluster, no engine), one folder per stack.
+
+    It runs in a subprocess: the candidate's own `infra/` comes first on the path, and Pulumi's
+    process-global mock state never touches the caller.
+    """
     target = out_dir / "manifests"
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir(parents=True)
-    params = inspect.signature(render).parameters
-    produced: Any = render(target) if params else render()
-    if isinstance(produced, dict):  # name -> manifest documents
-        for name, docs in produced.items():
-            docs = docs if isinstance(docs, list) else [docs]
-            (target / f"{name}.yaml").write_text(yaml.safe_dump_all(docs), encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [
+        str(source_dir / "infra"), os.environ.get("PYTHONPATH")]))}
+    completed = run_tool([sys.executable, "-c", _RENDER_SCRIPT, str(target), *stacks],
+                         out_dir / "checkov-render.log", cwd=source_dir, env=env, timeout_s=300)
+    if completed.returncode != 0:
+        raise RuntimeError(f"render failed (exit {completed.returncode}): {tail(completed.stderr)}")
     return sorted(target.rglob("*.y*ml"))
 
 
@@ -76,16 +86,23 @@ def _run(source_dir: Path, out_dir: Path, label: str, target_args: list[str], fr
         return None, f"{label}: exit {completed.returncode}: {output}", files
     data = json.loads(report_path.read_text(encoding="utf-8"))
     reports = data if isinstance(data, list) else [data]
-    merged: dict[str, Any] = {"passed": 0, "failed": 0, "failed_checks": []}
+    merged: dict[str, Any] = {"passed": 0, "failed": 0, "parsing_errors": 0, "resources": 0,
+                              "failed_checks": []}
     for report in reports:
         summary = report.get("summary", {})
         merged["passed"] += summary.get("passed", 0)
         merged["failed"] += summary.get("failed", 0)
+        merged["parsing_errors"] += summary.get("parsing_errors", 0)
+        merged["resources"] += summary.get("resource_count", 0)
         merged["failed_checks"] += [
             {"id": c["check_id"], "name": c.get("check_name"), "file": c.get("file_path"),
              "resource": c.get("resource")}
             for c in report.get("results", {}).get("failed_checks", [])
         ]
+    if merged["parsing_errors"]:
+        return None, f"{label}: {merged['parsing_errors']} files checkov could not parse", files
+    if merged["passed"] + merged["failed"] == 0:
+        return None, f"{label}: no check applied to anything (nothing scanned)", files
     return merged, None, files
 
 
