@@ -143,32 +143,37 @@ def chaos_section(record: dict[str, Any]) -> str:
     return "".join(parts)
 
 
+def _finding_rows(items: list[Any]) -> str:
+    rows = []
+    for item in items[:200]:
+        if isinstance(item, dict):
+            text = ", ".join(f"{k}={v}" for k, v in item.items())
+        else:
+            text = str(item)
+        rows.append(f"<li><code>{_esc(text)[:400]}</code></li>")
+    return "<ul>" + "".join(rows) + "</ul>"
+
+
 def security_section(record: dict[str, Any]) -> str:
-    security = next(
-        (s for s in record.get("stages", []) if s.get("kind") == "security" and s.get("verdict")), None
-    )
-    if security is None:
+    stages = [s for s in record.get("stages", []) if s.get("kind") in ("security", "api_fuzz") and s.get("verdict")]
+    if not stages:
         return "<p class=muted>The security gate did not run.</p>"
-    verdict = security["verdict"]
-    details = verdict.get("details", {})
-    findings = details.get("findings") or []
-    parts = [f"<p>{_esc(verdict.get('summary'))}</p>"]
-    if findings:
-        rows = "".join(
-            "<tr>"
-            + "".join(
-                f"<td>{_esc(f.get(k, ''))}</td>" for k in ("tool", "severity", "id", "location", "message")
+    parts = []
+    for stage in stages:
+        verdict = stage["verdict"]
+        parts.append(f"<h3>{_esc(stage['id'])}</h3><p>{_esc(verdict.get('summary'))}</p>")
+        rows = []
+        for tool, info in (verdict.get("details", {}).get("tools") or {}).items():
+            findings = info.get("findings")
+            lists = {k: v for k, v in info.items() if isinstance(v, list) and v}
+            detail = "".join(f"<b>{_esc(k)}</b>{_finding_rows(v)}" for k, v in lists.items())
+            state = "pass" if not info.get("error") and not findings else "fail"
+            rows.append(
+                f"<tr><td>{_esc(tool)}</td><td class={state}>{_esc(findings if findings is not None else 'error')}</td>"
+                f"<td>{_esc(info.get('summary', ''))}{('<br>' + _esc(info['error'])) if info.get('error') else ''}{detail}</td></tr>"
             )
-            + "</tr>"
-            for f in findings[:200]
-        )
-        parts.append(
-            "<table><tr><th>tool</th><th>severity</th><th>id</th><th>where</th><th>what</th></tr>"
-            + rows
-            + "</table>"
-        )
-    else:
-        parts.append("<p class=pass>No findings reported.</p>")
+        if rows:
+            parts.append("<table><tr><th>tool</th><th>findings</th><th>details</th></tr>" + "".join(rows) + "</table>")
     return "".join(parts)
 
 

@@ -63,6 +63,7 @@ class ChaosConfig(_Strict):
 
 class SecurityConfig(_Strict):
     enabled: bool = True
+    fuzz_api: bool = True  # schemathesis against the deployed candidate on preview, before any traffic
 
 
 class LocalTargetConfig(_Strict):

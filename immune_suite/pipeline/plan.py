@@ -19,6 +19,7 @@ class StepKind(StrEnum):
     SECURITY = "security"
     DEPLOY = "deploy"
     SMOKE = "smoke"
+    API_FUZZ = "api_fuzz"
     CANARY = "canary"
     CHAOS = "chaos"
     SWITCH = "switch"
@@ -37,6 +38,7 @@ DESCRIPTIONS: dict[StepKind, str] = {
     StepKind.SECURITY: "security gate on the candidate source (bandit, pip-audit, detect-secrets, checkov)",
     StepKind.DEPLOY: "deploy the candidate to the idle colour and wait until every replica is ready",
     StepKind.SMOKE: "smoke test the candidate through the preview endpoint",
+    StepKind.API_FUZZ: "security gate, API half: fuzz the candidate's OpenAPI on preview (no 5xx, conforms)",
     StepKind.CANARY: "send a share of ingress traffic to the candidate, load it, compare with stable",
     StepKind.CHAOS: "chaos gate: kill instances and dependencies, require recovery and no lost events",
     StepKind.SWITCH: "make the candidate's colour the active one (100% of traffic)",
@@ -100,6 +102,8 @@ def build_plan(stack: StackConfig, first_promotion: bool, skip_gates: bool = Fal
         entries.append(("security", StepKind.SECURITY, {}))
     entries.append(("deploy", StepKind.DEPLOY, {"replicas": stack.replicas}))
     entries.append(("smoke", StepKind.SMOKE, {"timeout_s": stack.smoke_timeout_s}))
+    if stack.security.enabled and stack.security.fuzz_api and not skip_gates:
+        entries.append(("api-fuzz", StepKind.API_FUZZ, {}))
     if not first_promotion and not skip_gates:
         for percent in stack.canary.steps:
             entries.append(

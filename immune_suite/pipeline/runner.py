@@ -83,6 +83,7 @@ class Pipeline:
             StepKind.SECURITY: self._security,
             StepKind.DEPLOY: self._deploy,
             StepKind.SMOKE: self._smoke,
+            StepKind.API_FUZZ: self._api_fuzz,
             StepKind.CANARY: self._canary,
             StepKind.CHAOS: self._chaos,
             StepKind.SWITCH: self._switch,
@@ -306,6 +307,13 @@ class Pipeline:
             float(step.params.get("timeout_s", 30)),
             self.progress,
         )
+        return Outcome(verdict.passed, verdict)
+
+    def _api_fuzz(self, run: RunState, step: Step) -> Outcome:
+        if self.gates.fuzz is None:
+            return Outcome(False, reason="no API fuzzing gate configured")
+        url, out = self.target.endpoints().preview_url, self._artifacts(run, "api-fuzz")
+        verdict = self.gates.fuzz(url, self.target.api_token(), out, self.progress)
         return Outcome(verdict.passed, verdict)
 
     def _canary(self, run: RunState, step: Step) -> Outcome:

@@ -112,6 +112,7 @@ class ScriptedGates:
     target: MemoryTarget
     security_status: Status = Status.PASS
     chaos_status: Status = Status.PASS
+    fuzz_status: Status = Status.PASS
     slow_versions: set[str] = field(default_factory=set)
     raise_in_load: bool = False
     calls: list[str] = field(default_factory=list)
@@ -159,8 +160,12 @@ class ScriptedGates:
         self.calls.append("chaos")
         return Verdict("chaos", self.chaos_status, f"chaos {self.chaos_status.value}")
 
+    def fuzz(self, base_url: str, token: Any, out_dir: Path, progress: Any) -> Verdict:
+        self.calls.append(f"fuzz {base_url}")
+        return Verdict("api-fuzz", self.fuzz_status, f"fuzz {self.fuzz_status.value}")
+
     def as_gates(self) -> Gates:
-        return Gates(self.security, self.load, self.chaos, scripted_smoke, scripted_post_check)
+        return Gates(self.security, self.load, self.chaos, scripted_smoke, scripted_post_check, self.fuzz)
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ def test_promotion_with_stable_has_canary_steps_from_config() -> None:
         "security",
         "deploy",
         "smoke",
+        "api-fuzz",
         "canary-5",
         "canary-25",
         "canary-100",

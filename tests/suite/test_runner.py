@@ -109,6 +109,17 @@ def test_gate_crash_is_a_failure_that_rolls_back(
     assert memory_target.served_by() is Color.BLUE
 
 
+def test_api_fuzz_failure_rolls_back_before_any_traffic(
+    established: ScriptedGates, stack_config: StackConfig, memory_target: MemoryTarget
+) -> None:
+    established.fuzz_status = Status.FAIL
+    run, code = promote(stack_config, memory_target, established, "v2")
+    assert code is ExitCode.GATE_FAILED and run.failure and run.failure["step"] == "api-fuzz"
+    assert "fuzz http://preview" in established.calls
+    assert ("traffic", (Color.BLUE, 10)) not in memory_target.calls
+    assert memory_target.served_by() is Color.BLUE and memory_target.releases[Color.GREEN] is None
+
+
 def test_chaos_failure_rolls_back_after_full_canary(
     established: ScriptedGates, stack_config: StackConfig, memory_target: MemoryTarget
 ) -> None:
@@ -150,7 +161,7 @@ def crashed_mid_canary(stack: StackConfig, target: MemoryTarget, gates: Scripted
     """A run as a SIGKILLed pipeline leaves it: 50% of traffic on the candidate, step `canary-50` running."""
     pipeline = Pipeline(stack, target, gates.as_gates(), RecordingProgress(), poll_s=0.01)
     run = pipeline.new_run(release("v2"))
-    for step in run.plan[:4]:  # security, deploy, smoke, canary-10
+    for step in run.plan[:5]:  # security, deploy, smoke, api-fuzz, canary-10
         outcome = pipeline._run_step(run, step)
         pipeline._advance(run, step, outcome)
     assert run.current == "canary-50"
