@@ -121,14 +121,16 @@ def cmd_promote(args: argparse.Namespace) -> ExitCode:
         source = resolve_source(session.repo, args.ref)
         candidate = Release(source.version, source.ref, source.digest, _parse_env(args.candidate_env))
         pipeline = session.pipeline()
-        existing = session.store.load()
-        if existing is not None and not existing.finished:
-            same = existing.candidate == candidate
-            pipeline.recover(existing, same_candidate=same)
+        unfinished = session.store.load()
+        if unfinished is not None and unfinished.finished:
+            unfinished = None
+        if unfinished is not None:
+            same = unfinished.candidate == candidate
+            pipeline.recover(unfinished, same_candidate=same)
             if not same:
-                session.finish(existing, pipeline.execute(existing))
-                existing = None
-        run = existing or pipeline.new_run(candidate, source_commit=source.commit)
+                session.finish(unfinished, pipeline.execute(unfinished))
+                unfinished = None
+        run = unfinished or pipeline.new_run(candidate, source_commit=source.commit)
         if args.approve:
             run.approvals.append(_approval(args.by, "promote --approve"))
             session.store.save(run)
