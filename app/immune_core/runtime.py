@@ -198,27 +198,30 @@ class Runtime:
         applied = await retry_while_store_down(self._connect_and_migrate)
         if applied:
             log.info("migrations_applied", versions=applied)
-        if isinstance(self.bus, KafkaBus):
-            self._spawn("kafka-topics", self._ensure_topics)
         replayed = await retry_while_store_down(
             self.engine.warm_up, self.settings.replay_window_s, self.settings.replay_max_events
         )
         self.metrics.outbox_depth.set(await retry_while_store_down(self.relay.depth))
-        self._spawn("detection-consumer", self.consumer.run)
         self._spawn("outbox-relay", self.relay.run)
-        self._spawn("stream-feed", lambda: run_stream_feed(self.bus, self.hub))
-        self._spawn("cytokine-feed", lambda: run_cytokine_feed(self.bus, self.tally))
         self._spawn("cluster-sync", self._sync_with_cluster)
         await self.elector.start()
+        # Ready: events are accepted and stored from here on, even while Kafka is still unreachable.
         self.booted.set()
         log.info("service_ready", replayed_events=replayed)
+        # Consumers subscribe only once their topics exist with the configured partitions; a consumer
+        # that joins its group before a topic exists is not assigned it until the next metadata refresh.
+        await self._ensure_topics()
+        self._spawn("detection-consumer", self.consumer.run)
+        self._spawn("stream-feed", lambda: run_stream_feed(self.bus, self.hub))
+        self._spawn("cytokine-feed", lambda: run_cytokine_feed(self.bus, self.tally))
 
     async def _connect_and_migrate(self) -> list[int]:
         await self.database.connect()
         return await migrate(self.database)
 
     async def _ensure_topics(self) -> None:
-        assert isinstance(self.bus, KafkaBus)
+        if not isinstance(self.bus, KafkaBus):
+            return
         while True:
             try:
                 await self.bus.ensure_topics(ALL_TOPICS)

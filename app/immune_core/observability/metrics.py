@@ -31,6 +31,9 @@ class Metrics:
         self.detections = Counter(
             "immune_detections_total", "Threats raised, by contributing cell", ["cell"], registry=r
         )
+        self.detection_errors = Counter(
+            "immune_detection_errors_total", "Events on which the detection engine raised", registry=r
+        )
         self.threats = Counter(
             "immune_threats_total", "Threats stored, by severity", ["severity"], registry=r
         )

@@ -71,7 +71,9 @@ class DetectionConsumer:
     async def handle(self, messages: list[InboundMessage]) -> CommitResult:
         batch = self._decode(messages)
         already_done = await self._retry(self._processed_among, [str(e.event_id) for e in batch.events])
-        for event in batch.events:
+        # Partitions interleave arbitrarily; event-time order within the batch keeps the cells' windows
+        # closer to what happened (the engine's clock is the latest timestamp it has seen).
+        for event in sorted(batch.events, key=lambda e: e.timestamp):
             event_id = str(event.event_id)
             if event_id in already_done or event_id in batch.detected:
                 continue

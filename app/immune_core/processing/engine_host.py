@@ -52,7 +52,7 @@ class EngineHost:
         self._intel_watermark = 0.0
 
     # -- detection ---------------------------------------------------------------------------------
-    def process(self, event: AnyEvent) -> list[Threat]:
+    def process(self, event: AnyEvent, *, replay: bool = False) -> list[Threat]:
         if isinstance(event, IntelItem):
             key = str(event.event_id)
             if key in self._seen_intel:
@@ -60,8 +60,15 @@ class EngineHost:
             self._seen_intel[key] = None
             if len(self._seen_intel) > _SEEN_INTEL_LIMIT:
                 self._seen_intel.popitem(last=False)
-        threats = self.engine.process(event)
-        for threat in threats:
+        try:
+            threats = self.engine.process(event)
+        except Exception:
+            # A detection bug on one event must not stall the partition behind it (the consumer would
+            # retry the same batch forever): the event stays stored and is counted as a detection error.
+            self._metrics.detection_errors.inc()
+            log.exception("detection_failed", event_id=str(event.event_id), kind=event.kind)
+            return []
+        for threat in [] if replay else threats:
             for cell in threat.cells:
                 self._metrics.detections.labels(cell=cell).inc()
         return threats
@@ -146,7 +153,7 @@ class EngineHost:
                 max_events,
             )
         for row in rows:
-            self.engine.process(parse_event(row["payload"]))
+            self.process(parse_event(row["payload"]), replay=True)
         self.engine.drain_cytokines()
         log.info("detection_state_rebuilt", events=len(rows) + replayed, window_s=window_s)
         return len(rows) + replayed

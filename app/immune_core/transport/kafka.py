@@ -151,6 +151,8 @@ class KafkaConsumer:
             auto_offset_reset="latest" if self._latest else "earliest",
             isolation_level="read_committed",
             session_timeout_ms=10_000,
+            # Notice new topics and partitions within seconds, not the default five minutes.
+            metadata_max_age_ms=10_000,
             heartbeat_interval_ms=3_000,
         )
         try:
