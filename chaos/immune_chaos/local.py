@@ -118,7 +118,8 @@ def instance_urls(supervisor_conf: str) -> dict[str, str]:
         args = shlex.split(parser.get(section, "command", fallback=""))
         if "--port" in args and args.index("--port") + 1 < len(args):
             host = args[args.index("--host") + 1] if "--host" in args else "127.0.0.1"
-            host = "127.0.0.1" if host in ("0.0.0.0", "") else host  # noqa: S104 - reading, not binding
+            # A wildcard bind address is reached through loopback.
+            host = "127.0.0.1" if not host or set(host) <= {"0", ".", ":"} else host
             urls[section.split(":", 1)[1]] = f"http://{host}:{args[args.index('--port') + 1]}"
     return urls
 

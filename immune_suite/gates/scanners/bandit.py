@@ -19,6 +19,7 @@ SOURCE_DIRS = ("app", "immune_suite", "infra", "chaos", "load", "scripts")
 
 
 def scan(source_dir: Path, out_dir: Path) -> ScanResult:
+    out_dir.mkdir(parents=True, exist_ok=True)
     targets = [d for d in SOURCE_DIRS if (source_dir / d).is_dir()]
     if not targets:
         return ScanResult.failed(TOOL, f"no Python source directories under {source_dir}")

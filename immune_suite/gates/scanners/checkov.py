@@ -107,6 +107,7 @@ def _run(source_dir: Path, out_dir: Path, label: str, target_args: list[str], fr
 
 
 def scan(source_dir: Path, out_dir: Path) -> ScanResult:
+    out_dir.mkdir(parents=True, exist_ok=True)
     if not (source_dir / CHECKOV_SCRIPT).exists():
         return ScanResult.failed(TOOL, f"{CHECKOV_SCRIPT} is missing")
     checks, skips = curated_checks(source_dir)

@@ -78,6 +78,7 @@ def live_source_works(timeout_s: float = 3.0) -> bool:
 
 def scan(source_dir: Path, out_dir: Path, today: date | None = None,
          lock_file: Path | None = None) -> ScanResult:
+    out_dir.mkdir(parents=True, exist_ok=True)
     today = today or date.today()
     lock = lock_file or source_dir / LOCK_FILE
     if not lock.exists():

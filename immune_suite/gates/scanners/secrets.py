@@ -24,6 +24,7 @@ def _keys(results: dict[str, list[dict[str, Any]]]) -> set[tuple[str, str, str]]
 
 
 def scan(source_dir: Path, out_dir: Path) -> ScanResult:
+    out_dir.mkdir(parents=True, exist_ok=True)
     baseline_path = source_dir / BASELINE
     if not baseline_path.exists():
         return ScanResult.failed(TOOL, f"no baseline {BASELINE} (bash security/update-secrets-baseline.sh)")

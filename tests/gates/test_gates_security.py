@@ -1,0 +1,183 @@
+"""Each security tool run for real: on the repository, and on planted problems it must catch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+
+import pytest
+from gate_services import REPO_ROOT, RunningService
+
+from immune_suite.gates.advisories import affects, locate_advisory_db, serve_osv
+from immune_suite.gates.scanners import bandit, pip_audit, schemathesis, secrets
+from immune_suite.gates.scanners.pip_audit import ReviewedIgnore, judge, load_ignores
+from immune_suite.gates.security import run_security_gate
+from immune_suite.verdict import Status
+
+GATE_FILES = ("immune_suite/gates/", "chaos/", "load/")
+
+
+@pytest.fixture(autouse=True)
+def offline_advisories(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The same answer whether or not PyPI's JSON API is reachable from where the tests run.
+    monkeypatch.setenv(pip_audit.SOURCE_ENV, "snapshot")
+
+
+# --- bandit -----------------------------------------------------------------------------------------
+
+def test_bandit_runs_on_the_repository_and_the_gates_themselves_are_clean(tmp_path: Path) -> None:
+    result = bandit.scan(REPO_ROOT, tmp_path)
+    assert result.error is None, result.error
+    assert (tmp_path / "bandit.sarif").exists()
+    ours = [f for f in result.details["findings"] if f["file"].startswith(GATE_FILES)]
+    assert ours == []
+
+
+def test_bandit_catches_an_insecure_snippet(tmp_path: Path) -> None:
+    source = tmp_path / "src"
+    (source / "app").mkdir(parents=True)
+    (source / "app" / "runner.py").write_text(
+        "import subprocess\n\n\ndef run(user_input: str) -> None:\n"
+        "    subprocess.call(user_input, shell=True)\n")
+    result = bandit.scan(source, tmp_path)
+    assert not result.passed
+    assert [f["rule"] for f in result.details["findings"]] == ["B602"]
+
+
+# --- pip-audit ----------------------------------------------------------------------------------------
+
+def test_osv_range_semantics() -> None:
+    advisory = {"id": "X", "affected": [{"package": {"name": "Demo_Pkg", "ecosystem": "PyPI"}, "ranges": [
+        {"type": "ECOSYSTEM", "events": [{"introduced": "1.0"}, {"fixed": "1.4"}, {"introduced": "2.0"},
+                                         {"last_affected": "2.1"}]}]}]}
+    assert affects(advisory, "demo-pkg", "1.0")
+    assert affects(advisory, "demo.pkg", "1.3.9")
+    assert not affects(advisory, "demo-pkg", "1.4")
+    assert not affects(advisory, "demo-pkg", "0.9")
+    assert affects(advisory, "demo-pkg", "2.1")
+    assert not affects(advisory, "demo-pkg", "2.1.1")
+    assert not affects({**advisory, "withdrawn": "2024-01-01T00:00:00Z"}, "demo-pkg", "1.0")
+    listed = {"id": "Y", "affected": [{"package": {"name": "p", "ecosystem": "PyPI"}, "versions": ["0.5rc1"]}]}
+    assert affects(listed, "p", "0.5rc1") and not affects(listed, "p", "0.5")
+
+
+def test_snapshot_endpoint_answers_like_osv() -> None:
+    import httpx
+
+    snapshot = locate_advisory_db(REPO_ROOT)
+    assert snapshot.date == "2024-10-10"
+    with serve_osv(snapshot) as url:
+        hit = httpx.post(url, json={"package": {"name": "requests", "ecosystem": "PyPI"}, "version": "2.19.0"})
+        miss = httpx.post(url, json={"package": {"name": "requests", "ecosystem": "PyPI"}, "version": "2.32.3"})
+    assert "PYSEC-2018-28" in {v["id"] for v in hit.json()["vulns"]}
+    assert miss.json() == {}
+
+
+def test_pip_audit_passes_the_locked_dependencies(tmp_path: Path) -> None:
+    result = pip_audit.scan(REPO_ROOT, tmp_path)
+    assert result.error is None, result.error
+    assert result.details["source"]["snapshot_date"] == "2024-10-10"
+    assert result.details["audited"] > 100 and result.details["skipped"] == []
+    assert result.passed, result.details["vulnerabilities"]
+
+
+def test_pip_audit_catches_a_vulnerable_pin(tmp_path: Path) -> None:
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "requirements.lock").write_text("requests==2.19.0\n")
+    result = pip_audit.scan(source, tmp_path)
+    assert not result.passed
+    assert {v["id"] for v in result.details["vulnerabilities"]} >= {"PYSEC-2018-28"}
+
+
+def test_reviewed_ignores_apply_until_they_expire(tmp_path: Path) -> None:
+    report = {"dependencies": [{"name": "requests", "version": "2.19.0", "vulns": [
+        {"id": "PYSEC-2018-28", "aliases": ["CVE-2018-18074"], "fix_versions": ["2.20.0"]}]}]}
+    ignore = ReviewedIgnore("CVE-2018-18074", "requests", "only talks to our own https endpoints",
+                            date(2026, 6, 30))
+    before = judge(report, [ignore], date(2026, 6, 30), {"service": "test"}, [])
+    after = judge(report, [ignore], date(2026, 7, 1), {"service": "test"}, [])
+    assert before.passed and before.details["ignored"][0]["id"] == "PYSEC-2018-28"
+    assert not after.passed and after.details["expired_ignores"][0]["expired_on"] == "2026-06-30"
+
+
+def test_an_ignore_without_reason_or_expiry_is_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "ignores.yaml"
+    path.write_text("ignores:\n  - {id: PYSEC-1, package: x, reason: fine}\n")
+    with pytest.raises(ValueError, match="expires"):
+        load_ignores(path)
+    path.write_text("ignores:\n  - {id: PYSEC-1, package: x, reason: ' ', expires: 2030-01-01}\n")
+    with pytest.raises(ValueError, match="empty reason"):
+        load_ignores(path)
+    assert load_ignores(REPO_ROOT / "security" / "pip-audit-ignores.yaml") is not None
+
+
+# --- detect-secrets ------------------------------------------------------------------------------------
+
+def test_detect_secrets_runs_against_the_repository_baseline(tmp_path: Path) -> None:
+    result = secrets.scan(REPO_ROOT, tmp_path)
+    assert result.error is None, result.error
+    assert result.details["confirmed_real"] == []
+
+
+def _git(cwd: Path, *args: str) -> None:
+    subprocess.run(["git", "-c", "user.email=t@example.invalid", "-c", "user.name=t", *args], cwd=cwd,
+                   check=True, capture_output=True)
+
+
+def test_detect_secrets_catches_a_planted_secret(tmp_path: Path) -> None:
+    source = tmp_path / "src"
+    source.mkdir()
+    _git(source, "init", "-q")
+    (source / "settings.py").write_text("TIMEOUT_S = 5\n")
+    _git(source, "add", ".")
+    baseline = subprocess.run([sys.executable, "-m", "detect_secrets", "scan"], cwd=source, check=True,
+                              capture_output=True, text=True).stdout
+    (source / ".secrets.baseline").write_text(baseline)
+    clean = secrets.scan(source, tmp_path / "clean")
+    assert clean.passed, clean.summary
+    key_header = "-----BEGIN " + "RSA PRIVATE KEY-----"  # split so this file holds no key header itself
+    (source / "deploy.py").write_text(f'KEY = """{key_header}\nMIIEow...\n"""\n')
+    _git(source, "add", "deploy.py")
+    dirty = secrets.scan(source, tmp_path / "dirty")
+    assert not dirty.passed
+    assert dirty.details["new"] == [{"file": "deploy.py", "line": 1, "type": "Private Key"}]
+    # The candidate's own baseline was not rewritten by the scan.
+    assert (source / ".secrets.baseline").read_text() == baseline
+
+
+# --- schemathesis --------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_schemathesis_fuzzes_a_running_service(mini_service: RunningService, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(schemathesis.MAX_EXAMPLES_ENV, "10")
+    result = schemathesis.scan(mini_service.url, mini_service.token, tmp_path)
+    assert result.error is None, result.error
+    assert result.passed, result.details
+    assert result.details["operations"]["tested"] >= 5
+    assert mini_service.token not in (tmp_path / "schemathesis.log").read_text()
+
+
+@pytest.mark.slow
+def test_schemathesis_reports_server_errors(start_mini_service: object, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(schemathesis.MAX_EXAMPLES_ENV, "5")
+    service = start_mini_service(error_ratio=1.0)  # type: ignore[operator]
+    result = schemathesis.scan(service.url, service.token, tmp_path)
+    assert result.error is None, result.error
+    assert not result.passed and result.findings
+
+
+# --- the gate as a whole -------------------------------------------------------------------------------
+
+def test_a_tool_that_cannot_run_fails_the_gate(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    verdict = run_security_gate(empty, tmp_path / "out", None, None, lambda *a, **k: None)
+    assert verdict.status is Status.FAIL
+    tools = verdict.details["tools"]
+    assert all(tools[t]["error"] for t in ("bandit", "pip-audit", "detect-secrets", "checkov"))
+    assert all(m.value is None and not m.passed for m in verdict.measurements)
