@@ -1,7 +1,8 @@
 """supervisord for the local stack: generated config, one program per replica, restarts like Kubernetes.
 
-Program sections live one file per colour under `programs/`; deploying a colour rewrites its file
-and `supervisorctl update` applies the difference (changed programs restart, removed ones stop).
+Program sections are kept one file per colour under `programs/` and inlined into `supervisord.conf`;
+deploying a colour rewrites its file and the config, and `supervisorctl update` applies the
+difference (changed programs restart, removed ones stop).
 """
 
 from __future__ import annotations
@@ -85,9 +86,9 @@ def render_supervisord_conf(layout: StackLayout) -> str:
             "[supervisorctl]",
             f"serverurl=unix://{layout.supervisor_socket}",
             "",
-            "[include]",
-            f"files = {layout.programs_dir}/*.conf",
-            "",
+            # Program sections are inlined rather than [include]d so that tools reading this one
+            # file (the chaos probes find instances by parsing it) see every program.
+            *(path.read_text(encoding="utf-8") for path in sorted(layout.programs_dir.glob("*.conf"))),
         ]
     )
 
@@ -139,6 +140,7 @@ class Supervisor:
             write_atomic(path, "\n".join(render_program(s, self.layout.logs_dir) for s in specs))
         else:
             path.unlink(missing_ok=True)
+        write_atomic(self.layout.supervisor_conf, render_supervisord_conf(self.layout))
 
     def update(self) -> None:
         """Apply program files: start new programs, restart changed ones, stop removed ones."""
