@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from immune_infra.immune_app import color_labels
 from pulumi import automation as auto
 
 from immune_suite.state_dir import read_json, state_root, write_json_atomic
@@ -48,10 +51,16 @@ def engine_environment(script: Path = ENGINE_SCRIPT) -> dict[str, str]:
 
     Raises `TargetError` when the engine has not been built (`scripts/pulumi-engine.sh build`).
     """
-    status = subprocess.run(["bash", str(script), "status"], capture_output=True, check=False)
+    bash = shutil.which("bash")
+    if bash is None:
+        raise TargetError("bash is needed to run scripts/pulumi-engine.sh")
+    # Fixed script of this repository, arguments built here, no shell.
+    status = subprocess.run([bash, str(script), "status"], capture_output=True, check=False)  # noqa: S603
     if status.returncode != 0:
         raise TargetError(f"the Pulumi engine is not built: run {script} build")
-    out = subprocess.run(["bash", str(script), "env", "--plain"], capture_output=True, text=True, check=True)
+    out = subprocess.run(  # noqa: S603
+        [bash, str(script), "env", "--plain"], capture_output=True, text=True, check=True
+    )
     env: dict[str, str] = {}
     for line in out.stdout.splitlines():
         name, sep, value = line.partition("=")
@@ -76,6 +85,11 @@ class KubernetesTargetOptions:
     state_dir: Path | None = None
     engine_env: Mapping[str, str] | None = None
     extra_env: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+
+def _op_counts(summary: Mapping[Any, Any]) -> dict[str, int]:
+    """Operation counts keyed by the operation's name ("create", "same", ...), whatever the key type."""
+    return {(op.value if isinstance(op, Enum) else str(op)): int(count) for op, count in summary.items()}
 
 
 @dataclass(frozen=True)
@@ -149,7 +163,7 @@ class KubernetesTarget:
             result = stack.up(on_output=self._log, color="never", suppress_progress=True)
         except auto.errors.CommandError as exc:
             raise TargetError(f"pulumi up failed on {self.name}: {exc}") from exc
-        return UpOutcome(changes=dict(result.summary.resource_changes or {}))
+        return UpOutcome(changes=_op_counts(result.summary.resource_changes or {}))
 
     def preview(self, policy_packs: list[str] | None = None) -> UpOutcome:
         stack = self.stack()
@@ -157,7 +171,7 @@ class KubernetesTarget:
             result = stack.preview(on_output=self._log, color="never", policy_packs=policy_packs)
         except auto.errors.CommandError as exc:
             raise TargetError(f"pulumi preview failed on {self.name}: {exc}") from exc
-        return UpOutcome(changes={k: int(v) for k, v in result.change_summary.items()})
+        return UpOutcome(changes=_op_counts(result.change_summary or {}))
 
     def outputs(self) -> dict[str, Any]:
         return {name: item.value for name, item in self.stack().outputs().items()}
@@ -204,7 +218,9 @@ class KubernetesTarget:
             # a fault-injection release look healthy.
             raise TargetError(f"release env overrides are not supported on Kubernetes: {sorted(release.env)}")
         if replicas is not None:
-            raise TargetError("per-deploy replica counts are not supported on Kubernetes (settings.app.replicas)")
+            raise TargetError(
+                "per-deploy replica counts are not supported on Kubernetes (settings.app.replicas)"
+            )
         self._set({f"{ROLLOUT}.images.{color.value}": self.image_for(release)})
         self.up()
         self._record(color, release, scaled_down=False)
@@ -298,13 +314,14 @@ class KubernetesTarget:
     def chaos_config(self, candidate: Color) -> dict[str, Any]:
         endpoints = self.endpoints()
         outputs = self.outputs()
+        selector = ",".join(f"{key}={value}" for key, value in color_labels(candidate.value).items())
         return {
             "base_url": endpoints.ingress_url,
             "candidate_url": endpoints.preview_url,
             "stable_url": endpoints.stable_url,
             "api_token": self.api_token(),
             "namespace": outputs.get("namespace"),
-            "candidate_label_selector": f"app.kubernetes.io/name=immune-core,app.kubernetes.io/color={candidate.value}",
+            "candidate_label_selector": selector,
         }
 
 

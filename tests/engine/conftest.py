@@ -84,7 +84,8 @@ class EngineProject:
 
         values = {key: secrets.token_urlsafe(18) for key in SECRET_KEYS}
         values["apiTokens"] = ",".join(secrets.token_urlsafe(24) for _ in range(2))
-        target.stack().set_all_config({key: auto.ConfigValue(value=v, secret=True) for key, v in values.items()})
+        config = {key: auto.ConfigValue(value=value, secret=True) for key, value in values.items()}
+        target.stack().set_all_config(config)
         self.plaintext_secrets[target.name] = values
 
     def stack_file(self, stack: str) -> Path:

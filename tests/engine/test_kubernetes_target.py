@@ -62,7 +62,8 @@ def test_initial_state_is_read_from_the_stack_exports(rollout: Rollout) -> None:
 
 
 def test_release_env_overrides_are_refused_not_dropped(rollout: Rollout) -> None:
-    release = Release(version="9.9.9", ref="HEAD", digest=GREEN_DIGEST, env={"IMMUNE_FAULT_LATENCY_MS": "300"})
+    fault = {"IMMUNE_FAULT_LATENCY_MS": "300"}
+    release = Release(version="9.9.9", ref="HEAD", digest=GREEN_DIGEST, env=fault)
     with pytest.raises(TargetError, match="env overrides"):
         rollout.target.deploy(Color.GREEN, release)
 
@@ -85,7 +86,7 @@ def test_canary_steps_blue_green_switch_and_abort(rollout: Rollout) -> None:
     green_image = rollout.last[GREEN_DEPLOYMENT]["spec"]["template"]["spec"]["containers"][0]["image"]
     assert green_image.endswith("@" + GREEN_DIGEST)
 
-    # Canary 10 %: exactly one new object, the canary Ingress, weighted 10 and pointing at the preview Service.
+    # Canary 10 %: exactly one new object, the canary Ingress, weighted 10, routing to the preview Service.
     previous = rollout.last
     assert target.set_traffic(Color.BLUE, 10).canary_weight == 10
     changes = diff(previous, rollout.rendered())
