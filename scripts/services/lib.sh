@@ -45,7 +45,25 @@ ensure_debian_packages() {
     fi
 }
 
-pid_is_alive() { [[ -n "${1:-}" ]] && kill -0 "$1" 2>/dev/null; }
+# A zombie (exited, not yet reaped by init) holds no ports or files any more, so it counts as dead.
+pid_is_alive() {
+    [[ -n "${1:-}" ]] && kill -0 "$1" 2>/dev/null || return 1
+    local stat
+    stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
+    stat="${stat##*) }"
+    [[ "${stat%% *}" != Z ]]
+}
+
+# Waits (up to the stop timeout) until PID no longer exists at all, zombie included. Needed after a
+# crash: a server such as PostgreSQL refuses to start while its old pid still answers signal 0.
+wait_until_reaped() {
+    local pid="$1" waited=0
+    [[ "$pid" =~ ^[0-9]+$ ]] || return 0
+    while kill -0 "$pid" 2>/dev/null && ((waited < IMMUNE_SERVICE_STOP_TIMEOUT * 10)); do
+        sleep 0.1
+        waited=$((waited + 1))
+    done
+}
 
 # Reads a pid file and prints the pid if that process is alive.
 live_pid_from_file() {

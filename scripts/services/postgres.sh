@@ -90,6 +90,9 @@ svc_start_locked() {
     chmod 0700 "$SOCKET_DIR"
     init_cluster_once
     write_config
+    if [[ -s "$DATA/postmaster.pid" ]]; then
+        wait_until_reaped "$(head -n1 "$DATA/postmaster.pid")"
+    fi
     log "starting on 127.0.0.1:$PG_PORT"
     as_pg setsid -w "$PG_BIN/pg_ctl" -D "$DATA" -l "$LOGFILE" -w -t "$IMMUNE_SERVICE_START_TIMEOUT" start >/dev/null 9>&- ||
         { tail -n 30 "$LOGFILE" >&2; die "postgres did not start"; }

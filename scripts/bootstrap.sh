@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Creates the project's virtualenv (.venv) when missing and runs `pip install -e '.[dev]'` only when
+# pyproject.toml changed since the last successful install (a sha256 stamp kept inside the venv).
+# Silent when there is nothing to do. PYTHON picks the interpreter (3.11+), IMMUNE_VENV the location.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="${IMMUNE_VENV:-$root/.venv}"
+stamp="$venv/.pyproject.sha256"
+
+pick_python() {
+    local candidate
+    for candidate in "${PYTHON:-}" python3.12 python3.11 python3; do
+        [[ -n "$candidate" ]] && command -v "$candidate" >/dev/null || continue
+        if "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+            printf '%s\n' "$candidate"
+            return 0
+        fi
+    done
+    echo "bootstrap: Python 3.11 or newer is required (set PYTHON)" >&2
+    return 1
+}
+
+bootstrap() {
+    if [[ ! -x "$venv/bin/python" ]]; then
+        echo "bootstrap: creating $venv" >&2
+        "$(pick_python)" -m venv "$venv"
+    fi
+    local wanted
+    wanted="$(sha256sum "$root/pyproject.toml" | cut -d' ' -f1)"
+    [[ "$(cat "$stamp" 2>/dev/null || true)" == "$wanted" ]] && return 0
+    echo "bootstrap: installing the project into $venv (pyproject.toml changed)" >&2
+    # Build-backend chatter goes to a log that is shown only when the install fails.
+    if ! "$venv/bin/python" -m pip install -q -e "$root[dev]" >"$venv/.bootstrap.log" 2>&1; then
+        tail -n 40 "$venv/.bootstrap.log" >&2
+        echo "bootstrap: pip install failed (full log: $venv/.bootstrap.log)" >&2
+        return 1
+    fi
+    printf '%s\n' "$wanted" >"$stamp"
+}
+
+# One bootstrap at a time: parallel test sessions may call this together.
+mkdir -p "$venv"
+(
+    flock -w 1800 9 || { echo "bootstrap: timed out waiting for $venv/.bootstrap.lock" >&2; exit 1; }
+    bootstrap
+) 9>"$venv/.bootstrap.lock"

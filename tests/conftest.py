@@ -1,0 +1,57 @@
+"""Session fixtures for the real local services (scripts/services/*.sh, driven through tests/services.py).
+
+Tests that use them carry the `integration` marker. `service_env` starts (or reuses) the shared set on
+the default ports; `private_services` builds isolated sets for tests that stop or break a service.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+from services import SERVICE_NAMES, ServiceSet
+
+SHARED_FOR_TESTS = ("postgres", "redis", "kafka")
+
+
+@pytest.fixture(scope="session")
+def service_env() -> dict[str, str]:
+    """The IMMUNE_* settings of the shared PostgreSQL, Redis and Kafka, started if they are not running.
+    They are left running afterwards: other sessions share them."""
+    return ServiceSet.shared(SHARED_FOR_TESTS).start()
+
+
+@pytest.fixture(scope="session")
+def pg_url(service_env: dict[str, str]) -> str:
+    return service_env["IMMUNE_DATABASE_URL"]
+
+
+@pytest.fixture(scope="session")
+def redis_url(service_env: dict[str, str]) -> str:
+    return service_env["IMMUNE_REDIS_URL"]
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(service_env: dict[str, str]) -> str:
+    return service_env["IMMUNE_KAFKA_BOOTSTRAP_SERVERS"]
+
+
+PrivateServicesFactory = Callable[..., ServiceSet]
+
+
+@pytest.fixture
+def private_services() -> Iterator[PrivateServicesFactory]:
+    """`private_services("postgres", "kafka")` starts an isolated set on free ports in a fresh temporary
+    state dir and returns it (already started; `.env()` gives its URLs, `["kafka"].stop()` etc. act on one
+    service). At teardown every set is stopped and its state dir removed."""
+    started: list[ServiceSet] = []
+
+    def start(*names: str) -> ServiceSet:
+        service_set = ServiceSet.private(names or SERVICE_NAMES)
+        started.append(service_set)
+        service_set.start()
+        return service_set
+
+    yield start
+    for service_set in reversed(started):
+        service_set.discard()
