@@ -109,11 +109,29 @@ def test_host_that_keeps_gaining_processes_only_gives_danger_signals() -> None:
     assert out.signals[-1].kind == "danger"
 
 
-def test_never_seen_process_on_a_stable_server_then_tolerance() -> None:
+def test_never_seen_process_from_an_odd_parent_on_a_stable_server_then_tolerance() -> None:
     cell = nk(warmup_process_events=20, stable_after_events=20, tolerance_sightings=3)
-    out = feed(cell, [*_server_history(40), endpoint(100, "socat")])
-    assert [f.category for f in out.findings] == ["unknown_process"]
-    # Seen again it is a candidate (no repeated danger); at the third sighting it is self.
-    again = feed(cell, [endpoint(101, "socat"), endpoint(102, "socat"), endpoint(103, "socat")])
+    out = feed(cell, [*_server_history(40), endpoint(100, "socat", parent_process="bash")])
+    [finding] = out.findings
+    assert finding.category == "unknown_process"
+    assert "started by bash, which had started none of the 4 known processes of srv-1" in finding.reason
+    # Seen again it is a candidate (no repeated verdict or danger); at the third sighting it is self.
+    again = feed(cell, [endpoint(101 + i, "socat", parent_process="bash") for i in range(3)])
     assert again.findings == []
     assert [s.kind for s in again.signals] == ["safe"]
+
+
+def test_rare_daemon_started_by_the_usual_parent_is_only_a_danger_signal() -> None:
+    cell = nk(warmup_process_events=20, stable_after_events=20)
+    out = feed(cell, [*_server_history(40), endpoint(100, "weekly-backup")])
+    assert out.findings == []
+    assert [s.kind for s in out.signals][-1] == "danger"
+
+
+def test_unsigned_binary_from_an_odd_parent_is_flagged_even_on_a_changing_server() -> None:
+    cell = nk(warmup_process_events=20, stable_after_events=50)
+    history = [*_server_history(30), endpoint(31, "weekly-backup")]  # the set just changed: not stable
+    out = feed(cell, [*history, endpoint(32, "kworkerd", signed=False, parent_process="bash")])
+    [finding] = out.findings
+    assert finding.category == "unsigned_process"
+    assert "(parent bash, never a parent here, user root)" in finding.reason

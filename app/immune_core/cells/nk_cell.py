@@ -23,9 +23,13 @@ Three behaviours per host (``host_id``), all learned from the event stream itsel
    * a host is *stable* when no process outside its set appeared during its last
      ``stable_after_events`` process starts (servers run a fixed set of daemons; workstations keep
      gaining new software);
-   * an unsigned process on a stable host whose unsigned share is at most ``unsigned_share_max`` (a
-     host that "normally has none") is ``unsigned_process`` (antigen ``host/process``);
-   * a never-seen process on a stable host is ``unknown_process``;
+   * an *odd parent* is one that started none of the host's learned processes (lineage: a shell
+     spawning a binary on a database server);
+   * an unsigned process on a host whose unsigned share is at most ``unsigned_share_max`` (a host that
+     "normally has none") is ``unsigned_process`` (antigen ``host/process``) when the host is stable
+     or the parent is odd;
+   * a never-seen process, on its first sighting, on a stable host and from an odd parent is
+     ``unknown_process`` (a rare but legitimate daemon started by systemd is only a danger signal);
    * on a host that is not stable, unsigned or never-seen processes are only danger signals;
    * a process that keeps appearing becomes tolerated after ``tolerance_sightings`` sightings (the
      NK cell's tolerance to self); until then it is not learned into the baseline.
@@ -81,6 +85,7 @@ class NKCellParams(CellParams):
         if self.danger_z > self.exfil_z:
             raise ValueError("danger_z must be <= exfil_z (danger is the early warning of a verdict)")
         return self
+
     max_beacon_pairs: int = Field(default=200_000, ge=1)
 
 
@@ -89,6 +94,7 @@ class _HostProfile:
     volume: Ewma
     sent_to: dict[str, deque[tuple[datetime, int, UUID]]] = field(default_factory=dict)
     processes: Counter[str] = field(default_factory=Counter)
+    parents: Counter[str] = field(default_factory=Counter)  # parents of learned (self) processes
     candidates: Counter[str] = field(default_factory=Counter)  # seen but not (yet) tolerated
     process_events: int = 0
     unsigned_events: int = 0
@@ -266,13 +272,18 @@ class NKCell(Cell[NKCellParams]):
         known = event.process in profile.processes
         warmed = profile.process_events >= p.warmup_process_events
         stable = profile.events_since_new_process >= p.stable_after_events
+        # Lineage: a parent that never started any of this host's known processes (a shell spawning
+        # a binary on a database server) is itself out of character.
+        odd_parent = event.parent_process not in profile.parents
         share = profile.unsigned_share()
+        first_sighting = not known and event.process not in profile.candidates
         flagged = False
 
-        if warmed and stable and not event.signed and share <= p.unsigned_share_max:
+        if warmed and not event.signed and share <= p.unsigned_share_max and (stable or odd_parent):
             reason = (
-                f"unsigned process {event.process} (parent {event.parent_process}, user {event.user}) on "
-                f"{event.host_id}, where {share:.1%} of {profile.process_events} process starts were unsigned"
+                f"unsigned process {event.process} (parent {event.parent_process}"
+                f"{', never a parent here' if odd_parent else ''}, user {event.user}) on {event.host_id}, "
+                f"where {share:.1%} of {profile.process_events} process starts were unsigned"
             )
             self._find(
                 out,
@@ -287,11 +298,11 @@ class NKCell(Cell[NKCellParams]):
                 event.event_id,
             )
             flagged = True
-        elif warmed and not known and stable:
+        elif warmed and first_sighting and stable and odd_parent:
             reason = (
-                f"never-seen process {event.process} (parent {event.parent_process}) on {event.host_id}, "
-                f"whose {len(profile.processes)} known processes had not changed for "
-                f"{profile.events_since_new_process} process starts"
+                f"never-seen process {event.process} started by {event.parent_process}, which had started "
+                f"none of the {len(profile.processes)} known processes of {event.host_id}; its process set "
+                f"had not changed for {profile.events_since_new_process} process starts"
             )
             self._find(
                 out,
@@ -306,7 +317,7 @@ class NKCell(Cell[NKCellParams]):
                 event.event_id,
             )
             flagged = True
-        elif warmed and ((not known and event.process not in profile.candidates) or not event.signed):
+        elif warmed and (first_sighting or not event.signed):
             # A newcomer is danger on its first sighting only: repeating it until the process is
             # tolerated would let one rare-but-legitimate daemon mature the dendritic cells on its own.
             why = "never-seen" if not known else "unsigned"
@@ -343,13 +354,20 @@ class NKCell(Cell[NKCellParams]):
         warmed = profile.process_events >= self.params.warmup_process_events
         if known:
             profile.processes[event.process] += 1
+            profile.parents[event.parent_process] += 1
             profile.events_since_new_process += 1
         elif not warmed:
             profile.processes[event.process] += 1
+            profile.parents[event.parent_process] += 1
             profile.events_since_new_process = 0
         else:
-            # After warm-up a newcomer is learned only once it has been seen often enough to be self;
-            # either way the host just showed a process outside its set, so it is not stable.
+            # After warm-up a newcomer is learned only once it has been seen often enough to be self.
+            # Its first sighting shows the host's set changing, so the host is not stable for a while;
+            # later sightings of the same newcomer are not new changes.
+            if event.process in profile.candidates:
+                profile.events_since_new_process += 1
+            else:
+                profile.events_since_new_process = 0
             profile.candidates[event.process] += 1
             if profile.candidates[event.process] >= self.params.tolerance_sightings:
                 profile.processes[event.process] = profile.candidates.pop(event.process)
@@ -357,7 +375,6 @@ class NKCell(Cell[NKCellParams]):
                 # Bound memory on hosts that see endless one-off names (installers): forget the rarest.
                 rarest = min(profile.candidates, key=profile.candidates.__getitem__)
                 del profile.candidates[rarest]
-            profile.events_since_new_process = 0
         if not flagged:
             profile.process_events += 1
             profile.unsigned_events += not event.signed
