@@ -3,7 +3,6 @@
 from pathlib import Path
 
 import pytest
-
 from immune_core.cells.base import Cell
 from immune_core.detection.engine import DetectionConfig
 
