@@ -10,11 +10,10 @@ scenario produces.
 from __future__ import annotations
 
 import importlib
-import inspect
 import random
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 _PROCESSES = ("nginx", "sshd", "python3", "postgres", "java", "chrome", "systemd")
@@ -22,35 +21,23 @@ _USERS = ("alice", "bob", "svc-web", "svc-batch", "root")
 _PORTS = (22, 53, 80, 443, 5432, 6379, 8080, 9092)
 
 
-def _simulator() -> Callable[..., Any] | None:
+@lru_cache(maxsize=1)
+def _simulator_pool() -> tuple[dict[str, Any], ...]:
+    """Benign events from the service's simulator (empty when it is not importable)."""
     try:
-        module = importlib.import_module("immune_core.simulator")
-    except ImportError:
-        return None
-    generate = getattr(module, "generate", None)
-    return generate if callable(generate) else None
+        simulator = importlib.import_module("immune_core.simulator")
+        labelled = simulator.generate("benign", seed=random.randrange(2**31))  # noqa: S311 - traffic
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return ()
+    # Intel items carry an expiry tied to their timestamp; re-timing them would need both moved.
+    return tuple(e.event for e in labelled if e.event.get("kind") != "intel")
 
 
-def _from_simulator(generate: Callable[..., Any], count: int,
-                    rng: random.Random) -> list[dict[str, Any]] | None:
-    """Call the simulator with whatever of (count, rng/seed) it accepts; None when it does not fit."""
-    params = inspect.signature(generate).parameters
-    kwargs: dict[str, Any] = {}
-    for name in ("count", "n", "size"):
-        if name in params:
-            kwargs[name] = count
-            break
-    if "rng" in params:
-        kwargs["rng"] = rng
-    elif "seed" in params:
-        kwargs["seed"] = rng.randrange(2**31)
-    try:
-        produced = generate(**kwargs) if kwargs else generate(count)
-        events = [e.model_dump(mode="json") if hasattr(e, "model_dump") else dict(e)
-                  for _, e in zip(range(count), produced, strict=False)]
-    except (TypeError, ValueError):
-        return None
-    return events or None
+def _from_simulator(pool: tuple[dict[str, Any], ...], count: int, rng: random.Random) -> list[dict[str, Any]]:
+    """Simulator events re-stamped as new: a fresh id (no de-duplication) and the current time."""
+    now = _now()
+    return [{**rng.choice(pool), "event_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+             "timestamp": now} for _ in range(count)]
 
 
 def _now() -> str:
@@ -109,9 +96,5 @@ def crafted(count: int, rng: random.Random) -> list[dict[str, Any]]:
 def generate(count: int, rng: random.Random | None = None) -> list[dict[str, Any]]:
     """`count` valid events as JSON-ready mappings."""
     rng = rng or random.Random()  # noqa: S311 - traffic generation, not cryptography
-    simulator = _simulator()
-    if simulator is not None:
-        events = _from_simulator(simulator, count, rng)
-        if events is not None:
-            return events
-    return crafted(count, rng)
+    pool = _simulator_pool()
+    return _from_simulator(pool, count, rng) if pool else crafted(count, rng)

@@ -59,7 +59,8 @@ def test_osv_range_semantics() -> None:
     assert affects(advisory, "demo-pkg", "2.1")
     assert not affects(advisory, "demo-pkg", "2.1.1")
     assert not affects({**advisory, "withdrawn": "2024-01-01T00:00:00Z"}, "demo-pkg", "1.0")
-    listed = {"id": "Y", "affected": [{"package": {"name": "p", "ecosystem": "PyPI"}, "versions": ["0.5rc1"]}]}
+    listed = {"id": "Y",
+              "affected": [{"package": {"name": "p", "ecosystem": "PyPI"}, "versions": ["0.5rc1"]}]}
     assert affects(listed, "p", "0.5rc1") and not affects(listed, "p", "0.5")
 
 
@@ -69,8 +70,9 @@ def test_snapshot_endpoint_answers_like_osv() -> None:
     snapshot = locate_advisory_db(REPO_ROOT)
     assert snapshot.date == "2024-10-10"
     with serve_osv(snapshot) as url:
-        hit = httpx.post(url, json={"package": {"name": "requests", "ecosystem": "PyPI"}, "version": "2.19.0"})
-        miss = httpx.post(url, json={"package": {"name": "requests", "ecosystem": "PyPI"}, "version": "2.32.3"})
+        package = {"name": "requests", "ecosystem": "PyPI"}
+        hit = httpx.post(url, json={"package": package, "version": "2.19.0"})
+        miss = httpx.post(url, json={"package": package, "version": "2.32.3"})
     assert "PYSEC-2018-28" in {v["id"] for v in hit.json()["vulns"]}
     assert miss.json() == {}
 
