@@ -12,8 +12,9 @@ import hmac
 import math
 import time
 from dataclasses import dataclass
+from typing import Annotated
 
-from fastapi import Request, WebSocket
+from fastapi import Depends, Request, WebSocket
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from immune_core.api.errors import ApiError
@@ -81,8 +82,9 @@ def _enforce(principal: Principal, limiter: TokenBucketLimiter, metrics: Metrics
     return principal
 
 
-async def require_token(request: Request) -> Principal:
-    credentials: HTTPAuthorizationCredentials | None = await bearer_scheme(request)
+async def require_token(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]
+) -> Principal:
     runtime = request.app.state.runtime
     principal = authenticate(
         credentials.credentials if credentials else None, runtime.settings.token_values()
