@@ -136,6 +136,13 @@ def test_every_failing_field_is_reported_at_once() -> None:
     assert [error["field"] for error in caught.value.errors] == ["dst_port", "bytes_in", "extra"]
 
 
+def test_a_flood_of_bad_fields_gives_a_bounded_message() -> None:
+    with pytest.raises(EventValidationError) as caught:
+        parse_event(flow_dict(**{f"junk_{i}": i for i in range(5000)}))
+    assert caught.value.message.endswith("; and 4990 more errors")
+    assert len(caught.value.errors) == 100
+
+
 @pytest.mark.parametrize("bad", [[], "[1, 2]", "{not json", b"\xff\xfe", 42, None])
 def test_non_objects_and_broken_json_never_raise_anything_else(bad: object) -> None:
     with pytest.raises(EventValidationError):

@@ -51,6 +51,8 @@ _DOMAIN_RE = re.compile(
     r"^(?=.{1,253}$)(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?$"
 )
 _SHA256_PATTERN = r"^[0-9a-fA-F]{64}$"
+_MAX_ERRORS_IN_MESSAGE = 10
+_MAX_ERRORS_KEPT = 100
 
 
 def _normalise_ip(value: str) -> str:
@@ -234,8 +236,12 @@ def _describe(exc: ValidationError, kind: object) -> tuple[str, list[dict[str, A
             path = "kind"
             reason = f"must be one of {', '.join(EVENT_KINDS)}"
         errors.append({"field": path, "reason": reason, "type": error["type"]})
-    message = "; ".join(f"{e['field']}: {e['reason']}" for e in errors)
-    return f"invalid event: {message}", errors
+    # A message stays readable (and a log line bounded) even for an event with thousands of bad fields.
+    shown = errors[:_MAX_ERRORS_IN_MESSAGE]
+    message = "; ".join(f"{e['field']}: {e['reason']}" for e in shown)
+    if len(errors) > len(shown):
+        message += f"; and {len(errors) - len(shown)} more errors"
+    return f"invalid event: {message}", errors[:_MAX_ERRORS_KEPT]
 
 
 def parse_event(data: object) -> NetworkFlow | EndpointEvent | IntelItem:
