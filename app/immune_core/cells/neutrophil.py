@@ -124,16 +124,17 @@ class Neutrophil(Cell[NeutrophilParams]):
         return {"tracked_sources": len(self._sources)}
 
     def _observe(self, event: AnyEvent, context: CellContext) -> CellOutput:
-        contact = self._contact_of(event)
-        if contact is None:
+        sourced = self._contact_of(event)
+        if sourced is None:
             return CellOutput()
-        source = event.src_ip if isinstance(event, NetworkFlow) else str(event.remote_ip)  # type: ignore[union-attr]
+        source, contact = sourced
         window = self._window_for(source)
         window.evict_before(context.now - timedelta(seconds=self.params.window_s))
         window.add(contact)
         return self._assess(source, window, event, contact, context.now)
 
-    def _contact_of(self, event: AnyEvent) -> _Contact | None:
+    def _contact_of(self, event: AnyEvent) -> tuple[str, _Contact] | None:
+        """The source address an event counts against, and what it counts as."""
         if isinstance(event, NetworkFlow):
             failed = event.conn_state in _FAILED_STATES
             short_guess = (
@@ -141,10 +142,12 @@ class Neutrophil(Cell[NeutrophilParams]):
             )
             is_attempt = event.dst_port in self._auth_ports and (failed or short_guess)
             target = (event.dst_ip, event.dst_port) if is_attempt else None
-            return _Contact(event.timestamp, event.dst_ip, event.dst_port, failed, target, event.event_id)
+            contact = _Contact(event.timestamp, event.dst_ip, event.dst_port, failed, target, event.event_id)
+            return event.src_ip, contact
         if isinstance(event, EndpointEvent) and event.action == "login_failed" and event.remote_ip:
             # The victim is the reporting host; the port is unknown, so the attempt is keyed on port 0.
-            return _Contact(event.timestamp, event.host_id, None, True, (event.host_id, 0), event.event_id)
+            login = _Contact(event.timestamp, event.host_id, None, True, (event.host_id, 0), event.event_id)
+            return event.remote_ip, login
         return None
 
     def _window_for(self, source: str) -> _SourceWindow:
