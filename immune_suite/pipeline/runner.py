@@ -7,7 +7,6 @@ and follows the step's `on_pass`/`on_fail` edge. Any exception in a step is a fa
 
 from __future__ import annotations
 
-import concurrent.futures
 import getpass
 import os
 import socket
@@ -18,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from immune_suite.analysis import analyse_canary_step
+from immune_suite.pipeline.canary import run_canary_step
 from immune_suite.pipeline.exit_codes import ExitCode
 from immune_suite.pipeline.gates import Gates, LoadResult, run_dir
 from immune_suite.pipeline.plan import (
@@ -323,7 +322,6 @@ class Pipeline:
         self.store.save(run)
         endpoints = self.target.endpoints()
         token = self.target.api_token() or ""
-        out = self._artifacts(run, step.id)
         duration = float(step.params["duration_s"])
         shape = str(step.params.get("shape", "baseline"))
         env = {"IMMUNE_LOAD_RPS_SCALE": str(self.stack.canary.rps_scale)}
@@ -331,42 +329,29 @@ class Pipeline:
         def load(url: str, directory: Path) -> LoadResult:
             return self.gates.load(url, token, directory, shape, duration, self.progress, extra_env=env)
 
-        # At 100% stable gets no ingress traffic; a baseline load on the stable endpoint in the
-        # same window keeps the comparison canary-versus-stable, Kayenta-style.
-        with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-            main = pool.submit(load, endpoints.ingress_url, out / "ingress")
-            baseline = pool.submit(load, endpoints.stable_url, out / "baseline") if percent == 100 else None
-            ingress_run = main.result()
-            baseline_run = baseline.result() if baseline else None
-        canary = list(ingress_run.samples.get(run.candidate_color.value, []))
-        stable = list(ingress_run.samples.get(run.stable_color.value, []))
-        if baseline_run is not None:
-            stable += baseline_run.samples.get(run.stable_color.value, [])
-        analysis = analyse_canary_step(percent, canary, stable, self.stack.slo, self.stack.comparison)
-        breach = [s.at for s in canary if not s.ok or s.latency_ms >= self.stack.slo.p95_ms]
-        details = {
-            **analysis.details,
-            "load_verdict": ingress_run.verdict.to_dict(),
-            "baseline_load_verdict": baseline_run.verdict.to_dict() if baseline_run else None,
-            "other_colors": sorted(
-                set(ingress_run.samples) - {run.candidate_color.value, run.stable_color.value}
-            ),
-        }
-        verdict = Verdict(
-            gate=analysis.gate,
-            status=analysis.status,
-            summary=analysis.summary,
-            measurements=analysis.measurements,
-            artifacts=list(ingress_run.verdict.artifacts)
-            + (list(baseline_run.verdict.artifacts) if baseline_run else []),
-            started_at=ingress_run.verdict.started_at,
-            details=details,
+        def back_to_stable() -> None:
+            self.target.set_traffic(run.stable_color, 0)
+            run.note("traffic", active=run.stable_color.value, canary_weight=0, reason="interim look failed")
+
+        result = run_canary_step(
+            percent,
+            run.candidate_color,
+            run.stable_color,
+            self.stack,
+            load,
+            (endpoints.ingress_url, endpoints.stable_url),
+            self._artifacts(run, step.id),
+            back_to_stable,
+            self.progress,
+            look_every_s=self.poll_s * 2,
         )
-        if not verdict.passed:
-            run.metrics["canary_failed_at_unix"] = time.time()
-            if breach:
-                run.metrics["first_slo_breach_at_unix"] = min(breach)
-        return Outcome(verdict.passed, verdict)
+        if not result.verdict.passed:
+            run.metrics["canary_failed_at_unix"] = result.early_stop_at or time.time()
+            if result.early_stop_at is not None:
+                run.metrics["traffic_back_at_unix"] = result.early_stop_at
+            if result.first_breach_at is not None:
+                run.metrics["first_slo_breach_at_unix"] = result.first_breach_at
+        return Outcome(result.verdict.passed, result.verdict)
 
     def _chaos(self, run: RunState, step: Step) -> Outcome:
         config = self.target.chaos_config(run.candidate_color)
@@ -407,7 +392,8 @@ class Pipeline:
             snapshot.traffic if snapshot and snapshot.traffic else TrafficState(run.stable_color, 0)
         )
         self.target.set_traffic(stable_routing.active, stable_routing.canary_weight)
-        back_on_stable = time.time()
+        # An interim canary look may already have moved traffic back; that moment is what users saw.
+        back_on_stable = min(time.time(), run.metrics.get("traffic_back_at_unix", time.time()))
         run.metrics["rollback_traffic_s"] = round(time.monotonic() - started, 3)
         if "canary_failed_at_unix" in run.metrics:
             run.metrics["verdict_to_stable_s"] = round(

@@ -1,0 +1,92 @@
+"""Interim looks during a canary window: a clearly bad canary loses its traffic before the window ends."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from immune_suite.pipeline.canary import read_window, run_canary_step
+from immune_suite.progress import RecordingProgress
+from immune_suite.stack_config import StackConfig
+from immune_suite.targets.base import Color
+from immune_suite.verdict import Status, Verdict
+from tests.suite.conftest import FakeSample, LoadRunResult
+
+STACK = StackConfig.model_validate({"name": "unit"})
+
+
+def streaming_load(canary_ms: float, seconds: float, stop: threading.Event) -> Any:
+    """A load gate that writes samples.jsonl as it goes (10% canary), like the real locust run."""
+
+    def load(url: str, directory: Path) -> LoadRunResult:
+        directory.mkdir(parents=True, exist_ok=True)
+        samples: dict[str, list[FakeSample]] = {"blue": [], "green": []}
+        deadline = time.monotonic() + seconds
+        with (directory / "samples.jsonl").open("w") as handle:
+            i = 0
+            while time.monotonic() < deadline and not stop.is_set():
+                color = "green" if i % 10 == 0 else "blue"
+                latency = canary_ms if color == "green" else 10.0 + i % 7
+                sample = FakeSample(latency + i % 3, True, time.time())
+                samples[color].append(sample)
+                handle.write(
+                    json.dumps({"color": color, "latency_ms": sample.latency_ms, "ok": True, "at": sample.at})
+                    + "\n"
+                )
+                handle.flush()
+                i += 1
+                time.sleep(0.002)
+        return LoadRunResult(Verdict("load", Status.PASS, "ok"), samples)
+
+    return load
+
+
+def test_bad_canary_goes_back_to_stable_during_the_window(tmp_path: Path) -> None:
+    moved: list[float] = []
+    stop = threading.Event()
+    started = time.time()
+    result = run_canary_step(
+        10,
+        Color.GREEN,
+        Color.BLUE,
+        STACK,
+        streaming_load(450.0, 6.0, stop),
+        ("http://ingress", "http://stable"),
+        tmp_path,
+        lambda: moved.append(time.time()),
+        RecordingProgress(),
+        look_every_s=0.2,
+    )
+    stop.set()
+    assert moved and moved[0] - started < 5.0  # well before the 6 s window ended
+    assert result.early_stop_at is not None and not result.verdict.passed
+    assert result.verdict.details["decided_by"] == "interim look"
+    assert result.first_breach_at is not None and result.first_breach_at <= result.early_stop_at
+
+
+def test_good_canary_runs_the_full_window(tmp_path: Path) -> None:
+    moved: list[float] = []
+    result = run_canary_step(
+        10,
+        Color.GREEN,
+        Color.BLUE,
+        STACK,
+        streaming_load(12.0, 1.5, threading.Event()),
+        ("http://ingress", "http://stable"),
+        tmp_path,
+        lambda: moved.append(time.time()),
+        RecordingProgress(),
+        look_every_s=0.2,
+    )
+    assert not moved and result.early_stop_at is None
+    assert result.verdict.passed, result.verdict.summary
+    assert result.interim_looks >= 1
+
+
+def test_read_window_skips_a_half_written_line(tmp_path: Path) -> None:
+    path = tmp_path / "samples.jsonl"
+    path.write_text('{"color": "blue", "latency_ms": 5, "ok": true, "at": 1}\n{"color": "gr')
+    assert [len(v) for v in read_window(path).values()] == [1]
