@@ -61,6 +61,12 @@ def _since_fault() -> float:
     return round(time.monotonic() - _FAULT.at, 3)
 
 
+def _since_restored() -> float:
+    """From the moment the injected fault was undone (a dependency started again), else from the fault."""
+    restored = _FAULT.details.get("restored_at")
+    return round(time.monotonic() - (restored if restored is not None else _FAULT.at), 3)
+
+
 def _as_list(value: list[str] | str) -> list[str]:
     if isinstance(value, str):
         return [v.strip() for v in value.split(",") if v.strip()]
@@ -223,6 +229,8 @@ def stop_service(services_dir: str, name: str) -> dict[str, Any]:
 
 def start_service(services_dir: str, name: str) -> dict[str, Any]:
     _service_script(services_dir, name, "start")
+    if _FAULT.details.get("service") == name:
+        _FAULT.details.setdefault("restored_at", time.monotonic())
     return {"started": name, "seconds_since_fault": _since_fault()}
 
 
@@ -239,10 +247,10 @@ def instances_ready(urls: list[str] | str, within_s: float = 0.0) -> bool:
 
 
 def readiness_recovery_seconds(url: str, timeout_s: float = 60.0) -> float:
-    """Seconds from the fault until `url` is ready again."""
+    """Seconds until `url` is ready again, from the dependency's return (or from the fault itself)."""
     if not _wait(lambda: _ready(url), timeout_s):
         raise ChaosActivityError(f"{url} not ready within {timeout_s:.0f}s")
-    return _since_fault()
+    return _since_restored()
 
 
 def send_events(url: str, api_token: str, count: int = 100, batch_size: int = 20) -> dict[str, int]:
