@@ -118,3 +118,36 @@ def client(
     make_settings: Callable[..., Settings], start_client: Callable[[Settings], TestClient]
 ) -> TestClient:
     return start_client(make_settings())
+
+
+def _with_search_path(url: str, schema: str) -> str:
+    return f"{url}{'&' if '?' in url else '?'}search_path={schema}"
+
+
+@pytest.fixture
+def pg_schema_url(pg_url: str) -> Iterator[str]:
+    """The shared PostgreSQL, isolated in a fresh schema (dropped afterwards)."""
+    import asyncio
+
+    import asyncpg
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+
+    async def run(sql: str) -> None:
+        conn = await asyncpg.connect(pg_url)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(run(f'CREATE SCHEMA "{schema}"'))
+    yield _with_search_path(pg_url, schema)
+    asyncio.run(run(f'DROP SCHEMA "{schema}" CASCADE'))
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.integration)])
+def database_settings(request: pytest.FixtureRequest, make_settings: Callable[..., Settings]) -> Settings:
+    """Settings for each store backend (PostgreSQL in its own schema of the shared server)."""
+    if request.param == "sqlite":
+        return make_settings()
+    return make_settings(database_url=request.getfixturevalue("pg_schema_url"))

@@ -1,0 +1,125 @@
+"""Storage, lease/fencing and outbox behaviour on both backends (SQLite, and the real PostgreSQL)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+
+import pytest
+from conftest import flow
+from immune_core.coordination.lease import DatabaseLease, StaleFencingToken
+from immune_core.events.models import parse_event
+from immune_core.ingestion import repository as repo
+from immune_core.observability.metrics import Metrics
+from immune_core.outbox.relay import OutboxRelay
+from immune_core.settings import Settings
+from immune_core.storage.database import Database
+from immune_core.storage.factory import open_database
+from immune_core.storage.migrations import load_migrations, migrate
+from immune_core.transport.bus import BusUnavailable, OutboundMessage
+from immune_core.transport.inprocess import InProcessBus
+
+
+@pytest.fixture
+async def database(database_settings: Settings) -> AsyncIterator[Database]:
+    db = open_database(database_settings)
+    await db.connect()
+    await migrate(db)
+    yield db
+    await db.close()
+
+
+def test_migration_files_exist_for_both_dialects_with_the_same_versions() -> None:
+    postgres = [m.version for m in load_migrations("postgres")]
+    sqlite = [m.version for m in load_migrations("sqlite")]
+    assert postgres == sqlite and postgres[0] == 1
+    assert all(m.statements() for m in load_migrations("postgres"))
+
+
+async def test_migrations_are_idempotent(database: Database) -> None:
+    assert await migrate(database) == []
+    async with database.session() as conn:
+        applied = await conn.fetchval("SELECT count(*) FROM schema_migrations")
+    assert applied == len(load_migrations(database.dialect))
+
+
+async def test_events_are_stored_once_per_event_id(database: Database) -> None:
+    event = parse_event(flow())
+    async with database.transaction() as conn:
+        assert await repo.insert_events(conn, [event], "api") == [str(event.event_id)]
+    async with database.transaction() as conn:
+        assert await repo.insert_events(conn, [event], "kafka") == []
+        assert await repo.claim_processed(conn, [str(event.event_id)]) == {str(event.event_id)}
+        assert await repo.claim_processed(conn, [str(event.event_id)]) == set()
+    async with database.session() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM events") == 1
+
+
+async def test_a_failed_transaction_stores_nothing(database: Database) -> None:
+    event = parse_event(flow())
+    with pytest.raises(RuntimeError):
+        async with database.transaction() as conn:
+            await repo.insert_events(conn, [event], "api")
+            raise RuntimeError("boom")
+    async with database.session() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM events") == 0
+
+
+async def test_lease_token_grows_on_takeover_and_stale_writers_are_refused(database: Database) -> None:
+    lease = DatabaseLease(database, name="test-lease")
+    first = await lease.acquire("a", ttl_s=30)
+    assert first == 1
+    assert await lease.acquire("a", ttl_s=30) == 1, "renewal keeps the token"
+    assert await lease.acquire("b", ttl_s=30) is None, "a live lease is not taken"
+    async with lease.fenced(first) as conn:
+        await conn.execute("SELECT 1")
+
+    # "a" pauses; its lease runs out; "b" takes over with a larger token.
+    await lease.acquire("a", ttl_s=0.2)
+    await asyncio.sleep(0.4)
+    second = await lease.acquire("b", ttl_s=30)
+    assert second == 2
+    current = await lease.current()
+    assert current is not None and current.holder == "b" and current.token == 2
+    with pytest.raises(StaleFencingToken):
+        async with lease.fenced(first) as conn:
+            await conn.execute("SELECT 1")
+    async with lease.fenced(second) as conn:
+        await conn.execute("SELECT 1")
+    # The old holder cannot renew into the new term either.
+    assert await lease.acquire("a", ttl_s=30) is None
+
+
+async def test_release_lets_a_successor_take_over_at_once(database: Database) -> None:
+    lease = DatabaseLease(database, name="release-lease")
+    assert await lease.acquire("a", ttl_s=60) == 1
+    await lease.release("a")
+    assert await lease.acquire("b", ttl_s=60) == 2
+
+
+class _FlakyBus(InProcessBus):
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = True
+        self.sent: list[OutboundMessage] = []
+
+    async def publish(self, messages: Sequence[OutboundMessage]) -> None:
+        if self.down:
+            raise BusUnavailable("broker down (test)")
+        self.sent.extend(messages)
+        await super().publish(messages)
+
+
+async def test_outbox_keeps_messages_while_the_bus_is_down_and_drains_after(database: Database) -> None:
+    bus = _FlakyBus()
+    relay = OutboxRelay(database, bus, Metrics(), batch_size=2, poll_interval_s=0.05)
+    async with database.transaction() as conn:
+        await repo.enqueue(conn, [repo.OutboxMessage("t.one", f"k{i}", f'{{"n":{i}}}') for i in range(5)])
+    with pytest.raises(BusUnavailable):
+        await relay.drain_once()
+    assert await relay.depth() == 5
+    bus.down = False
+    while await relay.drain_once():
+        pass
+    assert await relay.depth() == 0
+    assert [m.value for m in bus.sent] == [f'{{"n":{i}}}'.encode() for i in range(5)]
