@@ -19,7 +19,7 @@ PROJECT_NAME = "active-immune-core"
 SETTINGS_KEY = "settings"
 # Separate top-level keys so that `pulumi config set --secret <key>` stores each as ciphertext.
 SECRET_KEYS: tuple[str, ...] = ("postgresPassword", "redisPassword", "apiTokens", "grafanaAdminPassword")
-REGISTRY_PASSWORD_KEY = "registryPassword"
+REGISTRY_PASSWORD_KEY = "registryPassword"  # noqa: S105 - a config key name, not a value
 
 Color = Literal["blue", "green"]
 COLORS: tuple[Color, Color] = ("blue", "green")
@@ -27,7 +27,9 @@ BUILD_IMAGE = "build"
 
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|Ti|M|G|T)?$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-_HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$")
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$"
+)
 _DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
 
 
@@ -37,8 +39,8 @@ class ConfigError(ValueError):
 
 def image_is_pinned(image: str) -> bool:
     """An image is pinned when it names a sha256 digest or an exact tag other than `latest`."""
-    if _DIGEST.search(image):
-        return True
+    if "@" in image:
+        return bool(_DIGEST.search(image))
     last_segment = image.rsplit("/", 1)[-1]
     if ":" not in last_segment:
         return False
@@ -48,7 +50,9 @@ def image_is_pinned(image: str) -> bool:
 
 def _check_pinned(image: str) -> str:
     if not image_is_pinned(image):
-        raise ValueError(f"image {image!r} must be pinned by digest (@sha256:...) or an exact tag, never latest")
+        raise ValueError(
+            f"image {image!r} must be pinned by digest (@sha256:...) or an exact tag, never latest"
+        )
     return image
 
 
@@ -333,9 +337,13 @@ def parse_settings(raw: Mapping[str, Any] | str) -> StackSettings:
         try:
             data = json.loads(raw)
         except json.JSONDecodeError as exc:
-            raise ConfigError(f"invalid Pulumi config {SETTINGS_KEY!r}: not a structured object ({exc})") from exc
+            raise ConfigError(
+                f"invalid Pulumi config {SETTINGS_KEY!r}: not a structured object ({exc})"
+            ) from exc
     if not isinstance(data, Mapping):
-        raise ConfigError(f"invalid Pulumi config {SETTINGS_KEY!r}: expected an object, got {type(data).__name__}")
+        raise ConfigError(
+            f"invalid Pulumi config {SETTINGS_KEY!r}: expected an object, got {type(data).__name__}"
+        )
     try:
         return StackSettings.model_validate(dict(data))
     except ValidationError as exc:

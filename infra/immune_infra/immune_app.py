@@ -11,6 +11,7 @@ Blue/green invariants (tests/infra check them on the rendered objects):
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,7 +85,7 @@ class ImmuneApp(pulumi.ComponentResource):
         name: str,
         settings: StackSettings,
         namespace: pulumi.Input[str],
-        images: dict[Color, pulumi.Input[str]],
+        images: Mapping[Color, pulumi.Input[str]],
         api_tokens: pulumi.Output[str],
         dependencies: AppDependencies,
         provider: k8s.Provider,
@@ -265,7 +266,10 @@ class ImmuneApp(pulumi.ComponentResource):
                 # reset the autoscaler's choice on every `pulumi up`.
                 "selector": {"match_labels": selector},
                 "revision_history_limit": 5,
-                "strategy": {"type": "RollingUpdate", "rolling_update": {"max_unavailable": 0, "max_surge": 1}},
+                "strategy": {
+                    "type": "RollingUpdate",
+                    "rolling_update": {"max_unavailable": 0, "max_surge": 1},
+                },
                 "template": {"metadata": {"labels": selector}, "spec": pod_spec},
             },
             opts=self._child(depends_on=[migration]),
@@ -291,9 +295,17 @@ class ImmuneApp(pulumi.ComponentResource):
         app = self._settings.app
         return k8s.autoscaling.v2.HorizontalPodAutoscaler(
             f"{self._name}-{color}-hpa",
-            metadata={"name": deployment_name(color), "namespace": self._namespace, "labels": color_labels(color)},
+            metadata={
+                "name": deployment_name(color),
+                "namespace": self._namespace,
+                "labels": color_labels(color),
+            },
             spec={
-                "scale_target_ref": {"api_version": "apps/v1", "kind": "Deployment", "name": deployment_name(color)},
+                "scale_target_ref": {
+                    "api_version": "apps/v1",
+                    "kind": "Deployment",
+                    "name": deployment_name(color),
+                },
                 "min_replicas": app.replicas.min,
                 "max_replicas": app.replicas.max,
                 "metrics": [
@@ -301,7 +313,10 @@ class ImmuneApp(pulumi.ComponentResource):
                         "type": "Resource",
                         "resource": {
                             "name": "cpu",
-                            "target": {"type": "Utilization", "average_utilization": app.target_cpu_utilization},
+                            "target": {
+                                "type": "Utilization",
+                                "average_utilization": app.target_cpu_utilization,
+                            },
                         },
                     }
                 ],
@@ -312,14 +327,20 @@ class ImmuneApp(pulumi.ComponentResource):
 
     def _disruption_budget(self, color: Color) -> k8s.policy.v1.PodDisruptionBudget:
         min_available = self._settings.app.pdb_min_available
-        spec: k8s.policy.v1.PodDisruptionBudgetSpecArgsDict = {"selector": {"match_labels": color_labels(color)}}
+        spec: k8s.policy.v1.PodDisruptionBudgetSpecArgsDict = {
+            "selector": {"match_labels": color_labels(color)}
+        }
         if min_available > 0:
             spec["min_available"] = min_available
         else:
             spec["max_unavailable"] = 1
         return k8s.policy.v1.PodDisruptionBudget(
             f"{self._name}-{color}-pdb",
-            metadata={"name": deployment_name(color), "namespace": self._namespace, "labels": color_labels(color)},
+            metadata={
+                "name": deployment_name(color),
+                "namespace": self._namespace,
+                "labels": color_labels(color),
+            },
             spec=spec,
             opts=self._child(),
         )

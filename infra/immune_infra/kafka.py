@@ -174,9 +174,13 @@ class Kafka(pulumi.ComponentResource):
                 },
                 "volume_claim_templates": [volume_claim("data", kafka.storage, kafka.storage_class)],
             },
-            opts=pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[scripts, self.headless_service]),
+            opts=pulumi.ResourceOptions(
+                parent=self, provider=provider, depends_on=[scripts, self.headless_service]
+            ),
         )
-        pdb_spec: k8s.policy.v1.PodDisruptionBudgetSpecArgsDict = {"selector": {"match_labels": broker_labels}}
+        pdb_spec: k8s.policy.v1.PodDisruptionBudgetSpecArgsDict = {
+            "selector": {"match_labels": broker_labels}
+        }
         if kafka.brokers > 1:
             # Voluntary evictions may never take the cluster below min.insync.replicas.
             pdb_spec["min_available"] = kafka.min_insync_replicas
@@ -205,7 +209,9 @@ class Kafka(pulumi.ComponentResource):
         if kafka.brokers > 1:
             # Two brokers on one node would let a single node failure cost the quorum.
             affinity = {
-                "pod_anti_affinity": {"required_during_scheduling_ignored_during_execution": [anti_affinity_term]}
+                "pod_anti_affinity": {
+                    "required_during_scheduling_ignored_during_execution": [anti_affinity_term]
+                }
             }
         else:
             affinity = {
@@ -282,7 +288,12 @@ class Kafka(pulumi.ComponentResource):
         kafka = settings.kafka
         # Jobs are immutable: a change of topics or durability settings creates a new, named Job.
         spec_hash = content_hash(
-            kafka.topics, kafka.partitions, kafka.replication_factor, kafka.min_insync_replicas, kafka.image, length=8
+            kafka.topics,
+            kafka.partitions,
+            kafka.replication_factor,
+            kafka.min_insync_replicas,
+            kafka.image,
+            length=8,
         )
         job_labels = labels("kafka", "topics")
         return k8s.batch.v1.Job(
@@ -331,7 +342,9 @@ class Kafka(pulumi.ComponentResource):
             ),
         )
 
-    def _exporter(self, name: str, settings: StackSettings, namespace: pulumi.Input[str]) -> k8s.apps.v1.Deployment:
+    def _exporter(
+        self, name: str, settings: StackSettings, namespace: pulumi.Input[str]
+    ) -> k8s.apps.v1.Deployment:
         exporter_labels = labels("kafka-exporter", "metrics")
         deployment = k8s.apps.v1.Deployment(
             f"{name}-exporter",

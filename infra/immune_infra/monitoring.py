@@ -85,9 +85,13 @@ def prometheus_config(settings: StackSettings) -> dict[str, Any]:
         "scrape_configs": [
             app_job,
             static_job("kafka", service_dns("kafka-exporter", namespace), kafka_module.EXPORTER_PORT),
-            static_job("redis", service_dns(redis_module.SERVICE_NAME, namespace), redis_module.EXPORTER_PORT),
             static_job(
-                "postgres", service_dns(postgres_module.SERVICE_NAME, namespace), postgres_module.EXPORTER_PORT
+                "redis", service_dns(redis_module.SERVICE_NAME, namespace), redis_module.EXPORTER_PORT
+            ),
+            static_job(
+                "postgres",
+                service_dns(postgres_module.SERVICE_NAME, namespace),
+                postgres_module.EXPORTER_PORT,
             ),
             static_job("prometheus", "127.0.0.1", PROMETHEUS_PORT),
         ],
@@ -161,7 +165,9 @@ class Monitoring(pulumi.ComponentResource):
                     "metadata": {
                         "labels": prom_labels,
                         # Prometheus reads its files at start: roll it when they change.
-                        "annotations": {"immune.vertice.dev/config-hash": content_hash(config_text, rules_text)},
+                        "annotations": {
+                            "immune.vertice.dev/config-hash": content_hash(config_text, rules_text)
+                        },
                     },
                     "spec": {
                         "automount_service_account_token": False,
@@ -178,7 +184,10 @@ class Monitoring(pulumi.ComponentResource):
                                     f"--web.listen-address=:{PROMETHEUS_PORT}",
                                 ],
                                 "ports": [{"name": "web", "container_port": PROMETHEUS_PORT}],
-                                "readiness_probe": {"http_get": {"path": "/-/ready", "port": "web"}, "period_seconds": 10},
+                                "readiness_probe": {
+                                    "http_get": {"path": "/-/ready", "port": "web"},
+                                    "period_seconds": 10,
+                                },
                                 "liveness_probe": {
                                     "http_get": {"path": "/-/healthy", "port": "web"},
                                     "initial_delay_seconds": 30,
@@ -257,7 +266,10 @@ class Monitoring(pulumi.ComponentResource):
         k8s.core.v1.Service(
             f"{self._name}-grafana-service",
             metadata={"name": "grafana", "namespace": self._namespace, "labels": grafana_labels},
-            spec={"selector": grafana_labels, "ports": [{"name": "web", "port": GRAFANA_PORT, "target_port": "web"}]},
+            spec={
+                "selector": grafana_labels,
+                "ports": [{"name": "web", "port": GRAFANA_PORT, "target_port": "web"}],
+            },
             opts=self._child(),
         )
         provisioned = content_hash(datasources, providers, dashboard_json())
@@ -338,7 +350,11 @@ class Monitoring(pulumi.ComponentResource):
             f"{self._name}-{suffix}",
             api_version="monitoring.coreos.com/v1",
             kind=kind,
-            metadata={"name": name, "namespace": self._namespace, "labels": {**labels(name, "monitoring"), **release}},
+            metadata={
+                "name": name,
+                "namespace": self._namespace,
+                "labels": {**labels(name, "monitoring"), **release},
+            },
             spec=spec,
             opts=self._child(),
         )
@@ -351,14 +367,24 @@ class Monitoring(pulumi.ComponentResource):
             "ServiceMonitor",
             APP_NAME,
             {
-                "selector": {"matchLabels": {"app.kubernetes.io/name": APP_NAME, "app.kubernetes.io/component": "api-pods"}},
+                "selector": {
+                    "matchLabels": {
+                        "app.kubernetes.io/name": APP_NAME,
+                        "app.kubernetes.io/component": "api-pods",
+                    }
+                },
                 "endpoints": [
                     {
                         "port": "http",
                         "path": "/metrics",
                         "interval": interval,
                         "relabelings": [
-                            {"sourceLabels": [f"__meta_kubernetes_service_label_{_label_key(COLOR_LABEL)}"], "targetLabel": "color"}
+                            {
+                                "sourceLabels": [
+                                    f"__meta_kubernetes_service_label_{_label_key(COLOR_LABEL)}"
+                                ],
+                                "targetLabel": "color",
+                            }
                         ],
                     }
                 ],

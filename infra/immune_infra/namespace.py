@@ -13,16 +13,26 @@ class ImmuneNamespace(pulumi.ComponentResource):
     name: pulumi.Output[str]
 
     def __init__(
-        self, name: str, settings: StackSettings, provider: k8s.Provider, opts: pulumi.ResourceOptions | None = None
+        self,
+        name: str,
+        settings: StackSettings,
+        provider: k8s.Provider,
+        opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("immune:namespace:ImmuneNamespace", name, None, opts)
         pss = {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "audit", "warn")}
-        pss |= {f"pod-security.kubernetes.io/{mode}-version": "latest" for mode in ("enforce", "audit", "warn")}
+        pss |= {
+            f"pod-security.kubernetes.io/{mode}-version": "latest" for mode in ("enforce", "audit", "warn")
+        }
         namespace = k8s.core.v1.Namespace(
             f"{name}-namespace",
             metadata={
                 "name": settings.namespace,
-                "labels": {**pss, PART_OF_LABEL: PART_OF, "immune.vertice.dev/environment": settings.environment},
+                "labels": {
+                    **pss,
+                    PART_OF_LABEL: PART_OF,
+                    "immune.vertice.dev/environment": settings.environment,
+                },
             },
             opts=child_options(self, provider),
         )

@@ -119,7 +119,8 @@ def flows(settings: StackSettings) -> list[Flow]:
 def _rules(direction: str, rules: list[tuple[list[Selector], list[int]]]) -> list[dict[str, Any]]:
     peer_key = "from" if direction == "ingress" else "to"
     return [
-        {peer_key: peers, "ports": [{"protocol": "TCP", "port": port} for port in ports]} for peers, ports in rules
+        {peer_key: peers, "ports": [{"protocol": "TCP", "port": port} for port in ports]}
+        for peers, ports in rules
     ]
 
 
@@ -164,7 +165,9 @@ class NetworkPolicies(pulumi.ComponentResource):
             },
         )
         for flow in flows(settings):
-            policy_types = [kind for kind, rules in (("Ingress", flow.ingress), ("Egress", flow.egress)) if rules]
+            policy_types = [
+                kind for kind, rules in (("Ingress", flow.ingress), ("Egress", flow.egress)) if rules
+            ]
             spec: dict[str, Any] = {"podSelector": {"matchLabels": flow.pods}, "policyTypes": policy_types}
             if flow.ingress:
                 spec["ingress"] = _rules("ingress", flow.ingress)
@@ -172,4 +175,3 @@ class NetworkPolicies(pulumi.ComponentResource):
                 spec["egress"] = _rules("egress", flow.egress)
             policy(flow.name, f"allow-{flow.name}", spec)
         self.register_outputs({})
-

@@ -26,7 +26,7 @@ from immune_infra.workload import (
 PORT = 5432
 EXPORTER_PORT = 9187
 SERVICE_NAME = "postgres"
-SECRET_NAME = "postgres-auth"
+SECRET_NAME = "postgres-auth"  # noqa: S105 - a Secret object name
 URL_KEY = "url"
 
 
@@ -76,7 +76,11 @@ class Postgres(pulumi.ComponentResource):
             },
             opts=child,
         )
-        ready_command = ["sh", "-c", f"pg_isready -h 127.0.0.1 -p {PORT} -U {postgres.user} -d {postgres.database}"]
+        ready_command = [
+            "sh",
+            "-c",
+            f"pg_isready -h 127.0.0.1 -p {PORT} -U {postgres.user} -d {postgres.database}",
+        ]
         self.statefulset = k8s.apps.v1.StatefulSet(
             f"{name}-statefulset",
             metadata={"name": SERVICE_NAME, "namespace": namespace, "labels": pg_labels},
@@ -99,7 +103,7 @@ class Postgres(pulumi.ComponentResource):
                                     plain_env("POSTGRES_DB", postgres.database),
                                     secret_env("POSTGRES_USER", SECRET_NAME, "username"),
                                     secret_env("POSTGRES_PASSWORD", SECRET_NAME, "password"),
-                                    # A subdirectory: the volume's root may hold lost+found, which initdb refuses.
+                                    # A subdirectory: initdb refuses a volume root holding lost+found.
                                     plain_env("PGDATA", "/var/lib/postgresql/data/pgdata"),
                                 ],
                                 "ports": [{"name": "postgres", "container_port": PORT}],
@@ -124,7 +128,8 @@ class Postgres(pulumi.ComponentResource):
                                 "image_pull_policy": "IfNotPresent",
                                 "env": [
                                     plain_env(
-                                        "DATA_SOURCE_URI", f"127.0.0.1:{PORT}/{postgres.database}?sslmode=disable"
+                                        "DATA_SOURCE_URI",
+                                        f"127.0.0.1:{PORT}/{postgres.database}?sslmode=disable",
                                     ),
                                     secret_env("DATA_SOURCE_USER", SECRET_NAME, "username"),
                                     secret_env("DATA_SOURCE_PASS", SECRET_NAME, "password"),

@@ -15,8 +15,8 @@ from immune_infra.kafka import Kafka
 from immune_infra.monitoring import Monitoring
 from immune_infra.namespace import ImmuneNamespace
 from immune_infra.network_policy import NetworkPolicies
-from immune_infra.postgres import Postgres
 from immune_infra.postgres import SERVICE_NAME as POSTGRES_SERVICE
+from immune_infra.postgres import Postgres
 from immune_infra.redis import Redis
 from immune_infra.workload import service_dns
 
@@ -48,7 +48,9 @@ def deploy() -> dict[str, Any]:
     redis = Redis("redis", settings, namespace.name, credentials, provider)
     postgres = Postgres("postgres", settings, namespace.name, credentials, provider)
     NetworkPolicies("network", settings, namespace.name, provider)
-    monitoring = Monitoring("monitoring", settings, namespace.name, credentials.grafana_admin_password, provider)
+    monitoring = Monitoring(
+        "monitoring", settings, namespace.name, credentials.grafana_admin_password, provider
+    )
     app = ImmuneApp(
         "immune-core",
         settings,

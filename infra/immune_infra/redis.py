@@ -16,6 +16,7 @@ from immune_infra.workload import (
     empty_dir,
     labels,
     mount,
+    plain_env,
     pod_security_context,
     resources,
     secret_env,
@@ -26,8 +27,20 @@ from immune_infra.workload import (
 PORT = 6379
 EXPORTER_PORT = 9121
 SERVICE_NAME = "redis"
-SECRET_NAME = "redis-auth"
+SECRET_NAME = "redis-auth"  # noqa: S105 - a Secret object name
 URL_KEY = "url"
+
+
+def _server_config(password: str) -> str:
+    lines = [
+        f"requirepass {password}",
+        "appendonly yes",
+        "appendfsync everysec",
+        "dir /data",
+        "protected-mode no",
+        f"port {PORT}",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 class Redis(pulumi.ComponentResource):
@@ -49,21 +62,7 @@ class Redis(pulumi.ComponentResource):
         redis_labels = labels("redis", "cache")
         host = service_dns(SERVICE_NAME, settings.namespace)
         password = credentials.redis_password
-        config_file = pulumi.Output.secret(
-            password.apply(
-                lambda value: "\n".join(
-                    [
-                        f"requirepass {value}",
-                        "appendonly yes",
-                        "appendfsync everysec",
-                        "dir /data",
-                        "protected-mode no",
-                        f"port {PORT}",
-                        "",
-                    ]
-                )
-            )
-        )
+        config_file: pulumi.Output[str] = pulumi.Output.secret(password.apply(_server_config))
         self.secret_name = SECRET_NAME
         self.url_key = URL_KEY
         self.secret = k8s.core.v1.Secret(
@@ -131,7 +130,7 @@ class Redis(pulumi.ComponentResource):
                                 "image": redis.exporter_image,
                                 "image_pull_policy": "IfNotPresent",
                                 "env": [
-                                    {"name": "REDIS_ADDR", "value": f"redis://127.0.0.1:{PORT}"},
+                                    plain_env("REDIS_ADDR", f"redis://127.0.0.1:{PORT}"),
                                     secret_env("REDIS_PASSWORD", SECRET_NAME, "password"),
                                 ],
                                 "ports": [{"name": "metrics", "container_port": EXPORTER_PORT}],

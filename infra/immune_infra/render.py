@@ -94,7 +94,9 @@ class _RecordingMocks(pulumi.runtime.Mocks):
         state = dict(args.inputs)
         if args.typ == "docker:index/image:Image":
             # What the registry would answer: the pushed image's digest reference.
-            state["repoDigest"] = f"{str(args.inputs.get('imageName', 'image')).rsplit(':', 1)[0]}@{FAKE_DIGEST}"
+            state["repoDigest"] = (
+                f"{str(args.inputs.get('imageName', 'image')).rsplit(':', 1)[0]}@{FAKE_DIGEST}"
+            )
         return f"{args.name}-id", state
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
@@ -108,7 +110,7 @@ class _RecordingMonitor(MockMonitor):
         super().__init__(mocks)
         self.registrations: list[tuple[str, str, str, tuple[str, ...], str]] = []
 
-    def RegisterResource(self, request: Any) -> Any:  # noqa: N802 - the gRPC method's name
+    def RegisterResource(self, request: Any) -> Any:
         response = super().RegisterResource(request)
         if request.type != "pulumi:pulumi:Stack":
             self.registrations.append(
@@ -160,7 +162,9 @@ def render_stack(
     """Run infra/__main__.py for `stack` under mocks. `raw_settings` replaces the settings value as-is."""
     import json
 
-    settings_value = raw_settings if raw_settings is not None else merge(stack_settings(stack), overrides or {})
+    settings_value = (
+        raw_settings if raw_settings is not None else merge(stack_settings(stack), overrides or {})
+    )
     secret_values = dict(render_only_secrets(stack) if secrets is None else secrets)
     config = {f"{PROJECT_NAME}:{SETTINGS_KEY}": json.dumps(settings_value)}
     config |= {f"{PROJECT_NAME}:{key}": value for key, value in secret_values.items()}

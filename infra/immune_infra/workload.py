@@ -80,7 +80,9 @@ def empty_dir(name: str, size_limit: str = "64Mi") -> k8s.core.v1.VolumeArgsDict
     return {"name": name, "empty_dir": {"size_limit": size_limit}}
 
 
-def mount(name: str, path: str, read_only: bool = False, sub_path: str | None = None) -> k8s.core.v1.VolumeMountArgsDict:
+def mount(
+    name: str, path: str, read_only: bool = False, sub_path: str | None = None
+) -> k8s.core.v1.VolumeMountArgsDict:
     volume_mount: k8s.core.v1.VolumeMountArgsDict = {"name": name, "mount_path": path, "read_only": read_only}
     if sub_path is not None:
         volume_mount["sub_path"] = sub_path
@@ -93,7 +95,9 @@ def content_hash(*parts: Any, length: int = 10) -> str:
     return digest[:length]
 
 
-def volume_claim(name: str, size: str, storage_class: str | None) -> k8s.core.v1.PersistentVolumeClaimArgsDict:
+def volume_claim(
+    name: str, size: str, storage_class: str | None
+) -> k8s.core.v1.PersistentVolumeClaimArgsDict:
     spec: k8s.core.v1.PersistentVolumeClaimSpecArgsDict = {
         "access_modes": ["ReadWriteOnce"],
         "resources": {"requests": {"storage": size}},
