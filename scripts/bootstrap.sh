@@ -11,7 +11,8 @@ stamp="$venv/.pyproject.sha256"
 pick_python() {
     local candidate
     for candidate in "${PYTHON:-}" python3.12 python3.11 python3; do
-        [[ -n "$candidate" ]] && command -v "$candidate" >/dev/null || continue
+        [[ -n "$candidate" ]] || continue
+        command -v "$candidate" >/dev/null || continue
         if "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
             printf '%s\n' "$candidate"
             return 0
@@ -31,7 +32,7 @@ bootstrap() {
     [[ "$(cat "$stamp" 2>/dev/null || true)" == "$wanted" ]] && return 0
     echo "bootstrap: installing the project into $venv (pyproject.toml changed)" >&2
     # Build-backend chatter goes to a log that is shown only when the install fails.
-    if ! "$venv/bin/python" -m pip install -q -e "$root[dev]" >"$venv/.bootstrap.log" 2>&1; then
+    if ! "$venv/bin/python" -m pip install -q -e "${root}[dev]" >"$venv/.bootstrap.log" 2>&1; then
         tail -n 40 "$venv/.bootstrap.log" >&2
         echo "bootstrap: pip install failed (full log: $venv/.bootstrap.log)" >&2
         return 1

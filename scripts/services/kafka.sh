@@ -63,8 +63,7 @@ install_locked() {
         -DincludeScope=runtime -DoutputDirectory="$staging/libs" >"$staging/mvn.log" 2>&1 ||
         { tail -n 30 "$staging/mvn.log" >&2; die "Maven could not resolve Kafka $KAFKA_VERSION"; }
     # Fail now rather than at first start if the main classes are not on the resolved classpath.
-    local jar
-    jar="$(ls "$staging"/libs/kafka_2.13-*.jar | grep -v -- '-test' | head -n1)"
+    local jar="$staging/libs/kafka_2.13-$KAFKA_VERSION.jar"
     unzip -l "$jar" kafka/Kafka.class >/dev/null || die "kafka.Kafka missing from $jar"
     date -u +%FT%TZ >"$staging/.complete"
     rm -rf "$KAFKA_HOME"
@@ -158,10 +157,20 @@ format_storage_once() {
         { tail -n 20 "$STATE/logs/format.log" >&2; die "kafka storage format failed"; }
 }
 
+# A real ApiVersions exchange (request v0, correlation id 7) over bash's /dev/tcp: the broker answers
+# with the same correlation id and error code 0 once it serves requests. No JVM to launch per probe.
+api_versions_ok() {
+    local reply
+    reply="$(
+        exec 3<>"/dev/tcp/127.0.0.1/$KAFKA_PORT" || exit 1
+        printf '\x00\x00\x00\x0f\x00\x12\x00\x00\x00\x00\x00\x07\x00\x05probe' >&3
+        timeout 5 head -c 10 <&3 | od -An -tx1 | tr -d ' \n'
+    )" || return 1
+    [[ "${reply:8}" == 000000070000 ]]
+}
+
 broker_answers() {
-    tcp_port_open 127.0.0.1 "$KAFKA_PORT" && grep -q 'Kafka Server started' "$LOGFILE" &&
-        run_kafka_tool org.apache.kafka.tools.BrokerApiVersionsCommand \
-            --bootstrap-server "127.0.0.1:$KAFKA_PORT" >/dev/null 2>&1
+    grep -q 'Kafka Server started' "$LOGFILE" && api_versions_ok
 }
 
 svc_start_locked() {

@@ -67,7 +67,7 @@ EOF
 }
 
 psql_superuser() {
-    as_pg "$PG_BIN/psql" -h "$SOCKET_DIR" -p "$PG_PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 -qAt "$@"
+    as_pg "$PG_BIN/psql" -h "$SOCKET_DIR" -p "$PG_PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 -qAt
 }
 
 ensure_app_role() {
