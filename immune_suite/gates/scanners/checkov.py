@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,20 +24,31 @@ CHECKOV_SCRIPT = Path("scripts") / "checkov.sh"
 CURATED_DIR = Path("security") / "checkov"
 
 
-def curated_checks(source_dir: Path) -> tuple[list[str], dict[str, str]]:
-    """(check ids to run, skipped id -> reason) from the curated list in security/checkov/."""
-    checks: list[str] = []
-    skips: dict[str, str] = {}
+@dataclass(frozen=True)
+class CuratedChecks:
+    """For one checkov framework: the checks that must run and pass, and the reviewed skips."""
+
+    required: dict[str, str]  # check id -> what it guards
+    skips: dict[str, str]  # check id -> why it does not apply
+
+
+def curated_checks(source_dir: Path) -> dict[str, CuratedChecks]:
+    """The curated list (security/checkov/*.yaml, kept with the infra): framework -> checks and skips.
+
+    Every check in checkov's catalogue runs except the reviewed skips; the named checks must also have
+    run and passed, so a renamed or vanished check cannot pass silently.
+    """
+    curated: dict[str, CuratedChecks] = {}
     for path in sorted((source_dir / CURATED_DIR).glob("*.y*ml")):
         document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        for entry in document.get("checks", []) or document.get("check", []):
-            checks.append(entry["id"] if isinstance(entry, dict) else str(entry))
-        for entry in document.get("skips", []) or document.get("skip", []) or document.get("skip-check", []):
-            if isinstance(entry, dict):
-                skips[str(entry["id"])] = str(entry.get("reason", ""))
-            else:
-                skips[str(entry)] = ""
-    return checks, skips
+        for framework in ("kubernetes", "dockerfile"):
+            section = document.get(framework) or {}
+            if section:
+                curated[framework] = CuratedChecks(
+                    required={str(k): str(v) for k, v in (section.get("checks") or {}).items()},
+                    skips={str(k): str(v) for k, v in (section.get("skips") or {}).items()},
+                )
+    return curated
 
 
 RENDER_STACKS = ("staging", "prod")
@@ -68,16 +80,14 @@ def render_manifests(source_dir: Path, out_dir: Path, stacks: tuple[str, ...] = 
 
 
 def _run(source_dir: Path, out_dir: Path, label: str, target_args: list[str], framework: str,
-         checks: list[str], skips: dict[str, str]) -> tuple[dict[str, Any] | None, str | None, list[Path]]:
+         curated: CuratedChecks) -> tuple[dict[str, Any] | None, str | None, list[Path]]:
     report_dir = out_dir / f"checkov-{label}"
     report_dir.mkdir(parents=True, exist_ok=True)
     log = out_dir / f"checkov-{label}.log"
     command = ["bash", str(source_dir / CHECKOV_SCRIPT), *target_args, "--framework", framework,
-               "-o", "json", "-o", "sarif", "--output-file-path", str(report_dir), "--compact", "--quiet"]
-    if checks:
-        command += ["--check", ",".join(checks)]
-    if skips:
-        command += ["--skip-check", ",".join(skips)]
+               "-o", "json", "-o", "sarif", "--output-file-path", str(report_dir), "--compact"]
+    if curated.skips:
+        command += ["--skip-check", ",".join(curated.skips)]
     completed = run_tool(command, log, cwd=source_dir, timeout_s=900)
     files = [log, *sorted(report_dir.iterdir())]
     report_path = report_dir / "results_json.json"
@@ -87,13 +97,14 @@ def _run(source_dir: Path, out_dir: Path, label: str, target_args: list[str], fr
     data = json.loads(report_path.read_text(encoding="utf-8"))
     reports = data if isinstance(data, list) else [data]
     merged: dict[str, Any] = {"passed": 0, "failed": 0, "parsing_errors": 0, "resources": 0,
-                              "failed_checks": []}
+                              "failed_checks": [], "passed_ids": set()}
     for report in reports:
         summary = report.get("summary", {})
         merged["passed"] += summary.get("passed", 0)
         merged["failed"] += summary.get("failed", 0)
         merged["parsing_errors"] += summary.get("parsing_errors", 0)
         merged["resources"] += summary.get("resource_count", 0)
+        merged["passed_ids"] |= {c["check_id"] for c in report.get("results", {}).get("passed_checks", [])}
         merged["failed_checks"] += [
             {"id": c["check_id"], "name": c.get("check_name"), "file": c.get("file_path"),
              "resource": c.get("resource")}
@@ -103,6 +114,7 @@ def _run(source_dir: Path, out_dir: Path, label: str, target_args: list[str], fr
         return None, f"{label}: {merged['parsing_errors']} files checkov could not parse", files
     if merged["passed"] + merged["failed"] == 0:
         return None, f"{label}: no check applied to anything (nothing scanned)", files
+    merged["required_not_passed"] = sorted(set(curated.required) - merged.pop("passed_ids"))
     return merged, None, files
 
 
@@ -110,9 +122,12 @@ def scan(source_dir: Path, out_dir: Path) -> ScanResult:
     out_dir.mkdir(parents=True, exist_ok=True)
     if not (source_dir / CHECKOV_SCRIPT).exists():
         return ScanResult.failed(TOOL, f"{CHECKOV_SCRIPT} is missing")
-    checks, skips = curated_checks(source_dir)
-    if not checks:
-        return ScanResult.failed(TOOL, f"no curated check list in {CURATED_DIR}/")
+    curated = curated_checks(source_dir)
+    if set(curated) != {"kubernetes", "dockerfile"}:
+        return ScanResult.failed(TOOL, f"no curated kubernetes + dockerfile check lists in {CURATED_DIR}/")
+    dockerfile = source_dir / "app" / "Dockerfile"
+    if not dockerfile.exists():
+        return ScanResult.failed(TOOL, "app/Dockerfile is missing")
     try:
         manifests = render_manifests(source_dir, out_dir)
     except Exception as exc:  # reported as the reason this scan failed
@@ -122,26 +137,25 @@ def scan(source_dir: Path, out_dir: Path) -> ScanResult:
     results: dict[str, Any] = {}
     errors: list[str] = []
     files: list[Path] = []
-    targets = [("kubernetes", ["-d", str(out_dir / "manifests")], "kubernetes")]
-    dockerfile = source_dir / "app" / "Dockerfile"
-    if dockerfile.exists():
-        targets.append(("dockerfile", ["-f", str(dockerfile)], "dockerfile"))
-    else:
-        errors.append("app/Dockerfile is missing")
-    for label, args, framework in targets:
-        merged, error, produced = _run(source_dir, out_dir, label, args, framework, checks, skips)
+    targets = [("kubernetes", ["-d", str(out_dir / "manifests")]), ("dockerfile", ["-f", str(dockerfile)])]
+    for framework, args in targets:
+        merged, error, produced = _run(source_dir, out_dir, framework, args, framework, curated[framework])
         files += produced
         if error:
             errors.append(error)
         elif merged is not None:
-            results[label] = merged
+            results[framework] = merged
     artifacts = artifacts_of(*[(p, "sarif" if p.suffix == ".sarif" else p.suffix.lstrip(".")) for p in files
                                if p.is_file()])
     if errors:
         return ScanResult.failed(TOOL, "; ".join(errors), artifacts, {"results": results})
     failed = sum(r["failed"] for r in results.values())
     passed = sum(r["passed"] for r in results.values())
-    summary = (f"{len(manifests)} manifests + Dockerfile: {passed} passed, {failed} failed "
-               f"({len(checks)} curated checks, {len(skips)} reviewed skips)")
-    return ScanResult(tool=TOOL, findings=failed, summary=summary, artifacts=artifacts,
-                      details={"results": results, "skips": skips, "manifests": [str(m) for m in manifests]})
+    missing = [c for r in results.values() for c in r["required_not_passed"]]
+    skips = {f: c.skips for f, c in curated.items()}
+    skipped = sum(len(v) for v in skips.values())
+    summary = (f"{len(manifests)} manifests + Dockerfile: {passed} passed, {failed} failed, "
+               f"{len(missing)} required checks not passed, {skipped} reviewed skips")
+    return ScanResult(tool=TOOL, findings=failed + len(missing), summary=summary, artifacts=artifacts,
+                      details={"results": results, "skips": skips, "required_not_passed": missing,
+                               "manifests": len(manifests)})
