@@ -6,6 +6,7 @@ place that knows generated passwords; they are passed on through private env fil
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -32,10 +33,26 @@ def parse_env_lines(text: str) -> dict[str, str]:
     return env
 
 
+SERVICE_VARIABLES = {
+    "postgres": "IMMUNE_DATABASE_URL",
+    "redis": "IMMUNE_REDIS_URL",
+    "kafka": "IMMUNE_KAFKA_BOOTSTRAP_SERVERS",
+}
+
+
 def services_env(services_dir: Path = SERVICES_DIR, services: tuple[str, ...] = SERVICES) -> dict[str, str]:
-    """The IMMUNE_* settings that point the service at the running local PostgreSQL/Redis/Kafka."""
+    """The IMMUNE_* settings that point the service at the running local PostgreSQL/Redis/Kafka.
+
+    Settings already in the environment win (`eval "$(scripts/services/up.sh ...)"` exports them,
+    and a caller with its own IMMUNE_STATE_DIR could not ask the scripts for them); the rest come
+    from each service script's `env` command.
+    """
     env: dict[str, str] = {}
     for name in services:
+        variable = SERVICE_VARIABLES.get(name)
+        if variable and os.environ.get(variable):
+            env[variable] = os.environ[variable]
+            continue
         script = services_dir / f"{name}.sh"
         if not script.is_file():
             raise FileNotFoundError(f"{script} is missing: cannot use real dependencies")

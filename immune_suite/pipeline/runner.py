@@ -340,7 +340,8 @@ class Pipeline:
             self.stack,
             load,
             (endpoints.ingress_url, endpoints.stable_url),
-            self._artifacts(run, step.id),
+            # One directory per attempt: a load process orphaned by a crash cannot write into a rerun's.
+            self._artifacts(run, f"{step.id}/attempt-{run.result(step.id).attempts}"),
             back_to_stable,
             self.progress,
             look_every_s=self.poll_s * 2,
