@@ -12,12 +12,23 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import jsonschema
+import kubernetes_validate
 import pytest
+from immune_infra.policies import violations
+from infra.test_security_scan import (
+    CUSTOM_KINDS,
+    CUSTOM_SCHEMAS,
+    KUBERNETES_VERSION,
+    _check_list,
+    _passed_ids,
+)
 
 from engine.conftest import STACKS, EngineProject
 from engine.manifests import Documents, load_rendered
 from immune_suite.targets.kubernetes import KubernetesTarget, UpOutcome
 
+# The schema checks and the curated checkov list are the mocked program's (tests/infra), imported.
 pytestmark = pytest.mark.engine
 
 EXPECTED_BROKERS = {"staging": 1, "prod": 3}
@@ -95,3 +106,31 @@ def test_stack_file_carries_ciphertext_not_plaintext(
     for key, value in engine_project.plaintext_secrets[stack_run.stack].items():
         assert f"active-immune-core:{key}:\n    secure:" in text, key
         assert value not in text
+
+
+def test_rendered_manifests_validate_against_kubernetes_schemas(stack_run: StackRun) -> None:
+    documents = stack_run.documents()
+    for key, manifest in documents.items():
+        if manifest["kind"] in CUSTOM_KINDS:
+            jsonschema.validate(manifest["spec"], CUSTOM_SCHEMAS[manifest["kind"]])
+        else:
+            try:
+                kubernetes_validate.validate(manifest, KUBERNETES_VERSION, strict=True)
+            except kubernetes_validate.ValidationError as exc:
+                pytest.fail(f"{stack_run.stack} {key}: {exc}")
+    assert len(documents) >= 40
+
+
+def test_rendered_manifests_satisfy_the_policies(stack_run: StackRun) -> None:
+    found = [message for manifest in stack_run.documents().values() for message in violations(manifest)]
+    assert found == []
+
+
+@pytest.mark.slow
+def test_rendered_manifests_pass_checkov_curated_checks(stack_run: StackRun) -> None:
+    checks = _check_list()["kubernetes"]
+    skips = ",".join(checks["skips"])
+    passed = _passed_ids(
+        "--directory", str(stack_run.render_dir), "--framework", "kubernetes", "--skip-check", skips
+    )
+    assert set(checks["checks"]) <= passed, f"curated checks that never ran: {set(checks['checks']) - passed}"
