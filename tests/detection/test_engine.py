@@ -3,7 +3,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from immune_core.cells.base import CellConfigError
+from immune_core.cells.base import AnyEvent, CellConfigError, CellContext
+from immune_core.cells.observation import CellOutput
 from immune_core.detection.engine import CellSpec, DetectionConfig, DetectionEngine
 from immune_core.events.models import parse_event
 from immune_core.simulator.records import EventFactory
@@ -153,3 +154,20 @@ def test_cytokines_are_drained_once_and_expired_ones_are_dropped() -> None:
     # Time moves on past the il8 TTL (60 s) before anyone drains.
     engine.process(scan(make, 500, 1, src="10.0.0.1")[0])
     assert engine.drain_cytokines() == []
+
+
+def test_a_failing_cell_is_counted_and_does_not_blind_the_others() -> None:
+    make = _factory()
+    engine = DetectionEngine(
+        DetectionConfig(cells=[CellSpec(type="macrophage"), CellSpec(type="neutrophil")])
+    )
+    broken = engine.cells[0]
+
+    def explode(event: AnyEvent, context: CellContext) -> CellOutput:
+        raise RuntimeError(f"bug on {event.event_id} at {context.now}")
+
+    broken._observe = explode  # type: ignore[method-assign]
+    threats = run(engine, scan(make, 0, 20))
+    assert [t.category for t in threats] == ["port_scan"]
+    assert broken.describe()["counters"]["errors"] == 20
+    assert engine.counters["cell_errors"] == 20

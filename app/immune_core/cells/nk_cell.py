@@ -55,6 +55,8 @@ from immune_core.cells.periodicity import BeaconTracker, BeaconVerdict
 from immune_core.detection.threat import ThreatCategory, ThreatSeverity
 from immune_core.events.models import EndpointEvent, NetworkFlow
 
+_SWEEP_EVERY_FLOWS = 256
+
 
 class NKCellParams(CellParams):
     alpha: float = Field(default=0.05, gt=0, lt=1)
@@ -95,6 +97,7 @@ class _HostProfile:
     sent_to: dict[str, deque[tuple[datetime, int, UUID]]] = field(default_factory=dict)
     processes: Counter[str] = field(default_factory=Counter)
     parents: Counter[str] = field(default_factory=Counter)  # parents of learned (self) processes
+    flows_since_sweep: int = 0
     candidates: Counter[str] = field(default_factory=Counter)  # seen but not (yet) tolerated
     process_events: int = 0
     unsigned_events: int = 0
@@ -158,15 +161,14 @@ class NKCell(Cell[NKCellParams]):
     # -- 1. upstream volume -----------------------------------------------------------------------
     def _judge_volume(self, flow: NetworkFlow, profile: _HostProfile, now: datetime, out: CellOutput) -> None:
         p = self.params
-        window = profile.sent_to.setdefault(flow.dst_ip, deque())
-        window.append((flow.timestamp, flow.bytes_out, flow.event_id))
         horizon = now - timedelta(seconds=p.exfil_window_s)
-        for dst in list(profile.sent_to):
-            sends = profile.sent_to[dst]
-            while sends and sends[0][0] < horizon:
-                sends.popleft()
-            if not sends:
-                del profile.sent_to[dst]
+        window = profile.sent_to.setdefault(flow.dst_ip, deque())
+        while window and window[0][0] < horizon:
+            window.popleft()
+        # Appended after eviction: a late flow (older than the window) still counts as the evidence
+        # being judged now, and the window is never empty here.
+        window.append((flow.timestamp, flow.bytes_out, flow.event_id))
+        self._sweep_idle_destinations(profile, horizon)
         total = sum(size for _, size, _ in window)
         # Mean flow size to this destination over the window: chunked exfiltration keeps it high, while
         # many ordinary flows to one busy server (the database) keep it at the host's usual size.
@@ -230,6 +232,21 @@ class NKCell(Cell[NKCellParams]):
                     flow.host_id,
                 )
             )
+
+    @staticmethod
+    def _sweep_idle_destinations(profile: _HostProfile, horizon: datetime) -> None:
+        # Destinations a host stopped talking to are dropped every so many flows, not on every flow,
+        # so the cost per flow stays constant for hosts with thousands of peers.
+        profile.flows_since_sweep += 1
+        if profile.flows_since_sweep < _SWEEP_EVERY_FLOWS:
+            return
+        profile.flows_since_sweep = 0
+        for dst in list(profile.sent_to):
+            sends = profile.sent_to[dst]
+            while sends and sends[0][0] < horizon:
+                sends.popleft()
+            if not sends:
+                del profile.sent_to[dst]
 
     # -- 2. beaconing -----------------------------------------------------------------------------
     def _judge_beacon(self, flow: NetworkFlow, out: CellOutput) -> None:

@@ -15,6 +15,7 @@ cells are run in a fixed order. Per event:
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from collections.abc import Mapping
 from datetime import datetime, timedelta
@@ -66,6 +67,7 @@ class DetectionConfig(BaseModel):
     )
 
 
+_log = logging.getLogger(__name__)
 _EPOCH = datetime.fromisoformat("1970-01-01T00:00:00+00:00")
 
 
@@ -78,7 +80,13 @@ class DetectionEngine:
         self._clock = _EPOCH
         self._last_raised: OrderedDict[str, datetime] = OrderedDict()
         self._pending_cytokines: list[Cytokine] = []
-        self.counters: dict[str, int] = {"events": 0, "threats": 0, "suppressed": 0, "cytokines_dropped": 0}
+        self.counters: dict[str, int] = {
+            "events": 0,
+            "threats": 0,
+            "suppressed": 0,
+            "cytokines_dropped": 0,
+            "cell_errors": 0,
+        }
         for spec in self.config.cells:
             self.add_cell(spec.type, spec.params)
 
@@ -139,15 +147,26 @@ class DetectionEngine:
         context = CellContext(now=self._clock, intel=self.intel)
         for cell in self._cells:
             if cell.stage == 0:
-                sensed.extend(cell.observe(event, context))
+                sensed.extend(self._observe_safely(cell, event, context))
         if any(cell.stage > 0 for cell in self._cells):
             later_context = CellContext(now=self._clock, intel=self.intel, signals=tuple(sensed.signals))
             for cell in self._cells:
                 if cell.stage > 0:
-                    sensed.extend(cell.observe(event, later_context))
+                    sensed.extend(self._observe_safely(cell, event, later_context))
 
         self._queue_cytokines(sensed.cytokines)
         return self._raise_threats(sensed.findings)
+
+    def _observe_safely(self, cell: Cell[Any], event: AnyEvent, context: CellContext) -> CellOutput:
+        # One faulty cell (a bug, or a cell type added at run time) must not blind the others; the
+        # failure is counted on the cell, where /api/v1/agents shows it, and logged with the event id.
+        try:
+            return cell.observe(event, context)
+        except Exception:
+            cell.counters["errors"] += 1
+            self.counters["cell_errors"] += 1
+            _log.exception("cell %s failed on event %s", cell.cell_id, event.event_id)
+            return CellOutput()
 
     def _queue_cytokines(self, cytokines: list[Cytokine]) -> None:
         self._pending_cytokines.extend(cytokines)
@@ -194,11 +213,7 @@ class DetectionEngine:
             miss *= 1.0 - finding.confidence
         mcavs = [finding.mcav for finding in group if finding.mcav is not None]
         if not mcavs:
-            mcavs = [
-                value
-                for cell in self._cells
-                if (value := cell.antigen_mcav(first.antigen)) is not None
-            ]
+            mcavs = [value for cell in self._cells if (value := cell.antigen_mcav(first.antigen)) is not None]
         cell_types = sorted({finding.cell_type for finding in group})
         return Threat(
             threat_id=derive_threat_id(signature, min(first.event_ids, key=str)),
