@@ -11,7 +11,7 @@ import pytest
 from gate_services import REPO_ROOT, RunningService
 
 from immune_suite.gates.advisories import affects, locate_advisory_db, serve_osv
-from immune_suite.gates.scanners import bandit, pip_audit, schemathesis, secrets
+from immune_suite.gates.scanners import bandit, checkov, pip_audit, schemathesis, secrets
 from immune_suite.gates.scanners.pip_audit import ReviewedIgnore, judge, load_ignores
 from immune_suite.gates.security import run_security_gate
 from immune_suite.verdict import Status
@@ -183,3 +183,48 @@ def test_a_tool_that_cannot_run_fails_the_gate(tmp_path: Path) -> None:
     tools = verdict.details["tools"]
     assert all(tools[t]["error"] for t in ("bandit", "pip-audit", "detect-secrets", "checkov"))
     assert all(m.value is None and not m.passed for m in verdict.measurements)
+
+
+# --- checkov ----------------------------------------------------------------------------------------------
+
+def _tree_for_checkov(tmp_path: Path) -> Path:
+    import shutil
+
+    source = tmp_path / "candidate"
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for part in ("infra", "security/checkov", "scripts"):
+        shutil.copytree(REPO_ROOT / part, source / part, ignore=ignore)
+    (source / "app").mkdir()
+    shutil.copy(REPO_ROOT / "app" / "Dockerfile", source / "app" / "Dockerfile")
+    for stack_file in REPO_ROOT.glob("Pulumi*.yaml"):
+        shutil.copy(stack_file, source / stack_file.name)
+    return source
+
+
+@pytest.mark.slow
+def test_checkov_passes_the_rendered_stacks_and_the_dockerfile(tmp_path: Path) -> None:
+    result = checkov.scan(_tree_for_checkov(tmp_path), tmp_path / "out")
+    assert result.error is None, result.error
+    assert result.passed, result.details
+    assert result.details["manifests"] > 10
+    assert result.details["results"]["kubernetes"]["resources"] > 10
+    assert any(a.kind == "sarif" for a in result.artifacts)
+
+
+@pytest.mark.slow
+def test_checkov_catches_a_dockerfile_that_ends_as_root(tmp_path: Path) -> None:
+    source = _tree_for_checkov(tmp_path)
+    dockerfile = source / "app" / "Dockerfile"
+    dockerfile.write_text(dockerfile.read_text() + "\nUSER root\n")
+    result = checkov.scan(source, tmp_path / "out")
+    assert result.error is None, result.error
+    assert not result.passed
+    failed = {c["id"] for c in result.details["results"]["dockerfile"]["failed_checks"]}
+    assert "CKV_DOCKER_8" in failed
+
+
+def test_checkov_without_a_renderable_program_fails(tmp_path: Path) -> None:
+    source = _tree_for_checkov(tmp_path)
+    (source / "infra" / "immune_infra" / "render.py").unlink()
+    result = checkov.scan(source, tmp_path / "out")
+    assert not result.passed and result.error and "cannot render" in result.error

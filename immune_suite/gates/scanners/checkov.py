@@ -55,6 +55,9 @@ RENDER_STACKS = ("staging", "prod")
 _RENDER_SCRIPT = """
 import sys
 from pathlib import Path
+# Only the candidate's infra/ may answer: drop the editable-install finder of whatever checkout the
+# suite itself was installed from, or a module missing from the candidate would come from there.
+sys.meta_path = [f for f in sys.meta_path if "__editable__" not in getattr(f, "__module__", "")]
 from immune_infra.render import render_stack, write_manifests
 for stack in sys.argv[2:]:
     write_manifests(render_stack(stack), Path(sys.argv[1]) / stack)
