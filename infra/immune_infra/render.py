@@ -210,3 +210,21 @@ def write_manifests(rendered: RenderedStack, directory: Path) -> list[Path]:
         path.write_text(yaml.safe_dump(manifest, sort_keys=False))
         paths.append(path)
     return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m immune_infra.render --out DIR [--stack staging --stack prod]`: write manifests."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Render the Pulumi program's manifests under mocks.")
+    parser.add_argument("--out", type=Path, required=True, help="directory; one sub-directory per stack")
+    parser.add_argument("--stack", action="append", dest="stacks", help="staging and/or prod (default: both)")
+    args = parser.parse_args(argv)
+    for stack in args.stacks or ["staging", "prod"]:
+        paths = write_manifests(render_stack(stack), args.out / stack)
+        print(f"{stack}: {len(paths)} manifests in {args.out / stack}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

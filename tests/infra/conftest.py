@@ -11,7 +11,6 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-
 from immune_infra.render import RenderedStack, render_stack
 
 Render = Callable[..., RenderedStack]

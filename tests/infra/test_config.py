@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
 from immune_infra.config import ConfigError, image_is_pinned, parse_settings
 from immune_infra.render import merge, render_stack, stack_settings
 
@@ -15,12 +14,16 @@ def test_real_stack_files_parse_and_are_frozen(stack: str) -> None:
     settings = parse_settings(stack_settings(stack))
     assert settings.environment == stack
     with pytest.raises(Exception, match="frozen"):
-        settings.rollout.canary_weight = 50  # type: ignore[misc]
+        settings.rollout.canary_weight = 50
 
 
 def test_prod_and_staging_differ_where_durability_matters() -> None:
     staging, prod = (parse_settings(stack_settings(stack)) for stack in ("staging", "prod"))
-    assert (staging.kafka.brokers, staging.kafka.replication_factor, staging.kafka.min_insync_replicas) == (1, 1, 1)
+    assert (staging.kafka.brokers, staging.kafka.replication_factor, staging.kafka.min_insync_replicas) == (
+        1,
+        1,
+        1,
+    )
     assert (prod.kafka.brokers, prod.kafka.replication_factor, prod.kafka.min_insync_replicas) == (3, 3, 2)
     assert prod.app.replicas.min > staging.app.replicas.min
 

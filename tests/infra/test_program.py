@@ -6,10 +6,10 @@ import json
 from typing import Any
 
 import yaml
-
 from immune_infra.kafka import cluster_id
 from immune_infra.policies import containers, pod_spec
 from immune_infra.render import RenderedStack, render_only_secrets
+
 from infra.conftest import render
 
 APP_DEPLOYMENTS = ("immune-core-blue", "immune-core-green")
@@ -60,7 +60,9 @@ def test_kafka_is_kraft_with_durability_per_stack(staging: RenderedStack, prod: 
         assert kafka["spec"]["template"]["spec"]["topologySpreadConstraints"]
         assert rendered.find("Service", "kafka-headless")["spec"]["clusterIP"] == "None"
 
-    prod_affinity = prod.find("StatefulSet", "kafka")["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
+    prod_affinity = prod.find("StatefulSet", "kafka")["spec"]["template"]["spec"]["affinity"][
+        "podAntiAffinity"
+    ]
     assert "requiredDuringSchedulingIgnoredDuringExecution" in prod_affinity
     staging_affinity = staging.find("StatefulSet", "kafka")["spec"]["template"]["spec"]["affinity"]
     assert "preferredDuringSchedulingIgnoredDuringExecution" in staging_affinity["podAntiAffinity"]
@@ -76,7 +78,12 @@ def test_topics_job_creates_every_service_topic(stack: RenderedStack) -> None:
     assert len(jobs) == 1
     env = env_of(jobs[0], "create-topics")
     topics = env["TOPICS"]["value"].split()
-    for topic in ("vertice.network.events", "vertice.endpoint.events", "vertice.threats.intel", "immunis.dlq"):
+    for topic in (
+        "vertice.network.events",
+        "vertice.endpoint.events",
+        "vertice.threats.intel",
+        "immunis.dlq",
+    ):
         assert topic in topics
     job_resource = stack.resource("kafka-topics")
     statefulset_urn = stack.resource("kafka-statefulset").urn
@@ -93,7 +100,9 @@ def test_redis_persists_and_takes_its_password_from_a_secret(stack: RenderedStac
     password = render_only_secrets(stack.stack)["redisPassword"]
     assert f"requirepass {password}" in secret["stringData"]["redis.conf"]
     assert "appendonly yes" in secret["stringData"]["redis.conf"]
-    assert secret["stringData"]["url"].endswith(f"@redis.{stack.exports['namespace']}.svc.cluster.local:6379/0")
+    assert secret["stringData"]["url"].endswith(
+        f"@redis.{stack.exports['namespace']}.svc.cluster.local:6379/0"
+    )
     # The password is never in the pod spec, only referenced.
     assert password not in json.dumps(redis)
 
@@ -102,7 +111,10 @@ def test_postgres_statefulset_with_volume_and_secret_credentials(stack: Rendered
     postgres = stack.find("StatefulSet", "postgres")
     assert postgres["spec"]["volumeClaimTemplates"][0]["spec"]["accessModes"] == ["ReadWriteOnce"]
     env = env_of(postgres, "postgres")
-    assert env["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "postgres-auth", "key": "password"}
+    assert env["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": "postgres-auth",
+        "key": "password",
+    }
     assert "value" not in env["POSTGRES_PASSWORD"]
     secret = stack.find("Secret", "postgres-auth")["stringData"]
     assert secret["url"].startswith("postgresql://immune:render-")
@@ -196,7 +208,9 @@ def test_network_policies_deny_by_default_and_allow_only_known_flows(stack: Rend
     ingress_ports = {port["port"] for rule in app["ingress"] for port in rule["ports"]}
     assert ingress_ports == {8080}
     assert policies["allow-postgres"]["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 5432}]
-    assert "egress" not in policies["allow-postgres"] and policies["allow-postgres"]["policyTypes"] == ["Ingress"]
+    assert "egress" not in policies["allow-postgres"] and policies["allow-postgres"]["policyTypes"] == [
+        "Ingress"
+    ]
     kafka_peers = policies["allow-kafka"]["ingress"][1]
     assert {port["port"] for port in kafka_peers["ports"]} == {9092, 9093}
 
@@ -213,9 +227,12 @@ def test_monitoring_scrapes_app_and_dependencies_with_slo_rules(stack: RenderedS
         assert pods["clusterIP"] == "None" and pods["selector"]["immune.vertice.dev/color"] == color
     rules = yaml.safe_load(stack.find("ConfigMap", "prometheus-rules")["data"]["immune-core-slo.yaml"])
     alerts = {rule["alert"]: rule for rule in rules["groups"][0]["rules"]}
-    assert {"ImmuneLatencyP95High", "ImmuneErrorRatioHigh", "ImmuneConsumerLagHigh", "ImmuneOutboxBacklog"} <= set(
-        alerts
-    )
+    assert {
+        "ImmuneLatencyP95High",
+        "ImmuneErrorRatioHigh",
+        "ImmuneConsumerLagHigh",
+        "ImmuneOutboxBacklog",
+    } <= set(alerts)
     assert "ImmuneNoLeader" in alerts
     assert "histogram_quantile(0.95" in alerts["ImmuneLatencyP95High"]["expr"]
     prometheus = stack.find("StatefulSet", "prometheus")
@@ -226,7 +243,9 @@ def test_monitoring_scrapes_app_and_dependencies_with_slo_rules(stack: RenderedS
 def test_prod_slo_thresholds_are_tighter(staging: RenderedStack, prod: RenderedStack) -> None:
     def p95_threshold(rendered: RenderedStack) -> float:
         rules = yaml.safe_load(rendered.find("ConfigMap", "prometheus-rules")["data"]["immune-core-slo.yaml"])
-        expr = next(rule["expr"] for rule in rules["groups"][0]["rules"] if rule["alert"] == "ImmuneLatencyP95High")
+        expr = next(
+            rule["expr"] for rule in rules["groups"][0]["rules"] if rule["alert"] == "ImmuneLatencyP95High"
+        )
         return float(expr.rsplit(">", 1)[1])
 
     assert p95_threshold(prod) < p95_threshold(staging)
@@ -246,13 +265,18 @@ def test_operator_mode_emits_servicemonitors_and_rules_instead(prod: RenderedSta
     operator = render("prod", {"monitoring": {"mode": "operator"}})
     kinds = {manifest["kind"] for manifest in operator.manifests}
     assert {"ServiceMonitor", "PrometheusRule"} <= kinds
-    assert not any(m["metadata"]["name"] in ("prometheus", "grafana") for m in operator.of_kind("StatefulSet"))
+    assert not any(
+        m["metadata"]["name"] in ("prometheus", "grafana") for m in operator.of_kind("StatefulSet")
+    )
     assert not [m for m in operator.of_kind("Deployment") if m["metadata"]["name"] == "grafana"]
     monitors = {m["metadata"]["name"] for m in operator.of_kind("ServiceMonitor")}
     assert monitors == {"immune-core", "kafka-exporter", "redis", "postgres"}
     rule = operator.find("PrometheusRule", "immune-core-slo")
     assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
-    assert {r["alert"] for r in rule["spec"]["groups"][0]["rules"]} >= {"ImmuneNoLeader", "ImmuneOutboxBacklog"}
+    assert {r["alert"] for r in rule["spec"]["groups"][0]["rules"]} >= {
+        "ImmuneNoLeader",
+        "ImmuneOutboxBacklog",
+    }
     dashboard = operator.find("ConfigMap", "immune-core-dashboard")
     assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert operator.exports["prometheusUrl"].startswith("http://prometheus-operated.")

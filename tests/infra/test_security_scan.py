@@ -1,0 +1,234 @@
+"""The declared objects as YAML manifests: Kubernetes schema validation (strict, pinned version),
+structural checks of the custom resources, the project's policies, and checkov's curated checks on
+the manifests and on app/Dockerfile."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+from immune_infra.policies import violations
+from immune_infra.render import REPOSITORY_ROOT, RenderedStack, write_manifests
+
+from infra.conftest import render, rollout
+
+KUBERNETES_VERSION = "1.34"
+CHECKOV = REPOSITORY_ROOT / "scripts" / "checkov.sh"
+CHECK_LIST = REPOSITORY_ROOT / "security" / "checkov" / "k8s-checks.yaml"
+DOCKERFILE = REPOSITORY_ROOT / "app" / "Dockerfile"
+CUSTOM_KINDS = {"HTTPRoute", "ServiceMonitor", "PrometheusRule"}
+
+# Every variant the program can produce: both stacks, both routing modes, both monitoring modes.
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "staging": ("staging", {}),
+    "prod": ("prod", {}),
+    "staging-canary": ("staging", rollout("green", 10)),
+    "prod-gateway-operator": (
+        "prod",
+        {**rollout("blue", 50, mode="gateway"), "monitoring": {"mode": "operator"}},
+    ),
+}
+
+
+def variant(name: str) -> RenderedStack:
+    stack, overrides = VARIANTS[name]
+    return render(stack, overrides)
+
+
+# The parts of the upstream CRD schemas (gateway-api v1 HTTPRoute, prometheus-operator v1) that the
+# program uses; kubernetes-validate ships only the core API's schemas.
+_NAME = {"type": "string", "minLength": 1, "maxLength": 253}
+CUSTOM_SCHEMAS: dict[str, dict[str, Any]] = {
+    "HTTPRoute": {
+        "type": "object",
+        "required": ["parentRefs", "rules"],
+        "additionalProperties": False,
+        "properties": {
+            "parentRefs": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": 32,
+                "items": {
+                    "type": "object",
+                    "required": ["name"],
+                    "additionalProperties": False,
+                    "properties": {"name": _NAME, "namespace": _NAME},
+                },
+            },
+            "hostnames": {"type": "array", "maxItems": 16, "items": {"type": "string"}},
+            "rules": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": 16,
+                "items": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "matches": {"type": "array", "maxItems": 64},
+                        "backendRefs": {
+                            "type": "array",
+                            "maxItems": 16,
+                            "items": {
+                                "type": "object",
+                                "required": ["name", "port"],
+                                "additionalProperties": False,
+                                "properties": {
+                                    "name": _NAME,
+                                    "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+                                    "weight": {"type": "integer", "minimum": 0, "maximum": 1000000},
+                                },
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    },
+    "ServiceMonitor": {
+        "type": "object",
+        "required": ["selector", "endpoints"],
+        "properties": {
+            "selector": {"type": "object", "required": ["matchLabels"]},
+            "endpoints": {
+                "type": "array",
+                "minItems": 1,
+                "items": {"type": "object", "required": ["port"], "properties": {"port": {"type": "string"}}},
+            },
+        },
+    },
+    "PrometheusRule": {
+        "type": "object",
+        "required": ["groups"],
+        "properties": {
+            "groups": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["name", "rules"],
+                    "properties": {
+                        "rules": {
+                            "type": "array",
+                            "items": {"type": "object", "required": ["alert", "expr"]},
+                        }
+                    },
+                },
+            }
+        },
+    },
+}
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_manifests_validate_against_kubernetes_schemas(name: str) -> None:
+    rendered = variant(name)
+    validated = 0
+    for manifest in rendered.manifests:
+        if manifest["kind"] in CUSTOM_KINDS:
+            jsonschema.validate(manifest["spec"], CUSTOM_SCHEMAS[manifest["kind"]])
+            continue
+        kubernetes_validate.validate(manifest, KUBERNETES_VERSION, strict=True)
+        validated += 1
+    assert validated >= 40
+
+
+def test_schema_validation_rejects_a_broken_object(staging: RenderedStack) -> None:
+    broken = json.loads(json.dumps(staging.find("Deployment", "immune-core-blue")))
+    broken["spec"]["template"]["spec"]["containers"][0]["resources"]["limit"] = {"cpu": "1"}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, KUBERNETES_VERSION, strict=True)
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_manifests_satisfy_the_policies(name: str) -> None:
+    found = [message for manifest in variant(name).manifests for message in violations(manifest)]
+    assert found == []
+
+
+def test_manifests_round_trip_through_yaml_files(tmp_path: Path, prod: RenderedStack) -> None:
+    paths = write_manifests(prod, tmp_path)
+    assert len(paths) == len(prod.manifests)
+    loaded = [yaml.safe_load(path.read_text()) for path in paths]
+    assert sorted(json.dumps(m, sort_keys=True) for m in loaded) == sorted(
+        json.dumps(m, sort_keys=True) for m in prod.manifests
+    )
+
+
+def _check_list() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load(CHECK_LIST.read_text())
+    return data
+
+
+def _passed_ids(*args: str) -> set[str]:
+    """Run checkov without --quiet to learn which checks passed (and therefore ran)."""
+    result = subprocess.run(
+        [str(CHECKOV), *args, "--output", "json", "--compact"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    report = json.loads(result.stdout)
+    reports = report if isinstance(report, list) else [report]
+    failed = [check for item in reports for check in item["results"].get("failed_checks", [])]
+    assert failed == [], [(check["check_id"], check["resource"], check["check_name"]) for check in failed]
+    return {check["check_id"] for item in reports for check in item["results"].get("passed_checks", [])}
+
+
+@pytest.mark.slow
+def test_checkov_kubernetes_zero_failures_on_curated_checks(tmp_path: Path) -> None:
+    for name in VARIANTS:
+        write_manifests(variant(name), tmp_path / name)
+    checks = _check_list()["kubernetes"]
+    skips = ",".join(checks["skips"])
+    passed = _passed_ids("--directory", str(tmp_path), "--framework", "kubernetes", "--skip-check", skips)
+    assert set(checks["checks"]) <= passed, f"curated checks that never ran: {set(checks['checks']) - passed}"
+    assert not set(checks["skips"]) & passed
+
+
+@pytest.mark.slow
+def test_checkov_dockerfile_zero_failures_on_curated_checks() -> None:
+    if not DOCKERFILE.exists():
+        pytest.fail("app/Dockerfile is missing: the image build option points at it")
+    checks = _check_list()["dockerfile"]
+    args = ["--file", str(DOCKERFILE), "--framework", "dockerfile"]
+    if checks["skips"]:
+        args += ["--skip-check", ",".join(checks["skips"])]
+    passed = _passed_ids(*args)
+    assert set(checks["checks"]) <= passed, f"curated checks that never ran: {set(checks['checks']) - passed}"
+
+
+def test_every_skip_has_a_reason() -> None:
+    data = _check_list()
+    for framework in ("kubernetes", "dockerfile"):
+        for check_id, reason in (data[framework]["skips"] or {}).items():
+            assert re.fullmatch(r"CKV2?_[A-Z0-9]+_\d+", check_id)
+            assert isinstance(reason, str) and len(reason) > 60, check_id
+        assert not set(data[framework]["skips"] or {}) & set(data[framework]["checks"])
+
+
+def test_dockerfile_base_images_are_pinned() -> None:
+    """What CKV_DOCKER_7 cannot see through `FROM ${ARG}`: resolve ARG defaults, require exact tags."""
+    text = DOCKERFILE.read_text()
+    defaults = dict(re.findall(r"^ARG\s+(\w+)=(\S+)", text, flags=re.M))
+    stages: set[str] = set()
+    images = []
+    for source, alias in re.findall(
+        r"^FROM\s+(?:--platform=\S+\s+)?(\S+)(?:\s+AS\s+(\S+))?", text, flags=re.M | re.I
+    ):
+        image = re.sub(r"\$\{?(\w+)\}?", lambda match: defaults.get(match.group(1), match.group(0)), source)
+        if image not in stages:
+            images.append(image)
+        if alias:
+            stages.add(alias)
+    assert images
+    for image in images:
+        assert "$" not in image, f"unresolved build argument in FROM {image}"
+        tag = image.rsplit("/", 1)[-1]
+        assert "@sha256:" in image or (":" in tag and not tag.endswith(":latest")), image
