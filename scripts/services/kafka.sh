@@ -189,7 +189,7 @@ svc_start_locked() {
         { tail -n 20 "$STATE/logs/stdout.log" >&2; return 1; }
 }
 
-svc_pid() { live_pid_from_file "$PIDFILE"; }
+svc_pid() { live_pid_from_file "$PIDFILE" "$STATE/config/server.properties"; }
 
 svc_env() { echo "IMMUNE_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$KAFKA_PORT"; }
 

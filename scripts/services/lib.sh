@@ -65,12 +65,18 @@ wait_until_reaped() {
     done
 }
 
-# Reads a pid file and prints the pid if that process is alive.
+# Prints the pid from a pid file if that process is alive and, when MARKER is given, its command line
+# contains MARKER. The marker matters after a machine restart: the state dir survives, and the stale
+# pid may by then belong to an unrelated process.
 live_pid_from_file() {
-    local file="$1" pid
+    local file="$1" marker="${2:-}" pid cmdline
     [[ -s "$file" ]] || return 1
     pid="$(head -n1 "$file" | tr -d '[:space:]')"
     [[ "$pid" =~ ^[0-9]+$ ]] && pid_is_alive "$pid" || return 1
+    if [[ -n "$marker" ]]; then
+        cmdline="$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)" || return 1
+        [[ "$cmdline" == *"$marker"* ]] || return 1
+    fi
     printf '%s\n' "$pid"
 }
 

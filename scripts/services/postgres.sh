@@ -92,6 +92,9 @@ svc_start_locked() {
     write_config
     if [[ -s "$DATA/postmaster.pid" ]]; then
         wait_until_reaped "$(head -n1 "$DATA/postmaster.pid")"
+        # Still there, yet not our postmaster (svc_pid failed before we got here): a pid reused after
+        # a machine restart. PostgreSQL would refuse to start on it, so drop the stale lock file.
+        svc_pid >/dev/null || rm -f "$DATA/postmaster.pid"
     fi
     log "starting on 127.0.0.1:$PG_PORT"
     as_pg setsid -w "$PG_BIN/pg_ctl" -D "$DATA" -l "$LOGFILE" -w -t "$IMMUNE_SERVICE_START_TIMEOUT" start >/dev/null 9>&- ||
@@ -107,7 +110,7 @@ svc_stop_locked() {
     terminate_pid "$pid" INT
 }
 
-svc_pid() { live_pid_from_file "$DATA/postmaster.pid"; }
+svc_pid() { live_pid_from_file "$DATA/postmaster.pid" "$PG_BIN/postgres -D $DATA"; }
 
 svc_env() {
     local password

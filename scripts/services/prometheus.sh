@@ -71,7 +71,7 @@ svc_start_locked() {
     wait_until_ready "$(cat "$PIDFILE")" "$LOGFILE" prometheus_ready
 }
 
-svc_pid() { live_pid_from_file "$PIDFILE"; }
+svc_pid() { live_pid_from_file "$PIDFILE" "--storage.tsdb.path=$STATE/data"; }
 
 svc_env() { echo "IMMUNE_PROMETHEUS_URL=http://127.0.0.1:$PROMETHEUS_PORT"; }
 

@@ -54,7 +54,8 @@ svc_start_locked() {
     wait_until_ready "$(cat "$PIDFILE")" "$LOGFILE" redis_ping
 }
 
-svc_pid() { live_pid_from_file "$PIDFILE"; }
+# Redis renames its process title to "redis-server HOST:PORT".
+svc_pid() { live_pid_from_file "$PIDFILE" "redis-server 127.0.0.1:$REDIS_PORT"; }
 
 svc_env() {
     local password

@@ -263,3 +263,28 @@ def test_prometheus_runs_a_caller_supplied_config(tmp_path: Path) -> None:
     finally:
         prometheus.stop()
     assert not prometheus.is_running()
+
+
+async def test_a_pid_file_naming_an_unrelated_live_process_is_stale(
+    private_services: PrivateServices,
+) -> None:
+    """After a machine restart the state dir survives and its old pids may belong to other programs."""
+    services = private_services("postgres", "redis")
+    env = services.env()
+    state = Path(services.overrides["IMMUNE_STATE_DIR"])
+    services.stop()
+    unrelated = await asyncio.create_subprocess_exec("sleep", "300")
+    try:
+        (state / "redis" / "redis.pid").write_text(f"{unrelated.pid}\n")
+        (state / "postgres" / "data" / "postmaster.pid").write_text(f"{unrelated.pid}\n{state}\n")
+        for name in ("postgres", "redis"):
+            assert not services[name].is_running()
+        services.start()
+        assert unrelated.returncode is None  # start never touched it
+    finally:
+        unrelated.kill()
+        await unrelated.wait()
+    assert await pg_scalar(env["IMMUNE_DATABASE_URL"], "SELECT 1") == 1
+    client = aioredis.from_url(env["IMMUNE_REDIS_URL"])
+    assert await client.ping() is True
+    await client.aclose()
