@@ -362,7 +362,8 @@ class Kafka(pulumi.ComponentResource):
                                 "name": "kafka-exporter",
                                 "image": settings.kafka.exporter_image,
                                 "image_pull_policy": "IfNotPresent",
-                                "args": [f"--kafka.server={self.bootstrap_servers}"],
+                                # Kafka 4 refuses the old protocol versions the exporter's client defaults to.
+                                "args": [f"--kafka.server={self.bootstrap_servers}", "--kafka.version=3.6.0"],
                                 "ports": [{"name": "metrics", "container_port": EXPORTER_PORT}],
                                 "readiness_probe": {
                                     "http_get": {"path": "/healthz", "port": "metrics"},

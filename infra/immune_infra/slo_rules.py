@@ -1,8 +1,9 @@
 """The SLO alerting rules, as data: the same groups feed the bundled Prometheus's rule file and the
 PrometheusRule object for clusters that run the Prometheus Operator.
 
-Metric names are the service's (see docs/infra.md): request latency histogram and request counter
-labelled by status, Kafka consumer lag, transactional-outbox depth, and a 0/1 leader gauge.
+Metric names are the service's (immune_core.observability.metrics; tests/infra checks every name
+used here exists there): the request latency histogram labelled by status, Kafka consumer lag,
+transactional-outbox depth, and a 0/1 leader gauge.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from typing import Any
 from immune_infra.config import StackSettings
 
 LATENCY_BUCKETS = "immune_http_request_duration_seconds_bucket"
-REQUESTS_TOTAL = "immune_http_requests_total"
-CONSUMER_LAG = "immune_kafka_consumer_lag"
+# Every request is one observation of the latency histogram: its _count is the request counter.
+REQUESTS_TOTAL = "immune_http_request_duration_seconds_count"
+CONSUMER_LAG = "immune_consumer_lag"
 OUTBOX_DEPTH = "immune_outbox_depth"
 LEADER = "immune_leader"
 
@@ -21,9 +23,11 @@ LEADER = "immune_leader"
 def alert_rules(settings: StackSettings) -> dict[str, Any]:
     slo = settings.monitoring.slo
     scope = f'namespace="{settings.namespace}"'
-    p95 = f"histogram_quantile(0.95, sum by (le) (rate({LATENCY_BUCKETS}{{{scope}}}[5m])))"
-    errors = f'sum(rate({REQUESTS_TOTAL}{{{scope},status=~"5.."}}[5m]))'
-    requests = f"sum(rate({REQUESTS_TOTAL}{{{scope}}}[5m]))"
+    # Probes and scrapes are fast and frequent: counting them would hide a slow or failing API.
+    api = f'{scope},route!~"/health/.*|/metrics"'
+    p95 = f"histogram_quantile(0.95, sum by (le) (rate({LATENCY_BUCKETS}{{{api}}}[5m])))"
+    errors = f'sum(rate({REQUESTS_TOTAL}{{{api},status=~"5.."}}[5m]))'
+    requests = f"sum(rate({REQUESTS_TOTAL}{{{api}}}[5m]))"
 
     def rule(alert: str, expr: str, for_: str, severity: str, summary: str) -> dict[str, Any]:
         return {

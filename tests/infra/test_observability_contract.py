@@ -1,0 +1,49 @@
+"""The alert rules and the dashboard query metrics the service really exports."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import yaml
+from immune_core.observability.metrics import Metrics
+from immune_infra.monitoring import dashboard_json
+from immune_infra.render import RenderedStack
+
+METRIC = re.compile(r"\b(immune_[a-z0-9_]+)")
+
+
+def exported_series() -> set[str]:
+    """Every series name the service's registry can expose (histogram/counter suffixes included)."""
+    names: set[str] = set()
+    for family in Metrics().registry.collect():
+        names.add(family.name)
+        suffixes = {"histogram": ("_bucket", "_count", "_sum"), "counter": ("_total", "_created")}
+        names.update(family.name + suffix for suffix in suffixes.get(family.type, ()))
+    return names
+
+
+def test_alert_rules_use_only_exported_metrics(staging: RenderedStack) -> None:
+    rules = yaml.safe_load(staging.find("ConfigMap", "prometheus-rules")["data"]["immune-core-slo.yaml"])
+    used = {name for rule in rules["groups"][0]["rules"] for name in METRIC.findall(rule["expr"])}
+    assert used, "the SLO rules reference no service metric"
+    assert used <= exported_series(), used - exported_series()
+
+
+def test_dashboard_uses_only_exported_metrics() -> None:
+    dashboard = json.loads(dashboard_json())
+    used = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in METRIC.findall(target["expr"])
+    }
+    assert len(used) >= 5
+    assert used <= exported_series(), used - exported_series()
+
+
+def test_latency_and_error_slos_exclude_probes_and_scrapes(staging: RenderedStack) -> None:
+    rules = yaml.safe_load(staging.find("ConfigMap", "prometheus-rules")["data"]["immune-core-slo.yaml"])
+    by_name = {rule["alert"]: rule["expr"] for rule in rules["groups"][0]["rules"]}
+    for alert in ("ImmuneLatencyP95High", "ImmuneErrorRatioHigh"):
+        assert 'route!~"/health/.*|/metrics"' in by_name[alert]
