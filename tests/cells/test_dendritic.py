@@ -1,9 +1,10 @@
 import pytest
-from cell_events import at, flow
 from immune_core.cells.base import Cell, CellConfigError, CellContext
 from immune_core.cells.dendritic import DendriticCell, DendriticParams
 from immune_core.cells.observation import Antigen, Signal, SignalKind
 from immune_core.detection.intel import IntelStore
+
+from .cell_events import at, flow
 
 A = Antigen("source_ip", "45.133.1.1")
 B = Antigen("source_ip", "10.0.0.5")

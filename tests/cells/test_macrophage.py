@@ -1,8 +1,9 @@
 from typing import Any
 
-from cell_events import at, endpoint, feed, flow, intel
 from immune_core.cells.base import Cell
 from immune_core.detection.intel import IntelStore
+
+from .cell_events import at, endpoint, feed, flow, intel
 
 BAD = "185.220.101.4"
 

@@ -1,6 +1,7 @@
-from cell_events import feed, flow
 from immune_core.cells.base import Cell
 from immune_core.cells.neutrophil import Neutrophil
+
+from .cell_events import endpoint, feed, flow
 
 
 def neutrophil(**params: object) -> Neutrophil:
@@ -58,7 +59,6 @@ def test_failed_database_logins_count_as_attempts() -> None:
 
 
 def test_login_failed_endpoint_events_count_for_the_remote_address() -> None:
-    from cell_events import endpoint
 
     cell = neutrophil(brute_force_attempts=4)
     logins = [endpoint(i, "sshd", action="login_failed", remote_ip="203.0.113.9") for i in range(4)]

@@ -1,11 +1,12 @@
 import math
 
 import pytest
-from cell_events import endpoint, feed, flow
 from immune_core.cells.base import Cell
 from immune_core.cells.baseline import Ewma, coefficient_of_variation
 from immune_core.cells.nk_cell import NKCell
 from immune_core.events.models import EndpointEvent, NetworkFlow
+
+from .cell_events import endpoint, feed, flow
 
 
 def nk(**params: object) -> NKCell:

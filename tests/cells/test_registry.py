@@ -1,10 +1,11 @@
 from typing import Any, ClassVar
 
 import pytest
-from cell_events import flow
 from immune_core.cells.base import AnyEvent, Cell, CellConfigError, CellContext, CellParams
 from immune_core.cells.cytokine import Cytokine, cytokine_topic
 from immune_core.cells.observation import CellOutput
+
+from .cell_events import flow
 
 
 def test_every_cell_module_registers_its_type() -> None:

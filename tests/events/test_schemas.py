@@ -8,7 +8,8 @@ import pytest
 from immune_core.events.models import EVENT_KINDS, EventValidationError, parse_event
 from immune_core.events.schemas import load_schema, render_schema, schema_path
 from immune_core.simulator import generate
-from test_models import endpoint_dict, flow_dict, intel_dict
+
+from .test_models import endpoint_dict, flow_dict, intel_dict
 
 
 @pytest.mark.parametrize("kind", EVENT_KINDS)

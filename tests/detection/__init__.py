@@ -1,0 +1,1 @@
+"""Tests of immune_core.detection."""
