@@ -117,8 +117,10 @@ wait_until_ready() {
             return 1
         fi
         if ((SECONDS >= deadline)); then
-            log "not ready after ${IMMUNE_SERVICE_START_TIMEOUT}s; last lines of $logfile:"
+            log "not ready after ${IMMUNE_SERVICE_START_TIMEOUT}s; stopping it. Last lines of $logfile:"
             tail -n 40 "$logfile" >&2 || true
+            # A half-started server would make the next `start` believe it is running.
+            terminate_pid "$pid" TERM
             return 1
         fi
         sleep 0.3
