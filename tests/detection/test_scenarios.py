@@ -63,3 +63,12 @@ def test_scoring_counts_a_wrong_category_as_a_miss_and_its_antigen_as_not_benign
     result = score(events, relabelled)
     assert result.detected == {"port_scan": False}
     assert result.false_positives == set()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_scan_too_slow_for_the_neutrophil_is_caught_by_the_dendritic_cells(seed: int) -> None:
+    events, threats = detect("slow_scan", seed)
+    [antigen] = score(events, threats).attack_antigens
+    on_scanner = [t for t in threats if f"{t.antigen_type}:{t.antigen}" == antigen]
+    assert on_scanner and all(t.cells == ["dendritic"] for t in on_scanner)
+    assert on_scanner[0].mcav is not None and on_scanner[0].mcav >= 0.6

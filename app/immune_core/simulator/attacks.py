@@ -23,6 +23,7 @@ class ExpectedDetection:
 
 EXPECTED_DETECTIONS: dict[str, ExpectedDetection] = {
     "port_scan": ExpectedDetection("port_scan", "source_ip"),
+    "slow_scan": ExpectedDetection("port_scan", "source_ip"),
     "brute_force": ExpectedDetection("brute_force", "source_ip"),
     "exfiltration": ExpectedDetection("exfiltration", "host"),
     "beaconing": ExpectedDetection("beaconing", "host"),
@@ -54,6 +55,32 @@ def port_scan(rng: random.Random, make: EventFactory, net: Network, start: datet
             conn_state=state,
         )
         events.append(LabelledEvent(flow, "port_scan", f"source_ip:{scanner}"))
+    return events
+
+
+def slow_scan(rng: random.Random, make: EventFactory, net: Network, start: datetime) -> list[LabelledEvent]:
+    """A patient scanner: one random port of the database server every ~5 s for 7.5 minutes.
+
+    About 12 new ports a minute stays under the neutrophil's burst threshold (20 in 60 s) the whole
+    time; it is the dendritic cells, accumulating the neutrophil's danger signals, that catch it.
+    """
+    scanner = attacker_ip(rng)
+    target = net.servers["db"]
+    events = []
+    at = start
+    for port in rng.sample(range(1, 65_536), 90):
+        at += timedelta(seconds=rng.uniform(4.0, 6.0))
+        flow = make.flow(
+            at,
+            target.host_id,
+            scanner,
+            target.ip,
+            port,
+            rng.randint(40, 80),
+            0,
+            conn_state=rng.choice(["rejected", "rejected", "timeout"]),
+        )
+        events.append(LabelledEvent(flow, "slow_scan", f"source_ip:{scanner}"))
     return events
 
 
@@ -178,6 +205,7 @@ def unsigned_process(
 
 ATTACKS: dict[str, Attack] = {
     "port_scan": port_scan,
+    "slow_scan": slow_scan,
     "brute_force": brute_force,
     "exfiltration": exfiltration,
     "beaconing": beaconing,

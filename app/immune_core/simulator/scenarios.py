@@ -18,6 +18,7 @@ ATTACK_START_FRACTION = 0.55
 SCENARIOS: dict[str, str] = {
     "benign": "Benign office traffic only (the false-positive baseline).",
     "port_scan": "Benign traffic plus an external scan of 200 ports of the web server.",
+    "slow_scan": "Benign traffic plus a scan of the database server too slow for burst detection.",
     "brute_force": "Benign traffic plus SSH password guessing against the bastion.",
     "exfiltration": "Benign traffic plus a workstation uploading ~150 MB to one external host.",
     "beaconing": "Benign traffic plus an implant calling home every 30 s.",
