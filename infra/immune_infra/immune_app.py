@@ -91,7 +91,7 @@ class ImmuneApp(pulumi.ComponentResource):
         provider: k8s.Provider,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        super().__init__("immune:app:ImmuneApp", name, None, opts)
+        super().__init__("immune:immune_app:ImmuneApp", name, None, opts)
         self._name = name
         self._settings = settings
         self._namespace = namespace

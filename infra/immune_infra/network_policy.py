@@ -133,7 +133,7 @@ class NetworkPolicies(pulumi.ComponentResource):
         provider: k8s.Provider,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        super().__init__("immune:network:NetworkPolicies", name, None, opts)
+        super().__init__("immune:network_policy:NetworkPolicies", name, None, opts)
         child = pulumi.ResourceOptions(parent=self, provider=provider)
 
         def policy(suffix: str, policy_name: str, spec: dict[str, Any]) -> k8s.networking.v1.NetworkPolicy:

@@ -43,6 +43,7 @@ class RecordedResource:
     inputs: dict[str, Any]
     dependencies: tuple[str, ...]
     parent: str
+    provider: str
 
 
 @dataclass
@@ -108,13 +109,20 @@ class _RecordingMonitor(MockMonitor):
 
     def __init__(self, mocks: pulumi.runtime.Mocks) -> None:
         super().__init__(mocks)
-        self.registrations: list[tuple[str, str, str, tuple[str, ...], str]] = []
+        self.registrations: list[tuple[str, str, str, tuple[str, ...], str, str]] = []
 
     def RegisterResource(self, request: Any) -> Any:
         response = super().RegisterResource(request)
         if request.type != "pulumi:pulumi:Stack":
             self.registrations.append(
-                (response.urn, request.type, request.name, tuple(request.dependencies), request.parent)
+                (
+                    response.urn,
+                    request.type,
+                    request.name,
+                    tuple(request.dependencies),
+                    request.parent,
+                    request.provider,
+                )
             )
         return response
 
@@ -186,7 +194,7 @@ def render_stack(
 
     rendered = RenderedStack(stack=stack, exports=_plain(exports or {}))
     states = {urn: registration.state for urn, registration in monitor.resources.items()}
-    for urn, type_, name, dependencies, parent in monitor.registrations:
+    for urn, type_, name, dependencies, parent, provider in monitor.registrations:
         rendered.resources.append(
             RecordedResource(
                 type=type_,
@@ -195,6 +203,7 @@ def render_stack(
                 inputs=_plain(states.get(urn, {})),
                 dependencies=dependencies,
                 parent=parent,
+                provider=provider,
             )
         )
     return rendered

@@ -13,6 +13,7 @@ import pytest
 import yaml
 from immune_infra import policies
 from immune_infra.render import REPOSITORY_ROOT, RenderedStack
+from pulumi_policy.proxy import unknown_checking_proxy
 
 PACK = REPOSITORY_ROOT / "infra" / "policy_pack"
 
@@ -216,7 +217,8 @@ def _load_pack(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
 
 def _run_pack(pack: list[Any], resource_type: str, props: dict[str, Any]) -> list[str]:
     reported: list[str] = []
-    args = SimpleNamespace(resource_type=resource_type, props=props)
+    # The engine hands policies read-only proxies (Mapping/Sequence, not dict/list), as here.
+    args = SimpleNamespace(resource_type=resource_type, props=unknown_checking_proxy(copy.deepcopy(props)))
     for policy in pack:
         policy.validate(
             args, lambda message, urn=None, name=policy.name: reported.append(f"{name}: {message}")

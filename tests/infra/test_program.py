@@ -315,10 +315,28 @@ def test_render_directory_option_reaches_the_provider(tmp_path: Any) -> None:
     assert provider.inputs["renderYamlToDirectory"] == str(tmp_path / "out")
     default = next(res for res in render("staging").resources if res.type == "pulumi:providers:kubernetes")
     assert "renderYamlToDirectory" not in default.inputs
-    # Every Kubernetes resource goes through the one explicit provider.
-    for res in rendered.resources:
+
+
+def test_components_own_every_resource_and_use_the_explicit_provider(stack: RenderedStack) -> None:
+    components = {res.urn: res.type for res in stack.resources if res.type.startswith("immune:")}
+    assert sorted(components.values()) == [
+        "immune:image:ServiceImage",
+        "immune:immune_app:ImmuneApp",
+        "immune:kafka:Kafka",
+        "immune:monitoring:Monitoring",
+        "immune:namespace:ImmuneNamespace",
+        "immune:network_policy:NetworkPolicies",
+        "immune:postgres:Postgres",
+        "immune:redis:Redis",
+    ]
+    provider = next(res for res in stack.resources if res.type == "pulumi:providers:kubernetes")
+    for res in stack.resources:
         if res.type.startswith("kubernetes:"):
-            assert res.parent, res.name
+            assert res.parent in components, res.name
+            assert res.provider.startswith(provider.urn + "::"), res.name
+            # Child names derive from the component's name.
+            component_name = res.parent.rsplit("::", 1)[1]
+            assert res.name.startswith(component_name.split("-")[0]), (res.name, component_name)
 
 
 def test_image_build_option_builds_from_app_dockerfile_and_promotes_the_digest() -> None:
