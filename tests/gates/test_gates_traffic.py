@@ -74,7 +74,7 @@ def real_service(tmp_path: Path) -> Iterator[RunningService]:
     try:
         url = f"http://127.0.0.1:{port}"
         wait_ready(url, timeout_s=60)
-        yield RunningService(url, TOKEN, process)  # type: ignore[arg-type]
+        yield RunningService(url, TOKEN, process)
     finally:
         process.terminate()
         process.wait(timeout=30)
