@@ -55,7 +55,10 @@ class Flow:
 def flows(settings: StackSettings) -> list[Flow]:
     operator_mode = settings.monitoring.mode == "operator"
     scrapers = [namespace(settings.monitoring.operator_namespace)] if operator_mode else [pods(PROMETHEUS)]
-    ingress_source = [namespace(settings.routing.ingress_namespace)]
+    routing = settings.routing
+    # Traffic enters through the ingress controller, or the Gateway's own namespace in gateway mode.
+    entry = routing.gateway_namespace if routing.mode == "gateway" and routing.gateway_namespace else None
+    ingress_source = [namespace(entry or routing.ingress_namespace)]
     result = [
         Flow(
             "immune-core",
