@@ -190,8 +190,14 @@ class DendriticCell(Cell[DendriticParams]):
         if mature_now != tissue.last_context_mature:
             tissue.last_context_mature = mature_now
             output.cytokines.append(
-                Cytokine.emit("il12" if mature_now else "il10", self.cell_id, antigen.type, antigen.value,
-                              now, {"mcav": round(mcav, 4), "presented": presented})
+                Cytokine.emit(
+                    "il12" if mature_now else "il10",
+                    self.cell_id,
+                    antigen.type,
+                    antigen.value,
+                    now,
+                    {"mcav": round(mcav, 4), "presented": presented},
+                )
             )
         if mcav < p.mcav_threshold or presented < p.min_presentations:
             return
@@ -207,7 +213,17 @@ class DendriticCell(Cell[DendriticParams]):
         # Confidence grows with the evidence: full MCAV weight from twice the minimum presentations.
         confidence = round(mcav * min(1.0, presented / (2 * p.min_presentations)), 3)
         output.findings.append(
-            Finding(antigen, category, severity, confidence,
-                    reason, now, tuple(tissue.recent_events), self.cell_id, self.cell_type,
-                    tissue.host_id, round(mcav, 4))
+            Finding(
+                antigen,
+                category,
+                severity,
+                confidence,
+                reason,
+                now,
+                tuple(tissue.recent_events),
+                self.cell_id,
+                self.cell_type,
+                tissue.host_id,
+                round(mcav, 4),
+            )
         )

@@ -103,11 +103,30 @@ class Macrophage(Cell[MacrophageParams]):
             )
         )
         output.signals.append(
-            Signal(antigen, "pamp", confidence, self.cell_id, reason, context.now, event.event_id,
-                   "known_bad_indicator", host_id)
+            Signal(
+                antigen,
+                "pamp",
+                confidence,
+                self.cell_id,
+                reason,
+                context.now,
+                event.event_id,
+                "known_bad_indicator",
+                host_id,
+            )
         )
         output.cytokines.append(
-            Cytokine.emit("tnf", self.cell_id, antigen.type, antigen.value, context.now,
-                          {"indicator": item.indicator, "indicator_type": item.indicator_type,
-                           "severity": item.severity, "intel_source": item.source})
+            Cytokine.emit(
+                "tnf",
+                self.cell_id,
+                antigen.type,
+                antigen.value,
+                context.now,
+                {
+                    "indicator": item.indicator,
+                    "indicator_type": item.indicator_type,
+                    "severity": item.severity,
+                    "intel_source": item.source,
+                },
+            )
         )

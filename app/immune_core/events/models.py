@@ -47,9 +47,7 @@ KIND_BY_TOPIC: dict[str, EventKind] = {topic: kind for kind, topic in TOPIC_BY_K
 
 _MAX_BYTES = 2**53  # the largest integer every JSON consumer (JavaScript included) represents exactly
 _HOST_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:\-]*$"
-_DOMAIN_RE = re.compile(
-    r"^(?=.{1,253}$)(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?$"
-)
+_DOMAIN_RE = re.compile(r"^(?=.{1,253}$)(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?$")
 _SHA256_PATTERN = r"^[0-9a-fA-F]{64}$"
 _MAX_ERRORS_IN_MESSAGE = 10
 _MAX_ERRORS_KEPT = 100
@@ -80,9 +78,7 @@ IPAddressText = Annotated[
     str,
     StringConstraints(min_length=2, max_length=45, strip_whitespace=True),
     AfterValidator(_normalise_ip),
-    WithJsonSchema(
-        {"type": "string", "maxLength": 45, "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}]}
-    ),
+    WithJsonSchema({"type": "string", "maxLength": 45, "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}]}),
 ]
 Timestamp = Annotated[AwareDatetime, BeforeValidator(_reject_non_text_timestamp)]
 HostId = Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=_HOST_ID_PATTERN)]
