@@ -39,8 +39,11 @@ SCRIPTS_NAME = "kafka-scripts"
 START_SCRIPT = r"""#!/bin/sh
 # Renders server.properties for this broker from the pod's ordinal, formats storage once, starts Kafka.
 set -eu
+kafka_home="${KAFKA_HOME:-/opt/kafka}"
+run_dir="${KAFKA_RUN_DIR:-/var/run/kafka}"
+data_dir="${KAFKA_DATA_DIR:-/var/lib/kafka/data}"
 ordinal="${POD_NAME##*-}"
-conf=/var/run/kafka/server.properties
+conf="$run_dir/server.properties"
 voters=""
 i=0
 while [ "$i" -lt "$KAFKA_BROKERS" ]; do
@@ -48,7 +51,7 @@ while [ "$i" -lt "$KAFKA_BROKERS" ]; do
   voters="${voters:+${voters},}${voter}"
   i=$((i + 1))
 done
-mkdir -p /var/run/kafka/logs /var/lib/kafka/data/logs
+mkdir -p "$run_dir/logs" "$data_dir/logs"
 cat > "$conf" <<PROPERTIES
 process.roles=broker,controller
 node.id=${ordinal}
@@ -58,7 +61,7 @@ advertised.listeners=PLAINTEXT://${POD_NAME}.${HEADLESS_SERVICE}.${POD_NAMESPACE
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
 inter.broker.listener.name=PLAINTEXT
 controller.listener.names=CONTROLLER
-log.dirs=/var/lib/kafka/data/logs
+log.dirs=${data_dir}/logs
 num.partitions=${KAFKA_PARTITIONS}
 default.replication.factor=${KAFKA_REPLICATION_FACTOR}
 min.insync.replicas=${KAFKA_MIN_INSYNC_REPLICAS}
@@ -69,8 +72,8 @@ auto.create.topics.enable=false
 unclean.leader.election.enable=false
 group.initial.rebalance.delay.ms=3000
 PROPERTIES
-/opt/kafka/bin/kafka-storage.sh format --ignore-formatted --cluster-id "$KAFKA_CLUSTER_ID" --config "$conf"
-exec /opt/kafka/bin/kafka-server-start.sh "$conf"
+"$kafka_home/bin/kafka-storage.sh" format --ignore-formatted --cluster-id "$KAFKA_CLUSTER_ID" --config "$conf"
+exec "$kafka_home/bin/kafka-server-start.sh" "$conf"
 """
 
 TOPICS_SCRIPT = r"""#!/bin/sh
