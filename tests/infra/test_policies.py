@@ -8,10 +8,10 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import immune_infra.policies as policies
 import pulumi_policy
 import pytest
 import yaml
-from immune_infra import policies
 from immune_infra.render import REPOSITORY_ROOT, RenderedStack
 from pulumi_policy.proxy import unknown_checking_proxy
 
