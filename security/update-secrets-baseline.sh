@@ -3,7 +3,7 @@
 # Review new entries afterwards: `.venv/bin/detect-secrets audit .secrets.baseline` (mark each one real or not).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exclude='(^|/)(\.venv|[^/]*\.egg-info|node_modules)/'
+exclude='(^|/)(\.venv|[^/]*\.egg-info|node_modules)/|(^|/)\.secrets\.baseline$'
 if [[ -f .secrets.baseline ]]; then
   .venv/bin/detect-secrets scan --baseline .secrets.baseline --exclude-files "$exclude"
 else
