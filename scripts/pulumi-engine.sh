@@ -179,6 +179,9 @@ main() {
         build)
             check_pins
             mkdir -p "$PARTS"
+            # One build at a time per cache (parallel test runs may call this together).
+            exec 9>"$CACHE_ROOT/.pulumi-engine.lock"
+            flock 9
             local start=$SECONDS
             build_cli
             build_kubernetes
