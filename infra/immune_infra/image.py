@@ -55,7 +55,8 @@ class ServiceImage(pulumi.ComponentResource):
         for color in COLORS:
             configured = settings.image_for(color)
             if configured == BUILD_IMAGE:
-                assert built is not None  # the config model refuses `build` without imageBuild.enabled
+                if built is None:  # the config model already refuses this; keep the program honest
+                    raise ValueError(f"rollout.images.{color} is {BUILD_IMAGE!r} but imageBuild is disabled")
                 self.by_color[color] = built
             else:
                 self.by_color[color] = pulumi.Output.from_input(configured)

@@ -20,6 +20,8 @@ import pulumi_kubernetes as k8s
 
 from immune_infra.config import COLORS, Color, StackSettings
 from immune_infra.workload import (
+    MOUNT_API_TOKEN,
+    TMP_PATH,
     container_security_context,
     content_hash,
     empty_dir,
@@ -103,7 +105,7 @@ class ImmuneApp(pulumi.ComponentResource):
             f"{name}-sa",
             metadata={"name": APP_NAME, "namespace": namespace, "labels": app_labels()},
             # The service never talks to the Kubernetes API; no token in its pods.
-            automount_service_account_token=False,
+            automount_service_account_token=MOUNT_API_TOKEN,
             opts=child,
         )
         self.api_secret = k8s.core.v1.Secret(
@@ -156,7 +158,7 @@ class ImmuneApp(pulumi.ComponentResource):
             plain_env("IMMUNE_DEPLOYMENT_COLOR", color),
             plain_env("IMMUNE_API_PREFIX", app.api_prefix),
             plain_env("IMMUNE_LOG_LEVEL", app.log_level),
-            plain_env("IMMUNE_DATA_DIR", "/tmp/immune"),  # noqa: S108 - an emptyDir; unused with a database
+            plain_env("IMMUNE_DATA_DIR", f"{TMP_PATH}/immune"),  # unused with a database
             field_env("IMMUNE_INSTANCE_ID", "metadata.name"),
         ]
 
@@ -184,7 +186,7 @@ class ImmuneApp(pulumi.ComponentResource):
                     "spec": {
                         "restart_policy": "Never",
                         "service_account_name": APP_NAME,
-                        "automount_service_account_token": False,
+                        "automount_service_account_token": MOUNT_API_TOKEN,
                         "security_context": pod_security_context(fs_group=False),
                         "init_containers": [
                             {
@@ -208,7 +210,7 @@ class ImmuneApp(pulumi.ComponentResource):
                                 "env": self._app_env(color),
                                 "resources": resources(self._settings.app.migrate_resources),
                                 "security_context": container_security_context(),
-                                "volume_mounts": [mount("tmp", "/tmp")],  # noqa: S108 - an emptyDir
+                                "volume_mounts": [mount("tmp", TMP_PATH)],
                             }
                         ],
                         "volumes": [empty_dir("tmp")],
@@ -225,7 +227,7 @@ class ImmuneApp(pulumi.ComponentResource):
         http_probe: Any = {"http_get": {"path": "/health/live", "port": "http"}}
         pod_spec: k8s.core.v1.PodSpecArgsDict = {
             "service_account_name": APP_NAME,
-            "automount_service_account_token": False,
+            "automount_service_account_token": MOUNT_API_TOKEN,
             "security_context": pod_security_context(fs_group=False),
             "termination_grace_period_seconds": 30,
             "topology_spread_constraints": [
@@ -241,7 +243,7 @@ class ImmuneApp(pulumi.ComponentResource):
                     "name": APP_NAME,
                     "image": image,
                     "image_pull_policy": "IfNotPresent",
-                    "command": ["immune-core", "serve", "--host", "0.0.0.0", "--port", str(HTTP_PORT)],  # noqa: S104
+                    "command": ["immune-core", "serve", "--host", "0.0.0.0", "--port", str(HTTP_PORT)],  # noqa: S104  # nosec B104 - listen on the pod IP
                     "env": self._app_env(color),
                     "ports": [{"name": "http", "container_port": HTTP_PORT}],
                     "startup_probe": {**http_probe, "period_seconds": 2, "failure_threshold": 60},
@@ -253,7 +255,7 @@ class ImmuneApp(pulumi.ComponentResource):
                     },
                     "resources": resources(self._settings.app.resources),
                     "security_context": container_security_context(),
-                    "volume_mounts": [mount("tmp", "/tmp")],  # noqa: S108 - an emptyDir
+                    "volume_mounts": [mount("tmp", TMP_PATH)],
                 }
             ],
             "volumes": [empty_dir("tmp", "256Mi")],

@@ -16,6 +16,8 @@ import pulumi_kubernetes as k8s
 
 from immune_infra.config import KafkaSettings, StackSettings
 from immune_infra.workload import (
+    MOUNT_API_TOKEN,
+    TMP_PATH,
     container_security_context,
     content_hash,
     empty_dir,
@@ -225,7 +227,7 @@ class Kafka(pulumi.ComponentResource):
                 }
             }
         return {
-            "automount_service_account_token": False,
+            "automount_service_account_token": MOUNT_API_TOKEN,
             "security_context": pod_security_context(),
             "termination_grace_period_seconds": 60,
             "affinity": affinity,
@@ -278,7 +280,7 @@ class Kafka(pulumi.ComponentResource):
                         mount("data", "/var/lib/kafka/data"),
                         mount("scripts", "/opt/immune", read_only=True),
                         mount("run", "/var/run/kafka"),
-                        mount("tmp", "/tmp"),  # noqa: S108 - an emptyDir; the JVM's hsperfdata lives here
+                        mount("tmp", TMP_PATH),
                     ],
                 }
             ],
@@ -308,7 +310,7 @@ class Kafka(pulumi.ComponentResource):
                     "metadata": {"labels": job_labels},
                     "spec": {
                         "restart_policy": "OnFailure",
-                        "automount_service_account_token": False,
+                        "automount_service_account_token": MOUNT_API_TOKEN,
                         "security_context": pod_security_context(fs_group=False),
                         "containers": [
                             {
@@ -323,7 +325,7 @@ class Kafka(pulumi.ComponentResource):
                                     plain_env("REPLICATION_FACTOR", str(kafka.replication_factor)),
                                     plain_env("MIN_INSYNC_REPLICAS", str(kafka.min_insync_replicas)),
                                     plain_env("KAFKA_HEAP_OPTS", "-Xms64m -Xmx256m"),
-                                    plain_env("LOG_DIR", "/tmp/kafka-logs"),  # noqa: S108 - an emptyDir
+                                    plain_env("LOG_DIR", f"{TMP_PATH}/kafka-logs"),
                                 ],
                                 "resources": {
                                     "requests": {"cpu": "50m", "memory": "256Mi"},
@@ -332,7 +334,7 @@ class Kafka(pulumi.ComponentResource):
                                 "security_context": container_security_context(),
                                 "volume_mounts": [
                                     mount("scripts", "/opt/immune", read_only=True),
-                                    mount("tmp", "/tmp"),  # noqa: S108 - an emptyDir
+                                    mount("tmp", TMP_PATH),
                                 ],
                             }
                         ],
@@ -358,7 +360,7 @@ class Kafka(pulumi.ComponentResource):
                 "template": {
                     "metadata": {"labels": exporter_labels},
                     "spec": {
-                        "automount_service_account_token": False,
+                        "automount_service_account_token": MOUNT_API_TOKEN,
                         "security_context": pod_security_context(fs_group=False),
                         "containers": [
                             {

@@ -23,6 +23,8 @@ from immune_infra.config import COLORS, StackSettings
 from immune_infra.immune_app import APP_NAME, COLOR_LABEL, HTTP_PORT, pods_service_name
 from immune_infra.slo_rules import alert_rules
 from immune_infra.workload import (
+    MOUNT_API_TOKEN,
+    TMP_PATH,
     container_security_context,
     content_hash,
     empty_dir,
@@ -170,7 +172,7 @@ class Monitoring(pulumi.ComponentResource):
                         },
                     },
                     "spec": {
-                        "automount_service_account_token": False,
+                        "automount_service_account_token": MOUNT_API_TOKEN,
                         "security_context": pod_security_context(),
                         "containers": [
                             {
@@ -285,7 +287,7 @@ class Monitoring(pulumi.ComponentResource):
                         "annotations": {"immune.vertice.dev/config-hash": provisioned},
                     },
                     "spec": {
-                        "automount_service_account_token": False,
+                        "automount_service_account_token": MOUNT_API_TOKEN,
                         "security_context": pod_security_context(),
                         "containers": [
                             {
@@ -314,7 +316,7 @@ class Monitoring(pulumi.ComponentResource):
                                 "volume_mounts": [
                                     mount("data", "/var/lib/grafana"),
                                     mount("logs", "/var/log/grafana"),
-                                    mount("tmp", "/tmp"),  # noqa: S108 - an emptyDir
+                                    mount("tmp", TMP_PATH),
                                     mount(
                                         "provisioning",
                                         "/etc/grafana/provisioning/datasources/datasources.yaml",

@@ -11,6 +11,8 @@ import pulumi_kubernetes as k8s
 from immune_infra.config import StackSettings
 from immune_infra.credentials import StackCredentials, url_secret
 from immune_infra.workload import (
+    MOUNT_API_TOKEN,
+    TMP_PATH,
     container_security_context,
     empty_dir,
     labels,
@@ -26,7 +28,7 @@ from immune_infra.workload import (
 PORT = 5432
 EXPORTER_PORT = 9187
 SERVICE_NAME = "postgres"
-SECRET_NAME = "postgres-auth"  # noqa: S105 - a Secret object name
+SECRET_NAME = "postgres-auth"  # noqa: S105  # nosec B105 - a Secret object name
 URL_KEY = "url"
 
 
@@ -91,7 +93,7 @@ class Postgres(pulumi.ComponentResource):
                 "template": {
                     "metadata": {"labels": pg_labels},
                     "spec": {
-                        "automount_service_account_token": False,
+                        "automount_service_account_token": MOUNT_API_TOKEN,
                         "security_context": pod_security_context(),
                         "termination_grace_period_seconds": 60,
                         "containers": [
@@ -119,7 +121,7 @@ class Postgres(pulumi.ComponentResource):
                                 "volume_mounts": [
                                     mount("data", "/var/lib/postgresql/data"),
                                     mount("run", "/var/run/postgresql"),
-                                    mount("tmp", "/tmp"),  # noqa: S108 - an emptyDir
+                                    mount("tmp", TMP_PATH),
                                 ],
                             },
                             {

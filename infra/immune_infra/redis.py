@@ -12,6 +12,8 @@ import pulumi_kubernetes as k8s
 from immune_infra.config import StackSettings
 from immune_infra.credentials import StackCredentials, url_secret
 from immune_infra.workload import (
+    MOUNT_API_TOKEN,
+    TMP_PATH,
     container_security_context,
     empty_dir,
     labels,
@@ -27,7 +29,7 @@ from immune_infra.workload import (
 PORT = 6379
 EXPORTER_PORT = 9121
 SERVICE_NAME = "redis"
-SECRET_NAME = "redis-auth"  # noqa: S105 - a Secret object name
+SECRET_NAME = "redis-auth"  # noqa: S105  # nosec B105 - a Secret object name
 URL_KEY = "url"
 
 
@@ -98,7 +100,7 @@ class Redis(pulumi.ComponentResource):
                 "template": {
                     "metadata": {"labels": redis_labels},
                     "spec": {
-                        "automount_service_account_token": False,
+                        "automount_service_account_token": MOUNT_API_TOKEN,
                         "security_context": pod_security_context(),
                         "containers": [
                             {
@@ -122,7 +124,7 @@ class Redis(pulumi.ComponentResource):
                                 "volume_mounts": [
                                     mount("data", "/data"),
                                     mount("config", "/etc/redis", read_only=True),
-                                    mount("tmp", "/tmp"),  # noqa: S108 - an emptyDir
+                                    mount("tmp", TMP_PATH),
                                 ],
                             },
                             {

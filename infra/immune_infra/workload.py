@@ -21,6 +21,10 @@ PART_OF = "active-immune-core"
 NAME_LABEL = "app.kubernetes.io/name"
 COMPONENT_LABEL = "app.kubernetes.io/component"
 PART_OF_LABEL = "app.kubernetes.io/part-of"
+# No workload here calls the Kubernetes API, so no pod gets a ServiceAccount token.
+MOUNT_API_TOKEN = False
+# Scratch space inside the container: an emptyDir mounted there, not the node's /tmp.
+TMP_PATH = "/tmp"  # noqa: S108  # nosec B108
 
 
 def labels(name: str, component: str, **extra: str) -> dict[str, str]:
