@@ -19,7 +19,7 @@ PROJECT_NAME = "active-immune-core"
 SETTINGS_KEY = "settings"
 # Separate top-level keys so that `pulumi config set --secret <key>` stores each as ciphertext.
 SECRET_KEYS: tuple[str, ...] = ("postgresPassword", "redisPassword", "apiTokens", "grafanaAdminPassword")
-REGISTRY_PASSWORD_KEY = "registryPassword"  # noqa: S105  # nosec B105 - a config key name, not a value
+REGISTRY_PASSWORD_KEY = "registryPassword"  # noqa: S105  # nosec B105 # pragma: allowlist secret - a key name
 
 Color = Literal["blue", "green"]
 COLORS: tuple[Color, Color] = ("blue", "green")

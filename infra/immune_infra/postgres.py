@@ -28,7 +28,7 @@ from immune_infra.workload import (
 PORT = 5432
 EXPORTER_PORT = 9187
 SERVICE_NAME = "postgres"
-SECRET_NAME = "postgres-auth"  # noqa: S105  # nosec B105 - a Secret object name
+SECRET_NAME = "postgres-auth"  # noqa: S105  # nosec B105 # pragma: allowlist secret - an object name
 URL_KEY = "url"
 
 

@@ -29,7 +29,7 @@ from immune_infra.workload import (
 PORT = 6379
 EXPORTER_PORT = 9121
 SERVICE_NAME = "redis"
-SECRET_NAME = "redis-auth"  # noqa: S105  # nosec B105 - a Secret object name
+SECRET_NAME = "redis-auth"  # noqa: S105  # nosec B105 # pragma: allowlist secret - an object name
 URL_KEY = "url"
 
 

@@ -16,6 +16,7 @@ from immune_infra.render import REPOSITORY_ROOT, RenderedStack
 from pulumi_policy.proxy import unknown_checking_proxy
 
 PACK = REPOSITORY_ROOT / "infra" / "policy_pack"
+URL_WITH_CREDENTIALS = "postgresql://u:pw@db:5432/x"  # pragma: allowlist secret
 
 
 def compliant_deployment() -> dict[str, Any]:
@@ -143,7 +144,7 @@ def test_compliant_object_has_no_violations() -> None:
             "DB_PASSWORD",
         ),
         (
-            mutated([*CONTAINER, "env"], [{"name": "UPSTREAM", "value": "postgresql://u:pw@db:5432/x"}]),
+            mutated([*CONTAINER, "env"], [{"name": "UPSTREAM", "value": URL_WITH_CREDENTIALS}]),
             "secrets-by-reference",
             "embedded password",
         ),
