@@ -77,7 +77,10 @@ def test_canary_steps_blue_green_switch_and_abort(rollout: Rollout) -> None:
     # Deploy the candidate to the idle colour: only green's workload changes, traffic does not move.
     release = Release(version="0.2.0", ref="candidate", digest=GREEN_DIGEST)
     previous = rollout.last
-    target.deploy(Color.GREEN, release)
+    health = target.deploy(Color.GREEN, release, replicas=2)
+    assert health.deployed and health.release == release
+    assert health.ready_replicas == 0 and "render mode" in health.detail, "nothing runs in render mode"
+    assert "2 requested" in health.detail  # staging declares settings.app.replicas.min 1
     changes = diff(previous, rollout.rendered())
     changed_objects = {change.obj for change in changes}
     assert GREEN_DEPLOYMENT in changed_objects
