@@ -101,11 +101,12 @@ def run_canary_step(
                 window.setdefault(stable.value, []).extend(
                     read_window(out / "baseline" / SAMPLES_FILE).get(stable.value, [])
                 )
-            canary_now = window.get(candidate.value, [])
-            if len(canary_now) < stack.comparison.min_samples:
+            canary_now, stable_now = window.get(candidate.value, []), window.get(stable.value, [])
+            # An interim look only acts on evidence: too little data so far is not yet "no data".
+            if min(len(canary_now), len(stable_now)) < stack.comparison.min_samples:
                 continue
             looks += 1
-            look = analyse_canary_step(percent, canary_now, window.get(stable.value, []), stack.slo, strict)
+            look = analyse_canary_step(percent, canary_now, stable_now, stack.slo, strict)
             if not look.passed:
                 back_to_stable()
                 early_stop_at = time.time()

@@ -52,7 +52,12 @@ class LocalTarget:
         self.layout.data_dir.mkdir(exist_ok=True)
         private_dir(self.layout.env_dir)
         self.supervisor.ensure_running()
-        routing = self.traffic() or TrafficState(active=Color.BLUE, canary_weight=0)
+        routing = self.traffic()
+        if routing is None:
+            # An empty stack: "active" is green, running nothing, so the first release goes to blue,
+            # the idle colour, and reaches users only when the pipeline switches to it.
+            routing = TrafficState(active=Color.GREEN, canary_weight=0)
+            write_json_atomic(self.layout.routing_file, routing.to_dict())
         self.haproxy.write_files(routing)
         self.supervisor.write_programs(
             HAPROXY_PROGRAM, [ProgramSpec(HAPROXY_PROGRAM, self.haproxy.command(), self.layout.root)]

@@ -90,3 +90,38 @@ def test_read_window_skips_a_half_written_line(tmp_path: Path) -> None:
     path = tmp_path / "samples.jsonl"
     path.write_text('{"color": "blue", "latency_ms": 5, "ok": true, "at": 1}\n{"color": "gr')
     assert [len(v) for v in read_window(path).values()] == [1]
+
+
+def test_interim_look_waits_for_a_stable_baseline(tmp_path: Path) -> None:
+    """At 100% stable samples come from a slower-starting baseline load; no early verdict without them."""
+    moved: list[float] = []
+
+    def load(url: str, directory: Path) -> LoadRunResult:
+        directory.mkdir(parents=True, exist_ok=True)
+        color = "green" if url == "http://ingress" else "blue"
+        delay = 0.0 if color == "green" else 1.0
+        time.sleep(delay)
+        samples = {color: [FakeSample(12.0 + i % 5, True, time.time()) for i in range(200)]}
+        with (directory / "samples.jsonl").open("w") as handle:
+            for sample in samples[color]:
+                handle.write(
+                    json.dumps({"color": color, "latency_ms": sample.latency_ms, "ok": True, "at": sample.at})
+                    + "\n"
+                )
+        time.sleep(2.0 - delay)
+        return LoadRunResult(Verdict("load", Status.PASS, "ok"), samples)
+
+    result = run_canary_step(
+        100,
+        Color.GREEN,
+        Color.BLUE,
+        STACK,
+        load,
+        ("http://ingress", "http://stable"),
+        tmp_path,
+        lambda: moved.append(time.time()),
+        RecordingProgress(),
+        look_every_s=0.1,
+    )
+    assert not moved, result.verdict.summary
+    assert result.verdict.passed, result.verdict.summary

@@ -16,6 +16,9 @@ from immune_suite.gates.scanners import ScanResult, artifacts_of, run_tool, tail
 TOOL = "schemathesis"
 CHECKS = "not_a_server_error,response_schema_conformance,content_type_conformance"
 MAX_EXAMPLES_ENV = "IMMUNE_FUZZ_MAX_EXAMPLES"
+SEED_ENV = "IMMUNE_FUZZ_SEED"
+# A fixed seed: the same candidate gets the same cases, so a verdict can be reproduced from the record.
+DEFAULT_SEED = "20261125"
 
 
 def scan(base_url: str, token: str | None, out_dir: Path) -> ScanResult:
@@ -30,7 +33,8 @@ def scan(base_url: str, token: str | None, out_dir: Path) -> ScanResult:
         sys.executable, "-m", "schemathesis.cli", "--config-file", str(config), "--no-color",
         "run", f"{base}/openapi.json", "--url", base, "--checks", CHECKS,
         "--max-examples", os.environ.get(MAX_EXAMPLES_ENV, "25"), "--phases", "examples,coverage,fuzzing",
-        "--workers", "2", "--request-timeout", "10", "--wait-for-schema", "15",
+        "--seed", os.environ.get(SEED_ENV, DEFAULT_SEED), "--workers", "2", "--request-timeout", "10",
+        "--wait-for-schema", "15",
         "--report", "junit,json", "--report-json-path", str(report), "--report-junit-path", str(junit),
     ]
     env = {**os.environ, "IMMUNE_API_TOKEN": token or ""}
@@ -48,6 +52,6 @@ def scan(base_url: str, token: str | None, out_dir: Path) -> ScanResult:
     summary = (f"{operations['tested']} operations, {cases.get('generated', 0)} cases, "
                f"{cases.get('unique_failures', 0)} unique failures, {len(result.get('errors', []))} errors")
     return ScanResult(tool=TOOL, findings=failures, summary=summary, artifacts=artifacts,
-                      details={"operations": operations, "test_cases": cases,
+                      details={"operations": operations, "test_cases": cases, "seed": result.get("seed"),
                                "failures": result.get("failures", [])[:20],
                                "errors": result.get("errors", [])[:20]})
