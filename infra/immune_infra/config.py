@@ -134,7 +134,8 @@ class Routing(_Model):
     host: str
     preview_host: str
     ingress_class_name: str = "nginx"
-    tls_secret_name: str | None = None
+    # Name of the kubernetes.io/tls Secret for the hosts (managed outside this program, e.g. cert-manager).
+    tls_certificate: str | None = None
     gateway_name: str = "immune-gateway"
     gateway_namespace: str | None = None
     # Namespace of the ingress controller / gateway pods: the only source admitted to the app's port.

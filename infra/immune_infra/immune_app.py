@@ -134,7 +134,7 @@ class ImmuneApp(pulumi.ComponentResource):
             self._gateway_routes()
 
         routing = settings.routing
-        scheme = "https" if routing.tls_secret_name else "http"
+        scheme = "https" if routing.tls_certificate else "http"
         self.stable_url = f"{scheme}://{routing.host}{settings.app.api_prefix}"
         self.preview_url = f"{scheme}://{routing.preview_host}{settings.app.api_prefix}"
         # Canary traffic shares the stable host: a weighted share, or all of it with the header.
@@ -384,8 +384,8 @@ class ImmuneApp(pulumi.ComponentResource):
                 }
             ],
         }
-        if routing.tls_secret_name:
-            spec["tls"] = [{"hosts": [host], "secret_name": routing.tls_secret_name}]
+        if routing.tls_certificate:
+            spec["tls"] = [{"hosts": [host], "secret_name": routing.tls_certificate}]
         return k8s.networking.v1.Ingress(
             f"{self._name}-{suffix}",
             metadata={
