@@ -90,7 +90,7 @@ class Runtime:
         self.bus: Bus = open_bus(s)
         self.hormones: Hormones = open_hormones(s)
         self.counters = IntakeCounters()
-        self.engine = EngineHost(self.database, self.metrics)
+        self.engine = EngineHost(self.database, self.metrics, partition_of=self.bus.partition_for)
         self.relay = OutboxRelay(
             self.database,
             self.bus,

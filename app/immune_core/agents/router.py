@@ -28,8 +28,9 @@ class Agent(BaseModel):
     stage: int
     description: str
     params: dict[str, Any]
-    counters: dict[str, int]
+    counters: dict[str, int] = Field(description="Summed over this replica's partition engines.")
     state: dict[str, Any]
+    partitions: list[int] = Field(description="Input partitions this replica runs the cell for.")
 
 
 class AgentType(BaseModel):
@@ -49,10 +50,10 @@ class CreateAgent(BaseModel):
 
 
 def _agent(runtime: Runtime, cell_id: str) -> Agent:
-    try:
-        return Agent.model_validate(runtime.engine.engine.get_cell(cell_id).describe())
-    except KeyError:
-        raise ApiError(404, "not_found", "no such agent") from None
+    for described in runtime.engine.describe():
+        if described["id"] == cell_id:
+            return Agent.model_validate(described)
+    raise ApiError(404, "not_found", "no such agent")
 
 
 async def _record(runtime: Runtime, op: str, **fields: Any) -> int:
@@ -72,7 +73,7 @@ async def list_agents(runtime: RuntimeDep) -> AgentList:
         AgentType(type=name, description=cls.description, params_schema=cls.params_model.model_json_schema())
         for name, cls in Cell.types().items()
     ]
-    return AgentList(agents=[Agent.model_validate(d) for d in runtime.engine.engine.describe()], types=types)
+    return AgentList(agents=[Agent.model_validate(d) for d in runtime.engine.describe()], types=types)
 
 
 @router.get("/agents/{agent_id}", response_model=Agent, responses=responses(401, 403, 404, 429, 503))

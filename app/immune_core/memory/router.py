@@ -78,6 +78,6 @@ async def memory(
             source=i.source,
             expires_at=i.expires_at.isoformat(),
         )
-        for i in runtime.engine.engine.known_intel()[:1000]
+        for i in runtime.engine.known_intel()[:1000]
     ]
     return MemoryResponse(signatures=signatures, total_signatures=int(total or 0), live_intel=intel)

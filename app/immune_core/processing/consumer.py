@@ -11,7 +11,13 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import ParamSpec, TypeVar
 
-from immune_core.events.models import KIND_BY_TOPIC, TOPIC_BY_KIND, EventValidationError, parse_event
+from immune_core.events.models import (
+    KIND_BY_TOPIC,
+    TOPIC_BY_KIND,
+    EventValidationError,
+    IntelItem,
+    parse_event,
+)
 from immune_core.ingestion.repository import processed_among
 from immune_core.observability.logging import get_logger
 from immune_core.observability.metrics import Metrics
@@ -77,7 +83,10 @@ class DetectionConsumer:
             event_id = str(event.event_id)
             if event_id in already_done or event_id in batch.detected:
                 continue
-            batch.detected[event_id] = self._engine.process(event)
+            if isinstance(event, IntelItem):
+                batch.detected[event_id] = self._engine.learn_intel(event)
+            else:
+                batch.detected[event_id] = self._engine.process(event, batch.partitions[event_id])
         batch.cytokines = self._engine.drain_cytokines()
         result = await self._retry(commit_batch, self._db, batch, "kafka")
         self._account(batch, result)
@@ -101,6 +110,7 @@ class DetectionConsumer:
                 continue
             seen.add(str(event.event_id))
             batch.events.append(event)
+            batch.partitions[str(event.event_id)] = message.partition
         return batch
 
     def _dead_letter(self, message: InboundMessage, reason: str) -> DeadLetter:

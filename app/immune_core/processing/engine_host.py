@@ -1,18 +1,24 @@
-"""The replica's detection engine, kept in step with the cluster.
+"""The replica's detection engines, kept in step with the cluster.
 
+* One engine per input partition. Events of one antigen share a partition (``partition_key``), so each
+  engine sees its antigens' events in order, and its event-time clock is that partition's: a partition
+  that is behind (a consumer catching up, a burst replayed) never makes another one's events "late".
 * Cell population: API changes are an ordered log (``agent_ops``) that every replica applies in the same
-  order, so the engine's sequential cell ids agree across replicas.
-* State after a restart: rebuilt by replaying stored events (live intel, then the recent window), with
-  the resulting threats discarded — they were stored the first time round.
-* Intel: every replica must know every indicator, but the consumer group gives each replica only some
-  partitions; intel arriving through another replica is picked up from the store (``sync_intel``).
+  order to a template engine and to every partition engine, so cell ids agree everywhere. New
+  partition engines start as copies of the template (same cells, same live intel, no traffic state).
+* Intel: every engine must know every indicator, but the consumer group gives each replica only some
+  partitions; intel from any replica is picked up from the store (``sync_intel``) and fed to all engines.
+* State after a restart: rebuilt by replaying stored events (live intel, then the recent window) into the
+  engine of the partition each would be consumed from, with the resulting threats discarded.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,13 +26,14 @@ from immune_core.cells.base import CellConfigError
 from immune_core.cells.cytokine import Cytokine
 from immune_core.detection.engine import DetectionEngine
 from immune_core.detection.threat import Threat
-from immune_core.events.models import EndpointEvent, IntelItem, NetworkFlow, parse_event
+from immune_core.events.models import EndpointEvent, IntelItem, NetworkFlow, parse_event, partition_key
 from immune_core.observability.logging import get_logger
 from immune_core.observability.metrics import Metrics
 from immune_core.storage.database import Connection, Database
 
 log = get_logger(__name__)
 AnyEvent = NetworkFlow | EndpointEvent | IntelItem
+PartitionOf = Callable[[str], int]
 _SEEN_INTEL_LIMIT = 200_000
 
 
@@ -40,10 +47,20 @@ class AgentOp:
 
 
 class EngineHost:
-    def __init__(self, database: Database, metrics: Metrics, engine: DetectionEngine | None = None) -> None:
+    def __init__(
+        self,
+        database: Database,
+        metrics: Metrics,
+        *,
+        partition_of: PartitionOf = lambda _key: 0,
+        template: DetectionEngine | None = None,
+    ) -> None:
         self._db = database
         self._metrics = metrics
-        self.engine = engine or DetectionEngine()
+        self._partition_of = partition_of
+        # The template never sees traffic: it holds the cell population and intel new engines start from.
+        self.template = template or DetectionEngine()
+        self.engines: dict[int, DetectionEngine] = {}
         self.applied_agent_seq = 0
         # Which cell each applied op produced, so the API can answer with the cell it created.
         self.cell_by_op: dict[int, str] = {}
@@ -52,29 +69,78 @@ class EngineHost:
         self._intel_watermark = 0.0
 
     # -- detection ---------------------------------------------------------------------------------
-    def process(self, event: AnyEvent, *, replay: bool = False) -> list[Threat]:
-        if isinstance(event, IntelItem):
-            key = str(event.event_id)
-            if key in self._seen_intel:
-                return []
-            self._seen_intel[key] = None
-            if len(self._seen_intel) > _SEEN_INTEL_LIMIT:
-                self._seen_intel.popitem(last=False)
+    def engine_for(self, partition: int) -> DetectionEngine:
+        engine = self.engines.get(partition)
+        if engine is None:
+            engine = copy.deepcopy(self.template)
+            self.engines[partition] = engine
+        return engine
+
+    def process(self, event: AnyEvent, partition: int, *, replay: bool = False) -> list[Threat]:
+        """Run a flow or endpoint event through its partition's engine (intel goes to ``learn_intel``)."""
+        threats = self._run(self.engine_for(partition), event)
+        if not replay:
+            for threat in threats:
+                for cell in threat.cells:
+                    self._metrics.detections.labels(cell=cell).inc()
+        return threats
+
+    def learn_intel(self, item: IntelItem) -> list[Threat]:
+        """Give an intel item to every engine once; returns threats it raised (normally none)."""
+        key = str(item.event_id)
+        if key in self._seen_intel:
+            return []
+        self._seen_intel[key] = None
+        if len(self._seen_intel) > _SEEN_INTEL_LIMIT:
+            self._seen_intel.popitem(last=False)
+        self._run(self.template, item)
+        threats: list[Threat] = []
+        for engine in self.engines.values():
+            threats.extend(self._run(engine, item))
+        return threats
+
+    def _run(self, engine: DetectionEngine, event: AnyEvent) -> list[Threat]:
         try:
-            threats = self.engine.process(event)
+            return engine.process(event)
         except Exception:
             # A detection bug on one event must not stall the partition behind it (the consumer would
             # retry the same batch forever): the event stays stored and is counted as a detection error.
             self._metrics.detection_errors.inc()
             log.exception("detection_failed", event_id=str(event.event_id), kind=event.kind)
             return []
-        for threat in [] if replay else threats:
-            for cell in threat.cells:
-                self._metrics.detections.labels(cell=cell).inc()
-        return threats
 
     def drain_cytokines(self) -> list[Cytokine]:
-        return self.engine.drain_cytokines()
+        self.template.drain_cytokines()  # intel-only engine: nothing of interest, keep it bounded
+        drained: list[Cytokine] = []
+        for engine in self.engines.values():
+            drained.extend(engine.drain_cytokines())
+        return drained
+
+    def known_intel(self) -> list[IntelItem]:
+        return self.template.known_intel()
+
+    def describe(self) -> list[dict[str, Any]]:
+        """The population (same ids everywhere) with counters summed over this replica's engines."""
+        cells = self.template.describe()
+        for cell in cells:
+            totals: dict[str, int] = {}
+            for engine in self.engines.values():
+                try:
+                    counters = engine.get_cell(cell["id"]).describe()["counters"]
+                except KeyError:
+                    continue
+                for name, value in counters.items():
+                    totals[name] = totals.get(name, 0) + int(value)
+            cell["counters"] = dict(sorted(totals.items()))
+            cell["partitions"] = sorted(self.engines)
+        return cells
+
+    def has_cell(self, cell_id: str) -> bool:
+        try:
+            self.template.get_cell(cell_id)
+        except KeyError:
+            return False
+        return True
 
     # -- cell population ---------------------------------------------------------------------------
     async def sync_agents(self) -> None:
@@ -97,20 +163,26 @@ class EngineHost:
 
     def _apply(self, op: AgentOp) -> None:
         try:
-            if op.op == "create" and op.cell_type is not None:
-                self.cell_by_op[op.seq] = self.engine.add_cell(op.cell_type, op.params).cell_id
-            elif op.op == "clone" and op.target_cell_id is not None:
-                self.cell_by_op[op.seq] = self.engine.clone_cell(op.target_cell_id).cell_id
-            elif op.op == "delete" and op.target_cell_id is not None:
-                self.engine.remove_cell(op.target_cell_id)
-                self.cell_by_op[op.seq] = op.target_cell_id
-            else:
-                raise ValueError(f"malformed agent op {op.op!r}")
+            self.cell_by_op[op.seq] = self._apply_to(self.template, op)
         except (KeyError, ValueError, CellConfigError) as exc:
             # Every replica fails the same op the same way, so populations stay identical.
             self.op_errors[op.seq] = str(exc)
             log.warning("agent_op_not_applied", seq=op.seq, op=op.op, error=str(exc))
+        else:
+            for engine in self.engines.values():
+                self._apply_to(engine, op)
         self.applied_agent_seq = op.seq
+
+    @staticmethod
+    def _apply_to(engine: DetectionEngine, op: AgentOp) -> str:
+        if op.op == "create" and op.cell_type is not None:
+            return engine.add_cell(op.cell_type, op.params).cell_id
+        if op.op == "clone" and op.target_cell_id is not None:
+            return engine.clone_cell(op.target_cell_id).cell_id
+        if op.op == "delete" and op.target_cell_id is not None:
+            engine.remove_cell(op.target_cell_id)
+            return op.target_cell_id
+        raise ValueError(f"malformed agent op {op.op!r}")
 
     @staticmethod
     async def record_agent_op(
@@ -138,7 +210,7 @@ class EngineHost:
 
     # -- rebuilding state --------------------------------------------------------------------------
     async def warm_up(self, window_s: float, max_events: int) -> int:
-        """Replay stored events into a fresh engine; returns how many were replayed."""
+        """Replay stored events into fresh engines; returns how many were replayed."""
         await self.sync_agents()
         replayed = len(await self.sync_intel())
         if window_s <= 0 or max_events <= 0:
@@ -153,13 +225,14 @@ class EngineHost:
                 max_events,
             )
         for row in rows:
-            self.process(parse_event(row["payload"]), replay=True)
-        self.engine.drain_cytokines()
+            event = parse_event(row["payload"])
+            self.process(event, self._partition_of(partition_key(event)), replay=True)
+        self.drain_cytokines()
         log.info("detection_state_rebuilt", events=len(rows) + replayed, window_s=window_s)
         return len(rows) + replayed
 
     async def sync_intel(self) -> list[tuple[str, list[Threat]]]:
-        """Feed intel stored since the last sync (by any replica) to this engine.
+        """Feed intel stored since the last sync (by any replica) to every engine.
 
         Returns, per intel event newly fed, the threats it raised (usually none) for the caller to store.
         """
@@ -176,5 +249,7 @@ class EngineHost:
             self._intel_watermark = max(self._intel_watermark, float(row["received_at"]))
             if str(row["event_id"]) in self._seen_intel:
                 continue
-            raised.append((str(row["event_id"]), self.process(parse_event(row["payload"]))))
+            item = parse_event(row["payload"])
+            if isinstance(item, IntelItem):
+                raised.append((str(row["event_id"]), self.learn_intel(item)))
         return raised

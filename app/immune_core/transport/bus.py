@@ -57,3 +57,6 @@ class Bus(Protocol):
         (broadcast, e.g. WebSocket fan-out) without committing."""
 
     async def healthy(self) -> bool: ...
+
+    def partition_for(self, key: str) -> int:
+        """The input partition a message with ``key`` is written to (replay routes by it)."""

@@ -50,6 +50,9 @@ class InProcessBus:
     async def healthy(self) -> bool:
         return True
 
+    def partition_for(self, key: str) -> int:
+        return 0  # one partition per topic
+
     async def publish(self, messages: Sequence[OutboundMessage]) -> None:
         for message in messages:
             self._logs[message.topic].append(message)

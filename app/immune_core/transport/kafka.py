@@ -9,6 +9,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
+from aiokafka.partitioner import murmur2
 
 from immune_core.observability.logging import get_logger
 from immune_core.transport.bus import BusConsumer, BusUnavailable, InboundMessage, OutboundMessage
@@ -117,6 +118,10 @@ class KafkaBus:
             return bool(await asyncio.wait_for(client.fetch_all_metadata(), 3.0))
         except (KafkaError, OSError, TimeoutError):
             return False
+
+    def partition_for(self, key: str) -> int:
+        # Kafka's default partitioner (murmur2 of the key), with the partition count topics are created with.
+        return (murmur2(key.encode()) & 0x7FFFFFFF) % self._partitions
 
     def consumer(
         self, topics: Sequence[str], *, group_id: str | None, from_latest: bool = False
