@@ -138,6 +138,11 @@ assemble() {
     new_tmp "$CACHE_ROOT/.pulumi-engine.XXXXXX"; local tmp="$NEW_TMP"
     mkdir -p "$tmp/bin" "$tmp/home"
     cp "$PARTS/cli-$(cli_key)/pulumi" "$tmp/bin/"
+    # The Automation API checks this string: it must be the pinned release, stamped through -ldflags.
+    local reported; reported="$(PULUMI_SKIP_UPDATE_CHECK=1 "$tmp/bin/pulumi" version)"
+    if [ "$reported" != "v${PULUMI_CLI_VERSION}" ]; then
+        log "the built CLI reports $reported, expected v${PULUMI_CLI_VERSION}"; exit 1
+    fi
     cp "$PARTS/langhost-$(langhost_key)/pulumi-language-python" \
        "$PARTS/langhost-$(langhost_key)/pulumi-language-python-exec" "$tmp/bin/"
     # Install the provider with the CLI itself so the plugin directory is laid out exactly as the
