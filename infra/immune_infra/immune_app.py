@@ -155,6 +155,7 @@ class ImmuneApp(pulumi.ComponentResource):
             secret_env("IMMUNE_API_TOKENS", API_SECRET, "tokens"),
             plain_env("IMMUNE_KAFKA_BOOTSTRAP_SERVERS", deps.kafka_bootstrap_servers),
             plain_env("IMMUNE_KAFKA_GROUP_ID", KAFKA_GROUP_ID),
+            plain_env("IMMUNE_KAFKA_TOPIC_PARTITIONS", str(self._settings.kafka.partitions)),
             plain_env("IMMUNE_DEPLOYMENT_COLOR", color),
             plain_env("IMMUNE_API_PREFIX", app.api_prefix),
             plain_env("IMMUNE_LOG_LEVEL", app.log_level),
@@ -243,7 +244,18 @@ class ImmuneApp(pulumi.ComponentResource):
                     "name": APP_NAME,
                     "image": image,
                     "image_pull_policy": "IfNotPresent",
-                    "command": ["immune-core", "serve", "--host", "0.0.0.0", "--port", str(HTTP_PORT)],  # noqa: S104  # nosec B104 - listen on the pod IP
+                    "command": [
+                        "immune-core",
+                        "serve",
+                        "--host",
+                        "0.0.0.0",  # noqa: S104  # nosec B104 - listen on the pod IP
+                        "--port",
+                        str(HTTP_PORT),
+                        # Only the ingress controller's namespace reaches this port (NetworkPolicy),
+                        # so its X-Forwarded-* headers carry the real client address.
+                        "--forwarded-allow-ips",
+                        "*",
+                    ],
                     "env": self._app_env(color),
                     "ports": [{"name": "http", "container_port": HTTP_PORT}],
                     "startup_probe": {**http_probe, "period_seconds": 2, "failure_threshold": 60},

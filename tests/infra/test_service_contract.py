@@ -1,4 +1,4 @@
-"""The alert rules and the dashboard query metrics the service really exports."""
+"""The program against the service it deploys: CLI commands, settings, metric names."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import json
 import re
 
 import yaml
+from immune_core.cli import build_parser
 from immune_core.observability.metrics import Metrics
+from immune_core.settings import Settings
 from immune_infra.monitoring import dashboard_json
 from immune_infra.render import RenderedStack
 
@@ -47,3 +49,28 @@ def test_latency_and_error_slos_exclude_probes_and_scrapes(staging: RenderedStac
     by_name = {rule["alert"]: rule["expr"] for rule in rules["groups"][0]["rules"]}
     for alert in ("ImmuneLatencyP95High", "ImmuneErrorRatioHigh"):
         assert 'route!~"/health/.*|/metrics"' in by_name[alert]
+
+
+def test_container_commands_parse_with_the_service_cli(staging: RenderedStack) -> None:
+    parser = build_parser()
+    deployment = staging.find("Deployment", "immune-core-blue")["spec"]["template"]["spec"]["containers"][0]
+    serve = parser.parse_args(deployment["command"][1:])
+    assert (serve.command, serve.host, serve.port) == ("serve", "0.0.0.0", 8080)
+    assert deployment["ports"][0]["containerPort"] == serve.port
+    job = next(
+        j for j in staging.of_kind("Job") if j["metadata"]["name"].startswith("immune-core-migrate-blue")
+    )
+    migrate = job["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert migrate[0] == "immune-core" and parser.parse_args(migrate[1:]).command == "migrate"
+
+
+def test_every_immune_env_var_is_a_service_setting(stack: RenderedStack) -> None:
+    fields = set(Settings.model_fields)
+    for manifest in stack.manifests:
+        spec = manifest.get("spec", {}).get("template", {}).get("spec")
+        if not spec:
+            continue
+        for container in spec["containers"]:
+            for env in container.get("env", []):
+                if env["name"].startswith("IMMUNE_"):
+                    assert env["name"].removeprefix("IMMUNE_").lower() in fields, env["name"]
