@@ -33,7 +33,7 @@ def scan(base_url: str, token: str | None, out_dir: Path) -> ScanResult:
         sys.executable, "-m", "schemathesis.cli", "--config-file", str(config), "--no-color",
         "run", f"{base}/openapi.json", "--url", base, "--checks", CHECKS,
         "--max-examples", os.environ.get(MAX_EXAMPLES_ENV, "25"), "--phases", "examples,coverage,fuzzing",
-        "--seed", os.environ.get(SEED_ENV, DEFAULT_SEED), "--workers", "2", "--request-timeout", "10",
+        "--seed", os.environ.get(SEED_ENV, DEFAULT_SEED), "--workers", "1", "--request-timeout", "10",
         "--wait-for-schema", "15",
         "--report", "junit,json", "--report-json-path", str(report), "--report-junit-path", str(junit),
     ]
