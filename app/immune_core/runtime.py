@@ -168,6 +168,7 @@ class Runtime:
 
     async def stop(self) -> None:
         await self.elector.stop()
+        await self.intake.stop()
         for task in reversed(self._tasks):
             task.cancel()
         for task in self._tasks:

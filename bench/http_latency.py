@@ -1,0 +1,260 @@
+"""HTTP ingest latency of ``POST /api/v1/events`` at fixed open-loop rates, next to a bare ASGI hello.
+
+Open loop: requests are sent on a fixed schedule whatever the server's pace, and latency is measured
+from the scheduled send time, so a stalled server shows up as latency (no coordinated omission).
+Both servers run as ``uvicorn`` subprocesses with one worker on this machine; the service uses its
+embedded backends by default, or the local real services with ``--real`` (scripts/services env).
+
+    python bench/http_latency.py [--rates 100,500,1000] [--seconds 10] [--real]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+TOKEN = "bench-token-" + uuid.uuid4().hex[:8]
+
+
+@dataclass
+class Result:
+    target: str
+    rate: int
+    sent: int
+    ok: int
+    errors: int
+    latencies_ms: list[float]
+    wall_s: float
+
+    def pct(self, q: float) -> float:
+        if not self.latencies_ms:
+            return float("nan")
+        ordered = sorted(self.latencies_ms)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+class Connection:
+    """A keep-alive HTTP/1.1 connection with a minimal response parser (the client must not be the
+    bottleneck at 1000 req/s on a small machine, which rules out general-purpose clients)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def open(cls, port: int) -> Connection:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        return cls(reader, writer)
+
+    async def request(self, raw: bytes) -> int:
+        self.writer.write(raw)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":", 1)[1])
+        if length:
+            await self.reader.readexactly(length)
+        return status
+
+
+def ingest_request(port: int) -> bytes:
+    event = {
+        "event_id": str(uuid.uuid4()),
+        "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        "kind": "network_flow",
+        "host_id": "bench-01",
+        "src_ip": "10.9.8.7",
+        "dst_ip": "10.0.0.1",
+        "dst_port": 443,
+        "protocol": "tcp",
+        "bytes_in": 1000,
+        "bytes_out": 500,
+    }
+    body = json.dumps(event).encode()
+    return (
+        f"POST /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {TOKEN}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+def hello_request(port: int) -> bytes:
+    body = b"{}"
+    return (
+        f"POST /hello HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+async def open_loop(target: str, port: int, rate: int, seconds: float, build: object) -> Result:
+    requests = [build(port) for _ in range(int(rate * seconds))]  # type: ignore[operator]
+    idle: list[Connection] = [await Connection.open(port) for _ in range(8)]
+    latencies: list[float] = []
+    errors = 0
+    ok = 0
+
+    async def one(raw: bytes, scheduled: float) -> None:
+        nonlocal errors, ok
+        conn = idle.pop() if idle else await Connection.open(port)
+        try:
+            status = await conn.request(raw)
+        except (OSError, asyncio.IncompleteReadError):
+            errors += 1
+            return
+        latencies.append((time.perf_counter() - scheduled) * 1000)
+        if 200 <= status < 300:
+            ok += 1
+        else:
+            errors += 1
+        idle.append(conn)
+
+    tasks = []
+    start = time.perf_counter() + 0.05
+    for index, raw in enumerate(requests):
+        scheduled = start + index / rate
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(raw, scheduled)))
+    await asyncio.gather(*tasks)
+    wall = time.perf_counter() - start
+    for conn in idle:
+        conn.writer.close()
+    return Result(target, rate, len(requests), ok, errors, latencies, wall)
+
+
+def wait_http(port: int, path: str, timeout_s: float = 60.0) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}{path}", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"nothing answered 200 on :{port}{path}")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def real_services_env() -> dict[str, str]:
+    env: dict[str, str] = {}
+    for name in ("postgres", "redis", "kafka"):
+        out = subprocess.run(
+            ["bash", str(REPO / "scripts/services" / f"{name}.sh"), "env"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for line in out.splitlines():
+            key, _, value = line.removeprefix("export ").partition("=")
+            env[key.strip()] = value.strip()
+    return env
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rates", default="100,500,1000")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--real", action="store_true", help="PostgreSQL/Redis/Kafka from scripts/services")
+    args = parser.parse_args()
+    rates = [int(r) for r in args.rates.split(",")]
+
+    data_dir = tempfile.mkdtemp(prefix="immune-bench-")
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith("IMMUNE_")}
+    service_env = {
+        **base_env,
+        "IMMUNE_API_TOKENS": TOKEN,
+        "IMMUNE_DATA_DIR": data_dir,
+        "IMMUNE_RATE_LIMIT_PER_S": "0",
+        "IMMUNE_LOG_LEVEL": "WARNING",
+        "IMMUNE_KAFKA_GROUP_ID": f"bench-{uuid.uuid4().hex[:8]}",
+    }
+    if args.real:
+        service_env.update(real_services_env())
+    service_port, hello_port = free_port(), free_port()
+    processes = [
+        subprocess.Popen(
+            [str(BIN / "immune-core"), "serve", "--port", str(service_port)],
+            env=service_env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        ),
+        subprocess.Popen(
+            [
+                str(BIN / "uvicorn"),
+                "--app-dir",
+                str(REPO / "bench"),
+                "hello_app:app",
+                "--port",
+                str(hello_port),
+                "--no-access-log",
+                "--log-level",
+                "warning",
+            ],
+            env=base_env,
+        ),
+    ]
+    try:
+        wait_http(service_port, "/health/ready")
+        wait_http(hello_port, "/")
+        backends = "real PostgreSQL/Redis/Kafka" if args.real else "embedded SQLite + in-process bus"
+        print(f"backends: {backends}; {args.seconds:.0f} s per rate; cpu count {os.cpu_count()}")
+        columns = [("target", "<14"), ("rate/s", ">8"), ("sent", ">7"), ("ok", ">7"), ("err", ">5")]
+        columns += [("p50 ms", ">9"), ("p95 ms", ">9"), ("p99 ms", ">9")]
+        header = "".join(f"{name:{align}}" for name, align in columns)
+        print(header)
+        results: dict[tuple[str, int], Result] = {}
+        for rate in rates:
+            for target, port, build in (
+                ("hello (ASGI)", hello_port, hello_request),
+                ("ingest", service_port, ingest_request),
+            ):
+                result = asyncio.run(open_loop(target, port, rate, args.seconds, build))
+                results[(target, rate)] = result
+                print(
+                    f"{target:<14}{rate:>8}{result.sent:>7}{result.ok:>7}{result.errors:>5}"
+                    f"{result.pct(0.50):>9.2f}{result.pct(0.95):>9.2f}{result.pct(0.99):>9.2f}"
+                )
+        print("\nratio ingest / hello")
+        for rate in rates:
+            ingest, hello = results[("ingest", rate)], results[("hello (ASGI)", rate)]
+            ratios = [ingest.pct(q) / hello.pct(q) for q in (0.5, 0.95, 0.99)]
+            print(
+                f"  {rate:>5}/s  p50 x{ratios[0]:.1f}  p95 x{ratios[1]:.1f}  p99 x{ratios[2]:.1f}  "
+                f"(mean ingest {statistics.fmean(ingest.latencies_ms):.2f} ms)"
+            )
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(timeout=30)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
