@@ -103,13 +103,13 @@ def run_chaos_gate(config: dict[str, Any], out_dir: Path, experiments: list[str]
             failures.append(f"{name}: {exc}")
             measurements.append(Measurement(f"{name}: passed", None, None, "info", False))
             continue
-        progress(f"chaos: {name}", stage=GATE)
+        progress(f"running {name}", stage=GATE)
         summary, produced, error = run_experiment(path, name, var_file, env, out_dir)
         artifacts += produced
         if summary is None:
             failures.append(f"{name}: {error}")
             measurements.append(Measurement(f"{name}: passed", None, None, "info", False))
-            progress(f"chaos: {name}: FAIL - {error}", stage=GATE)
+            progress(f"{name}: FAIL - {error}", stage=GATE)
             continue
         measurements.append(Measurement(f"{name}: passed", 1.0 if summary.passed else 0.0, None, "info",
                                         summary.passed))
@@ -122,7 +122,7 @@ def run_chaos_gate(config: dict[str, Any], out_dir: Path, experiments: list[str]
                          "recovery": {m.name: m.value for m in summary.measurements},
                          "activities": [a.to_dict() for a in summary.activities]})
         values = ", ".join(f"{m.name.split(': ', 1)[1]}={m.value}" for m in summary.measurements)
-        progress(f"chaos: {name}: {'ok' if summary.passed else 'FAIL'} ({summary.status}, "
+        progress(f"{name}: {'ok' if summary.passed else 'FAIL'} ({summary.status}, "
                  f"deviated={summary.deviated}{', ' + values if values else ''})", stage=GATE)
     passed = not failures
     summary_text = (f"{len(experiments)} experiments passed" if passed

@@ -90,7 +90,7 @@ def run_load(base_url: str, token: str, out_dir: Path, shape: str, duration_s: f
     env = {**os.environ, **(extra_env or {}), "IMMUNE_API_TOKEN": token,
            "IMMUNE_LOAD_THRESHOLDS": str(thresholds)}
     command = locust_command(base_url, out_dir, shape, duration_s)
-    progress(f"load: {shape} for {duration_s:.0f}s against {base_url}", stage=GATE)
+    progress(f"{shape} for {duration_s:.0f}s against {base_url}", stage=GATE)
     log_path = out_dir / "locust.log"
     began = time.monotonic()
     with log_path.open("w", encoding="utf-8") as log:
@@ -103,11 +103,11 @@ def run_load(base_url: str, token: str, out_dir: Path, shape: str, duration_s: f
                 break
             time.sleep(min(5.0, max(duration_s / 6, 0.5)))
             sent = _count_lines(out_dir / "samples.jsonl")
-            progress(f"load: {time.monotonic() - began:.0f}s, {sent} requests", stage=GATE)
+            progress(f"{time.monotonic() - began:.0f}s, {sent} requests", stage=GATE)
         returncode = process.wait()
     samples = read_samples(out_dir / "samples.jsonl")
     verdict = _verdict(out_dir, returncode, started, log_path, samples)
-    progress(f"load: {verdict.status.value} - {verdict.summary}", stage=GATE)
+    progress(f"{verdict.status.value} - {verdict.summary}", stage=GATE)
     return LoadRun(verdict=verdict, samples=samples)
 
 

@@ -43,11 +43,11 @@ def run_security_gate(source_dir: Path, out_dir: Path, base_url: str | None, tok
     results: list[ScanResult] = []
     timings: dict[str, float] = {}
     for tool, scan in scans:
-        progress(f"security: {tool}", stage=GATE)
+        progress(f"running {tool}", stage=GATE)
         began = time.monotonic()
         result = _guarded(tool, scan)
         timings[tool] = round(time.monotonic() - began, 2)
-        progress(f"security: {tool}: {'ok' if result.passed else 'FAIL'} - {result.summary}", stage=GATE)
+        progress(f"{tool}: {'ok' if result.passed else 'FAIL'} - {result.summary}", stage=GATE)
         results.append(result)
     measurements = [r.measurement() for r in results]
     status = Verdict.status_from(measurements)
