@@ -182,7 +182,8 @@ class KubernetesTarget:
         """`pulumi up` with the config as it stands; raises `TargetError` on failure."""
         stack = self.stack()
         try:
-            result = stack.up(on_output=self._log, color="never", suppress_progress=True)
+            # show_secrets=False: the summary we keep never holds decrypted config.
+            result = stack.up(on_output=self._log, color="never", suppress_progress=True, show_secrets=False)
         except auto.errors.CommandError as exc:
             raise TargetError(f"pulumi up failed on {self.name}: {exc}") from exc
         return UpOutcome(changes=_op_counts(result.summary.resource_changes or {}))
