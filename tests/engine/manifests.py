@@ -21,7 +21,8 @@ def load_rendered(directory: Path) -> Documents:
                 continue
             metadata = document.get("metadata", {})
             key = f"{document['kind']}/{metadata.get('namespace', '')}/{metadata['name']}"
-            assert key not in documents, f"{key} rendered twice"
+            if key in documents:
+                raise ValueError(f"{key} rendered twice")
             documents[key] = document
     return documents
 
