@@ -8,7 +8,7 @@ from typing import Any
 import yaml
 from immune_infra.kafka import cluster_id
 from immune_infra.policies import containers, pod_spec
-from immune_infra.render import RenderedStack, render_only_secrets
+from immune_infra.render import RenderedStack, render_only_secrets, render_stack
 
 from infra.conftest import render
 
@@ -422,3 +422,17 @@ def test_worst_case_footprint_fits_the_quota(stack: RenderedStack) -> None:
         assert used <= quantity(hard[key]), (
             f"{stack.stack}: worst case {key} {used:g} exceeds quota {hard[key]}"
         )
+
+
+def test_renders_are_deterministic_and_independent(staging: RenderedStack, prod: RenderedStack) -> None:
+    """Several stacks in one process: a fresh run repeats the cached one exactly, exports don't leak."""
+    again = render_stack("staging")
+
+    def canonical(rendered: RenderedStack) -> list[str]:
+        # Registration order follows asyncio scheduling; the content must not.
+        return sorted(json.dumps(manifest, sort_keys=True) for manifest in rendered.manifests)
+
+    assert canonical(again) == canonical(staging)
+    assert again.exports == staging.exports
+    assert sorted(res.urn for res in again.resources) == sorted(res.urn for res in staging.resources)
+    assert all("::staging::" not in res.urn for res in prod.resources)
