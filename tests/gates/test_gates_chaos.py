@@ -202,29 +202,40 @@ def test_a_service_that_never_re_elects_fails_kill_leader(supervise: Callable[..
     assert "no new leader within 10s" in verdict.summary
 
 
+DEPENDENCY_EXPERIMENTS = {
+    "redis": ["stop-redis", "dependency-latency"],
+    "postgres": ["stop-postgres"],
+    "kafka": ["stop-kafka"],
+}
+
+
 @pytest.mark.slow
 @pytest.mark.integration
 @requires_service
-def test_stopping_redis_degrades_gracefully_and_loses_nothing(private_services: Callable[..., Any],
-                                                              tmp_path: Path) -> None:
-    services = private_services("redis")
+@pytest.mark.parametrize("dependency", list(DEPENDENCY_EXPERIMENTS))
+def test_stopping_a_dependency_degrades_gracefully_and_loses_nothing(
+        dependency: str, private_services: Callable[..., Any], tmp_path: Path) -> None:
+    services = private_services(dependency)
     port = free_port()
     env = {**os.environ, **services.env(), "IMMUNE_API_TOKENS": TOKEN,
            "IMMUNE_DATA_DIR": str(tmp_path / "data"), "IMMUNE_LOG_LEVEL": "WARNING"}
+    if dependency == "postgres":
+        subprocess.run([str(IMMUNE_CORE), "migrate"], env=env, check=True, timeout=120, capture_output=True)
     log = (tmp_path / "service.log").open("wb")
     process = subprocess.Popen([str(IMMUNE_CORE), "serve", "--host", "127.0.0.1", "--port", str(port)],
                                env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         url = f"http://127.0.0.1:{port}"
-        wait_ready(url, timeout_s=60)
+        wait_ready(url, timeout_s=120)
         config = {"candidate_url": url, "base_url": url, "api_token": TOKEN,
                   "services_dir": str(REPO_ROOT / "scripts" / "services"),
                   "services_env": {**services.overrides,
                                    "IMMUNE_CHAOS_REDIS_RELOCATED_PORT": str(free_port())}}
-        verdict = run_chaos_gate(config, tmp_path / "out", ["stop-redis", "dependency-latency"], _silent)
+        experiments = DEPENDENCY_EXPERIMENTS[dependency]
+        verdict = run_chaos_gate(config, tmp_path / "out", experiments, _silent)
         assert verdict.status is Status.PASS, verdict.summary
         names = {m.name for m in verdict.measurements}
-        assert names >= {"stop-redis: recovery_s", "dependency-latency: recovery_s"}
+        assert names >= {f"{name}: recovery_s" for name in experiments}
     finally:
         process.terminate()
         process.wait(timeout=30)
