@@ -10,6 +10,7 @@ import json
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from immune_core.cells.cytokine import Cytokine
 from immune_core.detection.threat import SEVERITY_RANK, Threat
@@ -24,6 +25,7 @@ from immune_core.events.models import (
 from immune_core.storage.database import Connection
 
 AnyEvent = NetworkFlow | EndpointEvent | IntelItem
+T = TypeVar("T")
 
 THREATS_TOPIC = "immunis.threats.detected"
 ALERTS_TOPIC = "immunis.homeostasis.alerts"
@@ -58,33 +60,60 @@ def cytokine_message(cytokine: Cytokine) -> OutboxMessage:
     return OutboxMessage(cytokine.topic, cytokine.antigen, cytokine.model_dump_json())
 
 
+# Rows per multi-row statement: 7 parameters each stays far below SQLite's and PostgreSQL's limits.
+_CHUNK = 500
+
+
+def _chunks(items: Sequence[T], size: int = _CHUNK) -> list[Sequence[T]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _placeholders(rows: int, columns: int, offset: int = 0) -> str:
+    """``($1, $2), ($3, $4)`` for rows x columns numbered parameters (after ``offset`` others)."""
+    return ", ".join(
+        "(" + ", ".join(f"${offset + r * columns + c + 1}" for c in range(columns)) + ")" for r in range(rows)
+    )
+
+
+def _id_list(count: int, offset: int) -> str:
+    return ", ".join(f"${offset + i + 1}" for i in range(count))
+
+
 async def insert_events(conn: Connection, events: Sequence[AnyEvent], source: str) -> list[str]:
     """Store events not seen before; returns the ids that were new (idempotent on ``event_id``)."""
     received_at = time.time()
     inserted: list[str] = []
-    for event in events:
-        event_id = await conn.fetchval(
-            "INSERT INTO events (event_id, kind, occurred_at, received_at, source, payload)"
-            " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
-            str(event.event_id),
-            event.kind,
-            event.timestamp.timestamp(),
-            received_at,
-            source,
-            event_json(event),
+    for chunk in _chunks(events):
+        args: list[object] = []
+        for event in chunk:
+            args += [
+                str(event.event_id),
+                event.kind,
+                event.timestamp.timestamp(),
+                received_at,
+                source,
+                event_json(event),
+            ]
+        rows = await conn.fetch(
+            "INSERT INTO events (event_id, kind, occurred_at, received_at, source, payload) VALUES "  # noqa: S608  # nosec B608
+            + _placeholders(len(chunk), 6)
+            + " ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+            *args,
         )
-        if event_id is not None:
-            inserted.append(str(event_id))
+        inserted.extend(str(r["event_id"]) for r in rows)
     return inserted
 
 
 async def processed_among(conn: Connection, event_ids: Iterable[str]) -> set[str]:
     done: set[str] = set()
-    for event_id in event_ids:
-        if await conn.fetchval(
-            "SELECT 1 FROM events WHERE event_id = $1 AND processed_at IS NOT NULL", event_id
-        ):
-            done.add(event_id)
+    for chunk in _chunks(list(event_ids)):
+        rows = await conn.fetch(
+            "SELECT event_id FROM events WHERE processed_at IS NOT NULL AND event_id IN ("  # noqa: S608  # nosec B608
+            + _id_list(len(chunk), 0)
+            + ")",
+            *chunk,
+        )
+        done.update(str(r["event_id"]) for r in rows)
     return done
 
 
@@ -92,11 +121,15 @@ async def claim_processed(conn: Connection, event_ids: Iterable[str]) -> set[str
     """Mark events processed; returns those this transaction claimed (not already claimed by another)."""
     now = time.time()
     claimed: set[str] = set()
-    for event_id in event_ids:
-        if await conn.execute(
-            "UPDATE events SET processed_at = $2 WHERE event_id = $1 AND processed_at IS NULL", event_id, now
-        ):
-            claimed.add(event_id)
+    for chunk in _chunks(list(event_ids)):
+        rows = await conn.fetch(
+            "UPDATE events SET processed_at = $1 WHERE processed_at IS NULL AND event_id IN ("  # noqa: S608  # nosec B608
+            + _id_list(len(chunk), 1)
+            + ") RETURNING event_id",
+            now,
+            *chunk,
+        )
+        claimed.update(str(r["event_id"]) for r in rows)
     return claimed
 
 
