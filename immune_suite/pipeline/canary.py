@@ -60,6 +60,19 @@ def read_window(path: Path) -> dict[str, list[WindowSample]]:
     return by_color
 
 
+def same_window(canary: list[Any], stable: list[Any]) -> tuple[list[Any], list[Any]]:
+    """Keep only the samples from the time both colours were being measured.
+
+    At 100% the stable samples come from a second load run that starts a little later; a load spike
+    on the machine before it started would otherwise count against the canary alone.
+    """
+    if not canary or not stable:
+        return canary, stable
+    start = max(min(s.at for s in canary), min(s.at for s in stable))
+    end = min(max(s.at for s in canary), max(s.at for s in stable))
+    return [s for s in canary if start <= s.at <= end], [s for s in stable if start <= s.at <= end]
+
+
 def first_breach(canary: list[Any], stable: list[Any], stack: StackConfig) -> float | None:
     """When the canary first did what stable does not: an error, or slower than stable p99 and the SLO."""
     stable_ok = sorted(s.latency_ms for s in stable if s.ok)
@@ -101,7 +114,9 @@ def run_canary_step(
                 window.setdefault(stable.value, []).extend(
                     read_window(out / "baseline" / SAMPLES_FILE).get(stable.value, [])
                 )
-            canary_now, stable_now = window.get(candidate.value, []), window.get(stable.value, [])
+            canary_now, stable_now = same_window(
+                window.get(candidate.value, []), window.get(stable.value, [])
+            )
             # An interim look only acts on evidence: too little data so far is not yet "no data".
             if min(len(canary_now), len(stable_now)) < stack.comparison.min_samples:
                 continue
@@ -122,6 +137,7 @@ def run_canary_step(
     stable_samples = list(ingress_run.samples.get(stable.value, []))
     if baseline_run is not None:
         stable_samples += baseline_run.samples.get(stable.value, [])
+    canary, stable_samples = same_window(canary, stable_samples)
     final = analyse_canary_step(percent, canary, stable_samples, stack.slo, stack.comparison)
     # An early stop is final: the window after it no longer routed traffic to the canary.
     decided = interim if interim is not None else final

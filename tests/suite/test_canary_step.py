@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from immune_suite.pipeline.canary import read_window, run_canary_step
+from immune_suite.pipeline.canary import read_window, run_canary_step, same_window
 from immune_suite.progress import RecordingProgress
 from immune_suite.stack_config import StackConfig
 from immune_suite.targets.base import Color
@@ -95,13 +95,14 @@ def test_read_window_skips_a_half_written_line(tmp_path: Path) -> None:
 def test_interim_look_waits_for_a_stable_baseline(tmp_path: Path) -> None:
     """At 100% stable samples come from a slower-starting baseline load; no early verdict without them."""
     moved: list[float] = []
+    window_start = time.time()
 
     def load(url: str, directory: Path) -> LoadRunResult:
         directory.mkdir(parents=True, exist_ok=True)
         color = "green" if url == "http://ingress" else "blue"
         delay = 0.0 if color == "green" else 1.0
         time.sleep(delay)
-        samples = {color: [FakeSample(12.0 + i % 5, True, time.time()) for i in range(200)]}
+        samples = {color: [FakeSample(12.0 + i % 5, True, window_start + i * 0.01) for i in range(200)]}
         with (directory / "samples.jsonl").open("w") as handle:
             for sample in samples[color]:
                 handle.write(
@@ -125,3 +126,13 @@ def test_interim_look_waits_for_a_stable_baseline(tmp_path: Path) -> None:
     )
     assert not moved, result.verdict.summary
     assert result.verdict.passed, result.verdict.summary
+
+
+def test_same_window_drops_samples_outside_the_overlap() -> None:
+    canary = [FakeSample(900.0, True, t) for t in (0.0, 1.0)] + [
+        FakeSample(10.0, True, t) for t in (3.0, 4.0, 5.0)
+    ]
+    stable = [FakeSample(10.0, True, t) for t in (2.5, 3.5, 4.5, 6.0)]
+    kept_canary, kept_stable = same_window(canary, stable)
+    assert [s.at for s in kept_canary] == [3.0, 4.0, 5.0]
+    assert [s.at for s in kept_stable] == [2.5, 3.5, 4.5]
