@@ -253,14 +253,22 @@ def readiness_recovery_seconds(url: str, timeout_s: float = 60.0) -> float:
     return _since_restored()
 
 
-def send_events(url: str, api_token: str, count: int = 100, batch_size: int = 20) -> dict[str, int]:
-    """Post valid events; during an outage a graceful service answers 503 or accepts, never a 500."""
-    outcome = {"accepted": 0, "refused": 0, "server_errors": 0, "unreachable": 0}
-    with httpx.Client(headers=_auth(api_token), timeout=10.0) as client:
+def send_events(url: str, api_token: str, count: int = 100, batch_size: int = 20,
+                timeout_s: float = 30.0) -> dict[str, int]:
+    """Post valid events; a graceful service accepts them or refuses with 429/503, promptly.
+
+    A 5xx other than 503, a connection refused (the process is gone) or no answer within `timeout_s`
+    (the process hangs on its dead dependency) is ungraceful and fails the activity.
+    """
+    outcome = {"accepted": 0, "refused": 0, "server_errors": 0, "unreachable": 0, "timed_out": 0}
+    with httpx.Client(headers=_auth(api_token), timeout=timeout_s) as client:
         for start in range(0, count, batch_size):
             batch = sample_events.generate(min(batch_size, count - start))
             try:
                 response = client.post(f"{url.rstrip('/')}/api/v1/events", json={"events": batch})
+            except httpx.TimeoutException:
+                outcome["timed_out"] += len(batch)
+                continue
             except httpx.HTTPError:
                 outcome["unreachable"] += len(batch)
                 continue
@@ -270,7 +278,7 @@ def send_events(url: str, api_token: str, count: int = 100, batch_size: int = 20
                 outcome["refused"] += len(batch)
             else:
                 outcome["server_errors"] += len(batch)
-    if outcome["server_errors"]:
+    if outcome["server_errors"] or outcome["unreachable"] or outcome["timed_out"]:
         raise ChaosActivityError(f"ungraceful answers during the fault: {outcome}")
     return outcome
 
