@@ -202,6 +202,21 @@ def test_port_scan_becomes_a_threat_with_filters_pagination_and_memory(client: T
     second = _threats(client, category="port_scan", limit=1, cursor=first["next_cursor"])
     assert second["items"][0]["seq"] < first["items"][0]["seq"]
 
+    node = wait_for(
+        lambda: [
+            n
+            for n in client.get("/api/v1/lymphnodes", headers=AUTH).json()
+            if n["node_id"] == "net:198.51.100.0/24"
+        ],
+        what="lymph node for the attackers' network",
+    )[0]
+    assert node["threat_count"] >= 1 and node["categories"].get("port_scan", 0) >= 1
+    assert (
+        client.get("/api/v1/lymphnodes/net:198.51.100.0/24", headers=AUTH).json()["node_id"]
+        == node["node_id"]
+    )
+    assert client.get("/api/v1/lymphnodes/net:none", headers=AUTH).status_code == 404
+
     memory = client.get("/api/v1/memory", headers=AUTH).json()
     assert any(s["antigen"] == attacker and s["category"] == "port_scan" for s in memory["signatures"])
 

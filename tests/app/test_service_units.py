@@ -112,3 +112,21 @@ def test_log_redaction_hides_url_passwords() -> None:
         redact_text("postgresql://immune:s3cret@db:5432/immune") == "postgresql://immune:***@db:5432/immune"
     )
     assert redact_text("redis://:pw@host:6379/0") == "redis://:***@host:6379/0"
+
+
+def test_cytokine_tally_drops_expired_cytokines_and_expires_live_ones() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from immune_core.cells.cytokine import Cytokine
+    from immune_core.lymphnodes.cytokines import CytokineTally
+
+    now = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    tally = CytokineTally(Metrics())
+    fresh = Cytokine.emit("il8", "neutrophil-1", "source_ip", "10.0.0.9", now, ttl_s=60)
+    stale = Cytokine.emit(
+        "tnf", "macrophage-1", "source_ip", "10.0.0.9", now - timedelta(seconds=400), ttl_s=300
+    )
+    assert tally.add(fresh, now.timestamp() + 1)
+    assert not tally.add(stale, now.timestamp() + 1)
+    assert tally.snapshot(now.timestamp() + 1) == {"net:10.0.0.0/24": {"il8": 1}}
+    assert tally.snapshot(now.timestamp() + 61) == {}
