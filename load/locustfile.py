@@ -22,7 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 import gevent
 import shapes
 import websocket
-from locust import User, between, constant_throughput, events, task
+from locust import LoadTestShape, User, between, constant_throughput, events, task
 from locust.argument_parser import LocustArgumentParser
 from locust.contrib.fasthttp import FastHttpUser
 from locust.env import Environment
@@ -247,14 +247,12 @@ class StreamSubscriber(User):
             self.socket.close()
 
 
-class ScenarioShape(shapes.RateShape):
-    """The scenario chosen by the options above."""
+class ScenarioShape(LoadTestShape):
+    """The scenario chosen by the options above (see load/shapes.py)."""
 
-    abstract = False
-
-    @property
-    def settings(self) -> shapes.ShapeSettings:
+    def tick(self) -> tuple[int, float] | None:
         assert self.runner is not None, "locust binds the runner before the first tick"
         options = _options_of(self.runner.environment)
-        return shapes.ShapeSettings.of(options.load_shape, options.load_duration, options.rps_scale,
-                                       options.user_rps, options.ws_subscribers)
+        settings = shapes.ShapeSettings.of(options.load_shape, options.load_duration, options.rps_scale,
+                                           options.user_rps, options.ws_subscribers)
+        return shapes.tick(settings, self.get_run_time())

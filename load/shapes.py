@@ -1,4 +1,5 @@
-"""Load shapes for the original notes' scenarios, expressed as request rates.
+"""Load shapes for the original notes' scenarios, expressed as request rates (pure: no locust import,
+so the planning can be tested without gevent's monkey patching; the locustfile's shape calls `tick`).
 
 Locust shapes control users, not requests per second, so every HTTP user runs with
 `constant_throughput(user_rps)` and a target rate becomes `ceil(rate / user_rps)` users (plus the fixed
@@ -16,8 +17,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-
-from locust import LoadTestShape
 
 
 @dataclass(frozen=True)
@@ -92,27 +91,17 @@ def target_rps(stages: list[Stage], at_s: float) -> float | None:
     return None
 
 
-class RateShape(LoadTestShape):
-    """Follows one scenario's stages; the locustfile subclasses it and says where settings come from."""
+def users_for(settings: ShapeSettings, rps: float) -> int:
+    """Users that produce `rps` (scaled) at `user_rps` each, plus the WebSocket subscribers."""
+    http_users = math.ceil(rps * settings.rps_scale / settings.user_rps) if rps > 0 else 0
+    return max(1, http_users) + settings.ws_subscribers
 
-    abstract = True
 
-    @property
-    def settings(self) -> ShapeSettings:
-        raise NotImplementedError
-
-    def stages(self) -> list[Stage]:
-        return SCENARIOS[self.settings.name](self.settings.duration_s)
-
-    def users_for(self, rps: float) -> int:
-        http_users = math.ceil(rps * self.settings.rps_scale / self.settings.user_rps) if rps > 0 else 0
-        return max(1, http_users) + self.settings.ws_subscribers
-
-    def tick(self) -> tuple[int, float] | None:
-        at = self.get_run_time()
-        rps = target_rps(self.stages(), at)
-        if rps is None:
-            return None
-        users = self.users_for(rps)
-        # Spawn fast enough to follow the ramp within a second.
-        return users, float(max(users, 1))
+def tick(settings: ShapeSettings, at_s: float) -> tuple[int, float] | None:
+    """What a locust LoadTestShape returns at `at_s`: (users, spawn rate), or None when the run is over."""
+    rps = target_rps(SCENARIOS[settings.name](settings.duration_s), at_s)
+    if rps is None:
+        return None
+    users = users_for(settings, rps)
+    # Spawn fast enough to follow the ramp within a second.
+    return users, float(users)
