@@ -9,10 +9,19 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 PROJECT_NAME = "active-immune-core"
@@ -97,12 +106,116 @@ class RolloutImages(_Model):
         return self.blue if color == "blue" else self.green
 
 
+ColorReplicas = Annotated[int, Field(ge=0, le=200)] | None
+
+
+class RolloutReplicas(_Model):
+    """Per-colour replica override. None: the app default (HPA from `app.replicas`); 0: scaled away
+    (`replicas: 0` and no HPA for that colour); N > 0: the colour's HPA minimum is N (`app.replicas.max`
+    stays the ceiling)."""
+
+    blue: ColorReplicas = None
+    green: ColorReplicas = None
+
+    def for_color(self, color: Color) -> int | None:
+        return self.blue if color == "blue" else self.green
+
+
+def _version_value(value: str) -> str:
+    if not _VERSION.match(value):
+        raise ValueError(f"{value!r} is not a version string (letters, digits, '.', '+', '_', '-')")
+    return value
+
+
+def _non_negative_number(value: str) -> str:
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a number of milliseconds") from None
+    if not 0 <= number <= _MAX_FAULT_LATENCY_MS:
+        raise ValueError(f"{value!r} must be between 0 and {_MAX_FAULT_LATENCY_MS:g} milliseconds")
+    return value
+
+
+def _ratio(value: str) -> str:
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a ratio") from None
+    if not 0 <= number <= 1:
+        raise ValueError(f"{value!r} must be a ratio between 0 and 1")
+    return value
+
+
+def _log_level(value: str) -> str:
+    if value not in _LOG_LEVELS:
+        raise ValueError(f"{value!r} is not a log level ({', '.join(_LOG_LEVELS)})")
+    return value
+
+
+# The only service settings a rollout may override per colour: none of them is a secret or changes
+# where the service connects (those come from the program and from Secrets, never from rollout config).
+_MAX_FAULT_LATENCY_MS = 60_000.0
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+_VERSION = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}$")
+OVERRIDABLE_ENV: dict[str, Callable[[str], str]] = {
+    "IMMUNE_FAULT_LATENCY_MS": _non_negative_number,
+    "IMMUNE_FAULT_ERROR_RATIO": _ratio,
+    "IMMUNE_LOG_LEVEL": _log_level,
+    "IMMUNE_VERSION": _version_value,
+}
+
+
+def _env_value_as_text(value: Any) -> Any:
+    # `pulumi config set --path ...env.green.IMMUNE_FAULT_LATENCY_MS 300` may store a number.
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+EnvValue = Annotated[str, BeforeValidator(_env_value_as_text)]
+
+
+def check_env_overrides(env: Mapping[str, str]) -> dict[str, str]:
+    """Validate one colour's overrides against the allow-list; raises ValueError naming every problem."""
+    problems: list[str] = []
+    for name, value in sorted(env.items()):
+        check = OVERRIDABLE_ENV.get(name)
+        if check is None:
+            problems.append(
+                f"{name} cannot be overridden per colour (allowed: {', '.join(sorted(OVERRIDABLE_ENV))})"
+            )
+            continue
+        try:
+            check(value)
+        except ValueError as exc:
+            problems.append(f"{name}: {exc}")
+    if problems:
+        raise ValueError("; ".join(problems))
+    return dict(env)
+
+
+ColorEnv = Annotated[dict[str, EnvValue], AfterValidator(check_env_overrides)]
+
+
+class RolloutEnv(_Model):
+    """Per-colour environment overrides (e.g. fault injection for a regression canary), allow-listed."""
+
+    blue: ColorEnv = Field(default_factory=dict)
+    green: ColorEnv = Field(default_factory=dict)
+
+    def for_color(self, color: Color) -> dict[str, str]:
+        return self.blue if color == "blue" else self.green
+
+
 class Rollout(_Model):
     """Rollout state: owned by the promotion pipeline, which sets it through the Automation API."""
 
     active_color: Color
     canary_weight: Annotated[int, Field(ge=0, le=100)]
     images: RolloutImages
+    replicas: RolloutReplicas = RolloutReplicas()
+    env: RolloutEnv = RolloutEnv()
 
     @property
     def preview_color(self) -> Color:
@@ -314,6 +427,26 @@ class StackSettings(_Model):
             )
         return self
 
+    @model_validator(mode="after")
+    def _replicas_within_quota(self) -> StackSettings:
+        # The ResourceQuota is sized for each colour at `app.replicas.max`; a larger override would
+        # fail at admission, pod by pod, long after `pulumi up` reported success.
+        ceiling = self.app.replicas.max
+        for color in COLORS:
+            wanted = self.rollout.replicas.for_color(color)
+            if wanted is not None and wanted > ceiling:
+                raise ValueError(
+                    f"rollout.replicas.{color} ({wanted}) exceeds app.replicas.max ({ceiling}), "
+                    "the most the quota is sized for"
+                )
+        return self
+
+    def replicas_for(self, color: Color) -> int | None:
+        return self.rollout.replicas.for_color(color)
+
+    def env_for(self, color: Color) -> dict[str, str]:
+        return self.rollout.env.for_color(color)
+
     def image_for(self, color: Color) -> str:
         return self.rollout.images.for_color(color)
 
@@ -321,13 +454,13 @@ class StackSettings(_Model):
 def _format_errors(error: ValidationError, root: str) -> str:
     lines = [f"invalid Pulumi config {root!r}:"]
     for item in error.errors():
-        path = ".".join(str(part) for part in item["loc"]) or "(root)"
+        path = "".join(f".{part}" for part in item["loc"])  # empty for whole-object checks
         message = item["msg"]
         if item["type"] == "extra_forbidden":
             message = "unknown key (not part of the settings schema)"
         got = item.get("input")
         shown = "" if item["type"] in ("missing",) or isinstance(got, dict) else f" (got {got!r})"
-        lines.append(f"  - {root}.{path}: {message}{shown}")
+        lines.append(f"  - {root}{path}: {message}{shown}")
     return "\n".join(lines)
 
 

@@ -6,7 +6,12 @@ Blue/green invariants (tests/infra check them on the rendered objects):
   Service is, by definition, on the other colour. Nothing else depends on it;
 - `rollout.canaryWeight` only changes the canary route: 0 means no canary route at all (no canary
   Ingress, no weighted backend), 1..100 sends that share of the stable host's traffic to the preview
-  colour, and the `X-Immune-Canary: always` header forces it.
+  colour, and the `X-Immune-Canary: always` header forces it;
+- `rollout.replicas.<colour>` changes only that colour's Deployment and HPA: unset, the HPA owns the
+  count within `app.replicas`; N > 0 sets the HPA's floor to N; 0 declares `replicas: 0` and no HPA
+  at all for the colour, so nothing scales a retired or aborted colour back up;
+- `rollout.env.<colour>` (allow-listed, non-secret settings such as fault injection) changes only that
+  colour's Deployment; migration Jobs never see it (they are immutable, and faults are a serving concern).
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ PREVIEW_SERVICE = f"{APP_NAME}-preview"
 API_SECRET = f"{APP_NAME}-api"
 CANARY_HEADER = "X-Immune-Canary"
 KAFKA_GROUP_ID = APP_NAME
+# pulumi-kubernetes: apply with force, taking over fields another field manager (the HPA) last wrote.
+PATCH_FORCE_ANNOTATION = "pulumi.com/patchForce"
 
 
 def deployment_name(color: Color) -> str:
@@ -122,7 +129,8 @@ class ImmuneApp(pulumi.ComponentResource):
             self.migrations[color] = migration
             self.deployments[color] = self._deployment(color, images[color], migration)
             self._pods_service(color)
-            self._autoscaler(color)
+            if settings.replicas_for(color) != 0:
+                self._autoscaler(color)
             self._disruption_budget(color)
 
         rollout = settings.rollout
@@ -162,6 +170,21 @@ class ImmuneApp(pulumi.ComponentResource):
             plain_env("IMMUNE_DATA_DIR", f"{TMP_PATH}/immune"),  # unused with a database
             field_env("IMMUNE_INSTANCE_ID", "metadata.name"),
         ]
+
+    def _serving_env(self, color: Color) -> list[k8s.core.v1.EnvVarArgsDict]:
+        """The Deployment's env: the app env with this colour's rollout overrides.
+
+        An override of a variable the program already sets replaces its value in place (one entry per
+        name, and a minimal diff); the others follow in name order so renders stay deterministic.
+        """
+        overrides = self._settings.env_for(color)
+        env = [
+            plain_env(item["name"], overrides[item["name"]]) if item["name"] in overrides else item
+            for item in self._app_env(color)
+        ]
+        present = {item["name"] for item in env}
+        env.extend(plain_env(name, overrides[name]) for name in sorted(overrides) if name not in present)
+        return env
 
     def _migration_job(self, color: Color, image: pulumi.Input[str]) -> k8s.batch.v1.Job:
         """`immune-core migrate` with this colour's image, before that colour's pods roll.
@@ -256,7 +279,7 @@ class ImmuneApp(pulumi.ComponentResource):
                         "--forwarded-allow-ips",
                         "*",
                     ],
-                    "env": self._app_env(color),
+                    "env": self._serving_env(color),
                     "ports": [{"name": "http", "container_port": HTTP_PORT}],
                     "startup_probe": {**http_probe, "period_seconds": 2, "failure_threshold": 60},
                     "liveness_probe": {**http_probe, "period_seconds": 10, "failure_threshold": 3},
@@ -272,20 +295,32 @@ class ImmuneApp(pulumi.ComponentResource):
             ],
             "volumes": [empty_dir("tmp", "256Mi")],
         }
+        spec: k8s.apps.v1.DeploymentSpecArgsDict = {
+            "selector": {"match_labels": selector},
+            "revision_history_limit": 5,
+            "strategy": {
+                "type": "RollingUpdate",
+                "rolling_update": {"max_unavailable": 0, "max_surge": 1},
+            },
+            "template": {"metadata": {"labels": selector}, "spec": pod_spec},
+        }
+        if self._settings.replicas_for(color) == 0:
+            # Scaled away: the count is declared and this colour has no HPA. Otherwise `replicas` is
+            # left out so the HorizontalPodAutoscaler owns it (declaring it would reset the
+            # autoscaler's choice on every `pulumi up`). Dropping the field again hands it back: the
+            # API server defaults it to 1 and the re-created HPA raises it to its minimum.
+            spec["replicas"] = 0
         return k8s.apps.v1.Deployment(
             f"{self._name}-{color}",
-            metadata={"name": deployment_name(color), "namespace": self._namespace, "labels": selector},
-            spec={
-                # No `replicas`: the HorizontalPodAutoscaler owns the count; declaring it here would
-                # reset the autoscaler's choice on every `pulumi up`.
-                "selector": {"match_labels": selector},
-                "revision_history_limit": 5,
-                "strategy": {
-                    "type": "RollingUpdate",
-                    "rolling_update": {"max_unavailable": 0, "max_surge": 1},
-                },
-                "template": {"metadata": {"labels": selector}, "spec": pod_spec},
+            metadata={
+                "name": deployment_name(color),
+                "namespace": self._namespace,
+                "labels": selector,
+                # Server-side apply: the HPA controller last wrote `spec.replicas` (through /scale), so
+                # declaring `replicas: 0` conflicts with it unless Pulumi forces the field it declares.
+                "annotations": {PATCH_FORCE_ANNOTATION: "true"},
             },
+            spec=spec,
             opts=self._child(depends_on=[migration]),
         )
 
@@ -320,7 +355,8 @@ class ImmuneApp(pulumi.ComponentResource):
                     "kind": "Deployment",
                     "name": deployment_name(color),
                 },
-                "min_replicas": app.replicas.min,
+                # A per-colour count (rollout.replicas) sets the floor; validation keeps it <= max.
+                "min_replicas": self._settings.replicas_for(color) or app.replicas.min,
                 "max_replicas": app.replicas.max,
                 "metrics": [
                     {

@@ -34,6 +34,18 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
         "prod",
         {**rollout("blue", 50, mode="gateway"), "monitoring": {"mode": "operator"}},
     ),
+    # Per-colour rollout config: the old colour scaled away (no HPA), the new one with fault injection.
+    "prod-retired-faulty": (
+        "prod",
+        {
+            "rollout": {
+                "activeColor": "green",
+                "canaryWeight": 0,
+                "replicas": {"blue": 0, "green": 4},
+                "env": {"green": {"IMMUNE_FAULT_LATENCY_MS": "250", "IMMUNE_LOG_LEVEL": "DEBUG"}},
+            }
+        },
+    ),
 }
 
 
