@@ -63,3 +63,20 @@ def run_security_gate(source_dir: Path, out_dir: Path, base_url: str | None, tok
                                     "seconds": timings[r.tool], **r.details} for r in results},
                  "source_dir": str(source_dir), "fuzzed_url": base_url},
     )
+
+
+def run_api_fuzz_gate(base_url: str, token: str | None, out_dir: Path,
+                      progress: Callable[..., None]) -> Verdict:
+    """Only the schemathesis part, for a pipeline that scans the tree before the candidate is deployed
+    and fuzzes its preview endpoint once it serves."""
+    started = datetime.now(UTC).isoformat()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    progress(f"fuzzing {base_url}/openapi.json", stage=GATE)
+    result = _guarded(schemathesis.TOOL, lambda: schemathesis.scan(base_url, token, out_dir))
+    progress(f"{result.tool}: {'ok' if result.passed else 'FAIL'} - {result.summary}", stage=GATE)
+    return Verdict(gate=f"{GATE}-api", status=Status.PASS if result.passed else Status.FAIL,
+                   summary=f"{result.tool}: {result.summary}", measurements=[result.measurement()],
+                   artifacts=list(result.artifacts), started_at=started,
+                   details={"tools": {result.tool: {"summary": result.summary, "error": result.error,
+                                                    "findings": result.findings, **result.details}},
+                            "fuzzed_url": base_url})

@@ -228,3 +228,15 @@ def test_checkov_without_a_renderable_program_fails(tmp_path: Path) -> None:
     (source / "infra" / "immune_infra" / "render.py").unlink()
     result = checkov.scan(source, tmp_path / "out")
     assert not result.passed and result.error and "cannot render" in result.error
+
+
+@pytest.mark.slow
+def test_api_fuzz_gate_alone(mini_service: RunningService, tmp_path: Path,
+                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from immune_suite.gates.security import run_api_fuzz_gate
+
+    monkeypatch.setenv(schemathesis.MAX_EXAMPLES_ENV, "5")
+    verdict = run_api_fuzz_gate(mini_service.url, mini_service.token, tmp_path, lambda *a, **k: None)
+    assert verdict.status is Status.PASS, verdict.summary
+    assert verdict.gate == "security-api"
+    assert [m.name for m in verdict.measurements] == ["schemathesis findings"]
