@@ -6,6 +6,7 @@ kill them; the dependency experiment stops a private Redis through scripts/servi
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -188,6 +189,7 @@ def test_killing_an_instance_and_the_leader_recovers(supervise: Callable[..., Su
     assert all(a["status"] == "succeeded" for t in timeline for a in t["activities"])
     for artifact in verdict.artifacts:
         assert TOKEN not in Path(artifact.path).read_text(errors="replace")
+    assert TOKEN not in json.dumps(verdict.to_dict())
 
 
 @pytest.mark.slow

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from datetime import date
@@ -183,6 +184,7 @@ def test_a_tool_that_cannot_run_fails_the_gate(tmp_path: Path) -> None:
     tools = verdict.details["tools"]
     assert all(tools[t]["error"] for t in ("bandit", "pip-audit", "detect-secrets", "checkov"))
     assert all(m.value is None and not m.passed for m in verdict.measurements)
+    json.dumps(verdict.to_dict())  # the record stores it as JSON
 
 
 # --- checkov ----------------------------------------------------------------------------------------------
