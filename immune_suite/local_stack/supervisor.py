@@ -10,12 +10,9 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-import xmlrpc.client
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from supervisor.xmlrpc import SupervisorTransport
 
 from immune_suite.local_stack.layout import StackLayout
 from immune_suite.state_dir import private_dir, write_atomic
@@ -97,15 +94,18 @@ class Supervisor:
     def __init__(self, layout: StackLayout) -> None:
         self.layout = layout
 
-    def _rpc(self) -> Any:
-        transport = SupervisorTransport(None, None, serverurl=f"unix://{self.layout.supervisor_socket}")
-        return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
-
+    # Everything goes through supervisorctl (not XML-RPC from here): the same tool an operator and
+    # the chaos probes use, and no XML parsing of our own.
     def is_running(self) -> bool:
-        try:
-            return bool(self._rpc().supervisor.getState()["statename"] == "RUNNING")
-        except (OSError, xmlrpc.client.Fault, xmlrpc.client.ProtocolError):
+        if not self.layout.supervisor_socket.exists():
             return False
+        result = subprocess.run(  # noqa: S603
+            [str(BIN_DIR / "supervisorctl"), "-c", str(self.layout.supervisor_conf), "pid"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        return result.returncode == 0 and result.stdout.strip().isdigit()
 
     def ensure_running(self) -> None:
         private_dir(self.layout.root)
@@ -150,16 +150,20 @@ class Supervisor:
         self.ctl("restart", *names)
 
     def process_states(self) -> dict[str, dict[str, Any]]:
-        """Program name -> supervisor's process info (statename, pid, ...)."""
-        try:
-            infos = self._rpc().supervisor.getAllProcessInfo()
-        except (OSError, xmlrpc.client.Fault, xmlrpc.client.ProtocolError):
+        """Program name -> {"statename": RUNNING|STARTING|BACKOFF|..., "description": ...}."""
+        if not self.is_running():
             return {}
-        return {info["name"]: info for info in infos}
+        states: dict[str, dict[str, Any]] = {}
+        # `status` exits 3 when some program is not running; its output is still complete.
+        for line in self.ctl("status", check=False).splitlines():
+            parts = line.split(None, 2)
+            if len(parts) >= 2:
+                states[parts[0]] = {"statename": parts[1], "description": parts[2] if len(parts) > 2 else ""}
+        return states
 
     def shutdown(self) -> None:
         if self.is_running():
-            self._rpc().supervisor.shutdown()
+            self.ctl("shutdown", check=False)
             deadline = time.monotonic() + 30
             while self.is_running() and time.monotonic() < deadline:
                 time.sleep(0.2)

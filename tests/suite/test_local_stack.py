@@ -1,0 +1,82 @@
+"""The local stack's generated configuration and release builds (no processes started here)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from immune_suite.local_stack.dependencies import parse_env_lines
+from immune_suite.local_stack.haproxy import color_weights, render_config, render_roles
+from immune_suite.local_stack.layout import StackLayout
+from immune_suite.local_stack.releases import build_release, service_binary
+from immune_suite.local_stack.supervisor import ProgramSpec, render_program
+from immune_suite.source import WORKTREE, resolve_source
+from immune_suite.stack_config import LocalTargetConfig
+from immune_suite.targets.base import Color, TrafficState
+
+LAYOUT = StackLayout(Path("/state/local-stack/x"), LocalTargetConfig(instance_base_port=20000), replicas=2)
+
+
+def test_weights_split_traffic_between_colours() -> None:
+    assert color_weights(TrafficState(Color.BLUE, 10)) == {Color.BLUE: 90, Color.GREEN: 10}
+    assert color_weights(TrafficState(Color.GREEN, 0)) == {Color.GREEN: 100, Color.BLUE: 0}
+
+
+def test_haproxy_config_has_weighted_ingress_and_role_frontends() -> None:
+    config = render_config(LAYOUT, TrafficState(Color.BLUE, 10))
+    assert "server blue-0 127.0.0.1:20010 check weight 90" in config
+    assert "server green-1 127.0.0.1:20021 check weight 10" in config
+    assert "stats socket /state/local-stack/x/haproxy.sock mode 600 level admin" in config
+    assert "map(/state/local-stack/x/roles.map,blue)" in config
+    assert render_roles(TrafficState(Color.BLUE, 10)) == "stable blue\npreview green\n"
+
+
+def test_program_section_restarts_like_a_deployment() -> None:
+    spec = ProgramSpec(
+        "immune-blue-0",
+        ["/venv/bin/python", "-m", "x", "--port", "1"],
+        Path("/src"),
+        environment={"IMMUNE_STATE_DIR": "/s"},
+    )
+    section = render_program(spec, Path("/logs"))
+    assert "[program:immune-blue-0]" in section and "autorestart=true" in section
+    assert "command=/venv/bin/python -m x --port 1" in section
+    assert 'environment=IMMUNE_STATE_DIR="/s"' in section
+
+
+def test_service_env_lines_are_parsed() -> None:
+    text = "export IMMUNE_DATABASE_URL='postgresql://u:p@h:1/d'\n# comment\nIMMUNE_REDIS_URL=redis://h:2/0\nnoise\n"
+    assert parse_env_lines(text) == {
+        "IMMUNE_DATABASE_URL": "postgresql://u:p@h:1/d",
+        "IMMUNE_REDIS_URL": "redis://h:2/0",
+    }
+
+
+def git(repo: Path, *args: str) -> str:
+    command = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@localhost", *args]
+    return subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def test_release_is_the_exact_tree_with_its_own_console_script(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    (repo / "pkg" / "demo").mkdir(parents=True)
+    (repo / "pkg" / "demo" / "__init__.py").write_text(
+        "def main() -> int:\n    print('demo says hi')\n    return 0\n"
+    )
+    (repo / "pyproject.toml").write_text(
+        '[project]\nname = "demo"\nversion = "0"\n[project.scripts]\nimmune-core = "demo:main"\n'
+        '[tool.setuptools.packages.find]\nwhere = ["pkg"]\n'
+    )
+    git(repo, "init", "-q")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "one")
+    (repo / "untracked.txt").write_text("part of the working tree")
+    committed = resolve_source(repo, "HEAD")
+    worktree = resolve_source(repo)
+    assert worktree.ref == WORKTREE and worktree.tree != committed.tree
+    assert git(repo, "status", "--porcelain") == "?? untracked.txt"  # our index untouched
+    release = build_release(repo, worktree, tmp_path / "releases")
+    assert (release / "src" / "untracked.txt").exists()
+    output = subprocess.run([str(service_binary(release))], check=True, capture_output=True, text=True)
+    assert output.stdout.strip() == "demo says hi"
+    assert build_release(repo, worktree, tmp_path / "releases") == release  # cached by tree
