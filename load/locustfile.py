@@ -112,6 +112,13 @@ def _watch_abort_thresholds(environment: Environment) -> None:
             return
 
 
+def _flush_samples() -> None:
+    # Whoever follows the samples file (the gate's progress lines) sees it grow during the run.
+    while (samples := STATE.samples) is not None and not samples.closed:
+        samples.flush()
+        gevent.sleep(2.0)
+
+
 @events.test_start.add_listener
 def _start(environment: Environment, **_: Any) -> None:
     if isinstance(environment.runner, WorkerRunner):
@@ -119,6 +126,7 @@ def _start(environment: Environment, **_: Any) -> None:
     STATE.started_at = time.time()
     if any(t.abort_on_fail for t in STATE.thresholds):
         gevent.spawn(_watch_abort_thresholds, environment)
+    gevent.spawn(_flush_samples)
 
 
 @events.quitting.add_listener
