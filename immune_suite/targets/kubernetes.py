@@ -1,10 +1,13 @@
 """The Kubernetes targets (`staging`, `prod`): the Pulumi program driven through the Automation API.
 
 Rollout state is stack config owned by the pipeline (`settings.rollout.activeColor`,
-`settings.rollout.canaryWeight`, `settings.rollout.images.<colour>`): every change is a config
+`settings.rollout.canaryWeight`, and per colour `settings.rollout.images.<colour>`,
+`settings.rollout.replicas.<colour>`, `settings.rollout.env.<colour>`): every change is a config
 write followed by `pulumi up`, so the stack's history records each traffic move. The program turns
-that config into the stable Service selector and the canary Ingress weight; its exports give the
-gates their URLs.
+that config into the stable Service selector, the canary Ingress weight, each colour's image, count
+(0 = scaled away, no autoscaler) and allow-listed environment overrides; its exports give the gates
+their URLs. Every write is validated with the program's own settings model first, so a refused value
+never reaches the stack.
 
 Render mode (`render_dir` set) turns on the program's `renderYamlToDirectory` option: the Kubernetes
 provider writes manifests instead of talking to a cluster, which is how the tests exercise the whole
@@ -14,16 +17,18 @@ Deployments are rolled out, so a successful `deploy` means the colour's replicas
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
 import subprocess
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from immune_infra.config import ConfigError, parse_settings
 from immune_infra.immune_app import color_labels
 from pulumi import automation as auto
 
@@ -178,6 +183,43 @@ class KubernetesTarget:
         except auto.errors.CommandError:
             return None
 
+    def _settings_tree(self) -> dict[str, Any]:
+        """The stack's `settings` object as stored (no secrets live there: they are separate keys)."""
+        try:
+            raw = self.stack().get_config(SETTINGS).value
+        except auto.errors.CommandError as exc:
+            raise TargetError(f"stack {self.name} has no {SETTINGS} config: {exc}") from exc
+        tree = json.loads(raw)
+        if not isinstance(tree, dict):
+            raise TargetError(f"stack {self.name}: {SETTINGS} is not an object")
+        return tree
+
+    def _rollout_tree(self) -> dict[str, Any]:
+        rollout = self._settings_tree().get("rollout")
+        return rollout if isinstance(rollout, dict) else {}
+
+    def _write_rollout(self, values: Mapping[str, str], removed: tuple[str, ...] = ()) -> None:
+        """Remove then set rollout keys (full `settings.` paths), after checking the result with the
+        program's settings model: a refused value is reported here and never written to the stack."""
+        tree = self._settings_tree()
+        candidate = {SETTINGS: copy.deepcopy(tree)}
+        for key in removed:
+            _remove_path(candidate, key)
+        for key, value in values.items():
+            _set_path(candidate, key, value)
+        try:
+            parse_settings(candidate[SETTINGS])
+        except ConfigError as exc:
+            raise TargetError(f"refused rollout config for {self.name}:\n{exc}") from None
+        present = [key for key in removed if _has_path({SETTINGS: tree}, key)]
+        if present:
+            try:
+                self.stack().remove_all_config(present, path=True)
+            except auto.errors.CommandError as exc:
+                raise TargetError(f"could not remove {present} on {self.name}: {exc}") from exc
+        if values:
+            self._set(values)
+
     def up(self) -> UpOutcome:
         """`pulumi up` with the config as it stands; raises `TargetError` on failure."""
         stack = self.stack()
@@ -236,47 +278,82 @@ class KubernetesTarget:
         return f"{repository}@{release.digest}"
 
     def deploy(self, color: Color, release: Release, replicas: int | None = None) -> ColorHealth:
-        if release.env:
-            # The program has no per-colour environment overrides; silently dropping them would make
-            # a fault-injection release look healthy.
-            raise TargetError(f"release env overrides are not supported on Kubernetes: {sorted(release.env)}")
-        self._set({f"{ROLLOUT}.images.{color.value}": self.image_for(release)})
+        """Run `release` on `color`: its image, its count and its env overrides, in one `up`.
+
+        `replicas` None leaves the count to the app default (HPA within `settings.app.replicas`); N sets
+        the colour's HPA minimum to N. `release.env` replaces the colour's overrides; only the program's
+        allow-list (fault injection, log level, version) is accepted, anything else is refused before
+        the stack is touched, never dropped (a dropped fault would make a regression canary look healthy).
+        """
+        if replicas is not None and replicas < 1:
+            raise TargetError(f"deploy needs at least one replica (got {replicas}); use scale_down for 0")
+        prefix = f"{ROLLOUT}.{{}}.{color.value}"
+        values = {prefix.format("images"): self.image_for(release)}
+        removed = [prefix.format("env")]
+        if replicas is None:
+            removed.append(prefix.format("replicas"))
+        else:
+            values[prefix.format("replicas")] = str(replicas)
+        values.update(
+            {f"{prefix.format('env')}.{name}": value for name, value in sorted(release.env.items())}
+        )
+        self._write_rollout(values, tuple(removed))
         self.up()
         self._record(color, release, scaled_down=False)
-        health = self.health(color)
-        if replicas is not None and replicas != health.desired_replicas:
-            # Both colours share settings.app.replicas (HPA min/max); the pipeline's count is advisory here.
-            detail = f"{health.detail}; replicas from settings.app.replicas.min, {replicas} requested"
-            return replace(health, detail=detail)
-        return health
+        return self.health(color)
 
     def scale_down(self, color: Color) -> None:
-        """Take `color` out of traffic and record it as retired.
+        """Scale `color` away: traffic off it first (its own `up`), then `replicas: 0` and no HPA.
 
-        The program declares both colours' Deployments from `settings.app.replicas`; it has no
-        per-colour replica setting, so the retired colour keeps its pods until the next deploy
-        replaces its image. Traffic is what matters for an abort and it is moved here.
+        Refused for the active colour: it serves production traffic, and the pipeline retires a colour
+        only after switching away from it. Idempotent: a colour already at 0 is an `up` that changes
+        nothing.
         """
+        rollout = self._rollout_tree()
+        if rollout.get("activeColor") == color.value:
+            raise TargetError(
+                f"{color.value} is the active colour on {self.name}: switch traffic before scaling it away"
+            )
         current = self.traffic()
         if current is not None and current.active is not color and current.canary_weight != 0:
             self.set_traffic(current.active, 0)
+        self._write_rollout({f"{ROLLOUT}.replicas.{color.value}": "0"})
+        self.up()
         self._record(color, self.release_on(color), scaled_down=True)
+
+    def desired_replicas(self, color: Color) -> int:
+        """The colour's declared count: its rollout override, else the app's HPA minimum."""
+        tree = self._settings_tree()
+        override = (tree.get("rollout", {}).get("replicas") or {}).get(color.value)
+        if override is not None:
+            return int(override)
+        return int(tree.get("app", {}).get("replicas", {}).get("min", 0))
 
     def health(self, color: Color) -> ColorHealth:
         release = self.release_on(color)
         entry = self._releases().get(color.value) or {}
-        desired = int(self._get(f"{SETTINGS}.app.replicas.min") or 0)
-        deployed = release is not None and not entry.get("scaled_down", False)
+        desired = self.desired_replicas(color)
+        deployed = release is not None and not entry.get("scaled_down", False) and desired > 0
         if self.options.render_dir is not None:
             # Nothing runs in render mode: report the declared replicas, none of them live.
             return ColorHealth(
-                color=color, deployed=deployed, live_replicas=0, ready_replicas=0, desired_replicas=desired,
-                release=release, detail=f"render mode: manifests in {self.options.render_dir}",
+                color=color,
+                deployed=deployed,
+                live_replicas=0,
+                ready_replicas=0,
+                desired_replicas=desired,
+                release=release,
+                detail=f"render mode: manifests in {self.options.render_dir}",
             )
         ready = desired if deployed else 0  # `up` returned only after the provider awaited the rollout
         return ColorHealth(
-            color=color, deployed=deployed, live_replicas=ready, ready_replicas=ready,
-            desired_replicas=desired, release=release, detail="ready as awaited by pulumi up",
+            color=color,
+            deployed=deployed,
+            live_replicas=ready,
+            ready_replicas=ready,
+            desired_replicas=desired,
+            release=release,
+            detail="ready as awaited by pulumi up",
         )
 
     # -- Target: traffic -------------------------------------------------------------------------
@@ -308,31 +385,67 @@ class KubernetesTarget:
 
     # -- Target: snapshot ------------------------------------------------------------------------
     def snapshot(self) -> TargetSnapshot:
+        """Traffic, releases, and each colour's rollout config as stored (images, replicas, env)."""
+        rollout = self._rollout_tree()
         releases: dict[str, dict[str, Any] | None] = {}
-        images: dict[str, str | None] = {}
         for color in Color:
             entry = self._releases().get(color.value) or {}
-            release = entry.get("release") if not entry.get("scaled_down") else None
-            releases[color.value] = release
-            images[color.value] = self._get(f"{ROLLOUT}.images.{color.value}")
-        return TargetSnapshot(traffic=self.traffic(), releases=releases, extra={"images": images})
+            releases[color.value] = entry.get("release") if not entry.get("scaled_down") else None
+
+        def section(key: str) -> dict[str, Any]:
+            value = rollout.get(key)
+            return value if isinstance(value, dict) else {}
+
+        extra: dict[str, Any] = {
+            "images": {color.value: section("images").get(color.value) for color in Color},
+            # None: the app default; a number (0 = scaled away) is written back as it was.
+            "replicas": {color.value: section("replicas").get(color.value) for color in Color},
+            "env": {color.value: dict(section("env").get(color.value) or {}) for color in Color},
+        }
+        return TargetSnapshot(traffic=self.traffic(), releases=releases, extra=extra)
 
     def restore(self, snapshot: TargetSnapshot) -> None:
-        """Put the rollout config back as it was and apply it in one `up` (traffic and images together)."""
+        """Put the rollout config back exactly as the snapshot recorded it.
+
+        Two steps so that no pod is removed while it still gets traffic: first traffic, images, env and
+        every count that is not 0 (one `up`); then the colours the snapshot had scaled away go back to 0
+        (a second `up`, only when needed). Keys a snapshot lacks (taken by an older target) are left as
+        they are.
+        """
         values: dict[str, str] = {}
+        removed: list[str] = []
+        scale_away: dict[str, str] = {}
         if snapshot.traffic is not None:
             values[f"{ROLLOUT}.activeColor"] = snapshot.traffic.active.value
             values[f"{ROLLOUT}.canaryWeight"] = str(snapshot.traffic.canary_weight)
         for color, image in (snapshot.extra.get("images") or {}).items():
             if image:
                 values[f"{ROLLOUT}.images.{color}"] = str(image)
-        if values:
-            self._set(values)
+        for color, count in (snapshot.extra.get("replicas") or {}).items():
+            key = f"{ROLLOUT}.replicas.{color}"
+            if count is None:
+                removed.append(key)
+            elif int(count) == 0:
+                scale_away[key] = "0"
+            else:
+                values[key] = str(count)
+        for color, env in (snapshot.extra.get("env") or {}).items():
+            removed.append(f"{ROLLOUT}.env.{color}")
+            values.update(
+                {f"{ROLLOUT}.env.{color}.{name}": str(value) for name, value in sorted(env.items())}
+            )
+        self._write_rollout(values, tuple(removed))
+        self.up()
+        if scale_away:
+            self._write_rollout(scale_away)
             self.up()
         for color in Color:
             wanted = snapshot.releases.get(color.value)
-            self._record(color, Release.from_dict(wanted) if wanted else self.release_on(color),
-                         scaled_down=wanted is None)
+            self._record(
+                color,
+                Release.from_dict(wanted) if wanted else self.release_on(color),
+                scaled_down=wanted is None,
+            )
 
     # -- Target: chaos ---------------------------------------------------------------------------
     def chaos_config(self, candidate: Color) -> dict[str, Any]:
@@ -349,7 +462,45 @@ class KubernetesTarget:
         }
 
 
+def _parts(key: str) -> list[str]:
+    return key.split(".")
+
+
+def _has_path(tree: Mapping[str, Any], key: str) -> bool:
+    node: Any = tree
+    for part in _parts(key):
+        if not isinstance(node, Mapping) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def _set_path(tree: dict[str, Any], key: str, value: str) -> None:
+    *parents, leaf = _parts(key)
+    node = tree
+    for part in parents:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = node[part] = {}
+        node = child
+    node[leaf] = value
+
+
+def _remove_path(tree: dict[str, Any], key: str) -> None:
+    *parents, leaf = _parts(key)
+    node: Any = tree
+    for part in parents:
+        node = node.get(part) if isinstance(node, dict) else None
+    if isinstance(node, dict):
+        node.pop(leaf, None)
+
+
 def describe(target: KubernetesTarget) -> str:
     """A one-line, secret-free description for logs."""
-    return json.dumps({"stack": target.name, "render_dir": str(target.options.render_dir or ""),
-                       "backend": target.options.backend_url or os.environ.get("PULUMI_BACKEND_URL", "")})
+    return json.dumps(
+        {
+            "stack": target.name,
+            "render_dir": str(target.options.render_dir or ""),
+            "backend": target.options.backend_url or os.environ.get("PULUMI_BACKEND_URL", ""),
+        }
+    )

@@ -167,8 +167,11 @@ OVERRIDABLE_ENV: dict[str, Callable[[str], str]] = {
 
 
 def _env_value_as_text(value: Any) -> Any:
-    # `pulumi config set --path ...env.green.IMMUNE_FAULT_LATENCY_MS 300` may store a number.
-    if isinstance(value, int | float) and not isinstance(value, bool):
+    # `pulumi config set --path` stores the text "300" as the number 300 and "true" as a boolean
+    # (other text stays text), so turning them back into text is exact.
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
         return str(value)
     return value
 

@@ -1,5 +1,8 @@
 """The pipeline's Kubernetes target on the real engine, in render mode: every traffic move is a config
-write plus `pulumi up`, and the rendered manifests change exactly where the rollout says they should."""
+write plus `pulumi up`, and the rendered manifests change exactly where the rollout says they should.
+
+The tests share one stack and run in order; each ends with the stack back where it started.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from engine.conftest import EngineProject
-from engine.manifests import Documents, diff, load_rendered, summary
+from engine.manifests import Change, Documents, diff, load_rendered, summary
 from immune_suite.targets.base import Color, Release, TargetError
 from immune_suite.targets.kubernetes import KubernetesTarget
 
@@ -19,6 +22,10 @@ CANARY_INGRESS = f"Ingress/{NAMESPACE}/immune-core-canary"
 STABLE_SERVICE = f"Service/{NAMESPACE}/immune-core"
 PREVIEW_SERVICE = f"Service/{NAMESPACE}/immune-core-preview"
 GREEN_DEPLOYMENT = f"Deployment/{NAMESPACE}/immune-core-green"
+BLUE_DEPLOYMENT = f"Deployment/{NAMESPACE}/immune-core-blue"
+GREEN_HPA = f"HorizontalPodAutoscaler/{NAMESPACE}/immune-core-green"
+GREEN_JOBS = f"Job/{NAMESPACE}/immune-core-migrate-green-"
+FAULT = {"IMMUNE_FAULT_LATENCY_MS": "300", "IMMUNE_FAULT_ERROR_RATIO": "0.25"}
 COLOR_LABEL = "immune.vertice.dev/color"
 WEIGHT_ANNOTATION = "nginx.ingress.kubernetes.io/canary-weight"
 GREEN_DIGEST = "sha256:" + "c0ffee" * 10 + "c0ff"
@@ -61,11 +68,37 @@ def test_initial_state_is_read_from_the_stack_exports(rollout: Rollout) -> None:
     assert CANARY_INGRESS not in rollout.last, "weight 0 means no canary route at all"
 
 
-def test_release_env_overrides_are_refused_not_dropped(rollout: Rollout) -> None:
-    fault = {"IMMUNE_FAULT_LATENCY_MS": "300"}
-    release = Release(version="9.9.9", ref="HEAD", digest=GREEN_DIGEST, env=fault)
-    with pytest.raises(TargetError, match="env overrides"):
-        rollout.target.deploy(Color.GREEN, release)
+def container_env(documents: Documents, deployment: str) -> dict[str, str | None]:
+    env = documents[deployment]["spec"]["template"]["spec"]["containers"][0]["env"]
+    return {item["name"]: item.get("value") for item in env}
+
+
+def without_jobs(changes: list[Change], prefix: str) -> set[tuple[str, str]]:
+    """The changes other than the colour's migration Jobs (a new image is a new, immutable Job)."""
+    jobs = {change.obj for change in changes if change.obj.startswith(prefix)}
+    assert all(change.path == "" for change in changes if change.obj in jobs)
+    return {(change.obj, change.path) for change in changes if change.obj not in jobs}
+
+
+def test_refused_requests_leave_the_stack_untouched(rollout: Rollout, engine_project: EngineProject) -> None:
+    stack_file = engine_project.stack_file("staging")
+    before = stack_file.read_bytes()
+    secret = Release(version="9.9.9", ref="HEAD", digest=GREEN_DIGEST, env={"IMMUNE_DATABASE_URL": "x"})
+    with pytest.raises(TargetError, match="IMMUNE_DATABASE_URL cannot be overridden per colour"):
+        rollout.target.deploy(Color.GREEN, secret)
+    bad_ratio = Release(
+        version="9.9.9", ref="HEAD", digest=GREEN_DIGEST, env={"IMMUNE_FAULT_ERROR_RATIO": "3"}
+    )
+    with pytest.raises(TargetError, match="must be a ratio between 0 and 1"):
+        rollout.target.deploy(Color.GREEN, bad_ratio)
+    with pytest.raises(TargetError, match=r"exceeds app\.replicas\.max"):
+        rollout.target.deploy(Color.GREEN, Release("9.9.9", "HEAD", GREEN_DIGEST), replicas=4)
+    with pytest.raises(TargetError, match="use scale_down"):
+        rollout.target.deploy(Color.GREEN, Release("9.9.9", "HEAD", GREEN_DIGEST), replicas=0)
+    with pytest.raises(TargetError, match="blue is the active colour"):
+        rollout.target.scale_down(Color.BLUE)
+    assert stack_file.read_bytes() == before
+    assert diff(rollout.last, rollout.rendered()) == []
 
 
 def test_canary_steps_blue_green_switch_and_abort(rollout: Rollout) -> None:
@@ -80,12 +113,14 @@ def test_canary_steps_blue_green_switch_and_abort(rollout: Rollout) -> None:
     health = target.deploy(Color.GREEN, release, replicas=2)
     assert health.deployed and health.release == release
     assert health.ready_replicas == 0 and "render mode" in health.detail, "nothing runs in render mode"
-    assert "2 requested" in health.detail  # staging declares settings.app.replicas.min 1
+    assert health.desired_replicas == 2  # staging's app default is 1: the colour's own count wins
     changes = diff(previous, rollout.rendered())
-    changed_objects = {change.obj for change in changes}
-    assert GREEN_DEPLOYMENT in changed_objects
-    assert not any(obj.startswith(f"Deployment/{NAMESPACE}/immune-core-blue") for obj in changed_objects)
-    assert STABLE_SERVICE not in changed_objects and PREVIEW_SERVICE not in changed_objects
+    # Green's image, green's HPA floor (2) and green's migration Job; nothing of blue, no traffic.
+    assert without_jobs(changes, GREEN_JOBS) == {
+        (GREEN_DEPLOYMENT, "spec.template.spec.containers[0].image"),
+        (GREEN_HPA, "spec.minReplicas"),
+    }
+    assert rollout.last[GREEN_HPA]["spec"]["minReplicas"] == 2
     green_image = rollout.last[GREEN_DEPLOYMENT]["spec"]["template"]["spec"]["containers"][0]["image"]
     assert green_image.endswith("@" + GREEN_DIGEST)
 
@@ -127,3 +162,87 @@ def test_canary_steps_blue_green_switch_and_abort(rollout: Rollout) -> None:
     restored = target.traffic()
     assert restored is not None and (restored.active, restored.canary_weight) == (Color.BLUE, 0)
     assert target.up().changed is False, "after restore the stack is converged"
+
+
+def test_fault_injection_canary_aborts_to_stable_and_scales_the_candidate_away(rollout: Rollout) -> None:
+    target = rollout.target
+    before_all = rollout.rendered()
+    snapshot = target.snapshot()
+    assert snapshot.extra["replicas"] == {"blue": None, "green": None}
+    assert snapshot.extra["env"] == {"blue": {}, "green": {}}
+
+    # A regression canary: the candidate carries fault injection, on its own Deployment only.
+    release = Release(version="0.3.0", ref="regression", digest=GREEN_DIGEST, env=FAULT)
+    target.deploy(Color.GREEN, release)
+    changes = diff(before_all, rollout.rendered())
+    assert without_jobs(changes, GREEN_JOBS) == {
+        (GREEN_DEPLOYMENT, "spec.template.spec.containers[0].image"),
+        (GREEN_DEPLOYMENT, "spec.template.spec.containers[0].env"),
+    }
+    green_env = container_env(rollout.last, GREEN_DEPLOYMENT)
+    assert {name: green_env[name] for name in FAULT} == FAULT
+    assert not set(FAULT) & set(container_env(rollout.last, BLUE_DEPLOYMENT))
+    for key, job in rollout.last.items():
+        if key.startswith("Job/"):
+            job_env = {item["name"] for item in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+            assert not job_env & set(FAULT), f"{key}: migrations never get the faults"
+    target.set_traffic(Color.BLUE, 10)
+    assert CANARY_INGRESS in rollout.rendered()
+
+    # The gate fails: scale_down takes the canary route away first, then the candidate's pods.
+    previous = rollout.last
+    target.scale_down(Color.GREEN)
+    changes = diff(previous, rollout.rendered())
+    assert summary(changes) == {
+        (CANARY_INGRESS, ""),
+        (GREEN_DEPLOYMENT, "spec.replicas"),
+        (GREEN_HPA, ""),  # no autoscaler left to scale the aborted colour back up
+    }
+    assert rollout.last[GREEN_DEPLOYMENT]["spec"]["replicas"] == 0
+    assert (
+        rollout.last[GREEN_DEPLOYMENT]["spec"]["selector"] == previous[GREEN_DEPLOYMENT]["spec"]["selector"]
+    )
+    traffic = target.traffic()
+    assert traffic is not None and (traffic.active, traffic.canary_weight) == (Color.BLUE, 0)
+    health = target.health(Color.GREEN)
+    assert (health.deployed, health.desired_replicas) == (False, 0)
+    assert target.up().changed is False, "scale_down is converged"
+
+    # Abort: the snapshot puts image, count and env back; the render is byte for byte the one before.
+    target.restore(snapshot)
+    assert diff(before_all, rollout.rendered()) == []
+    assert target.up().changed is False
+
+
+def test_restore_scales_a_retired_colour_away_again(rollout: Rollout) -> None:
+    target = rollout.target
+    before_all = rollout.rendered()
+    snapshot_before_all = target.snapshot()
+
+    # Green retired (as after a promotion that moved production to blue): replicas 0, no HPA.
+    target.scale_down(Color.GREEN)
+    retired = rollout.rendered()
+    assert summary(diff(before_all, retired)) == {(GREEN_DEPLOYMENT, "spec.replicas"), (GREEN_HPA, "")}
+    snapshot = target.snapshot()
+    assert snapshot.extra["replicas"]["green"] == 0
+
+    # The next candidate goes to the retired colour: its count returns to the app default (the field
+    # is dropped so the re-created HPA owns it) and it runs with its log level override.
+    release = Release(version="0.4.0", ref="next", digest=GREEN_DIGEST, env={"IMMUNE_LOG_LEVEL": "DEBUG"})
+    health = target.deploy(Color.GREEN, release)
+    assert health.deployed and health.desired_replicas == 1
+    changes = diff(retired, rollout.rendered())
+    assert without_jobs(changes, GREEN_JOBS) == {
+        (GREEN_DEPLOYMENT, "spec.replicas"),
+        (GREEN_DEPLOYMENT, "spec.template.spec.containers[0].image"),
+        (GREEN_DEPLOYMENT, "spec.template.spec.containers[0].env[8].value"),  # IMMUNE_LOG_LEVEL in place
+        (GREEN_HPA, ""),
+    }
+    assert container_env(rollout.last, GREEN_DEPLOYMENT)["IMMUNE_LOG_LEVEL"] == "DEBUG"
+    assert "replicas" not in rollout.last[GREEN_DEPLOYMENT]["spec"]
+
+    # Abort: back to exactly the retired state (the scale-away is its own, last `up`).
+    target.restore(snapshot)
+    assert diff(retired, rollout.rendered()) == []
+    target.restore(snapshot_before_all)
+    assert diff(before_all, rollout.rendered()) == []
