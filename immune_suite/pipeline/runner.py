@@ -183,6 +183,8 @@ class Pipeline:
         run.status = run.current
         run.finished_at = now_iso()
         self.store.save(run)
+        # Requests addressed to this run (abort, pause) must not reach the next one.
+        self.store.clear_controls()
         if run.status == PROMOTED:
             self.progress(f"promoted {run.candidate.version} on {run.candidate_color.value}", stage="done")
             return ExitCode.OK
