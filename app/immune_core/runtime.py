@@ -9,7 +9,6 @@ reports false until it has.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -145,6 +144,7 @@ class Runtime:
         self.hormone_state: dict[str, Any] | None = None
         self.started_at = time.time()
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -167,13 +167,16 @@ class Runtime:
         self._spawn("dependency-monitor", self._monitor_dependencies)
 
     async def stop(self) -> None:
-        await self.elector.stop()
+        self._stopping = True
+        await asyncio.wait_for(self.elector.stop(), timeout=10)
         await self.intake.stop()
         for task in reversed(self._tasks):
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if self._tasks:
+            # Bounded: a library call that swallows cancellation must not keep the process alive.
+            _, stuck = await asyncio.wait(self._tasks, timeout=10)
+            for task in stuck:
+                log.warning("background_task_did_not_stop", task=task.get_name())
         self._tasks.clear()
         await self.bus.stop()
         await self.hormones.stop()
@@ -183,7 +186,7 @@ class Runtime:
     def _spawn(self, name: str, body: Callable[[], Awaitable[None]]) -> None:
         async def guarded() -> None:
             # Background loops restart after an unexpected error instead of dying silently.
-            while True:
+            while not self._stopping:
                 try:
                     await body()
                     return
@@ -223,7 +226,7 @@ class Runtime:
     async def _ensure_topics(self) -> None:
         if not isinstance(self.bus, KafkaBus):
             return
-        while True:
+        while not self._stopping:
             try:
                 await self.bus.ensure_topics(ALL_TOPICS)
                 return
@@ -233,7 +236,7 @@ class Runtime:
 
     async def _sync_with_cluster(self) -> None:
         """Cell population and intel made known through other replicas; outbox depth gauge."""
-        while True:
+        while not self._stopping:
             await asyncio.sleep(1.0)
             try:
                 await self.engine.sync_agents()
@@ -256,7 +259,8 @@ class Runtime:
 
     # -- health ------------------------------------------------------------------------------------
     async def _monitor_dependencies(self) -> None:
-        while True:
+        # Checks the flag too: a client library that swallows a cancellation must not keep this alive.
+        while not self._stopping:
             redis_ok = await self.hormones.healthy()
             kafka_ok = await self.bus.healthy()
             self.dependencies = DependencyStatus(

@@ -67,7 +67,7 @@ class Settings(BaseSettings):
     outbox_poll_interval_s: float = Field(default=0.5, gt=0.0)
     consumer_batch_size: int = Field(default=200, ge=1)
     replay_window_s: float = Field(default=900.0, ge=0.0, description="detection warm-up replay on start")
-    replay_max_events: int = Field(default=50_000, ge=0)
+    replay_max_events: int = Field(default=10_000, ge=0)
     ws_queue_size: int = Field(default=256, ge=1)
     db_pool_size: int = Field(default=10, ge=1)
     db_timeout_s: float = Field(default=5.0, gt=0.0)

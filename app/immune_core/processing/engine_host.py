@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import time
@@ -224,9 +225,11 @@ class EngineHost:
                 since,
                 max_events,
             )
-        for row in rows:
+        for index, row in enumerate(rows):
             event = parse_event(row["payload"])
             self.process(event, self._partition_of(partition_key(event)), replay=True)
+            if index % 100 == 99:
+                await asyncio.sleep(0)  # keep answering /health/live and signals while replaying
         self.drain_cytokines()
         log.info("detection_state_rebuilt", events=len(rows) + replayed, window_s=window_s)
         return len(rows) + replayed
