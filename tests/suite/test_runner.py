@@ -222,3 +222,19 @@ def test_session_gates_factory_is_the_real_gates() -> None:
 
 def test_stable_routing_helper_is_serialisable() -> None:
     assert TrafficState.from_dict(TrafficState(Color.BLUE, 10).to_dict()) == TrafficState(Color.BLUE, 10)
+
+
+def test_pause_holds_the_run_until_resumed(
+    established: ScriptedGates, stack_config: StackConfig, memory_target: MemoryTarget
+) -> None:
+    import threading
+
+    store = RunStore(stack_config.name)
+    store.set_control(paused=True, by="carol")
+    resumer = threading.Timer(0.3, lambda: store.set_control(paused=False, by="carol"))
+    resumer.start()
+    run, code = promote(stack_config, memory_target, established, "v2")
+    resumer.join()
+    assert code is ExitCode.OK
+    events = [e["event"] for e in run.timeline]
+    assert events.index("paused") < events.index("resumed after pause") < events.index("step started")
