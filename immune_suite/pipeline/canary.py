@@ -60,6 +60,19 @@ def read_window(path: Path) -> dict[str, list[WindowSample]]:
     return by_color
 
 
+def steady_part(by_color: dict[str, list[Any]], ramp_s: float) -> dict[str, list[Any]]:
+    """Drop a load run's ramp-up: its first `ramp_s` seconds, counted from its first response.
+
+    The ramp is excluded for both colours of a run alike; it matters at 100%, where the stable
+    samples come from a second run whose ramp would otherwise meet the canary's full rate.
+    """
+    starts = [s.at for samples in by_color.values() for s in samples]
+    if not starts:
+        return by_color
+    cut = min(starts) + ramp_s
+    return {color: [s for s in samples if s.at >= cut] for color, samples in by_color.items()}
+
+
 def same_window(canary: list[Any], stable: list[Any]) -> tuple[list[Any], list[Any]]:
     """Keep only the samples from the time both colours were being measured.
 
@@ -94,6 +107,7 @@ def run_canary_step(
     back_to_stable: Callable[[], None],
     progress: Progress,
     look_every_s: float = 1.0,
+    ramp_s: float = 0.0,
 ) -> CanaryResult:
     ingress_url, stable_url = urls
     strict = stack.comparison.model_copy(update={"alpha": stack.comparison.alpha / 10})
@@ -109,10 +123,10 @@ def run_canary_step(
             time.sleep(look_every_s)
             if early_stop_at is not None:
                 continue
-            window = read_window(out / "ingress" / SAMPLES_FILE)
+            window = steady_part(read_window(out / "ingress" / SAMPLES_FILE), ramp_s)
             if baseline is not None:
                 window.setdefault(stable.value, []).extend(
-                    read_window(out / "baseline" / SAMPLES_FILE).get(stable.value, [])
+                    steady_part(read_window(out / "baseline" / SAMPLES_FILE), ramp_s).get(stable.value, [])
                 )
             canary_now, stable_now = same_window(
                 window.get(candidate.value, []), window.get(stable.value, [])
@@ -133,10 +147,11 @@ def run_canary_step(
         ingress_run = main.result()
         baseline_run = baseline.result() if baseline else None
 
-    canary = list(ingress_run.samples.get(candidate.value, []))
-    stable_samples = list(ingress_run.samples.get(stable.value, []))
+    ingress_steady = steady_part(ingress_run.samples, ramp_s)
+    canary = list(ingress_steady.get(candidate.value, []))
+    stable_samples = list(ingress_steady.get(stable.value, []))
     if baseline_run is not None:
-        stable_samples += baseline_run.samples.get(stable.value, [])
+        stable_samples += steady_part(baseline_run.samples, ramp_s).get(stable.value, [])
     canary, stable_samples = same_window(canary, stable_samples)
     final = analyse_canary_step(percent, canary, stable_samples, stack.slo, stack.comparison)
     # An early stop is final: the window after it no longer routed traffic to the canary.

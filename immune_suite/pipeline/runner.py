@@ -347,6 +347,8 @@ class Pipeline:
             back_to_stable,
             self.progress,
             look_every_s=self.poll_s * 2,
+            # The load shapes ramp up over their first fifth (load/shapes.py); compare steady load only.
+            ramp_s=duration / 5,
         )
         if not result.verdict.passed:
             run.metrics["canary_failed_at_unix"] = result.early_stop_at or time.time()

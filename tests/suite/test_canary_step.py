@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from immune_suite.pipeline.canary import read_window, run_canary_step, same_window
+from immune_suite.pipeline.canary import read_window, run_canary_step, same_window, steady_part
 from immune_suite.progress import RecordingProgress
 from immune_suite.stack_config import StackConfig
 from immune_suite.targets.base import Color
@@ -136,3 +136,12 @@ def test_same_window_drops_samples_outside_the_overlap() -> None:
     kept_canary, kept_stable = same_window(canary, stable)
     assert [s.at for s in kept_canary] == [3.0, 4.0, 5.0]
     assert [s.at for s in kept_stable] == [2.5, 3.5, 4.5]
+
+
+def test_steady_part_drops_each_runs_ramp_up() -> None:
+    run = {
+        "green": [FakeSample(1.0, True, t) for t in (10.0, 11.0, 13.0)],
+        "blue": [FakeSample(1.0, True, 12.5)],
+    }
+    kept = steady_part(run, ramp_s=2.0)
+    assert [s.at for s in kept["green"]] == [13.0] and [s.at for s in kept["blue"]] == [12.5]
