@@ -6,7 +6,7 @@ import random
 
 from immune_suite.analysis import analyse_canary_step, compare_latency, summarise
 from immune_suite.stack_config import ComparisonConfig, SloConfig
-from immune_suite.verdict import Status
+from immune_suite.verdict import Measurement, Status, Verdict
 from tests.suite.conftest import FakeSample
 
 SLO = SloConfig()
@@ -21,7 +21,7 @@ def samples(count: int, base_ms: float, seed: int, error_every: int = 0) -> list
     ]
 
 
-def measurement(verdict, name):  # type: ignore[no-untyped-def]
+def measurement(verdict: Verdict, name: str) -> Measurement:
     return next(m for m in verdict.measurements if m.name == name)
 
 

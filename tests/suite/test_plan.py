@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from immune_suite.pipeline.plan import PROMOTED, ROLLBACK_STEP, ROLLED_BACK, StepKind, build_plan, render_plan
+from immune_suite.pipeline.plan import (
+    PROMOTED,
+    ROLLBACK_STEP,
+    ROLLED_BACK,
+    Step,
+    StepKind,
+    build_plan,
+    render_plan,
+)
 from immune_suite.stack_config import StackConfig, load_stack
 
 
-def kinds(steps):  # type: ignore[no-untyped-def]
+def kinds(steps: list[Step]) -> list[str]:
     return [s.id for s in steps]
 
 

@@ -81,9 +81,8 @@ def test_regression_rolls_back_at_first_canary_step(
     assert run.failure and run.failure["step"] == "canary-10"
     assert memory_target.served_by() is Color.BLUE
     assert memory_target.releases[Color.GREEN] is None
-    assert (
-        memory_target.releases[Color.BLUE] is not None and memory_target.releases[Color.BLUE].version == "v1"
-    )
+    stable_release = memory_target.releases[Color.BLUE]
+    assert stable_release is not None and stable_release.version == "v1"
     assert "canary-50" not in run.steps
     assert run.metrics["rollback_traffic_s"] >= 0 and "slo_breach_to_stable_s" in run.metrics
 
