@@ -29,6 +29,7 @@ from immune_suite.gates import sample_events
 
 __all__ = [
     "add_dependency_latency", "events_consistent", "instances_ready", "kill_leader", "kill_program",
+    "leader_present",
     "readiness_recovery_seconds", "reelection_seconds", "remove_dependency_latency",
     "restart_recovery_seconds", "send_events", "service_alive", "start_programs", "start_service",
     "stop_service",
@@ -173,19 +174,39 @@ def _coordination(url: str, api_token: str) -> dict[str, Any] | None:
     return body
 
 
-def kill_leader(supervisor_conf: str, api_token: str = "") -> dict[str, Any]:
-    """Find the instance that says it is the leader (GET /api/v1/coordination) and SIGKILL it."""
+def _find_leader(supervisor_conf: str, api_token: str) -> tuple[str, dict[str, Any]] | None:
     for program, url in instance_urls(supervisor_conf).items():
         state = _coordination(url, api_token)
         if state and state.get("is_leader"):
-            pid = _pid(supervisor_conf, program)
-            if pid is None:
-                continue
-            os.kill(pid, signal.SIGKILL)
-            _mark_fault("kill-leader", program=program, pid=pid, leader=state.get("leader"),
-                        term=state.get("term"))
-            return {"program": program, "pid": pid, "leader": state.get("leader"), "term": state.get("term")}
-    raise ChaosActivityError("no instance reports itself as the leader")
+            return program, state
+    return None
+
+
+def leader_present(supervisor_conf: str, api_token: str = "", within_s: float = 15.0) -> bool:
+    """Some instance holds the leadership (waiting up to `within_s`, e.g. for a lease left by a crash)."""
+    return _wait(lambda: _find_leader(supervisor_conf, api_token) is not None, within_s)
+
+
+def kill_leader(supervisor_conf: str, api_token: str = "", within_s: float = 15.0) -> dict[str, Any]:
+    """Find the instance that says it is the leader (GET /api/v1/coordination) and SIGKILL it."""
+    found: list[tuple[str, dict[str, Any]]] = []
+
+    def leader_with_pid() -> bool:
+        leader = _find_leader(supervisor_conf, api_token)
+        if leader is not None and _pid(supervisor_conf, leader[0]) is not None:
+            found.append(leader)
+            return True
+        return False
+
+    if not _wait(leader_with_pid, within_s):
+        raise ChaosActivityError(f"no instance reports itself as the leader within {within_s:.0f}s")
+    program, state = found[-1]
+    pid = _pid(supervisor_conf, program)
+    if pid is None:
+        raise ChaosActivityError(f"the leader {program} stopped before it could be killed")
+    os.kill(pid, signal.SIGKILL)
+    _mark_fault("kill-leader", program=program, pid=pid, leader=state.get("leader"), term=state.get("term"))
+    return {"program": program, "pid": pid, "leader": state.get("leader"), "term": state.get("term")}
 
 
 def reelection_seconds(supervisor_conf: str, api_token: str = "", timeout_s: float = 10.0) -> float:
