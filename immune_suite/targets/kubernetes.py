@@ -415,6 +415,7 @@ class KubernetesTarget:
         values: dict[str, str] = {}
         removed: list[str] = []
         scale_away: dict[str, str] = {}
+        stored_replicas = self._rollout_tree().get("replicas") or {}
         if snapshot.traffic is not None:
             values[f"{ROLLOUT}.activeColor"] = snapshot.traffic.active.value
             values[f"{ROLLOUT}.canaryWeight"] = str(snapshot.traffic.canary_weight)
@@ -426,7 +427,8 @@ class KubernetesTarget:
             if count is None:
                 removed.append(key)
             elif int(count) == 0:
-                scale_away[key] = "0"
+                if stored_replicas.get(color) not in (0, "0"):  # already away: no second `up`
+                    scale_away[key] = "0"
             else:
                 values[key] = str(count)
         for color, env in (snapshot.extra.get("env") or {}).items():
