@@ -71,9 +71,18 @@ def test_simulated_attack_through_kafka_reaches_api_websocket_and_topic(
     antigen = str(attacker.pop()).split(":", 1)[1]
 
     ws_url = service.base_url.replace("http", "ws") + "/ws/stream?types=threat"
-    recorder = StreamRecorder(ws_url)
+
+    def live_recorder() -> StreamRecorder | None:
+        # Right after start-up the replica may still be attaching to the output topics.
+        candidate = StreamRecorder(ws_url)
+        hello = wait_for(lambda: candidate.messages, what="subscription confirmed")[0]
+        if hello["live"]:
+            return candidate
+        candidate.close()
+        return None
+
+    recorder: StreamRecorder = wait_for(live_recorder, timeout_s=120, interval_s=0.5, what="live stream")
     try:
-        wait_for(lambda: recorder.messages, what="subscription confirmed")
         env = {**service.env, "IMMUNE_KAFKA_BOOTSTRAP_SERVERS": stack["IMMUNE_KAFKA_BOOTSTRAP_SERVERS"]}
         subprocess.run(
             [str(IMMUNE_CORE), "simulate", "--scenario", scenario, "--seed", str(seed), "--target", "kafka"],

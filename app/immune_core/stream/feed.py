@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from immune_core.ingestion.repository import ALERTS_TOPIC, THREATS_TOPIC
@@ -17,6 +18,11 @@ async def run_stream_feed(bus: Bus, hub: StreamHub) -> None:
     consumer = bus.consumer(tuple(_TYPE_BY_TOPIC), group_id=None, from_latest=True)
     await consumer.start()
     try:
+        while True:  # the broker may be down at start-up: keep trying to attach
+            if await consumer.attached():
+                break
+            await asyncio.sleep(0.5)
+        hub.live = True
         while True:
             for message in await consumer.poll(500, timeout_s=1.0):
                 try:
@@ -26,4 +32,5 @@ async def run_stream_feed(bus: Bus, hub: StreamHub) -> None:
                     continue
                 hub.publish({"type": _TYPE_BY_TOPIC[message.topic], "data": data})
     finally:
+        hub.live = False
         await consumer.stop()

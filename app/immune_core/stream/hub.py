@@ -50,6 +50,8 @@ class StreamHub:
         self._queue_size = queue_size
         self._subscribers: set[Subscriber] = set()
         self.published = 0
+        # True once the feed reads the threat/alert topics: from then on nothing published is missed.
+        self.live = False
 
     def subscribe(self, stream_filter: StreamFilter) -> Subscriber:
         subscriber = Subscriber(stream_filter, asyncio.Queue(maxsize=self._queue_size))

@@ -4,6 +4,8 @@ Authentication: ``Authorization: Bearer <token>`` or ``?token=`` (browsers canno
 WebSocket). Filters as query parameters (``types=threat,alert``, ``min_severity=high``,
 ``category=port_scan,brute_force``, ``antigen=10.0.0.5``) or later as a JSON message
 ``{"subscribe": {...same keys...}}``. A client whose queue fills up is closed with code 1013.
+The ``subscribed`` acknowledgement says ``live: true`` once this replica reads the output topics
+(right after start-up it may still be attaching; threats published before that are not pushed).
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ async def stream(websocket: WebSocket) -> None:
     await websocket.accept()
     hub: StreamHub = runtime.hub
     subscriber = hub.subscribe(stream_filter)
-    await websocket.send_json({"type": "subscribed", "filter": _describe(stream_filter)})
+    await websocket.send_json({"type": "subscribed", "filter": _describe(stream_filter), "live": hub.live})
     sender = asyncio.create_task(_send_loop(websocket, subscriber))
     receiver = asyncio.create_task(_receive_loop(websocket, hub, subscriber))
     dropped = asyncio.create_task(subscriber.dropped.wait())
@@ -89,7 +91,9 @@ async def _receive_loop(websocket: WebSocket, hub: StreamHub, subscriber: Subscr
                 request = json.loads(text)
                 if isinstance(request, dict) and isinstance(request.get("subscribe"), dict):
                     subscriber.filter = parse_filter(request["subscribe"])
-                    await websocket.send_json({"type": "subscribed", "filter": _describe(subscriber.filter)})
+                    await websocket.send_json(
+                        {"type": "subscribed", "filter": _describe(subscriber.filter), "live": hub.live}
+                    )
                 elif request == {"type": "ping"}:
                     await websocket.send_json({"type": "pong"})
                 else:

@@ -41,6 +41,9 @@ class BusConsumer(Protocol):
     def lag(self) -> dict[str, int]:
         """Messages behind the end of each topic, as far as the consumer knows."""
 
+    async def attached(self) -> bool:
+        """Connected, assigned and positioned: messages published from now on will be read."""
+
 
 class Bus(Protocol):
     async def start(self) -> None: ...

@@ -126,5 +126,8 @@ class _InProcessConsumer:
         for message in messages:
             self._bus._commit(self._group_id, message.topic, message.offset + 1)
 
+    async def attached(self) -> bool:
+        return bool(self._positions)
+
     def lag(self) -> dict[str, int]:
         return {t: self._bus._log(t).end_offset - self._positions.get(t, 0) for t in self._topics}

@@ -207,6 +207,17 @@ class KafkaConsumer:
             # A rebalance moved the partition: the new owner re-reads these (ingestion is idempotent).
             log.warning("kafka_commit_failed", error=type(exc).__name__)
 
+    async def attached(self) -> bool:
+        consumer = await self._ensure()
+        if consumer is None or not consumer.assignment():
+            return False
+        try:
+            for tp in consumer.assignment():
+                await consumer.position(tp)  # resolves "latest"/"earliest" to a concrete offset now
+        except KafkaError:
+            return False
+        return True
+
     def lag(self) -> dict[str, int]:
         consumer = self._consumer
         if consumer is None:
