@@ -186,6 +186,19 @@ def e2e(tmp_path_factory: pytest.TempPathFactory, private_dependencies: dict[str
         os.environ["IMMUNE_STATE_DIR"] = previous
 
 
+def wait_for(condition: Any, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if condition():
+                return
+        except (httpx.HTTPError, AssertionError, OSError):
+            pass  # not there yet
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
 def version_of(stack: E2EStack, ref: str) -> str:
     return resolve_source(stack.repo, ref).version
 
@@ -242,6 +255,23 @@ def test_regressed_candidate_is_rolled_back_at_first_canary_step(e2e: E2EStack) 
     )
 
 
+def test_a_restarted_proxy_routes_as_before(e2e: E2EStack) -> None:
+    """HAProxy killed (supervisord restarts it): weights set through the runtime API survive."""
+    target = e2e.target()
+    before = target.live_weights()
+    target.supervisor.ctl("signal", "KILL", "haproxy")
+    wait_for(
+        lambda: (
+            target.haproxy.is_up() and target.supervisor.process_states()["haproxy"]["statename"] == "RUNNING"
+        ),
+        30,
+        "HAProxy to be restarted",
+    )
+    assert target.live_weights() == before
+    wait_for(lambda: len(e2e.served(4)) == 1, 10, "the ingress to answer again")
+    assert e2e.served() == {("green", version_of(e2e, e2e.v2))}
+
+
 def test_tampered_record_fails_verification(e2e: E2EStack, tmp_path: Path) -> None:
     latest = e2e.cli("verify", "latest", "--stack", "e2e", "--json")
     assert latest.returncode == ExitCode.OK, latest.stdout
@@ -253,14 +283,6 @@ def test_tampered_record_fails_verification(e2e: E2EStack, tmp_path: Path) -> No
     result = e2e.cli("verify", str(tampered))
     assert result.returncode == ExitCode.VERIFY_FAILED
     assert "INVALID" in result.stdout
-
-
-def wait_for(condition: Any, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 def test_pipeline_killed_mid_canary_recovers(e2e: E2EStack) -> None:
