@@ -101,7 +101,8 @@ async def stats(runtime: RuntimeDep) -> StatsResponse:
             " (SELECT count(*) FROM dead_letters) AS dead_letters,"
             " (SELECT count(*) FROM outbox) AS outbox"
         )
-    assert counts is not None
+    if counts is None:  # an aggregate SELECT always returns a row; guard for the type checker
+        raise ApiError(503, "storage_unavailable", "no answer from storage")
     c = runtime.counters
     return StatsResponse(
         instance_id=runtime.settings.instance_id,
