@@ -134,13 +134,17 @@ class Supervisor:
             raise TargetError(f"supervisorctl {' '.join(args)} failed: {result.stdout}{result.stderr}")
         return result.stdout
 
-    def write_programs(self, group: str, specs: list[ProgramSpec]) -> None:
+    def write_programs(self, group: str, specs: list[ProgramSpec]) -> bool:
+        """Set the programs of `group`; True when that changed the config (`update` will apply it)."""
         path = self.layout.programs_dir / f"{group}.conf"
-        if specs:
-            write_atomic(path, "\n".join(render_program(s, self.layout.logs_dir) for s in specs))
+        before = path.read_text(encoding="utf-8") if path.exists() else None
+        text = "\n".join(render_program(s, self.layout.logs_dir) for s in specs) if specs else None
+        if text is not None:
+            write_atomic(path, text)
         else:
             path.unlink(missing_ok=True)
         write_atomic(self.layout.supervisor_conf, render_supervisord_conf(self.layout))
+        return text != before
 
     def update(self) -> None:
         """Apply program files: start new programs, restart changed ones, stop removed ones."""

@@ -145,11 +145,12 @@ class LocalTarget:
             ]
             specs.append(ProgramSpec(self.layout.program_name(instance), command, release_path / "src"))
         self._save_color(color, release, running=True)
-        self.supervisor.write_programs(color.value, specs)
+        changed = self.supervisor.write_programs(color.value, specs)
         self.supervisor.update()
-        # Programs whose section did not change (same release redeployed) are not restarted by
-        # `update`; restart them so the new env files take effect.
-        self.supervisor.restart([s.name for s in specs])
+        if not changed:
+            # Same release again: `update` leaves unchanged programs alone, but their env files
+            # (and so their settings) may have changed; restart them to apply it.
+            self.supervisor.restart([s.name for s in specs])
         self._wait_ready(color, release)
         return self.health(color)
 
