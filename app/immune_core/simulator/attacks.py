@@ -197,7 +197,8 @@ def unsigned_process(
             "process_start",
             signed=False,
             sha256=digest,
-            command_line="/tmp/.cache/kworkerd -c /tmp/.cache/k.conf",  # noqa: S108 -- simulated attacker path
+            # A simulated attacker path written into event data; nothing is ever created there.
+            command_line="/tmp/.cache/kworkerd -c /tmp/.cache/k.conf",  # noqa: S108  # nosec B108
         )
         events.append(LabelledEvent(event, "unsigned_process", f"process:{server.host_id}/kworkerd"))
     return events
