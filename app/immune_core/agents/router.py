@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from immune_core.api.deps import RuntimeDep
 from immune_core.api.errors import ApiError, responses
@@ -44,8 +44,14 @@ class AgentList(BaseModel):
     types: list[AgentType] = Field(description="Cell types that can be created.")
 
 
+# Documented as an enum so clients (and schema-driven fuzzers) know the creatable types.
+_CELL_TYPES: list[JsonValue] = [*sorted(Cell.types())]
+
+
 class CreateAgent(BaseModel):
-    type: str = Field(max_length=64)
+    model_config = ConfigDict(extra="forbid")
+
+    type: str = Field(max_length=64, json_schema_extra={"enum": _CELL_TYPES})
     params: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -83,7 +89,10 @@ async def get_agent(agent_id: str, runtime: RuntimeDep) -> Agent:
 
 
 @router.post(
-    "/agents", status_code=201, response_model=Agent, responses=responses(401, 403, 409, 422, 429, 503)
+    "/agents",
+    status_code=201,
+    response_model=Agent,
+    responses=responses(400, 401, 403, 409, 422, 429, 503),
 )
 async def create_agent(body: CreateAgent, runtime: RuntimeDep) -> Agent:
     try:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Response
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from immune_core.api.deps import RuntimeDep
 from immune_core.api.errors import responses
@@ -34,15 +34,23 @@ class HomeostasisResponse(BaseModel):
     hormone: dict[str, Any] | None = Field(description="Last threat-level hormone this replica received.")
 
 
+LevelValue = Literal[0, 1, 2, 3, "baseline", "elevated", "high", "critical"]
+
+
 class OverrideRequest(BaseModel):
-    level: int | str = Field(description=f"0-3 or one of {', '.join(LEVEL_NAMES)}")
-    duration_s: float = Field(300.0, gt=0, le=86_400)
+    model_config = ConfigDict(extra="forbid")
+
+    level: LevelValue = Field(description=f"0-3 or one of {', '.join(LEVEL_NAMES)}")
+    duration_s: float = Field(300.0, gt=0, le=86_400, strict=True)
     reason: str | None = Field(None, max_length=500)
 
-    @field_validator("level")
+    @field_validator("level", mode="before")
     @classmethod
-    def _level(cls, value: int | str) -> int:
-        return parse_level(value)
+    def _no_booleans(cls, value: object) -> object:
+        # JSON true/false would otherwise pass as the literals 1/0.
+        if isinstance(value, bool):
+            raise ValueError("level must be 0-3 or a level name, not a boolean")
+        return value
 
 
 @router.get("/homeostasis", response_model=HomeostasisResponse, responses=responses(401, 403, 429, 503))
@@ -70,10 +78,10 @@ async def homeostasis(runtime: RuntimeDep) -> HomeostasisResponse:
     status_code=204,
     response_class=Response,
     summary="Force the threat level for a while (applied by the leader within a tick)",
-    responses=responses(401, 403, 422, 429, 503),
+    responses=responses(400, 401, 403, 422, 429, 503),
 )
 async def override(body: OverrideRequest, runtime: RuntimeDep) -> Response:
-    await set_override(runtime.database, int(body.level), body.duration_s, body.reason)
+    await set_override(runtime.database, parse_level(body.level), body.duration_s, body.reason)
     return Response(status_code=204)
 
 

@@ -45,7 +45,7 @@ async def memory(
     runtime: RuntimeDep,
     category: ThreatCategory | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> MemoryResponse:
     async with runtime.database.session() as conn:
         rows = await conn.fetch(

@@ -29,6 +29,16 @@ class ThreatPage(BaseModel):
     )
 
 
+def _parse_since(value: str) -> float:
+    try:
+        instant = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise ApiError(422, "invalid_request", "since: not an RFC 3339 date-time") from None
+    if instant.tzinfo is None:
+        raise ApiError(422, "invalid_request", "since: must include a UTC offset (RFC 3339)")
+    return instant.timestamp()
+
+
 def _stored(row: dict[str, Any]) -> StoredThreat:
     return StoredThreat.model_validate(
         {**json.loads(row["payload"]), "seq": int(row["seq"]), "stored_at": float(row["stored_at"])}
@@ -44,9 +54,10 @@ async def list_threats(
     antigen: Annotated[str | None, Query(max_length=255)] = None,
     host_id: Annotated[str | None, Query(max_length=255)] = None,
     since: Annotated[
-        datetime | None, Query(description="Stored at or after this instant (RFC 3339).")
+        str | None,
+        Query(description="Stored at or after (RFC 3339).", json_schema_extra={"format": "date-time"}),
     ] = None,
-    cursor: Annotated[str | None, Query(pattern=r"^\d{1,19}$")] = None,
+    cursor: Annotated[str | None, Query(pattern=r"^\d{1,18}$")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> ThreatPage:
     clauses: list[str] = []
@@ -67,9 +78,7 @@ async def list_threats(
     if host_id is not None:
         where("host_id = ?", host_id)
     if since is not None:
-        if since.tzinfo is None:
-            raise ApiError(422, "invalid_request", "since: must include a UTC offset (RFC 3339)")
-        where("stored_at >= ?", since.timestamp())
+        where("stored_at >= ?", _parse_since(since))
     if cursor is not None:
         where("seq < ?", int(cursor))
     args.append(limit + 1)
