@@ -9,7 +9,8 @@ from fastapi import Depends, Request
 from immune_core.runtime import Runtime
 
 
-def runtime_of(request: Request) -> Runtime:
+async def runtime_of(request: Request) -> Runtime:
+    # async: FastAPI would run a plain function in a worker thread, one thread hop per request.
     runtime: Runtime = request.app.state.runtime
     return runtime
 
