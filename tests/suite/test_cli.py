@@ -1,0 +1,64 @@
+"""The CLI's contract: help, plan output, verify exit codes, usage errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from immune_suite.cli import main
+from immune_suite.pipeline.exit_codes import ExitCode
+from immune_suite.signing import load_or_create_private_key, sign_record
+
+
+def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for command in (
+        "plan",
+        "promote",
+        "status",
+        "abort",
+        "rollback",
+        "pause",
+        "resume",
+        "approve",
+        "verify",
+        "report",
+    ):
+        assert command in out
+    assert "exit codes" in out
+
+
+def test_plan_json_is_the_state_machine(state_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plan", "--stack", "local", "--json"]) == ExitCode.OK
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["first_promotion"] is True  # nothing deployed in a fresh state dir
+    assert [s["id"] for s in plan["steps"]][:3] == ["security", "deploy", "smoke"]
+    assert all(s["on_fail"] in ("rollback", "rolled_back") for s in plan["steps"])
+
+
+def test_verify_exit_codes(state_dir: Path, tmp_path: Path) -> None:
+    record = sign_record({"run_id": "r", "outcome": "promoted"}, load_or_create_private_key())
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(record))
+    assert main(["verify", str(good)]) == ExitCode.OK
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({**record, "outcome": "rolled_back"}))
+    assert main(["verify", str(bad)]) == ExitCode.VERIFY_FAILED
+
+
+def test_unknown_stack_is_a_usage_error(state_dir: Path) -> None:
+    assert main(["plan", "--stack", "no-such-stack"]) == ExitCode.USAGE
+
+
+def test_candidate_env_must_be_immune_settings(state_dir: Path) -> None:
+    with pytest.raises(SystemExit):
+        main(["promote", "--stack", "local", "--candidate-env", "PATH=/tmp"])
+
+
+def test_nothing_to_resume(state_dir: Path) -> None:
+    assert main(["resume", "--stack", "local"]) == ExitCode.NOTHING_TO_DO
