@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,6 +39,7 @@ class Result:
     errors: int
     latencies_ms: list[float]
     wall_s: float
+    error_kinds: Counter[str]
 
     def pct(self, q: float) -> float:
         if not self.latencies_ms:
@@ -106,20 +108,26 @@ async def open_loop(target: str, port: int, rate: int, seconds: float, build: ob
     latencies: list[float] = []
     errors = 0
     ok = 0
+    kinds: Counter[str] = Counter()
 
     async def one(raw: bytes, scheduled: float) -> None:
         nonlocal errors, ok
         conn = idle.pop() if idle else await Connection.open(port)
+        while conn.reader.at_eof():  # the server closed this idle keep-alive connection: not an error
+            conn.writer.close()
+            conn = idle.pop() if idle else await Connection.open(port)
         try:
             status = await conn.request(raw)
-        except (OSError, asyncio.IncompleteReadError):
+        except (OSError, asyncio.IncompleteReadError) as exc:
             errors += 1
+            kinds[type(exc).__name__] += 1
             return
         latencies.append((time.perf_counter() - scheduled) * 1000)
         if 200 <= status < 300:
             ok += 1
         else:
             errors += 1
+            kinds[f"HTTP {status}"] += 1
         idle.append(conn)
 
     tasks = []
@@ -134,7 +142,7 @@ async def open_loop(target: str, port: int, rate: int, seconds: float, build: ob
     wall = time.perf_counter() - start
     for conn in idle:
         conn.writer.close()
-    return Result(target, rate, len(requests), ok, errors, latencies, wall)
+    return Result(target, rate, len(requests), ok, errors, latencies, wall, kinds)
 
 
 def wait_http(port: int, path: str, timeout_s: float = 60.0) -> None:
@@ -239,6 +247,7 @@ def main() -> int:
                 print(
                     f"{target:<14}{rate:>8}{result.sent:>7}{result.ok:>7}{result.errors:>5}"
                     f"{result.pct(0.50):>9.2f}{result.pct(0.95):>9.2f}{result.pct(0.99):>9.2f}"
+                    + (f"  errors: {dict(result.error_kinds)}" if result.error_kinds else "")
                 )
         print("\nratio ingest / hello")
         for rate in rates:
