@@ -24,7 +24,11 @@ from immune_suite.stack_config import StackConfig
 from immune_suite.targets.base import Color
 from immune_suite.verdict import Verdict
 
-SAMPLES_FILE = "samples.jsonl"  # what the load gate writes per response (colour, latency_ms, ok, at)
+SAMPLES_FILE = "samples.jsonl"
+# A tail percentile from a handful of requests is mostly noise (p95 of 20 samples is their maximum);
+# an interim look acts on a percentile SLO only once it rests on this many canary requests.
+PERCENTILE_MEASUREMENTS = frozenset({"canary_p95_ms", "canary_p99_ms"})
+INTERIM_PERCENTILE_SAMPLES = 100  # what the load gate writes per response (colour, latency_ms, ok, at)
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,16 @@ def same_window(canary: list[Any], stable: list[Any]) -> tuple[list[Any], list[A
     return [s for s in canary if start <= s.at <= end], [s for s in stable if start <= s.at <= end]
 
 
+def decisive_failures(look: Verdict, canary_count: int) -> list[str]:
+    """The failed measurements of an interim look that are strong enough to act on now."""
+    return [
+        m.name
+        for m in look.measurements
+        if not m.passed
+        and (m.name not in PERCENTILE_MEASUREMENTS or canary_count >= INTERIM_PERCENTILE_SAMPLES)
+    ]
+
+
 def first_breach(canary: list[Any], stable: list[Any], stack: StackConfig) -> float | None:
     """When the canary first did what stable does not: an error, or slower than stable p99 and the SLO."""
     stable_ok = sorted(s.latency_ms for s in stable if s.ok)
@@ -136,7 +150,7 @@ def run_canary_step(
                 continue
             looks += 1
             look = analyse_canary_step(percent, canary_now, stable_now, stack.slo, strict)
-            if not look.passed:
+            if decisive_failures(look, len(canary_now)):
                 back_to_stable()
                 early_stop_at = time.time()
                 interim = look

@@ -145,3 +145,16 @@ def test_steady_part_drops_each_runs_ramp_up() -> None:
     }
     kept = steady_part(run, ramp_s=2.0)
     assert [s.at for s in kept["green"]] == [13.0] and [s.at for s in kept["blue"]] == [12.5]
+
+
+def test_interim_percentile_breach_on_few_samples_is_not_decisive() -> None:
+    from immune_suite.analysis import analyse_canary_step
+    from immune_suite.pipeline.canary import INTERIM_PERCENTILE_SAMPLES, decisive_failures
+
+    stable = [FakeSample(20.0 + i % 9, True, float(i)) for i in range(300)]
+    # one slow request among 20: a tail percentile over the SLO, the median unchanged
+    canary = [FakeSample(20.0 + i % 9, True, float(i)) for i in range(19)] + [FakeSample(900.0, True, 19.0)]
+    look = analyse_canary_step(100, canary, stable, STACK.slo, STACK.comparison)
+    assert not look.passed
+    assert decisive_failures(look, len(canary)) == []
+    assert "canary_p99_ms" in decisive_failures(look, INTERIM_PERCENTILE_SAMPLES)
