@@ -30,7 +30,7 @@ class Agent(BaseModel):
     params: dict[str, Any]
     counters: dict[str, int] = Field(description="Summed over this replica's partition engines.")
     state: dict[str, Any]
-    partitions: list[int] = Field(description="Input partitions this replica runs the cell for.")
+    lanes: list[str] = Field(description="Input topic/partition lanes this replica runs the cell for.")
 
 
 class AgentType(BaseModel):

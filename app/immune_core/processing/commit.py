@@ -32,8 +32,8 @@ class ProcessedBatch:
     detected: dict[str, list[Threat]] = field(default_factory=dict)
     cytokines: list[Cytokine] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
-    # Input partition each event was consumed from (its detection engine).
-    partitions: dict[str, int] = field(default_factory=dict)
+    # Input lane (topic/partition) each event was consumed from: it selects the detection engine.
+    lanes: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -86,7 +86,7 @@ class DetectionConsumer:
             if isinstance(event, IntelItem):
                 batch.detected[event_id] = self._engine.learn_intel(event)
             else:
-                batch.detected[event_id] = self._engine.process(event, batch.partitions[event_id])
+                batch.detected[event_id] = self._engine.process(event, batch.lanes[event_id])
         batch.cytokines = self._engine.drain_cytokines()
         result = await self._retry(commit_batch, self._db, batch, "kafka")
         self._account(batch, result)
@@ -110,7 +110,7 @@ class DetectionConsumer:
                 continue
             seen.add(str(event.event_id))
             batch.events.append(event)
-            batch.partitions[str(event.event_id)] = message.partition
+            batch.lanes[str(event.event_id)] = EngineHost.lane(message.topic, message.partition)
         return batch
 
     def _dead_letter(self, message: InboundMessage, reason: str) -> DeadLetter:

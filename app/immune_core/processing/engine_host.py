@@ -1,8 +1,9 @@
 """The replica's detection engines, kept in step with the cluster.
 
-* One engine per input partition. Events of one antigen share a partition (``partition_key``), so each
-  engine sees its antigens' events in order, and its event-time clock is that partition's: a partition
-  that is behind (a consumer catching up, a burst replayed) never makes another one's events "late".
+* One engine per input lane (topic partition). Events of one antigen share a partition (``partition_key``),
+  so each engine sees its antigens' events in order, and its event-time clock is that lane's: a lane
+  that is behind (a consumer catching up, a burst replayed, another topic read ahead) never makes
+  another lane's events "late".
 * Cell population: API changes are an ordered log (``agent_ops``) that every replica applies in the same
   order to a template engine and to every partition engine, so cell ids agree everywhere. New
   partition engines start as copies of the template (same cells, same live intel, no traffic state).
@@ -27,7 +28,14 @@ from immune_core.cells.base import CellConfigError
 from immune_core.cells.cytokine import Cytokine
 from immune_core.detection.engine import DetectionEngine
 from immune_core.detection.threat import Threat
-from immune_core.events.models import EndpointEvent, IntelItem, NetworkFlow, parse_event, partition_key
+from immune_core.events.models import (
+    TOPIC_BY_KIND,
+    EndpointEvent,
+    IntelItem,
+    NetworkFlow,
+    parse_event,
+    partition_key,
+)
 from immune_core.observability.logging import get_logger
 from immune_core.observability.metrics import Metrics
 from immune_core.storage.database import Connection, Database
@@ -61,7 +69,7 @@ class EngineHost:
         self._partition_of = partition_of
         # The template never sees traffic: it holds the cell population and intel new engines start from.
         self.template = template or DetectionEngine()
-        self.engines: dict[int, DetectionEngine] = {}
+        self.engines: dict[str, DetectionEngine] = {}
         self.applied_agent_seq = 0
         # Which cell each applied op produced, so the API can answer with the cell it created.
         self.cell_by_op: dict[int, str] = {}
@@ -70,16 +78,20 @@ class EngineHost:
         self._intel_watermark = 0.0
 
     # -- detection ---------------------------------------------------------------------------------
-    def engine_for(self, partition: int) -> DetectionEngine:
-        engine = self.engines.get(partition)
+    @staticmethod
+    def lane(topic: str, partition: int) -> str:
+        return f"{topic}/{partition}"
+
+    def engine_for(self, lane: str) -> DetectionEngine:
+        engine = self.engines.get(lane)
         if engine is None:
             engine = copy.deepcopy(self.template)
-            self.engines[partition] = engine
+            self.engines[lane] = engine
         return engine
 
-    def process(self, event: AnyEvent, partition: int, *, replay: bool = False) -> list[Threat]:
-        """Run a flow or endpoint event through its partition's engine (intel goes to ``learn_intel``)."""
-        threats = self._run(self.engine_for(partition), event)
+    def process(self, event: AnyEvent, lane: str, *, replay: bool = False) -> list[Threat]:
+        """Run a flow or endpoint event through its lane's engine (intel goes to ``learn_intel``)."""
+        threats = self._run(self.engine_for(lane), event)
         if not replay:
             for threat in threats:
                 for cell in threat.cells:
@@ -133,7 +145,7 @@ class EngineHost:
                 for name, value in counters.items():
                     totals[name] = totals.get(name, 0) + int(value)
             cell["counters"] = dict(sorted(totals.items()))
-            cell["partitions"] = sorted(self.engines)
+            cell["lanes"] = sorted(self.engines)
         return cells
 
     def has_cell(self, cell_id: str) -> bool:
@@ -227,7 +239,8 @@ class EngineHost:
             )
         for index, row in enumerate(rows):
             event = parse_event(row["payload"])
-            self.process(event, self._partition_of(partition_key(event)), replay=True)
+            lane = self.lane(TOPIC_BY_KIND[event.kind], self._partition_of(partition_key(event)))
+            self.process(event, lane, replay=True)
             if index % 100 == 99:
                 await asyncio.sleep(0)  # keep answering /health/live and signals while replaying
         self.drain_cytokines()
