@@ -326,7 +326,11 @@ class Pipeline:
         token = self.target.api_token() or ""
         duration = float(step.params["duration_s"])
         shape = str(step.params.get("shape", "baseline"))
-        env = {"IMMUNE_LOAD_RPS_SCALE": str(self.stack.canary.rps_scale)}
+        # At 100% a second load on the stable endpoint provides the baseline (pipeline/canary.py);
+        # each then runs at half rate, so every replica sees the load it saw at 50% and the machine
+        # (or cluster) carries the same total as in every other step.
+        rps_scale = self.stack.canary.rps_scale / (2 if percent == 100 else 1)
+        env = {"IMMUNE_LOAD_RPS_SCALE": str(rps_scale)}
 
         def load(url: str, directory: Path) -> LoadResult:
             return self.gates.load(url, token, directory, shape, duration, self.progress, extra_env=env)

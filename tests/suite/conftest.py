@@ -116,6 +116,7 @@ class ScriptedGates:
     slow_versions: set[str] = field(default_factory=set)
     raise_in_load: bool = False
     calls: list[str] = field(default_factory=list)
+    rps_scales: dict[str, list[float]] = field(default_factory=dict)
     rng: random.Random = field(default_factory=lambda: random.Random(42))
 
     def security(self, source_dir: Path, out_dir: Path, base_url: Any, token: Any, progress: Any) -> Verdict:
@@ -134,6 +135,7 @@ class ScriptedGates:
         extra_env: dict[str, str] | None = None,
     ) -> LoadRunResult:
         self.calls.append(f"load {base_url}")
+        self.rps_scales.setdefault(base_url, []).append(float((extra_env or {})["IMMUNE_LOAD_RPS_SCALE"]))
         if self.raise_in_load:
             raise RuntimeError("locust crashed")
         routing = self.target.routing

@@ -237,3 +237,12 @@ def test_pause_holds_the_run_until_resumed(
     assert code is ExitCode.OK
     events = [e["event"] for e in run.timeline]
     assert events.index("paused") < events.index("resumed after pause") < events.index("step started")
+
+
+def test_full_canary_step_splits_the_load_with_its_baseline(
+    established: ScriptedGates, stack_config: StackConfig, memory_target: MemoryTarget
+) -> None:
+    promote(stack_config, memory_target, established, "v2")
+    scales = dict(established.rps_scales)
+    assert scales["http://ingress"] == [1.0, 1.0, 0.5]
+    assert scales["http://stable"] == [0.5]
