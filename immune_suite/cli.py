@@ -27,6 +27,8 @@ from immune_suite.stack_config import REPO_ROOT, StackConfig, load_stack
 from immune_suite.targets.base import Color, Release, Target
 from immune_suite.targets.factory import make_target
 
+LOCK_WAIT_S = 3.0  # long enough for the guard's brief hold, short enough to report a live pipeline
+
 EPILOG = """exit codes: 0 ok/promoted, 1 error, 2 usage, 3 gate failed (rolled back), 4 aborted (rolled back),
 5 awaiting approval, 6 another run holds the lock, 7 verification failed, 8 target error (rolled back),
 9 nothing to do.  State: ${IMMUNE_STATE_DIR:-~/.local/state/active-immune-core}."""
@@ -117,7 +119,7 @@ def cmd_plan(args: argparse.Namespace) -> ExitCode:
 
 def cmd_promote(args: argparse.Namespace) -> ExitCode:
     session = Session(args)
-    with StackLock(session.stack.name):
+    with StackLock(session.stack.name, wait_s=LOCK_WAIT_S):
         source = resolve_source(session.repo, args.ref)
         candidate = Release(source.version, source.ref, source.digest, _parse_env(args.candidate_env))
         pipeline = session.pipeline()
@@ -144,7 +146,7 @@ def cmd_resume(args: argparse.Namespace) -> ExitCode:
     if controls.get("paused"):
         session.store.set_control(paused=False, by=args.by or operator())
     try:
-        lock = StackLock(session.stack.name).acquire()
+        lock = StackLock(session.stack.name, wait_s=LOCK_WAIT_S).acquire()
     except LockHeld:
         _emit(args, {"resumed": True}, "resume sent to the running pipeline")
         return ExitCode.OK
@@ -169,7 +171,7 @@ def cmd_pause(args: argparse.Namespace) -> ExitCode:
 
 def cmd_approve(args: argparse.Namespace) -> ExitCode:
     session = Session(args)
-    with StackLock(session.stack.name):
+    with StackLock(session.stack.name, wait_s=LOCK_WAIT_S):
         run = session.store.load()
         if run is None or run.finished:
             _emit(args, {"approved": False}, "no unfinished run to approve")
@@ -190,7 +192,7 @@ def cmd_abort(args: argparse.Namespace) -> ExitCode:
     session = Session(args)
     by = args.by or operator()
     try:
-        lock = StackLock(session.stack.name).acquire()
+        lock = StackLock(session.stack.name, wait_s=LOCK_WAIT_S).acquire()
     except LockHeld:
         session.store.set_control(abort=args.reason, by=by)
         _emit(
@@ -224,7 +226,7 @@ def cmd_rollback(args: argparse.Namespace) -> ExitCode:
     if earlier is None:
         _emit(args, {"rollback": None}, "every earlier promotion shipped the same digest")
         return ExitCode.NOTHING_TO_DO
-    with StackLock(session.stack.name):
+    with StackLock(session.stack.name, wait_s=LOCK_WAIT_S):
         existing = session.store.load()
         if existing is not None and not existing.finished:
             _emit(args, {"rollback": None}, f"run {existing.run_id} is unfinished: abort or resume it first")
@@ -295,7 +297,7 @@ def cmd_report(args: argparse.Namespace) -> ExitCode:
 
 def cmd_down(args: argparse.Namespace) -> ExitCode:
     session = Session(args)
-    with StackLock(session.stack.name):
+    with StackLock(session.stack.name, wait_s=LOCK_WAIT_S):
         shutdown = getattr(session.target, "shutdown", None)
         if shutdown is None:
             _emit(args, {"down": False}, f"target {session.target.name} has nothing to stop")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import os
 import socket
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,18 +42,25 @@ class LockHeld(RuntimeError):
 class StackLock:
     """An exclusive, non-blocking flock; released by the kernel if the holder dies (even by SIGKILL)."""
 
-    def __init__(self, stack: str) -> None:
+    def __init__(self, stack: str, wait_s: float = 0.0) -> None:
         self.path = private_dir(pipeline_dir(stack)) / "lock"
+        self.wait_s = wait_s  # the guard holds the lock for milliseconds; commands may wait that out
         self._handle: IO[str] | None = None
 
     def acquire(self) -> StackLock:
-        handle = open(self.path, "a+")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as error:
-            handle.close()
-            stack = self.path.parent.name
-            raise LockHeld(f"another immune-suite process is running the {stack} pipeline") from error
+        handle = open(self.path, "a+")  # held open for the lock's lifetime
+        deadline = time.monotonic() + self.wait_s
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError as error:
+                if time.monotonic() < deadline:
+                    time.sleep(0.1)
+                    continue
+                handle.close()
+                stack = self.path.parent.name
+                raise LockHeld(f"another immune-suite process is running the {stack} pipeline") from error
         handle.seek(0)
         handle.truncate()
         handle.write(f"{os.getpid()}@{socket.gethostname()}\n")

@@ -37,3 +37,18 @@ def test_guard_leaves_a_live_pipeline_alone(
     with StackLock(stack_config.name):
         assert not guard_once(stack_config.name, memory_target, RecordingProgress())
     assert memory_target.served_by() is None
+
+
+def test_lock_waits_out_a_brief_holder_but_reports_a_long_one(state_dir: Path) -> None:
+    import threading
+
+    import pytest
+
+    from immune_suite.pipeline.run_state import LockHeld
+
+    holder = StackLock("locks").acquire()
+    threading.Timer(0.3, holder.release).start()
+    with StackLock("locks", wait_s=3.0):
+        pass  # got it once the holder let go
+    with StackLock("locks"), pytest.raises(LockHeld):
+        StackLock("locks", wait_s=0.3).acquire()
