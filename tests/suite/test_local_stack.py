@@ -82,7 +82,7 @@ def test_release_is_the_exact_tree_with_its_own_console_script(tmp_path: Path) -
     assert build_release(repo, worktree, tmp_path / "releases") == release  # cached by tree
 
 
-def test_local_target_implements_the_target_protocol(tmp_path: Path) -> None:
+def test_local_target_implements_the_target_protocol(state_dir: Path, tmp_path: Path) -> None:
     from immune_suite.stack_config import StackConfig
     from immune_suite.targets.base import Target
     from immune_suite.targets.local import LocalTarget
