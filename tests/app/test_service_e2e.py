@@ -101,7 +101,17 @@ def test_simulated_attack_through_kafka_reaches_api_websocket_and_topic(
             stats = service.get("/api/v1/stats")
             found = service.get("/api/v1/threats")["items"]
             summary = [(t["category"], t["antigen"]) for t in found]
-            raise AssertionError(f"{exc}\nstats={stats}\nthreats={summary}\n{service.log_tail(15)}") from None
+            agents = [
+                (a["id"], a["counters"], a.get("lanes")) for a in service.get("/api/v1/agents")["agents"]
+            ]
+            metrics = [
+                line
+                for line in service.client.get("/metrics").text.splitlines()
+                if line.startswith(("immune_detection", "immune_events_total"))
+            ]
+            raise AssertionError(
+                f"{exc}\nstats={stats}\nthreats={summary}\nagents={agents}\nmetrics={metrics}"
+            ) from None
         threat_id = threats[0]["threat_id"]
         pushed = wait_for(
             lambda: [

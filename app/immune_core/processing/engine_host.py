@@ -22,6 +22,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from immune_core.cells.base import CellConfigError
@@ -99,18 +100,23 @@ class EngineHost:
         return threats
 
     def learn_intel(self, item: IntelItem) -> list[Threat]:
-        """Give an intel item to every engine once; returns threats it raised (normally none)."""
+        """Give an intel item to every engine once.
+
+        Straight into each engine's intel store, judged against that engine's own clock: running it
+        through ``process`` would move every lane's event-time clock to the intel item's timestamp (intel
+        is a separate topic, often read ahead of the traffic), making the lanes' events "late". Intel
+        items raise no threats by themselves (macrophages match traffic against the store), so the
+        returned list is empty; it is kept for callers that store whatever detection returns.
+        """
         key = str(item.event_id)
         if key in self._seen_intel:
             return []
         self._seen_intel[key] = None
         if len(self._seen_intel) > _SEEN_INTEL_LIMIT:
             self._seen_intel.popitem(last=False)
-        self._run(self.template, item)
-        threats: list[Threat] = []
-        for engine in self.engines.values():
-            threats.extend(self._run(engine, item))
-        return threats
+        for engine in (self.template, *self.engines.values()):
+            engine.intel.add(item, engine.clock)
+        return []
 
     def _run(self, engine: DetectionEngine, event: AnyEvent) -> list[Threat]:
         try:
@@ -130,7 +136,8 @@ class EngineHost:
         return drained
 
     def known_intel(self) -> list[IntelItem]:
-        return self.template.known_intel()
+        # The template sees no traffic, so its clock never moves: judge expiry by the wall clock.
+        return self.template.intel.live(datetime.now(UTC))
 
     def describe(self) -> list[dict[str, Any]]:
         """The population (same ids everywhere) with counters summed over this replica's engines."""
