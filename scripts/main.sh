@@ -14,15 +14,8 @@ step() { printf '\n==> %s (%s)\n' "$1" "$(date -u +%H:%M:%S)" >&2; }
 step "python environment"
 bash scripts/bootstrap.sh
 
-if ! command -v haproxy >/dev/null && [[ ! -x /usr/sbin/haproxy ]]; then
-    step "haproxy (the local stack's Ingress)"
-    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
-        apt-get install -y -q haproxy >&2 || { apt-get update -q >&2 && apt-get install -y -q haproxy >&2; }
-    else
-        echo "main.sh: HAProxy is required: install it (e.g. sudo apt-get install haproxy)" >&2
-        exit 2
-    fi
-fi
+step "haproxy (the local stack's Ingress)"
+bash scripts/ensure-haproxy.sh
 
 dependencies=$(.venv/bin/python -c "from immune_suite.stack_config import load_stack; print(load_stack('$stack').dependencies)")
 if [[ "$dependencies" == "services" ]]; then

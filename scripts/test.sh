@@ -12,6 +12,9 @@ step() { printf '\n==> %s (%s)\n' "$1" "$(date -u +%H:%M:%S)"; }
 step "python environment"
 bash scripts/bootstrap.sh
 
+step "haproxy (the local stack's Ingress)"
+bash scripts/ensure-haproxy.sh
+
 step "local services: postgres redis kafka prometheus"
 eval "$(bash scripts/services/up.sh postgres redis kafka prometheus)"
 
