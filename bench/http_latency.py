@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -262,6 +263,7 @@ def main() -> int:
             process.terminate()
         for process in processes:
             process.wait(timeout=30)
+        shutil.rmtree(data_dir, ignore_errors=True)
     return 0
 
 
