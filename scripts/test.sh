@@ -16,7 +16,8 @@ step "haproxy (the local stack's Ingress)"
 bash scripts/ensure-haproxy.sh
 
 step "local services: postgres redis kafka prometheus"
-eval "$(bash scripts/services/up.sh postgres redis kafka prometheus)"
+# Started here so a broken install fails fast; the tests take the URLs from their fixtures.
+bash scripts/services/up.sh postgres redis kafka prometheus >/dev/null
 
 if [ "${IMMUNE_SKIP_ENGINE:-0}" != "1" ]; then
   step "pulumi engine (built from Go modules, cached)"

@@ -6,12 +6,25 @@ the default ports; `private_services` builds isolated sets for tests that stop o
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 
 import pytest
 from services import SERVICE_NAMES, ServiceSet
 
 SHARED_FOR_TESTS = ("postgres", "redis", "kafka")
+
+# The service's settings come from the environment, so a shell that exported the local services' URLs
+# (`eval "$(scripts/services/up.sh)"`) would silently turn every embedded-mode test into a real-service
+# one. Tests get URLs from the fixtures below, never from the caller's shell.
+_LEAKED_SETTINGS = (
+    "IMMUNE_DATABASE_URL",
+    "IMMUNE_REDIS_URL",
+    "IMMUNE_KAFKA_BOOTSTRAP_SERVERS",
+    "IMMUNE_API_TOKENS",
+)
+for _name in _LEAKED_SETTINGS:
+    os.environ.pop(_name, None)
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ rendered one after another in the same process.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import hashlib
 import runpy
@@ -161,6 +162,17 @@ def render_only_secrets(stack: str) -> dict[str, str]:
     }
 
 
+def _ensure_event_loop() -> None:
+    """Pulumi's runtime takes the thread's current event loop; an earlier `asyncio.run()` in the same
+    process (a test runner, a caller's own async code) leaves none, or a closed one."""
+    try:
+        loop = asyncio.get_event_loop_policy().get_event_loop()
+    except RuntimeError:
+        loop = None
+    if loop is None or loop.is_closed():
+        asyncio.set_event_loop(asyncio.new_event_loop())
+
+
 def render_stack(
     stack: str,
     overrides: Mapping[str, Any] | None = None,
@@ -178,6 +190,7 @@ def render_stack(
     config |= {f"{PROJECT_NAME}:{key}": value for key, value in secret_values.items()}
     secret_config_keys = [f"{PROJECT_NAME}:{key}" for key in secret_values]
 
+    _ensure_event_loop()
     runtime_settings.ROOT.set(None)  # a fresh root Stack for this run's exports
     pulumi.runtime.set_all_config(config, secret_config_keys)
     mocks = _RecordingMocks()
