@@ -83,7 +83,7 @@ def render_manifests(source_dir: Path, out_dir: Path, stacks: tuple[str, ...] = 
 
 
 def _run(source_dir: Path, out_dir: Path, label: str, target_args: list[str], framework: str,
-         curated: CuratedChecks) -> tuple[dict[str, Any] | None, str | None, list[Path]]:
+         curated: CuratedChecks, cwd: Path) -> tuple[dict[str, Any] | None, str | None, list[Path]]:
     report_dir = out_dir / f"checkov-{label}"
     report_dir.mkdir(parents=True, exist_ok=True)
     log = out_dir / f"checkov-{label}.log"
@@ -91,7 +91,7 @@ def _run(source_dir: Path, out_dir: Path, label: str, target_args: list[str], fr
                "-o", "json", "-o", "sarif", "--output-file-path", str(report_dir), "--compact"]
     if curated.skips:
         command += ["--skip-check", ",".join(curated.skips)]
-    completed = run_tool(command, log, cwd=source_dir, timeout_s=900)
+    completed = run_tool(command, log, cwd=cwd, timeout_s=900)
     files = [log, *sorted(report_dir.iterdir())]
     report_path = report_dir / "results_json.json"
     if completed.returncode not in (0, 1) or not report_path.exists():
@@ -140,9 +140,16 @@ def scan(source_dir: Path, out_dir: Path) -> ScanResult:
     results: dict[str, Any] = {}
     errors: list[str] = []
     files: list[Path] = []
-    targets = [("kubernetes", ["-d", str(out_dir / "manifests")]), ("dockerfile", ["-f", str(dockerfile)])]
-    for framework, args in targets:
-        merged, error, produced = _run(source_dir, out_dir, framework, args, framework, curated[framework])
+    # checkov drops every file whose absolute path has a hidden directory in it (the default state dir
+    # is under ~/.local), so the manifests are scanned as "." from inside their directory.
+    targets = [
+        ("kubernetes", ["-d", "."], out_dir / "manifests"),
+        ("dockerfile", ["-f", str(dockerfile)], source_dir),
+    ]
+    for framework, args, cwd in targets:
+        merged, error, produced = _run(
+            source_dir, out_dir, framework, args, framework, curated[framework], cwd
+        )
         files += produced
         if error:
             errors.append(error)
