@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Path
 from pydantic import BaseModel
 
 from immune_core.api.deps import RuntimeDep
@@ -56,10 +56,20 @@ async def lymphnodes(runtime: RuntimeDep) -> list[LymphNode]:
     return [_node(dict(r)) for r in rows]
 
 
+# Node ids are regions (regions.py): `net:<CIDR>` (hence the `/` and the `:path` route) or `hosts:<role>`.
+NodeId = Annotated[
+    str,
+    Path(
+        pattern=r"^(net|hosts):[A-Za-z0-9._:/-]{1,120}$",
+        description="A region, e.g. `net:10.0.1.0/24` or `hosts:web`",
+    ),
+]
+
+
 @router.get(
     "/lymphnodes/{node_id:path}", response_model=LymphNode, responses=responses(401, 403, 404, 429, 503)
 )
-async def lymphnode(node_id: str, runtime: RuntimeDep) -> LymphNode:
+async def lymphnode(node_id: NodeId, runtime: RuntimeDep) -> LymphNode:
     async with runtime.database.session() as conn:
         row = await conn.fetchrow(
             "SELECT node_id, activated, threat_count, max_severity_rank, payload, updated_at, token"
