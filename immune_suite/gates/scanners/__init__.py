@@ -43,13 +43,26 @@ class ScanResult:
 
 def run_tool(command: Sequence[str], log: Path, cwd: Path | None = None, env: dict[str, str] | None = None,
              timeout_s: float = 600) -> subprocess.CompletedProcess[str]:
-    """Run a scanner, keeping its combined output as a log artifact."""
-    completed = subprocess.run(  # noqa: S603 - fixed tool invocations, no shell
-        list(command), cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout_s, check=False,
-    )
+    """Run a scanner, keeping its combined output as a log artifact. A scanner past its time budget is
+    killed and answers exit 124 with the reason, so its gate fails with it instead of crashing."""
+    try:
+        completed = subprocess.run(  # noqa: S603 - fixed tool invocations, no shell
+            list(command), cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout_s, check=False,
+        )
+    except subprocess.TimeoutExpired as expired:
+        completed = subprocess.CompletedProcess(
+            list(command), 124, _text(expired.stdout),
+            _text(expired.stderr) + f"\nkilled: did not finish within its budget of {timeout_s:.0f}s",
+        )
     log.write_text(f"$ {' '.join(command)}\nexit {completed.returncode}\n--- stdout\n{completed.stdout}"
                    f"\n--- stderr\n{completed.stderr}", encoding="utf-8")
     return completed
+
+
+def _text(output: str | bytes | None) -> str:
+    if isinstance(output, bytes):
+        return output.decode("utf-8", errors="replace")
+    return output or ""
 
 
 def artifacts_of(*paths: tuple[Path, str]) -> list[Artifact]:

@@ -17,6 +17,10 @@ TOOL = "schemathesis"
 CHECKS = "not_a_server_error,response_schema_conformance,content_type_conformance"
 MAX_EXAMPLES_ENV = "IMMUNE_FUZZ_MAX_EXAMPLES"
 SEED_ENV = "IMMUNE_FUZZ_SEED"
+# A healthy candidate answers the whole run in seconds; one that cannot within this budget (e.g. a
+# latency regression) fails the step now instead of holding the pipeline for many minutes.
+BUDGET_ENV = "IMMUNE_FUZZ_BUDGET_S"
+DEFAULT_BUDGET_S = "180"
 # A fixed seed: the same candidate gets the same cases, so a verdict can be reproduced from the record.
 DEFAULT_SEED = "20261125"
 
@@ -38,12 +42,16 @@ def scan(base_url: str, token: str | None, out_dir: Path) -> ScanResult:
         "--report", "junit,json", "--report-json-path", str(report), "--report-junit-path", str(junit),
     ]
     env = {**os.environ, "IMMUNE_API_TOKEN": token or ""}
-    completed = run_tool(command, log, cwd=work, env=env, timeout_s=900)
+    budget_s = float(os.environ.get(BUDGET_ENV, DEFAULT_BUDGET_S))
+    completed = run_tool(command, log, cwd=work, env=env, timeout_s=budget_s)
     artifacts = artifacts_of((report, "json"), (junit, "junit"), (log, "log"))
+    output = tail(completed.stdout + completed.stderr)
     if not report.exists():
-        output = tail(completed.stdout + completed.stderr)
         return ScanResult.failed(TOOL, f"exit {completed.returncode}: {output}", artifacts)
-    result = json.loads(report.read_text(encoding="utf-8"))
+    try:
+        result = json.loads(report.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:  # killed at its budget, or crashed, while writing the report
+        return ScanResult.failed(TOOL, f"exit {completed.returncode}, unreadable report: {output}", artifacts)
     operations, cases = result.get("operations", {}), result.get("test_cases", {})
     if not result.get("complete") or operations.get("tested", 0) == 0:
         return ScanResult.failed(TOOL, f"incomplete run ({result.get('stop_reason')}, "
