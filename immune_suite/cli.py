@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,7 +24,7 @@ from immune_suite.progress import ConsoleProgress, JsonLinesProgress, Progress
 from immune_suite.record import record_index, resolve_record, write_signed_record
 from immune_suite.report import write_report
 from immune_suite.signing import load_public_key, verify_artifacts, verify_record
-from immune_suite.source import resolve_source
+from immune_suite.source import SourceTree, resolve_source
 from immune_suite.stack_config import REPO_ROOT, StackConfig, load_stack
 from immune_suite.targets.base import Color, Release, Target
 from immune_suite.targets.factory import make_target
@@ -90,9 +92,27 @@ def _parse_env(pairs: Sequence[str]) -> dict[str, str]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.startswith("IMMUNE_"):
-            raise SystemExit(f"--candidate-env expects IMMUNE_NAME=value, got {pair!r}")
+            raise ValueError(f"--candidate-env expects IMMUNE_NAME=value, got {pair!r}")
         env[key] = value
     return env
+
+
+IMAGE_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+def _candidate(source: SourceTree, args: argparse.Namespace, stack: StackConfig) -> Release:
+    """The release to promote. On image-based stacks, `--image-digest` (default $IMMUNE_IMAGE_DIGEST)
+    names the image CI built once from this source, so staging and prod promote that exact digest. The
+    local stack runs the source tree itself, named by its git tree hash."""
+    env = _parse_env(args.candidate_env)
+    if stack.target == "local":
+        if args.image_digest:
+            raise ValueError("--image-digest is for image-based stacks; the local stack runs the source tree")
+        return Release(source.version, source.ref, source.digest, env)
+    digest = args.image_digest or os.environ.get("IMMUNE_IMAGE_DIGEST") or source.digest
+    if digest != source.digest and not IMAGE_DIGEST.match(digest):
+        raise ValueError(f"--image-digest expects sha256:<64 hex digits>, got {digest!r}")
+    return Release(source.version, source.ref, digest, env)
 
 
 def _approval(by: str | None, via: str) -> dict[str, str]:
@@ -121,7 +141,7 @@ def cmd_promote(args: argparse.Namespace) -> ExitCode:
     session = Session(args)
     with StackLock(session.stack.name, wait_s=LOCK_WAIT_S):
         source = resolve_source(session.repo, args.ref)
-        candidate = Release(source.version, source.ref, source.digest, _parse_env(args.candidate_env))
+        candidate = _candidate(source, args, session.stack)
         pipeline = session.pipeline()
         unfinished = session.store.load()
         if unfinished is not None and unfinished.finished:
@@ -351,6 +371,12 @@ def build_parser() -> argparse.ArgumentParser:
         "promote", cmd_promote, "promote the working tree (or --ref) through every gate", [stack, who]
     )
     promote.add_argument("--ref", help="git ref to promote instead of the working tree")
+    promote.add_argument(
+        "--image-digest",
+        metavar="sha256:HEX",
+        help="the image built from this source, promoted as is to image-based stacks "
+        "(default: $IMMUNE_IMAGE_DIGEST; the local stack runs the source tree itself)",
+    )
     promote.add_argument(
         "--approve", action="store_true", help="give the manual approval a stack may require"
     )

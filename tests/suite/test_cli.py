@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
 import pytest
 
-from immune_suite.cli import main
+from immune_suite.cli import _candidate, build_parser, main
 from immune_suite.pipeline.exit_codes import ExitCode
 from immune_suite.signing import load_or_create_private_key, sign_record
+from immune_suite.source import SourceTree
+from immune_suite.stack_config import load_stack
 
 
 def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
@@ -56,9 +59,33 @@ def test_unknown_stack_is_a_usage_error(state_dir: Path) -> None:
 
 
 def test_candidate_env_must_be_immune_settings(state_dir: Path) -> None:
-    with pytest.raises(SystemExit):
-        main(["promote", "--stack", "local", "--candidate-env", "PATH=/tmp"])
+    assert main(["promote", "--stack", "local", "--candidate-env", "PATH=/tmp"]) == ExitCode.USAGE
 
 
 def test_nothing_to_resume(state_dir: Path) -> None:
     assert main(["resume", "--stack", "local"]) == ExitCode.NOTHING_TO_DO
+
+
+def _promote_args(*extra: str) -> argparse.Namespace:
+    return build_parser().parse_args(["promote", "--stack", "local", *extra])
+
+
+SOURCE = SourceTree(ref="WORKTREE", commit="c" * 40, tree="t" * 40, version="cccccccccc")
+DIGEST = "sha256:" + "ab" * 32
+
+
+def test_image_stacks_promote_the_digest_ci_built(monkeypatch: pytest.MonkeyPatch) -> None:
+    staging = load_stack("staging")
+    assert _candidate(SOURCE, _promote_args("--image-digest", DIGEST), staging).digest == DIGEST
+    monkeypatch.setenv("IMMUNE_IMAGE_DIGEST", DIGEST)
+    assert _candidate(SOURCE, _promote_args(), staging).digest == DIGEST
+    with pytest.raises(ValueError, match="sha256"):
+        _candidate(SOURCE, _promote_args("--image-digest", "latest"), staging)
+
+
+def test_the_local_stack_runs_the_source_tree(monkeypatch: pytest.MonkeyPatch) -> None:
+    local = load_stack("local")
+    monkeypatch.setenv("IMMUNE_IMAGE_DIGEST", DIGEST)  # a CI shell's setting does not apply here
+    assert _candidate(SOURCE, _promote_args(), local).digest == SOURCE.digest
+    with pytest.raises(ValueError, match="image-based"):
+        _candidate(SOURCE, _promote_args("--image-digest", DIGEST), local)
