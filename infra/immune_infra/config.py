@@ -71,8 +71,15 @@ def _check_quantity(value: str) -> str:
     return value
 
 
-Quantity = Annotated[str, Field(min_length=1)]
-PinnedImage = Annotated[str, Field(min_length=3)]
+# Every quantity and image is checked by its type, so a new field cannot forget the check.
+Quantity = Annotated[str, Field(min_length=1), AfterValidator(_check_quantity)]
+PinnedImage = Annotated[str, Field(min_length=3), AfterValidator(_check_pinned)]
+# A colour's image may also be BUILD_IMAGE: the image the program builds and pins itself.
+def _check_rollout_image(image: str) -> str:
+    return image if image == BUILD_IMAGE else _check_pinned(image)
+
+
+RolloutImage = Annotated[str, Field(min_length=3), AfterValidator(_check_rollout_image)]
 
 
 class _Model(BaseModel):
@@ -87,20 +94,10 @@ class ComputeResources(_Model):
     memory_request: Quantity
     memory_limit: Quantity
 
-    @field_validator("cpu_request", "cpu_limit", "memory_request", "memory_limit")
-    @classmethod
-    def _quantity(cls, value: str) -> str:
-        return _check_quantity(value)
-
 
 class RolloutImages(_Model):
-    blue: PinnedImage
-    green: PinnedImage
-
-    @field_validator("blue", "green")
-    @classmethod
-    def _pinned(cls, value: str) -> str:
-        return value if value == BUILD_IMAGE else _check_pinned(value)
+    blue: RolloutImage
+    green: RolloutImage
 
     def for_color(self, color: Color) -> str:
         return self.blue if color == "blue" else self.green
@@ -306,16 +303,6 @@ class KafkaSettings(_Model):
     topics: tuple[str, ...]
     exporter_image: PinnedImage
 
-    @field_validator("image", "exporter_image")
-    @classmethod
-    def _pinned(cls, value: str) -> str:
-        return _check_pinned(value)
-
-    @field_validator("storage")
-    @classmethod
-    def _storage(cls, value: str) -> str:
-        return _check_quantity(value)
-
     @model_validator(mode="after")
     def _durability(self) -> KafkaSettings:
         if self.replication_factor > self.brokers:
@@ -340,11 +327,6 @@ class RedisSettings(_Model):
     resources: ComputeResources
     exporter_image: PinnedImage
 
-    @field_validator("image", "exporter_image")
-    @classmethod
-    def _pinned(cls, value: str) -> str:
-        return _check_pinned(value)
-
 
 class PostgresSettings(_Model):
     image: PinnedImage
@@ -354,11 +336,6 @@ class PostgresSettings(_Model):
     user: str = "immune"
     resources: ComputeResources
     exporter_image: PinnedImage
-
-    @field_validator("image", "exporter_image")
-    @classmethod
-    def _pinned(cls, value: str) -> str:
-        return _check_pinned(value)
 
 
 class SloThresholds(_Model):
@@ -383,11 +360,6 @@ class MonitoringSettings(_Model):
     operator_namespace: str = "monitoring"
     operator_prometheus_url: str = "http://prometheus-operated.monitoring.svc.cluster.local:9090"
     slo: SloThresholds = SloThresholds()
-
-    @field_validator("prometheus_image", "grafana_image")
-    @classmethod
-    def _pinned(cls, value: str) -> str:
-        return _check_pinned(value)
 
 
 class QuotaSettings(_Model):
