@@ -213,14 +213,17 @@ class StreamSubscriber(User):
     def _url(self) -> str:
         base = urlsplit(self.host or "")
         scheme = "wss" if base.scheme == "https" else "ws"
-        token = _options_of(self.environment).api_token
-        return urlunsplit((scheme, base.netloc, base.path.rstrip("/") + "/ws/stream", f"token={token}", ""))
+        return urlunsplit((scheme, base.netloc, base.path.rstrip("/") + "/ws/stream", "", ""))
 
     def _connect(self) -> None:
         started = time.perf_counter()
         exception: BaseException | None = None
         try:
-            self.socket = websocket.create_connection(self._url(), timeout=5)
+            # The token goes in a header: the service refuses (and never logs) a ?token= query.
+            token = _options_of(self.environment).api_token
+            self.socket = websocket.create_connection(
+                self._url(), timeout=5, header=[f"Authorization: Bearer {token}"]
+            )
         except (OSError, websocket.WebSocketException) as exc:
             exception, self.socket = exc, None
         self.environment.events.request.fire(

@@ -17,7 +17,8 @@ from typing import Any
 from immune_core.cells.cytokine import CYTOKINE_TYPES, cytokine_topic
 from immune_core.coordination.leader import LeaderElector
 from immune_core.coordination.lease import DatabaseLease
-from immune_core.events.models import TOPIC_BY_KIND
+from immune_core.detection.engine import DetectionConfig, DetectionEngine
+from immune_core.events.models import TOPIC_BY_KIND, configure_event_time
 from immune_core.homeostasis.controller import THREAT_LEVEL_HORMONE, HomeostaticController
 from immune_core.hormones.inprocess import InProcessHormones
 from immune_core.hormones.redis import RedisHormones
@@ -89,7 +90,16 @@ class Runtime:
         self.bus: Bus = open_bus(s)
         self.hormones: Hormones = open_hormones(s)
         self.counters = IntakeCounters()
-        self.engine = EngineHost(self.database, self.metrics, partition_of=self.bus.partition_for)
+        configure_event_time(s.max_clock_skew_s)  # the timestamp bound parse_event applies on every path
+        detection = DetectionConfig(
+            max_clock_skew_s=s.max_clock_skew_s, allowed_lateness_s=s.allowed_lateness_s
+        )
+        self.engine = EngineHost(
+            self.database,
+            self.metrics,
+            partition_of=self.bus.partition_for,
+            template=DetectionEngine(detection),
+        )
         self.relay = OutboxRelay(
             self.database,
             self.bus,

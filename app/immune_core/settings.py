@@ -69,6 +69,11 @@ class Settings(BaseSettings):
     replay_window_s: float = Field(default=900.0, ge=0.0, description="detection warm-up replay on start")
     replay_max_events: int = Field(default=10_000, ge=0)
     ws_queue_size: int = Field(default=256, ge=1)
+    # Event time (docs/service.md, "Event time"): an event stamped more than this ahead of the service's
+    # clock is refused (HTTP 422, Kafka -> DLQ), and the detection watermark never runs further ahead.
+    max_clock_skew_s: float = Field(default=300.0, ge=0.0, le=86_400.0)
+    # Events this far behind the watermark are still evaluated at their own event time.
+    allowed_lateness_s: float = Field(default=600.0, ge=0.0, le=86_400.0)
     db_pool_size: int = Field(default=10, ge=1)
     db_timeout_s: float = Field(default=5.0, gt=0.0)
 

@@ -279,7 +279,7 @@ def test_coordination_reports_this_single_replica_as_leader(client: TestClient) 
 
 
 def test_websocket_streams_threats_with_filters_and_rejects_bad_tokens(client: TestClient) -> None:
-    with client.websocket_connect(f"/ws/stream?types=alert&token={TOKEN}") as other:
+    with client.websocket_connect("/ws/stream?types=alert", headers=AUTH) as other:
         assert other.receive_json()["filter"]["types"] == ["alert"]
     for url in ("/ws/stream", "/ws/stream?token=wrong", f"/ws/stream?token={TOKEN}&types=bogus"):
         with pytest.raises(WebSocketDisconnect) as refused:

@@ -18,6 +18,7 @@ from immune_core.api.security import TokenBucketLimiter
 from immune_core.coordination.router import router as coordination_router
 from immune_core.events.models import Event
 from immune_core.homeostasis.router import router as homeostasis_router
+from immune_core.ingestion.router import document_batch_bounds
 from immune_core.ingestion.router import router as events_router
 from immune_core.lymphnodes.router import router as lymphnodes_router
 from immune_core.memory.router import router as memory_router
@@ -80,7 +81,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         # Probes and scrapers reach the pod directly, without the gateway's prefix.
         app.include_router(health.router, include_in_schema=False)
     install_error_handlers(app, settings.retry_after_s)
-    _install_openapi(app)
+    _install_openapi(app, settings)
 
     # Outermost first in the request path: identity headers wrap everything, including 413/500s below.
     app.add_middleware(
@@ -100,7 +101,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     return app
 
 
-def _install_openapi(app: FastAPI) -> None:
+def _install_openapi(app: FastAPI, settings: Settings) -> None:
     """Add the event schemas (the request body is read raw so errors name each event's fields)."""
 
     def openapi() -> dict[str, Any]:
@@ -113,6 +114,7 @@ def _install_openapi(app: FastAPI) -> None:
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         components.update(event_schema.pop("$defs", {}))
         components["Event"] = event_schema
+        document_batch_bounds(schema, f"{settings.api_prefix}{API_V1}/events", settings.max_batch_events)
         app.openapi_schema = schema
         return schema
 

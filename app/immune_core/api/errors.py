@@ -102,6 +102,12 @@ def install_error_handlers(app: FastAPI, retry_after_s: int) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # A body that is not JSON at all is malformed (400), like POST /events says; 422 is for JSON
+        # that does not satisfy the schema.
+        unreadable = [e for e in exc.errors() if e.get("type") == "json_invalid"]
+        if unreadable:
+            reason = str(unreadable[0].get("ctx", {}).get("error", "") or unreadable[0].get("msg", ""))
+            return error_response(400, "malformed_json", f"body is not valid JSON: {reason}".rstrip(": "))
         details = [
             {"field": ".".join(str(p) for p in e.get("loc", ())), "reason": str(e.get("msg", ""))}
             for e in exc.errors()

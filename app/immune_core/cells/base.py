@@ -43,7 +43,7 @@ class CellConfigError(ValueError):
 class CellContext:
     """What the engine lends a cell for one event."""
 
-    now: datetime  # the engine's event-time clock (the latest event timestamp seen)
+    now: datetime  # when the event is evaluated: its event time, or the watermark if it is too late
     intel: IntelStore
     signals: Sequence[Signal] = ()  # signals the sensing cells raised for this event (for stage 1)
 

@@ -1,8 +1,20 @@
 """The detection engine: runs the innate cells over each event and turns findings into threats.
 
-``process(event)`` is synchronous and deterministic: all time comes from event timestamps (the
-engine's clock is the latest timestamp seen, so a late event never moves time backwards), and
-cells are run in a fixed order. Per event:
+``process(event)`` is synchronous and, given its inputs, deterministic: cells run in a fixed order and
+time comes from event timestamps, bounded by the wall clock (the streaming terms, as in the Dataflow
+model, Akidau et al., VLDB 2015, and Apache Flink's documentation):
+
+* **event time** is an event's own ``timestamp``;
+* the **watermark** is the engine's event-time clock: the latest event time seen, but never more than
+  ``max_clock_skew_s`` ahead of the wall clock (so one event stamped 2100, or a sensor whose clock runs
+  fast, cannot move it so far that every later event falls outside the windows), and never backwards;
+* an event is **late** when its event time is behind the watermark. Within ``allowed_lateness_s`` it is
+  evaluated at its own event time (its windows are those around it, as if it had arrived in order);
+  beyond that its windows have closed: it is evaluated at the watermark and counted as ``late_events``
+  (what it shows on its own, e.g. a known-bad address, is still found).
+
+Cells get the evaluation time as ``CellContext.now``; cool-downs, intel expiry, cytokine expiry and
+``Threat.detected_at`` run on the watermark. Per event:
 
 1. an intel item is added to the shared ``IntelStore`` (the macrophages' knowledge);
 2. stage-0 cells (neutrophil, macrophage, NK) observe the event and report findings, dendritic-cell
@@ -17,7 +29,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -34,7 +46,7 @@ from immune_core.detection.threat import (
     max_severity,
     threat_signature,
 )
-from immune_core.events.models import IntelItem
+from immune_core.events.models import DEFAULT_MAX_CLOCK_SKEW_S, IntelItem, wall_clock
 
 
 class CellSpec(BaseModel):
@@ -65,6 +77,18 @@ class DetectionConfig(BaseModel):
     max_pending_cytokines: int = Field(
         default=10_000, ge=1, description="Oldest cytokines are dropped when nobody drains them."
     )
+    max_clock_skew_s: float = Field(
+        default=DEFAULT_MAX_CLOCK_SKEW_S,
+        ge=0,
+        le=86_400,
+        description="The watermark never runs further ahead of the wall clock than this (seconds).",
+    )
+    allowed_lateness_s: float = Field(
+        default=600.0,
+        ge=0,
+        le=86_400,
+        description="Events up to this far behind the watermark are evaluated at their own event time.",
+    )
 
 
 _log = logging.getLogger(__name__)
@@ -72,12 +96,17 @@ _EPOCH = datetime.fromisoformat("1970-01-01T00:00:00+00:00")
 
 
 class DetectionEngine:
-    def __init__(self, config: DetectionConfig | None = None) -> None:
+    def __init__(
+        self, config: DetectionConfig | None = None, *, wall_clock: Callable[[], datetime] = wall_clock
+    ) -> None:
         self.config = config or DetectionConfig()
         self.intel = IntelStore(self.config.max_intel_items)
         self._cells: list[Cell[Any]] = []
         self._next_cell_number: dict[str, int] = {}
-        self._clock = _EPOCH
+        self._wall_clock = wall_clock
+        self._max_skew = timedelta(seconds=self.config.max_clock_skew_s)
+        self._allowed_lateness = timedelta(seconds=self.config.allowed_lateness_s)
+        self._clock = _EPOCH  # the watermark
         self._last_raised: OrderedDict[str, datetime] = OrderedDict()
         self._pending_cytokines: list[Cytokine] = []
         self.counters: dict[str, int] = {
@@ -86,6 +115,8 @@ class DetectionEngine:
             "suppressed": 0,
             "cytokines_dropped": 0,
             "cell_errors": 0,
+            "late_events": 0,
+            "future_events": 0,
         }
         for spec in self.config.cells:
             self.add_cell(spec.type, spec.params)
@@ -97,7 +128,27 @@ class DetectionEngine:
 
     @property
     def clock(self) -> datetime:
+        """The watermark (see the module docstring)."""
         return self._clock
+
+    @property
+    def watermark(self) -> datetime:
+        return self._clock
+
+    def _advance_watermark(self, event_time: datetime) -> datetime:
+        """Move the watermark for ``event_time``; returns the time the event is evaluated at."""
+        if event_time > self._clock:
+            ceiling = self._wall_clock() + self._max_skew
+            if event_time > ceiling:
+                # Only reachable by events that skipped parse_event's bound (code, replays of old data).
+                self.counters["future_events"] += 1
+            self._clock = max(self._clock, min(event_time, ceiling))
+        if event_time > self._clock:
+            return self._clock
+        if self._clock - event_time > self._allowed_lateness:
+            self.counters["late_events"] += 1
+            return self._clock
+        return event_time
 
     def _new_cell_id(self, cell_type: str) -> str:
         number = self._next_cell_number.get(cell_type, 0) + 1
@@ -138,18 +189,17 @@ class DetectionEngine:
     # -- processing ---------------------------------------------------------------------------
     def process(self, event: AnyEvent) -> list[Threat]:
         self.counters["events"] += 1
-        if event.timestamp > self._clock:
-            self._clock = event.timestamp
+        evaluated_at = self._advance_watermark(event.timestamp)
         if isinstance(event, IntelItem):
             self.intel.add(event, self._clock)
 
         sensed = CellOutput()
-        context = CellContext(now=self._clock, intel=self.intel)
+        context = CellContext(now=evaluated_at, intel=self.intel)
         for cell in self._cells:
             if cell.stage == 0:
                 sensed.extend(self._observe_safely(cell, event, context))
         if any(cell.stage > 0 for cell in self._cells):
-            later_context = CellContext(now=self._clock, intel=self.intel, signals=tuple(sensed.signals))
+            later_context = CellContext(now=evaluated_at, intel=self.intel, signals=tuple(sensed.signals))
             for cell in self._cells:
                 if cell.stage > 0:
                     sensed.extend(self._observe_safely(cell, event, later_context))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal, TypeAlias
 from uuid import UUID
 
@@ -33,6 +33,8 @@ from pydantic import (
     WithJsonSchema,
     field_validator,
 )
+
+from immune_core.events.text import STORABLE_TEXT_PATTERN, check_storable
 
 SCHEMA_VERSION = 1
 
@@ -55,17 +57,65 @@ _MAX_ERRORS_KEPT = 100
 
 def _normalise_ip(value: str) -> str:
     """Canonical text form, so that keys (antigens, intel indicators) compare equal."""
+    if "%" in value:
+        # An IPv6 zone id (fe80::1%eth0, RFC 6874) names an interface of the *sensor's* host: it is not
+        # part of the address, means nothing to anyone else, and would split one antigen into several.
+        raise ValueError(f"{value!r}: IPv6 zone ids (%...) are not accepted; send the address alone")
     try:
         return str(ipaddress.ip_address(value))
     except ValueError as exc:
         raise ValueError(f"{value!r} is not a valid IPv4 or IPv6 address") from exc
 
 
+# -- event time ---------------------------------------------------------------------------------------
+# Every instant an event carries lies in [EARLIEST_EVENT_TIME, LATEST_EVENT_TIME): far enough from
+# datetime's own limits (years 1 and 9999) that no window, cool-down or time-to-live the service adds to
+# or subtracts from an event time can overflow. An event's ``timestamp`` is further bounded by the
+# service's clock: at most ``now + max clock skew`` (``IMMUNE_MAX_CLOCK_SKEW_S``), checked by
+# ``parse_event`` on every path in (HTTP and Kafka).
+EARLIEST_EVENT_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_EVENT_TIME = datetime(2200, 1, 1, tzinfo=UTC)  # exclusive
+DEFAULT_MAX_CLOCK_SKEW_S = 300.0
+# Years 1970-2199, the same range in a form JSON Schema generators and validators act on.
+_YEAR_PATTERN = r"^(19[7-9][0-9]|2[01][0-9]{2})-"
+_YEAR_RE = re.compile(_YEAR_PATTERN)
+_max_clock_skew = timedelta(seconds=DEFAULT_MAX_CLOCK_SKEW_S)
+_RANGE_TEXT = "from 1970-01-01T00:00:00Z and before 2200-01-01T00:00:00Z (years 1970 to 2199)"
+
+
+def configure_event_time(max_clock_skew_s: float) -> None:
+    """Set how far ahead of this service's clock an event's ``timestamp`` may be (seconds, >= 0)."""
+    global _max_clock_skew  # one process-wide policy, set once from Settings at start
+    if not 0 <= max_clock_skew_s <= 86_400:
+        raise ValueError("max_clock_skew_s must be within [0, 86400] seconds")
+    _max_clock_skew = timedelta(seconds=max_clock_skew_s)
+
+
+def max_clock_skew() -> timedelta:
+    return _max_clock_skew
+
+
+def wall_clock() -> datetime:
+    """This service's clock (UTC, aware): the reference for the ``timestamp`` bound."""
+    return datetime.now(UTC)
+
+
 def _reject_non_text_timestamp(value: object) -> object:
-    # Lax pydantic would read 1700000000 as a Unix time; RFC 3339 text is the contract.
-    if isinstance(value, datetime | str):
+    # Lax pydantic would read 1700000000 (or the text "1700000000") as a Unix time; RFC 3339 text is the
+    # contract, with a year the service can do arithmetic with.
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, str):
+        if not _YEAR_RE.match(value):
+            raise ValueError(f"must be an RFC 3339 date-time string {_RANGE_TEXT}, e.g. 2026-01-01T12:00:00Z")
         return value
     raise ValueError("must be an RFC 3339 date-time string, e.g. 2026-01-01T12:00:00Z")
+
+
+def _within_time_range(value: datetime) -> datetime:
+    if not EARLIEST_EVENT_TIME <= value < LATEST_EVENT_TIME:
+        raise ValueError(f"must be {_RANGE_TEXT}")
+    return value
 
 
 def _normalise_domain(value: str) -> str:
@@ -80,11 +130,28 @@ IPAddressText = Annotated[
     AfterValidator(_normalise_ip),
     WithJsonSchema({"type": "string", "maxLength": 45, "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}]}),
 ]
-Timestamp = Annotated[AwareDatetime, BeforeValidator(_reject_non_text_timestamp)]
+_TIME_RANGE_SCHEMA: dict[str, Any] = {
+    "pattern": _YEAR_PATTERN,
+    "formatMinimum": "1970-01-01T00:00:00Z",
+    "formatExclusiveMaximum": "2200-01-01T00:00:00Z",
+}
+Timestamp = Annotated[
+    AwareDatetime,
+    BeforeValidator(_reject_non_text_timestamp),
+    AfterValidator(_within_time_range),
+    Field(json_schema_extra=_TIME_RANGE_SCHEMA),
+]
 HostId = Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=_HOST_ID_PATTERN)]
 Port = Annotated[StrictInt, Field(ge=0, le=65535)]
 ByteCount = Annotated[StrictInt, Field(ge=0, le=_MAX_BYTES)]
-Name = Annotated[str, StringConstraints(min_length=1, max_length=255)]
+
+# Free text: anything but what the database cannot store (NUL, lone surrogates; see events/text.py).
+# The pattern is for the published schema; the validator gives the clearer message.
+_STORABLE_CHECK = AfterValidator(check_storable)
+_STORABLE_SCHEMA = Field(json_schema_extra={"pattern": STORABLE_TEXT_PATTERN})
+Name = Annotated[str, StringConstraints(min_length=1, max_length=255), _STORABLE_CHECK, _STORABLE_SCHEMA]
+CommandLine = Annotated[str, StringConstraints(max_length=4096), _STORABLE_CHECK, _STORABLE_SCHEMA]
+Description = Annotated[str, StringConstraints(max_length=1024), _STORABLE_CHECK, _STORABLE_SCHEMA]
 DomainName = Annotated[
     str,
     StringConstraints(min_length=1, max_length=253),
@@ -117,8 +184,28 @@ class _EventEnvelope(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_max_length=4096)
 
     event_id: UUID
-    timestamp: Timestamp = Field(description="When the event happened (RFC 3339, with an offset).")
+    timestamp: Timestamp = Field(
+        description="When the event happened (RFC 3339, with an offset). At most the service's clock plus "
+        f"IMMUNE_MAX_CLOCK_SKEW_S (default {DEFAULT_MAX_CLOCK_SKEW_S:g} s): a later event is refused."
+    )
     schema_version: Literal[1] = 1
+
+    @field_validator("timestamp")
+    @classmethod
+    def _not_ahead_of_the_clock(cls, value: datetime, info: ValidationInfo) -> datetime:
+        # The bound needs a clock, which only parse_event supplies (as validation context); models built
+        # in code (tests, the simulator) keep the static range alone.
+        context = info.context if isinstance(info.context, dict) else {}
+        not_after = context.get("not_after")
+        if isinstance(not_after, datetime) and value > not_after:
+            skew = context.get("max_skew", _max_clock_skew)
+            ahead = (value - (not_after - skew)).total_seconds()
+            raise ValueError(
+                f"is {ahead:.0f} s ahead of this service's clock; events more than "
+                f"{skew.total_seconds():g} s in the future are refused (IMMUNE_MAX_CLOCK_SKEW_S): "
+                "check the sensor's clock"
+            )
+        return value
 
 
 class NetworkFlow(_EventEnvelope):
@@ -150,7 +237,7 @@ class EndpointEvent(_EventEnvelope):
     action: EndpointAction
     signed: StrictBool
     pid: Annotated[StrictInt, Field(ge=0, le=2**32)] | None = None
-    command_line: Annotated[str, StringConstraints(max_length=4096)] | None = None
+    command_line: CommandLine | None = None
     sha256: Sha256 | None = None
     domain: DomainName | None = None
     remote_ip: IPAddressText | None = None
@@ -162,11 +249,15 @@ class IntelItem(_EventEnvelope):
     kind: Literal["intel"] = "intel"
     # indicator_type is declared before indicator so the indicator's validator can read it.
     indicator_type: IndicatorType
-    indicator: Annotated[str, StringConstraints(min_length=1, max_length=253, strip_whitespace=True)]
+    indicator: Annotated[
+        str,
+        StringConstraints(min_length=1, max_length=253, strip_whitespace=True),
+        Field(json_schema_extra={"pattern": STORABLE_TEXT_PATTERN}),
+    ]
     severity: Severity
     source: Name
     expires_at: Timestamp
-    description: Annotated[str, StringConstraints(max_length=1024)] | None = None
+    description: Description | None = None
 
     @field_validator("indicator")
     @classmethod
@@ -240,20 +331,25 @@ def _describe(exc: ValidationError, kind: object) -> tuple[str, list[dict[str, A
     return f"invalid event: {message}", errors[:_MAX_ERRORS_KEPT]
 
 
-def parse_event(data: object) -> NetworkFlow | EndpointEvent | IntelItem:
+def parse_event(data: object, *, now: datetime | None = None) -> NetworkFlow | EndpointEvent | IntelItem:
     """Validate one event given as a mapping, JSON text or JSON bytes.
 
+    ``now`` is the reference clock for the ``timestamp`` bound (default: this service's wall clock): a
+    ``timestamp`` later than ``now`` + ``max_clock_skew()`` is refused, as is any instant outside
+    [``EARLIEST_EVENT_TIME``, ``LATEST_EVENT_TIME``) and any text the database cannot store.
     Raises ``EventValidationError`` whose message names every failing field and why.
     """
+    skew = _max_clock_skew
+    context = {"not_after": (now or wall_clock()) + skew, "max_skew": skew}
     try:
         if isinstance(data, str | bytes | bytearray):
-            return _EVENT_ADAPTER.validate_json(data)
+            return _EVENT_ADAPTER.validate_json(data, context=context)
         if not isinstance(data, dict):
             raise EventValidationError(
                 f"invalid event: expected a JSON object, got {type(data).__name__}",
                 [{"field": "(event)", "reason": "expected a JSON object", "type": "type_error"}],
             )
-        return _EVENT_ADAPTER.validate_python(data)
+        return _EVENT_ADAPTER.validate_python(data, context=context)
     except ValidationError as exc:
         kind = data.get("kind") if isinstance(data, dict) else _peek_kind(exc)
         message, errors = _describe(exc, kind)

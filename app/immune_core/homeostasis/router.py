@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from immune_core.api.deps import RuntimeDep
 from immune_core.api.errors import responses
 from immune_core.api.security import require_token
+from immune_core.events.text import STORABLE_TEXT_PATTERN, check_storable
 from immune_core.homeostasis.controller import read_state, set_override
 from immune_core.homeostasis.levels import LEVEL_NAMES, parse_level
 
@@ -42,7 +43,7 @@ class OverrideRequest(BaseModel):
 
     level: LevelValue = Field(description=f"0-3 or one of {', '.join(LEVEL_NAMES)}")
     duration_s: float = Field(300.0, gt=0, le=86_400, strict=True)
-    reason: str | None = Field(None, max_length=500)
+    reason: str | None = Field(None, max_length=500, json_schema_extra={"pattern": STORABLE_TEXT_PATTERN})
 
     @field_validator("level", mode="before")
     @classmethod
@@ -51,6 +52,11 @@ class OverrideRequest(BaseModel):
         if isinstance(value, bool):
             raise ValueError("level must be 0-3 or a level name, not a boolean")
         return value
+
+    @field_validator("reason")
+    @classmethod
+    def _storable(cls, value: str | None) -> str | None:
+        return None if value is None else check_storable(value)
 
 
 @router.get("/homeostasis", response_model=HomeostasisResponse, responses=responses(401, 403, 429, 503))

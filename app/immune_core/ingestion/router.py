@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
+from uuid import UUID
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
@@ -12,6 +12,8 @@ from pydantic import BaseModel, Field
 from immune_core.api.deps import RuntimeDep
 from immune_core.api.errors import ApiError, responses
 from immune_core.api.security import require_token
+from immune_core.events.models import EventValidationError, parse_event
+from immune_core.events.text import MAX_JSON_DEPTH, UnreadableJson, read_json
 
 router = APIRouter(tags=["events"], dependencies=[Depends(require_token)])
 
@@ -43,11 +45,62 @@ _BODY_SCHEMA: dict[str, Any] = {
         {
             "type": "object",
             "required": ["events"],
-            "properties": {"events": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}}},
+            "properties": {
+                "events": {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/Event"}}
+            },
             "additionalProperties": False,
         },
     ]
 }
+_DESCRIPTION = (
+    "Answers 202 only once every new event is durably stored; a batch is all-or-nothing. Refused: a body "
+    f"that is not JSON or nests deeper than {MAX_JSON_DEPTH} levels (400), JSON text holding an event "
+    "(double-encoded, 400), two different events with one event_id in a batch (422 naming the index), "
+    "an event stamped later than the service's clock plus IMMUNE_MAX_CLOCK_SKEW_S (422)."
+)
+
+
+def document_batch_bounds(openapi: dict[str, Any], path: str, max_batch_events: int) -> None:
+    """State the configured batch limit (``maxItems``) in a generated OpenAPI document, in place."""
+    schema = openapi["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    schema["oneOf"][1]["properties"]["events"]["maxItems"] = max_batch_events
+
+
+def _double_encoded(where: str) -> ApiError:
+    return ApiError(
+        400,
+        "double_encoded_json",
+        f"{where} is a JSON string, not an object: send the event itself, not JSON text holding it",
+    )
+
+
+def _same_event(first: object, second: object) -> bool:
+    try:
+        return parse_event(first) == parse_event(second)
+    except EventValidationError:
+        return True  # not a conflict to report here: validation names the invalid event by its index
+
+
+def _refuse_conflicting_ids(events: list[object]) -> None:
+    """One event_id names one event: a batch may repeat an event, never reuse its id for another."""
+    first_index: dict[UUID, int] = {}
+    for index, item in enumerate(events):
+        raw_id = item.get("event_id") if isinstance(item, dict) else None
+        if not isinstance(raw_id, str):
+            continue
+        try:
+            event_id = UUID(raw_id)
+        except ValueError:
+            continue  # validation reports it
+        earlier = first_index.setdefault(event_id, index)
+        if earlier != index and not _same_event(events[earlier], item):
+            reason = f"reuses the event_id {event_id} of events[{earlier}] for a different event"
+            raise ApiError(
+                422,
+                "conflicting_event_id",
+                f"events[{index}] {reason}; nothing was stored",
+                details=[{"index": index, "field": "event_id", "reason": reason, "first_index": earlier}],
+            )
 
 
 @router.post(
@@ -55,7 +108,7 @@ _BODY_SCHEMA: dict[str, Any] = {
     status_code=202,
     response_model=IngestResponse,
     summary="Ingest one event or a batch ({'events': [...]})",
-    description="Answers 202 only once every new event is durably stored; a batch is all-or-nothing.",
+    description=_DESCRIPTION,
     responses=responses(400, 401, 403, 413, 422, 429, 503),
     openapi_extra={
         "requestBody": {"required": True, "content": {"application/json": {"schema": _BODY_SCHEMA}}}
@@ -64,9 +117,11 @@ _BODY_SCHEMA: dict[str, Any] = {
 async def ingest(request: Request, runtime: RuntimeDep) -> IngestResponse:
     raw = await request.body()
     try:
-        body = json.loads(raw)
-    except ValueError as exc:
-        raise ApiError(400, "malformed_json", f"body is not valid JSON: {exc}") from None
+        body = read_json(raw)
+    except UnreadableJson as exc:
+        raise ApiError(400, "malformed_json", f"body {exc.reason}") from None
+    if isinstance(body, str):
+        raise _double_encoded("the body")
     if isinstance(body, dict) and "events" in body and "kind" not in body:
         extra = set(body) - {"events"}
         if extra or not isinstance(body["events"], list):
@@ -80,6 +135,10 @@ async def ingest(request: Request, runtime: RuntimeDep) -> IngestResponse:
                 "batch_too_large",
                 f"batch holds {len(events)} events; the limit is {runtime.settings.max_batch_events}",
             )
+        for index, item in enumerate(events):
+            if isinstance(item, str):
+                raise _double_encoded(f"events[{index}]")
+        _refuse_conflicting_ids(events)
     else:
         events = [body]
     result = await runtime.intake.accept(events)

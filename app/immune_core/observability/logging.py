@@ -13,11 +13,30 @@ import structlog
 # Keys whose values are secrets whatever their content; anything URL-shaped also loses its password.
 _SECRET_KEYS = re.compile(r"(token|password|secret|authorization|api_key|credential)", re.IGNORECASE)
 _URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]+)@")
+# A secret-named query parameter in a logged URL or request line (uvicorn logs WebSocket handshakes as
+# '"WebSocket /ws/stream?token=..." [accepted]'): its value goes, whatever the encoding.
+_QUERY_SECRET = re.compile(
+    r"(?P<key>[?&;](?:[A-Za-z0-9_.-]*(?:token|password|secret|api_key|apikey|credential|auth)[A-Za-z0-9_.-]*))"
+    r"=(?P<value>[^&;#\s\"']*)",
+    re.IGNORECASE,
+)
 
 
 def redact_text(text: str) -> str:
-    """Hide the password part of any URL in ``text``."""
-    return _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+    """Hide the password part of any URL and the value of any secret-named query parameter."""
+    text = _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+    return _QUERY_SECRET.sub(lambda m: f"{m['key']}=***", text)
+
+
+class RedactingFilter(logging.Filter):
+    """Redacts every stdlib record (uvicorn, aiokafka, ...) before any handler formats it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = redact_text(message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
 
 
 def _redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
@@ -49,6 +68,7 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     )
     # Libraries (uvicorn, aiokafka) log through stdlib; render them the same way.
     handler = logging.StreamHandler(sys.stdout)
+    handler.addFilter(RedactingFilter())
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],

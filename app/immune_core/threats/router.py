@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from typing import Annotated, Any
+from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
@@ -13,6 +14,7 @@ from immune_core.api.deps import RuntimeDep
 from immune_core.api.errors import ApiError, responses
 from immune_core.api.security import require_token
 from immune_core.detection.threat import SEVERITY_RANK, Threat, ThreatCategory, ThreatSeverity
+from immune_core.events.text import STORABLE_TEXT_PATTERN
 
 router = APIRouter(tags=["threats"], dependencies=[Depends(require_token)])
 
@@ -51,8 +53,9 @@ async def list_threats(
     severity: Annotated[ThreatSeverity | None, Query(description="Exactly this severity.")] = None,
     min_severity: Annotated[ThreatSeverity | None, Query(description="This severity or higher.")] = None,
     category: ThreatCategory | None = None,
-    antigen: Annotated[str | None, Query(max_length=255)] = None,
-    host_id: Annotated[str | None, Query(max_length=255)] = None,
+    # The pattern refuses NUL (which PostgreSQL cannot compare with) with a 422 naming the parameter.
+    antigen: Annotated[str | None, Query(max_length=255, pattern=STORABLE_TEXT_PATTERN)] = None,
+    host_id: Annotated[str | None, Query(max_length=255, pattern=STORABLE_TEXT_PATTERN)] = None,
     since: Annotated[
         str | None,
         Query(description="Stored at or after (RFC 3339).", json_schema_extra={"format": "date-time"}),
@@ -95,11 +98,13 @@ async def list_threats(
     return ThreatPage(items=items, next_cursor=next_cursor)
 
 
-@router.get("/threats/{threat_id}", response_model=StoredThreat, responses=responses(401, 403, 404, 429, 503))
-async def get_threat(threat_id: str, runtime: RuntimeDep) -> StoredThreat:
+@router.get(
+    "/threats/{threat_id}", response_model=StoredThreat, responses=responses(401, 403, 404, 422, 429, 503)
+)
+async def get_threat(threat_id: UUID, runtime: RuntimeDep) -> StoredThreat:
     async with runtime.database.session() as conn:
         row = await conn.fetchrow(
-            "SELECT seq, stored_at, payload FROM threats WHERE threat_id = $1", threat_id
+            "SELECT seq, stored_at, payload FROM threats WHERE threat_id = $1", str(threat_id)
         )
     if row is None:
         raise ApiError(404, "not_found", "no such threat")

@@ -25,6 +25,13 @@ _CROSS_FIELD_RULES: dict[EventKind, str] = {
 }
 
 
+_CLOCK_RULE = (
+    "Every instant is from 1970-01-01T00:00:00Z and before 2200-01-01T00:00:00Z (formatMinimum, "
+    "formatExclusiveMaximum, and the year pattern); timestamp must also not be later than the service's "
+    "clock plus IMMUNE_MAX_CLOCK_SKEW_S (default 300 s). Text fields refuse NUL and lone surrogates."
+)
+
+
 def schema_path(kind: EventKind, version: int = SCHEMA_VERSION) -> Path:
     return SCHEMA_DIR / f"{kind}.v{version}.json"
 
@@ -37,7 +44,7 @@ def generate_schema(kind: EventKind) -> dict[str, Any]:
     return {
         "$schema": _DIALECT,
         "$id": f"urn:immune-core:events:{kind}:v{SCHEMA_VERSION}",
-        "$comment": _CROSS_FIELD_RULES[kind],
+        "$comment": f"{_CROSS_FIELD_RULES[kind]} {_CLOCK_RULE}",
         **schema,
     }
 

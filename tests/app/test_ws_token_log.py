@@ -1,0 +1,53 @@
+"""No bearer token in the log of a real served process, whatever a WebSocket client puts in its URL.
+
+uvicorn logs every WebSocket handshake with its full path and query ('"WebSocket /ws/stream?token=..."
+[accepted]' or '403'); this test reads what `immune-core serve` actually wrote.
+"""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from service_process import ServiceProcess
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[ServiceProcess]:
+    token = f"secret-{uuid.uuid4().hex}"
+    env = {"IMMUNE_DATA_DIR": str(tmp_path / "data"), "IMMUNE_LOG_LEVEL": "INFO"}
+    process = ServiceProcess("ws-log", env, tmp_path, token).start()
+    try:
+        process.wait_ready()
+        yield process
+    finally:
+        process.stop()
+
+
+def test_a_token_in_the_websocket_url_is_refused_and_never_logged(served: ServiceProcess) -> None:
+    base = served.base_url.replace("http", "ws") + "/ws/stream"
+    token = served.token
+    with pytest.raises(InvalidStatus):  # refused at the handshake
+        with connect(f"{base}?token={token}", open_timeout=10):
+            pass
+    with pytest.raises(InvalidStatus):
+        with connect(f"{base}?types=threat&access_token={token}&token={token}", open_timeout=10):
+            pass
+    # The supported ways in are accepted (and their handshake is logged too).
+    with connect(base, additional_headers={"Authorization": f"Bearer {token}"}, open_timeout=10) as ws:
+        assert '"subscribed"' in str(ws.recv(timeout=10))
+    encoded = base64.urlsafe_b64encode(token.encode()).decode().rstrip("=")
+    with connect(base, subprotocols=["bearer", f"base64url.bearer.{encoded}"], open_timeout=10) as ws:  # type: ignore[list-item]
+        assert ws.subprotocol == "bearer"
+        assert '"subscribed"' in str(ws.recv(timeout=10))
+    served.stop()
+
+    log = served.log_path.read_text(errors="replace")
+    assert "WebSocket /ws/stream?token=***" in log, log[-3000:]  # the handshake line is there, redacted
+    assert "access_token=***" in log
+    assert token not in log and encoded not in log
