@@ -16,8 +16,9 @@ from typing import Any
 
 from immune_suite.pipeline.exit_codes import ExitCode
 from immune_suite.pipeline.gates import Gates, default_gates
-from immune_suite.pipeline.guard import guard_forever
+from immune_suite.pipeline.guard import guard_forever, restore_until_settled, unsettled
 from immune_suite.pipeline.plan import build_plan, render_plan
+from immune_suite.pipeline.restore import describe_where
 from immune_suite.pipeline.run_state import LockHeld, RunState, RunStore, StackLock, now_iso
 from immune_suite.pipeline.runner import Pipeline, describe, operator
 from immune_suite.progress import ConsoleProgress, JsonLinesProgress, Progress
@@ -33,7 +34,8 @@ LOCK_WAIT_S = 3.0  # long enough for the guard's brief hold, short enough to rep
 
 EPILOG = """exit codes: 0 ok/promoted, 1 error, 2 usage, 3 gate failed (rolled back), 4 aborted (rolled back),
 5 awaiting approval, 6 another run holds the lock, 7 verification failed, 8 target error (rolled back),
-9 nothing to do.  State: ${IMMUNE_STATE_DIR:-~/.local/state/active-immune-core}."""
+9 nothing to do, 10 ROLLBACK FAILED (traffic may be split; see `status`).
+State: ${IMMUNE_STATE_DIR:-~/.local/state/active-immune-core}."""
 
 
 def _emit(args: argparse.Namespace, payload: dict[str, Any], human: str) -> None:
@@ -69,8 +71,17 @@ class Session:
         gates = Session.gates_factory()
         return Pipeline(self.stack, self.target, gates, _progress(self.args), repo=self.repo)
 
+    @property
+    def resident_guard(self) -> bool:
+        """The local stack runs `immune-suite guard` under supervisord; a cluster has none of ours."""
+        return self.stack.target == "local"
+
     def finish(self, run: RunState, code: ExitCode) -> ExitCode:
-        """Sign the record and write the report once a run has ended (promoted or rolled back)."""
+        """Sign the record and write the report once a run has ended (promoted or rolled back).
+
+        After a failed rollback, where no guard runs beside the stack, keep restoring in the foreground
+        (exponential backoff) until traffic is on stable: nobody else would. The exit code stays 10.
+        """
         payload: dict[str, Any] = {"exit_code": int(code), "run": describe(run), "metrics": run.metrics}
         if run.finished:
             record = write_signed_record(run, self.stack, self.target.name)
@@ -81,10 +92,49 @@ class Session:
         human = f"{run.status}: {run.candidate.version} ({run.run_id}) exit {int(code)}"
         if run.failure:
             human += f"\nreason: {run.failure.get('reason')}"
+        if unsettled(run):
+            failure = run.failure or {}
+            human += (
+                f"\nROLLBACK FAILED: {failure.get('rollback_error')}"
+                f"\nnow: {describe_where(failure.get('where') or {})}"
+            )
+            if self.resident_guard:
+                human += "\nthe stack's guard keeps restoring stable; `immune-suite status` shows when it has"
         if run.finished:
             human += f"\nrecord: {payload['record']}\nreport: {payload['report']}"
         _emit(self.args, payload, human)
+        if unsettled(run) and not self.resident_guard:
+            restore_until_settled(self.store, self.target, run, _progress(self.args))
         return code
+
+    def settle_previous(self, run: RunState) -> bool:
+        """Finish an earlier failed rollback before anything new starts; True when traffic is on stable."""
+        if not unsettled(run):
+            return True
+        budget = self.stack.rollback_retry_s
+        return restore_until_settled(self.store, self.target, run, _progress(self.args), budget_s=budget)
+
+
+def addressed_run(args: argparse.Namespace, store: RunStore, verb: str) -> RunState | None:
+    """The unfinished run a control is for: `--run ID` must name it; without it, the one now unfinished.
+
+    Prints why and returns None when there is none (or `--run` names another run): a control never
+    lands on a run it was not meant for.
+    """
+    run = store.load()
+    wanted = getattr(args, "run", None)
+    if run is None or run.finished:
+        last = f" (last run {run.run_id} is {run.status})" if run else ""
+        _emit(args, {verb: None, "run_id": wanted}, f"no unfinished run to {verb}{last}")
+        return None
+    if wanted and wanted != run.run_id:
+        _emit(
+            args,
+            {verb: None, "run_id": wanted, "unfinished_run": run.run_id},
+            f"refused: run {wanted} is not the unfinished run (that is {run.run_id})",
+        )
+        return None
+    return run
 
 
 def _parse_env(pairs: Sequence[str]) -> dict[str, str]:
@@ -144,6 +194,14 @@ def cmd_promote(args: argparse.Namespace) -> ExitCode:
         candidate = _candidate(source, args, session.stack)
         pipeline = session.pipeline()
         unfinished = session.store.load()
+        if unfinished is not None and not session.settle_previous(unfinished):
+            _emit(
+                args,
+                {"exit_code": int(ExitCode.ROLLBACK_FAILED), "run": describe(unfinished)},
+                f"refused: the rollback of {unfinished.run_id} has not completed (traffic may be split); "
+                "see `immune-suite status`",
+            )
+            return ExitCode.ROLLBACK_FAILED
         if unfinished is not None and unfinished.finished:
             unfinished = None
         if unfinished is not None:
@@ -162,9 +220,11 @@ def cmd_promote(args: argparse.Namespace) -> ExitCode:
 
 def cmd_resume(args: argparse.Namespace) -> ExitCode:
     session = Session(args)
-    controls = session.store.controls()
-    if controls.get("paused"):
-        session.store.set_control(paused=False, by=args.by or operator())
+    if args.run and addressed_run(args, session.store, "resume") is None:
+        return ExitCode.NOTHING_TO_DO
+    current = session.store.load()
+    if current is not None and session.store.controls(current.run_id).get("paused"):
+        session.store.set_control(current.run_id, paused=False, by=args.by or operator())
     try:
         lock = StackLock(session.stack.name, wait_s=LOCK_WAIT_S).acquire()
     except LockHeld:
@@ -184,8 +244,16 @@ def cmd_resume(args: argparse.Namespace) -> ExitCode:
 
 def cmd_pause(args: argparse.Namespace) -> ExitCode:
     store = RunStore(load_stack(args.stack).name)
-    store.set_control(paused=True, by=args.by or operator())
-    _emit(args, {"paused": True}, "pause requested: the pipeline stops before its next step")
+    run = addressed_run(args, store, "pause")
+    if run is None:
+        return ExitCode.NOTHING_TO_DO
+    store.set_control(run.run_id, paused=True, by=args.by or operator())
+    _emit(
+        args,
+        {"paused": True, "run_id": run.run_id},
+        f"pause requested for {run.run_id}: the step in progress finishes (a canary keeps being analysed "
+        "and rolls back on failure), then traffic goes back to stable until `immune-suite resume`",
+    )
     return ExitCode.OK
 
 
@@ -214,19 +282,23 @@ def cmd_abort(args: argparse.Namespace) -> ExitCode:
     try:
         lock = StackLock(session.stack.name, wait_s=LOCK_WAIT_S).acquire()
     except LockHeld:
-        session.store.set_control(abort=args.reason, by=by)
+        running = addressed_run(args, session.store, "abort")
+        if running is None:
+            return ExitCode.NOTHING_TO_DO
+        session.store.set_control(running.run_id, abort=args.reason, by=by)
         _emit(
-            args, {"abort": "requested"}, "abort sent: the running pipeline rolls back before its next step"
+            args,
+            {"abort": "requested", "run_id": running.run_id},
+            f"abort sent to {running.run_id}: the running pipeline rolls back before its next step",
         )
         return ExitCode.OK
     try:
-        run = session.store.load()
-        if run is None or run.finished:
-            _emit(args, {"abort": "nothing"}, "no unfinished run to abort")
+        run = addressed_run(args, session.store, "abort")
+        if run is None:
             return ExitCode.NOTHING_TO_DO
         pipeline = session.pipeline()
         pipeline.recover(run, same_candidate=True)
-        session.store.set_control(abort=args.reason, by=by)
+        session.store.set_control(run.run_id, abort=args.reason, by=by)
         return session.finish(run, pipeline.execute(run))
     finally:
         lock.release()
@@ -284,11 +356,30 @@ def cmd_status(args: argparse.Namespace) -> ExitCode:
         )
     if run:
         lines.append(
-            f"last run {run.run_id}: {run.status} at {run.current}"
+            f"{'run' if not run.finished else 'last run'} {run.run_id}: {run.status} at {run.current}"
             + (f" ({run.failure.get('reason')})" if run.failure else "")
         )
         if not run.finished and not in_charge:
             lines.append("  nobody is in charge of this run: `immune-suite resume` or `abort` takes over")
+        if run.status == "rollback_failed":
+            failure = run.failure or {}
+            lines.append(f"  ROLLBACK FAILED: {failure.get('rollback_error')}")
+            if run.settled_at:
+                lines.append(f"  settled at {run.settled_at}: traffic back on stable")
+            else:
+                attempts = failure.get("restore_attempts", 0)
+                lines.append(
+                    f"  NOT settled: traffic may be split ({attempts} restore attempt(s) since; last error: "
+                    f"{failure.get('last_restore_error', '-')})"
+                )
+    controls = payload["controls"]
+    if controls:
+        stray = not run or controls.get("run_id") != run.run_id or run.finished
+        wanted = ", ".join(k for k in ("paused", "abort") if controls.get(k))
+        lines.append(
+            f"pending control for run {controls.get('run_id')}: {wanted or 'none'} by {controls.get('by')}"
+            + (" (ignored: not the unfinished run)" if stray else "")
+        )
     _emit(args, payload, "\n".join(lines))
     return ExitCode.OK
 
@@ -351,6 +442,13 @@ def build_parser() -> argparse.ArgumentParser:
     who = argparse.ArgumentParser(add_help=False)
     who.add_argument("--by", help="who does this (default: user@host)")
     who.add_argument("--repo", help="git checkout candidates come from (default: this repository)")
+    target_run = argparse.ArgumentParser(add_help=False)
+    target_run.add_argument(
+        "--run",
+        metavar="RUN_ID",
+        help="the run this is for (as `status` shows it); refused if that is not the unfinished run "
+        "(default: whichever run is unfinished now)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(
@@ -389,12 +487,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("status", cmd_status, "show the current run, traffic split and colour health", [stack])
     abort = add(
-        "abort", cmd_abort, "abort the current run: traffic back to stable, candidate away", [stack, who]
+        "abort",
+        cmd_abort,
+        "abort the current run: traffic back to stable, candidate away",
+        [stack, who, target_run],
     )
     abort.add_argument("--reason", default="operator abort", help="recorded in the promotion record")
     add("rollback", cmd_rollback, "re-promote the release of the previous successful record", [stack, who])
-    add("pause", cmd_pause, "pause the running pipeline before its next step", [stack, who])
-    add("resume", cmd_resume, "resume a paused, approved or interrupted run", [stack, who])
+    add(
+        "pause",
+        cmd_pause,
+        "pause the running pipeline after its current step; traffic waits on stable",
+        [stack, who, target_run],
+    )
+    add("resume", cmd_resume, "resume a paused, approved or interrupted run", [stack, who, target_run])
     add("approve", cmd_approve, "approve the run waiting at the approval step", [stack, who])
     verify = add("verify", cmd_verify, "verify a promotion record's Ed25519 signature", [])
     verify.add_argument("record", help="record path, run id or 'latest' (with --stack)")

@@ -200,6 +200,26 @@ def verdict_table(stage: dict[str, Any]) -> str:
     return head + summary + table + (f"<ul>{artifacts}</ul>" if artifacts else "")
 
 
+def rollback_failed_rows(failure: dict[str, Any]) -> str:
+    """After a failed rollback: why, and what was where (as read back from the target) at the end."""
+    if not failure.get("rollback_error"):
+        return ""
+    where = failure.get("where") or {}
+    shares = where.get("live_shares", where.get("shares"))
+    serving = ", ".join(f"{share}% {colour}" for colour, share in sorted((shares or {}).items()))
+    colours = "; ".join(
+        f"{colour}: {info.get('release') or '-'}, {info.get('live_replicas', '?')} live"
+        if "error" not in info
+        else f"{colour}: unreadable ({info['error']})"
+        for colour, info in sorted((where.get("colours") or {}).items())
+    )
+    return (
+        f"<tr><th>ROLLBACK FAILED</th><td class=fail>{_esc(failure['rollback_error'])}</td></tr>"
+        f"<tr><th>where, read back at {_esc(where.get('read_at', '?'))}</th>"
+        f"<td>ingress: {_esc(serving or where.get('traffic_error', 'unknown'))}; {_esc(colours)}</td></tr>"
+    )
+
+
 def render_report(record: dict[str, Any]) -> str:
     outcome = record.get("outcome", "")
     candidate = record.get("candidate") or {}
@@ -222,6 +242,7 @@ def render_report(record: dict[str, Any]) -> str:
 <tr><th>candidate</th><td>{_esc(candidate.get("version"))} on {_esc(candidate.get("color"))}, digest <code>{_esc(candidate.get("digest"))}</code>, ref {_esc(candidate.get("ref"))}</td></tr>
 <tr><th>stable</th><td>{_esc(stable.get("version", "none (first promotion)"))} {("on " + _esc(stable.get("color"))) if stable else ""}</td></tr>
 <tr><th>failure</th><td>{_esc(failure.get("reason", "-"))} {("(step " + _esc(failure.get("step")) + ")") if failure else ""}</td></tr>
+{rollback_failed_rows(failure)}
 <tr><th>approved by</th><td>{_esc(approvals)}</td></tr>
 <tr><th>measured</th><td>{_esc(json.dumps(metrics))}</td></tr>
 <tr><th>signature</th><td>{_esc((record.get("signature") or {}).get("algorithm", "unsigned"))} key {_esc((record.get("signature") or {}).get("key_id", "-"))}</td></tr>

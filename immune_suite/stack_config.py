@@ -90,6 +90,9 @@ class StackConfig(_Strict):
     smoke_timeout_s: float = 30.0
     post_check_requests: int = 20
     retire_delay_s: float = 5.0
+    # How long the rollback step keeps retrying the target (exponential backoff) before the run ends
+    # `rollback_failed`; the guard (or the Kubernetes retrying restore) carries on after that.
+    rollback_retry_s: float = Field(default=30.0, ge=0)
     candidate_env: dict[str, str] = Field(default_factory=dict)
     local: LocalTargetConfig = LocalTargetConfig()
     pulumi_stack: str | None = None  # Kubernetes stacks: the Pulumi stack whose exports name the URLs

@@ -16,3 +16,6 @@ class ExitCode(IntEnum):
     VERIFY_FAILED = 7  # a record's signature (or an artifact hash) does not verify
     TARGET_ERROR = 8  # deploying or routing failed: rolled back to stable
     NOTHING_TO_DO = 9  # e.g. `rollback` with no earlier promotion, `resume` with no paused run
+    # The rollback itself failed past its retries: traffic may still be split. The record says what is
+    # where; the guard (local) or the retrying restore (Kubernetes) keeps at it until stable has it all.
+    ROLLBACK_FAILED = 10

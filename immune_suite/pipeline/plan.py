@@ -2,7 +2,9 @@
 
 A plan is derived from the stack config (canary steps, chaos on/off, approval) and from whether
 anything is running yet (the first promotion has no stable to compare against, so it has no
-canary). Every step's failure leads to `rollback`; `rollback` leads to the terminal `rolled_back`.
+canary). Every step's failure leads to `rollback`; `rollback` leads to the terminal `rolled_back`
+when traffic is back on stable and the candidate is gone, and to the terminal `rollback_failed` when
+the target refused even after retries (traffic may still be split: the guard keeps restoring).
 """
 
 from __future__ import annotations
@@ -30,7 +32,10 @@ class StepKind(StrEnum):
 
 PROMOTED = "promoted"
 ROLLED_BACK = "rolled_back"
-TERMINAL = (PROMOTED, ROLLED_BACK)
+# The rollback itself failed: the run is over, but traffic may still reach the candidate. Distinct from
+# `rolled_back` so that nobody reads "safe" into it (exit code 10; the guard keeps restoring stable).
+ROLLBACK_FAILED = "rollback_failed"
+TERMINAL = (PROMOTED, ROLLED_BACK, ROLLBACK_FAILED)
 ROLLBACK_STEP = "rollback"
 
 DESCRIPTIONS: dict[StepKind, str] = {
@@ -44,7 +49,7 @@ DESCRIPTIONS: dict[StepKind, str] = {
     StepKind.SWITCH: "make the candidate's colour the active one (100% of traffic)",
     StepKind.POST_CHECK: "check the stable endpoint now serves the candidate, healthy, without errors",
     StepKind.RETIRE: "after a delay (fast rollback window), scale the old colour away",
-    StepKind.ROLLBACK: "traffic back to stable at once, then scale the candidate away",
+    StepKind.ROLLBACK: "traffic back to stable at once, then scale the candidate away (retried with backoff)",
 }
 
 # Steps during which ingress traffic may be split between colours: a crash here must put all
@@ -80,12 +85,20 @@ class Step:
         )
 
 
-def _chain(entries: list[tuple[str, StepKind, dict[str, Any]]]) -> list[Step]:
+def _chain(entries: list[tuple[str, StepKind, dict[str, Any]]], rollback_retry_s: float) -> list[Step]:
     steps = []
     for index, (step_id, kind, params) in enumerate(entries):
         following = entries[index + 1][0] if index + 1 < len(entries) else PROMOTED
         steps.append(Step(step_id, kind, on_pass=following, on_fail=ROLLBACK_STEP, params=params))
-    steps.append(Step(ROLLBACK_STEP, StepKind.ROLLBACK, on_pass=ROLLED_BACK, on_fail=ROLLED_BACK))
+    steps.append(
+        Step(
+            ROLLBACK_STEP,
+            StepKind.ROLLBACK,
+            on_pass=ROLLED_BACK,
+            on_fail=ROLLBACK_FAILED,
+            params={"retry_s": rollback_retry_s},
+        )
+    )
     return steps
 
 
@@ -123,15 +136,18 @@ def build_plan(stack: StackConfig, first_promotion: bool, skip_gates: bool = Fal
     entries.append(("post-check", StepKind.POST_CHECK, {"requests": stack.post_check_requests}))
     if not first_promotion:
         entries.append(("retire", StepKind.RETIRE, {"delay_s": stack.retire_delay_s}))
-    return _chain(entries)
+    return _chain(entries, stack.rollback_retry_s)
 
 
 def render_plan(steps: list[Step]) -> str:
     """The plan as a table: step, kind, what it does, where pass and fail lead."""
     width = max(len(s.id) for s in steps)
-    lines = [f"{'step'.ljust(width)}  {'on pass'.ljust(12)}  {'on fail'.ljust(12)}  what it does"]
+    edge = max([12] + [len(s.on_pass) for s in steps] + [len(s.on_fail) for s in steps])
+    lines = [f"{'step'.ljust(width)}  {'on pass'.ljust(edge)}  {'on fail'.ljust(edge)}  what it does"]
     for step in steps:
         params = ", ".join(f"{k}={v}" for k, v in step.params.items())
         what = step.description + (f" [{params}]" if params else "")
-        lines.append(f"{step.id.ljust(width)}  {step.on_pass.ljust(12)}  {step.on_fail.ljust(12)}  {what}")
+        lines.append(
+            f"{step.id.ljust(width)}  {step.on_pass.ljust(edge)}  {step.on_fail.ljust(edge)}  {what}"
+        )
     return "\n".join(lines)

@@ -2,7 +2,9 @@
 
 `run.json` holds the run in progress (or the last one): plan, current step, per-step results,
 the snapshot to restore, the timeline. `controls.json` carries operator requests (pause, abort)
-so `immune-suite abort` can reach a running pipeline without taking its lock. `lock` is held
+so `immune-suite abort` can reach a running pipeline without taking its lock; every request names
+the run it is for, and a run obeys only its own (a request left over from an earlier run, or aimed
+at another one, never reaches the next promotion). `lock` is held
 (flock) by whichever process is in charge; the kernel releases it when that process dies, which
 is how a rerun knows the previous run crashed rather than still running.
 """
@@ -111,18 +113,22 @@ class RunState:
     first_promotion: bool
     plan: list[Step]
     current: str
-    status: str = "running"  # running, awaiting_approval, promoted, rolled_back
+    status: str = "running"  # running, awaiting_approval, promoted, rolled_back, rollback_failed
     snapshot: TargetSnapshot | None = None
     steps: dict[str, StepResult] = field(default_factory=dict)
     timeline: list[dict[str, Any]] = field(default_factory=list)
     approvals: list[dict[str, Any]] = field(default_factory=list)
-    failure: dict[str, Any] | None = None  # step, reason, exit code of the failure that rolled back
+    # step, reason, exit code of the failure that rolled back; after a failed rollback also
+    # `rollback_error` and `where` (traffic and colours as read back from the target then)
+    failure: dict[str, Any] | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     started_at: str = field(default_factory=now_iso)
     finished_at: str | None = None
     owner: str = ""
     record_path: str | None = None
     source_commit: str = ""
+    # After `rollback_failed`: when the guard (or a retrying restore) finally put traffic on stable.
+    settled_at: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -161,6 +167,7 @@ class RunState:
             "owner": self.owner,
             "record_path": self.record_path,
             "source_commit": self.source_commit,
+            "settled_at": self.settled_at,
         }
 
     @classmethod
@@ -188,6 +195,7 @@ class RunState:
             owner=data.get("owner", ""),
             record_path=data.get("record_path"),
             source_commit=data.get("source_commit", ""),
+            settled_at=data.get("settled_at"),
         )
 
 
@@ -206,11 +214,16 @@ class RunStore:
     def save(self, run: RunState) -> None:
         write_json_atomic(self.run_path, run.to_dict())
 
-    def controls(self) -> dict[str, Any]:
-        return read_json(self.controls_path) if self.controls_path.exists() else {}
+    def controls(self, run_id: str | None = None) -> dict[str, Any]:
+        """The pending operator requests; with `run_id`, only if they are addressed to that run."""
+        controls = read_json(self.controls_path) if self.controls_path.exists() else {}
+        if run_id is not None and controls.get("run_id") != run_id:
+            return {}
+        return controls
 
-    def set_control(self, **changes: Any) -> dict[str, Any]:
-        controls = {**self.controls(), **changes, "updated_at": now_iso()}
+    def set_control(self, run_id: str, **changes: Any) -> dict[str, Any]:
+        """Add requests for `run_id`; requests for any other run are dropped, never merged."""
+        controls = {**self.controls(run_id), **changes, "run_id": run_id, "updated_at": now_iso()}
         write_json_atomic(self.controls_path, controls)
         return controls
 

@@ -2,13 +2,18 @@
 
 The loop is generic: it looks up the handler for the current step's kind, records the outcome,
 and follows the step's `on_pass`/`on_fail` edge. Any exception in a step is a failure of that step
-(so traffic always goes back to stable); only the rollback step itself is retried on rerun.
+(so traffic always goes back to stable). The rollback step retries the target with backoff; if it
+still fails, the run ends `rollback_failed` (exit code 10) with what is where read back from the
+target, and the guard or a retrying restore carries on (pipeline/restore.py, pipeline/guard.py).
+
+Operator controls (controls.json) name their run; a pause holds traffic on stable while it lasts.
 """
 
 from __future__ import annotations
 
 import getpass
 import os
+import secrets
 import socket
 import time
 from collections.abc import Callable
@@ -22,13 +27,21 @@ from immune_suite.pipeline.exit_codes import ExitCode
 from immune_suite.pipeline.gates import Gates, LoadResult, run_dir
 from immune_suite.pipeline.plan import (
     PROMOTED,
+    ROLLBACK_FAILED,
     ROLLBACK_STEP,
-    ROLLED_BACK,
     TERMINAL,
     TRAFFIC_SPLIT_KINDS,
     Step,
     StepKind,
     build_plan,
+)
+from immune_suite.pipeline.restore import (
+    describe_where,
+    move_traffic_to_stable,
+    remove_candidate,
+    retrying,
+    stable_routing,
+    where,
 )
 from immune_suite.pipeline.run_state import RunState, RunStore, StepResult, now_iso
 from immune_suite.progress import Progress
@@ -77,6 +90,7 @@ class Pipeline:
         self.repo = repo
         self.store = RunStore(stack.name)
         self.poll_s = poll_s
+        self._stray_noted: set[str] = set()  # controls for other runs already noted as ignored
         self._handlers: dict[StepKind, Callable[[RunState, Step], Outcome]] = {
             StepKind.APPROVAL: self._approval,
             StepKind.SECURITY: self._security,
@@ -102,7 +116,9 @@ class Pipeline:
         plan = build_plan(self.stack, first_promotion=first, skip_gates=(kind == "rollback"))
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         run = RunState(
-            run_id=f"{stamp}-{candidate.digest.split(':')[-1][:8]}",
+            # The random part keeps ids unique when the same candidate is promoted twice in a second:
+            # controls, records and artifacts are addressed by run id.
+            run_id=f"{stamp}-{candidate.digest.split(':')[-1][:8]}-{secrets.token_hex(2)}",
             stack=self.stack.name,
             kind=kind,
             candidate=candidate,
@@ -183,12 +199,20 @@ class Pipeline:
         run.status = run.current
         run.finished_at = now_iso()
         self.store.save(run)
-        # Requests addressed to this run (abort, pause) must not reach the next one.
+        # Requests addressed to this run (abort, pause) are spent, and any other is stale: no other run
+        # can be unfinished while this one held the lock.
         self.store.clear_controls()
         if run.status == PROMOTED:
             self.progress(f"promoted {run.candidate.version} on {run.candidate_color.value}", stage="done")
             return ExitCode.OK
         failure = run.failure or {}
+        if run.status == ROLLBACK_FAILED:
+            self.progress(
+                f"ROLLBACK FAILED after {failure.get('reason', 'unknown reason')}: "
+                f"{failure.get('rollback_error')}; now {describe_where(failure.get('where') or {})}",
+                stage="done",
+            )
+            return ExitCode.ROLLBACK_FAILED
         self.progress(f"rolled back: {failure.get('reason', 'unknown reason')}", stage="done")
         return ExitCode(failure.get("exit_code", ExitCode.GATE_FAILED))
 
@@ -198,16 +222,17 @@ class Pipeline:
         run.note("step started", step=step.id)
         self.store.save(run)
         self.progress(step.description, stage=step.id)
+        rollback = step.kind is StepKind.ROLLBACK
         try:
             return self._handlers[step.kind](run, step)
         except TargetError as error:
-            return Outcome(False, reason=f"{step.id}: target error: {error}", exit_code=ExitCode.TARGET_ERROR)
+            code = ExitCode.ROLLBACK_FAILED if rollback else ExitCode.TARGET_ERROR
+            return Outcome(False, reason=f"{step.id}: target error: {error}", exit_code=code)
         except Suspended:
             return Outcome(False, suspend=True)
         except Exception as error:
-            if step.kind is StepKind.ROLLBACK:
-                raise
-            return Outcome(False, reason=f"{step.id}: {type(error).__name__}: {error}")
+            code = ExitCode.ROLLBACK_FAILED if rollback else ExitCode.GATE_FAILED
+            return Outcome(False, reason=f"{step.id}: {type(error).__name__}: {error}", exit_code=code)
 
     def _advance(self, run: RunState, step: Step, outcome: Outcome) -> None:
         result = run.result(step.id)
@@ -217,25 +242,76 @@ class Pipeline:
         result.reason = outcome.reason or (outcome.verdict.summary if outcome.verdict else None)
         if not outcome.passed and step.kind is not StepKind.ROLLBACK and run.failure is None:
             run.failure = {"step": step.id, "reason": result.reason, "exit_code": int(outcome.exit_code)}
+        if not outcome.passed and step.kind is StepKind.ROLLBACK:
+            # Keep what caused the rollback; add why the rollback failed and where things are now.
+            details = outcome.verdict.details if outcome.verdict else {}
+            run.failure = {
+                **(run.failure or {"step": step.id, "reason": "rollback requested"}),
+                "rollback_error": result.reason,
+                "where": details.get("where") or where(self.target),
+                "exit_code": int(ExitCode.ROLLBACK_FAILED),
+            }
         run.current = step.on_pass if outcome.passed else step.on_fail
         run.note("step finished", step=step.id, status=result.status, reason=result.reason)
         self.progress(f"{result.status}: {result.reason or ''}", stage=step.id)
         self.store.save(run)
 
-    def _obey_controls(self, run: RunState) -> None:
+    def _controls(self, run: RunState) -> dict[str, Any]:
+        """The operator requests addressed to this run; any other request is ignored (and noted once)."""
         controls = self.store.controls()
+        addressed = controls.get("run_id")
+        if controls and addressed != run.run_id:
+            key = f"{addressed}@{controls.get('updated_at')}"
+            if key not in self._stray_noted:
+                self._stray_noted.add(key)
+                run.note("ignored a control addressed to another run", control_run=addressed)
+                self.progress(f"ignoring a control for run {addressed}: this is run {run.run_id}")
+            return {}
+        return controls
+
+    def _hold_traffic_on_stable(self, run: RunState) -> TrafficState | None:
+        """While paused nobody analyses the canary, so before the switch no user may stay on it:
+        move traffic back to stable and return the routing to put back on resume (None: unchanged)."""
+        if any(run.result(s.id).status == "passed" for s in run.plan if s.kind is StepKind.SWITCH):
+            return None  # after the switch the candidate *is* stable; pausing is not rolling back
+        traffic = self.target.traffic()
+        if traffic is None or traffic == stable_routing(run):
+            return None
+        move_traffic_to_stable(self.target, run)
+        run.note("traffic", active=run.stable_color.value, canary_weight=0, reason="paused")
+        return traffic
+
+    def _obey_controls(self, run: RunState) -> None:
         if run.current == ROLLBACK_STEP:
             return
+        controls = self._controls(run)
         paused_noted = False
+        held: TrafficState | None = None
         while controls.get("paused") and not controls.get("abort"):
             if not paused_noted:
-                run.note("paused", by=controls.get("by"))
+                try:
+                    held = self._hold_traffic_on_stable(run)
+                except Exception as error:  # a pause that cannot make traffic safe becomes a rollback
+                    self._fail_between_steps(run, f"pause: could not move traffic to stable: {error}")
+                    return
+                run.note("paused", by=controls.get("by"), traffic_held_on_stable=held is not None)
                 self.store.save(run)
-                self.progress(f"paused by {controls.get('by')}; waiting for `immune-suite resume`")
+                self.progress(
+                    f"paused by {controls.get('by')}"
+                    + (f"; traffic back on {run.stable_color.value} while paused" if held else "")
+                    + "; waiting for `immune-suite resume`"
+                )
                 paused_noted = True
             time.sleep(self.poll_s)
-            controls = self.store.controls()
+            controls = self._controls(run)
         if paused_noted:
+            if held is not None and not controls.get("abort"):
+                try:
+                    self.target.set_traffic(held.active, held.canary_weight)
+                except Exception as error:
+                    self._fail_between_steps(run, f"resume: could not restore routing {held}: {error}")
+                    return
+                run.note("traffic", **held.to_dict(), reason="resumed: routing as before the pause")
             run.note("resumed after pause")
         if controls.get("abort"):
             reason = f"aborted by {controls.get('by', 'an operator')}: {controls.get('abort')}"
@@ -246,8 +322,14 @@ class Pipeline:
             self.store.clear_controls()
             self.store.save(run)
 
-    def _abort_requested(self) -> bool:
-        return bool(self.store.controls().get("abort"))
+    def _fail_between_steps(self, run: RunState, reason: str) -> None:
+        run.failure = {"step": run.current, "reason": reason, "exit_code": int(ExitCode.TARGET_ERROR)}
+        run.note("failed between steps", reason=reason)
+        run.current = ROLLBACK_STEP
+        self.store.save(run)
+
+    def _abort_requested(self, run: RunState) -> bool:
+        return bool(self._controls(run).get("abort"))
 
     # -- step handlers -----------------------------------------------------------------------------
     def _artifacts(self, run: RunState, name: str) -> Path:
@@ -387,7 +469,7 @@ class Pipeline:
     def _retire(self, run: RunState, step: Step) -> Outcome:
         deadline = time.monotonic() + float(step.params.get("delay_s", 0))
         while time.monotonic() < deadline:
-            if self._abort_requested():
+            if self._abort_requested(run):
                 return Outcome(False, reason="aborted during the rollback window", exit_code=ExitCode.ABORTED)
             time.sleep(min(self.poll_s, max(deadline - time.monotonic(), 0)))
         self.target.scale_down(run.stable_color)
@@ -395,12 +477,17 @@ class Pipeline:
         return Outcome(True, verdict)
 
     def _rollback(self, run: RunState, step: Step) -> Outcome:
+        """Traffic back as before the run (read back to confirm), then colours as before, each retried
+        with exponential backoff within the step's `retry_s`; past that the run ends `rollback_failed`."""
         started = time.monotonic()
-        snapshot = run.snapshot
-        stable_routing = (
-            snapshot.traffic if snapshot and snapshot.traffic else TrafficState(run.stable_color, 0)
-        )
-        self.target.set_traffic(stable_routing.active, stable_routing.canary_weight)
+        budget = float(step.params.get("retry_s", self.stack.rollback_retry_s))
+        routing = stable_routing(run)
+        try:
+            retrying(budget, self.progress, "traffic back to stable")(
+                lambda: move_traffic_to_stable(self.target, run)
+            )
+        except Exception as error:
+            return self._rollback_failed(run, f"traffic not back on stable: {type(error).__name__}: {error}")
         # An interim canary look may already have moved traffic back; that moment is what users saw.
         back_on_stable = min(time.time(), run.metrics.get("traffic_back_at_unix", time.time()))
         run.metrics["rollback_traffic_s"] = round(time.monotonic() - started, 3)
@@ -412,23 +499,35 @@ class Pipeline:
             run.metrics["slo_breach_to_stable_s"] = round(
                 back_on_stable - run.metrics["first_slo_breach_at_unix"], 3
             )
-        run.note("traffic", active=stable_routing.active.value, canary_weight=stable_routing.canary_weight)
+        run.note("traffic", active=routing.active.value, canary_weight=routing.canary_weight)
         self.store.save(run)
-        self.progress(
-            f"traffic back on {stable_routing.active.value} in {run.metrics['rollback_traffic_s']}s"
-        )
-        if snapshot is not None:
-            self.target.restore(snapshot)
-        else:
-            self.target.scale_down(run.candidate_color)
+        self.progress(f"traffic back on {routing.active.value} in {run.metrics['rollback_traffic_s']}s")
+        remaining = max(budget - (time.monotonic() - started), 0.0)
+        try:
+            retrying(remaining, self.progress, "candidate away")(lambda: remove_candidate(self.target, run))
+        except Exception as error:
+            return self._rollback_failed(
+                run, f"traffic on stable, candidate not scaled away: {type(error).__name__}: {error}"
+            )
         run.metrics["rollback_total_s"] = round(time.monotonic() - started, 3)
         verdict = Verdict(
             "rollback",
             Status.PASS,
-            f"traffic on {stable_routing.active.value}; {run.candidate_color.value} scaled away",
+            f"traffic on {routing.active.value}; {run.candidate_color.value} scaled away",
             [Measurement("rollback_traffic_s", run.metrics["rollback_traffic_s"], None, "info", True, "s")],
         )
         return Outcome(True, verdict)
+
+    def _rollback_failed(self, run: RunState, reason: str) -> Outcome:
+        """The target refused past the retry budget: say what is where, as the target reports it."""
+        report = where(self.target)
+        verdict = Verdict(
+            "rollback",
+            Status.FAIL,
+            f"rollback failed: {reason}; now {describe_where(report)}",
+            details={"where": report},
+        )
+        return Outcome(False, verdict, reason=reason, exit_code=ExitCode.ROLLBACK_FAILED)
 
 
 def describe(run: RunState) -> dict[str, Any]:
@@ -445,5 +544,6 @@ def describe(run: RunState) -> dict[str, Any]:
         "steps": {k: v.status for k, v in run.steps.items()},
         "failure": run.failure,
         "record": run.record_path,
-        "finished": run.current in (PROMOTED, ROLLED_BACK),
+        "finished": run.finished,
+        "settled_at": run.settled_at,
     }

@@ -41,7 +41,13 @@ def test_plan_json_is_the_state_machine(state_dir: Path, capsys: pytest.CaptureF
     plan = json.loads(capsys.readouterr().out)
     assert plan["first_promotion"] is True  # nothing deployed in a fresh state dir
     assert [s["id"] for s in plan["steps"]][:3] == ["security", "deploy", "smoke"]
-    assert all(s["on_fail"] in ("rollback", "rolled_back") for s in plan["steps"])
+    assert all(s["on_fail"] in ("rollback", "rollback_failed") for s in plan["steps"])
+    rollback = plan["steps"][-1]
+    assert (rollback["id"], rollback["on_pass"], rollback["on_fail"]) == (
+        "rollback",
+        "rolled_back",
+        "rollback_failed",
+    )
 
 
 def test_verify_exit_codes(state_dir: Path, tmp_path: Path) -> None:

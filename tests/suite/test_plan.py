@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from immune_suite.pipeline.plan import (
     PROMOTED,
+    ROLLBACK_FAILED,
     ROLLBACK_STEP,
     ROLLED_BACK,
+    TERMINAL,
     Step,
     StepKind,
     build_plan,
@@ -47,7 +49,9 @@ def test_every_step_fails_into_rollback_and_chain_ends_promoted() -> None:
     ids = {s.id for s in steps}
     for step in steps:
         if step.kind is StepKind.ROLLBACK:
-            assert step.on_pass == step.on_fail == ROLLED_BACK
+            # a rollback the target refuses is its own terminal state, never "rolled back"
+            assert (step.on_pass, step.on_fail) == (ROLLED_BACK, ROLLBACK_FAILED)
+            assert step.params["retry_s"] > 0
         else:
             assert step.on_fail == ROLLBACK_STEP
             assert step.on_pass in ids or step.on_pass == PROMOTED
@@ -67,4 +71,10 @@ def test_rollback_plan_skips_gates() -> None:
 def test_render_lists_every_transition() -> None:
     text = render_plan(build_plan(load_stack("local"), first_promotion=False))
     assert "canary-10   canary-50" in text
-    assert "rollback    rolled_back" in text
+    rows = {line.split()[0]: line.split()[1:3] for line in text.splitlines()[1:]}
+    assert rows["canary-10"] == ["canary-50", "rollback"]
+    assert rows["rollback"] == ["rolled_back", "rollback_failed"]
+
+
+def test_rollback_failed_is_terminal_and_distinct() -> None:
+    assert ROLLBACK_FAILED in TERMINAL and len(set(TERMINAL)) == 3

@@ -148,8 +148,10 @@ def test_approval_suspends_then_continues(state_dir: Path, memory_target: Memory
 def test_abort_control_rolls_back(
     established: ScriptedGates, stack_config: StackConfig, memory_target: MemoryTarget
 ) -> None:
-    RunStore(stack_config.name).set_control(abort="bad smell", by="bob")
-    run, code = promote(stack_config, memory_target, established, "v2")
+    pipeline = Pipeline(stack_config, memory_target, established.as_gates(), RecordingProgress(), poll_s=0.01)
+    run = pipeline.new_run(release("v2"))
+    RunStore(stack_config.name).set_control(run.run_id, abort="bad smell", by="bob")
+    code = pipeline.execute(run)
     assert code is ExitCode.ABORTED
     assert run.failure and "bob" in run.failure["reason"]
     assert memory_target.served_by() is Color.BLUE
@@ -229,10 +231,12 @@ def test_pause_holds_the_run_until_resumed(
     import threading
 
     store = RunStore(stack_config.name)
-    store.set_control(paused=True, by="carol")
-    resumer = threading.Timer(0.3, lambda: store.set_control(paused=False, by="carol"))
+    pipeline = Pipeline(stack_config, memory_target, established.as_gates(), RecordingProgress(), poll_s=0.01)
+    run = pipeline.new_run(release("v2"))
+    store.set_control(run.run_id, paused=True, by="carol")
+    resumer = threading.Timer(0.3, lambda: store.set_control(run.run_id, paused=False, by="carol"))
     resumer.start()
-    run, code = promote(stack_config, memory_target, established, "v2")
+    code = pipeline.execute(run)
     resumer.join()
     assert code is ExitCode.OK
     events = [e["event"] for e in run.timeline]
