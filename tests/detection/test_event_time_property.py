@@ -115,7 +115,17 @@ def test_streams_over_the_whole_time_range_never_raise_and_refusals_name_the_fie
 
 
 def _consumer_run(stream: list[dict[str, Any]], data_dir: Path) -> tuple[int, list[str]]:
-    async def run() -> tuple[int, list[str]]:
+    stored, reasons, _ = _consume(stream, data_dir)
+    return stored, reasons
+
+
+def _consume(stream: list[dict[str, Any]], data_dir: Path) -> tuple[int, list[str], list[str]]:
+    """Run ``stream`` through the real consumer path (in batches of 100) on an embedded store.
+
+    Returns (events stored, dead-letter reasons, categories of the threats stored).
+    """
+
+    async def run() -> tuple[int, list[str], list[str]]:
         settings_ = Settings(data_dir=data_dir, instance_id="prop")
         database = open_database(settings_)
         await database.connect()
@@ -134,11 +144,13 @@ def _consumer_run(stream: list[dict[str, Any]], data_dir: Path) -> tuple[int, li
                 InboundMessage(TOPIC_BY_KIND[raw["kind"]], 0, offset, None, json.dumps(raw).encode())
                 for offset, raw in enumerate(stream)
             ]
-            await consumer.handle(messages)
+            for start in range(0, len(messages), 100):
+                await consumer.handle(messages[start : start + 100])
             async with database.session() as conn:
                 stored = int(await conn.fetchval("SELECT count(*) FROM events"))
                 reasons = [str(r["reason"]) for r in await conn.fetch("SELECT reason FROM dead_letters")]
-            return stored, reasons
+                categories = [str(r["category"]) for r in await conn.fetch("SELECT category FROM threats")]
+            return stored, reasons, categories
         finally:
             await database.close()
 
@@ -167,3 +179,70 @@ def test_the_kafka_consumer_path_stores_the_valid_and_dead_letters_the_rest_with
     refused = [field for _, field in stream if field is not None]
     assert stored == len(stream) - len(refused)
     assert sorted(r.removeprefix("invalid event: ").split(":")[0] for r in reasons) == sorted(refused)
+
+
+def test_the_reported_sequence_on_the_kafka_path_goes_to_the_dlq_and_detection_goes_on(
+    tmp_path: Path,
+) -> None:
+    now = datetime.now(UTC)
+    base = {
+        "event_id": "",
+        "kind": "network_flow",
+        "host_id": "web-01",
+        "dst_ip": "10.0.0.5",
+        "protocol": "tcp",
+    }
+    intel = {
+        "event_id": str(uuid.uuid4()),
+        "timestamp": _stamp(now),
+        "kind": "intel",
+        "indicator_type": "ip",
+        "indicator": "192.0.2.66",
+        "severity": "high",
+        "source": "x",
+        "expires_at": "9999-12-31T23:59:59.999999Z",
+    }
+    poisoned = [
+        intel,
+        base
+        | {
+            "event_id": str(uuid.uuid4()),
+            "timestamp": "9999-12-31T23:59:59Z",
+            "src_ip": "192.0.2.66",
+            "dst_port": 443,
+            "bytes_in": 1,
+            "bytes_out": 1,
+        },
+        base
+        | {
+            "event_id": str(uuid.uuid4()),
+            "timestamp": "2100-01-01T00:00:00Z",
+            "src_ip": "192.0.2.67",
+            "dst_port": 443,
+            "bytes_in": 1,
+            "bytes_out": 1,
+        },
+    ]
+    scan = [
+        base
+        | {
+            "event_id": str(uuid.uuid4()),
+            "timestamp": _stamp(now - timedelta(seconds=60 - i * 0.2)),
+            "src_ip": "198.51.100.66",
+            "dst_port": 1000 + i,
+            "bytes_in": 0,
+            "bytes_out": 60,
+            "conn_state": "rejected",
+        }
+        for i in range(120)
+    ]
+    stored, reasons, categories = _consume(poisoned + scan, tmp_path)
+    assert stored == len(scan)
+    assert len(reasons) == 3
+    assert sorted(r.removeprefix("invalid event: ").split(":")[0] for r in reasons) == [
+        "expires_at",
+        "timestamp",
+        "timestamp",
+    ]
+    assert any("ahead of this service's clock" in r for r in reasons)
+    assert "port_scan" in categories

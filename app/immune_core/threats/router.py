@@ -58,7 +58,11 @@ async def list_threats(
     host_id: Annotated[str | None, Query(max_length=255, pattern=STORABLE_TEXT_PATTERN)] = None,
     since: Annotated[
         str | None,
-        Query(description="Stored at or after (RFC 3339).", json_schema_extra={"format": "date-time"}),
+        Query(
+            max_length=64,
+            description="Stored at or after (RFC 3339).",
+            json_schema_extra={"format": "date-time"},
+        ),
     ] = None,
     cursor: Annotated[str | None, Query(pattern=r"^\d{1,18}$")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
