@@ -31,6 +31,7 @@ from typing import Any
 from immune_infra.config import ConfigError, parse_settings
 from immune_infra.immune_app import color_labels
 from pulumi import automation as auto
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from immune_suite.stack_config import StackConfig
 from immune_suite.state_dir import read_json, state_root, write_json_atomic
@@ -93,6 +94,9 @@ class KubernetesTargetOptions:
     state_dir: Path | None = None
     engine_env: Mapping[str, str] | None = None
     extra_env: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # How long an `up` waits out another update holding the stack (exponential backoff, 1 s .. 30 s):
+    # a rollback must not fail just because a guard's or a dying pipeline's update is finishing.
+    busy_wait_s: float = 120.0
 
 
 def _op_counts(summary: Mapping[Any, Any]) -> dict[str, int]:
@@ -221,11 +225,30 @@ class KubernetesTarget:
             self._set(values)
 
     def up(self) -> UpOutcome:
-        """`pulumi up` with the config as it stands; raises `TargetError` on failure."""
+        """`pulumi up` with the config as it stands; raises `TargetError` on failure.
+
+        An update refused because another one holds the stack (`ConcurrentUpdateError`) is retried
+        with exponential backoff for `busy_wait_s`: the config is already written, so repeating the
+        `up` converges on it (https://www.pulumi.com/docs/iac/concepts/state-and-backends/).
+        """
         stack = self.stack()
-        try:
+
+        def attempt() -> auto.UpResult:
             # show_secrets=False: the summary we keep never holds decrypted config.
-            result = stack.up(on_output=self._log, color="never", suppress_progress=True, show_secrets=False)
+            return stack.up(on_output=self._log, color="never", suppress_progress=True, show_secrets=False)
+
+        def waiting(state: Any) -> None:
+            self._log(f"stack {self.name} is busy with another update; retry {state.attempt_number}")
+
+        retry = Retrying(
+            retry=retry_if_exception_type(auto.errors.ConcurrentUpdateError),
+            stop=stop_after_delay(self.options.busy_wait_s),
+            wait=wait_exponential(multiplier=1, max=30),
+            before_sleep=waiting,
+            reraise=True,
+        )
+        try:
+            result = retry(attempt)
         except auto.errors.CommandError as exc:
             raise TargetError(f"pulumi up failed on {self.name}: {exc}") from exc
         return UpOutcome(changes=_op_counts(result.summary.resource_changes or {}))
@@ -407,11 +430,16 @@ class KubernetesTarget:
     def restore(self, snapshot: TargetSnapshot) -> None:
         """Put the rollout config back exactly as the snapshot recorded it.
 
-        Two steps so that no pod is removed while it still gets traffic: first traffic, images, env and
-        every count that is not 0 (one `up`); then the colours the snapshot had scaled away go back to 0
-        (a second `up`, only when needed). Keys a snapshot lacks (taken by an older target) are left as
-        they are.
+        Steps so that no pod is removed while it still gets traffic, and so that traffic does not wait
+        for anything slower: first traffic alone (its own `up`, skipped when it already is as recorded,
+        as after the pipeline's rollback moved it); then images, env and every count that is not 0
+        (one `up`); then the colours the snapshot had scaled away go back to 0 (a third `up`, only when
+        needed). Every step is idempotent, so a restore that fails part way is simply called again (the
+        pipeline retries it with backoff; `up` itself waits out a busy stack). Keys a snapshot lacks
+        (taken by an older target) are left as they are.
         """
+        if snapshot.traffic is not None and self.traffic() != snapshot.traffic:
+            self.set_traffic(snapshot.traffic.active, snapshot.traffic.canary_weight)
         values: dict[str, str] = {}
         removed: list[str] = []
         scale_away: dict[str, str] = {}
