@@ -21,11 +21,20 @@ _QUERY_SECRET = re.compile(
     re.IGNORECASE,
 )
 
+# Credentials in logged headers: the websockets library logs every handshake header at DEBUG
+# ("< authorization: Bearer ..."), and the WebSocket subprotocol carries a browser's token.
+_AUTH_HEADER = re.compile(
+    r"(?P<name>\b(?:proxy-)?authorization\s*[:=]\s*)(?P<value>[^\r\n\"',]+)", re.IGNORECASE
+)
+_BEARER_SUBPROTOCOL = re.compile(r"(?P<prefix>base64url\.bearer\.)[A-Za-z0-9_-]+", re.IGNORECASE)
+
 
 def redact_text(text: str) -> str:
-    """Hide the password part of any URL and the value of any secret-named query parameter."""
+    """Hide URL passwords, secret-named query values, Authorization header values and subprotocol tokens."""
     text = _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
-    return _QUERY_SECRET.sub(lambda m: f"{m['key']}=***", text)
+    text = _QUERY_SECRET.sub(lambda m: f"{m['key']}=***", text)
+    text = _AUTH_HEADER.sub(lambda m: f"{m['name']}***", text)
+    return _BEARER_SUBPROTOCOL.sub(lambda m: f"{m['prefix']}***", text)
 
 
 class RedactingFilter(logging.Filter):
