@@ -30,11 +30,13 @@ from immune_core.lymphnodes.cytokines import CytokineTally, run_cytokine_feed
 from immune_core.observability.logging import get_logger, redact_text
 from immune_core.observability.metrics import Metrics
 from immune_core.outbox.relay import OutboxRelay
-from immune_core.processing.commit import commit_side_threats
+from immune_core.processing import dlq
+from immune_core.processing.commit import ProcessedBatch, commit_batch, commit_side_threats
 from immune_core.processing.consumer import DetectionConsumer
 from immune_core.processing.counters import IntakeCounters
 from immune_core.processing.engine_host import EngineHost
 from immune_core.processing.retry import retry_while_store_down
+from immune_core.processing.sweeper import UnprocessedSweeper
 from immune_core.settings import Settings
 from immune_core.storage.database import Database, StoreUnavailable
 from immune_core.storage.factory import open_database
@@ -149,6 +151,7 @@ class Runtime:
             group_id=s.kafka_group_id,
             batch_size=s.consumer_batch_size,
         )
+        self.sweeper = UnprocessedSweeper(self.database, self.metrics, self.relay.wake)
         self.booted = asyncio.Event()
         self.dependencies = DependencyStatus()
         self.hormone_state: dict[str, Any] | None = None
@@ -215,6 +218,7 @@ class Runtime:
         replayed = await retry_while_store_down(
             self.engine.warm_up, self.settings.replay_window_s, self.settings.replay_max_events
         )
+        await retry_while_store_down(self._dead_letter_replay_failures)
         self.metrics.outbox_depth.set(await retry_while_store_down(self.relay.depth))
         self._spawn("outbox-relay", self.relay.run)
         self._spawn("cluster-sync", self._sync_with_cluster)
@@ -226,8 +230,31 @@ class Runtime:
         # that joins its group before a topic exists is not assigned it until the next metadata refresh.
         await self._ensure_topics()
         self._spawn("detection-consumer", self.consumer.run)
+        self._spawn("unprocessed-sweeper", self.sweeper.run)
         self._spawn("stream-feed", lambda: run_stream_feed(self.bus, self.hub))
         self._spawn("cytokine-feed", lambda: run_cytokine_feed(self.bus, self.tally))
+
+    async def _dead_letter_replay_failures(self) -> None:
+        """Stored events the start-up replay could not detect on: each gets its DLQ record."""
+        failures = self.engine.replay_failures
+        if not failures:
+            return
+        letters = [
+            dlq.DeadLetter(
+                {str(k): v for k, v in TOPIC_BY_KIND.items()}.get(f.kind, f.kind),
+                None,
+                None,
+                dlq.DETECTION_ERROR,
+                f"replay at start-up, event {f.event_id}: {f.error_type}: {f.error}",
+                f.payload.encode("utf-8", "surrogatepass"),
+                f.error_type,
+            )
+            for f in failures
+        ]
+        await commit_batch(self.database, ProcessedBatch(dead_letters=letters), "replay")
+        for _ in letters:
+            self.metrics.dlq.labels(reason=dlq.DETECTION_ERROR).inc()
+        self.engine.replay_failures = []
 
     async def _connect_and_migrate(self) -> list[int]:
         await self.database.connect()
@@ -286,13 +313,18 @@ class Runtime:
         except TimeoutError:
             database_ok = False
         self.metrics.dependency_up.labels(dependency="database").set(int(database_ok))
+        consumer = self.consumer.health.state(bus_up=self.dependencies.kafka == "ok")
         dependencies = {
             "database": "ok" if database_ok else "down",
             "redis": self.dependencies.redis,
             "kafka": self.dependencies.kafka,
+            "consumer": consumer,
         }
-        # Redis and Kafka outages degrade the service but events are still accepted and stored.
-        return database_ok and self.booted.is_set(), dependencies
+        # Redis and Kafka outages degrade the service but events are still accepted and stored. A
+        # detection consumer that crash-loops or sits on a backlog is not: accepted events would never
+        # be processed, so the replica is not ready (and the consumer alerts fire).
+        consumer_ok = consumer in ("ok", "starting")
+        return database_ok and self.booted.is_set() and consumer_ok, dependencies
 
     def describe_backends(self) -> dict[str, str]:
         return {

@@ -14,6 +14,7 @@ from starlette.routing import Match
 from immune_core.ingestion.intake import EventsRejected
 from immune_core.observability.logging import get_logger
 from immune_core.storage.database import StoreUnavailable
+from immune_core.storage.postgres import is_unavailable
 
 log = get_logger(__name__)
 
@@ -90,8 +91,7 @@ def install_error_handlers(app: FastAPI, retry_after_s: int) -> None:
         message = first if len(exc.errors) == 1 else f"{len(exc.errors)} invalid events; first: {first}"
         return error_response(422, "invalid_event", message, exc.errors)
 
-    @app.exception_handler(StoreUnavailable)
-    async def _store_down(_: Request, exc: StoreUnavailable) -> JSONResponse:
+    def _unavailable_response() -> JSONResponse:
         log.warning("request_refused_store_unavailable")
         return error_response(
             503,
@@ -99,6 +99,10 @@ def install_error_handlers(app: FastAPI, retry_after_s: int) -> None:
             "storage is unavailable; nothing was stored, retry later",
             headers={"Retry-After": str(retry_after_s)},
         )
+
+    @app.exception_handler(StoreUnavailable)
+    async def _store_down(_: Request, exc: StoreUnavailable) -> JSONResponse:
+        return _unavailable_response()
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -128,5 +132,9 @@ def install_error_handlers(app: FastAPI, retry_after_s: int) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        if is_unavailable(exc):
+            # A database outage that reached the handler without passing the store's wrapper (classified
+            # by exception class, like every other): still "unavailable, retry", never a 500.
+            return _unavailable_response()
         log.exception("unhandled_error", error_type=type(exc).__name__)
         return error_response(500, "internal_error", "internal error")

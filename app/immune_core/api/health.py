@@ -7,7 +7,7 @@ from typing import Literal
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from immune_core.api.deps import RuntimeDep
 
@@ -26,6 +26,10 @@ class Dependencies(BaseModel):
     database: DependencyState
     redis: DependencyState
     kafka: DependencyState
+    consumer: Literal["starting", "ok", "stuck", "crash_looping"] = Field(
+        default="ok",
+        description="Detection consumer; stuck (backlog, no commit) or crash_looping: not ready",
+    )
 
 
 class ReadyResponse(BaseModel):

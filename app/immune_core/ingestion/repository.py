@@ -186,27 +186,3 @@ async def enqueue(conn: Connection, messages: Sequence[OutboxMessage]) -> None:
         [(m.topic, m.key, m.payload, now) for m in messages],
     )
 
-
-async def insert_dead_letter(
-    conn: Connection, topic: str, partition: int | None, offset: int | None, reason: str, raw: str
-) -> None:
-    now = time.time()
-    await conn.execute(
-        "INSERT INTO dead_letters (topic, kafka_partition, kafka_offset, reason, raw, received_at)"
-        " VALUES ($1, $2, $3, $4, $5, $6)",
-        topic,
-        partition,
-        offset,
-        reason,
-        raw,
-        now,
-    )
-    payload = {
-        "topic": topic,
-        "partition": partition,
-        "offset": offset,
-        "reason": reason,
-        "raw": raw,
-        "received_at": now,
-    }
-    await enqueue(conn, [OutboxMessage(DLQ_TOPIC, f"{topic}:{partition}", dumps(payload))])

@@ -47,6 +47,26 @@ class Metrics:
         self.consumer_lag = Gauge(
             "immune_consumer_lag", "Kafka consumer lag (messages)", ["topic"], registry=r
         )
+        self.consumer_restarts = Counter(
+            "immune_consumer_restarts_total",
+            "Detection consumer restarts after an unexpected error (a crash loop shows here)",
+            registry=r,
+        )
+        self.consumer_last_progress = Gauge(
+            "immune_consumer_last_progress_timestamp_seconds",
+            "Epoch seconds when the detection consumer last committed a batch or was idle with no lag",
+            registry=r,
+        )
+        self.events_unprocessed = Gauge(
+            "immune_events_unprocessed",
+            "Stored events detection has not processed, older than the sweeper's grace period",
+            registry=r,
+        )
+        self.events_reforwarded = Counter(
+            "immune_events_reforwarded_total",
+            "Stored-but-unprocessed events the sweeper sent to their input topic again",
+            registry=r,
+        )
         self.leader = Gauge("immune_leader", "1 when this instance holds the leader lease", registry=r)
         self.fencing_token = Gauge("immune_fencing_token", "Fencing token of the lease held", registry=r)
         self.singleton_rejected = Counter(

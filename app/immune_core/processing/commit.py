@@ -9,18 +9,10 @@ from immune_core.cells.cytokine import Cytokine
 from immune_core.detection.threat import Threat
 from immune_core.events.models import EndpointEvent, IntelItem, NetworkFlow
 from immune_core.ingestion import repository as repo
+from immune_core.processing.dlq import DeadLetter, insert_dead_letter
 from immune_core.storage.database import Database
 
 AnyEvent = NetworkFlow | EndpointEvent | IntelItem
-
-
-@dataclass(frozen=True)
-class DeadLetter:
-    topic: str
-    partition: int | None
-    offset: int | None
-    reason: str
-    raw: str
 
 
 @dataclass
@@ -30,10 +22,22 @@ class ProcessedBatch:
     events: list[AnyEvent] = field(default_factory=list)
     # Detection ran for these (they were not processed before); threats per cause event.
     detected: dict[str, list[Threat]] = field(default_factory=dict)
-    cytokines: list[Cytokine] = field(default_factory=list)
+    # Cytokines each detected event released (published only if this batch claims the event).
+    cytokines: dict[str, list[Cytokine]] = field(default_factory=dict)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     # Input lane (topic/partition) each event was consumed from: it selects the detection engine.
     lanes: dict[str, str] = field(default_factory=dict)
+    # Where each event came from (topic, partition, offset, bytes): a dead letter names it.
+    origins: dict[str, DeadLetter] = field(default_factory=dict)
+
+    def only(self, event: AnyEvent) -> ProcessedBatch:
+        """The part of this batch about one event (committing events one by one)."""
+        event_id = str(event.event_id)
+        part = ProcessedBatch(events=[event], lanes={event_id: self.lanes.get(event_id, "")})
+        if event_id in self.detected:
+            part.detected[event_id] = self.detected[event_id]
+            part.cytokines[event_id] = self.cytokines.get(event_id, [])
+        return part
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,8 @@ class CommitResult:
 async def commit_batch(db: Database, batch: ProcessedBatch, source: str) -> CommitResult:
     async with db.transaction() as conn:
         new_ids = await repo.insert_events(conn, batch.events, source)
+        # Claiming marks the events processed in the transaction that stores what detection concluded
+        # from them: a batch re-read after a crash finds them processed and does not detect twice.
         claimed = await repo.claim_processed(conn, batch.detected.keys())
         stored: list[Threat] = []
         for event_id, threats in batch.detected.items():
@@ -53,12 +59,10 @@ async def commit_batch(db: Database, batch: ProcessedBatch, source: str) -> Comm
             if event_id in claimed and threats:
                 stored.extend(await repo.insert_threats(conn, event_id, threats))
         for letter in batch.dead_letters:
-            await repo.insert_dead_letter(
-                conn, letter.topic, letter.partition, letter.offset, letter.reason, letter.raw
-            )
+            await insert_dead_letter(conn, letter)
         messages = [repo.threat_message(t) for t in stored]
-        if claimed:
-            messages.extend(repo.cytokine_message(c) for c in batch.cytokines)
+        for event_id in sorted(claimed):
+            messages.extend(repo.cytokine_message(c) for c in batch.cytokines.get(event_id, []))
         await repo.enqueue(conn, messages)
     return CommitResult(new_ids, claimed, stored)
 

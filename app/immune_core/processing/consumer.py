@@ -1,9 +1,15 @@
 """The consumer group over the input topics: store, detect, commit — then acknowledge to Kafka.
 
-The Kafka offset is committed only after the batch (events and everything detection concluded from
-them) is durable. A message that is not a valid event goes to ``immunis.dlq`` with the reason; nothing
-a producer sends can stop the loop. When the database is down the batch is held and retried with the
-same detection results (re-running detection would double-count in the engine's windows).
+* The Kafka offset is committed only after the batch (events and everything detection concluded from
+  them) is durable: at-least-once delivery into the store.
+* Detection of a batch is idempotent: events already marked processed are not detected again, and a
+  verdict is computed once per event and held until its batch commits (``EngineHost.detect``), so a
+  batch retried or re-read after a crash never counts an event twice in the cells' windows. The
+  processed mark is written in the transaction that stores the verdict's threats and outbox rows.
+* Isolation: nothing one message holds can stop its partition. Not a valid event, on the wrong topic,
+  raising in detection, or refused by the database: the message goes to ``immunis.dlq`` (and the
+  ``dead_letters`` table, raw bytes kept exactly) with a reason code, and the loop goes on.
+* When the database is down the batch is held and retried with the same verdicts.
 """
 
 from __future__ import annotations
@@ -15,15 +21,16 @@ from immune_core.events.models import (
     KIND_BY_TOPIC,
     TOPIC_BY_KIND,
     EventValidationError,
-    IntelItem,
     parse_event,
 )
 from immune_core.ingestion.repository import processed_among
 from immune_core.observability.logging import get_logger
 from immune_core.observability.metrics import Metrics
-from immune_core.processing.commit import CommitResult, DeadLetter, ProcessedBatch, commit_batch
+from immune_core.processing import dlq
+from immune_core.processing.commit import CommitResult, ProcessedBatch, commit_batch
 from immune_core.processing.counters import IntakeCounters
 from immune_core.processing.engine_host import EngineHost
+from immune_core.processing.health import ConsumerHealth
 from immune_core.processing.retry import retry_while_store_down
 from immune_core.storage.database import Database
 from immune_core.transport.bus import Bus, InboundMessage
@@ -32,11 +39,6 @@ log = get_logger(__name__)
 P = ParamSpec("P")
 R = TypeVar("R")
 INPUT_TOPICS: tuple[str, ...] = tuple(TOPIC_BY_KIND.values())
-_RAW_LIMIT = 8192  # bytes of a poison message kept in the DLQ (enough to debug, bounded)
-
-
-def _raw_text(value: bytes) -> str:
-    return value[:_RAW_LIMIT].decode("utf-8", errors="replace")
 
 
 class DetectionConsumer:
@@ -50,6 +52,7 @@ class DetectionConsumer:
         counters: IntakeCounters,
         group_id: str,
         batch_size: int,
+        health: ConsumerHealth | None = None,
     ) -> None:
         self._db = database
         self._bus = bus
@@ -58,19 +61,26 @@ class DetectionConsumer:
         self._counters = counters
         self._group_id = group_id
         self._batch_size = batch_size
+        self.health = health or ConsumerHealth(metrics)
 
     async def run(self) -> None:
+        self.health.started()
         consumer = self._bus.consumer(INPUT_TOPICS, group_id=self._group_id)
         await consumer.start()
         try:
             while True:
                 messages = await consumer.poll(self._batch_size, timeout_s=1.0)
-                for topic, lag in consumer.lag().items():
+                lags = consumer.lag()
+                for topic, lag in lags.items():
                     self._metrics.consumer_lag.labels(topic=topic).set(lag)
+                self.health.observed_lag(sum(lags.values()), attached=bool(lags))
                 if not messages:
+                    if not any(lags.values()):
+                        self.health.progressed()  # idle with nothing to read is progress
                     continue
                 await self.handle(messages)
                 await consumer.commit(messages)
+                self.health.progressed()
         finally:
             await consumer.stop()
 
@@ -83,41 +93,102 @@ class DetectionConsumer:
             event_id = str(event.event_id)
             if event_id in already_done or event_id in batch.detected:
                 continue
-            if isinstance(event, IntelItem):
-                batch.detected[event_id] = self._engine.learn_intel(event)
-            else:
-                batch.detected[event_id] = self._engine.process(event, batch.lanes[event_id])
-        batch.cytokines = self._engine.drain_cytokines()
-        result = await self._retry(commit_batch, self._db, batch, "kafka")
+            verdict = self._engine.detect(event, batch.lanes[event_id])
+            batch.detected[event_id] = verdict.threats
+            batch.cytokines[event_id] = verdict.cytokines
+            if verdict.error_type is not None:
+                # Still marked processed (its verdict is "detection failed"): retrying would fail again.
+                origin = batch.origins[event_id]
+                batch.dead_letters.append(
+                    self._letter(
+                        origin,
+                        dlq.DETECTION_ERROR,
+                        f"{verdict.error_type}: {verdict.error}",
+                        verdict.error_type,
+                    )
+                )
+        try:
+            # Waits out a database outage (StoreUnavailable) with backoff, however long it lasts.
+            result = await self._retry(commit_batch, self._db, batch, "kafka")
+        except Exception as exc:
+            # The database refused the batch (a value it cannot store): find the culprit(s) one by one.
+            log.warning("batch_refused_by_database", error_type=type(exc).__name__, events=len(batch.events))
+            result = await self._commit_one_by_one(batch)
+        self._engine.forget(batch.detected)
         self._account(batch, result)
         return result
 
+    async def _commit_one_by_one(self, batch: ProcessedBatch) -> CommitResult:
+        new_ids: list[str] = []
+        claimed: set[str] = set()
+        threats = []
+        letters = list(batch.dead_letters)
+        for event in batch.events:
+            event_id = str(event.event_id)
+            part = batch.only(event)
+            try:
+                result = await self._retry(commit_batch, self._db, part, "kafka")
+            except Exception as exc:
+                origin = batch.origins[event_id]
+                letters.append(
+                    self._letter(
+                        origin,
+                        dlq.STORAGE_ERROR,
+                        f"the database refused the event: {exc}",
+                        type(exc).__name__,
+                    )
+                )
+                continue
+            new_ids += result.new_event_ids
+            claimed |= result.claimed
+            threats += result.threats
+        # The dead letters on their own (their raw bytes are always storable).
+        await self._retry(commit_batch, self._db, ProcessedBatch(dead_letters=letters), "kafka")
+        batch.dead_letters = letters
+        return CommitResult(new_ids, claimed, threats)
+
     def _decode(self, messages: list[InboundMessage]) -> ProcessedBatch:
         batch = ProcessedBatch()
-        seen: set[str] = set()
         for message in messages:
+            origin = dlq.DeadLetter(message.topic, message.partition, message.offset, "", "", message.value)
             try:
                 event = parse_event(message.value)
             except EventValidationError as exc:
-                batch.dead_letters.append(self._dead_letter(message, exc.message))
+                batch.dead_letters.append(self._letter(origin, dlq.INVALID_EVENT, exc.message))
+                continue
+            except Exception as exc:  # a parser bug on hostile bytes is still only this message's problem
+                batch.dead_letters.append(
+                    self._letter(origin, dlq.INVALID_EVENT, f"unreadable: {exc}", type(exc).__name__)
+                )
                 continue
             expected = KIND_BY_TOPIC.get(message.topic)
             if expected is not None and event.kind != expected:
                 reason = f"event kind {event.kind!r} does not belong on topic {message.topic!r}"
-                batch.dead_letters.append(self._dead_letter(message, reason))
+                batch.dead_letters.append(self._letter(origin, dlq.KIND_MISMATCH, reason))
                 continue
-            if str(event.event_id) in seen:
-                continue
-            seen.add(str(event.event_id))
+            event_id = str(event.event_id)
+            if event_id in batch.origins:
+                continue  # the same event twice in one batch: stored and detected once
+            batch.origins[event_id] = origin
             batch.events.append(event)
-            batch.lanes[str(event.event_id)] = EngineHost.lane(message.topic, message.partition)
+            batch.lanes[event_id] = EngineHost.lane(message.topic, message.partition)
         return batch
 
-    def _dead_letter(self, message: InboundMessage, reason: str) -> DeadLetter:
-        label = "kind_mismatch" if reason.startswith("event kind") else "invalid_event"
-        self._metrics.dlq.labels(reason=label).inc()
-        log.warning("poison_message", topic=message.topic, partition=message.partition, offset=message.offset)
-        return DeadLetter(message.topic, message.partition, message.offset, reason, _raw_text(message.value))
+    def _letter(
+        self, origin: dlq.DeadLetter, code: str, detail: str, error_type: str | None = None
+    ) -> dlq.DeadLetter:
+        self._metrics.dlq.labels(reason=code).inc()
+        log.warning(
+            "poison_message",
+            topic=origin.topic,
+            partition=origin.partition,
+            offset=origin.offset,
+            reason=code,
+            error_type=error_type,
+        )
+        return dlq.DeadLetter(
+            origin.topic, origin.partition, origin.offset, code, detail, origin.raw, error_type
+        )
 
     async def _processed_among(self, event_ids: list[str]) -> set[str]:
         async with self._db.session() as conn:

@@ -20,7 +20,7 @@ import copy
 import json
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -45,6 +45,30 @@ log = get_logger(__name__)
 AnyEvent = NetworkFlow | EndpointEvent | IntelItem
 PartitionOf = Callable[[str], int]
 _SEEN_INTEL_LIMIT = 200_000
+# Verdicts held until their batch commits; a batch is at most consumer_batch_size events, so this is
+# only reached if commits keep failing for a very long time (the oldest verdicts are recomputed then).
+_UNCOMMITTED_LIMIT = 100_000
+
+
+@dataclass(frozen=True)
+class Detection:
+    """What detection concluded from one event: threats, cytokines released, or the error it raised."""
+
+    threats: list[Threat]
+    cytokines: list[Cytokine]
+    error_type: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class ReplayFailure:
+    """A stored event the start-up replay could not run through detection."""
+
+    event_id: str
+    kind: str
+    payload: str
+    error_type: str
+    error: str
 
 
 @dataclass(frozen=True)
@@ -76,6 +100,8 @@ class EngineHost:
         self.cell_by_op: dict[int, str] = {}
         self.op_errors: dict[int, str] = {}
         self._seen_intel: OrderedDict[str, None] = OrderedDict()
+        self._uncommitted: OrderedDict[str, Detection] = OrderedDict()
+        self.replay_failures: list[ReplayFailure] = []
         self._intel_watermark = 0.0
 
     # -- detection ---------------------------------------------------------------------------------
@@ -90,14 +116,68 @@ class EngineHost:
             self.engines[lane] = engine
         return engine
 
+    def detect(self, event: AnyEvent, lane: str) -> Detection:
+        """Detection's verdict on one event of the consumer group, computed once per event.
+
+        The verdict is kept until ``forget`` (the batch holding it committed): a batch retried after a
+        failure to commit, or re-read after the consumer restarted, gets the same verdict instead of
+        running the event through the cells again (which would count it twice in their windows).
+        Never raises: an exception while detecting is the verdict (``error_type``), and the caller
+        dead-letters the event rather than stalling its partition.
+        """
+        event_id = str(event.event_id)
+        known = self._uncommitted.get(event_id)
+        if known is not None:
+            return known
+        if isinstance(event, IntelItem):
+            item = event
+            verdict = self._guarded(event, lambda: (self.learn_intel(item), []))
+        else:
+            engine = self.engine_for(lane)
+            flow_or_endpoint = event
+            verdict = self._guarded(
+                event, lambda: (engine.process(flow_or_endpoint), engine.drain_cytokines())
+            )
+            for threat in verdict.threats:
+                for cell in threat.cells:
+                    self._metrics.detections.labels(cell=cell).inc()
+        self._uncommitted[event_id] = verdict
+        if len(self._uncommitted) > _UNCOMMITTED_LIMIT:
+            self._uncommitted.popitem(last=False)
+        return verdict
+
+    def forget(self, event_ids: Iterable[str]) -> None:
+        """The verdicts on ``event_ids`` are durable (or another replica's won): stop holding them."""
+        for event_id in event_ids:
+            self._uncommitted.pop(event_id, None)
+
+    @property
+    def uncommitted(self) -> int:
+        """Verdicts computed but not yet known to be durable."""
+        return len(self._uncommitted)
+
     def process(self, event: AnyEvent, lane: str, *, replay: bool = False) -> list[Threat]:
-        """Run a flow or endpoint event through its lane's engine (intel goes to ``learn_intel``)."""
-        threats = self._run(self.engine_for(lane), event)
+        """Run a flow or endpoint event through its lane's engine (intel goes to ``learn_intel``).
+
+        Raises whatever the engine raises; ``detect`` is the guarded path of the consumer group.
+        """
+        threats = self.engine_for(lane).process(event)
         if not replay:
             for threat in threats:
                 for cell in threat.cells:
                     self._metrics.detections.labels(cell=cell).inc()
         return threats
+
+    def _guarded(self, event: AnyEvent, run: Callable[[], tuple[list[Threat], list[Cytokine]]]) -> Detection:
+        try:
+            threats, cytokines = run()
+        except Exception as exc:
+            # A detection bug on one event must not stall the partition behind it (the consumer would
+            # retry the same batch forever): the event is dead-lettered with the exception type.
+            self._metrics.detection_errors.inc()
+            log.exception("detection_failed", event_id=str(event.event_id), kind=event.kind)
+            return Detection([], [], error_type=type(exc).__name__, error=str(exc))
+        return Detection(threats, cytokines)
 
     def learn_intel(self, item: IntelItem) -> list[Threat]:
         """Give an intel item to every engine once.
@@ -117,16 +197,6 @@ class EngineHost:
         for engine in (self.template, *self.engines.values()):
             engine.intel.add(item, engine.clock)
         return []
-
-    def _run(self, engine: DetectionEngine, event: AnyEvent) -> list[Threat]:
-        try:
-            return engine.process(event)
-        except Exception:
-            # A detection bug on one event must not stall the partition behind it (the consumer would
-            # retry the same batch forever): the event stays stored and is counted as a detection error.
-            self._metrics.detection_errors.inc()
-            log.exception("detection_failed", event_id=str(event.event_id), kind=event.kind)
-            return []
 
     def drain_cytokines(self) -> list[Cytokine]:
         self.template.drain_cytokines()  # intel-only engine: nothing of interest, keep it bounded
@@ -230,7 +300,13 @@ class EngineHost:
 
     # -- rebuilding state --------------------------------------------------------------------------
     async def warm_up(self, window_s: float, max_events: int) -> int:
-        """Replay stored events into fresh engines; returns how many were replayed."""
+        """Replay stored, processed events into fresh engines; returns how many were replayed.
+
+        Only events whose verdict was committed (``processed_at`` set) are replayed: the others are
+        still ahead of the consumer group, which runs them through detection exactly once. An event that
+        raises is skipped and recorded in ``replay_failures`` (the caller dead-letters it), so one bad
+        stored event can never keep the service from booting.
+        """
         await self.sync_agents()
         replayed = len(await self.sync_intel())
         if window_s <= 0 or max_events <= 0:
@@ -238,19 +314,28 @@ class EngineHost:
         since = time.time() - window_s
         async with self._db.session() as conn:
             rows = await conn.fetch(
-                "SELECT payload FROM (SELECT payload, occurred_at, received_at FROM events"
-                " WHERE kind <> 'intel' AND received_at >= $1 ORDER BY received_at DESC LIMIT $2) recent"
-                " ORDER BY occurred_at",
+                "SELECT event_id, kind, payload FROM (SELECT event_id, kind, payload, occurred_at,"
+                " received_at"
+                " FROM events WHERE kind <> 'intel' AND received_at >= $1 AND processed_at IS NOT NULL"
+                " ORDER BY received_at DESC LIMIT $2) recent ORDER BY occurred_at",
                 since,
                 max_events,
             )
         for index, row in enumerate(rows):
-            event = parse_event(row["payload"])
-            lane = self.lane(TOPIC_BY_KIND[event.kind], self._partition_of(partition_key(event)))
-            self.process(event, lane, replay=True)
+            try:
+                event = parse_event(row["payload"])
+                lane = self.lane(TOPIC_BY_KIND[event.kind], self._partition_of(partition_key(event)))
+                self.process(event, lane, replay=True)
+                self.drain_cytokines()
+            except Exception as exc:
+                self._metrics.detection_errors.inc()
+                log.exception("replay_detection_failed", event_id=str(row["event_id"]))
+                failure = ReplayFailure(
+                    str(row["event_id"]), str(row["kind"]), str(row["payload"]), type(exc).__name__, str(exc)
+                )
+                self.replay_failures.append(failure)
             if index % 100 == 99:
                 await asyncio.sleep(0)  # keep answering /health/live and signals while replaying
-        self.drain_cytokines()
         log.info("detection_state_rebuilt", events=len(rows) + replayed, window_s=window_s)
         return len(rows) + replayed
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -11,16 +12,43 @@ import asyncpg
 
 from immune_core.storage.database import Connection, Row, StoreUnavailable
 
-# SQLSTATE classes that mean "the server is not there", not "your statement is wrong".
-_UNAVAILABLE_CLASSES = ("08", "57", "53")
+# SQLSTATE classes that mean "the server is not there (or not now)", not "your statement is wrong":
+# 08 connection exception, 53 insufficient resources, 57 operator intervention (shutdown, cannot connect
+# now), 58 system error (I/O). PostgreSQL error codes appendix:
+# https://www.postgresql.org/docs/current/errcodes-appendix.html
+_UNAVAILABLE_CLASSES = ("08", "53", "57", "58")
+# Client-side failures of a connection or the pool, by class, whatever the message: a socket error, a
+# timeout, the pool or connection closed under us (InterfaceError and its subclasses), and a protocol left
+# mid-operation by a connection that died (InternalClientError "cannot switch to state N; another
+# operation is in progress", seen on BEGIN while the server restarts).
+_UNAVAILABLE_TYPES: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncio.TimeoutError,
+    ConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    asyncpg.PostgresConnectionError,
+)
 
 
-def _is_unavailable(exc: BaseException) -> bool:
-    if isinstance(exc, OSError | TimeoutError | asyncio.TimeoutError | asyncpg.InterfaceError):
-        return True
-    if isinstance(exc, asyncpg.PostgresError):
-        state = getattr(exc, "sqlstate", None) or ""
-        return state[:2] in _UNAVAILABLE_CLASSES
+def is_unavailable(exc: BaseException) -> bool:
+    """True when ``exc`` (or an exception it was raised from) means "the database cannot be reached".
+
+    Judged by exception class and SQLSTATE class, never by message text, so every variant of an outage
+    maps to ``StoreUnavailable`` (HTTP 503 + Retry-After) rather than to a 500.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, (StoreUnavailable, *_UNAVAILABLE_TYPES)):
+            return True
+        if isinstance(current, asyncpg.PostgresError):
+            state = getattr(current, "sqlstate", None) or ""
+            if state[:2] in _UNAVAILABLE_CLASSES:
+                return True
+        current = current.__cause__ or current.__context__
     return False
 
 
@@ -86,7 +114,7 @@ class PostgresDatabase:
                         max_inactive_connection_lifetime=60.0,
                     )
                 except Exception as exc:
-                    if _is_unavailable(exc):
+                    if is_unavailable(exc):
                         raise StoreUnavailable("database unreachable") from exc
                     raise
             return self._pool
@@ -100,26 +128,56 @@ class PostgresDatabase:
                 pool.terminate()
 
     @asynccontextmanager
-    async def session(self) -> AsyncIterator[Connection]:
+    async def _acquire(self) -> AsyncIterator[asyncpg.Connection]:
         pool = await self._ensure_pool()
         try:
-            async with pool.acquire(timeout=self._timeout) as conn:
-                yield _PgConnection(conn, self._timeout)
+            conn = await pool.acquire(timeout=self._timeout)
         except Exception as exc:
-            if _is_unavailable(exc):
+            if is_unavailable(exc):
                 raise StoreUnavailable("database unreachable") from exc
             raise
+        broken = False
+        try:
+            yield conn
+        except Exception as exc:
+            broken = is_unavailable(exc)
+            if broken:
+                raise StoreUnavailable("database unreachable") from exc
+            raise
+        finally:
+            if broken:
+                # A connection that failed mid-operation may be left in a protocol state no later
+                # operation can leave ("another operation is in progress"): drop it, never reuse it.
+                conn.terminate()
+            try:
+                await pool.release(conn, timeout=self._timeout)
+            except Exception as exc:  # releasing a dead connection: the pool replaces it
+                if not is_unavailable(exc):
+                    raise
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[Connection]:
+        async with self._acquire() as conn:
+            yield _PgConnection(conn, self._timeout)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Connection]:
-        pool = await self._ensure_pool()
-        try:
-            async with pool.acquire(timeout=self._timeout) as conn, conn.transaction():
+        async with self._acquire() as conn:
+            try:
+                transaction = conn.transaction()
+                await transaction.start()
+            except Exception as exc:
+                if is_unavailable(exc):
+                    conn.terminate()
+                    raise StoreUnavailable("database unreachable") from exc
+                raise
+            try:
                 yield _PgConnection(conn, self._timeout)
-        except Exception as exc:
-            if _is_unavailable(exc):
-                raise StoreUnavailable("database unreachable") from exc
-            raise
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(transaction.rollback(), self._timeout)
+                raise
+            await transaction.commit()
 
     @asynccontextmanager
     async def advisory_lock(self, key: int) -> AsyncIterator[None]:
@@ -135,5 +193,7 @@ class PostgresDatabase:
         try:
             async with self.session() as conn:
                 return bool(await conn.fetchval("SELECT 1") == 1)
-        except (StoreUnavailable, OSError, asyncpg.PostgresError):
-            return False
+        except Exception as exc:  # a probe answers false for any failure to answer
+            if is_unavailable(exc) or isinstance(exc, asyncpg.PostgresError):
+                return False
+            raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,9 +17,22 @@ from immune_core.transport.bus import BusConsumer, BusUnavailable, InboundMessag
 
 log = get_logger(__name__)
 _SEND_TIMEOUT_S = 10.0
+# A replica that dies mid-transaction blocks read_committed readers of its partitions until this passes
+# (or until it restarts and fences its old transaction): short, but well above one publish.
+_TRANSACTION_TIMEOUT_MS = 30_000
 
 
 class KafkaBus:
+    """Publishes through one transactional producer per replica and hands out consumers.
+
+    Every ``publish`` is one Kafka transaction (all of the batch or none of it, for ``read_committed``
+    readers). Any failure replaces the producer: a new producer with the same ``transactional.id``
+    bumps the epoch, which fences the old one and aborts its open transaction, so nothing a failed
+    producer still holds can be delivered later, and a producer whose idempotent sequence broke
+    (``OutOfOrderSequenceNumber`` after a broker restart with sends in flight) is never reused.
+    Kafka's exactly-once design: KIP-98, https://cwiki.apache.org/confluence/x/ASD8Aw
+    """
+
     def __init__(
         self,
         bootstrap_servers: str,
@@ -33,7 +47,11 @@ class KafkaBus:
         self._replication = replication_factor
         self._producer: AIOKafkaProducer | None = None
         self._lock = asyncio.Lock()
+        self._publish_lock = asyncio.Lock()
         self._known_topics: set[str] = set()
+        # Producers being shut down in the background (a stop can wait on a dead broker).
+        self._retiring: set[asyncio.Task[None]] = set()
+        self.producers_replaced = 0
 
     async def start(self) -> None:
         # Best effort: a broker that is down at start-up is retried on the first publish.
@@ -45,7 +63,10 @@ class KafkaBus:
     async def stop(self) -> None:
         if self._producer is not None:
             producer, self._producer = self._producer, None
-            await producer.stop()
+            with contextlib.suppress(KafkaError, OSError, TimeoutError):
+                await asyncio.wait_for(producer.stop(), _SEND_TIMEOUT_S)
+        for task in list(self._retiring):
+            task.cancel()
 
     async def _ensure_producer(self) -> AIOKafkaProducer:
         if self._producer is not None:
@@ -57,16 +78,38 @@ class KafkaBus:
                     client_id=self._client_id,
                     acks="all",
                     enable_idempotence=True,
+                    # Stable per replica: a restarted replica fences what its predecessor left open.
+                    transactional_id=f"{self._client_id}-outbox",
+                    transaction_timeout_ms=_TRANSACTION_TIMEOUT_MS,
                     request_timeout_ms=int(_SEND_TIMEOUT_S * 1000),
                     linger_ms=2,
                 )
                 try:
                     await asyncio.wait_for(producer.start(), _SEND_TIMEOUT_S)
                 except (KafkaError, OSError, TimeoutError) as exc:
-                    await producer.stop()
+                    self._retire(producer)
                     raise BusUnavailable(f"kafka producer cannot start: {type(exc).__name__}") from exc
                 self._producer = producer
             return self._producer
+
+    def _retire(self, producer: AIOKafkaProducer) -> None:
+        """Shut ``producer`` down without waiting for it (its broker may be gone)."""
+
+        async def stop() -> None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(producer.stop(), _SEND_TIMEOUT_S * 3)
+
+        task = asyncio.create_task(stop(), name="kafka-producer-retire")
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    async def _replace_producer(self, broken: AIOKafkaProducer, reason: str) -> None:
+        async with self._lock:
+            if self._producer is broken:
+                self._producer = None
+                self.producers_replaced += 1
+                log.warning("kafka_producer_replaced", reason=reason)
+                self._retire(broken)
 
     async def ensure_topics(self, topics: Sequence[str]) -> None:
         """Create missing topics with the configured partition count (idempotent)."""
@@ -95,15 +138,30 @@ class KafkaBus:
     async def publish(self, messages: Sequence[OutboundMessage]) -> None:
         if not messages:
             return
-        producer = await self._ensure_producer()
+        async with self._publish_lock:  # a producer has at most one open transaction
+            producer = await self._ensure_producer()
+            try:
+                await asyncio.wait_for(self._in_transaction(producer, messages), _SEND_TIMEOUT_S * 2)
+            except (KafkaError, OSError, TimeoutError) as exc:
+                # Whatever the error, the producer's state (transaction, sequence numbers) is suspect.
+                await self._replace_producer(producer, type(exc).__name__)
+                raise BusUnavailable(f"kafka publish failed: {type(exc).__name__}") from exc
+
+    @staticmethod
+    async def _in_transaction(producer: AIOKafkaProducer, messages: Sequence[OutboundMessage]) -> None:
+        await producer.begin_transaction()
         try:
             futures = [
                 await producer.send(m.topic, m.value, key=m.key.encode() if m.key is not None else None)
                 for m in messages
             ]
-            await asyncio.wait_for(asyncio.gather(*futures), _SEND_TIMEOUT_S)
-        except (KafkaError, OSError, TimeoutError) as exc:
-            raise BusUnavailable(f"kafka publish failed: {type(exc).__name__}") from exc
+            await asyncio.gather(*futures)
+        except BaseException:
+            # Best effort; a producer that cannot abort is replaced, and its successor fences it.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(producer.abort_transaction(), _SEND_TIMEOUT_S)
+            raise
+        await producer.commit_transaction()
 
     async def healthy(self) -> bool:
         producer = self._producer
@@ -140,6 +198,10 @@ class KafkaConsumer:
         self._client_id = client_id
         self._consumer: AIOKafkaConsumer | None = None
         self._next_offset: dict[TopicPartition, int] = {}
+        # The group's committed position per partition: lag counts from here, so messages fetched but
+        # not yet durably processed (a batch that keeps failing) still count as lag.
+        self._committed: dict[TopicPartition, int] = {}
+        self._asked: set[TopicPartition] = set()
 
     async def start(self) -> None:
         return None  # connects on first poll, so a broker outage at start-up never blocks the service
@@ -185,6 +247,7 @@ class KafkaConsumer:
             log.warning("kafka_poll_failed", error=type(exc).__name__)
             await asyncio.sleep(timeout_s)
             return []
+        await self._learn_committed(consumer)
         received: list[InboundMessage] = []
         for tp, records in batches.items():
             if records:
@@ -203,9 +266,28 @@ class KafkaConsumer:
             offsets[tp] = max(offsets.get(tp, 0), m.offset + 1)
         try:
             await self._consumer.commit(offsets)
+            self._committed.update(offsets)
         except KafkaError as exc:
             # A rebalance moved the partition: the new owner re-reads these (ingestion is idempotent).
             log.warning("kafka_commit_failed", error=type(exc).__name__)
+
+    async def _learn_committed(self, consumer: AIOKafkaConsumer) -> None:
+        if self._group_id is None:
+            return
+        assigned = consumer.assignment()
+        for tp in [tp for tp in self._committed if tp not in assigned]:
+            del self._committed[tp]  # moved to another replica: its position here would go stale
+        self._asked &= assigned
+        for tp in assigned:
+            if tp in self._asked:
+                continue
+            try:
+                committed = await asyncio.wait_for(consumer.committed(tp), _SEND_TIMEOUT_S)
+            except (KafkaError, TimeoutError):
+                continue  # broker busy or away: learnt on a later poll
+            self._asked.add(tp)
+            if committed is not None:
+                self._committed.setdefault(tp, committed)
 
     async def attached(self) -> bool:
         consumer = await self._ensure()
@@ -225,7 +307,7 @@ class KafkaConsumer:
         lag: dict[str, int] = {}
         for tp in consumer.assignment():
             highwater = consumer.highwater(tp)
-            position = self._next_offset.get(tp)
+            position = self._committed.get(tp, self._next_offset.get(tp))
             if highwater is None or position is None:
                 continue
             lag[tp.topic] = lag.get(tp.topic, 0) + max(0, highwater - position)

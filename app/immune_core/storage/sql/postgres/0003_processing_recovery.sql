@@ -1,0 +1,9 @@
+-- Dead letters keep any bytes: ``raw`` is the message as UTF-8 text when it is text PostgreSQL can store
+-- (no NUL, valid UTF-8), else base64 of the bytes; ``raw_encoding`` says which. ``reason_code`` is the
+-- stable machine-readable cause (invalid_event, kind_mismatch, detection_error, storage_error).
+ALTER TABLE dead_letters ADD COLUMN IF NOT EXISTS raw_encoding TEXT NOT NULL DEFAULT 'utf-8';
+ALTER TABLE dead_letters ADD COLUMN IF NOT EXISTS reason_code TEXT NOT NULL DEFAULT 'invalid_event';
+-- When the sweeper last forwarded a stored-but-unprocessed event to its input topic again.
+ALTER TABLE events ADD COLUMN IF NOT EXISTS forwarded_at DOUBLE PRECISION;
+-- The sweeper's work list: small (only events detection has not yet committed).
+CREATE INDEX IF NOT EXISTS events_unprocessed ON events (received_at) WHERE processed_at IS NULL;
