@@ -148,7 +148,8 @@ class PostgresDatabase:
             if broken:
                 # A connection that failed mid-operation may be left in a protocol state no later
                 # operation can leave ("another operation is in progress"): drop it, never reuse it.
-                conn.terminate()
+                with contextlib.suppress(asyncpg.InterfaceError):
+                    conn.terminate()
             try:
                 await pool.release(conn, timeout=self._timeout)
             except Exception as exc:  # releasing a dead connection: the pool replaces it
@@ -167,8 +168,7 @@ class PostgresDatabase:
                 transaction = conn.transaction()
                 await transaction.start()
             except Exception as exc:
-                if is_unavailable(exc):
-                    conn.terminate()
+                if is_unavailable(exc):  # _acquire drops the connection
                     raise StoreUnavailable("database unreachable") from exc
                 raise
             try:

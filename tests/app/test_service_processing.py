@@ -1,0 +1,370 @@
+"""Isolation, redelivery and recovery of the processing path, on both stores (SQLite and the real
+PostgreSQL): one event that breaks detection or the database goes to the DLQ and the batch goes on; a
+batch re-read after a crash is not detected twice; any bytes get a dead-letter record; stored events
+that were never processed are found; "database unavailable" is recognised by class, whatever its text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import asyncpg
+import pytest
+from conftest import flow, port_scan
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from immune_core.api.errors import install_error_handlers
+from immune_core.detection.engine import DetectionEngine
+from immune_core.events.models import TOPIC_BY_KIND, parse_event
+from immune_core.ingestion import repository as repo
+from immune_core.observability.metrics import Metrics
+from immune_core.processing import consumer as consumer_module
+from immune_core.processing import dlq
+from immune_core.processing.consumer import DetectionConsumer
+from immune_core.processing.counters import IntakeCounters
+from immune_core.processing.engine_host import EngineHost
+from immune_core.processing.health import ConsumerHealth
+from immune_core.processing.sweeper import UnprocessedSweeper
+from immune_core.settings import Settings
+from immune_core.storage.database import Database, StoreUnavailable
+from immune_core.storage.factory import open_database
+from immune_core.storage.migrations import migrate
+from immune_core.storage.postgres import PostgresDatabase, is_unavailable
+from immune_core.transport.bus import InboundMessage
+from immune_core.transport.inprocess import InProcessBus
+
+FLOWS = TOPIC_BY_KIND["network_flow"]
+
+
+@pytest.fixture
+async def database(database_settings: Settings) -> AsyncIterator[Database]:
+    db = open_database(database_settings)
+    await db.connect()
+    await migrate(db)
+    yield db
+    await db.close()
+
+
+def _messages(events: list[dict[str, Any] | bytes], topic: str = FLOWS) -> list[InboundMessage]:
+    return [
+        InboundMessage(topic, 0, offset, None, e if isinstance(e, bytes) else json.dumps(e).encode())
+        for offset, e in enumerate(events)
+    ]
+
+
+def _consumer(database: Database, metrics: Metrics | None = None) -> tuple[DetectionConsumer, EngineHost]:
+    metrics = metrics or Metrics()
+    engine = EngineHost(database, metrics)
+    consumer = DetectionConsumer(
+        database=database,
+        bus=InProcessBus(),
+        engine=engine,
+        metrics=metrics,
+        counters=IntakeCounters(),
+        group_id="g",
+        batch_size=1000,
+    )
+    return consumer, engine
+
+
+async def _rows(database: Database, sql: str, *args: Any) -> list[dict[str, Any]]:
+    async with database.session() as conn:
+        return [dict(r) for r in await conn.fetch(sql, *args)]
+
+
+def _cell_counters(engine: EngineHost) -> dict[str, dict[str, int]]:
+    return {cell["id"]: cell["counters"] for cell in engine.describe()}
+
+
+@pytest.fixture
+def failing_event(monkeypatch: pytest.MonkeyPatch) -> Iterator[set[str]]:
+    """Event ids on which the detection engine raises (a detection bug, injected)."""
+    ids: set[str] = set()
+    real = DetectionEngine.process
+
+    def process(self: DetectionEngine, event: Any) -> Any:
+        if str(event.event_id) in ids:
+            raise ZeroDivisionError("injected detection bug")
+        return real(self, event)
+
+    monkeypatch.setattr(DetectionEngine, "process", process)
+    yield ids
+
+
+# -- isolation ------------------------------------------------------------------------------------------
+async def test_an_event_that_breaks_detection_is_dead_lettered_and_the_batch_goes_on(
+    database: Database, failing_event: set[str]
+) -> None:
+    good, bad, later = flow(), flow(), flow()
+    failing_event.add(bad["event_id"])
+    metrics = Metrics()
+    consumer, _ = _consumer(database, metrics)
+
+    result = await consumer.handle(_messages([good, bad, later]))
+
+    assert set(result.claimed) == {good["event_id"], bad["event_id"], later["event_id"]}
+    processed = await _rows(database, "SELECT event_id FROM events WHERE processed_at IS NOT NULL")
+    assert {r["event_id"] for r in processed} == result.claimed
+    letters = await _rows(database, "SELECT reason_code, reason, raw, raw_encoding FROM dead_letters")
+    assert len(letters) == 1
+    assert letters[0]["reason_code"] == "detection_error" and "ZeroDivisionError" in letters[0]["reason"]
+    assert json.loads(letters[0]["raw"])["event_id"] == bad["event_id"]
+    outbox = await _rows(database, "SELECT payload FROM outbox WHERE topic = 'immunis.dlq'")
+    published = json.loads(outbox[0]["payload"])
+    assert published["reason_code"] == "detection_error" and published["error_type"] == "ZeroDivisionError"
+    assert metrics.dlq.labels(reason="detection_error")._value.get() == 1
+
+
+async def test_an_event_the_database_refuses_is_dead_lettered_and_the_others_are_stored(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    good, refused, later = flow(), flow(), flow()
+    real_insert = repo.insert_events
+
+    async def insert_events(conn: Any, events: Any, source: str) -> list[str]:
+        if any(str(e.event_id) == refused["event_id"] for e in events):
+            # The store's own refusal of text it cannot keep (PostgreSQL: 22021, a NUL in text).
+            await conn.fetchval("SELECT $1::text", "a\x00b") if database.dialect == "postgres" else None
+            raise ValueError("the store refused a value")
+        return await real_insert(conn, events, source)
+
+    monkeypatch.setattr(repo, "insert_events", insert_events)
+    consumer, _ = _consumer(database)
+
+    result = await consumer.handle(_messages([good, refused, later]))
+
+    assert result.claimed == {good["event_id"], later["event_id"]}
+    stored = await _rows(database, "SELECT event_id FROM events")
+    assert {r["event_id"] for r in stored} == {good["event_id"], later["event_id"]}
+    letters = await _rows(database, "SELECT reason_code, kafka_offset, raw FROM dead_letters")
+    assert [(r["reason_code"], r["kafka_offset"]) for r in letters] == [("storage_error", 1)]
+    assert json.loads(letters[0]["raw"])["event_id"] == refused["event_id"]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"event_id":"\x00","kind":"network_flow"}',  # a raw NUL byte
+        b"\xff\xfe\x00\x01not utf-8",  # not UTF-8 at all
+        b'{"kind":"network_flow","host_id":"a\\u0000b"}',  # an escaped NUL inside valid JSON
+        b"",  # nothing
+    ],
+)
+async def test_any_bytes_get_a_dead_letter_that_restores_them_exactly(database: Database, raw: bytes) -> None:
+    good = flow()
+    consumer, _ = _consumer(database)
+    await consumer.handle(_messages([raw, good]))
+    letters = await _rows(database, "SELECT reason_code, raw, raw_encoding, kafka_offset FROM dead_letters")
+    assert len(letters) == 1 and letters[0]["kafka_offset"] == 0
+    assert dlq.decode_raw(letters[0]["raw_encoding"], letters[0]["raw"]) == raw
+    processed = await _rows(database, "SELECT event_id FROM events WHERE processed_at IS NOT NULL")
+    assert [r["event_id"] for r in processed] == [good["event_id"]], "the partition moved on"
+    outbox = await _rows(database, "SELECT payload FROM outbox WHERE topic = 'immunis.dlq'")
+    message = json.loads(outbox[0]["payload"])
+    assert dlq.decode_raw(message["raw_encoding"], message["raw"]) == raw
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=600))
+def test_raw_encoding_round_trips_every_byte_string_as_storable_text(raw: bytes) -> None:
+    encoding, text = dlq.encode_raw(raw)
+    assert "\x00" not in text
+    text.encode("utf-8")  # no lone surrogates: any text column takes it
+    assert dlq.decode_raw(encoding, text) == raw
+
+
+def test_storable_text_escapes_nul_and_lone_surrogates() -> None:
+    assert dlq.storable_text("a\x00b\udc80") == "a\\x00b\\udc80"
+    assert dlq.storable_text("plain") == "plain"
+
+
+# -- redelivery -----------------------------------------------------------------------------------------
+async def test_a_batch_re_read_after_a_crash_is_detected_once(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events = port_scan("198.51.100.40", ports=60)
+    consumer, engine = _consumer(database)
+    real_commit = consumer_module.commit_batch
+    crashes = [asyncio.CancelledError("consumer killed between detection and commit")]
+
+    async def crashing_commit(*args: Any, **kwargs: Any) -> Any:
+        if crashes:
+            raise crashes.pop()
+        return await real_commit(*args, **kwargs)
+
+    monkeypatch.setattr(consumer_module, "commit_batch", crashing_commit)
+    with pytest.raises(asyncio.CancelledError):
+        await consumer.handle(_messages(events))
+    result = await consumer.handle(_messages(events))  # the same batch, re-read
+    again = await consumer.handle(_messages(events))  # and once more after it committed
+
+    _, reference_engine = _consumer(database)
+    for event in events:
+        reference_engine.detect(parse_event(event), EngineHost.lane(FLOWS, 0))
+    assert _cell_counters(engine) == _cell_counters(reference_engine), "each event counted once"
+    assert len(result.claimed) == len(events) and again.claimed == set()
+    assert engine.uncommitted == 0
+    threats = await _rows(database, "SELECT threat_id FROM threats")
+    assert len(threats) == len({t["threat_id"] for t in threats}) >= 1
+
+
+# -- replay at start-up ---------------------------------------------------------------------------------
+async def test_replay_skips_an_event_that_breaks_detection_and_replays_only_processed_events(
+    database: Database, failing_event: set[str]
+) -> None:
+    processed_events = [flow() for _ in range(3)]
+    pending = flow()
+    failing_event.add(processed_events[1]["event_id"])
+    async with database.transaction() as conn:
+        parsed = [parse_event(e) for e in [*processed_events, pending]]
+        await repo.insert_events(conn, parsed, "api")
+        await repo.claim_processed(conn, [e["event_id"] for e in processed_events])
+
+    engine = EngineHost(database, Metrics())
+    replayed = await engine.warm_up(window_s=3600, max_events=100)
+
+    assert replayed == 3, "the unprocessed event is left to the consumer group (detected once, there)"
+    assert [f.event_id for f in engine.replay_failures] == [processed_events[1]["event_id"]]
+    assert engine.replay_failures[0].error_type == "ZeroDivisionError"
+
+
+# -- stored but never processed -------------------------------------------------------------------------
+async def test_the_sweeper_forwards_events_left_unprocessed_once_per_period(database: Database) -> None:
+    lost = flow()
+    async with database.transaction() as conn:
+        await repo.insert_events(conn, [parse_event(lost)], "api")  # its forward was lost
+    metrics = Metrics()
+    woken: list[bool] = []
+    sweeper = UnprocessedSweeper(
+        database, metrics, lambda: woken.append(True), grace_s=60, reforward_after_s=300
+    )
+    now = time.time()
+    assert await sweeper.sweep_once(now) == 0, "within the grace period nothing is swept"
+    assert await sweeper.sweep_once(now + 61) == 1 and woken
+    assert metrics.events_unprocessed._value.get() == 1
+    outbox = await _rows(database, "SELECT topic, message_key, payload, created_at FROM outbox")
+    assert [(r["topic"], json.loads(r["payload"])["event_id"]) for r in outbox] == [(FLOWS, lost["event_id"])]
+    async with database.transaction() as conn:
+        await conn.execute("UPDATE outbox SET created_at = $1", now + 100)  # relay keeping up
+    assert await sweeper.sweep_once(now + 120) == 0, "not again before reforward_after_s"
+    assert await sweeper.sweep_once(now + 400) == 0, "not while the relay is behind (old outbox rows)"
+    async with database.transaction() as conn:
+        await conn.execute("DELETE FROM outbox")
+    assert await sweeper.sweep_once(now + 400) == 1
+
+    consumer, _ = _consumer(database)
+    await consumer.handle(_messages([lost]))
+    assert await sweeper.sweep_once(now + 1000) == 0
+    assert metrics.events_unprocessed._value.get() == 0
+
+
+# -- consumer health ------------------------------------------------------------------------------------
+def test_consumer_health_reports_crash_loops_and_stalls() -> None:
+    metrics = Metrics()
+    health = ConsumerHealth(metrics, stall_after_s=60, crash_restarts=3, crash_window_s=300)
+    health.started(now=1000)
+    assert health.state(now=1000) == "starting"
+    health.observed_lag(0, attached=True)
+    health.progressed(now=1000)
+    assert health.state(now=1001) == "ok"
+    health.observed_lag(50, attached=True)
+    assert health.state(now=1059) == "ok"
+    assert health.state(now=1061) == "stuck"
+    assert health.state(now=1061, bus_up=False) == "ok", "a broker outage is not the consumer's fault"
+    health.progressed(now=1062)
+    assert health.state(now=1063) == "ok"
+    for t in (1100, 1110, 1120):
+        health.started(now=t)
+    assert health.state(now=1121) == "crash_looping"
+    assert metrics.consumer_restarts._value.get() == 3
+    health.observed_lag(0, attached=True)
+    assert health.state(now=1500) == "ok", "restarts age out of the window"
+
+
+# -- database outages, by class -------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("error", "unavailable"),
+    [
+        (
+            asyncpg.InternalClientError("cannot switch to state 15; another operation (2) is in progress"),
+            True,
+        ),
+        (asyncpg.InterfaceError("pool is closing"), True),
+        (asyncpg.ConnectionDoesNotExistError("connection was closed in the middle of operation"), True),
+        (asyncpg.CannotConnectNowError("the database system is starting up"), True),
+        (asyncpg.AdminShutdownError("terminating connection due to administrator command"), True),
+        (asyncpg.TooManyConnectionsError("too many clients"), True),
+        (ConnectionResetError(104, "reset"), True),
+        (OSError(111, "refused"), True),
+        (TimeoutError(), True),
+        (asyncpg.UniqueViolationError("duplicate key"), False),
+        (asyncpg.CharacterNotInRepertoireError("invalid byte sequence"), False),
+        (ValueError("bad value"), False),
+    ],
+)
+def test_database_outages_are_recognised_by_class(error: Exception, unavailable: bool) -> None:
+    assert is_unavailable(error) is unavailable
+    try:
+        raise RuntimeError("wrapper") from error
+    except RuntimeError as wrapped:
+        assert is_unavailable(wrapped) is unavailable, "the cause chain is followed"
+
+
+def test_an_outage_error_that_skips_the_store_wrapper_still_answers_503_with_retry_after() -> None:
+    app = FastAPI()
+    install_error_handlers(app, retry_after_s=3)
+
+    @app.get("/begin")
+    async def begin() -> None:
+        raise asyncpg.InternalClientError("cannot switch to state 15; another operation (2) is in progress")
+
+    @app.get("/bug")
+    async def bug() -> None:
+        raise ValueError("a real bug")
+
+    with TestClient(app, raise_server_exceptions=False) as client:
+        answer = client.get("/begin")
+        assert answer.status_code == 503 and answer.headers["retry-after"] == "3"
+        assert answer.json()["error"] == "storage_unavailable"
+        assert client.get("/bug").status_code == 500
+
+
+@pytest.mark.integration
+async def test_the_pool_replaces_connections_killed_under_it(pg_schema_url: str) -> None:
+    database = PostgresDatabase(pg_schema_url, pool_size=4, timeout=5.0)
+    await database.connect()
+    await migrate(database)
+
+    async def kill(pid: int) -> None:
+        admin = await asyncpg.connect(pg_schema_url)  # only this pool's connection: the server is shared
+        try:
+            await admin.execute("SELECT pg_terminate_backend($1)", pid)
+        finally:
+            await admin.close()
+
+    try:
+        for use in ("session", "transaction", "transaction"):
+            # Killed mid-operation: the error that surfaces is "unavailable" (503), never a raw driver error.
+            with pytest.raises(StoreUnavailable):
+                if use == "session":
+                    async with database.session() as conn:
+                        await kill(await conn.fetchval("SELECT pg_backend_pid()"))
+                        await conn.fetchval("SELECT 1")
+                else:
+                    async with database.transaction() as conn:
+                        await kill(await conn.fetchval("SELECT pg_backend_pid()"))
+                        await conn.fetchval("SELECT 1")
+            # Killed while idle in the pool: the pool notices and hands out a working connection.
+            async with database.session() as conn:
+                await kill(await conn.fetchval("SELECT pg_backend_pid()"))
+            async with database.transaction() as conn:
+                assert await conn.fetchval("SELECT 1") == 1
+        assert await database.ping()
+    finally:
+        await database.close()
