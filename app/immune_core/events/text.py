@@ -53,19 +53,18 @@ def check_storable(value: str) -> str:
 
 
 def json_depth_exceeds(value: object, limit: int = MAX_JSON_DEPTH) -> bool:
-    """True when containers nest deeper than ``limit`` (iterative: no recursion on hostile input)."""
-    stack: list[tuple[object, int]] = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if isinstance(node, dict):
-            children: Any = node.values()
-        elif isinstance(node, list):
-            children = node
-        else:
-            continue
+    """True when containers nest deeper than ``limit`` (level by level: no recursion on hostile input)."""
+    level: list[Any] = [value] if isinstance(value, dict | list) else []
+    depth = 0
+    while level:
+        depth += 1
         if depth > limit:
             return True
-        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+        children: list[Any] = []
+        for node in level:
+            values = node.values() if type(node) is dict else node
+            children.extend([child for child in values if type(child) is dict or type(child) is list])
+        level = children
     return False
 
 
