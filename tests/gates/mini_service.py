@@ -93,8 +93,10 @@ def build_app(color: str, tokens: set[str], latency_ms: float = 0.0, error_ratio
         return Coordination(leader=f"mini-{color}", term=1, is_leader=True)
 
     @app.websocket("/ws/stream")
-    async def stream(websocket: WebSocket, token: str = "") -> None:
-        if token not in tokens:
+    async def stream(websocket: WebSocket) -> None:
+        # Like the real service: the token comes in the Authorization header, never in the URL.
+        scheme, _, token = websocket.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or token not in tokens:
             await websocket.close(code=1008)
             return
         await websocket.accept()
