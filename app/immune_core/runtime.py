@@ -94,7 +94,10 @@ class Runtime:
         self.counters = IntakeCounters()
         configure_event_time(s.max_clock_skew_s)  # the timestamp bound parse_event applies on every path
         detection = DetectionConfig(
-            max_clock_skew_s=s.max_clock_skew_s, allowed_lateness_s=s.allowed_lateness_s
+            max_clock_skew_s=s.max_clock_skew_s,
+            allowed_lateness_s=s.allowed_lateness_s,
+            max_cells=s.max_cells,
+            max_cells_per_type=s.max_cells_per_type,
         )
         self.engine = EngineHost(
             self.database,

@@ -7,10 +7,11 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from immune_core import __version__
+from immune_core.api.tokens import DEFAULT_BARE_ROLES, Role, TokenRegistry, parse_entry, parse_roles
 
 
 def _default_instance_id() -> str:
@@ -35,13 +36,25 @@ class Settings(BaseSettings):
     data_dir: Path = Path("./var/immune-core")
 
     # API surface.
+    # Entries `<token>[:<role>+...]` or `sha256:<hex>[:<role>+...]` (see immune_core.api.tokens).
     api_tokens: Annotated[tuple[SecretStr, ...], NoDecode] = ()
+    api_token_default_roles: str = Field(
+        default=DEFAULT_BARE_ROLES, description="roles of an entry that names none, e.g. ingest+read"
+    )
+    auth_failure_limit: int = Field(
+        default=30, ge=1, description="failed authentications per client address per window before 429"
+    )
+    auth_failure_window_s: int = Field(default=60, ge=1, le=86_400)
     api_prefix: str = ""
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     max_batch_events: int = Field(default=500, ge=1)
     rate_limit_per_s: float = Field(default=500.0, ge=0.0, description="per token; 0 disables")
     rate_limit_burst: int = Field(default=1000, ge=1)
     retry_after_s: int = Field(default=5, ge=1)
+
+    # Cell population caps (see docs/detection.md): each cell costs a pass per event and its own state.
+    max_cells: int = Field(default=16, ge=4, le=256)
+    max_cells_per_type: int = Field(default=4, ge=1, le=64)
 
     # Identity reported on every response.
     instance_id: str = Field(default_factory=_default_instance_id)
@@ -84,6 +97,18 @@ class Settings(BaseSettings):
             return tuple(token.strip() for token in value.split(",") if token.strip())
         return value
 
+    @field_validator("api_token_default_roles")
+    @classmethod
+    def _known_default_roles(cls, value: str) -> str:
+        parse_roles(value, where="IMMUNE_API_TOKEN_DEFAULT_ROLES")
+        return value
+
+    @model_validator(mode="after")
+    def _tokens_parse(self) -> Settings:
+        # Fail at start-up, naming the entry's position (never its secret), rather than at first use.
+        self.token_registry  # noqa: B018 - parses and caches
+        return self
+
     @field_validator("api_prefix")
     @classmethod
     def _normalise_prefix(cls, value: str) -> str:
@@ -106,5 +131,20 @@ class Settings(BaseSettings):
     def sqlite_path(self) -> Path:
         return self.data_dir / "immune-core.sqlite3"
 
+    @cached_property
+    def default_token_roles(self) -> frozenset[Role]:
+        return parse_roles(self.api_token_default_roles, where="IMMUNE_API_TOKEN_DEFAULT_ROLES")
+
+    @cached_property
+    def token_registry(self) -> TokenRegistry:
+        return TokenRegistry.parse(
+            (token.get_secret_value() for token in self.api_tokens), self.default_token_roles
+        )
+
     def token_values(self) -> tuple[str, ...]:
-        return tuple(token.get_secret_value() for token in self.api_tokens)
+        """The plain tokens configured (roles stripped; ``sha256:`` entries have none to give)."""
+        plain = (
+            parse_entry(token.get_secret_value(), self.default_token_roles, index)[1]
+            for index, token in enumerate(self.api_tokens)
+        )
+        return tuple(token for token in plain if token is not None)

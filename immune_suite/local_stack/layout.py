@@ -62,8 +62,9 @@ class StackLayout:
         return self.root / "colors.json"
 
     @property
-    def token_file(self) -> Path:
-        return self.root / "api-token"
+    def client_tokens_file(self) -> Path:
+        """One API token per pipeline client (immune_suite/targets/tokens.py), mode 0600."""
+        return self.root / "api-tokens.json"
 
     @property
     def data_dir(self) -> Path:

@@ -384,7 +384,7 @@ class Pipeline:
     def _smoke(self, run: RunState, step: Step) -> Outcome:
         verdict = self.gates.smoke(
             self.target.endpoints().preview_url,
-            self.target.api_token() or "",
+            self.target.api_token("smoke") or "",
             run.candidate_color,
             run.candidate,
             float(step.params.get("timeout_s", 30)),
@@ -396,7 +396,7 @@ class Pipeline:
         if self.gates.fuzz is None:
             return Outcome(False, reason="no API fuzzing gate configured")
         url, out = self.target.endpoints().preview_url, self._artifacts(run, "api-fuzz")
-        verdict = self.gates.fuzz(url, self.target.api_token(), out, self.progress)
+        verdict = self.gates.fuzz(url, self.target.api_token("fuzz"), out, self.progress)
         return Outcome(verdict.passed, verdict)
 
     def _canary(self, run: RunState, step: Step) -> Outcome:
@@ -405,7 +405,7 @@ class Pipeline:
         run.note("traffic", active=run.stable_color.value, canary_weight=percent)
         self.store.save(run)
         endpoints = self.target.endpoints()
-        token = self.target.api_token() or ""
+        token = self.target.api_token("load") or ""
         duration = float(step.params["duration_s"])
         shape = str(step.params.get("shape", "baseline"))
         # At 100% a second load on the stable endpoint provides the baseline (pipeline/canary.py);

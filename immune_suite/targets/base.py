@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
+from immune_suite.targets.tokens import Client
+
 
 class Color(StrEnum):
     BLUE = "blue"
@@ -148,8 +150,9 @@ class Target(Protocol):
     def endpoints(self) -> Endpoints:
         """URLs for the weighted entry point, the stable colour, the preview colour and each colour."""
 
-    def api_token(self) -> str | None:
-        """A bearer token the service accepts (read from a secret store, never from plain config)."""
+    def api_token(self, client: Client = "smoke") -> str | None:
+        """A bearer token for `client` holding the least roles it needs (targets/tokens.py), read from a
+        secret store, never from plain config; None when the target has no such token."""
 
     def health(self, color: Color) -> ColorHealth:
         """Replica counts and the release running on `color`."""

@@ -44,6 +44,7 @@ from immune_suite.targets.base import (
     TargetSnapshot,
     TrafficState,
 )
+from immune_suite.targets.tokens import Client, pick_token
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ENGINE_SCRIPT = REPO_ROOT / "scripts" / "pulumi-engine.sh"
@@ -269,12 +270,12 @@ class KubernetesTarget:
         """Nothing of ours runs beside a cluster; selecting the stack checks the engine and backend."""
         self.stack()
 
-    def api_token(self) -> str | None:
+    def api_token(self, client: Client = "smoke") -> str | None:
+        """The `apiTokens` entry (`<token>[:<roles>]`) with the least roles that `client` needs."""
         raw = self._get(API_TOKENS_KEY)
         if not raw:
             return None
-        tokens = [token.strip() for token in raw.split(",") if token.strip()]
-        return tokens[0] if tokens else None
+        return pick_token([entry for entry in raw.split(",") if entry.strip()], client)
 
     # -- Target: releases ------------------------------------------------------------------------
     def _releases(self) -> dict[str, Any]:
@@ -486,7 +487,7 @@ class KubernetesTarget:
             "base_url": endpoints.ingress_url,
             "candidate_url": endpoints.preview_url,
             "stable_url": endpoints.stable_url,
-            "api_token": self.api_token(),
+            "api_token": self.api_token("chaos"),
             "namespace": outputs.get("namespace"),
             "candidate_label_selector": selector,
         }

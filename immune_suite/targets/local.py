@@ -31,6 +31,7 @@ from immune_suite.targets.base import (
     TargetSnapshot,
     TrafficState,
 )
+from immune_suite.targets.tokens import CLIENT_ROLES, Client, hashed_entry
 
 HAPROXY_PROGRAM = "haproxy"
 GUARD_PROGRAM = "pipeline-guard"
@@ -84,12 +85,23 @@ class LocalTarget:
         self.supervisor.shutdown()
 
     # -- secrets ---------------------------------------------------------------------------------
-    def api_token(self) -> str:
-        path = self.layout.token_file
-        if not path.exists():
+    def _client_tokens(self) -> dict[str, str]:
+        """One token per pipeline client, created once (mode 0600 in the stack's private state)."""
+        path = self.layout.client_tokens_file
+        tokens: dict[str, str] = read_json(path) if path.exists() else {}
+        if set(tokens) != set(CLIENT_ROLES):
             private_dir(self.layout.root)
-            write_atomic(path, secrets.token_urlsafe(32) + "\n", mode=0o600)
-        return path.read_text(encoding="utf-8").strip()
+            tokens = {client: tokens.get(client) or secrets.token_urlsafe(32) for client in CLIENT_ROLES}
+            write_json_atomic(path, tokens, mode=0o600)
+        return tokens
+
+    def api_token(self, client: Client = "smoke") -> str:
+        return self._client_tokens()[client]
+
+    def service_token_entries(self) -> str:
+        """`IMMUNE_API_TOKENS` for the instances: digests and roles only, no plain token."""
+        tokens = self._client_tokens()
+        return ",".join(hashed_entry(tokens[client], roles) for client, roles in CLIENT_ROLES.items())
 
     # -- colours ---------------------------------------------------------------------------------
     def _colors(self) -> dict[str, Any]:
@@ -112,7 +124,7 @@ class LocalTarget:
             "IMMUNE_INSTANCE_ID": instance,
             "IMMUNE_DEPLOYMENT_COLOR": color.value,
             "IMMUNE_VERSION": release.version,
-            "IMMUNE_API_TOKENS": self.api_token(),
+            "IMMUNE_API_TOKENS": self.service_token_entries(),
             "IMMUNE_DATA_DIR": str(self.layout.data_dir),
         }
         if self.stack.dependencies == "services":
@@ -276,7 +288,7 @@ class LocalTarget:
             "base_url": endpoints.ingress_url,
             "candidate_url": endpoints.preview_url,
             "stable_url": endpoints.stable_url,
-            "api_token": self.api_token(),
+            "api_token": self.api_token("chaos"),
             "supervisor_conf": str(self.layout.supervisor_conf),
             "candidate_programs": [self.layout.program_name(i) for i in candidates],
             "candidate_instance_urls": [self.layout.instance_url(i) for i in candidates],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -26,6 +27,26 @@ class StackCredentials:
             api_tokens=values["apiTokens"],
             grafana_admin_password=values["grafanaAdminPassword"],
         )
+
+
+def service_token_entries(api_tokens: str) -> str:
+    """`apiTokens` (`<token>[:<role>+<role>]`, comma-separated) as the service's hashed entries.
+
+    The service accepts `sha256:<hex>[:<roles>]` (immune_core.api.tokens), so the cluster's Secret holds
+    only digests: the plain tokens stay in the Pulumi stack's encrypted config, where the pipeline reads
+    the one each client needs. Entries already hashed pass unchanged.
+    """
+    entries = []
+    for entry in (part.strip() for part in api_tokens.split(",")):
+        if not entry:
+            continue
+        if entry.startswith("sha256:"):
+            entries.append(entry)
+            continue
+        token, _, roles = entry.partition(":")
+        hashed = "sha256:" + hashlib.sha256(token.encode()).hexdigest()
+        entries.append(f"{hashed}:{roles}" if roles else hashed)
+    return ",".join(entries)
 
 
 def registry_password(config: pulumi.Config) -> pulumi.Output[str]:

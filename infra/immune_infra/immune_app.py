@@ -24,6 +24,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from immune_infra.config import COLORS, Color, StackSettings
+from immune_infra.credentials import service_token_entries
 from immune_infra.workload import (
     MOUNT_API_TOKEN,
     TMP_PATH,
@@ -119,7 +120,8 @@ class ImmuneApp(pulumi.ComponentResource):
             f"{name}-api-tokens",
             metadata={"name": API_SECRET, "namespace": namespace, "labels": app_labels()},
             type="Opaque",
-            string_data={"tokens": api_tokens},
+            # Digests only (credentials.service_token_entries): no plain token in the cluster.
+            string_data={"tokens": pulumi.Output.secret(api_tokens.apply(service_token_entries))},
             opts=child,
         )
         self.migrations: dict[Color, k8s.batch.v1.Job] = {}

@@ -81,7 +81,8 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
     def build(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
             "data_dir": tmp_path / "data",
-            "api_tokens": f"{TOKEN},{OTHER_TOKEN}",
+            # TOKEN may do everything; OTHER_TOKEN is bare: the default roles (ingest+read).
+            "api_tokens": f"{TOKEN}:admin,{OTHER_TOKEN}",
             "instance_id": "test-a",
             "deployment_color": "green",
             "version": "9.9.9-test",

@@ -32,7 +32,8 @@ class ServiceProcess:
         self.log_path = log_dir / f"{name}.log"
         # Only what the test chooses: never inherit IMMUNE_* from the developer's shell.
         base = {k: v for k, v in os.environ.items() if not k.startswith("IMMUNE_")}
-        self.env = {**base, "IMMUNE_INSTANCE_ID": name, "IMMUNE_API_TOKENS": token, **env}
+        # The tests drive every operation (overrides, cells) with this one token.
+        self.env = {**base, "IMMUNE_INSTANCE_ID": name, "IMMUNE_API_TOKENS": f"{token}:admin", **env}
         self.process: subprocess.Popen[bytes] | None = None
         auth = {"Authorization": f"Bearer {token}"}
         self.client = httpx.Client(base_url=self.base_url, timeout=10.0, headers=auth)

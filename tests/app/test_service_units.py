@@ -6,7 +6,8 @@ import asyncio
 
 import pytest
 from immune_core.api.errors import ApiError
-from immune_core.api.security import TokenBucketLimiter, authenticate, token_matches
+from immune_core.api.security import TokenBucketLimiter, authenticate
+from immune_core.api.tokens import TokenRegistry
 from immune_core.homeostasis.levels import THRESHOLDS, level_for, parse_level, threat_score
 from immune_core.lymphnodes.regions import region_of
 from immune_core.observability.logging import redact_text
@@ -50,17 +51,20 @@ def test_token_bucket_allows_burst_then_refills() -> None:
 
 
 def test_authentication_distinguishes_missing_from_wrong_tokens() -> None:
-    assert token_matches("b", ("a", "b")) and not token_matches("c", ("a", "b"))
+    def registry(*tokens: str) -> TokenRegistry:
+        return TokenRegistry.parse(tokens, frozenset({"read"}))
+
+    assert registry("a", "b").roles_of("b") == {"read"} and registry("a", "b").roles_of("c") is None
     with pytest.raises(ApiError) as missing:
-        authenticate(None, ("a",))
+        authenticate(None, registry("a"))
     assert missing.value.status == 401
     with pytest.raises(ApiError) as wrong:
-        authenticate("x", ("a",))
+        authenticate("x", registry("a"))
     assert wrong.value.status == 403
     with pytest.raises(ApiError) as unconfigured:
-        authenticate("a", ())
+        authenticate("a", registry())
     assert unconfigured.value.status == 403
-    assert authenticate("a", ("a",)).fingerprint != "a"
+    assert authenticate("a", registry("a")).fingerprint != "a"
 
 
 async def test_slow_subscriber_is_dropped_without_blocking_the_publisher() -> None:

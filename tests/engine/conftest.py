@@ -83,7 +83,10 @@ class EngineProject:
         from pulumi import automation as auto
 
         values = {key: secrets.token_urlsafe(18) for key in SECRET_KEYS}
-        values["apiTokens"] = ",".join(secrets.token_urlsafe(24) for _ in range(2))
+        # One token per role set the pipeline's clients need (immune_suite/targets/tokens.py).
+        values["apiTokens"] = ",".join(
+            f"{secrets.token_urlsafe(24)}:{roles}" for roles in ("ingest+read", "ingest+read+operate")
+        )
         config = {key: auto.ConfigValue(value=value, secret=True) for key, value in values.items()}
         target.stack().set_all_config(config)
         self.plaintext_secrets[target.name] = values

@@ -66,8 +66,8 @@ class MemoryTarget:
     def endpoints(self) -> Endpoints:
         return Endpoints("http://ingress", "http://stable", "http://preview")
 
-    def api_token(self) -> str | None:
-        return "token"
+    def api_token(self, client: str = "smoke") -> str | None:
+        return f"token-{client}"
 
     def health(self, color: Color) -> ColorHealth:
         release = self.releases[color]

@@ -1,5 +1,10 @@
 """``/api/v1/agents``: list, inspect, create, delete and clone cells.
 
+Reading needs the ``read`` role; changing the population needs ``operate``, and removing the last cell of
+a type detection depends on needs ``admin`` and ``?force=true``. The population is capped
+(``IMMUNE_MAX_CELLS``, ``IMMUNE_MAX_CELLS_PER_TYPE``: 409 ``population_full``) and every cell parameter
+is bounded (422, bounds in each type's ``params_schema`` and docs/detection.md).
+
 Changes are recorded in the ordered ``agent_ops`` log and applied by every replica in the same order
 (see ``processing.engine_host``); this replica applies them before answering, so the answer shows the
 cell as it now exists here. Other replicas apply the change within about a second.
@@ -7,23 +12,27 @@ cell as it now exists here. Other replicas apply the change within about a secon
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from immune_core.api.deps import RuntimeDep
 from immune_core.api.errors import ApiError, responses
-from immune_core.api.security import require_token
-from immune_core.cells.base import Cell, CellConfigError
+from immune_core.api.security import Principal, authorize, require_operate, require_read
+from immune_core.cells.base import Cell, CellConfigError, PopulationError
 from immune_core.processing.engine_host import EngineHost
 from immune_core.runtime import Runtime
 
-router = APIRouter(tags=["agents"], dependencies=[Depends(require_token)])
+router = APIRouter(tags=["agents"])
 
 
 class Agent(BaseModel):
     id: str
+    lineage: str = Field(
+        description="Id of the cell this one was cloned from (its own id when created, not cloned): "
+        "findings of one lineage count once in a threat's confidence."
+    )
     type: str
     stage: int
     description: str
@@ -55,11 +64,37 @@ class CreateAgent(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+def _create_body_schema() -> dict[str, Any]:
+    """The request body as documented: one alternative per cell type, each with its params' bounds.
+
+    The handler still parses ``CreateAgent`` and validates ``params`` per type itself, so that a 422
+    names each offending parameter; the document states every bound the server enforces.
+    """
+    alternatives = []
+    for name, cls in Cell.types().items():
+        params_schema = cls.params_model.model_json_schema()
+        params_schema.pop("title", None)
+        alternatives.append(
+            {
+                "type": "object",
+                "title": f"Create {name}",
+                "required": ["type"],
+                "properties": {"type": {"type": "string", "const": name}, "params": params_schema},
+                "additionalProperties": False,
+            }
+        )
+    return {"oneOf": alternatives}
+
+
 def _agent(runtime: Runtime, cell_id: str) -> Agent:
     for described in runtime.engine.describe():
         if described["id"] == cell_id:
             return Agent.model_validate(described)
     raise ApiError(404, "not_found", "no such agent")
+
+
+def _refuse(exc: PopulationError) -> ApiError:
+    return ApiError(409, exc.code, exc.message)
 
 
 async def _record(runtime: Runtime, op: str, **fields: Any) -> int:
@@ -72,7 +107,12 @@ async def _record(runtime: Runtime, op: str, **fields: Any) -> int:
     return seq
 
 
-@router.get("/agents", response_model=AgentList, responses=responses(401, 403, 429, 503))
+@router.get(
+    "/agents",
+    response_model=AgentList,
+    responses=responses(401, 403, 429, 503),
+    dependencies=[Depends(require_read)],
+)
 async def list_agents(runtime: RuntimeDep) -> AgentList:
     await runtime.engine.sync_agents()
     types = [
@@ -82,7 +122,12 @@ async def list_agents(runtime: RuntimeDep) -> AgentList:
     return AgentList(agents=[Agent.model_validate(d) for d in runtime.engine.describe()], types=types)
 
 
-@router.get("/agents/{agent_id}", response_model=Agent, responses=responses(401, 403, 404, 429, 503))
+@router.get(
+    "/agents/{agent_id}",
+    response_model=Agent,
+    responses=responses(401, 403, 404, 429, 503),
+    dependencies=[Depends(require_read)],
+)
 async def get_agent(agent_id: str, runtime: RuntimeDep) -> Agent:
     await runtime.engine.sync_agents()
     return _agent(runtime, agent_id)
@@ -93,12 +138,21 @@ async def get_agent(agent_id: str, runtime: RuntimeDep) -> Agent:
     status_code=201,
     response_model=Agent,
     responses=responses(400, 401, 403, 409, 422, 429, 503),
+    dependencies=[Depends(require_operate)],
+    openapi_extra={
+        "requestBody": {"required": True, "content": {"application/json": {"schema": _create_body_schema()}}}
+    },
 )
 async def create_agent(body: CreateAgent, runtime: RuntimeDep) -> Agent:
     try:
         params = Cell.validate_params(body.type, body.params).model_dump(mode="json")
     except CellConfigError as exc:
         raise ApiError(422, "invalid_agent", exc.message, details=exc.errors) from None
+    await runtime.engine.sync_agents()
+    try:
+        runtime.engine.template.check_room_for(body.type)
+    except PopulationError as exc:
+        raise _refuse(exc) from None
     seq = await _record(runtime, "create", cell_type=body.type, params=params)
     return _agent(runtime, runtime.engine.cell_by_op[seq])
 
@@ -109,10 +163,15 @@ async def create_agent(body: CreateAgent, runtime: RuntimeDep) -> Agent:
     response_model=Agent,
     summary="Clonal expansion: a copy with the same parameters and learned state",
     responses=responses(401, 403, 404, 409, 429, 503),
+    dependencies=[Depends(require_operate)],
 )
 async def clone_agent(agent_id: str, runtime: RuntimeDep) -> Agent:
     await runtime.engine.sync_agents()
-    _agent(runtime, agent_id)  # 404 before recording an op that cannot apply
+    original = _agent(runtime, agent_id)  # 404 before recording an op that cannot apply
+    try:
+        runtime.engine.template.check_room_for(original.type)
+    except PopulationError as exc:
+        raise _refuse(exc) from None
     seq = await _record(runtime, "clone", target_cell_id=agent_id)
     return _agent(runtime, runtime.engine.cell_by_op[seq])
 
@@ -123,8 +182,25 @@ async def clone_agent(agent_id: str, runtime: RuntimeDep) -> Agent:
     response_class=Response,
     responses=responses(401, 403, 404, 409, 429, 503),
 )
-async def delete_agent(agent_id: str, runtime: RuntimeDep) -> Response:
+async def delete_agent(
+    agent_id: str,
+    runtime: RuntimeDep,
+    principal: Annotated[Principal, Depends(require_operate)],
+    force: Annotated[
+        bool,
+        Query(
+            description="Remove even the last cell of a type detection depends on (admin only); the "
+            "service then reports itself not ready until a cell of that type exists again."
+        ),
+    ] = False,
+) -> Response:
+    if force:
+        authorize(principal, "admin", "removing a cell with force=true")
     await runtime.engine.sync_agents()
     _agent(runtime, agent_id)
-    await _record(runtime, "delete", target_cell_id=agent_id)
+    try:
+        runtime.engine.template.check_removable(agent_id, force=force)
+    except PopulationError as exc:
+        raise _refuse(exc) from None
+    await _record(runtime, "delete", target_cell_id=agent_id, params={"force": True} if force else None)
     return Response(status_code=204)

@@ -14,7 +14,7 @@ from immune_core.agents.router import router as agents_router
 from immune_core.api import health
 from immune_core.api.errors import install_error_handlers
 from immune_core.api.middleware import BodySizeLimit, FaultInjection, IdentityHeaders, RequestMetrics
-from immune_core.api.security import TokenBucketLimiter
+from immune_core.api.security import AuthFailureLimiter, TokenBucketLimiter
 from immune_core.coordination.router import router as coordination_router
 from immune_core.events.models import Event
 from immune_core.homeostasis.router import router as homeostasis_router
@@ -73,6 +73,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     )
     app.state.runtime = runtime
     app.state.limiter = TokenBucketLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
+    app.state.auth_failures = AuthFailureLimiter(settings.auth_failure_limit, settings.auth_failure_window_s)
 
     app.include_router(_api_router(), prefix=prefix)
     app.include_router(stream_router, prefix=prefix)

@@ -36,6 +36,13 @@ class ReadyResponse(BaseModel):
     ready: bool
     dependencies: Dependencies
     instance_id: str
+    missing_cell_types: list[str] = Field(
+        default_factory=list,
+        description="Cell types detection depends on that have no cell: not ready while not empty.",
+    )
+    reasons: list[str] = Field(
+        default_factory=list, description="Why the replica is not ready, if it is not."
+    )
 
 
 @router.get("/health/live", response_model=LiveResponse, summary="The process is up")
@@ -47,15 +54,31 @@ async def live(runtime: RuntimeDep) -> LiveResponse:
 @router.get(
     "/health/ready",
     response_model=ReadyResponse,
-    summary="Able to accept and store events",
-    responses={503: {"model": ReadyResponse, "description": "Not ready (database down or still booting)"}},
+    summary="Able to accept and store events, and to detect",
+    responses={
+        503: {
+            "model": ReadyResponse,
+            "description": "Not ready: database down, still booting, or a cell population that cannot detect",
+        }
+    },
 )
 async def ready(runtime: RuntimeDep) -> JSONResponse:
     is_ready, dependencies = await runtime.readiness()
+    reasons = [] if is_ready else ["database down or still booting"]
+    # The population is the one every replica applies from the agent_ops log (synced every second);
+    # one without, say, neutrophils stores events that no cell will ever flag as a scan.
+    missing = runtime.engine.template.missing_types()
+    if missing:
+        is_ready = False
+        reasons.append(
+            f"no {', '.join(missing)} cell: detection depends on each; create one (POST /api/v1/agents)"
+        )
     body = ReadyResponse(
         ready=is_ready,
         dependencies=Dependencies.model_validate(dependencies),
         instance_id=runtime.settings.instance_id,
+        missing_cell_types=missing,
+        reasons=reasons,
     )
     headers = None if is_ready else {"Retry-After": str(runtime.settings.retry_after_s)}
     return JSONResponse(body.model_dump(), status_code=200 if is_ready else 503, headers=headers)

@@ -27,7 +27,20 @@ from immune_core.events.models import EndpointEvent, IntelItem, NetworkFlow
 class CellParams(BaseModel):
     """Base of every cell's typed parameters: immutable, unknown keys rejected."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN and infinity pass no bound, so they are refused outright (Python's json reads both).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class PopulationError(ValueError):
+    """A change the cell population refuses: a cap reached, or the last cell of a kind detection needs.
+
+    ``code`` is ``population_full`` or ``last_of_kind``; the message says which limit and how to proceed.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
 
 
 class CellConfigError(ValueError):
@@ -77,6 +90,9 @@ class Cell(ABC, Generic[P]):
     def __init__(self, params: P, cell_id: str) -> None:
         self.params: P = params
         self.cell_id = cell_id
+        # The id of the cell this one was cloned from, transitively (its own id when created): clones
+        # share their learned state, so their findings are one piece of evidence, not several.
+        self.lineage = cell_id
         self.counters: Counter[str] = Counter()
 
     # -- registry -------------------------------------------------------------------------------
@@ -139,6 +155,7 @@ class Cell(ABC, Generic[P]):
     def describe(self) -> dict[str, Any]:
         return {
             "id": self.cell_id,
+            "lineage": self.lineage,
             "type": self.cell_type,
             "stage": self.stage,
             "description": self.description,
@@ -148,8 +165,8 @@ class Cell(ABC, Generic[P]):
         }
 
     def clone(self, cell_id: str) -> Cell[Any]:
-        """Clonal expansion: a copy with the same parameters and learned state, fresh counters."""
+        """Clonal expansion: a copy with the same parameters, learned state and lineage, fresh counters."""
         twin = copy.deepcopy(self)
-        twin.cell_id = cell_id
+        twin.cell_id = cell_id  # ``lineage`` is copied: a clone of a clone still names the first cell
         twin.counters = Counter()
         return twin

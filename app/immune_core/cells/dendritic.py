@@ -43,22 +43,30 @@ from immune_core.cells.cytokine import Cytokine
 from immune_core.cells.observation import Antigen, CellOutput, Finding, Signal
 from immune_core.detection.threat import ThreatCategory, ThreatSeverity
 
+DC_STATE_BUDGET = 2_000_000  # dendritic cell states per dendritic cell: twice the default 10 x 100,000
+
 
 class DendriticParams(CellParams):
-    population_size: int = Field(default=10, ge=1, le=1000)
-    migration_min: float = Field(default=4.0, gt=0)
-    migration_max: float = Field(default=12.0, gt=0)
-    pamp_weight: float = Field(default=2.0, ge=0)
-    safe_weight: float = Field(default=2.0, ge=0)
+    # Each antigen holds population_size cell states and mcav_window presentations, and every signal
+    # for it visits all its cells: population_size * max_antigens is bounded (DC_STATE_BUDGET) too.
+    population_size: int = Field(default=10, ge=1, le=100)
+    migration_min: float = Field(default=4.0, gt=0, le=1_000)
+    migration_max: float = Field(default=12.0, gt=0, le=1_000)
+    pamp_weight: float = Field(default=2.0, ge=0, le=100)
+    safe_weight: float = Field(default=2.0, ge=0, le=100)
     mcav_threshold: float = Field(default=0.6, gt=0, le=1)
-    min_presentations: int = Field(default=6, ge=1)
-    mcav_window: int = Field(default=20, ge=1)
-    max_antigens: int = Field(default=100_000, ge=1)
+    min_presentations: int = Field(default=6, ge=1, le=1_000)
+    mcav_window: int = Field(default=20, ge=1, le=200)
+    max_antigens: int = Field(default=100_000, ge=1, le=400_000)
 
     @model_validator(mode="after")
     def _range_is_ordered(self) -> DendriticParams:
         if self.migration_max < self.migration_min:
             raise ValueError("migration_max must be >= migration_min")
+        if self.population_size * self.max_antigens > DC_STATE_BUDGET:
+            raise ValueError(
+                f"population_size * max_antigens must be <= {DC_STATE_BUDGET:,} (cell states held in memory)"
+            )
         return self
 
     def migration_thresholds(self) -> list[float]:

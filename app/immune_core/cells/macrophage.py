@@ -15,20 +15,25 @@ nothing give no signal: absence from a feed is not evidence of safety.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import Field
 
 from immune_core.cells.base import AnyEvent, Cell, CellContext, CellParams
 from immune_core.cells.cytokine import Cytokine
 from immune_core.cells.observation import Antigen, CellOutput, Finding, Signal
+from immune_core.detection.threat import ThreatSeverity
 from immune_core.events.models import EndpointEvent, IndicatorType, IntelItem, NetworkFlow
 
 
-def _default_confidence() -> dict[str, float]:
+def _default_confidence() -> dict[ThreatSeverity, float]:
     return {"low": 0.5, "medium": 0.7, "high": 0.85, "critical": 0.95}
 
 
 class MacrophageParams(CellParams):
-    confidence_by_severity: dict[str, float] = Field(default_factory=_default_confidence)
+    confidence_by_severity: dict[ThreatSeverity, Annotated[float, Field(ge=0, le=1)]] = Field(
+        default_factory=_default_confidence
+    )
     match_source: bool = True
     match_destination: bool = True
     match_endpoint: bool = True

@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TypeVar
+from typing import Annotated, TypeVar
 from uuid import UUID
 
 from pydantic import Field
@@ -46,17 +46,21 @@ _DEFAULT_AUTH_PORTS = (21, 22, 23, 110, 143, 389, 445, 1433, 3306, 3389, 5432, 5
 _DEFAULT_GUESS_PORTS = (21, 22, 23, 3389, 5900)
 
 
+Port = Annotated[int, Field(ge=0, le=65_535)]
+
+
 class NeutrophilParams(CellParams):
+    # Upper bounds keep one cell's cost (state per source, work per flow) within about 4x the default.
     window_s: float = Field(default=60.0, gt=0, le=3600)
-    port_scan_ports: int = Field(default=20, ge=2)
-    sweep_hosts: int = Field(default=20, ge=2)
-    brute_force_attempts: int = Field(default=10, ge=2)
-    attempt_max_bytes: int = Field(default=5_000, ge=0)
-    auth_ports: tuple[int, ...] = Field(default=_DEFAULT_AUTH_PORTS, min_length=1)
-    guess_ports: tuple[int, ...] = Field(default=_DEFAULT_GUESS_PORTS)
+    port_scan_ports: int = Field(default=20, ge=2, le=65_536)
+    sweep_hosts: int = Field(default=20, ge=2, le=65_536)
+    brute_force_attempts: int = Field(default=10, ge=2, le=100_000)
+    attempt_max_bytes: int = Field(default=5_000, ge=0, le=1_000_000_000)
+    auth_ports: tuple[Port, ...] = Field(default=_DEFAULT_AUTH_PORTS, min_length=1, max_length=64)
+    guess_ports: tuple[Port, ...] = Field(default=_DEFAULT_GUESS_PORTS, max_length=64)
     danger_ratio: float = Field(default=0.5, gt=0, le=1)
     safe_strength: float = Field(default=0.5, ge=0, le=1)
-    max_sources: int = Field(default=50_000, ge=1)
+    max_sources: int = Field(default=50_000, ge=1, le=200_000)
 
 
 @dataclass(slots=True)

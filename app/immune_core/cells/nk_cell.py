@@ -43,6 +43,7 @@ import math
 from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Annotated
 from uuid import UUID
 
 from pydantic import Field, model_validator
@@ -59,36 +60,44 @@ _SWEEP_EVERY_FLOWS = 256
 
 
 class NKCellParams(CellParams):
+    # Upper bounds keep one cell's cost (state per host and pair, work per event) within about 4x the
+    # default; thresholds are bounded where a larger value could never fire.
     alpha: float = Field(default=0.05, gt=0, lt=1)
-    min_std: float = Field(default=0.5, gt=0, description="Floor of the std in log-bytes units.")
-    warmup_flows: int = Field(default=30, ge=1)
-    exfil_z: float = Field(default=3.0, gt=0)
-    exfil_min_bytes: int = Field(default=20_000_000, ge=0)
-    exfil_window_s: float = Field(default=300.0, gt=0)
-    danger_z: float = Field(default=2.5, gt=0)
+    min_std: float = Field(default=0.5, gt=0, le=10, description="Floor of the std in log-bytes units.")
+    warmup_flows: int = Field(default=30, ge=1, le=100_000)
+    exfil_z: float = Field(default=3.0, gt=0, le=50)
+    exfil_min_bytes: int = Field(default=20_000_000, ge=0, le=10**12)
+    exfil_window_s: float = Field(default=300.0, gt=0, le=86_400)
+    danger_z: float = Field(default=2.5, gt=0, le=50)
     safe_strength: float = Field(default=0.5, ge=0, le=1)
-    beacon_history: int = Field(default=12, ge=4)
-    beacon_min_events: int = Field(default=8, ge=4)
-    beacon_min_period_s: float = Field(default=5.0, gt=0)
-    beacon_max_period_s: float = Field(default=3600.0, gt=0)
-    beacon_max_cv: float = Field(default=0.15, gt=0)
-    beacon_max_bytes: int = Field(default=20_000, ge=0)
+    beacon_history: int = Field(default=12, ge=4, le=64)
+    beacon_min_events: int = Field(default=8, ge=4, le=64)
+    beacon_min_period_s: float = Field(default=5.0, gt=0, le=86_400)
+    beacon_max_period_s: float = Field(default=3600.0, gt=0, le=86_400)
+    beacon_max_cv: float = Field(default=0.15, gt=0, le=10)
+    beacon_max_bytes: int = Field(default=20_000, ge=0, le=1_000_000_000)
     beacon_external_only: bool = True
-    beacon_ignore_ports: tuple[int, ...] = (53, 123)
-    warmup_process_events: int = Field(default=40, ge=1)
+    beacon_ignore_ports: tuple[Annotated[int, Field(ge=0, le=65_535)], ...] = Field(
+        default=(53, 123), max_length=64
+    )
+    warmup_process_events: int = Field(default=40, ge=1, le=100_000)
     unsigned_share_max: float = Field(default=0.01, ge=0, le=1)
-    stable_after_events: int = Field(default=60, ge=1)
-    tolerance_sightings: int = Field(default=20, ge=1)
-    max_hosts: int = Field(default=50_000, ge=1)
-    max_candidates_per_host: int = Field(default=256, ge=1)
+    stable_after_events: int = Field(default=60, ge=1, le=100_000)
+    tolerance_sightings: int = Field(default=20, ge=1, le=100_000)
+    max_hosts: int = Field(default=50_000, ge=1, le=200_000)
+    max_candidates_per_host: int = Field(default=256, ge=1, le=1_024)
 
     @model_validator(mode="after")
     def _danger_below_verdict(self) -> NKCellParams:
         if self.danger_z > self.exfil_z:
             raise ValueError("danger_z must be <= exfil_z (danger is the early warning of a verdict)")
+        if self.beacon_min_events > self.beacon_history:
+            raise ValueError("beacon_min_events must be <= beacon_history (only that many are kept)")
+        if self.beacon_min_period_s > self.beacon_max_period_s:
+            raise ValueError("beacon_min_period_s must be <= beacon_max_period_s")
         return self
 
-    max_beacon_pairs: int = Field(default=200_000, ge=1)
+    max_beacon_pairs: int = Field(default=200_000, ge=1, le=800_000)
 
 
 @dataclass(slots=True)

@@ -7,9 +7,9 @@ from pydantic import BaseModel, Field
 
 from immune_core.api.deps import RuntimeDep
 from immune_core.api.errors import responses
-from immune_core.api.security import require_token
+from immune_core.api.security import require_read
 
-router = APIRouter(tags=["coordination"], dependencies=[Depends(require_token)])
+router = APIRouter(tags=["coordination"], dependencies=[Depends(require_read)])
 
 
 class CoordinationResponse(BaseModel):

@@ -21,21 +21,23 @@ Cells get the evaluation time as ``CellContext.now``; cool-downs, intel expiry, 
    signals and cytokines;
 3. stage-1 cells (dendritic) read those signals and may report findings of their own;
 4. findings about the same (category, antigen) are merged into one ``Threat`` whose evidence lists each
-   contributing cell's reason; confidence is the noisy-OR of the contributions; severity the highest;
+   contributing cell's reason; confidence is the noisy-OR across independent cells, a lineage of clones
+   counting once (``threat.merge_confidence``); severity the highest. Signals and cytokines of a clone
+   duplicate its lineage's and are dropped;
 5. a threat whose signature was raised less than ``cooldown_s`` ago (event time) is suppressed.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from immune_core.cells.base import AnyEvent, Cell, CellConfigError, CellContext
+from immune_core.cells.base import AnyEvent, Cell, CellConfigError, CellContext, PopulationError
 from immune_core.cells.cytokine import Cytokine
 from immune_core.cells.observation import CellOutput, Finding
 from immune_core.detection.intel import IntelStore
@@ -44,6 +46,7 @@ from immune_core.detection.threat import (
     Threat,
     derive_threat_id,
     max_severity,
+    merge_confidence,
     threat_signature,
 )
 from immune_core.events.models import DEFAULT_MAX_CLOCK_SKEW_S, IntelItem, wall_clock
@@ -72,6 +75,13 @@ class DetectionConfig(BaseModel):
         default=300.0, ge=0, description="Same signature is not raised again within this event time."
     )
     cells: list[CellSpec] = Field(default_factory=_default_cells)
+    # Each cell costs one pass per event and its own learned state (a clone copies its original's).
+    max_cells: int = Field(default=16, ge=1, le=256, description="Cells in the population, all types.")
+    max_cells_per_type: int = Field(default=4, ge=1, le=64, description="Cells of one type.")
+    required_cell_types: tuple[str, ...] = Field(
+        default=("neutrophil", "macrophage", "nk_cell", "dendritic"),
+        description="Types detection depends on: the last one is removed only when forced.",
+    )
     max_intel_items: int = Field(default=100_000, ge=1)
     max_cooldown_entries: int = Field(default=100_000, ge=1)
     max_pending_cytokines: int = Field(
@@ -89,6 +99,13 @@ class DetectionConfig(BaseModel):
         le=86_400,
         description="Events up to this far behind the watermark are evaluated at their own event time.",
     )
+
+    @model_validator(mode="after")
+    def _population_fits_caps(self) -> DetectionConfig:
+        per_type = Counter(spec.type for spec in self.cells)
+        if len(self.cells) > self.max_cells or max(per_type.values(), default=0) > self.max_cells_per_type:
+            raise ValueError("the initial cells exceed max_cells or max_cells_per_type")
+        return self
 
 
 _log = logging.getLogger(__name__)
@@ -155,8 +172,42 @@ class DetectionEngine:
         self._next_cell_number[cell_type] = number
         return f"{cell_type}-{number}"
 
+    def count_of(self, cell_type: str) -> int:
+        return sum(1 for cell in self._cells if cell.cell_type == cell_type)
+
+    def check_room_for(self, cell_type: str) -> None:
+        """Raises ``PopulationError`` (``population_full``) when one more ``cell_type`` would pass a cap."""
+        if len(self._cells) >= self.config.max_cells:
+            raise PopulationError(
+                "population_full",
+                f"the population holds {len(self._cells)} cells, the limit (max_cells); delete one first",
+            )
+        if self.count_of(cell_type) >= self.config.max_cells_per_type:
+            raise PopulationError(
+                "population_full",
+                f"{self.count_of(cell_type)} {cell_type} cells is the limit per type (max_cells_per_type)",
+            )
+
+    def check_removable(self, cell_id: str, *, force: bool = False) -> None:
+        """Raises ``PopulationError`` (``last_of_kind``) for the last cell of a required type, unforced."""
+        cell = self.get_cell(cell_id)
+        if force or cell.cell_type not in self.config.required_cell_types:
+            return
+        if self.count_of(cell.cell_type) <= 1:
+            raise PopulationError(
+                "last_of_kind",
+                f"{cell_id} is the last {cell.cell_type} cell and detection depends on it; create another "
+                "first, or force the removal (admin, ?force=true) knowing the service stops being ready",
+            )
+
+    def missing_types(self) -> list[str]:
+        """Required cell types with no cell: detection is partly blind while this is not empty."""
+        present = {cell.cell_type for cell in self._cells}
+        return [name for name in self.config.required_cell_types if name not in present]
+
     def add_cell(self, cell_type: str, params: Mapping[str, Any] | None = None) -> Cell[Any]:
         Cell.validate_params(cell_type, params)  # fail before consuming an id
+        self.check_room_for(cell_type)
         cell = Cell.create(cell_type, params, self._new_cell_id(cell_type))
         self._cells.append(cell)
         return cell
@@ -167,11 +218,13 @@ class DetectionEngine:
                 return cell
         raise KeyError(cell_id)
 
-    def remove_cell(self, cell_id: str) -> None:
+    def remove_cell(self, cell_id: str, *, force: bool = False) -> None:
+        self.check_removable(cell_id, force=force)
         self._cells.remove(self.get_cell(cell_id))
 
     def clone_cell(self, cell_id: str) -> Cell[Any]:
         original = self.get_cell(cell_id)
+        self.check_room_for(original.cell_type)
         twin = original.clone(self._new_cell_id(original.cell_type))
         self._cells.append(twin)
         return twin
@@ -195,17 +248,29 @@ class DetectionEngine:
 
         sensed = CellOutput()
         context = CellContext(now=evaluated_at, intel=self.intel)
+        lineages: set[str] = set()
         for cell in self._cells:
             if cell.stage == 0:
-                sensed.extend(self._observe_safely(cell, event, context))
+                self._collect(sensed, lineages, cell, self._observe_safely(cell, event, context))
         if any(cell.stage > 0 for cell in self._cells):
             later_context = CellContext(now=evaluated_at, intel=self.intel, signals=tuple(sensed.signals))
             for cell in self._cells:
                 if cell.stage > 0:
-                    sensed.extend(self._observe_safely(cell, event, later_context))
+                    self._collect(sensed, lineages, cell, self._observe_safely(cell, event, later_context))
 
         self._queue_cytokines(sensed.cytokines)
         return self._raise_threats(sensed.findings)
+
+    @staticmethod
+    def _collect(sensed: CellOutput, lineages: set[str], cell: Cell[Any], output: CellOutput) -> None:
+        # A clone repeats its lineage's signals and cytokines: counting them again would make dendritic
+        # cells and lymph nodes see one observation as several. Findings are kept for the evidence list;
+        # their confidence is merged per lineage in ``_merge``.
+        if cell.lineage in lineages:
+            sensed.findings.extend(output.findings)
+            return
+        lineages.add(cell.lineage)
+        sensed.extend(output)
 
     def _observe_safely(self, cell: Cell[Any], event: AnyEvent, context: CellContext) -> CellOutput:
         # One faulty cell (a bug, or a cell type added at run time) must not blind the others; the
@@ -258,9 +323,8 @@ class DetectionEngine:
     def _merge(self, signature: str, group: list[Finding]) -> Threat:
         first = group[0]
         event_ids = sorted({event_id for finding in group for event_id in finding.event_ids}, key=str)
-        miss = 1.0
-        for finding in group:
-            miss *= 1.0 - finding.confidence
+        lineage_of = {cell.cell_id: cell.lineage for cell in self._cells}
+        lineages = [lineage_of.get(finding.cell_id, finding.cell_id) for finding in group]
         mcavs = [finding.mcav for finding in group if finding.mcav is not None]
         if not mcavs:
             mcavs = [value for cell in self._cells if (value := cell.antigen_mcav(first.antigen)) is not None]
@@ -272,11 +336,14 @@ class DetectionEngine:
             antigen_type=first.antigen.type,
             antigen=first.antigen.value,
             severity=max_severity([finding.severity for finding in group]),
-            confidence=round(1.0 - miss, 4),
+            confidence=merge_confidence(
+                zip(lineages, (finding.confidence for finding in group), strict=True)
+            ),
             mcav=max(mcavs) if mcavs else None,
             cells=cell_types,
             evidence=[
-                Evidence(cell=f.cell_id, cell_type=f.cell_type, reason=f.reason, at=f.at) for f in group
+                Evidence(cell=f.cell_id, cell_type=f.cell_type, lineage=lineage, reason=f.reason, at=f.at)
+                for f, lineage in zip(group, lineages, strict=True)
             ],
             event_ids=event_ids,
             signature=signature,
@@ -284,4 +351,4 @@ class DetectionEngine:
         )
 
 
-__all__ = ["CellConfigError", "CellSpec", "DetectionConfig", "DetectionEngine"]
+__all__ = ["CellConfigError", "CellSpec", "DetectionConfig", "DetectionEngine", "PopulationError"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Literal, TypeAlias
 from uuid import UUID, uuid5
@@ -46,6 +47,11 @@ class Evidence(BaseModel):
 
     cell: str = Field(description="Id of the cell instance, e.g. neutrophil-1.")
     cell_type: str
+    lineage: str | None = Field(
+        default=None,
+        description="Id of the cell this one was cloned from (its own id if not a clone); evidence of one "
+        "lineage counts once in the confidence.",
+    )
     reason: str
     at: AwareDatetime
 
@@ -72,6 +78,24 @@ class Threat(BaseModel):
     @property
     def severity_rank(self) -> int:
         return SEVERITY_RANK[self.severity]
+
+
+def merge_confidence(contributions: Iterable[tuple[str, float]]) -> float:
+    """Confidence of a threat from ``(lineage, confidence)`` contributions, each confidence in [0, 1].
+
+    Noisy-OR (Pearl, *Probabilistic Reasoning in Intelligent Systems*, 1988, sec. 4.3.2) over independent
+    sources: ``1 - prod(1 - c_i)``. Its independence assumption does not hold for clones (same
+    parameters, same learned state, same input: the same conclusion), so each lineage contributes only
+    its strongest confidence and the noisy-OR runs across lineages. Returns 0.0 for no contributions;
+    rounded to 4 decimals.
+    """
+    strongest: dict[str, float] = {}
+    for lineage, confidence in contributions:
+        strongest[lineage] = max(confidence, strongest.get(lineage, 0.0))
+    miss = 1.0
+    for confidence in strongest.values():
+        miss *= 1.0 - confidence
+    return round(1.0 - miss, 4)
 
 
 def max_severity(severities: list[ThreatSeverity]) -> ThreatSeverity:

@@ -1,4 +1,4 @@
-"""``/api/v1/homeostasis``: the threat level, and an operator override."""
+"""``/api/v1/homeostasis``: the threat level (role ``read``), and an operator override (role ``operate``)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from immune_core.api.deps import RuntimeDep
 from immune_core.api.errors import responses
-from immune_core.api.security import require_token
+from immune_core.api.security import require_operate, require_read
 from immune_core.events.text import STORABLE_TEXT_PATTERN, check_storable
 from immune_core.homeostasis.controller import read_state, set_override
 from immune_core.homeostasis.levels import LEVEL_NAMES, parse_level
 
-router = APIRouter(tags=["homeostasis"], dependencies=[Depends(require_token)])
+router = APIRouter(tags=["homeostasis"])
 
 
 class OverrideOut(BaseModel):
@@ -59,7 +59,12 @@ class OverrideRequest(BaseModel):
         return None if value is None else check_storable(value)
 
 
-@router.get("/homeostasis", response_model=HomeostasisResponse, responses=responses(401, 403, 429, 503))
+@router.get(
+    "/homeostasis",
+    response_model=HomeostasisResponse,
+    responses=responses(401, 403, 429, 503),
+    dependencies=[Depends(require_read)],
+)
 async def homeostasis(runtime: RuntimeDep) -> HomeostasisResponse:
     async with runtime.database.session() as conn:
         state = await read_state(conn)
@@ -85,6 +90,7 @@ async def homeostasis(runtime: RuntimeDep) -> HomeostasisResponse:
     response_class=Response,
     summary="Force the threat level for a while (applied by the leader within a tick)",
     responses=responses(400, 401, 403, 422, 429, 503),
+    dependencies=[Depends(require_operate)],
 )
 async def override(body: OverrideRequest, runtime: RuntimeDep) -> Response:
     await set_override(runtime.database, parse_level(body.level), body.duration_s, body.reason)
@@ -97,6 +103,7 @@ async def override(body: OverrideRequest, runtime: RuntimeDep) -> Response:
     response_class=Response,
     summary="Return to the computed level",
     responses=responses(401, 403, 429, 503),
+    dependencies=[Depends(require_operate)],
 )
 async def clear_override(runtime: RuntimeDep) -> Response:
     await set_override(runtime.database, None, 0.0, None)

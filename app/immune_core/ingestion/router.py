@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Request
@@ -11,11 +11,11 @@ from pydantic import BaseModel, Field
 
 from immune_core.api.deps import RuntimeDep
 from immune_core.api.errors import ApiError, responses
-from immune_core.api.security import require_token
+from immune_core.api.security import Principal, authorize, require_ingest, require_read
 from immune_core.events.models import EventValidationError, parse_event
 from immune_core.events.text import MAX_JSON_DEPTH, UnreadableJson, read_json
 
-router = APIRouter(tags=["events"], dependencies=[Depends(require_token)])
+router = APIRouter(tags=["events"])
 
 
 class IngestResponse(BaseModel):
@@ -114,7 +114,9 @@ def _refuse_conflicting_ids(events: list[object]) -> None:
         "requestBody": {"required": True, "content": {"application/json": {"schema": _BODY_SCHEMA}}}
     },
 )
-async def ingest(request: Request, runtime: RuntimeDep) -> IngestResponse:
+async def ingest(
+    request: Request, runtime: RuntimeDep, principal: Annotated[Principal, Depends(require_ingest)]
+) -> IngestResponse:
     raw = await request.body()
     try:
         body = read_json(raw)
@@ -141,6 +143,9 @@ async def ingest(request: Request, runtime: RuntimeDep) -> IngestResponse:
         _refuse_conflicting_ids(events)
     else:
         events = [body]
+    if any(isinstance(event, dict) and event.get("kind") == "intel" for event in events):
+        # Intel makes every macrophage flag an indicator: injecting it is an operator's act.
+        authorize(principal, "operate", "an intel event")
     result = await runtime.intake.accept(events)
     return IngestResponse(
         accepted=len(result.accepted),
@@ -150,7 +155,12 @@ async def ingest(request: Request, runtime: RuntimeDep) -> IngestResponse:
     )
 
 
-@router.get("/stats", response_model=StatsResponse, responses=responses(401, 403, 429, 503))
+@router.get(
+    "/stats",
+    response_model=StatsResponse,
+    responses=responses(401, 403, 429, 503),
+    dependencies=[Depends(require_read)],
+)
 async def stats(runtime: RuntimeDep) -> StatsResponse:
     async with runtime.database.session() as conn:
         counts = await conn.fetchrow(

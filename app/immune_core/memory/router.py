@@ -9,10 +9,10 @@ from pydantic import BaseModel
 
 from immune_core.api.deps import RuntimeDep
 from immune_core.api.errors import responses
-from immune_core.api.security import require_token
+from immune_core.api.security import require_read
 from immune_core.detection.threat import SEVERITIES, ThreatCategory
 
-router = APIRouter(tags=["memory"], dependencies=[Depends(require_token)])
+router = APIRouter(tags=["memory"], dependencies=[Depends(require_read)])
 
 
 class Signature(BaseModel):

@@ -270,7 +270,8 @@ class EngineHost:
         if op.op == "clone" and op.target_cell_id is not None:
             return engine.clone_cell(op.target_cell_id).cell_id
         if op.op == "delete" and op.target_cell_id is not None:
-            engine.remove_cell(op.target_cell_id)
+            # A forced delete (params {"force": true}) may remove the last cell of a required type.
+            engine.remove_cell(op.target_cell_id, force=bool((op.params or {}).get("force")))
             return op.target_cell_id
         raise ValueError(f"malformed agent op {op.op!r}")
 

@@ -34,7 +34,7 @@ from typing import Any
 from fastapi import APIRouter, WebSocket
 
 from immune_core.api.errors import ApiError
-from immune_core.api.security import authenticate
+from immune_core.api.security import authenticate_websocket
 from immune_core.detection.threat import SEVERITY_RANK
 from immune_core.events.text import UnreadableJson, read_json, unstorable_reason
 from immune_core.runtime import Runtime
@@ -138,7 +138,7 @@ async def stream(websocket: WebSocket) -> None:
     runtime: Runtime = websocket.app.state.runtime
     try:
         token, subprotocol = websocket_credentials(websocket)
-        authenticate(token, runtime.settings.token_values())
+        authenticate_websocket(websocket, token, "read")
         params = {k: v for k, v in websocket.query_params.items() if k != "token"}
         stream_filter = parse_filter(params)
     except StreamRequestError as exc:

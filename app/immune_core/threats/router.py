@@ -12,11 +12,11 @@ from pydantic import BaseModel, Field
 
 from immune_core.api.deps import RuntimeDep
 from immune_core.api.errors import ApiError, responses
-from immune_core.api.security import require_token
+from immune_core.api.security import require_read
 from immune_core.detection.threat import SEVERITY_RANK, Threat, ThreatCategory, ThreatSeverity
 from immune_core.events.text import STORABLE_TEXT_PATTERN
 
-router = APIRouter(tags=["threats"], dependencies=[Depends(require_token)])
+router = APIRouter(tags=["threats"], dependencies=[Depends(require_read)])
 
 
 class StoredThreat(Threat):
