@@ -3,7 +3,8 @@ PrometheusRule object for clusters that run the Prometheus Operator.
 
 Metric names are the service's (immune_core.observability.metrics; tests/infra checks every name
 used here exists there): the request latency histogram labelled by status, Kafka consumer lag,
-transactional-outbox depth, and a 0/1 leader gauge.
+transactional-outbox depth, a 0/1 leader gauge, and the detection consumer's progress (restarts, last
+progress time, stored events left unprocessed, events dead-lettered by detection or the database).
 """
 
 from __future__ import annotations
@@ -18,6 +19,13 @@ REQUESTS_TOTAL = "immune_http_request_duration_seconds_count"
 CONSUMER_LAG = "immune_consumer_lag"
 OUTBOX_DEPTH = "immune_outbox_depth"
 LEADER = "immune_leader"
+CONSUMER_RESTARTS = "immune_consumer_restarts_total"
+CONSUMER_LAST_PROGRESS = "immune_consumer_last_progress_timestamp_seconds"
+EVENTS_UNPROCESSED = "immune_events_unprocessed"
+DLQ_MESSAGES = "immune_dlq_messages_total"
+# A consumer with a backlog that has committed nothing for this long is stuck (the service's own
+# readiness says "stuck" after 120 s; the alert waits a little longer and then 5 minutes more).
+CONSUMER_STALL_SECONDS = 300
 
 
 def alert_rules(settings: StackSettings) -> dict[str, Any]:
@@ -63,6 +71,37 @@ def alert_rules(settings: StackSettings) -> dict[str, Any]:
                         "10m",
                         "ticket",
                         f"Kafka consumer lag above {slo.consumer_lag_max} messages for 10 minutes",
+                    ),
+                    rule(
+                        "ImmuneConsumerCrashLooping",
+                        f"sum by (instance) (increase({CONSUMER_RESTARTS}{{{scope}}}[10m])) >= 3",
+                        "1m",
+                        "page",
+                        "a detection consumer restarted 3 times or more in 10 minutes (crash loop)",
+                    ),
+                    rule(
+                        "ImmuneConsumerStalled",
+                        f"(sum by (instance) ({CONSUMER_LAG}{{{scope}}}) > 0) and on (instance)"
+                        f" ((time() - max by (instance) ({CONSUMER_LAST_PROGRESS}{{{scope}}}))"
+                        f" > {CONSUMER_STALL_SECONDS})",
+                        "5m",
+                        "page",
+                        f"a detection consumer with a backlog committed nothing in {CONSUMER_STALL_SECONDS}s",
+                    ),
+                    rule(
+                        "ImmuneEventsUnprocessed",
+                        f"max({EVENTS_UNPROCESSED}{{{scope}}}) > 0",
+                        "10m",
+                        "page",
+                        "stored events are still not processed by detection after their grace period",
+                    ),
+                    rule(
+                        "ImmuneDetectionErrors",
+                        f"sum(increase({DLQ_MESSAGES}{{{scope},"
+                        'reason=~"detection_error|storage_error"}[15m])) > 0',
+                        "0m",
+                        "ticket",
+                        "events were dead-lettered because detection raised or the database refused them",
                     ),
                     rule(
                         "ImmuneOutboxBacklog",

@@ -49,7 +49,7 @@ def test_prometheus_config_and_rules_pass_promtool_check(
     config_file.write_text(yaml.safe_dump(config))
     checked = _run(promtool, "check", "config", str(config_file))
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "6 rules found" in checked.stdout
+    assert "10 rules found" in checked.stdout
 
 
 def _alert(stack: RenderedStack, name: str) -> dict[str, Any]:
@@ -81,6 +81,10 @@ def _histogram(namespace: str, route: str, status: str, per_minute: dict[str, in
             "values": f"0+{per_minute['+Inf']}x30",
         }
     ]
+
+
+def _series(name: str, namespace: str, labels: str, values: str) -> dict[str, str]:
+    return {"series": f'{name}{{namespace="{namespace}",{labels}}}', "values": values}
 
 
 def _rule_tests(stack: RenderedStack) -> list[dict[str, Any]]:
@@ -149,6 +153,45 @@ def _rule_tests(stack: RenderedStack) -> list[dict[str, Any]]:
             "alert_rule_test": [
                 _expect(stack, "ImmuneSplitBrain", True),
                 _expect(stack, "ImmuneNoLeader", False),
+            ],
+        },
+        {  # Replica a crash-loops and sits on a backlog; replica b makes progress.
+            "interval": "1m",
+            "input_series": [
+                _series("immune_consumer_restarts_total", ns, 'instance="a"', "0+1x30"),
+                _series("immune_consumer_restarts_total", ns, 'instance="b"', "0x30"),
+                _series("immune_consumer_lag", ns, 'instance="a",topic="t"', "500x30"),
+                _series("immune_consumer_lag", ns, 'instance="b",topic="t"', "500x30"),
+                # a's last progress stays at t=0; b's follows the clock (60 s per 1m step).
+                _series("immune_consumer_last_progress_timestamp_seconds", ns, 'instance="a"', "0x30"),
+                _series("immune_consumer_last_progress_timestamp_seconds", ns, 'instance="b"', "0+60x30"),
+                _series("immune_events_unprocessed", ns, 'instance="a"', "0x5 7x25"),
+                _series(
+                    "immune_dlq_messages_total", ns, 'instance="a",reason="detection_error"', "0x15 1x15"
+                ),
+                _series("immune_dlq_messages_total", ns, 'instance="a",reason="invalid_event"', "0+5x30"),
+            ],
+            "alert_rule_test": [
+                _expect(stack, "ImmuneConsumerCrashLooping", True, instance="a"),
+                _expect(stack, "ImmuneConsumerStalled", True, instance="a"),
+                _expect(stack, "ImmuneEventsUnprocessed", True),
+                _expect(stack, "ImmuneDetectionErrors", True),
+            ],
+        },
+        {  # Healthy consumers: progress, no restarts, nothing unprocessed; invalid input alone is no alert.
+            "interval": "1m",
+            "input_series": [
+                _series("immune_consumer_restarts_total", ns, 'instance="a"', "1x30"),
+                _series("immune_consumer_lag", ns, 'instance="a",topic="t"', "500x30"),
+                _series("immune_consumer_last_progress_timestamp_seconds", ns, 'instance="a"', "0+60x30"),
+                _series("immune_events_unprocessed", ns, 'instance="a"', "0x30"),
+                _series("immune_dlq_messages_total", ns, 'instance="a",reason="invalid_event"', "0+5x30"),
+            ],
+            "alert_rule_test": [
+                _expect(stack, "ImmuneConsumerCrashLooping", False),
+                _expect(stack, "ImmuneConsumerStalled", False),
+                _expect(stack, "ImmuneEventsUnprocessed", False),
+                _expect(stack, "ImmuneDetectionErrors", False),
             ],
         },
         {  # No instance reports at all (all pods down): still "no leader".
