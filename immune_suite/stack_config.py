@@ -28,18 +28,47 @@ class SloConfig(_Strict):
 
 
 class ComparisonConfig(_Strict):
-    """Kayenta-style comparison of canary against stable latency from the same window.
+    """How a canary step is judged (immune_suite/analysis.py): each test, its level and its minimums.
 
-    A canary fails the comparison when a one-sided Mann-Whitney U test says its latencies are
-    larger (p < alpha) *and* the shift is big enough to matter: the median grows by more than
-    `max_median_increase_ratio` and by at least `min_effect_ms` (loopback latencies of a few ms
-    would otherwise make tiny, meaningless differences "significant").
+    - `alpha`: the false-failure budget of one window (a step, or its extension) of a candidate that
+      is as good as required: split evenly among the tests that can fail it (Bonferroni), each spent
+      over the window's looks with a Lan-DeMets O'Brien-Fleming-type function (looking every second
+      does not inflate it).
+    - Latency against the reference (fresh baseline, else stable): a one-sided Mann-Whitney U test
+      *and* an effect floor: the median grows by more than `max_median_increase_ratio` and by at least
+      `min_effect_ms` (loopback latencies of a few ms would otherwise make tiny differences
+      "significant"); the tail (p95) likewise, by a quantile test on the pooled p95 with the same floor.
+    - `min_samples`: fewer canary (or reference) requests at the end of a window is NO DATA: a failure.
+    - `p95_min_samples` / `p99_min_samples`: a tail SLO is judged only on at least this many successful
+      canary requests (at least one expected beyond the percentile); with fewer it is inconclusive.
+    - Errors are counts: the step passes on errors only once the canary's Clopper-Pearson upper bound
+      (confidence 1 - `error_beta`) is below `error_detect_ratio` (the step could have caught a
+      candidate failing that share of requests); against the reference, a canary fails when its
+      error rate is significantly above `error_ratio_margin` times the reference's.
     """
 
-    alpha: float = 0.01
-    max_median_increase_ratio: float = 0.2
-    min_effect_ms: float = 10.0
-    min_samples: int = 20
+    alpha: float = Field(default=0.01, gt=0, lt=0.5)
+    max_median_increase_ratio: float = Field(default=0.2, ge=0)
+    min_effect_ms: float = Field(default=10.0, ge=0)
+    min_samples: int = Field(default=20, ge=1)
+    p95_min_samples: int = Field(default=20, ge=1)
+    p99_min_samples: int = Field(default=100, ge=1)
+    error_detect_ratio: float = Field(default=0.05, gt=0, lt=1)
+    error_beta: float = Field(default=0.01, gt=0, lt=0.5)
+    error_ratio_margin: float = Field(default=2.0, ge=1)
+
+
+class InconclusiveConfig(_Strict):
+    """What an inconclusive step (too little evidence either way) does at the end of its window.
+
+    It is extended `extend_times` times, each extension by as many further windows of the step's
+    length as the missing samples need at the rate seen so far (at most `max_windows`); what is still
+    inconclusive after that is rolled back (`then: rollback`, the only safe answer to "we do not know").
+    """
+
+    extend_times: int = Field(default=1, ge=0, le=3)
+    max_windows: int = Field(default=8, ge=1, le=32)
+    then: Literal["rollback"] = "rollback"
 
 
 class CanaryConfig(_Strict):
@@ -47,6 +76,11 @@ class CanaryConfig(_Strict):
     load_shape: str = "baseline"
     step_duration_s: float = 10.0
     rps_scale: float = 1.0  # multiplies the shape's request rates (small machines, CI)
+    # Canary (and fresh baseline) samples of each window's first `warmup_s` seconds are not judged:
+    # a freshly started process is slower for a while whatever its code (JIT-less CPython still
+    # warms caches, pools and imports); the fresh baseline has the same transient.
+    warmup_s: float = Field(default=0.0, ge=0)
+    inconclusive: InconclusiveConfig = InconclusiveConfig()
 
     @field_validator("steps")
     @classmethod

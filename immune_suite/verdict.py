@@ -20,6 +20,18 @@ class Status(StrEnum):
     FAIL = "fail"
 
 
+class Outcome(StrEnum):
+    """A statistical judgement's three answers (canary analysis); `Status` stays pass/warn/fail.
+
+    An inconclusive verdict carries `Status.FAIL` (so every `.passed` check treats "not enough
+    evidence" as "not a pass") and says `details["outcome"] == "inconclusive"`.
+    """
+
+    PASS = "pass"  # noqa: S105 - a verdict word, not a password
+    FAIL = "fail"
+    INCONCLUSIVE = "inconclusive"
+
+
 @dataclass(frozen=True)
 class Measurement:
     """One measured value against its threshold; `comparator` reads `value <comparator> threshold`."""
@@ -59,6 +71,14 @@ class Verdict:
     @property
     def passed(self) -> bool:
         return self.status is not Status.FAIL
+
+    @property
+    def outcome(self) -> Outcome:
+        """`details["outcome"]` when the gate judged one (canary steps), else what the status says."""
+        stated = self.details.get("outcome")
+        if stated is not None:
+            return Outcome(stated)
+        return Outcome.FAIL if self.status is Status.FAIL else Outcome.PASS
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

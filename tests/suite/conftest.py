@@ -152,7 +152,8 @@ class ScriptedGates:
             release = self.target.releases[color]
             assert release is not None, f"traffic sent to {color} which runs nothing"
             base = 400.0 if release.version in self.slow_versions else 8.0
-            count = int(400 * share)
+            # enough requests at 10 % (200) for every canary measurement to be judged (p99 needs 100)
+            count = int(2000 * share)
             samples[color.value] = [
                 FakeSample(base + self.rng.expovariate(1 / 3), True, float(i)) for i in range(count)
             ]

@@ -5,14 +5,25 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from immune_suite.pipeline.canary import read_window, run_canary_step, same_window, steady_part
+from immune_suite.analysis import analyse_canary_step
+from immune_suite.pipeline.canary import (
+    Columns,
+    StepDecision,
+    decisive_failures,
+    prepare_run,
+    read_window,
+    run_canary_step,
+    same_window,
+    steady_part,
+)
 from immune_suite.progress import RecordingProgress
-from immune_suite.stack_config import StackConfig
+from immune_suite.stack_config import InconclusiveConfig, StackConfig
 from immune_suite.targets.base import Color
-from immune_suite.verdict import Status, Verdict
+from immune_suite.verdict import Outcome, Status, Verdict
 from tests.suite.conftest import FakeSample, LoadRunResult
 
 STACK = StackConfig.model_validate({"name": "unit"})
@@ -134,8 +145,8 @@ def test_same_window_drops_samples_outside_the_overlap() -> None:
     ]
     stable = [FakeSample(10.0, True, t) for t in (2.5, 3.5, 4.5, 6.0)]
     kept_canary, kept_stable = same_window(canary, stable)
-    assert [s.at for s in kept_canary] == [3.0, 4.0, 5.0]
-    assert [s.at for s in kept_stable] == [2.5, 3.5, 4.5]
+    assert kept_canary.at.tolist() == [3.0, 4.0, 5.0]
+    assert kept_stable.at.tolist() == [2.5, 3.5, 4.5]
 
 
 def test_steady_part_drops_each_runs_ramp_up() -> None:
@@ -144,17 +155,197 @@ def test_steady_part_drops_each_runs_ramp_up() -> None:
         "blue": [FakeSample(1.0, True, 12.5)],
     }
     kept = steady_part(run, ramp_s=2.0)
-    assert [s.at for s in kept["green"]] == [13.0] and [s.at for s in kept["blue"]] == [12.5]
+    assert kept["green"].at.tolist() == [13.0] and kept["blue"].at.tolist() == [12.5]
+
+
+def test_warm_up_is_dropped_for_canary_and_baseline_not_stable() -> None:
+    run = {
+        color: [FakeSample(1.0, True, float(t)) for t in range(10)] for color in ("green", "blue", "baseline")
+    }
+    kept = prepare_run(run, ramp_s=0.0, warmup_s=3.0, candidate="green")
+    assert kept["green"].at.tolist() == kept["baseline"].at.tolist() == [float(t) for t in range(3, 10)]
+    assert len(kept["blue"]) == 10
 
 
 def test_interim_percentile_breach_on_few_samples_is_not_decisive() -> None:
-    from immune_suite.analysis import analyse_canary_step
-    from immune_suite.pipeline.canary import INTERIM_PERCENTILE_SAMPLES, decisive_failures
-
     stable = [FakeSample(20.0 + i % 9, True, float(i)) for i in range(300)]
     # one slow request among 20: a tail percentile over the SLO, the median unchanged
     canary = [FakeSample(20.0 + i % 9, True, float(i)) for i in range(19)] + [FakeSample(900.0, True, 19.0)]
-    look = analyse_canary_step(100, canary, stable, STACK.slo, STACK.comparison)
-    assert not look.passed
-    assert decisive_failures(look, len(canary)) == []
-    assert "canary_p99_ms" in decisive_failures(look, INTERIM_PERCENTILE_SAMPLES)
+    look = analyse_canary_step(100, canary, stable, STACK.slo, STACK.comparison, information=0.5)
+    assert not look.passed and look.outcome is Outcome.INCONCLUSIVE
+    assert decisive_failures(look) == []
+
+
+# --- a step's outcome: fresh baseline, extension, rollback (issue 14 §3, §3b) ----------------------
+
+
+def batch_load(
+    make: Callable[[int], dict[str, list[FakeSample]]], calls: list[str] | None = None
+) -> Callable[[str, Path], LoadRunResult]:
+    """A load gate that writes one window's samples at once (window number -> colour -> samples)."""
+    made: list[int] = []
+
+    def load(url: str, directory: Path) -> LoadRunResult:
+        directory.mkdir(parents=True, exist_ok=True)
+        if calls is not None:
+            calls.append(str(directory.relative_to(directory.parent.parent)))
+        made.append(len(made))
+        samples = make(len(made) - 1)
+        with (directory / "samples.jsonl").open("w") as handle:
+            for color, rows in samples.items():
+                for row in rows:
+                    handle.write(
+                        json.dumps({"color": color, "latency_ms": row.latency_ms, "ok": row.ok, "at": row.at})
+                        + "\n"
+                    )
+        return LoadRunResult(Verdict("load", Status.PASS, "ok"), samples)
+
+    return load
+
+
+def window(
+    window_no: int, count: int, latency: Callable[[int], float], ok: Callable[[int], bool] = lambda i: True
+) -> list[FakeSample]:
+    start = 1000.0 + 100.0 * window_no
+    return [FakeSample(latency(i), ok(i), start + i * 10.0 / count) for i in range(count)]
+
+
+def run_step(
+    stack: StackConfig, load: Callable[[str, Path], LoadRunResult], tmp_path: Path, percent: int = 10
+) -> tuple[Any, list[float]]:
+    moved: list[float] = []
+    result = run_canary_step(
+        percent,
+        Color.GREEN,
+        Color.BLUE,
+        stack,
+        load,
+        ("http://ingress", "http://stable"),
+        tmp_path,
+        lambda: moved.append(time.time()),
+        RecordingProgress(),
+        look_every_s=0.05,
+    )
+    return result, moved
+
+
+def jitter(base: float) -> Callable[[int], float]:
+    return lambda i: base + (i * 7919 % 13)
+
+
+def test_fresh_canary_is_judged_against_a_fresh_baseline(tmp_path: Path) -> None:
+    """Kayenta: a harmless change, freshly started (1.5x slower), against a baseline started with it."""
+
+    def make(n: int) -> dict[str, list[FakeSample]]:
+        return {
+            "green": window(n, 300, jitter(30.0)),
+            "baseline": window(n, 300, jitter(30.0)),
+            "blue": window(n, 2700, jitter(20.0)),
+        }
+
+    result, _ = run_step(STACK, batch_load(make), tmp_path / "with")
+    assert result.verdict.passed, result.verdict.summary
+    assert result.verdict.details["reference"] == "baseline"
+
+    def without_baseline(n: int) -> dict[str, list[FakeSample]]:
+        return {k: v for k, v in make(n).items() if k != "baseline"}
+
+    result, _ = run_step(STACK, batch_load(without_baseline), tmp_path / "without")
+    assert not result.verdict.passed  # against a long-warmed stable the same canary looks slower
+    assert result.verdict.details["reference"] == "stable"
+
+
+def test_warm_up_keeps_a_start_up_transient_out_of_the_verdict(tmp_path: Path) -> None:
+    def make(n: int) -> dict[str, list[FakeSample]]:
+        # the canary's first 2 s (60 requests) are 5x slower than stable, the rest like stable
+        return {
+            "green": window(n, 300, lambda i: 150.0 if i < 60 else 20.0 + i % 13),
+            "blue": window(n, 2700, jitter(20.0)),
+        }
+
+    cold = STACK.model_copy(update={"canary": STACK.canary.model_copy(update={"warmup_s": 0.0})})
+    warm = STACK.model_copy(update={"canary": STACK.canary.model_copy(update={"warmup_s": 2.5})})
+    assert not run_step(cold, batch_load(make), tmp_path / "cold")[0].verdict.passed
+    result, _ = run_step(warm, batch_load(make), tmp_path / "warm")
+    assert result.verdict.passed, result.verdict.summary
+
+
+def test_inconclusive_step_is_extended_and_then_passes(tmp_path: Path) -> None:
+    calls: list[str] = []
+
+    def make(n: int) -> dict[str, list[FakeSample]]:
+        return {"green": window(n, 60, jitter(20.0)), "blue": window(n, 540, jitter(20.0))}
+
+    result, moved = run_step(STACK, batch_load(make, calls), tmp_path)
+    assert result.verdict.passed, result.verdict.summary
+    assert result.verdict.outcome is Outcome.PASS
+    assert result.extension_windows >= 1 and len(calls) == 1 + result.extension_windows
+    assert "after" in result.verdict.summary and not moved
+
+
+def test_still_inconclusive_after_the_extension_rolls_back(tmp_path: Path) -> None:
+    """Too few canary requests to judge p99 or rule out a 5 % crash rate, even extended: rolled back."""
+    stack = STACK.model_copy(
+        update={"canary": STACK.canary.model_copy(update={"inconclusive": InconclusiveConfig(max_windows=1)})}
+    )
+    calls: list[str] = []
+
+    def make(n: int) -> dict[str, list[FakeSample]]:
+        return {"green": window(n, 30, jitter(20.0)), "blue": window(n, 270, jitter(20.0))}
+
+    result, _ = run_step(stack, batch_load(make, calls), tmp_path)
+    assert not result.verdict.passed and result.verdict.status is Status.FAIL
+    assert result.verdict.outcome is Outcome.INCONCLUSIVE
+    assert result.extension_windows == 1 and len(calls) == 2
+    assert "still inconclusive" in result.verdict.summary
+    assert result.verdict.details["decided_by"] == "full window"
+
+
+def test_no_extension_when_configured_off(tmp_path: Path) -> None:
+    stack = STACK.model_copy(
+        update={
+            "canary": STACK.canary.model_copy(update={"inconclusive": InconclusiveConfig(extend_times=0)})
+        }
+    )
+    calls: list[str] = []
+
+    def make(n: int) -> dict[str, list[FakeSample]]:
+        return {"green": window(n, 30, jitter(20.0)), "blue": window(n, 270, jitter(20.0))}
+
+    result, _ = run_step(stack, batch_load(make, calls), tmp_path)
+    assert result.verdict.outcome is Outcome.INCONCLUSIVE and not result.verdict.passed
+    assert len(calls) == 1
+
+
+def test_five_percent_crashes_fail_the_first_step(tmp_path: Path) -> None:
+    def make(n: int) -> dict[str, list[FakeSample]]:
+        return {
+            "green": window(n, 200, jitter(20.0), lambda i: i % 20 != 7),
+            "blue": window(n, 1800, jitter(20.0)),
+        }
+
+    result, _ = run_step(STACK, batch_load(make), tmp_path)
+    assert result.verdict.outcome is Outcome.FAIL and not result.verdict.passed
+    assert result.verdict.details["outcomes"]["canary_error_ratio"] == "fail"
+    assert result.extension_windows == 0
+
+
+def test_no_canary_data_fails_without_extension(tmp_path: Path) -> None:
+    calls: list[str] = []
+
+    def make(n: int) -> dict[str, list[FakeSample]]:
+        return {"blue": window(n, 500, jitter(20.0))}
+
+    result, _ = run_step(STACK, batch_load(make, calls), tmp_path)
+    assert result.verdict.outcome is Outcome.FAIL and "NO DATA" in result.verdict.summary
+    assert len(calls) == 1
+
+
+def test_step_decision_runs_without_http() -> None:
+    """The logic the benchmark drives: looks, window ends, the extension plan."""
+    decision = StepDecision(10, "green", "blue", STACK, steady_s=10.0)
+    run = {"green": Columns.of(window(0, 40, jitter(20.0))), "blue": Columns.of(window(0, 400, jitter(20.0)))}
+    assert decision.look(run) is None
+    decision.window_done(run)
+    final, extend = decision.phase_done()
+    assert final.outcome is Outcome.INCONCLUSIVE and extend >= 2  # 40 per window, 100+ needed

@@ -70,9 +70,10 @@ def test_rollback_plan_skips_gates() -> None:
 
 def test_render_lists_every_transition() -> None:
     text = render_plan(build_plan(load_stack("local"), first_promotion=False))
-    assert "canary-10   canary-50" in text
+    first, second = load_stack("local").canary.steps[:2]  # stacks/local.yaml: [25, 50, 100]
+    assert f"canary-{first}   canary-{second}" in text
     rows = {line.split()[0]: line.split()[1:3] for line in text.splitlines()[1:]}
-    assert rows["canary-10"] == ["canary-50", "rollback"]
+    assert rows[f"canary-{first}"] == [f"canary-{second}", "rollback"]
     assert rows["rollback"] == ["rolled_back", "rollback_failed"]
 
 
