@@ -64,8 +64,10 @@ def real_service(tmp_path: Path) -> Iterator[RunningService]:
     if not IMMUNE_CORE.exists():
         pytest.skip("immune-core is not installed")
     port = free_port()
-    env = {**os.environ, "IMMUNE_API_TOKENS": TOKEN, "IMMUNE_DATA_DIR": str(tmp_path / "data"),
-           "IMMUNE_DEPLOYMENT_COLOR": "blue", "IMMUNE_LOG_LEVEL": "WARNING"}
+    # The roles the pipeline gives its fuzzer (immune_suite/targets/tokens.py); load needs fewer.
+    env = {**os.environ, "IMMUNE_API_TOKENS": f"{TOKEN}:ingest+read+operate",
+           "IMMUNE_DATA_DIR": str(tmp_path / "data"), "IMMUNE_DEPLOYMENT_COLOR": "blue",
+           "IMMUNE_LOG_LEVEL": "WARNING"}
     for key in ("IMMUNE_DATABASE_URL", "IMMUNE_REDIS_URL", "IMMUNE_KAFKA_BOOTSTRAP_SERVERS"):
         env.pop(key, None)  # embedded: this test is about the gates, not the backends
     log = (tmp_path / "service.log").open("wb")
