@@ -84,6 +84,7 @@ def test_an_ingest_token_can_ingest_but_not_read_delete_or_override(service: Tes
             "needs the" in answer.json()["message"] and "this token has: ingest" in answer.json()["message"]
         )
     assert len(service.get("/api/v1/agents", headers=bearer(ADMIN)).json()["agents"]) == 4
+    assert 'immune_auth_failures_total{reason="missing_role"} 6.0' in service.get("/metrics").text
 
 
 def test_a_bare_token_keeps_ingest_and_read_but_cannot_change_the_population(service: TestClient) -> None:
@@ -194,6 +195,7 @@ def test_failed_logins_are_throttled_per_address_with_retry_after(service: TestC
             ws.receive_json()
     # Sending no token at all guesses nothing: 401, and never counted.
     assert service.get("/api/v1/threats").status_code == 401
+    assert 'immune_auth_failures_total{reason="unknown_token"} 5.0' in service.get("/metrics").text
 
 
 def test_missing_tokens_are_not_counted_as_failures(service: TestClient) -> None:

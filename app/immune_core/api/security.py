@@ -105,13 +105,17 @@ def authenticate(
     if roles is None:
         if failures is not None:
             failures.record_failure(address)
+        if metrics is not None:
+            metrics.auth_failures.labels(reason="unknown_token").inc()
         raise ApiError(403, "forbidden", "forbidden")
     return Principal(fingerprint(token), roles)
 
 
-def authorize(principal: Principal, role: Role, action: str) -> Principal:
+def authorize(principal: Principal, role: Role, action: str, metrics: Metrics | None = None) -> Principal:
     """403 ``insufficient_role`` unless ``principal`` holds ``role`` (or admin)."""
     if not principal.has(role):
+        if metrics is not None:
+            metrics.auth_failures.labels(reason="missing_role").inc()
         held = "+".join(sorted(principal.roles)) or "none"
         raise ApiError(
             403,
@@ -180,7 +184,8 @@ def require_role(role: Role) -> PrincipalDependency:
     async def dependency(
         principal: Annotated[Principal, Depends(require_token)], request: Request
     ) -> Principal:
-        return authorize(principal, role, f"{request.method} {request.url.path}")
+        action = f"{request.method} {request.url.path}"
+        return authorize(principal, role, action, request.app.state.runtime.metrics)
 
     dependency.__name__ = f"require_{role}"
     return dependency
@@ -205,4 +210,4 @@ def authenticate_websocket(websocket: WebSocket, token: str | None, role: Role) 
         address=client_address(websocket),
         metrics=app_state.runtime.metrics,
     )
-    return authorize(principal, role, "the /ws/stream WebSocket")
+    return authorize(principal, role, "the /ws/stream WebSocket", app_state.runtime.metrics)

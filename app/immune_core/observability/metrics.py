@@ -87,3 +87,9 @@ class Metrics:
             "immune_dependency_up", "1 when a dependency answers", ["dependency"], registry=r
         )
         self.rate_limited = Counter("immune_rate_limited_total", "Requests refused with 429", registry=r)
+        self.auth_failures = Counter(
+            "immune_auth_failures_total",
+            "Authentications refused: a token that is not configured, or a configured one lacking the role",
+            ["reason"],
+            registry=r,
+        )
