@@ -23,6 +23,10 @@ CONSUMER_RESTARTS = "immune_consumer_restarts_total"
 CONSUMER_LAST_PROGRESS = "immune_consumer_last_progress_timestamp_seconds"
 EVENTS_UNPROCESSED = "immune_events_unprocessed"
 DLQ_MESSAGES = "immune_dlq_messages_total"
+AUTH_FAILURES = "immune_auth_failures_total"
+# Wrong tokens per 10 minutes, all replicas: well above a client with a stale token retrying (the service
+# itself throttles each address after IMMUNE_AUTH_FAILURE_LIMIT per minute), low enough to see guessing.
+TOKEN_GUESSES_PER_10M = 100
 # A consumer with a backlog that has committed nothing for this long is stuck (the service's own
 # readiness says "stuck" after 120 s; the alert waits a little longer and then 5 minutes more).
 CONSUMER_STALL_SECONDS = 300
@@ -102,6 +106,14 @@ def alert_rules(settings: StackSettings) -> dict[str, Any]:
                         "0m",
                         "ticket",
                         "events were dead-lettered because detection raised or the database refused them",
+                    ),
+                    rule(
+                        "ImmuneApiTokenGuessing",
+                        f'sum(increase({AUTH_FAILURES}{{{scope},reason="unknown_token"}}[10m]))'
+                        f" > {TOKEN_GUESSES_PER_10M}",
+                        "0m",
+                        "ticket",
+                        f"more than {TOKEN_GUESSES_PER_10M} requests with a wrong API token in 10 minutes",
                     ),
                     rule(
                         "ImmuneOutboxBacklog",

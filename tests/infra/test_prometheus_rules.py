@@ -49,7 +49,7 @@ def test_prometheus_config_and_rules_pass_promtool_check(
     config_file.write_text(yaml.safe_dump(config))
     checked = _run(promtool, "check", "config", str(config_file))
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "10 rules found" in checked.stdout
+    assert "11 rules found" in checked.stdout
 
 
 def _alert(stack: RenderedStack, name: str) -> dict[str, Any]:
@@ -193,6 +193,22 @@ def _rule_tests(stack: RenderedStack) -> list[dict[str, Any]]:
                 _expect(stack, "ImmuneEventsUnprocessed", False),
                 _expect(stack, "ImmuneDetectionErrors", False),
             ],
+        },
+        {  # Token guessing from several addresses: 15 wrong tokens a minute over two replicas.
+            "interval": "1m",
+            "input_series": [
+                _series("immune_auth_failures_total", ns, 'instance="a",reason="unknown_token"', "0+10x30"),
+                _series("immune_auth_failures_total", ns, 'instance="b",reason="unknown_token"', "0+5x30"),
+            ],
+            "alert_rule_test": [_expect(stack, "ImmuneApiTokenGuessing", True)],
+        },
+        {  # A client with a stale token (2 a minute) and tokens lacking a role: no alert.
+            "interval": "1m",
+            "input_series": [
+                _series("immune_auth_failures_total", ns, 'instance="a",reason="unknown_token"', "0+2x30"),
+                _series("immune_auth_failures_total", ns, 'instance="a",reason="missing_role"', "0+50x30"),
+            ],
+            "alert_rule_test": [_expect(stack, "ImmuneApiTokenGuessing", False)],
         },
         {  # No instance reports at all (all pods down): still "no leader".
             "interval": "1m",
