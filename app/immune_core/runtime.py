@@ -112,7 +112,9 @@ class Runtime:
             batch_size=s.outbox_batch_size,
             poll_interval_s=s.outbox_poll_interval_s,
         )
-        self.intake = EventIntake(self.database, self.metrics, self.counters, on_stored=self.relay.wake)
+        self.intake = EventIntake(
+            self.database, self.metrics, self.counters, on_stored=self.relay.wake, instance_id=s.instance_id
+        )
         self.hub = StreamHub(self.metrics, s.ws_queue_size)
         self.lease = DatabaseLease(self.database)
         self.tally = CytokineTally(self.metrics)

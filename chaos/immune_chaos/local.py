@@ -1,8 +1,13 @@
 """Chaos Toolkit probes and actions for the local stack (supervisord processes, scripts/services).
 
 Experiments call these as `{"type": "python", "module": "immune_chaos.local", "func": ...}`. All
-activities of one `chaos run` execute in one process, so an action records when it injected its fault
-(`_FAULT`) and the probes that follow measure recovery from that moment, not from their own start.
+activities of one `chaos run` execute in one process, so each fault action records when it injected its
+fault (`mark_fault`) and the probes that follow measure recovery from that moment, not from their own
+start nor from the import of this module: a recovery probe with no fault before it raises.
+
+Fault actions prove their effect: they check that there was something to hit (a running process, a
+running service), that it was hit (the pid is gone, the service is stopped), and return
+`{"affected": [...]}`; the chaos gate fails an experiment whose method action affected nothing.
 
 Recovery probes raise when recovery takes longer than allowed: the activity then fails in the journal,
 which the chaos gate treats as a failed experiment, while the returned seconds become measurements.
@@ -29,7 +34,7 @@ from immune_suite.gates import sample_events
 
 __all__ = [
     "add_dependency_latency", "events_consistent", "instances_ready", "kill_leader", "kill_program",
-    "leader_present",
+    "leader_present", "mark_fault", "mark_restored",
     "readiness_recovery_seconds", "reelection_seconds", "remove_dependency_latency",
     "restart_recovery_seconds", "send_events", "service_alive", "start_programs", "start_service",
     "stop_service",
@@ -44,28 +49,65 @@ class ChaosActivityError(RuntimeError):
 
 @dataclass
 class Fault:
-    kind: str = ""
-    at: float = field(default_factory=time.monotonic)
+    kind: str
+    at: float = field(default_factory=time.monotonic)  # time.monotonic() when the fault was injected
     details: dict[str, Any] = field(default_factory=dict)
 
 
-_FAULT = Fault()
+# The last fault injected in this `chaos run` process; None until a fault action ran.
+_FAULT: Fault | None = None
 
 
-def _mark_fault(kind: str, **details: Any) -> Fault:
+def mark_fault(kind: str, **details: Any) -> Fault:
+    """Start the fault timer: called by every fault action (ours and the Kubernetes wrappers) once the
+    fault is in place."""
     global _FAULT
     _FAULT = Fault(kind=kind, details=details)
     return _FAULT
 
 
-def _since_fault() -> float:
-    return round(time.monotonic() - _FAULT.at, 3)
+def mark_restored(**match: Any) -> None:
+    """The injected fault was undone (a dependency started or scaled back): recovery counts from here.
+
+    Only a fault whose details match `match` (e.g. service=redis) is marked; the first restore counts.
+    """
+    fault = _FAULT
+    if fault is not None and all(fault.details.get(k) == v for k, v in match.items()):
+        fault.details.setdefault("restored_at", time.monotonic())
 
 
-def _since_restored() -> float:
+def current_fault(probe: str) -> Fault:
+    if _FAULT is None:
+        raise ChaosActivityError(f"{probe}: no fault was injected before this probe in this run "
+                                 "(a recovery time needs the moment of its fault)")
+    return _FAULT
+
+
+def _since_fault(probe: str) -> float:
+    return round(time.monotonic() - current_fault(probe).at, 3)
+
+
+def _since_restored(probe: str) -> float:
     """From the moment the injected fault was undone (a dependency started again), else from the fault."""
-    restored = _FAULT.details.get("restored_at")
-    return round(time.monotonic() - (restored if restored is not None else _FAULT.at), 3)
+    fault = current_fault(probe)
+    restored = fault.details.get("restored_at")
+    return round(time.monotonic() - (restored if restored is not None else fault.at), 3)
+
+
+def _process_gone(pid: int, timeout_s: float = 10.0) -> bool:
+    """The process `pid` no longer exists (a zombie awaiting its parent counts as gone)."""
+    def gone() -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        try:
+            return Path(f"/proc/{pid}/stat").read_text(encoding="utf-8").split(") ", 1)[1].startswith("Z")
+        except (OSError, IndexError):
+            return True
+    return _wait(gone, timeout_s)
 
 
 def _as_list(value: list[str] | str) -> list[str]:
@@ -133,18 +175,33 @@ def instance_urls(supervisor_conf: str) -> dict[str, str]:
 
 def kill_program(supervisor_conf: str, programs: list[str] | str, index: int = 0) -> dict[str, Any]:
     """SIGKILL one supervised program (as the OOM killer or a node failure would); supervisord restarts it."""
-    program = _as_list(programs)[index]
+    names = _as_list(programs)
+    if index >= len(names):
+        raise ChaosActivityError(f"no program #{index} among {names}: nothing to kill")
+    program = names[index]
     pid = _pid(supervisor_conf, program)
     if pid is None:
-        raise ChaosActivityError(f"{program} is not running under {supervisor_conf}")
-    os.kill(pid, signal.SIGKILL)
-    _mark_fault("kill", program=program, pid=pid)
-    return {"program": program, "pid": pid}
+        raise ChaosActivityError(f"{program} is not running under {supervisor_conf}: nothing to kill")
+    _sigkill(program, pid)
+    mark_fault("kill", program=program, pid=pid)
+    return {"program": program, "pid": pid, "affected": [f"{program} (pid {pid})"]}
 
 
-def start_programs(supervisor_conf: str, programs: list[str] | str) -> dict[str, str]:
+def _sigkill(program: str, pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        raise ChaosActivityError(f"{program} (pid {pid}) exited before the kill: nothing was killed"
+                                 ) from None
+    if not _process_gone(pid):
+        raise ChaosActivityError(f"{program} (pid {pid}) survived SIGKILL")
+
+
+def start_programs(supervisor_conf: str, programs: list[str] | str) -> dict[str, Any]:
     """Rollback: make sure every program is started (a no-op for those supervisord already restarted)."""
-    return {p: _supervisorctl(supervisor_conf, "start", p) for p in _as_list(programs)}
+    stopped = [p for p in _as_list(programs) if _pid(supervisor_conf, p) is None]
+    answers = {p: _supervisorctl(supervisor_conf, "start", p) for p in stopped}
+    return {"affected": stopped, "answers": answers}
 
 
 def restart_recovery_seconds(supervisor_conf: str, programs: list[str] | str, urls: list[str] | str = "",
@@ -153,7 +210,7 @@ def restart_recovery_seconds(supervisor_conf: str, programs: list[str] | str, ur
     program = _as_list(programs)[index]
     known = _as_list(urls)
     url = known[index] if index < len(known) else instance_urls(supervisor_conf).get(program)
-    killed = _FAULT.details.get("pid")
+    killed = current_fault("restart_recovery_seconds").details.get("pid")
 
     def recovered() -> bool:
         pid = _pid(supervisor_conf, program)
@@ -161,7 +218,7 @@ def restart_recovery_seconds(supervisor_conf: str, programs: list[str] | str, ur
 
     if not _wait(recovered, timeout_s):
         raise ChaosActivityError(f"{program} not recovered within {timeout_s:.0f}s of the kill")
-    return _since_fault()
+    return _since_fault("restart_recovery_seconds")
 
 
 # --- leadership --------------------------------------------------------------------------------------
@@ -204,14 +261,15 @@ def kill_leader(supervisor_conf: str, api_token: str = "", within_s: float = 15.
     pid = _pid(supervisor_conf, program)
     if pid is None:
         raise ChaosActivityError(f"the leader {program} stopped before it could be killed")
-    os.kill(pid, signal.SIGKILL)
-    _mark_fault("kill-leader", program=program, pid=pid, leader=state.get("leader"), term=state.get("term"))
-    return {"program": program, "pid": pid, "leader": state.get("leader"), "term": state.get("term")}
+    _sigkill(program, pid)
+    mark_fault("kill-leader", program=program, pid=pid, leader=state.get("leader"), term=state.get("term"))
+    return {"program": program, "pid": pid, "leader": state.get("leader"), "term": state.get("term"),
+            "affected": [f"{program} (pid {pid})"]}
 
 
 def reelection_seconds(supervisor_conf: str, api_token: str = "", timeout_s: float = 10.0) -> float:
     """Seconds from killing the leader until an instance leads under a newer fencing term."""
-    old_term = _FAULT.details.get("term")
+    old_term = current_fault("reelection_seconds").details.get("term")
     urls = instance_urls(supervisor_conf)
 
     def elected() -> bool:
@@ -224,7 +282,7 @@ def reelection_seconds(supervisor_conf: str, api_token: str = "", timeout_s: flo
 
     if not _wait(elected, timeout_s):
         raise ChaosActivityError(f"no new leader within {timeout_s:.0f}s (old term {old_term})")
-    return _since_fault()
+    return _since_fault("reelection_seconds")
 
 
 # --- dependencies (scripts/services/<name>.sh) ----------------------------------------------------------
@@ -242,17 +300,39 @@ def _service_script(services_dir: str, name: str, command: str, env: dict[str, s
     return completed.stdout.strip()
 
 
+def _service_pid(services_dir: str, name: str) -> int | None:
+    """The dependency's main pid (`<name>.sh pid`), None when it is not running."""
+    script = Path(services_dir) / f"{name}.sh"
+    if not script.exists():
+        raise ChaosActivityError(f"no service script {script}")
+    completed = subprocess.run(  # noqa: S603 - our own scripts
+        ["/bin/bash", str(script), "pid"], capture_output=True, text=True, timeout=60, check=False,
+    )
+    text = completed.stdout.strip()
+    return int(text) if completed.returncode == 0 and text.isdigit() else None
+
+
 def stop_service(services_dir: str, name: str) -> dict[str, Any]:
+    """Stop a running dependency; fails when it was not running (the fault would affect nothing)."""
+    pid = _service_pid(services_dir, name)
+    if pid is None:
+        raise ChaosActivityError(f"{name} is not running: stopping it would affect nothing")
     _service_script(services_dir, name, "stop")
-    _mark_fault("stop", service=name)
-    return {"stopped": name}
+    if not _process_gone(pid, timeout_s=60.0) or _service_pid(services_dir, name) is not None:
+        raise ChaosActivityError(f"{name} (pid {pid}) is still running after `{name}.sh stop`")
+    mark_fault("stop", service=name, pid=pid)
+    return {"stopped": name, "pid": pid, "affected": [f"{name} (pid {pid})"]}
 
 
 def start_service(services_dir: str, name: str) -> dict[str, Any]:
+    """Start a dependency (a no-op when it runs); `affected` is empty when it was already running."""
+    was_running = _service_pid(services_dir, name) is not None
     _service_script(services_dir, name, "start")
-    if _FAULT.details.get("service") == name:
-        _FAULT.details.setdefault("restored_at", time.monotonic())
-    return {"started": name, "seconds_since_fault": _since_fault()}
+    pid = _service_pid(services_dir, name)
+    if pid is None:
+        raise ChaosActivityError(f"{name} is not running after `{name}.sh start`")
+    mark_restored(service=name)
+    return {"started": name, "pid": pid, "affected": [] if was_running else [f"{name} (pid {pid})"]}
 
 
 def service_alive(url: str) -> bool:
@@ -269,9 +349,15 @@ def instances_ready(urls: list[str] | str, within_s: float = 0.0) -> bool:
 
 def readiness_recovery_seconds(url: str, timeout_s: float = 60.0) -> float:
     """Seconds until `url` is ready again, from the dependency's return (or from the fault itself)."""
+    current_fault("readiness_recovery_seconds")
     if not _wait(lambda: _ready(url), timeout_s):
         raise ChaosActivityError(f"{url} not ready within {timeout_s:.0f}s")
-    return _since_restored()
+    return _since_restored("readiness_recovery_seconds")
+
+
+# Events this `chaos run` process got acknowledged (2xx, new), and the database-wide count of stored
+# events when the run's first consistency check saw it: afterwards at least their sum must be stored.
+_RUN_EVENTS: dict[str, int | None] = {"acknowledged_to_us": 0, "stored_at_start": None}
 
 
 def send_events(url: str, api_token: str, count: int = 100, batch_size: int = 20,
@@ -279,9 +365,11 @@ def send_events(url: str, api_token: str, count: int = 100, batch_size: int = 20
     """Post valid events; a graceful service accepts them or refuses with 429/503, promptly.
 
     A 5xx other than 503, a connection refused (the process is gone) or no answer within `timeout_s`
-    (the process hangs on its dead dependency) is ungraceful and fails the activity.
+    (the process hangs on its dead dependency) is ungraceful: counted in `ungraceful` (which the
+    experiments' tolerance requires to be 0) and failing the activity.
     """
-    outcome = {"accepted": 0, "refused": 0, "server_errors": 0, "unreachable": 0, "timed_out": 0}
+    outcome = {"accepted": 0, "refused": 0, "server_errors": 0, "unreachable": 0, "timed_out": 0,
+               "ungraceful": 0}
     with httpx.Client(headers=_auth(api_token), timeout=timeout_s) as client:
         for start in range(0, count, batch_size):
             batch = sample_events.generate(min(batch_size, count - start))
@@ -295,25 +383,63 @@ def send_events(url: str, api_token: str, count: int = 100, batch_size: int = 20
                 continue
             if response.status_code in (200, 201, 202):
                 outcome["accepted"] += len(batch)
+                _RUN_EVENTS["acknowledged_to_us"] = int(_RUN_EVENTS["acknowledged_to_us"] or 0) + _new_in(
+                    response, len(batch))
             elif response.status_code in (429, 503):
                 outcome["refused"] += len(batch)
             else:
                 outcome["server_errors"] += len(batch)
-    if outcome["server_errors"] or outcome["unreachable"] or outcome["timed_out"]:
+    outcome["ungraceful"] = outcome["server_errors"] + outcome["unreachable"] + outcome["timed_out"]
+    if outcome["ungraceful"]:
         raise ChaosActivityError(f"ungraceful answers during the fault: {outcome}")
     return outcome
 
 
-def events_consistent(url: str, api_token: str, drain_s: float = 30.0) -> bool:
-    """Zero events lost: events accepted equals events stored, once the pipeline has drained."""
+def _new_in(response: httpx.Response, sent: int) -> int:
+    try:
+        return int(response.json().get("accepted", sent))
+    except (ValueError, AttributeError):
+        return sent
+
+
+def events_consistent(url: str, api_token: str, drain_s: float = 30.0,
+                      require_processed: bool = True) -> bool:
+    """Zero events lost, judged on database-wide figures (`GET /api/v1/stats`, every replica):
+
+    - `events_acknowledged` (what all replicas acknowledged, recorded in the database with the events)
+      equals `events_stored`;
+    - with `require_processed`, every stored event was processed (`events_processed`): the pipeline
+      drained, nothing is stuck on the way to detection;
+    - at least as many events are stored as when this run first looked plus those acknowledged to this
+      run's own `send_events` (a check that does not rely on the service's own counters).
+
+    Waits up to `drain_s` seconds for all three; raises ChaosActivityError with the last figures
+    otherwise (missing figures count as failure, never as success).
+    """
+    last: dict[str, Any] = {}
+
     def consistent() -> bool:
         response = _get(f"{url.rstrip('/')}/api/v1/stats", api_token)
         if response is None or response.status_code != 200:
+            last["error"] = "no stats" if response is None else f"stats answered {response.status_code}"
             return False
         stats = response.json()
-        return int(stats.get("events_accepted", -1)) == int(stats.get("events_stored", -2))
+        figures = {k: stats.get(k) for k in ("events_acknowledged", "events_stored", "events_processed")}
+        last.clear()
+        last.update(figures)
+        if not all(isinstance(v, int) for v in figures.values()):
+            last["error"] = "stats lack database-wide figures"
+            return False
+        if _RUN_EVENTS["stored_at_start"] is None:
+            _RUN_EVENTS["stored_at_start"] = figures["events_stored"]
+        floor = int(_RUN_EVENTS["stored_at_start"] or 0) + int(_RUN_EVENTS["acknowledged_to_us"] or 0)
+        last["stored_at_least"] = floor
+        return (figures["events_acknowledged"] == figures["events_stored"] >= floor
+                and (not require_processed or figures["events_processed"] == figures["events_stored"]))
 
-    return _wait(consistent, drain_s)
+    if not _wait(consistent, drain_s):
+        raise ChaosActivityError(f"events lost or not drained within {drain_s:.0f}s: {last}")
+    return True
 
 
 # --- latency ------------------------------------------------------------------------------------------
@@ -323,14 +449,38 @@ def _proxy_pidfile(name: str) -> Path:
     return state / name / "latency-proxy.pid"
 
 
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", int(port))) == 0
+
+
+def _round_trip_ms(port: int, request: bytes, timeout_s: float = 10.0) -> float | None:
+    """Milliseconds from sending `request` on 127.0.0.1:`port` to the first byte of the answer."""
+    try:
+        with socket.create_connection(("127.0.0.1", int(port)), timeout=timeout_s) as conn:
+            started = time.monotonic()
+            conn.sendall(request)
+            if not conn.recv(1):
+                return None
+            return round((time.monotonic() - started) * 1000.0, 1)
+    except OSError:
+        return None
+
+
 def add_dependency_latency(services_dir: str, name: str, port_variable: str, port: int, latency_ms: float,
-                           relocated_port: int) -> dict[str, Any]:
+                           relocated_port: int, probe_request: str = "") -> dict[str, Any]:
     """Put `latency_ms` in front of a dependency without touching the service's configuration.
 
     `tc netem` is not available in this kernel, so the dependency moves: it is restarted on
     `relocated_port` and our TCP proxy (immune_chaos.latency_proxy) takes its usual port, delaying
     every chunk in both directions. The short restart is part of the fault.
+
+    Proof of effect: the dependency was running, runs again on `relocated_port`, and - when
+    `probe_request` is given (e.g. "PING\r\n" for Redis) - a request through the proxy takes at least
+    90 % of `latency_ms` to be answered. Raises ChaosActivityError otherwise.
     """
+    if _service_pid(services_dir, name) is None:
+        raise ChaosActivityError(f"{name} is not running: delaying it would affect nothing")
     _service_script(services_dir, name, "stop")
     _service_script(services_dir, name, "start", {port_variable: str(relocated_port)})
     pidfile = _proxy_pidfile(name)
@@ -341,26 +491,38 @@ def add_dependency_latency(services_dir: str, name: str, port_variable: str, por
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     pidfile.write_text(str(process.pid), encoding="utf-8")
-    def listening() -> bool:
-        with socket.socket() as probe:
-            return probe.connect_ex(("127.0.0.1", int(port))) == 0
-
-    if not _wait(listening, 10.0):
+    if not _wait(lambda: _listening(port), 10.0):
         raise ChaosActivityError(f"latency proxy did not listen on {port}")
-    _mark_fault("latency", service=name, latency_ms=latency_ms)
-    return {"service": name, "proxy_pid": process.pid, "latency_ms": latency_ms}
+    if not _listening(relocated_port):
+        raise ChaosActivityError(f"{name} does not listen on its relocated port {relocated_port}")
+    measured = _round_trip_ms(port, probe_request.encode()) if probe_request else None
+    if probe_request and (measured is None or measured < 0.9 * float(latency_ms)):
+        raise ChaosActivityError(f"a request to {name} through the proxy took {measured} ms, "
+                                 f"not the {latency_ms} ms injected")
+    mark_fault("latency", service=name, latency_ms=latency_ms)
+    return {"service": name, "proxy_pid": process.pid, "latency_ms": latency_ms,
+            "measured_round_trip_ms": measured, "affected": [f"{name} behind proxy pid {process.pid}"]}
 
 
 def remove_dependency_latency(services_dir: str, name: str, port_variable: str,
                               relocated_port: int) -> dict[str, Any]:
-    """Stop the proxy and bring the dependency back on its usual port (safe to run twice)."""
+    """Stop the proxy and bring the dependency back on its usual port (safe to run twice).
+
+    `affected` names the proxy stopped; it is empty when there was none (nothing to undo).
+    """
     pidfile = _proxy_pidfile(name)
+    affected: list[str] = []
     if pidfile.exists():
         try:
-            os.kill(int(pidfile.read_text(encoding="utf-8").strip()), signal.SIGTERM)
+            proxy_pid = int(pidfile.read_text(encoding="utf-8").strip())
+            os.kill(proxy_pid, signal.SIGTERM)
+            affected.append(f"latency proxy pid {proxy_pid}")
         except (ProcessLookupError, ValueError):
             pass
         pidfile.unlink(missing_ok=True)
     _service_script(services_dir, name, "stop", {port_variable: str(relocated_port)})
     _service_script(services_dir, name, "start")
-    return {"service": name, "restored": True}
+    if _service_pid(services_dir, name) is None:
+        raise ChaosActivityError(f"{name} is not running on its usual port after the latency was removed")
+    mark_restored(service=name)
+    return {"service": name, "restored": True, "affected": affected}

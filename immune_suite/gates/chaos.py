@@ -103,6 +103,7 @@ def run_chaos_gate(config: dict[str, Any], out_dir: Path, experiments: list[str]
             failures.append(f"{name}: {exc}")
             measurements.append(Measurement(f"{name}: passed", None, None, "info", False))
             continue
+        name = path.stem if os.sep in name else name  # a file given by path: named by its stem
         progress(f"running {name}", stage=GATE)
         summary, produced, error = run_experiment(path, name, var_file, env, out_dir)
         artifacts += produced

@@ -1,15 +1,27 @@
 """Reads a Chaos Toolkit journal into what the chaos gate judges.
 
 An experiment passes when its journal says `status: completed` and `deviated: false`, no activity of its
-method or rollbacks failed, and every measurement the experiment declares in its `immune-gate`
-extension (a probe's numeric output against a threshold, e.g. recovery seconds < 30) holds.
+method or rollbacks failed, every activity of its method ran, and:
+
+- every method probe is judged: Chaos Toolkit evaluates tolerances only in the steady-state hypothesis
+  (a method probe's tolerance is ignored, chaostoolkit-lib issue #55, chaostoolkit issue #135), so the
+  gate evaluates it here, with chaoslib's own `within_tolerance`; a method probe that has neither a
+  tolerance nor an `immune-gate` measurement would judge nothing and fails the experiment;
+- every method action shows an effect: its output lists what it hit (`{"affected": [...]}` from our
+  actions, the list of terminated pods from chaostoolkit-kubernetes' `terminate_pods`); an action that
+  hit nothing (no process killed, a selector that matched no pod, a service already stopped) or that
+  reports nothing fails the experiment;
+- every measurement the experiment declares in its `immune-gate` extension (a probe's numeric output
+  against a threshold, e.g. recovery seconds < 30) holds.
 """
 
 from __future__ import annotations
 
 import operator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
+
+from chaoslib.hypothesis import within_tolerance
 
 from immune_suite.verdict import Measurement
 
@@ -28,17 +40,19 @@ class ActivityRecord:
     duration_s: float | None
     output: Any = None
     error: str | None = None
+    # Why the gate rejects an activity that Chaos Toolkit itself let pass (tolerance, no effect).
+    verdict: str | None = None
 
     @property
     def failed(self) -> bool:
-        return self.status != "succeeded"
+        return self.status != "succeeded" or self.verdict is not None
 
     def to_dict(self) -> dict[str, Any]:
         plain = isinstance(self.output, int | float | bool | str | dict | list | None)
         output = self.output if plain else str(self.output)
         return {"name": self.name, "kind": self.kind, "phase": self.phase, "status": self.status,
                 "start": self.start, "end": self.end, "duration_s": self.duration_s, "output": output,
-                "error": self.error}
+                "error": self.error, "verdict": self.verdict}
 
 
 @dataclass(frozen=True)
@@ -53,6 +67,7 @@ class JournalSummary:
     start: str | None = None
     end: str | None = None
     duration_s: float | None = None
+    problems: list[str] = field(default_factory=list)  # the experiment itself cannot judge (see summarise)
 
     @property
     def failed_activities(self) -> list[ActivityRecord]:
@@ -61,7 +76,7 @@ class JournalSummary:
     @property
     def passed(self) -> bool:
         return (self.status == "completed" and not self.deviated and not self.failed_activities
-                and all(m.passed for m in self.measurements))
+                and not self.problems and all(m.passed for m in self.measurements))
 
     def reasons(self) -> list[str]:
         reasons: list[str] = []
@@ -69,8 +84,11 @@ class JournalSummary:
             reasons.append(f"status {self.status}")
         if self.deviated:
             reasons.append("steady state deviated")
-        reasons += [f"{a.phase} {a.kind} '{a.name}' failed: {a.error or a.status}"
+        reasons += [f"{a.phase} probe '{a.name}' not met: {a.error or _short(a.output)}"
+                    for a in self.activities if a.phase.startswith("steady-state") and a.failed]
+        reasons += [f"{a.phase} {a.kind} '{a.name}' failed: {a.verdict or a.error or a.status}"
                     for a in self.failed_activities]
+        reasons += self.problems
         reasons += [f"{m.name}={m.value} (needs {m.comparator} {m.threshold})" for m in self.measurements
                     if not m.passed]
         return reasons
@@ -101,7 +119,11 @@ def _steady(journal: dict[str, Any], key: str) -> tuple[bool | None, list[Activi
     state = (journal.get("steady_states") or {}).get(key)
     if not state:
         return None, []
-    return bool(state.get("steady_state_met")), _records(state.get("probes"), f"steady-state-{key}")
+    runs = list(state.get("probes") or [])
+    records = [replace(record, verdict="not within its tolerance")
+               if run.get("tolerance_met") is False and record.status == "succeeded" else record
+               for run, record in zip(runs, _records(runs, f"steady-state-{key}"), strict=True)]
+    return bool(state.get("steady_state_met")), records
 
 
 def declared_measurements(experiment: dict[str, Any]) -> list[dict[str, Any]]:
@@ -111,14 +133,68 @@ def declared_measurements(experiment: dict[str, Any]) -> list[dict[str, Any]]:
     return []
 
 
+def _short(value: Any, limit: int = 200) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _tolerance_verdict(activity: dict[str, Any], output: Any) -> str | None:
+    """None when the method probe's output is within its tolerance, else why not."""
+    tolerance = activity.get("tolerance")
+    if isinstance(tolerance, dict) and tolerance.get("type") == "probe":
+        # The gate judges what was recorded; it never runs an activity of its own.
+        return "a probe-typed tolerance cannot be judged from the journal"
+    try:
+        met = bool(within_tolerance(tolerance, output))
+    except Exception as exc:
+        return f"tolerance {_short(tolerance)} could not be evaluated: {exc}"
+    return None if met else f"output {_short(output)} not within tolerance {_short(tolerance)}"
+
+
+def _effect_verdict(output: Any) -> str | None:
+    """None when a method action's output names what it hit, else why it counts as no effect."""
+    if isinstance(output, dict) and "affected" in output:
+        return None if output["affected"] else f"affected nothing ({_short(output)})"
+    if isinstance(output, list):  # chaostoolkit-kubernetes terminate_pods: names of the deleted pods
+        return None if output else "affected nothing (empty result: the selector matched nothing)"
+    return f"reports no effect (output {_short(output)}); a fault action must list what it hit"
+
+
+def _judge_method(run: list[dict[str, Any]], method: list[ActivityRecord],
+                  measured: set[str]) -> list[ActivityRecord]:
+    judged: list[ActivityRecord] = []
+    for entry, record in zip(run, method, strict=True):
+        activity = entry.get("activity", {})
+        verdict: str | None = None
+        if record.status == "succeeded" and record.kind == "probe":
+            if "tolerance" in activity:
+                verdict = _tolerance_verdict(activity, record.output)
+            elif record.name not in measured:
+                verdict = "judges nothing: a method probe needs a tolerance or an immune-gate measurement"
+        elif record.status == "succeeded" and record.kind == "action":
+            verdict = _effect_verdict(record.output)
+        judged.append(replace(record, verdict=verdict) if verdict else record)
+    return judged
+
+
 def summarise(journal: dict[str, Any], name: str) -> JournalSummary:
     experiment = journal.get("experiment", {})
     before, before_probes = _steady(journal, "before")
     after, after_probes = _steady(journal, "after")
-    method = _records(journal.get("run"), "method")
+    run = list(journal.get("run") or [])
+    specs = declared_measurements(experiment)
+    method = _judge_method(run, _records(run, "method"), {str(spec.get("probe")) for spec in specs})
     rollbacks = _records(journal.get("rollbacks"), "rollback")
+    problems: list[str] = []
+    declared = [str(a.get("name", "?")) for a in experiment.get("method", []) or []
+                if a.get("type") in ("action", "probe")]
+    ran = [a.name for a in method]
+    if declared[: len(ran)] != ran or len(ran) < len(declared):
+        missing = [n for n in declared if n not in ran]
+        problems.append(f"method incomplete: {len(ran)} of {len(declared)} activities ran"
+                        + (f" (not run: {', '.join(missing)})" if missing else ""))
     measurements: list[Measurement] = []
-    for spec in declared_measurements(experiment):
+    for spec in specs:
         probe = next((a for a in method if a.name == spec["probe"]), None)
         value = probe.output if probe and not probe.failed and isinstance(probe.output, int | float) else None
         comparator = str(spec.get("comparator", "<"))
@@ -133,4 +209,5 @@ def summarise(journal: dict[str, Any], name: str) -> JournalSummary:
         deviated=bool(journal.get("deviated", False)), steady_before=before, steady_after=after,
         activities=[*before_probes, *method, *after_probes, *rollbacks], measurements=measurements,
         start=journal.get("start"), end=journal.get("end"), duration_s=journal.get("duration"),
+        problems=problems,
     )

@@ -12,6 +12,9 @@ import argparse
 import asyncio
 import os
 import random
+import socket
+import threading
+import time
 from typing import Any
 
 import uvicorn
@@ -35,7 +38,9 @@ class Accepted(BaseModel):
 
 class Stats(BaseModel):
     events_accepted: int
+    events_acknowledged: int
     events_stored: int
+    events_processed: int
 
 
 class Coordination(BaseModel):
@@ -44,9 +49,38 @@ class Coordination(BaseModel):
     is_leader: bool
 
 
-def build_app(color: str, tokens: set[str], latency_ms: float = 0.0, error_ratio: float = 0.0) -> FastAPI:
+class Dependency:
+    """A TCP dependency (127.0.0.1:port) and the ways a service can mishandle its outage (chaos tests).
+
+    never_recover: once seen down, the service stays unready (a client that never reconnects);
+    dead_without: liveness fails while it is down (the process hangs or crashes without it);
+    lose_without: events posted while it is down are acknowledged (202) but never stored.
+    """
+
+    def __init__(self, port: int, never_recover: bool, dead_without: bool, lose_without: bool) -> None:
+        self.port, self.never_recover, self.dead_without, self.lose_without = (
+            port, never_recover, dead_without, lose_without)
+        self.seen_down = False
+        if never_recover:  # watch continuously: an outage nobody asked about still counts
+            threading.Thread(target=self._watch, daemon=True).start()
+
+    def _watch(self) -> None:
+        while True:
+            self.up()
+            time.sleep(0.2)
+
+    def up(self) -> bool:
+        with socket.socket() as probe:
+            probe.settimeout(1.0)
+            up = probe.connect_ex(("127.0.0.1", self.port)) == 0
+        self.seen_down = self.seen_down or not up
+        return up and not (self.never_recover and self.seen_down)
+
+
+def build_app(color: str, tokens: set[str], latency_ms: float = 0.0, error_ratio: float = 0.0,
+              dependency: Dependency | None = None) -> FastAPI:
     app = FastAPI(title="mini immune core", version="0.0.1")
-    counters = {"accepted": 0}
+    counters = {"accepted": 0, "stored": 0}
     rng = random.Random(7)
 
     def authorised(authorization: str = Header(default="")) -> None:
@@ -68,21 +102,29 @@ def build_app(color: str, tokens: set[str], latency_ms: float = 0.0, error_ratio
         return response
 
     @app.get("/health/live")
-    async def live() -> dict[str, str]:
+    async def live(response: Response) -> dict[str, str]:
+        if dependency is not None and dependency.dead_without and not dependency.up():
+            response.status_code = 503
         return {"status": "ok", "color": color}
 
     @app.get("/health/ready")
-    async def ready() -> dict[str, bool]:
-        return {"ready": True}
+    async def ready(response: Response) -> dict[str, bool]:
+        ok = dependency is None or dependency.up()
+        response.status_code = 200 if ok else 503
+        return {"ready": ok}
 
     @app.post("/api/v1/events", status_code=202, dependencies=[Depends(authorised)])
     async def ingest(batch: Batch) -> Accepted:
         counters["accepted"] += len(batch.events)
+        if dependency is None or not dependency.lose_without or dependency.up():
+            counters["stored"] += len(batch.events)
         return Accepted(accepted=len(batch.events))
 
     @app.get("/api/v1/stats", dependencies=[Depends(authorised)])
     async def stats() -> Stats:
-        return Stats(events_accepted=counters["accepted"], events_stored=counters["accepted"])
+        # This one process is the whole service: its acknowledgements are the database-wide ones.
+        return Stats(events_accepted=counters["accepted"], events_acknowledged=counters["accepted"],
+                     events_stored=counters["stored"], events_processed=counters["stored"])
 
     @app.get("/api/v1/threats", dependencies=[Depends(authorised)])
     async def threats(limit: int = 20) -> list[dict[str, str]]:
@@ -107,6 +149,14 @@ def build_app(color: str, tokens: set[str], latency_ms: float = 0.0, error_ratio
     return app
 
 
+def _dependency_from_env() -> Dependency | None:
+    port = os.environ.get("IMMUNE_FAULT_DEPENDENCY_PORT", "")
+    if not port:
+        return None
+    flags = set(os.environ.get("IMMUNE_FAULT_DEPENDENCY_MODE", "").split(","))
+    return Dependency(int(port), "never-recover" in flags, "dead-without" in flags, "lose-without" in flags)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
@@ -117,6 +167,7 @@ def main() -> None:
         tokens=set(filter(None, os.environ.get("IMMUNE_API_TOKENS", "").split(","))),
         latency_ms=float(os.environ.get("IMMUNE_FAULT_LATENCY_MS", "0")),
         error_ratio=float(os.environ.get("IMMUNE_FAULT_ERROR_RATIO", "0")),
+        dependency=_dependency_from_env(),
     )
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
 

@@ -58,12 +58,14 @@ class EventIntake:
         on_stored: Callable[[], None],
         *,
         max_group_events: int = 2000,
+        instance_id: str = "",
     ) -> None:
         self._db = database
         self._metrics = metrics
         self._counters = counters
         self._on_stored = on_stored
         self._max_group = max_group_events
+        self._instance_id = instance_id
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
 
@@ -127,6 +129,8 @@ class EventIntake:
                 fresh = set(await repo.insert_events(conn, events, "api"))
                 forwarded = {str(e.event_id): e for e in events if str(e.event_id) in fresh}
                 await repo.enqueue(conn, [repo.forward_message(e) for e in forwarded.values()])
+                # Acknowledged in the database, with the events: the answers below follow this commit.
+                await repo.record_acknowledged(conn, self._instance_id, "api", len(fresh))
         except Exception as exc:
             # Nothing of the group was committed: every request of it fails (503 for a database outage).
             for p in live:

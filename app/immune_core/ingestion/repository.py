@@ -104,6 +104,27 @@ async def insert_events(conn: Connection, events: Sequence[AnyEvent], source: st
     return inserted
 
 
+async def record_acknowledged(conn: Connection, instance_id: str, source: str, count: int) -> None:
+    """Count ``count`` new events as acknowledged by ``instance_id`` (HTTP 2xx, Kafka offset commit).
+
+    Call it in the transaction that stores those events: the count then commits (or rolls back) with
+    them, lives in the database rather than in one process, and adds up across replicas and restarts
+    (``GET /api/v1/stats``). One row per (instance, source) keeps replicas off each other's row lock.
+    """
+    if count <= 0:
+        return
+    await conn.execute(
+        "INSERT INTO event_acknowledgements (instance_id, source, acknowledged, updated_at)"
+        " VALUES ($1, $2, $3, $4) ON CONFLICT (instance_id, source) DO UPDATE SET"
+        " acknowledged = event_acknowledgements.acknowledged + excluded.acknowledged,"
+        " updated_at = excluded.updated_at",
+        instance_id,
+        source,
+        count,
+        time.time(),
+    )
+
+
 async def processed_among(conn: Connection, event_ids: Iterable[str]) -> set[str]:
     done: set[str] = set()
     for chunk in _chunks(list(event_ids)):

@@ -31,6 +31,10 @@ class StatsResponse(BaseModel):
     events_duplicate: int
     events_rejected: int
     events_dead_lettered: int
+    events_acknowledged: int = Field(
+        description="New events acknowledged by every replica, recorded in the database with the events"
+        " (all replicas, survives restarts); equals events_stored unless an acknowledged event was lost."
+    )
     events_stored: int = Field(description="Events in the database (all replicas).")
     events_processed: int = Field(description="Stored events that detection has run on.")
     threats: int
@@ -168,7 +172,9 @@ async def stats(runtime: RuntimeDep) -> StatsResponse:
             " (SELECT count(*) FROM events WHERE processed_at IS NOT NULL) AS processed,"
             " (SELECT count(*) FROM threats) AS threats,"
             " (SELECT count(*) FROM dead_letters) AS dead_letters,"
-            " (SELECT count(*) FROM outbox) AS outbox"
+            " (SELECT count(*) FROM outbox) AS outbox,"
+            # One statement, one snapshot: acknowledged and stored are compared by the chaos gate.
+            " (SELECT COALESCE(SUM(acknowledged), 0) FROM event_acknowledgements) AS acknowledged"
         )
     if counts is None:  # an aggregate SELECT always returns a row; guard for the type checker
         raise ApiError(503, "storage_unavailable", "no answer from storage")
@@ -179,6 +185,7 @@ async def stats(runtime: RuntimeDep) -> StatsResponse:
         events_duplicate=c.duplicates,
         events_rejected=c.rejected,
         events_dead_lettered=c.dead_lettered,
+        events_acknowledged=int(counts["acknowledged"]),
         events_stored=int(counts["stored"]),
         events_processed=int(counts["processed"]),
         threats=int(counts["threats"]),

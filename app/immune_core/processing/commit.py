@@ -50,6 +50,8 @@ class CommitResult:
 async def commit_batch(db: Database, batch: ProcessedBatch, source: str) -> CommitResult:
     async with db.transaction() as conn:
         new_ids = await repo.insert_events(conn, batch.events, source)
+        # The offset commit that follows acknowledges them: counted with them (shared by the group).
+        await repo.record_acknowledged(conn, "consumer-group", source, len(new_ids))
         # Claiming marks the events processed in the transaction that stores what detection concluded
         # from them: a batch re-read after a crash finds them processed and does not detect twice.
         claimed = await repo.claim_processed(conn, batch.detected.keys())

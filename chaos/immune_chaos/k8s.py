@@ -1,0 +1,100 @@
+"""Chaos Toolkit actions for Kubernetes: chaostoolkit-kubernetes, plus the fault timer and proof of effect.
+
+The experiments under chaos/experiments/kubernetes call these instead of `chaosk8s.*` directly, as
+`{"type": "python", "module": "immune_chaos.k8s", "func": ...}`, for two reasons:
+
+- the fault timer of `immune_chaos.local` (recovery probes measure from it) starts when the fault is in
+  place: after the pods were deleted, after the StatefulSet was scaled to zero;
+- an action that affects nothing fails: `chaosk8s.pod.actions.terminate_pods` returns an empty list
+  when the selector matched no pod, and `chaosk8s.statefulset.actions.scale_statefulset` returns nothing
+  at all, even when the StatefulSet already had that many replicas. These wrappers raise then, and
+  return `{"affected": [...]}` otherwise (the chaos gate also rejects an action that reports no effect).
+
+The Kubernetes client is the one chaostoolkit-kubernetes builds (`chaosk8s.create_k8s_api_client`:
+KUBECONFIG, in-cluster config, or the `secrets` of the experiment).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chaosk8s import create_k8s_api_client
+from chaosk8s.pod.actions import terminate_pods as chaosk8s_terminate_pods
+from chaosk8s.statefulset.actions import scale_statefulset as chaosk8s_scale_statefulset
+from kubernetes import client
+
+from immune_chaos.local import ChaosActivityError, mark_fault, mark_restored
+
+__all__ = ["ensure_statefulset_replicas", "scale_statefulset", "terminate_pods"]
+
+
+def terminate_pods(
+    label_selector: str,
+    ns: str = "default",
+    qty: int = 1,
+    rand: bool = False,
+    grace_period: int = -1,
+    secrets: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Delete `qty` pods matching `label_selector` in `ns` (chaosk8s `terminate_pods`).
+
+    Returns {"affected": [pod names]}; raises ChaosActivityError when no pod was deleted.
+    """
+    deleted = chaosk8s_terminate_pods(
+        label_selector=label_selector, ns=ns, qty=qty, rand=rand, grace_period=grace_period, secrets=secrets
+    )
+    if not deleted:
+        raise ChaosActivityError(f"no pod matched {label_selector!r} in {ns}: nothing was terminated")
+    mark_fault("terminate-pods", pods=list(deleted), namespace=ns)
+    return {"affected": list(deleted), "namespace": ns}
+
+
+def _statefulset_replicas(name: str, ns: str, secrets: dict[str, Any] | None) -> int:
+    apps = client.AppsV1Api(create_k8s_api_client(secrets))
+    try:
+        scale = apps.read_namespaced_stateful_set_scale(name, ns)
+    except client.ApiException as exc:
+        raise ChaosActivityError(
+            f"statefulset {ns}/{name} cannot be read: {exc.status} {exc.reason}"
+        ) from None
+    return int(scale.spec.replicas or 0) if scale.spec is not None else 0
+
+
+def scale_statefulset(
+    name: str, replicas: int, ns: str = "default", secrets: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Scale StatefulSet `ns`/`name` to `replicas` (chaosk8s `scale_statefulset`), as a fault or its undoing.
+
+    Scaling to zero starts the fault timer; scaling up marks the fault undone (recovery counts from
+    there). Raises ChaosActivityError when the StatefulSet already had `replicas` (nothing would change)
+    or when it does not report `replicas` afterwards. Returns {"affected": ["<ns>/<name>: a -> b"]}.
+    """
+    before = _statefulset_replicas(name, ns, secrets)
+    if before == int(replicas):
+        raise ChaosActivityError(f"statefulset {ns}/{name} already has {before} replicas: nothing to change")
+    chaosk8s_scale_statefulset(name=name, replicas=int(replicas), ns=ns, secrets=secrets)
+    after = _statefulset_replicas(name, ns, secrets)
+    if after != int(replicas):
+        raise ChaosActivityError(
+            f"statefulset {ns}/{name} reports {after} replicas after scaling to {replicas}"
+        )
+    if int(replicas) == 0:
+        mark_fault("scale-to-zero", statefulset=name, namespace=ns, replicas_before=before)
+    else:
+        mark_restored(statefulset=name)
+    return {"affected": [f"{ns}/{name}: {before} -> {replicas}"], "before": before, "after": after}
+
+
+def ensure_statefulset_replicas(
+    name: str, replicas: int, ns: str = "default", secrets: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Rollback: make sure `ns`/`name` has `replicas` (a no-op, `affected` empty, when it already has)."""
+    before = _statefulset_replicas(name, ns, secrets)
+    if before == int(replicas):
+        return {"affected": [], "before": before, "after": before}
+    chaosk8s_scale_statefulset(name=name, replicas=int(replicas), ns=ns, secrets=secrets)
+    return {
+        "affected": [f"{ns}/{name}: {before} -> {replicas}"],
+        "before": before,
+        "after": _statefulset_replicas(name, ns, secrets),
+    }
