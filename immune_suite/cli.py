@@ -293,6 +293,19 @@ def cmd_abort(args: argparse.Namespace) -> ExitCode:
         )
         return ExitCode.OK
     try:
+        last = session.store.load()
+        if unsettled(last) and (not args.run or last is None or args.run == last.run_id):
+            assert last is not None
+            # Its rollback failed and traffic may be split: aborting it means restoring stable now.
+            if session.settle_previous(last):
+                _emit(args, {"abort": "settled", "run_id": last.run_id}, f"{last.run_id}: traffic on stable")
+                return ExitCode.OK
+            _emit(
+                args,
+                {"abort": "unsettled", "run_id": last.run_id},
+                f"{last.run_id}: the target still refuses the restore; see `immune-suite status`",
+            )
+            return ExitCode.ROLLBACK_FAILED
         run = addressed_run(args, session.store, "abort")
         if run is None:
             return ExitCode.NOTHING_TO_DO

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from immune_suite.cli import Session
+from immune_suite.cli import Session, main
 from immune_suite.pipeline.exit_codes import ExitCode
 from immune_suite.pipeline.guard import guard_once, restore_until_settled, unsettled
 from immune_suite.pipeline.run_state import RunState, RunStore, StackLock
@@ -217,3 +217,49 @@ def test_a_pipeline_dead_in_its_rollback_step_is_guarded(
     RunStore(fragile_stack.name).save(run)
     assert guard_once(fragile_stack.name, broken, RecordingProgress())
     assert broken.served_by() is Color.BLUE
+
+
+def test_cli_promote_refuses_and_abort_restores_an_unsettled_run(
+    established: ScriptedGates,
+    fragile_stack: StackConfig,
+    broken: BrokenTarget,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    failed, _ = failed_rollback(fragile_stack, broken, established)
+    stack_file = tmp_path / "stack.yaml"
+    stack_file.write_text(json.dumps(fragile_stack.model_dump()))
+    monkeypatch.setattr("immune_suite.cli.make_target", lambda stack, repo=None: broken)
+    deploys = len([c for c in broken.calls if c[0] == "deploy"])
+    assert main(["promote", "--stack", str(stack_file), "--json"]) == ExitCode.ROLLBACK_FAILED
+    stored = RunStore(fragile_stack.name).load()
+    assert stored is not None and stored.run_id == failed.run_id  # nothing new started
+    assert len([c for c in broken.calls if c[0] == "deploy"]) == deploys
+    assert main(["abort", "--stack", str(stack_file), "--json"]) == ExitCode.ROLLBACK_FAILED
+    assert broken.served_by() is None
+    broken.refuse_traffic = 0
+    assert main(["abort", "--stack", str(stack_file), "--json"]) == ExitCode.OK
+    assert broken.served_by() is Color.BLUE and broken.releases[Color.GREEN] is None
+    run = RunStore(fragile_stack.name).load()
+    assert run is not None and run.settled_at and run.status == "rollback_failed"
+
+
+@pytest.mark.parametrize("kind", ["local", "kubernetes"])
+def test_finish_leaves_it_to_the_guard_or_keeps_restoring_in_the_foreground(
+    established: ScriptedGates,
+    fragile_stack: StackConfig,
+    broken: BrokenTarget,
+    tmp_path: Path,
+    kind: str,
+) -> None:
+    run, code = failed_rollback(fragile_stack, broken, established)
+    broken.refuse_traffic = 1  # one more refusal, then the target recovers
+    stack_file = tmp_path / "stack.yaml"
+    stack_file.write_text(json.dumps(fragile_stack.with_overrides(target=kind).model_dump()))
+    session = Session(argparse.Namespace(stack=str(stack_file), json=True, repo=None))
+    session._target = broken
+    assert session.finish(run, code) is ExitCode.ROLLBACK_FAILED
+    if kind == "local":  # supervisord's guard is in charge from here on
+        assert broken.served_by() is None and unsettled(run)
+    else:  # nothing of ours runs beside a cluster: the process itself kept at it
+        assert broken.served_by() is Color.BLUE and run.settled_at is not None
