@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import flow, wait_for
+from conftest import TOKEN, flow, wait_for
 from fastapi.testclient import TestClient
 from immune_core.api.security import AuthFailureLimiter
 from immune_core.api.tokens import TokenConfigError, TokenRegistry, hash_entry, parse_roles
@@ -321,3 +321,21 @@ def test_a_second_cell_of_a_kind_can_be_removed_without_force(service: TestClien
     assert service.delete(f"/api/v1/agents/{neutrophil}", headers=bearer(OPERATOR)).status_code == 204
     assert service.delete(f"/api/v1/agents/{twin['id']}", headers=bearer(OPERATOR)).status_code == 409
     assert service.get("/health/ready").status_code == 200
+
+
+def test_the_last_cell_guard_holds_on_each_store(
+    database_settings: Settings, start_client: Callable[[Settings], TestClient]
+) -> None:
+    """The guard is applied where every replica applies the agent_ops log, on SQLite and PostgreSQL."""
+    client = start_client(database_settings)
+    admin = {"Authorization": f"Bearer {TOKEN}"}
+    dendritic = next(
+        a for a in client.get("/api/v1/agents", headers=admin).json()["agents"] if a["type"] == "dendritic"
+    )
+    refused = client.delete(f"/api/v1/agents/{dendritic['id']}", headers=admin)
+    assert refused.status_code == 409 and refused.json()["error"] == "last_of_kind"
+    assert client.delete(f"/api/v1/agents/{dendritic['id']}?force=true", headers=admin).status_code == 204
+    ready = client.get("/health/ready")
+    assert ready.status_code == 503 and ready.json()["missing_cell_types"] == ["dendritic"]
+    assert client.post("/api/v1/agents", json={"type": "dendritic"}, headers=admin).status_code == 201
+    wait_for(lambda: client.get("/health/ready").status_code == 200, what="ready again")
