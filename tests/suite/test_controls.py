@@ -3,6 +3,7 @@ holds traffic on stable, and a failing canary is still rolled back when a pause 
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 from typing import Any
@@ -161,3 +162,25 @@ def test_pause_with_no_unfinished_run_is_refused(state_dir: Path) -> None:
 def test_abort_aimed_at_another_run_is_refused(open_run: RunState) -> None:
     code = main(["abort", "--stack", "local", "--run", "20200101T000000Z-deadbeef", "--reason", "x"])
     assert code == ExitCode.NOTHING_TO_DO and RunStore("local").controls() == {}
+
+
+def test_status_names_the_run_and_whom_a_pending_control_is_for(
+    open_run: RunState,
+    memory_target: MemoryTarget,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setattr("immune_suite.cli.make_target", lambda stack, repo=None: memory_target)
+    assert main(["pause", "--stack", "local", "--by", "gus"]) == ExitCode.OK
+    capsys.readouterr()
+    assert main(["status", "--stack", "local"]) == ExitCode.OK
+    out = capsys.readouterr().out
+    assert f"run {open_run.run_id}: running" in out
+    assert f"pending control for run {open_run.run_id}: paused by gus" in out and "ignored" not in out
+    RunStore("local").set_control("20200101T000000Z-deadbeef-0000", abort="stale", by="hal")
+    assert main(["status", "--stack", "local", "--json"]) == ExitCode.OK
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["run"]["run_id"] == open_run.run_id
+    assert payload["controls"]["run_id"] != open_run.run_id
+    assert main(["status", "--stack", "local"]) == ExitCode.OK
+    assert "(ignored: not the unfinished run)" in capsys.readouterr().out
