@@ -288,6 +288,12 @@ def test_websocket_token_from_the_protocol_header_and_never_from_the_url(client:
         ("/ws/stream", []),
     ):
         with pytest.raises(WebSocketDisconnect) as refused:
-            with client.websocket_connect(url, subprotocols=protocols):
-                pass
+            with client.websocket_connect(url, subprotocols=protocols) as ws:
+                ws.receive_json()
         assert refused.value.code == 1008, (url, protocols)
+    # Refusals of the request's shape say why in the close frame.
+    for url, why in ((f"/ws/stream?token={TOKEN}", "token in the URL"), ("/ws/stream?colour=red", "unknown")):
+        with pytest.raises(WebSocketDisconnect) as refused:
+            with client.websocket_connect(url, headers=AUTH) as ws:
+                ws.receive_json()
+        assert refused.value.code == 1008 and why in refused.value.reason, refused.value.reason

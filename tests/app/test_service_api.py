@@ -282,10 +282,16 @@ def test_coordination_reports_this_single_replica_as_leader(client: TestClient) 
 def test_websocket_streams_threats_with_filters_and_rejects_bad_tokens(client: TestClient) -> None:
     with client.websocket_connect("/ws/stream?types=alert", headers=AUTH) as other:
         assert other.receive_json()["filter"]["types"] == ["alert"]
-    for url in ("/ws/stream", "/ws/stream?token=wrong", f"/ws/stream?token={TOKEN}&types=bogus"):
+    for url, headers in (
+        ("/ws/stream", {}),
+        ("/ws/stream", {"Authorization": "Bearer wrong"}),
+        ("/ws/stream?token=wrong", {}),
+        (f"/ws/stream?token={TOKEN}", {}),
+        ("/ws/stream?types=bogus", AUTH),
+    ):
         with pytest.raises(WebSocketDisconnect) as refused:
-            with client.websocket_connect(url):
-                pass
+            with client.websocket_connect(url, headers=headers) as ws:
+                ws.receive_json()  # refused with a reason after the handshake: the close arrives here
         assert refused.value.code == 1008, url
     with client.websocket_connect("/ws/stream?types=threat&category=port_scan", headers=AUTH) as ws:
         hello = ws.receive_json()

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from immune_core.observability.logging import RedactingFilter, redact_text
 from service_process import ServiceProcess
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 
@@ -35,11 +35,14 @@ def served(tmp_path: Path) -> Iterator[ServiceProcess]:
 def test_a_token_in_the_websocket_url_is_refused_and_never_logged(served: ServiceProcess) -> None:
     base = served.base_url.replace("http", "ws") + "/ws/stream"
     token = served.token
-    with pytest.raises(InvalidStatus):  # refused at the handshake
-        with connect(f"{base}?token={token}", open_timeout=10):
-            pass
-    with pytest.raises(InvalidStatus):
-        with connect(f"{base}?types=threat&access_token={token}&token={token}", open_timeout=10):
+    for url in (f"{base}?token={token}", f"{base}?types=threat&access_token={token}&token={token}"):
+        with connect(url, open_timeout=10) as refused:  # accepted only to say why it is refused
+            with pytest.raises(ConnectionClosed) as closed:
+                refused.recv(timeout=10)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+        assert "token in the URL" in closed.value.rcvd.reason
+    with pytest.raises(InvalidStatus):  # a wrong token fails the handshake
+        with connect(base, additional_headers={"Authorization": "Bearer wrong"}, open_timeout=10):
             pass
     # The supported ways in are accepted (and their handshake is logged too).
     with connect(base, additional_headers={"Authorization": f"Bearer {token}"}, open_timeout=10) as ws:

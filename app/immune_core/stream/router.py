@@ -8,8 +8,8 @@ Authentication, never in the URL (URLs end up in access logs, proxies and browse
   ``new WebSocket(url, ["bearer", "base64url.bearer." + b64url(token)])``; the server answers with
   ``bearer`` (never with the token). The scheme is Kubernetes' (``base64url.bearer.authorization.k8s.io``).
 
-A ``?token=`` query is refused (close 1008), and the access log redacts it anyway
-(``observability/logging.py``).
+A ``?token=`` query is refused (close 1008 with the reason), and the access log redacts it anyway
+(``observability/logging.py``). A token that is missing or not accepted fails the handshake (HTTP 403).
 
 Filters as query parameters (``types=threat,alert``, ``min_severity=high``,
 ``category=port_scan,brute_force``, ``antigen=10.0.0.5``) or later as a JSON message
@@ -19,7 +19,8 @@ The ``subscribed`` acknowledgement says ``live: true`` once this replica reads t
 
 Misuse ends the connection with a close frame and a reason (RFC 6455 section 7.4.1): a binary frame
 1003 (unsupported data), text that is not JSON or nests too deeply 1007 (invalid payload), a message or
-filter of the wrong shape 1008 (policy violation). A client whose queue fills up is closed with 1013.
+filter of the wrong shape 1008 (policy violation), in the query string or in a message (the handshake
+is accepted so that the close frame can say why). A client whose queue fills up is closed with 1013.
 """
 
 from __future__ import annotations
@@ -138,17 +139,19 @@ async def stream(websocket: WebSocket) -> None:
     runtime: Runtime = websocket.app.state.runtime
     try:
         token, subprotocol = websocket_credentials(websocket)
-        authenticate_websocket(websocket, token, "read")
-        params = {k: v for k, v in websocket.query_params.items() if k != "token"}
-        stream_filter = parse_filter(params)
     except StreamRequestError as exc:
-        await websocket.close(code=exc.code, reason=_reason(exc.reason))
+        await _close_with_reason(websocket, exc.code, exc.reason)
         return
+    try:
+        authenticate_websocket(websocket, token, "read")
     except ApiError as exc:
+        # A failed authentication fails the handshake (HTTP 403), as RFC 6455 section 4.2.2 suggests.
         await websocket.close(code=POLICY_VIOLATION, reason=exc.code)
         return
+    try:
+        stream_filter = parse_filter(dict(websocket.query_params))
     except ValueError as exc:
-        await websocket.close(code=POLICY_VIOLATION, reason=_reason(str(exc)))
+        await _close_with_reason(websocket, POLICY_VIOLATION, str(exc), subprotocol)
         return
     await websocket.accept(subprotocol=subprotocol)
     hub: StreamHub = runtime.hub
@@ -175,6 +178,14 @@ async def stream(websocket: WebSocket) -> None:
             with contextlib.suppress(BaseException):
                 await task
         hub.unsubscribe(subscriber)
+
+
+async def _close_with_reason(
+    websocket: WebSocket, code: int, reason: str, subprotocol: str | None = None
+) -> None:
+    """Accept only to say why in a close frame (a refused handshake carries no reason), then close."""
+    await websocket.accept(subprotocol=subprotocol)
+    await websocket.close(code=code, reason=_reason(reason))
 
 
 async def _send_loop(websocket: WebSocket, subscriber: Subscriber) -> None:
