@@ -147,6 +147,25 @@ async def test_an_event_the_database_refuses_is_dead_lettered_and_the_others_are
     assert json.loads(letters[0]["raw"])["event_id"] == refused["event_id"]
 
 
+async def test_an_event_the_database_cannot_look_up_is_dead_lettered_and_the_others_go_on(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    good, refused = flow(), flow()
+    real_lookup = consumer_module.processed_among
+
+    async def processed_among(conn: Any, event_ids: Any) -> set[str]:
+        if refused["event_id"] in list(event_ids):
+            raise ValueError("the store refused a parameter")
+        return await real_lookup(conn, event_ids)
+
+    monkeypatch.setattr(consumer_module, "processed_among", processed_among)
+    consumer, _ = _consumer(database)
+    result = await consumer.handle(_messages([refused, good]))
+    assert result.claimed == {good["event_id"]}
+    letters = await _rows(database, "SELECT reason_code, kafka_offset FROM dead_letters")
+    assert [(r["reason_code"], r["kafka_offset"]) for r in letters] == [("storage_error", 0)]
+
+
 @pytest.mark.parametrize(
     "raw",
     [

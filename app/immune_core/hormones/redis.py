@@ -63,11 +63,15 @@ class RedisHormones:
             return False
 
     async def _subscribe_forever(self) -> None:
-        # Reconnects after any Redis outage; the service keeps running degraded meanwhile.
+        # Reconnects after a Redis outage of any length, backing off (1 s doubling to 15 s) while it
+        # lasts; the service keeps running degraded meanwhile. Commands on ``self._client`` need no such
+        # loop: redis-py's pool opens a new connection for the next command after a failed one.
+        delay = 1.0
         while True:
             try:
                 async with self._client.pubsub() as pubsub:
                     await pubsub.psubscribe(_CHANNEL_PREFIX + "*")
+                    delay = 1.0  # subscribed again: the next outage starts from a short wait
                     async for message in pubsub.listen():
                         if message.get("type") != "pmessage":
                             continue
@@ -75,8 +79,9 @@ class RedisHormones:
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
-                log.warning("hormone_subscription_lost", error=type(exc).__name__)
-                await asyncio.sleep(1.0)
+                log.warning("hormone_subscription_lost", error=type(exc).__name__, retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 15.0)
 
     async def _deliver(self, message: dict[str, Any]) -> None:
         channel = message["channel"].decode() if isinstance(message["channel"], bytes) else message["channel"]

@@ -86,7 +86,7 @@ class DetectionConsumer:
 
     async def handle(self, messages: list[InboundMessage]) -> CommitResult:
         batch = self._decode(messages)
-        already_done = await self._retry(self._processed_among, [str(e.event_id) for e in batch.events])
+        already_done = await self._already_processed(batch)
         # Partitions interleave arbitrarily; event-time order within the batch keeps the cells' windows
         # closer to what happened (the engine's clock is the latest timestamp it has seen).
         for event in sorted(batch.events, key=lambda e: e.timestamp):
@@ -189,6 +189,26 @@ class DetectionConsumer:
         return dlq.DeadLetter(
             origin.topic, origin.partition, origin.offset, code, detail, origin.raw, error_type
         )
+
+    async def _already_processed(self, batch: ProcessedBatch) -> set[str]:
+        """Events of ``batch`` processed before; an event the database cannot even look up (a value it
+        refuses as a parameter) is dead-lettered and dropped from the batch instead of failing it."""
+        ids = [str(e.event_id) for e in batch.events]
+        try:
+            return await self._retry(self._processed_among, ids)
+        except Exception:
+            log.warning("batch_lookup_refused_by_database", events=len(ids))
+        done: set[str] = set()
+        for event in list(batch.events):
+            event_id = str(event.event_id)
+            try:
+                done |= await self._retry(self._processed_among, [event_id])
+            except Exception as exc:
+                batch.events.remove(event)
+                origin = batch.origins.pop(event_id)
+                detail = f"the database refused the event: {exc}"
+                batch.dead_letters.append(self._letter(origin, dlq.STORAGE_ERROR, detail, type(exc).__name__))
+        return done
 
     async def _processed_among(self, event_ids: list[str]) -> set[str]:
         async with self._db.session() as conn:
