@@ -251,6 +251,7 @@ def test_kafka_input_with_bytes_the_database_refuses_is_dead_lettered_and_the_pa
         r["event_id"] for r in _query(url, "SELECT event_id FROM events WHERE processed_at IS NOT NULL")
     }
     assert {before["event_id"], after["event_id"]} <= processed
+    wait_for(lambda: _drained(service), timeout_s=120, what="outbox drained (the DLQ messages published)")
     dlq = [json.loads(v) for v in read_committed_to_end(bootstrap, "immunis.dlq")]
     assert sorted(decode_raw(m["raw_encoding"], m["raw"]) for m in dlq) == sorted(poison)
     metrics = service.client.get("/metrics").text
