@@ -37,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     security.add_argument("--source", type=Path, default=Path.cwd(), help="the candidate's tree")
     security.add_argument("--out", type=Path, required=True, help="artifact directory")
     security.add_argument("--url", help="candidate base URL to fuzz with schemathesis")
+    security.add_argument("--accept-stale-advisories", metavar="REASON",
+                          help="accept an advisory snapshot older than the age limit for this run "
+                               "(recorded in the verdict, which becomes WARN)")
     load = sub.add_parser("load", help="one locust scenario against a URL")
     load.add_argument("--url", required=True)
     load.add_argument("--out", type=Path, required=True)
@@ -51,8 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     progress = JsonLinesProgress() if args.json else ConsoleProgress()
     token = os.environ.get("IMMUNE_API_TOKEN") or None
     if args.gate == "security":
+        from immune_suite.gates.advisories import ACCEPT_STALE_ENV
         from immune_suite.gates.security import run_security_gate
 
+        if args.accept_stale_advisories:
+            os.environ[ACCEPT_STALE_ENV] = args.accept_stale_advisories  # read by the pip-audit step
         verdict = run_security_gate(args.source, args.out, args.url, token, progress)
     elif args.gate == "load":
         from immune_suite.gates.load import run_load

@@ -1,5 +1,9 @@
 """An OSV `/v1/query` endpoint served from a local snapshot of the PyPA advisory database.
 
+The snapshot is the one the repository carries (`security/advisories/pypa-advisory-db.json.xz`, see
+`immune_suite.gates.advisory_snapshot`), or the file/checkout named by IMMUNE_ADVISORY_DB; it must be
+at most 90 days old (configurable) unless an old one is accepted explicitly (`judge_age`).
+
 Our machines reach package registries only, and pip-audit with no reachable vulnerability service
 reports every package as "could not be audited" yet says "No known vulnerabilities found". Pointing it
 at this endpoint (`pip-audit -s osv --osv-url http://127.0.0.1:PORT/v1/query`) gives it real answers
@@ -11,11 +15,11 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import date
 from functools import lru_cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -25,10 +29,16 @@ import yaml
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-ADVISORY_DB_ENV = "IMMUNE_ADVISORY_DB"
-_SNAPSHOT_LINE = re.compile(r"commit\s+(?P<commit>[0-9a-f]{7,40})\s*\((?P<date>\d{4}-\d{2}-\d{2})\)", re.S)
+from immune_suite.gates.advisory_snapshot import SNAPSHOT_FILE, SnapshotError, SnapshotInfo, checkout_origin
+from immune_suite.gates.advisory_snapshot import read as read_snapshot
 
-try:  # libyaml parses the ~thousands of advisory files several times faster
+ADVISORY_DB_ENV = "IMMUNE_ADVISORY_DB"  # a snapshot file or an advisory-database checkout; overrides
+MAX_AGE_ENV = "IMMUNE_ADVISORY_MAX_AGE_DAYS"
+ACCEPT_STALE_ENV = "IMMUNE_ADVISORY_ACCEPT_STALE"  # a reason: accept a snapshot older than the limit
+POLICY_FILE = Path("security") / "advisories" / "policy.yaml"
+DEFAULT_MAX_AGE_DAYS = 90
+
+try:  # libyaml parses advisory files several times faster
     _Loader: Any = yaml.CSafeLoader
 except AttributeError:  # pragma: no cover - pure-python PyYAML
     _Loader = yaml.SafeLoader
@@ -40,55 +50,140 @@ class AdvisoryDatabaseMissing(RuntimeError):
 
 @dataclass(frozen=True)
 class Snapshot:
+    """A snapshot to serve: the vendored file (`kind` "file") or a checkout's `vulns/` ("checkout")."""
+
     path: Path
     commit: str
-    date: str
+    date: date
+    kind: str = "file"
 
     def describe(self) -> str:
-        return f"PyPA advisory database snapshot {self.commit[:12]} ({self.date}) at {self.path}"
+        return f"PyPA advisory database snapshot {self.commit[:12]} ({self.date.isoformat()}) at {self.path}"
 
 
 def locate_advisory_db(*roots: Path) -> Snapshot:
-    """The snapshot named by IMMUNE_ADVISORY_DB, else `<root>/../shared/data/pypa-advisory-database`.
+    """The snapshot named by IMMUNE_ADVISORY_DB, else the one vendored at `<root>/security/advisories/`.
 
-    In CI and here the repository is cloned at some directory with `shared/` beside it.
+    Roots are tried in order (the candidate's tree, then the suite's own). Raises AdvisoryDatabaseMissing
+    when none is there or the one found cannot be read.
     """
     candidates: list[Path] = []
     if os.environ.get(ADVISORY_DB_ENV):
         candidates.append(Path(os.environ[ADVISORY_DB_ENV]))
-    for root in roots:
-        candidates.append(root.resolve().parent / "shared" / "data" / "pypa-advisory-database")
-    for path in candidates:
-        if (path / "vulns").is_dir():
-            return _describe_snapshot(path)
+    candidates += [root.resolve() / SNAPSHOT_FILE for root in roots]
+    try:
+        for path in candidates:
+            if path.is_file():
+                info, _ = _read_file(path)
+                return Snapshot(path=path, commit=info.commit, date=info.date, kind="file")
+            if (path / "vulns").is_dir():
+                commit, day = checkout_origin(path)
+                return Snapshot(path=path, commit=commit, date=day, kind="checkout")
+    except SnapshotError as exc:
+        raise AdvisoryDatabaseMissing(str(exc)) from exc
     looked = ", ".join(str(p) for p in candidates)
     raise AdvisoryDatabaseMissing(f"no PyPA advisory database snapshot found (looked in: {looked}); "
-                                  f"set {ADVISORY_DB_ENV}")
+                                  f"set {ADVISORY_DB_ENV} or run bash security/refresh-advisories.sh")
 
 
-def _describe_snapshot(path: Path) -> Snapshot:
-    readme = path / "README.md"
-    text = readme.read_text(encoding="utf-8") if readme.exists() else ""
-    match = _SNAPSHOT_LINE.search(text)
-    return Snapshot(path=path, commit=match["commit"] if match else "unknown",
-                    date=match["date"] if match else "unknown")
+@lru_cache(maxsize=4)
+def _read_file(path: Path) -> tuple[SnapshotInfo, dict[str, list[dict[str, Any]]]]:
+    return read_snapshot(path)
+
+
+@dataclass(frozen=True)
+class AgeJudgement:
+    """Whether a snapshot is recent enough: its age against the limit, or an explicit acceptance."""
+
+    snapshot_date: date
+    age_days: int
+    max_age_days: int
+    accepted: dict[str, str] | None = None  # who accepted an old snapshot, why, until when
+    error: str | None = None  # why an old snapshot is not accepted
+
+    @property
+    def passed(self) -> bool:
+        return self.error is None
+
+    @property
+    def stale(self) -> bool:
+        return self.age_days > self.max_age_days
+
+    def describe(self) -> str:
+        text = (f"advisory snapshot of {self.snapshot_date.isoformat()}, {self.age_days} days old "
+                f"(limit {self.max_age_days})")
+        if self.accepted:
+            text += f"; older than the limit, ACCEPTED by {self.accepted['by']}: {self.accepted['reason']}"
+            if self.accepted.get("expires"):
+                text += f" (until {self.accepted['expires']})"
+        return text + (f"; {self.error}" if self.error else "")
+
+
+def judge_age(snapshot: Snapshot, today: date, policy_root: Path) -> AgeJudgement:
+    """Apply the age rule: at most `max_age_days` old (policy file, IMMUNE_ADVISORY_MAX_AGE_DAYS, else 90).
+
+    An older snapshot passes only when accepted explicitly: IMMUNE_ADVISORY_ACCEPT_STALE=<reason> (the
+    gate CLI's --accept-stale-advisories), or an `accept_stale` entry in security/advisories/policy.yaml
+    naming this snapshot's commit, a reason and an expiry date. Raises ValueError on a malformed policy.
+    """
+    policy_path = policy_root / POLICY_FILE
+    policy = (yaml.safe_load(policy_path.read_text(encoding="utf-8")) or {}) if policy_path.exists() else {}
+    if not isinstance(policy, dict):
+        raise ValueError(f"{policy_path}: expected a mapping")
+    max_age = int(os.environ.get(MAX_AGE_ENV) or policy.get("max_age_days", DEFAULT_MAX_AGE_DAYS))
+    age = (today - snapshot.date).days
+
+    def judged(accepted: dict[str, str] | None = None, error: str | None = None) -> AgeJudgement:
+        return AgeJudgement(snapshot.date, age, max_age, accepted, error)
+
+    if age <= max_age:
+        return judged()
+    if os.environ.get(ACCEPT_STALE_ENV, "").strip():
+        return judged(accepted={"by": ACCEPT_STALE_ENV, "reason": os.environ[ACCEPT_STALE_ENV]})
+    entry = policy.get("accept_stale")
+    if not entry:
+        return judged(error=f"older than {max_age} days: refresh it (bash security/refresh-"
+                                          f"advisories.sh) or accept it explicitly ({ACCEPT_STALE_ENV})")
+    missing = {"commit", "reason", "expires"} - set(entry)
+    if missing or not str(entry.get("reason", "")).strip():
+        raise ValueError(f"{policy_path}: accept_stale needs commit, a non-empty reason and expires "
+                         f"(missing: {sorted(missing) or ['reason']})")
+    expires = entry["expires"]
+    if not isinstance(expires, date):
+        expires = date.fromisoformat(str(expires))
+    if not snapshot.commit.startswith(str(entry["commit"])):
+        return judged(error=f"older than {max_age} days; the acceptance in {POLICY_FILE} is "
+                                          f"for snapshot {entry['commit']}, not {snapshot.commit[:12]}")
+    if today > expires:
+        return judged(error=f"older than {max_age} days; its acceptance in {POLICY_FILE} "
+                                          f"expired on {expires.isoformat()}")
+    return judged(accepted={"by": str(POLICY_FILE), "reason": str(entry["reason"]).strip(),
+                                          "expires": expires.isoformat()})
 
 
 class AdvisoryIndex:
-    """Advisories per package, read lazily from `vulns/<package>/*.yaml`."""
+    """Advisories per canonical package name, from the snapshot file or read lazily from a checkout."""
 
     def __init__(self, snapshot: Snapshot) -> None:
         self.snapshot = snapshot
-        vulns = snapshot.path / "vulns"
-        self._dirs = {canonicalize_name(d.name): d for d in vulns.iterdir() if d.is_dir()}
         self._lock = threading.Lock()
+        self._loaded: dict[str, list[dict[str, Any]]] = {}
+        self._dirs: dict[str, Path] = {}
+        if snapshot.kind == "file":
+            self._loaded = _read_file(snapshot.path)[1]
+        else:
+            vulns = snapshot.path / "vulns"
+            self._dirs = {canonicalize_name(d.name): d for d in vulns.iterdir() if d.is_dir()}
 
     @property
     def package_count(self) -> int:
-        return len(self._dirs)
+        return len(self._loaded) or len(self._dirs)
 
     def advisories(self, name: str) -> list[dict[str, Any]]:
-        directory = self._dirs.get(canonicalize_name(name))
+        wanted = canonicalize_name(name)
+        if self.snapshot.kind == "file":
+            return self._loaded.get(wanted, [])
+        directory = self._dirs.get(wanted)
         if directory is None:
             return []
         with self._lock:

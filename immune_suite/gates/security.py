@@ -48,6 +48,8 @@ def run_security_gate(source_dir: Path, out_dir: Path, base_url: str | None, tok
         result = _guarded(tool, scan)
         timings[tool] = round(time.monotonic() - began, 2)
         progress(f"{tool}: {'ok' if result.passed else 'FAIL'} - {result.summary}", stage=GATE)
+        for warning in result.warnings:
+            progress(f"{tool}: WARNING - {warning}", stage=GATE)
         results.append(result)
     measurements = [r.measurement() for r in results]
     status = Verdict.status_from(measurements)
@@ -56,11 +58,17 @@ def run_security_gate(source_dir: Path, out_dir: Path, base_url: str | None, tok
         f"{r.tool}: {r.summary}" for r in (failed or results))
     if not base_url:
         summary += " (API fuzzing not run: no candidate URL)"
+    warnings = [f"{r.tool}: {w}" for r in results for w in r.warnings]
+    if warnings:
+        summary += "; WARNING: " + "; ".join(warnings)
+        if status is Status.PASS:
+            status = Status.WARN
     return Verdict(
         gate=GATE, status=status if not failed else Status.FAIL, summary=summary, measurements=measurements,
         artifacts=[a for r in results for a in r.artifacts], started_at=started,
         details={"tools": {r.tool: {"summary": r.summary, "error": r.error, "findings": r.findings,
-                                    "seconds": timings[r.tool], **r.details} for r in results},
+                                    "warnings": r.warnings, "seconds": timings[r.tool], **r.details}
+                           for r in results},
                  "source_dir": str(source_dir), "fuzzed_url": base_url},
     )
 

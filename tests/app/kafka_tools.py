@@ -31,11 +31,7 @@ def read_until(
 
     async def run() -> list[dict[str, Any]]:
         consumer = AIOKafkaConsumer(
-            topic,
-            bootstrap_servers=bootstrap,
-            group_id=None,
-            auto_offset_reset="earliest",
-            isolation_level="read_committed",  # the outbox publishes in Kafka transactions
+            topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest"
         )
         await consumer.start()
         seen: list[dict[str, Any]] = []

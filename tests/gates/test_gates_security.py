@@ -12,12 +12,15 @@ import pytest
 from gate_services import REPO_ROOT, RunningService
 
 from immune_suite.gates.advisories import affects, locate_advisory_db, serve_osv
+from immune_suite.gates.advisory_snapshot import SNAPSHOT_FILE
 from immune_suite.gates.scanners import bandit, checkov, pip_audit, schemathesis, secrets
-from immune_suite.gates.scanners.pip_audit import ReviewedIgnore, judge, load_ignores
+from immune_suite.gates.scanners.pip_audit import ReviewedIgnore, judge, load_ignores, read_lock
 from immune_suite.gates.security import run_security_gate
 from immune_suite.verdict import Status
 
 GATE_FILES = ("immune_suite/gates/", "chaos/", "load/")
+TODAY = date.today()
+FRESH = date(2024, 11, 1)  # within 90 days of the vendored snapshot: tests of other rules than its age
 
 
 @pytest.fixture(autouse=True)
@@ -69,7 +72,7 @@ def test_snapshot_endpoint_answers_like_osv() -> None:
     import httpx
 
     snapshot = locate_advisory_db(REPO_ROOT)
-    assert snapshot.date == "2024-10-10"
+    assert snapshot.path == REPO_ROOT / SNAPSHOT_FILE  # the vendored one: no ../shared needed
     with serve_osv(snapshot) as url:
         package = {"name": "requests", "ecosystem": "PyPI"}
         hit = httpx.post(url, json={"package": package, "version": "2.19.0"})
@@ -79,20 +82,70 @@ def test_snapshot_endpoint_answers_like_osv() -> None:
 
 
 def test_pip_audit_passes_the_locked_dependencies(tmp_path: Path) -> None:
-    result = pip_audit.scan(REPO_ROOT, tmp_path)
+    result = pip_audit.scan(REPO_ROOT, tmp_path, today=TODAY)
     assert result.error is None, result.error
-    assert result.details["source"]["snapshot_date"] == "2024-10-10"
-    assert result.details["audited"] > 100 and result.details["skipped"] == []
+    snapshot = locate_advisory_db(REPO_ROOT)
+    assert result.details["source"]["snapshot_date"] == snapshot.date.isoformat()
+    assert f"local snapshot of {snapshot.date.isoformat()}" in result.summary  # the date is printed
+    # Every entry of both locks came back audited, and the lock that ships is hashed throughout.
+    shipped = read_lock(REPO_ROOT / "requirements.lock", "ships")
+    locks = result.details["locks"]
+    assert locks["requirements.lock"]["audited"] == len(shipped.entries) > 30
+    assert locks["requirements-dev.lock"]["audited"] == locks["requirements-dev.lock"]["entries"] > 100
+    assert result.details["not_audited"] == []
     assert result.passed, result.details["vulnerabilities"]
+    if (TODAY - snapshot.date).days > 90:  # an old snapshot passes only as an accepted, visible warning
+        assert result.details["source"]["stale_accepted"]["reason"]
+        assert result.warnings and "ACCEPTED" in result.warnings[0]
+
+
+def _hashed(line: str) -> str:
+    return f"{line} --hash=sha256:{'0' * 64}\n"
 
 
 def test_pip_audit_catches_a_vulnerable_pin(tmp_path: Path) -> None:
     source = tmp_path / "src"
     source.mkdir()
-    (source / "requirements.lock").write_text("requests==2.19.0\n")
-    result = pip_audit.scan(source, tmp_path)
+    (source / "requirements.lock").write_text(_hashed("requests==2.19.0"))
+    result = pip_audit.scan(source, tmp_path, today=FRESH)
     assert not result.passed
     assert {v["id"] for v in result.details["vulnerabilities"]} >= {"PYSEC-2018-28"}
+
+
+def test_a_lock_entry_pip_audit_did_not_audit_fails(tmp_path: Path) -> None:
+    source = tmp_path / "src"
+    source.mkdir()
+    # pip-audit drops an entry whose marker does not hold here: it ships on Windows, unaudited.
+    (source / "requirements.lock").write_text(
+        _hashed("idna==3.20") + _hashed('colorama==0.4.6 ; sys_platform == "win32"'))
+    result = pip_audit.scan(source, tmp_path, today=FRESH)
+    assert result.error is None, result.error
+    assert not result.passed
+    assert result.details["not_audited"] == ["colorama==0.4.6"]
+    assert "1 lock entries not audited: colorama==0.4.6" in result.summary
+    assert result.details["locks"]["requirements.lock"] == {
+        "role": "ships", "entries": 2, "audited": 1, "not_audited": ["colorama==0.4.6"]}
+
+
+def test_a_lock_that_ships_without_hashes_fails(tmp_path: Path) -> None:
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "requirements.lock").write_text(_hashed("idna==3.20") + "certifi==2026.10.19.post1\n")
+    result = pip_audit.scan(source, tmp_path, today=FRESH)
+    assert not result.passed and result.details["unhashed"] == ["certifi"]
+    assert result.error and "without --hash: certifi" in result.error
+    (source / "requirements.lock").write_text(_hashed("idna==3.20") + _hashed("certifi==2026.10.19.post1"))
+    assert pip_audit.scan(source, tmp_path, today=FRESH).passed
+
+
+def test_a_lock_entry_that_is_not_pinned_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "requirements.lock"
+    path.write_text("idna>=3\n")
+    with pytest.raises(ValueError, match="not pinned to one exact version"):
+        read_lock(path, "ships")
+    path.write_text(_hashed("idna==3.20") + _hashed("IDNA==3.20"))
+    with pytest.raises(ValueError, match="appears twice"):
+        read_lock(path, "ships")
 
 
 def test_reviewed_ignores_apply_until_they_expire(tmp_path: Path) -> None:

@@ -42,9 +42,11 @@ def test_ci_runs_the_tests_and_the_security_gate() -> None:
     assert any("scripts/test.sh" in run for run in test_runs)
     security_runs = [s.get("run", "") for s in _steps(ci["jobs"]["security"])]
     assert any("immune_suite.gates security" in run for run in security_runs)
-    # The advisory snapshot sits beside the checkout, where the gate looks for ../shared.
-    paths = {s.get("with", {}).get("path") for s in _steps(ci["jobs"]["security"])}
-    assert {"repo", "shared/data/pypa-advisory-database"} <= paths
+    # With a network, the current upstream advisory database replaces the vendored snapshot.
+    steps = _steps(ci["jobs"]["security"])
+    assert {"repo", "advisory-database"} <= {s.get("with", {}).get("path") for s in steps}
+    gate = next(s for s in steps if "immune_suite.gates security" in s.get("run", ""))
+    assert gate["env"]["IMMUNE_ADVISORY_DB"].endswith("/advisory-database")
 
 
 def test_promote_builds_once_and_ships_the_same_digest_to_staging_then_prod() -> None:

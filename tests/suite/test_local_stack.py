@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from immune_suite.local_stack.dependencies import parse_env_lines
 from immune_suite.local_stack.haproxy import color_weights, render_config, render_roles
 from immune_suite.local_stack.layout import StackLayout
@@ -13,6 +15,7 @@ from immune_suite.local_stack.supervisor import ProgramSpec, render_program
 from immune_suite.source import WORKTREE, resolve_source
 from immune_suite.stack_config import LocalTargetConfig
 from immune_suite.targets.base import Color, TrafficState
+from tests.suite.test_release_install import locked_build_backend
 
 LAYOUT = StackLayout(Path("/state/local-stack/x"), LocalTargetConfig(instance_base_port=20000), replicas=2)
 
@@ -57,7 +60,9 @@ def git(repo: Path, *args: str) -> str:
     return subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip()
 
 
-def test_release_is_the_exact_tree_with_its_own_console_script(tmp_path: Path) -> None:
+def test_release_is_the_exact_tree_with_its_own_console_script(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IMMUNE_CACHE_DIR", str(tmp_path / "cache"))
     repo = tmp_path / "repo"
     (repo / "pkg" / "demo").mkdir(parents=True)
     (repo / "pkg" / "demo" / "__init__.py").write_text(
@@ -67,6 +72,7 @@ def test_release_is_the_exact_tree_with_its_own_console_script(tmp_path: Path) -
         '[project]\nname = "demo"\nversion = "0"\n[project.scripts]\nimmune-core = "demo:main"\n'
         '[tool.setuptools.packages.find]\nwhere = ["pkg"]\n'
     )
+    (repo / "requirements.lock").write_text(locked_build_backend())  # a release installs only what is locked
     git(repo, "init", "-q")
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "one")

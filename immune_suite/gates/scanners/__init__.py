@@ -24,6 +24,9 @@ class ScanResult:
     details: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     allowed: int = 0  # findings tolerated (the threshold)
+    # Passed, but with something a reader must see (e.g. an old advisory snapshot accepted explicitly):
+    # the gate's verdict becomes WARN and says it.
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
