@@ -33,8 +33,8 @@ import httpx
 from immune_suite.gates import sample_events
 
 __all__ = [
-    "add_dependency_latency", "events_consistent", "instances_ready", "kill_leader", "kill_program",
-    "leader_present", "mark_fault", "mark_restored",
+    "add_dependency_latency", "events_consistent", "instances_alive", "instances_ready", "kill_leader",
+    "kill_program", "leader_present", "mark_fault", "mark_restored",
     "readiness_recovery_seconds", "reelection_seconds", "remove_dependency_latency",
     "restart_recovery_seconds", "send_events", "service_alive", "start_programs", "start_service",
     "stop_service",
@@ -339,6 +339,17 @@ def service_alive(url: str) -> bool:
     """The process still answers its liveness probe (degraded is fine, crashed is not)."""
     response = _get(f"{url.rstrip('/')}/health/live")
     return response is not None and response.status_code == 200
+
+
+def instances_alive(urls: list[str] | str) -> bool:
+    """Every instance's process answers its liveness probe (/health/live 200), asked directly.
+
+    Not through the candidate endpoint: a proxy that health-checks readiness takes every unready
+    instance out of rotation during a dependency outage and answers 503 itself, while the processes
+    are alive - which is what this probe is about. No URL at all is a failure, never a pass.
+    """
+    targets = _as_list(urls)
+    return bool(targets) and all(service_alive(u) for u in targets)
 
 
 def instances_ready(urls: list[str] | str, within_s: float = 0.0) -> bool:

@@ -211,6 +211,9 @@ class StepDecision:
         self.stopped_by: Verdict | None = None
 
     def _information(self, partial: Window) -> float:
+        # The information fraction of Lan & DeMets: samples so far / samples planned for the phase.
+        # Requests arrive at a steady rate, so the share of the planned measuring time elapsed is
+        # that fraction without having to know the rate in advance.
         times = partial.get(self.candidate, EMPTY).at
         in_window = min(1.0, float(times.max() - times.min()) / self.steady_s) if times.size else 0.0
         return (self.phase_index + in_window) / self.phase_windows

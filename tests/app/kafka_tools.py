@@ -31,7 +31,11 @@ def read_until(
 
     async def run() -> list[dict[str, Any]]:
         consumer = AIOKafkaConsumer(
-            topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest"
+            topic,
+            bootstrap_servers=bootstrap,
+            group_id=None,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",  # the outbox publishes in Kafka transactions
         )
         await consumer.start()
         seen: list[dict[str, Any]] = []

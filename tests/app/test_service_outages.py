@@ -13,6 +13,7 @@ Each test runs on its own private service set (the shared services are never sto
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import time
@@ -68,7 +69,7 @@ def _query(url: str, sql: str) -> list[Any]:
 class Traffic:
     """HTTP senders on a thread: benign flows plus a port scan from a new attacker every few seconds."""
 
-    def __init__(self, base_url: str, rate_per_s: float = 25.0) -> None:
+    def __init__(self, base_url: str, rate_per_s: float = 25.0) -> None:  # requests per second
         self.statuses: Counter[int] = Counter()
         self.acknowledged: list[str] = []
         self.bad_answers: list[str] = []
@@ -166,35 +167,43 @@ def _drained(service: ServiceProcess) -> dict[str, Any] | None:
     return stats if done else None
 
 
-@pytest.mark.parametrize("dependency", ["kafka", "postgres", "redis"])
+@pytest.mark.parametrize(("dependency", "replicas"), [("kafka", 2), ("postgres", 1), ("redis", 1)])
 def test_an_outage_with_sends_in_flight_heals_by_itself_and_loses_or_duplicates_nothing(
-    dependency: str, private_services: Any, launch: Callable[..., ServiceProcess]
+    dependency: str, replicas: int, private_services: Any, launch: Callable[..., ServiceProcess]
 ) -> None:
     services = private_services("postgres", "redis", "kafka")
     env = services.env()
-    service = launch(f"outage-{dependency}", env)
+    service = [launch(f"outage-{dependency}-{i}", env) for i in range(replicas)]
     url, bootstrap = env["IMMUNE_DATABASE_URL"], env["IMMUNE_KAFKA_BOOTSTRAP_SERVERS"]
+    rate = 25.0 / replicas  # the same total load however many replicas share it
 
-    with Traffic(service.base_url) as traffic:
-        wait_for(lambda: len(traffic.acknowledged) >= 300, timeout_s=120, what="traffic flowing")
+    with contextlib.ExitStack() as stack:
+        traffic = [stack.enter_context(Traffic(s.base_url, rate)) for s in service]
+
+        def acknowledged() -> int:
+            return sum(len(t.acknowledged) for t in traffic)
+
+        wait_for(lambda: acknowledged() >= 300, timeout_s=120, what="traffic flowing")
         wait_for(lambda: _query(url, "SELECT 1 FROM threats LIMIT 1"), timeout_s=120, what="a first threat")
         services[dependency].stop()
         time.sleep(OUTAGE_S[dependency])  # the outage itself, sends still in flight
         services[dependency].start()
-        acknowledged_at_restart = len(traffic.acknowledged)
+        acknowledged_at_restart = acknowledged()
         wait_for(
-            lambda: len(traffic.acknowledged) >= acknowledged_at_restart + 300,
+            lambda: acknowledged() >= acknowledged_at_restart + 300,
             timeout_s=180,
             what="traffic accepted again after the restart",
         )
 
-    assert not traffic.bad_answers, traffic.bad_answers[:10]
-    assert set(traffic.statuses) <= {202, 503}, traffic.statuses
+    statuses = sum((t.statuses for t in traffic), Counter[int]())
+    bad_answers = [answer for t in traffic for answer in t.bad_answers]
+    assert not bad_answers, bad_answers[:10]
+    assert set(statuses) <= {202, 503}, statuses
     stats = wait_for(
-        lambda: _drained(service), timeout_s=300, interval_s=1.0, what="outbox drained, all processed"
+        lambda: _drained(service[0]), timeout_s=300, interval_s=1.0, what="outbox drained, all processed"
     )
     stored = {r["event_id"] for r in _query(url, "SELECT event_id FROM events")}
-    assert set(traffic.acknowledged) <= stored, "every acknowledged event is stored"
+    assert {e for t in traffic for e in t.acknowledged} <= stored, "every acknowledged event is stored"
     assert stats["events_processed"] == len(stored)
 
     threats = {
@@ -209,9 +218,10 @@ def test_an_outage_with_sends_in_flight_heals_by_itself_and_loses_or_duplicates_
     for message in published:
         assert message == threats[str(message["threat_id"])], "published exactly as stored"
     if dependency == "kafka":
-        assert 503 not in traffic.statuses, "a Kafka outage never refuses events (the outbox keeps them)"
-    ready = service.client.get("/health/ready").json()
-    assert ready["ready"] is True and ready["dependencies"]["consumer"] == "ok", ready
+        assert 503 not in statuses, "a Kafka outage never refuses events (the outbox keeps them)"
+    for replica in service:
+        ready = replica.client.get("/health/ready").json()
+        assert ready["ready"] is True and ready["dependencies"]["consumer"] == "ok", ready
 
 
 def test_kafka_input_with_bytes_the_database_refuses_is_dead_lettered_and_the_partition_moves_on(

@@ -14,7 +14,7 @@ from typing import Any
 
 import asyncpg
 import pytest
-from conftest import flow, port_scan
+from conftest import AUTH, flow, port_scan, wait_for
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from hypothesis import given, settings
@@ -302,6 +302,10 @@ def test_consumer_health_reports_crash_loops_and_stalls() -> None:
         health.started(now=t)
     assert health.state(now=1121) == "crash_looping"
     assert metrics.consumer_restarts._value.get() == 3
+    health.progressed(now=1130)
+    assert health.state(now=1131) != "crash_looping", "progress after the last restart: the loop healed"
+    health.started(now=1140)
+    assert health.state(now=1141) == "crash_looping", "restarted again, no progress since"
     health.observed_lag(0, attached=True)
     assert health.state(now=1500) == "ok", "restarts age out of the window"
 
@@ -387,3 +391,38 @@ async def test_the_pool_replaces_connections_killed_under_it(pg_schema_url: str)
         assert await database.ping()
     finally:
         await database.close()
+
+
+def test_a_crash_looping_consumer_makes_the_replica_unready_until_it_progresses(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_handle = DetectionConsumer.handle
+
+    async def crashing_handle(self: DetectionConsumer, messages: Any) -> Any:
+        raise RuntimeError("injected consumer crash")
+
+    monkeypatch.setattr(DetectionConsumer, "handle", crashing_handle)
+    event = flow()
+    assert client.post("/api/v1/events", json=event, headers=AUTH).status_code == 202
+
+    def unready() -> dict[str, Any] | None:
+        answer = client.get("/health/ready")
+        return answer.json() if answer.status_code == 503 else None
+
+    body = wait_for(unready, timeout_s=60, what="crash loop reported")
+    assert body["dependencies"]["consumer"] == "crash_looping" and body["ready"] is False
+    restarts = [
+        line
+        for line in client.get("/metrics").text.splitlines()
+        if line.startswith("immune_consumer_restarts_total ")
+    ]
+    assert float(restarts[0].split()[1]) >= 3
+    assert client.get("/api/v1/stats", headers=AUTH).json()["events_processed"] == 0
+
+    monkeypatch.setattr(DetectionConsumer, "handle", real_handle)  # the bug is fixed (a new version)
+    wait_for(lambda: client.get("/health/ready").status_code == 200, timeout_s=60, what="ready again")
+    wait_for(
+        lambda: client.get("/api/v1/stats", headers=AUTH).json()["events_processed"] == 1,
+        timeout_s=60,
+        what="the held event processed",
+    )

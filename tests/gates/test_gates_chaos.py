@@ -353,7 +353,7 @@ def deps(dependencies: Any) -> Any:
 
 
 def _dependency_config(services: Any, url: str, **extra: Any) -> dict[str, Any]:
-    return {"candidate_url": url, "base_url": url, "api_token": TOKEN,
+    return {"candidate_url": url, "base_url": url, "candidate_instance_urls": [url], "api_token": TOKEN,
             "services_dir": str(REPO_ROOT / "scripts" / "services"),
             "services_env": {**services.overrides, "IMMUNE_CHAOS_REDIS_RELOCATED_PORT": str(free_port())},
             **extra}
@@ -383,7 +383,8 @@ UNRECOVERED = [
     # A client that never reconnects: never ready again after Redis returns.
     ("stop-redis", "redis", "never-recover", "not ready within 60s"),
     # The process dies (liveness fails) without PostgreSQL: the method probe's tolerance catches it.
-    ("stop-postgres", "postgres", "dead-without", "'candidate-alive-without-postgres' failed: output False"),
+    ("stop-postgres", "postgres", "dead-without",
+     "'candidate-instances-alive-without-postgres' failed: output False"),
     # Events acknowledged while Kafka is down are never stored: the steady state after deviates.
     ("stop-kafka", "kafka", "lose-without", "steady state deviated"),
     # The latency's short relocation of Redis is never recovered from.

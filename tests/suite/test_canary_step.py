@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,70 +28,78 @@ from tests.suite.conftest import FakeSample, LoadRunResult
 STACK = StackConfig.model_validate({"name": "unit"})
 
 
-def streaming_load(canary_ms: float, seconds: float, stop: threading.Event) -> Any:
-    """A load gate that writes samples.jsonl as it goes (10% canary), like the real locust run."""
+class StreamingLoad:
+    """A load gate that writes samples.jsonl as it goes (10% canary), like the real locust run.
 
-    def load(url: str, directory: Path) -> LoadRunResult:
+    It writes `count` responses (not for a fixed time: a loaded test machine writes fewer per second)
+    and stops sending to the canary once traffic went back to stable, as the real ingress does.
+    """
+
+    def __init__(self, canary_ms: float, count: int) -> None:
+        self.canary_ms, self.count = canary_ms, count
+        self.written = 0
+        self.written_when_moved: int | None = None
+
+    def back_to_stable(self) -> None:
+        self.written_when_moved = self.written
+
+    def __call__(self, url: str, directory: Path) -> LoadRunResult:
         directory.mkdir(parents=True, exist_ok=True)
         samples: dict[str, list[FakeSample]] = {"blue": [], "green": []}
-        deadline = time.monotonic() + seconds
         with (directory / "samples.jsonl").open("w") as handle:
-            i = 0
-            while time.monotonic() < deadline and not stop.is_set():
-                color = "green" if i % 10 == 0 else "blue"
-                latency = canary_ms if color == "green" else 10.0 + i % 7
+            for i in range(self.count):
+                canary = i % 10 == 0 and self.written_when_moved is None
+                color = "green" if canary else "blue"
+                latency = self.canary_ms if canary else 10.0 + i % 7
                 sample = FakeSample(latency + i % 3, True, time.time())
                 samples[color].append(sample)
-                handle.write(
-                    json.dumps({"color": color, "latency_ms": sample.latency_ms, "ok": True, "at": sample.at})
-                    + "\n"
-                )
+                row = {"color": color, "latency_ms": sample.latency_ms, "ok": True, "at": sample.at}
+                handle.write(json.dumps(row) + "\n")
                 handle.flush()
-                i += 1
-                time.sleep(0.002)
+                self.written += 1
+                time.sleep(0.001)
         return LoadRunResult(Verdict("load", Status.PASS, "ok"), samples)
-
-    return load
 
 
 def test_bad_canary_goes_back_to_stable_during_the_window(tmp_path: Path) -> None:
-    moved: list[float] = []
-    stop = threading.Event()
-    started = time.time()
+    load = StreamingLoad(450.0, 4000)
     result = run_canary_step(
         10,
         Color.GREEN,
         Color.BLUE,
         STACK,
-        streaming_load(450.0, 6.0, stop),
+        load,
         ("http://ingress", "http://stable"),
         tmp_path,
-        lambda: moved.append(time.time()),
+        load.back_to_stable,
         RecordingProgress(),
         look_every_s=0.2,
+        duration_s=4.0,
     )
-    stop.set()
-    assert moved and moved[0] - started < 5.0  # well before the 6 s window ended
+    # traffic went back while the window was still running (not at its end)
+    assert load.written_when_moved is not None and load.written_when_moved < load.count
     assert result.early_stop_at is not None and not result.verdict.passed
+    assert result.verdict.outcome is Outcome.FAIL
     assert result.verdict.details["decided_by"] == "interim look"
     assert result.first_breach_at is not None and result.first_breach_at <= result.early_stop_at
 
 
 def test_good_canary_runs_the_full_window(tmp_path: Path) -> None:
-    moved: list[float] = []
+    load = StreamingLoad(12.0, 2500)
     result = run_canary_step(
         10,
         Color.GREEN,
         Color.BLUE,
         STACK,
-        streaming_load(12.0, 1.5, threading.Event()),
+        load,
         ("http://ingress", "http://stable"),
         tmp_path,
-        lambda: moved.append(time.time()),
+        load.back_to_stable,
         RecordingProgress(),
         look_every_s=0.2,
+        duration_s=2.5,
     )
-    assert not moved and result.early_stop_at is None
+    assert load.written_when_moved is None and result.early_stop_at is None
     assert result.verdict.passed, result.verdict.summary
     assert result.interim_looks >= 1
 

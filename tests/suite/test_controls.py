@@ -3,6 +3,7 @@ holds traffic on stable, and a failing canary is still rolled back when a pause 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from pathlib import Path
@@ -184,3 +185,34 @@ def test_status_names_the_run_and_whom_a_pending_control_is_for(
     assert payload["controls"]["run_id"] != open_run.run_id
     assert main(["status", "--stack", "local"]) == ExitCode.OK
     assert "(ignored: not the unfinished run)" in capsys.readouterr().out
+
+
+def test_pause_after_the_switch_leaves_traffic_on_the_new_release(
+    established: ScriptedGates, stack_config: StackConfig, memory_target: MemoryTarget
+) -> None:
+    store = RunStore(stack_config.name)
+    gates = established.as_gates()
+    pipeline = Pipeline(stack_config, memory_target, gates, RecordingProgress(), poll_s=0.01)
+    run = pipeline.new_run(release("v2"))
+
+    def pausing_post_check(*args: Any) -> Any:
+        store.set_control(run.run_id, paused=True, by="ida")  # arrives while post-check runs
+        return gates.post_check(*args)
+
+    pipeline.gates = dataclasses.replace(gates, post_check=pausing_post_check)
+    seen_while_paused: list[Any] = []
+
+    def resume_once_paused() -> None:
+        while not any(e["event"] == "paused" for e in (store.load() or run).timeline):
+            threading.Event().wait(0.01)
+        seen_while_paused.append(memory_target.routing)
+        store.set_control(run.run_id, paused=False, by="ida")
+
+    resumer = threading.Thread(target=resume_once_paused)
+    resumer.start()
+    assert pipeline.execute(run) is ExitCode.OK
+    resumer.join()
+    # After the switch the candidate is the stable release: a pause is not a rollback.
+    assert seen_while_paused == [TrafficState(Color.GREEN, 0)]
+    paused = next(e for e in run.timeline if e["event"] == "paused")
+    assert paused["traffic_held_on_stable"] is False

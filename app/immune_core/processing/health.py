@@ -20,7 +20,8 @@ ConsumerState = Literal["starting", "ok", "stuck", "crash_looping"]
 class ConsumerHealth:
     """Progress of one replica's detection consumer.
 
-    * ``crash_looping``: at least ``crash_restarts`` restarts within ``crash_window_s`` seconds.
+    * ``crash_looping``: at least ``crash_restarts`` restarts within ``crash_window_s`` seconds and no
+      progress since the last one.
     * ``stuck``: messages are waiting (lag > 0) and no batch was committed for ``stall_after_s`` seconds.
     * ``starting``: not attached to its partitions yet (e.g. Kafka unreachable): not a consumer fault.
     Times are wall-clock epoch seconds.
@@ -57,7 +58,8 @@ class ConsumerHealth:
         """``bus_up=False``: the broker is unreachable, so a backlog is not the consumer's fault."""
         now = time.time() if now is None else now
         recent = [t for t in self._restarts if now - t <= self.crash_window_s]
-        if len(recent) >= self.crash_restarts:
+        # Crash-looping until it makes progress again: a loop that healed is not held against it.
+        if len(recent) >= self.crash_restarts and self.last_progress_at < recent[-1]:
             return "crash_looping"
         if bus_up and self.lag > 0 and now - self.last_progress_at > self.stall_after_s:
             return "stuck"

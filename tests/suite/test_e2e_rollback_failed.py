@@ -1,0 +1,135 @@
+"""A rollback the real local stack refuses: HAProxy's admin socket disappears while a regressed candidate
+gets 10 % of traffic. The run must end `rollback_failed` (exit 10) saying the proxy could not be read,
+and the guard under supervisord must keep restoring until, once the socket is back, stable has it all.
+
+Same machinery as test_e2e_local.py (private ports, state and dependencies), a smaller stack of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from immune_suite.pipeline.exit_codes import ExitCode
+from immune_suite.targets.base import Color
+from tests.suite.test_e2e_local import (
+    E2EStack,
+    free_port_block,
+    private_dependencies,  # noqa: F401  (a fixture this module uses)
+    snapshot_repo,
+    version_of,
+    wait_for,
+)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
+
+
+@pytest.fixture(scope="module")
+def stack(
+    tmp_path_factory: pytest.TempPathFactory,
+    private_dependencies: dict[str, str],  # noqa: F811  (the imported fixture, by name)
+) -> Iterator[E2EStack]:
+    if shutil.which("haproxy") is None and not Path("/usr/sbin/haproxy").exists():
+        pytest.fail("haproxy is required for the local stack: apt-get install haproxy")
+    root = tmp_path_factory.mktemp("e2e-rollback-failed")
+    v1, v2 = snapshot_repo(root / "repo")
+    base = free_port_block(300)
+    ports = {
+        "ingress_port": base,
+        "stable_port": base + 1,
+        "preview_port": base + 2,
+        "instance_base_port": base + 100,
+    }
+    config = {
+        "name": "e2e-rbf",
+        "target": "local",
+        "dependencies": "services",
+        "replicas": 2,
+        "slo": {"p95_ms": 3000, "p99_ms": 6000, "error_ratio": 0.01},
+        "canary": {"steps": [10], "step_duration_s": 10, "rps_scale": 0.5},
+        "comparison": {"min_samples": 12, "min_effect_ms": 50, "max_median_increase_ratio": 0.5},
+        "chaos": {"enabled": False},
+        "security": {"enabled": False},
+        "retire_delay_s": 1,
+        "rollback_retry_s": 3,
+        "local": ports,
+    }
+    stack_file = root / "e2e-rbf.yaml"
+    stack_file.write_text(yaml.safe_dump(config))
+    env = {**os.environ, **private_dependencies, "IMMUNE_STATE_DIR": str(root / "state")}
+    previous = os.environ.get("IMMUNE_STATE_DIR")
+    yield E2EStack(root, root / "repo", stack_file, env, ports, v1, v2)
+    E2EStack(root, root / "repo", stack_file, env, ports).cli("down", "--stack", str(stack_file), timeout=120)
+    if previous is None:
+        os.environ.pop("IMMUNE_STATE_DIR", None)
+    else:
+        os.environ["IMMUNE_STATE_DIR"] = previous
+
+
+def run_json(stack: E2EStack) -> dict[str, Any]:
+    path = Path(stack.env["IMMUNE_STATE_DIR"]) / "pipeline" / "e2e-rbf" / "run.json"
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+def test_a_refused_rollback_is_finished_by_the_guard(stack: E2EStack) -> None:
+    code, _ = stack.promote("--ref", stack.v1)
+    assert code == ExitCode.OK
+    target = stack.target()
+    admin = target.layout.haproxy_socket
+    away = admin.with_name("haproxy.sock.away")
+    command = [
+        sys.executable,
+        "-m",
+        "immune_suite.cli",
+        "promote",
+        "--stack",
+        str(stack.stack_file),
+        "--repo",
+        str(stack.repo),
+        "--json",
+        "--ref",
+        stack.v2,
+        "--candidate-env",
+        "IMMUNE_FAULT_LATENCY_MS=400",
+    ]
+    process = subprocess.Popen(command, env=stack.env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(
+            lambda: run_json(stack)["current"] == "canary-10" and target.live_weights()["green-0"] == 10,
+            400,
+            "10 % of traffic on the candidate",
+        )
+        admin.rename(away)  # the proxy keeps serving as it is; nothing can change its routing now
+        out, _ = process.communicate(timeout=400)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == ExitCode.ROLLBACK_FAILED, out[-3000:]
+    payload = json.loads(out)
+    assert payload["run"]["status"] == "rollback_failed"
+    where = payload["run"]["failure"]["where"]
+    assert "unreachable" in where["live_shares_error"]  # says it could not read the proxy, guesses nothing
+    assert where["colours"]["green"]["live_replicas"] == 2
+
+    # The guard (under supervisord) keeps at it while the proxy is unreachable...
+    wait_for(lambda: run_json(stack)["failure"].get("restore_attempts", 0) >= 2, 60, "the guard to retry")
+    assert run_json(stack)["settled_at"] is None
+    # ... and finishes the rollback once it is reachable again.
+    away.rename(admin)
+    wait_for(lambda: run_json(stack)["settled_at"] is not None, 120, "the guard to finish the rollback")
+    weights = target.live_weights()
+    assert weights["blue-0"] == weights["blue-1"] == 100 and weights["green-0"] == weights["green-1"] == 0
+    assert stack.served() == {("blue", version_of(stack, stack.v1))}
+    assert target.health(Color.GREEN).live_replicas == 0  # candidate scaled away
+    status = stack.cli("status", "--stack", str(stack.stack_file))
+    assert "ROLLBACK FAILED" in status.stdout and "settled at" in status.stdout
