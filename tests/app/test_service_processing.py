@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from immune_core.api.app import create_app
 from immune_core.api.errors import install_error_handlers
 from immune_core.detection.engine import DetectionEngine
 from immune_core.events.models import TOPIC_BY_KIND, parse_event
@@ -426,3 +427,24 @@ def test_a_crash_looping_consumer_makes_the_replica_unready_until_it_progresses(
         timeout_s=60,
         what="the held event processed",
     )
+
+
+def test_an_event_that_breaks_the_start_up_replay_is_dead_lettered_and_the_service_boots(
+    make_settings: Any, failing_event: set[str]
+) -> None:
+    settings = make_settings()
+    event = flow()
+    with TestClient(create_app(settings, configure_logs=False)) as first:
+        wait_for(lambda: first.get("/health/ready").status_code == 200, what="ready")
+        assert first.post("/api/v1/events", json=event, headers=AUTH).status_code == 202
+        wait_for(
+            lambda: first.get("/api/v1/stats", headers=AUTH).json()["events_processed"] == 1, what="processed"
+        )
+
+    failing_event.add(event["event_id"])  # from now on detection raises on it (a bug in a new version)
+    with TestClient(create_app(settings, configure_logs=False)) as second:
+        wait_for(lambda: second.get("/health/ready").status_code == 200, what="ready despite the bad event")
+        stats = second.get("/api/v1/stats", headers=AUTH).json()
+        assert stats["dead_letters"] == 1
+        metrics = second.get("/metrics").text
+        assert 'immune_dlq_messages_total{reason="detection_error"} 1.0' in metrics
