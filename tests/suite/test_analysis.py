@@ -244,3 +244,13 @@ def test_a_look_every_second_keeps_the_error_test_within_alpha() -> None:
 
     assert false_failure(lambda t: look_alpha(budget, t)) <= budget
     assert false_failure(lambda t: budget / 10 if t < 1 else budget) > budget
+
+
+def test_inconclusive_survives_the_record_round_trip() -> None:
+    canary = [*samples(59, 10, 13), FakeSample(900.0, True, 59.0)]
+    verdict = analyse_canary_step(10, canary, samples(2000, 10, 14), SLO, COMPARISON)
+    again = Verdict.from_dict(verdict.to_dict())
+    assert again.outcome is Outcome.INCONCLUSIVE and again.status is Status.FAIL
+    # verdicts of other gates say no outcome: theirs follows the status
+    assert Verdict("load", Status.WARN, "advisory").outcome is Outcome.PASS
+    assert Verdict("load", Status.FAIL, "broken").outcome is Outcome.FAIL
