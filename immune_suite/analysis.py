@@ -527,11 +527,9 @@ def needed_canary_samples(judged: list[Judged], errors: int, comparison: Compari
             continue
         name = j.measurement.name
         if name == "canary_error_ratio_upper_bound":
-            have = int(j.measurement.value is not None)
-            need = max(
-                need,
-                samples_to_rule_out(errors, comparison.error_detect_ratio, comparison.error_beta, have),
-            )
+            # with the errors seen so far; more errors later raise the need again (the next look says)
+            rule_out = samples_to_rule_out(errors, comparison.error_detect_ratio, comparison.error_beta)
+            need = max(need, rule_out)
         elif name == "canary_p99_ms":
             need = max(need, comparison.p99_min_samples)
         else:
