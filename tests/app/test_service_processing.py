@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 import asyncpg
@@ -52,7 +52,7 @@ async def database(database_settings: Settings) -> AsyncIterator[Database]:
     await db.close()
 
 
-def _messages(events: list[dict[str, Any] | bytes], topic: str = FLOWS) -> list[InboundMessage]:
+def _messages(events: Sequence[dict[str, Any] | bytes], topic: str = FLOWS) -> list[InboundMessage]:
     return [
         InboundMessage(topic, 0, offset, None, e if isinstance(e, bytes) else json.dumps(e).encode())
         for offset, e in enumerate(events)
