@@ -148,6 +148,19 @@ async def test_an_event_the_database_refuses_is_dead_lettered_and_the_others_are
     assert json.loads(letters[0]["raw"])["event_id"] == refused["event_id"]
 
 
+async def test_a_bug_while_committing_is_not_blamed_on_the_input(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def buggy_insert(conn: Any, events: Any, source: str) -> list[str]:
+        raise TypeError("a bug in the service, not in the event")
+
+    monkeypatch.setattr(repo, "insert_events", buggy_insert)
+    consumer, _ = _consumer(database)
+    with pytest.raises(TypeError):
+        await consumer.handle(_messages([flow()]))  # the task restarts and retries; readiness shows a loop
+    assert await _rows(database, "SELECT id FROM dead_letters") == []
+
+
 async def test_an_event_the_database_cannot_look_up_is_dead_lettered_and_the_others_go_on(
     database: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -33,6 +33,7 @@ from immune_core.processing.engine_host import EngineHost
 from immune_core.processing.health import ConsumerHealth
 from immune_core.processing.retry import retry_while_store_down
 from immune_core.storage.database import Database
+from immune_core.storage.errors import is_refused_value
 from immune_core.transport.bus import Bus, InboundMessage
 
 log = get_logger(__name__)
@@ -111,6 +112,8 @@ class DetectionConsumer:
             # Waits out a database outage (StoreUnavailable) with backoff, however long it lasts.
             result = await self._retry(commit_batch, self._db, batch, "kafka")
         except Exception as exc:
+            if not is_refused_value(exc):
+                raise  # a bug, not the input's fault: crash (restart, readiness) rather than dead-letter
             # The database refused the batch (a value it cannot store): find the culprit(s) one by one.
             log.warning("batch_refused_by_database", error_type=type(exc).__name__, events=len(batch.events))
             result = await self._commit_one_by_one(batch)
@@ -129,6 +132,8 @@ class DetectionConsumer:
             try:
                 result = await self._retry(commit_batch, self._db, part, "kafka")
             except Exception as exc:
+                if not is_refused_value(exc):
+                    raise
                 origin = batch.origins[event_id]
                 letters.append(
                     self._letter(
@@ -196,7 +201,9 @@ class DetectionConsumer:
         ids = [str(e.event_id) for e in batch.events]
         try:
             return await self._retry(self._processed_among, ids)
-        except Exception:
+        except Exception as exc:
+            if not is_refused_value(exc):
+                raise
             log.warning("batch_lookup_refused_by_database", events=len(ids))
         done: set[str] = set()
         for event in list(batch.events):
@@ -204,6 +211,8 @@ class DetectionConsumer:
             try:
                 done |= await self._retry(self._processed_among, [event_id])
             except Exception as exc:
+                if not is_refused_value(exc):
+                    raise
                 batch.events.remove(event)
                 origin = batch.origins.pop(event_id)
                 detail = f"the database refused the event: {exc}"
