@@ -11,7 +11,9 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -160,6 +162,45 @@ def test_recovery_probes_need_a_fault_injected_in_the_same_run() -> None:
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                                env={**os.environ, "PYTHONPATH": str(REPO_ROOT / "chaos")}, check=True)
     assert "no fault was injected before this probe" in completed.stdout
+
+
+@pytest.mark.parametrize(("stats", "reason"), [
+    # A per-process counter only (what /api/v1/stats had before): no database-wide figure, no pass.
+    ({"events_accepted": 5, "events_stored": 5}, "stats lack database-wide figures"),
+    ({"events_acknowledged": 5, "events_stored": 4, "events_processed": 4}, "'events_acknowledged': 5"),
+    ({"events_acknowledged": 5, "events_stored": 5, "events_processed": 3}, "'events_processed': 3"),
+])
+def test_no_event_lost_needs_database_wide_figures_that_agree(stats: dict[str, int], reason: str,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "chaos"))
+    from immune_chaos import local
+
+    monkeypatch.setattr(local, "_RUN_EVENTS", {"acknowledged_to_us": 0, "stored_at_start": None})
+
+    class Stats(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps(stats).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Stats)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        with pytest.raises(local.ChaosActivityError, match="events lost or not drained") as raised:
+            local.events_consistent(url, TOKEN, drain_s=0.5)
+        assert reason in str(raised.value)
+        stats.update({"events_acknowledged": 5, "events_stored": 5, "events_processed": 5})
+        assert local.events_consistent(url, TOKEN, drain_s=0.5)
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_the_var_file_never_holds_the_token(tmp_path: Path) -> None:
