@@ -34,7 +34,8 @@ def offline_advisories(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_bandit_runs_on_the_repository_and_the_gates_themselves_are_clean(tmp_path: Path) -> None:
     result = bandit.scan(REPO_ROOT, tmp_path)
     assert result.error is None, result.error
-    assert (tmp_path / "bandit.sarif").exists()
+    assert (tmp_path / "bandit.sarif").exists() and (tmp_path / "bandit.json").exists()
+    assert result.details["files_scanned"] > 100 and result.details["errors"] == []
     ours = [f for f in result.details["findings"] if f["file"].startswith(GATE_FILES)]
     assert ours == []
 
@@ -48,6 +49,31 @@ def test_bandit_catches_an_insecure_snippet(tmp_path: Path) -> None:
     result = bandit.scan(source, tmp_path)
     assert not result.passed
     assert [f["rule"] for f in result.details["findings"]] == ["B602"]
+
+
+def test_bandit_fails_on_files_it_could_not_parse(tmp_path: Path) -> None:
+    import shutil
+
+    source = tmp_path / "src"
+    shutil.copytree(REPO_ROOT / "app", source / "app", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO_ROOT / "pyproject.toml", source / "pyproject.toml")
+    # One invalid UTF-8 byte hides a call bandit rates HIGH; a syntax error hides the whole module.
+    (source / "app" / "immune_core" / "badbyte.py").write_bytes(
+        b"import subprocess\n\n\ndef run(cmd: str) -> None:\n    # caf\xe9\n"
+        b"    subprocess.call(cmd, shell=True)\n")
+    (source / "app" / "immune_core" / "broken.py").write_text("def broken(:\n    pass\n")
+    result = bandit.scan(source, tmp_path / "out")
+    assert not result.passed
+    assert {e["file"] for e in result.details["errors"]} == {"app/immune_core/badbyte.py",
+                                                             "app/immune_core/broken.py"}
+    assert result.error and "badbyte.py" in result.error and "broken.py" in result.error
+    verdict = run_security_gate(source, tmp_path / "gate", None, None, lambda *a, **k: None)
+    assert verdict.status is Status.FAIL and "bandit" in verdict.summary and "badbyte.py" in verdict.summary
+
+
+def test_bandit_that_scanned_nothing_fails() -> None:
+    empty = bandit.judge({"results": [], "errors": [], "metrics": {"_totals": {"loc": 0}}}, ["app"], [])
+    assert not empty.passed and empty.error and "no Python file scanned" in empty.error
 
 
 # --- pip-audit ----------------------------------------------------------------------------------------
@@ -263,7 +289,8 @@ def test_checkov_passes_the_rendered_stacks_and_the_dockerfile(tmp_path: Path) -
     assert result.error is None, result.error
     assert result.passed, result.details
     assert result.details["manifests"] > 10
-    assert result.details["results"]["kubernetes"]["resources"] > 10
+    scanned = result.details["results"]["kubernetes"]["resources"]
+    assert scanned >= result.details["expected"]["resources"] > 10
     assert any(a.kind == "sarif" for a in result.artifacts)
 
 
@@ -277,6 +304,34 @@ def test_checkov_catches_a_dockerfile_that_ends_as_root(tmp_path: Path) -> None:
     assert not result.passed
     failed = {c["id"] for c in result.details["results"]["dockerfile"]["failed_checks"]}
     assert "CKV_DOCKER_8" in failed
+
+
+@pytest.mark.slow
+def test_checkov_fails_when_it_scanned_fewer_resources_than_were_rendered(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    render = checkov.render_manifests
+
+    def render_with_one_hidden(source_dir: Path, out_dir: Path) -> list[Path]:
+        manifests = render(source_dir, out_dir, stacks=("staging",))
+        # checkov skips files under a hidden directory without a word: this Deployment goes unchecked.
+        victim = next(p for p in manifests if p.name.startswith("deployment-"))
+        hidden = victim.parent / ".hidden" / victim.name
+        hidden.parent.mkdir()
+        victim.rename(hidden)
+        return sorted((out_dir / "manifests").rglob("*.y*ml"))
+
+    monkeypatch.setattr(checkov, "render_manifests", render_with_one_hidden)
+    result = checkov.scan(_tree_for_checkov(tmp_path), tmp_path / "out")
+    assert not result.passed
+    assert result.error and "fewer than the" in result.error
+    assert result.details["results"]["kubernetes"]["resources"] == result.details["expected"]["resources"] - 2
+
+
+def test_checkov_expects_each_object_and_each_pod_template(tmp_path: Path) -> None:
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text("kind: Deployment\nspec: {template: {spec: {containers: []}}}\n---\nkind: Service\n"
+                        "---\n# a comment only\n")
+    assert checkov.expected_resources([manifest]) == {"objects": 2, "pod_templates": 1, "resources": 3}
 
 
 def test_checkov_without_a_renderable_program_fails(tmp_path: Path) -> None:

@@ -82,6 +82,25 @@ def render_manifests(source_dir: Path, out_dir: Path, stacks: tuple[str, ...] = 
     return sorted(target.rglob("*.y*ml"))
 
 
+# Kinds whose pod template checkov also scans as a resource of its own ("Pod" in its report).
+_POD_TEMPLATE_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "ReplicationController", "Job",
+                       "CronJob"}
+
+
+def expected_resources(manifests: list[Path]) -> dict[str, int]:
+    """What checkov must have scanned: every rendered Kubernetes object, plus one resource per pod template
+    (checkov scans a workload's pod template as a resource of its own). Raises yaml.YAMLError when a
+    rendered file is not YAML."""
+    objects = templates = 0
+    for path in manifests:
+        for document in yaml.safe_load_all(path.read_text(encoding="utf-8")):
+            if not isinstance(document, dict) or "kind" not in document:
+                continue
+            objects += 1
+            templates += document["kind"] in _POD_TEMPLATE_KINDS
+    return {"objects": objects, "pod_templates": templates, "resources": objects + templates}
+
+
 def _run(source_dir: Path, out_dir: Path, label: str, target_args: list[str], framework: str,
          curated: CuratedChecks, cwd: Path) -> tuple[dict[str, Any] | None, str | None, list[Path]]:
     report_dir = out_dir / f"checkov-{label}"
@@ -137,6 +156,7 @@ def scan(source_dir: Path, out_dir: Path) -> ScanResult:
         return ScanResult.failed(TOOL, f"cannot render the Kubernetes manifests: {type(exc).__name__}: {exc}")
     if not manifests:
         return ScanResult.failed(TOOL, "the Pulumi program rendered no manifests")
+    expected = expected_resources(manifests)
     results: dict[str, Any] = {}
     errors: list[str] = []
     files: list[Path] = []
@@ -157,15 +177,23 @@ def scan(source_dir: Path, out_dir: Path) -> ScanResult:
             results[framework] = merged
     artifacts = artifacts_of(*[(p, "sarif" if p.suffix == ".sarif" else p.suffix.lstrip(".")) for p in files
                                if p.is_file()])
+    scanned = results.get("kubernetes", {}).get("resources", 0)
+    if not errors and scanned < expected["resources"]:
+        # A manifest checkov silently skipped (e.g. under a hidden directory) was not checked at all.
+        errors.append(f"kubernetes: checkov scanned {scanned} resources, fewer than the "
+                      f"{expected['resources']} rendered ({expected['objects']} objects in "
+                      f"{len(manifests)} manifests + {expected['pod_templates']} pod templates)")
     if errors:
-        return ScanResult.failed(TOOL, "; ".join(errors), artifacts, {"results": results})
+        return ScanResult.failed(TOOL, "; ".join(errors), artifacts,
+                                 {"results": results, "expected": expected, "manifests": len(manifests)})
     failed = sum(r["failed"] for r in results.values())
     passed = sum(r["passed"] for r in results.values())
     missing = [c for r in results.values() for c in r["required_not_passed"]]
     skips = {f: c.skips for f, c in curated.items()}
     skipped = sum(len(v) for v in skips.values())
-    summary = (f"{len(manifests)} manifests + Dockerfile: {passed} passed, {failed} failed, "
+    summary = (f"{len(manifests)} manifests ({scanned} resources scanned, {expected['resources']} expected)"
+               f" + Dockerfile: {passed} passed, {failed} failed, "
                f"{len(missing)} required checks not passed, {skipped} reviewed skips")
     return ScanResult(tool=TOOL, findings=failed + len(missing), summary=summary, artifacts=artifacts,
                       details={"results": results, "skips": skips, "required_not_passed": missing,
-                               "manifests": len(manifests)})
+                               "manifests": len(manifests), "expected": expected})
