@@ -16,6 +16,7 @@ KUBECONFIG, in-cluster config, or the `secrets` of the experiment).
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from chaosk8s import create_k8s_api_client
@@ -23,9 +24,11 @@ from chaosk8s.pod.actions import terminate_pods as chaosk8s_terminate_pods
 from chaosk8s.statefulset.actions import scale_statefulset as chaosk8s_scale_statefulset
 from kubernetes import client
 
-from immune_chaos.local import ChaosActivityError, mark_fault, mark_restored
+from immune_chaos.local import ChaosActivityError, current_fault, mark_fault, mark_restored
 
-__all__ = ["ensure_statefulset_replicas", "scale_statefulset", "terminate_pods"]
+__all__ = ["ensure_statefulset_replicas", "pods_alive", "scale_statefulset", "terminate_pods"]
+
+POLL_S = 1.0
 
 
 def terminate_pods(
@@ -61,13 +64,19 @@ def _statefulset_replicas(name: str, ns: str, secrets: dict[str, Any] | None) ->
 
 
 def scale_statefulset(
-    name: str, replicas: int, ns: str = "default", secrets: dict[str, Any] | None = None
+    name: str,
+    replicas: int,
+    ns: str = "default",
+    watch_label_selector: str = "",
+    secrets: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Scale StatefulSet `ns`/`name` to `replicas` (chaosk8s `scale_statefulset`), as a fault or its undoing.
 
-    Scaling to zero starts the fault timer; scaling up marks the fault undone (recovery counts from
-    there). Raises ChaosActivityError when the StatefulSet already had `replicas` (nothing would change)
-    or when it does not report `replicas` afterwards. Returns {"affected": ["<ns>/<name>: a -> b"]}.
+    Scaling to zero starts the fault timer, with the restart counts of the pods matching
+    `watch_label_selector` (the candidate's) as the baseline `pods_alive` compares with; scaling up marks
+    the fault undone (recovery counts from there). Raises ChaosActivityError when the StatefulSet
+    already had `replicas` (nothing would change) or does not report `replicas` afterwards.
+    Returns {"affected": ["<ns>/<name>: a -> b"], ...}.
     """
     before = _statefulset_replicas(name, ns, secrets)
     if before == int(replicas):
@@ -79,10 +88,70 @@ def scale_statefulset(
             f"statefulset {ns}/{name} reports {after} replicas after scaling to {replicas}"
         )
     if int(replicas) == 0:
-        mark_fault("scale-to-zero", statefulset=name, namespace=ns, replicas_before=before)
+        restarts = (
+            {pod.metadata.name: _restarts(pod) for pod in _pods(watch_label_selector, ns, secrets)}
+            if watch_label_selector
+            else {}
+        )
+        mark_fault("scale-to-zero", statefulset=name, namespace=ns, replicas_before=before, restarts=restarts)
     else:
         mark_restored(statefulset=name)
     return {"affected": [f"{ns}/{name}: {before} -> {replicas}"], "before": before, "after": after}
+
+
+def _pods(label_selector: str, ns: str, secrets: dict[str, Any] | None) -> list[Any]:
+    core = client.CoreV1Api(create_k8s_api_client(secrets))
+    return list(core.list_namespaced_pod(ns, label_selector=label_selector).items)
+
+
+def _restarts(pod: Any) -> int:
+    return sum(int(status.restart_count or 0) for status in (pod.status.container_statuses or []))
+
+
+def _alive_now(
+    label_selector: str, ns: str, baseline: dict[str, int], secrets: dict[str, Any] | None
+) -> str | None:
+    """None when every pod is alive and unrestarted since the fault, else why not."""
+    pods = _pods(label_selector, ns, secrets)
+    if not pods:
+        return f"no pod matches {label_selector!r} in {ns}"
+    for pod in pods:
+        name = pod.metadata.name
+        if pod.status.phase != "Running":
+            return f"{name} is {pod.status.phase}"
+        stopped = [
+            c.name for c in pod.status.container_statuses or [] if c.state is None or c.state.running is None
+        ]
+        if stopped:
+            return f"{name}: containers not running: {stopped}"
+        if baseline and name not in baseline:
+            return f"{name} replaced a pod that was there at the fault"
+        if _restarts(pod) > baseline.get(name, _restarts(pod)):
+            return f"{name} restarted {_restarts(pod) - baseline[name]} time(s) since the fault"
+    return None
+
+
+def pods_alive(
+    label_selector: str, ns: str = "default", observe_s: float = 0.0, secrets: dict[str, Any] | None = None
+) -> bool:
+    """The candidate's processes stayed alive through the fault, observed for `observe_s` seconds.
+
+    Every pod matching `label_selector` is Running with all containers running, none restarted nor
+    replaced since the fault (baseline taken by `scale_statefulset(..., watch_label_selector=...)`): the
+    kubelet restarts a container whose liveness probe fails, so a process that died or hung without its
+    dependency shows as a restart. Readiness does not matter: an unready pod leaves the Service's
+    endpoints (the candidate URL then answers 503) but is alive. Asks the Kubernetes API, never the
+    candidate URL. Returns True; raises ChaosActivityError with the reason otherwise.
+    """
+    baseline = dict(current_fault("pods_alive").details.get("restarts") or {})
+    deadline = time.monotonic() + float(observe_s)
+    while True:
+        problem = _alive_now(label_selector, ns, baseline, secrets)
+        if problem is not None:
+            raise ChaosActivityError(f"candidate not alive during the fault: {problem}")
+        if time.monotonic() >= deadline:
+            return True
+        time.sleep(POLL_S)
 
 
 def ensure_statefulset_replicas(

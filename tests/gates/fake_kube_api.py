@@ -13,6 +13,7 @@ import json
 import re
 import socket
 import threading
+import urllib.request
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -49,6 +50,10 @@ class Cluster:
     replace_deleted_pods: bool = True
     # Closed (scaled to zero) when a pod is deleted and not replaced: what the candidate loses.
     pods_listener: StatefulSet | None = None
+    # The kubelet's liveness probe: while this URL does not answer 200, every pod's container is
+    # restarted (its restartCount grows at each look), as a failing liveness probe would cause.
+    liveness_url: str | None = None
+    restarts: dict[str, int] = field(default_factory=dict)
     deleted: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     _serial: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
@@ -64,7 +69,7 @@ class Cluster:
         return statefulset
 
 
-def _pod(namespace: str, name: str, labels: dict[str, str]) -> dict[str, Any]:
+def _pod(namespace: str, name: str, labels: dict[str, str], restarts: int = 0) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -75,7 +80,19 @@ def _pod(namespace: str, name: str, labels: dict[str, str]) -> dict[str, Any]:
             "creationTimestamp": "2026-01-01T00:00:00Z",
         },
         "spec": {"containers": [{"name": "immune-core", "image": "immune-core:test"}]},
-        "status": {"phase": "Running"},
+        "status": {
+            "phase": "Running",
+            "containerStatuses": [
+                {
+                    "name": "immune-core",
+                    "image": "immune-core:test",
+                    "imageID": "",
+                    "ready": True,
+                    "restartCount": restarts,
+                    "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}},
+                }
+            ],
+        },
     }
 
 
@@ -106,6 +123,16 @@ def _statefulset(namespace: str, statefulset: StatefulSet) -> dict[str, Any]:
         },
         "status": {"replicas": statefulset.replicas},
     }
+
+
+def _answers_200(url: str | None) -> bool:
+    if url is None:
+        return True
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
 
 
 def _matches(labels: dict[str, str], selector: str) -> bool:
@@ -153,9 +180,13 @@ def _handler(cluster: Cluster) -> type[BaseHTTPRequestHandler]:
             url = urlparse(self.path)
             if (match := pods_path.match(url.path)) and match.group(2) is None:
                 selector = parse_qs(url.query).get("labelSelector", [""])[0]
+                live = _answers_200(cluster.liveness_url)
                 with cluster.lock:
+                    if not live:
+                        for name in cluster.pods:
+                            cluster.restarts[name] = cluster.restarts.get(name, 0) + 1
                     items = [
-                        _pod(cluster.namespace, name, labels)
+                        _pod(cluster.namespace, name, labels, cluster.restarts.get(name, 0))
                         for name, labels in sorted(cluster.pods.items())
                         if match.group(1) == cluster.namespace and _matches(labels, selector)
                     ]

@@ -509,7 +509,9 @@ def kube(tmp_path: Path) -> Iterator[FakeKubeApi]:
 
 
 def _k8s_config(api: FakeKubeApi, url: str, **extra: Any) -> dict[str, Any]:
+    # alive_observe_s: the experiments watch the pods 40 s (three missed liveness probes); 3 s here.
     return {"candidate_url": url, "base_url": url, "api_token": TOKEN, "namespace": api.cluster.namespace,
+            "alive_observe_s": 3,
             "candidate_label_selector": SELECTOR, "services_env": {"KUBECONFIG": str(api.kubeconfig)},
             **extra}
 
@@ -521,6 +523,7 @@ K8S_DEPENDENCIES = ["redis", "postgres", "kafka"]
 def test_kubernetes_experiments_pass_on_a_service_that_recovers(kube: FakeKubeApi, tmp_path: Path) -> None:
     experiments = ["k8s-terminate-candidate-pod", *(f"k8s-scale-{d}-to-zero" for d in K8S_DEPENDENCIES)]
     with _mini_with_dependency(str(kube.cluster.statefulsets["redis"].port), "") as url:
+        kube.cluster.liveness_url = f"{url}/health/live"  # alive throughout: no restart
         verdict = run_chaos_gate(_k8s_config(kube, url), tmp_path / "out", experiments, _silent)
     assert verdict.status is Status.PASS, verdict.summary
     assert len(kube.cluster.deleted) == 1
@@ -584,10 +587,12 @@ def test_a_service_that_dies_without_its_dependency_fails_k8s_scale(
         dependency: str, kube: FakeKubeApi, tmp_path: Path) -> None:
     port = str(kube.cluster.statefulsets[dependency].port)
     with _mini_with_dependency(port, "dead-without") as url:
+        kube.cluster.liveness_url = f"{url}/health/live"  # the kubelet restarts what fails it
         verdict = run_chaos_gate(_k8s_config(kube, url), tmp_path / "out",
                                  [f"k8s-scale-{dependency}-to-zero"], _silent)
     assert verdict.status is Status.FAIL
-    assert f"'candidate-alive-without-{dependency}' failed: output False" in verdict.summary
+    assert f"probe 'candidate-pods-alive-without-{dependency}' failed" in verdict.summary
+    assert "restarted 1 time(s) since the fault" in verdict.summary
     assert kube.cluster.statefulsets[dependency].replicas == 1  # scaled back (method, then rollback)
 
 
