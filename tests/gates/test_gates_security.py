@@ -7,6 +7,7 @@ import subprocess
 import sys
 from datetime import date
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from gate_services import REPO_ROOT, RunningService
@@ -344,10 +345,77 @@ def test_checkov_without_a_renderable_program_fails(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_api_fuzz_gate_alone(mini_service: RunningService, tmp_path: Path,
                              monkeypatch: pytest.MonkeyPatch) -> None:
-    from immune_suite.gates.security import run_api_fuzz_gate
+    from immune_suite.gates.security import run_api_fuzz
 
     monkeypatch.setenv(schemathesis.MAX_EXAMPLES_ENV, "5")
-    verdict = run_api_fuzz_gate(mini_service.url, mini_service.token, tmp_path, lambda *a, **k: None)
+    verdict = run_api_fuzz(mini_service.url, mini_service.token, tmp_path, lambda *a, **k: None)
     assert verdict.status is Status.PASS, verdict.summary
-    assert verdict.gate == "security-api"
+    assert verdict.gate == "api-fuzz"
     assert [m.name for m in verdict.measurements] == ["schemathesis findings"]
+    assert verdict.details["tools"]["schemathesis"]["positive_cases"]["accepted"] > 0
+
+
+def test_the_pipeline_fuzzes_with_the_one_api_fuzz_gate() -> None:
+    from immune_suite.gates.security import run_api_fuzz
+    from immune_suite.pipeline.gates import default_gates
+
+    assert default_gates().fuzz is run_api_fuzz
+
+
+class _RejectingApi:
+    """A real HTTP API on a free port that answers 400 to every request but its OpenAPI document."""
+
+    SPEC: ClassVar[dict[str, object]] = {
+        "openapi": "3.0.3", "info": {"title": "t", "version": "1"}, "paths": {"/items": {"get": {
+        "parameters": [{"name": "q", "in": "query", "required": True, "schema": {"type": "string"}}],
+        "responses": {"200": {"description": "ok", "content": {"application/json": {
+            "schema": {"type": "object"}}}}, "400": {"description": "refused"}}}}}}
+
+    def __enter__(self) -> str:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        spec = json.dumps(self.SPEC).encode()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body, code = (spec, 200) if self.path == "/openapi.json" else (b'{"detail": "no"}', 400)
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.slow
+def test_schemathesis_fails_when_every_positive_case_is_rejected(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(schemathesis.MAX_EXAMPLES_ENV, "5")
+    with _RejectingApi() as url:
+        result = schemathesis.scan(url, None, tmp_path)
+    assert not result.passed
+    assert result.error and "every positive case was rejected" in result.error
+    assert result.details["positive_cases"]["accepted"] == 0 < result.details["positive_cases"]["rejected"]
+
+
+def test_schemathesis_without_operations_or_positive_cases_fails() -> None:
+    complete = {"complete": True, "stop_reason": "completed", "test_cases": {"generated": 3}}
+    none_tested = schemathesis.judge({**complete, "operations": {"tested": 0}}, [])
+    assert not none_tested.passed and "0 operations tested" in (none_tested.error or "")
+    no_positive = schemathesis.judge({**complete, "operations": {"tested": 2}, "valid_rates": {
+        "GET /a": {"coverage": {"accepted": 0, "rejected": 0}}}}, [])
+    assert not no_positive.passed and "no positive" in (no_positive.error or "")
+    good = schemathesis.judge({**complete, "operations": {"tested": 1}, "valid_rates": {
+        "GET /a": {"coverage": {"accepted": 2, "rejected": 1}}}}, [])
+    assert good.passed and good.details["positive_cases"]["accepted"] == 2

@@ -1,5 +1,11 @@
 """schemathesis fuzzing of the candidate's OpenAPI: no 5xx, and responses that conform to the schema.
 
+A fuzz run can pass on nothing: no operation tested, no positive (schema-valid) case sent, or every
+positive case rejected with a 4xx (a wrong token answers 401 to everything, and 401 is no server error).
+Each of these fails the scan. The per-operation counts of accepted/rejected positive cases come from
+schemathesis' own report (`valid_rates`); operations whose positive cases were all refused by
+authentication (`warnings.missing_auth`) are reported as a warning.
+
 The bearer token reaches schemathesis through its config file's `${IMMUNE_API_TOKEN}` placeholder and
 the environment, never the command line.
 """
@@ -10,6 +16,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from immune_suite.gates.scanners import ScanResult, artifacts_of, run_tool, tail
 
@@ -52,14 +59,35 @@ def scan(base_url: str, token: str | None, out_dir: Path) -> ScanResult:
         result = json.loads(report.read_text(encoding="utf-8"))
     except json.JSONDecodeError:  # killed at its budget, or crashed, while writing the report
         return ScanResult.failed(TOOL, f"exit {completed.returncode}, unreadable report: {output}", artifacts)
+    return judge(result, artifacts)
+
+
+def judge(result: dict[str, Any], artifacts: list[Any]) -> ScanResult:
+    """The verdict from schemathesis' JSON report (shape of schemathesis 4.x `--report json`)."""
     operations, cases = result.get("operations", {}), result.get("test_cases", {})
     if not result.get("complete") or operations.get("tested", 0) == 0:
         return ScanResult.failed(TOOL, f"incomplete run ({result.get('stop_reason')}, "
                                        f"{operations.get('tested', 0)} operations tested)", artifacts)
+    positive = {op: {"accepted": sum(p.get("accepted", 0) for p in phases.values()),
+                     "rejected": sum(p.get("rejected", 0) for p in phases.values())}
+                for op, phases in (result.get("valid_rates") or {}).items()}
+    accepted = sum(p["accepted"] for p in positive.values())
+    rejected = sum(p["rejected"] for p in positive.values())
+    details = {"operations": operations, "test_cases": cases, "seed": result.get("seed"),
+               "positive_cases": {"accepted": accepted, "rejected": rejected, "by_operation": positive}}
+    if accepted + rejected == 0:
+        return ScanResult.failed(TOOL, f"no positive (schema-valid) case was sent to any of the "
+                                       f"{operations['tested']} operations", artifacts, details)
+    if accepted == 0:
+        return ScanResult.failed(TOOL, f"every positive case was rejected ({rejected} with a 4xx): the API "
+                                       f"was not exercised (wrong token?)", artifacts, details)
     failures = cases.get("unique_failures", 0) + len(result.get("errors", []))
-    summary = (f"{operations['tested']} operations, {cases.get('generated', 0)} cases, "
+    summary = (f"{operations['tested']} operations, {cases.get('generated', 0)} cases "
+               f"({accepted} positive accepted, {rejected} rejected), "
                f"{cases.get('unique_failures', 0)} unique failures, {len(result.get('errors', []))} errors")
-    return ScanResult(tool=TOOL, findings=failures, summary=summary, artifacts=artifacts,
-                      details={"operations": operations, "test_cases": cases, "seed": result.get("seed"),
-                               "failures": result.get("failures", [])[:20],
-                               "errors": result.get("errors", [])[:20]})
+    missing_auth = (result.get("warnings") or {}).get("missing_auth") or []
+    warnings = ([f"every positive case refused by authentication on {len(missing_auth)} operations: "
+                 + ", ".join(missing_auth[:10])] if missing_auth else [])
+    return ScanResult(tool=TOOL, findings=failures, summary=summary, artifacts=artifacts, warnings=warnings,
+                      details={**details, "failures": result.get("failures", [])[:20],
+                               "errors": result.get("errors", [])[:20], "missing_auth": missing_auth})
