@@ -27,7 +27,7 @@ from immune_core.ingestion.repository import processed_among
 from immune_core.observability.logging import get_logger
 from immune_core.observability.metrics import Metrics
 from immune_core.processing import dlq
-from immune_core.processing.commit import CommitResult, ProcessedBatch, commit_batch
+from immune_core.processing.commit import AnyEvent, CommitResult, ProcessedBatch, commit_batch
 from immune_core.processing.counters import IntakeCounters
 from immune_core.processing.engine_host import EngineHost
 from immune_core.processing.health import ConsumerHealth
@@ -126,6 +126,7 @@ class DetectionConsumer:
         claimed: set[str] = set()
         threats = []
         letters = list(batch.dead_letters)
+        refused: list[AnyEvent] = []
         for event in batch.events:
             event_id = str(event.event_id)
             part = batch.only(event)
@@ -135,6 +136,7 @@ class DetectionConsumer:
                 if not is_refused_value(exc):
                     raise
                 origin = batch.origins[event_id]
+                refused.append(event)
                 letters.append(
                     self._letter(
                         origin,
@@ -150,6 +152,7 @@ class DetectionConsumer:
         # The dead letters on their own (their raw bytes are always storable).
         await self._retry(commit_batch, self._db, ProcessedBatch(dead_letters=letters), "kafka")
         batch.dead_letters = letters
+        batch.events = [e for e in batch.events if e not in refused]  # not stored: neither new nor duplicate
         return CommitResult(new_ids, claimed, threats)
 
     def _decode(self, messages: list[InboundMessage]) -> ProcessedBatch:

@@ -37,6 +37,10 @@ class ConsumerHealth:
     attached: bool = False
     _restarts: deque[float] = field(default_factory=lambda: deque(maxlen=64))
 
+    def __post_init__(self) -> None:
+        # Start-up counts as progress: a stall is measured from here, not from the epoch.
+        self.metrics.consumer_last_progress.set(self.last_progress_at)
+
     def started(self, now: float | None = None) -> None:
         now = time.time() if now is None else now
         self.starts += 1
