@@ -2,7 +2,7 @@
 """The human report: one self-contained HTML file (plots inlined as PNG) per promotion record.
 
 Sections: the outcome and why; latency percentiles and error ratio per canary step, canary against
-stable; the chaos timeline with recovery times; the security findings; every verdict's values
+the reference it was judged with (the fresh baseline, else stable); the chaos timeline with recovery times; the security findings; every verdict's values
 against thresholds; the timeline.
 """
 
@@ -12,6 +12,7 @@ import base64
 import html
 import io
 import json
+import math
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -48,11 +49,60 @@ def _canary_steps(record: dict[str, Any]) -> list[dict[str, Any]]:
     return [s for s in record.get("stages", []) if s.get("kind") == "canary" and s.get("verdict")]
 
 
+def step_reference(step: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The reference a canary step was judged against: `("baseline" | "stable", its summary)`.
+
+    The analysis (immune_suite/analysis.py) names it in `details["reference"]` and keeps its figures
+    under that key: the fresh baseline when the window had one, else stable. Older records without
+    the name were always judged against stable.
+    """
+    details = step["verdict"].get("details", {})
+    name = str(details.get("reference") or "stable")
+    return name, details.get(name) or {}
+
+
+def _figure(summary: dict[str, Any], key: str) -> float:
+    # A figure the record does not hold is NaN (no bar drawn, "n/a" in the table), never a zero that
+    # would read as a measured 0 ms or 0 % errors.
+    if key == "error_ratio":
+        value = summary.get("error_ratio")
+        return float(value) * 100 if value is not None else math.nan
+    value = (summary.get("percentiles_ms") or {}).get(key)
+    return float(value) if value is not None else math.nan
+
+
+def _reference_label(steps: list[dict[str, Any]]) -> str:
+    names = {step_reference(s)[0] for s in steps}
+    return names.pop() if len(names) == 1 else "reference"
+
+
+def canary_table(steps: list[dict[str, Any]]) -> str:
+    """Per step: canary and the reference actually used, p50/p95/p99 (ms) and errors (%)."""
+    rows = []
+    for step in steps:
+        name, reference = step_reference(step)
+        canary = step["verdict"].get("details", {}).get("canary") or {}
+        for who, summary in (("canary", canary), (name, reference)):
+            cells = "".join(
+                f"<td>{'n/a' if math.isnan(v) else _esc(v)}</td>"
+                for v in (_figure(summary, k) for k in ("p50", "p95", "p99", "error_ratio"))
+            )
+            rows.append(
+                f"<tr><td>{_esc(step['params'].get('percent'))}%</td><td>{_esc(who)}</td>"
+                f"<td>{_esc(summary.get('count', 'n/a'))}</td>{cells}</tr>"
+            )
+    return (
+        "<table><tr><th>step</th><th>who</th><th>requests</th><th>p50 ms</th><th>p95 ms</th>"
+        f"<th>p99 ms</th><th>errors %</th></tr>{''.join(rows)}</table>"
+    )
+
+
 def canary_plots(record: dict[str, Any]) -> str:
     steps = _canary_steps(record)
     if not steps:
         return "<p class=muted>No canary steps ran (first promotion, or stopped before).</p>"
-    labels = [f"{s['params'].get('percent')}%" for s in steps]
+    reference_label = _reference_label(steps)
+    labels = [f"{s['params'].get('percent')}%\nvs {step_reference(s)[0]}" for s in steps]
     figure, (latency_ax, error_ax) = plt.subplots(1, 2, figsize=(11, 3.8))
     width = 0.13
     for offset, (who, pct, colour) in enumerate(
@@ -60,16 +110,15 @@ def canary_plots(record: dict[str, Any]) -> str:
             ("canary", "p50", "#f28b82"),
             ("canary", "p95", "#d93025"),
             ("canary", "p99", "#8c1d18"),
-            ("stable", "p50", "#8ab4f8"),
-            ("stable", "p95", "#1a73e8"),
-            ("stable", "p99", "#174ea6"),
+            ("reference", "p50", "#8ab4f8"),
+            ("reference", "p95", "#1a73e8"),
+            ("reference", "p99", "#174ea6"),
         ]
     ):
-        values = [
-            (s["verdict"]["details"].get(who, {}).get("percentiles_ms", {}).get(pct) or 0) for s in steps
-        ]
+        values = [_figure(_summary_of(s, who), pct) for s in steps]
         positions = [i + (offset - 2.5) * width for i in range(len(steps))]
-        latency_ax.bar(positions, values, width, label=f"{who} {pct}", color=colour)
+        label = reference_label if who == "reference" else who
+        latency_ax.bar(positions, values, width, label=f"{label} {pct}", color=colour)
     slo = record.get("config", {}).get("slo", {})
     for key, style in (("p95_ms", "--"), ("p99_ms", ":")):
         if key in slo:
@@ -78,16 +127,24 @@ def canary_plots(record: dict[str, Any]) -> str:
     latency_ax.set_ylabel("latency (ms)")
     latency_ax.set_title("latency per canary step")
     latency_ax.legend(fontsize=7, ncol=2)
-    for who, colour, shift in (("canary", "#d93025", -0.15), ("stable", "#1a73e8", 0.15)):
-        ratios = [(s["verdict"]["details"].get(who, {}).get("error_ratio") or 0) * 100 for s in steps]
-        error_ax.bar([i + shift for i in range(len(steps))], ratios, 0.3, label=who, color=colour)
+    for who, colour, shift in (("canary", "#d93025", -0.15), ("reference", "#1a73e8", 0.15)):
+        ratios = [_figure(_summary_of(s, who), "error_ratio") for s in steps]
+        label = reference_label if who == "reference" else who
+        error_ax.bar([i + shift for i in range(len(steps))], ratios, 0.3, label=label, color=colour)
     if "error_ratio" in slo:
         error_ax.axhline(slo["error_ratio"] * 100, color="#555", linestyle="--", linewidth=1, label="SLO")
     error_ax.set_xticks(range(len(steps)), labels)
     error_ax.set_ylabel("errors (%)")
     error_ax.set_title("error ratio per canary step")
     error_ax.legend(fontsize=7)
-    return _png(figure)
+    return _png(figure) + canary_table(steps)
+
+
+def _summary_of(step: dict[str, Any], who: str) -> dict[str, Any]:
+    if who == "reference":
+        return step_reference(step)[1]
+    summary: dict[str, Any] = step["verdict"].get("details", {}).get(who) or {}
+    return summary
 
 
 def _seconds_since(start: str, moment: str) -> float:
@@ -155,7 +212,9 @@ def _finding_rows(items: list[Any]) -> str:
 
 
 def security_section(record: dict[str, Any]) -> str:
-    stages = [s for s in record.get("stages", []) if s.get("kind") in ("security", "api_fuzz") and s.get("verdict")]
+    stages = [
+        s for s in record.get("stages", []) if s.get("kind") in ("security", "api_fuzz") and s.get("verdict")
+    ]
     if not stages:
         return "<p class=muted>The security gate did not run.</p>"
     parts = []
@@ -173,7 +232,9 @@ def security_section(record: dict[str, Any]) -> str:
                 f"<td>{_esc(info.get('summary', ''))}{('<br>' + _esc(info['error'])) if info.get('error') else ''}{detail}</td></tr>"
             )
         if rows:
-            parts.append("<table><tr><th>tool</th><th>findings</th><th>details</th></tr>" + "".join(rows) + "</table>")
+            parts.append(
+                "<table><tr><th>tool</th><th>findings</th><th>details</th></tr>" + "".join(rows) + "</table>"
+            )
     return "".join(parts)
 
 
@@ -247,7 +308,7 @@ def render_report(record: dict[str, Any]) -> str:
 <tr><th>measured</th><td>{_esc(json.dumps(metrics))}</td></tr>
 <tr><th>signature</th><td>{_esc((record.get("signature") or {}).get("algorithm", "unsigned"))} key {_esc((record.get("signature") or {}).get("key_id", "-"))}</td></tr>
 </table>
-<h2>Canary analysis: canary vs stable, same window</h2>{canary_plots(record)}
+<h2>Canary analysis: canary vs its reference (fresh baseline, else stable), same window</h2>{canary_plots(record)}
 <h2>Timeline</h2>{timeline_plot(record)}
 <h2>Chaos</h2>{chaos_section(record)}
 <h2>Security</h2>{security_section(record)}
