@@ -52,7 +52,7 @@ class WindowSample:
 class CanaryResult:
     verdict: Verdict
     early_stop_at: float | None = None  # Unix time traffic went back to stable during the window
-    first_breach_at: float | None = None  # first canary request outside what stable shows or the SLO
+    first_breach_at: float | None = None  # first canary error or request slower than the SLO / reference
     interim_looks: int = 0
     details: dict[str, Any] = field(default_factory=dict)
     extension_windows: int = 0  # windows added because the step was inconclusive
@@ -290,16 +290,30 @@ def step_verdict(final: Verdict, decision: StepDecision, extension_windows: int)
     )
 
 
-def first_breach(
-    canary: Sequence[Any] | Columns, stable: Sequence[Any] | Columns, stack: StackConfig
-) -> float | None:
-    """When the canary first did what stable does not: an error, or slower than stable p99 and the SLO."""
-    canary, stable = Columns.of(canary), Columns.of(stable)
-    stable_ok = np.sort(stable.ok_latency_ms)
+def breach_threshold_ms(reference: Sequence[Any] | Columns, stack: StackConfig) -> float:
+    """Latency (ms) above which a canary request counts as a breach: the SLO p95, or the reference's
+    p99 when that is lower (floored at `comparison.min_effect_ms`, as loopback p99s of a few ms would
+    flag noise). Never above the SLO p95: a reference slower than the SLO (a loaded machine) must not
+    hide canary requests that break it."""
+    reference_ok = np.sort(Columns.of(reference).ok_latency_ms)
     ceiling = stack.slo.p95_ms
-    if stable_ok.size:
-        ceiling = min(ceiling, float(stable_ok[min(stable_ok.size - 1, int(stable_ok.size * 0.99))]))
-    bad = ~canary.ok | (canary.latency_ms > max(ceiling, stack.comparison.min_effect_ms))
+    if reference_ok.size:
+        p99 = float(reference_ok[min(reference_ok.size - 1, int(reference_ok.size * 0.99))])
+        ceiling = min(ceiling, max(p99, stack.comparison.min_effect_ms))
+    return ceiling
+
+
+def first_breach(
+    canary: Sequence[Any] | Columns, reference: Sequence[Any] | Columns, stack: StackConfig
+) -> float | None:
+    """Unix time (s) of the first canary request that was an error or slower than `breach_threshold_ms`.
+
+    Pass every canary request of the step (warm-up included: users got those answers too). None
+    only when no canary request failed or was that slow, i.e. the step failed on a comparison of
+    distributions alone.
+    """
+    canary = Columns.of(canary)
+    bad = ~canary.ok | (canary.latency_ms > breach_threshold_ms(reference, stack))
     return float(canary.at[bad].min()) if bad.any() else None
 
 
@@ -396,6 +410,9 @@ def run_canary_step(
         started_at=load_runs[0].verdict.started_at if load_runs else verdict.started_at,
         details=details,
     )
-    canary, reference, _ = decision.samples()
-    breach = first_breach(canary, reference, stack) if not verdict.passed else None
+    _, reference, _ = decision.samples()
+    # Every canary request the step sent, not only the judged ones: a failure in the warm-up or
+    # outside the colours' common span still reached a user.
+    every_canary = Columns.concat([Columns.of(r.samples.get(candidate.value, [])) for r in load_runs])
+    breach = first_breach(every_canary, reference, stack) if not verdict.passed else None
     return CanaryResult(verdict, early_stop_at, breach, decision.looks, details, extension_windows)

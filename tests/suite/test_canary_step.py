@@ -13,6 +13,7 @@ from immune_suite.pipeline.canary import (
     Columns,
     StepDecision,
     decisive_failures,
+    first_breach,
     prepare_run,
     read_window,
     run_canary_step,
@@ -356,3 +357,67 @@ def test_step_decision_runs_without_http() -> None:
     decision.window_done(run)
     final, extend = decision.phase_done()
     assert final.outcome is Outcome.INCONCLUSIVE and extend >= 2  # 40 per window, 100+ needed
+
+
+# -- first breach: when users started paying for a bad canary ------------------------------------
+T0 = 1_000_000.0
+
+
+def _written_load(by_color: dict[str, list[FakeSample]]) -> Callable[[str, Path], LoadRunResult]:
+    """A load run whose samples are given (times included), written as the real load gate writes them."""
+
+    def load(url: str, directory: Path) -> LoadRunResult:
+        directory.mkdir(parents=True, exist_ok=True)
+        rows = [
+            {"color": color, "latency_ms": s.latency_ms, "ok": s.ok, "at": s.at}
+            for color, samples in by_color.items()
+            for s in samples
+        ]
+        (directory / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return LoadRunResult(Verdict("load", Status.PASS, "ok"), by_color)
+
+    return load
+
+
+def _loaded_stable(count: int = 2000) -> list[FakeSample]:
+    # A loaded machine: stable's tail (every 40th request, 190 ms) is slower than the whole canary.
+    return [FakeSample(190.0 if j % 40 == 0 else 10.0, True, T0 + j * 0.005) for j in range(count)]
+
+
+def test_a_rolled_back_step_whose_only_failed_requests_were_in_the_warm_up_names_the_first(
+    tmp_path: Path,
+) -> None:
+    stack = StackConfig.model_validate({"name": "unit", "canary": {"warmup_s": 1.0}})
+    canary = [FakeSample(60.0, not 5 <= i < 10, T0 + i * 0.025) for i in range(400)]
+    load = _written_load({"blue": _loaded_stable(), "green": canary})
+    result = run_canary_step(
+        10,
+        Color.GREEN,
+        Color.BLUE,
+        stack,
+        load,
+        ("http://ingress", "http://stable"),
+        tmp_path,
+        lambda: None,
+        RecordingProgress(),
+        look_every_s=0.05,
+        duration_s=10.0,
+    )
+    assert not result.verdict.passed  # 60 ms against a 10 ms median: rolled back
+    # The judged canary requests (after the warm-up) are all faster than stable's p99 and fine; the
+    # users still got five errors during the warm-up, and the first of them is the breach.
+    assert result.first_breach_at == T0 + 5 * 0.025
+
+
+def test_a_canary_request_over_the_slo_is_a_breach_even_when_the_reference_is_slower() -> None:
+    stack = StackConfig.model_validate({"name": "unit", "comparison": {"min_effect_ms": 300}})
+    reference = [FakeSample(400.0, True, T0 + j) for j in range(200)]  # slower than the SLO p95 itself
+    canary = [FakeSample(250.0 if i == 7 else 50.0, True, T0 + i) for i in range(100)]
+    assert stack.slo.p95_ms < 250.0 < stack.comparison.min_effect_ms
+    assert first_breach(canary, reference, stack) == T0 + 7
+
+
+def test_a_canary_without_a_failed_or_slow_request_has_no_breach() -> None:
+    canary = [FakeSample(50.0, True, T0 + i) for i in range(100)]
+    assert first_breach(canary, _loaded_stable(), STACK) is None
+    assert first_breach([*canary, FakeSample(5.0, False, T0 + 50.5)], _loaded_stable(), STACK) == T0 + 50.5
