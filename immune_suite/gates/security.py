@@ -30,6 +30,7 @@ def run_security_gate(source_dir: Path, out_dir: Path, base_url: str | None, tok
                       progress: Callable[..., None]) -> Verdict:
     """Scan `source_dir` (the candidate's tree) and, when `base_url` is given, fuzz its API."""
     started = datetime.now(UTC).isoformat()
+    out_dir = out_dir.resolve()  # tools run from other directories (checkov from the manifests' own)
     out_dir.mkdir(parents=True, exist_ok=True)
     source_dir = source_dir.resolve()
     scans: list[tuple[str, Callable[[], ScanResult]]] = [

@@ -296,11 +296,13 @@ def test_checkov_passes_the_rendered_stacks_and_the_dockerfile(tmp_path: Path) -
 
 
 @pytest.mark.slow
-def test_checkov_catches_a_dockerfile_that_ends_as_root(tmp_path: Path) -> None:
+def test_checkov_catches_a_dockerfile_that_ends_as_root(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     source = _tree_for_checkov(tmp_path)
     dockerfile = source / "app" / "Dockerfile"
     dockerfile.write_text(dockerfile.read_text() + "\nUSER root\n")
-    result = checkov.scan(source, tmp_path / "out")
+    monkeypatch.chdir(tmp_path)  # a relative output directory, as `--out out/security` gives it
+    result = checkov.scan(source, Path("out"))
     assert result.error is None, result.error
     assert not result.passed
     failed = {c["id"] for c in result.details["results"]["dockerfile"]["failed_checks"]}

@@ -141,6 +141,8 @@ def _run(source_dir: Path, out_dir: Path, label: str, target_args: list[str], fr
 
 
 def scan(source_dir: Path, out_dir: Path) -> ScanResult:
+    # checkov runs from inside the manifests' directory: a relative report path would land there.
+    source_dir, out_dir = source_dir.resolve(), out_dir.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     if not (source_dir / CHECKOV_SCRIPT).exists():
         return ScanResult.failed(TOOL, f"{CHECKOV_SCRIPT} is missing")
