@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from immune_core.api.deps import RuntimeDep
@@ -25,6 +25,20 @@ from immune_core.processing.engine_host import EngineHost
 from immune_core.runtime import Runtime
 
 router = APIRouter(tags=["agents"])
+
+# Cell ids are `<cell type>-<number>` (detection.engine): bounded so that a hostile id (NUL, 10 kB)
+# is a 422 naming the parameter before it reaches the engine or the `agent_ops` log, and the bound
+# is stated in the OpenAPI document. Cell types are registered names of letters, digits and `_`.
+AGENT_ID_MAX_LENGTH = 128
+AgentId = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=AGENT_ID_MAX_LENGTH,
+        pattern=r"^[A-Za-z0-9_]{1,100}-[0-9]{1,18}$",
+        description="A cell id as listed by `GET /api/v1/agents`, e.g. `neutrophil-1`.",
+    ),
+]
 
 
 class Agent(BaseModel):
@@ -125,10 +139,10 @@ async def list_agents(runtime: RuntimeDep) -> AgentList:
 @router.get(
     "/agents/{agent_id}",
     response_model=Agent,
-    responses=responses(401, 403, 404, 429, 503),
+    responses=responses(401, 403, 404, 422, 429, 503),
     dependencies=[Depends(require_read)],
 )
-async def get_agent(agent_id: str, runtime: RuntimeDep) -> Agent:
+async def get_agent(agent_id: AgentId, runtime: RuntimeDep) -> Agent:
     await runtime.engine.sync_agents()
     return _agent(runtime, agent_id)
 
@@ -162,10 +176,10 @@ async def create_agent(body: CreateAgent, runtime: RuntimeDep) -> Agent:
     status_code=201,
     response_model=Agent,
     summary="Clonal expansion: a copy with the same parameters and learned state",
-    responses=responses(401, 403, 404, 409, 429, 503),
+    responses=responses(401, 403, 404, 409, 422, 429, 503),
     dependencies=[Depends(require_operate)],
 )
-async def clone_agent(agent_id: str, runtime: RuntimeDep) -> Agent:
+async def clone_agent(agent_id: AgentId, runtime: RuntimeDep) -> Agent:
     await runtime.engine.sync_agents()
     original = _agent(runtime, agent_id)  # 404 before recording an op that cannot apply
     try:
@@ -180,10 +194,10 @@ async def clone_agent(agent_id: str, runtime: RuntimeDep) -> Agent:
     "/agents/{agent_id}",
     status_code=204,
     response_class=Response,
-    responses=responses(401, 403, 404, 409, 429, 503),
+    responses=responses(401, 403, 404, 409, 422, 429, 503),
 )
 async def delete_agent(
-    agent_id: str,
+    agent_id: AgentId,
     runtime: RuntimeDep,
     principal: Annotated[Principal, Depends(require_operate)],
     force: Annotated[
