@@ -24,7 +24,6 @@ from immune_core.hormones.inprocess import InProcessHormones
 from immune_core.hormones.redis import RedisHormones
 from immune_core.hormones.signal import Hormones
 from immune_core.ingestion.intake import EventIntake
-from immune_core.ingestion.repository import ALERTS_TOPIC, DLQ_TOPIC, THREATS_TOPIC
 from immune_core.lymphnodes.coordinator import LymphNodeCoordinator
 from immune_core.lymphnodes.cytokines import CytokineTally, run_cytokine_feed
 from immune_core.observability.logging import get_logger, redact_text
@@ -41,6 +40,7 @@ from immune_core.settings import Settings
 from immune_core.storage.database import Database, StoreUnavailable
 from immune_core.storage.factory import open_database
 from immune_core.storage.migrations import migrate
+from immune_core.storage.repository import ALERTS_TOPIC, DLQ_TOPIC, THREATS_TOPIC
 from immune_core.stream.feed import run_stream_feed
 from immune_core.stream.hub import StreamHub
 from immune_core.transport.bus import Bus, BusUnavailable

@@ -23,7 +23,6 @@ from immune_core.api.app import create_app
 from immune_core.api.errors import install_error_handlers
 from immune_core.detection.engine import DetectionEngine
 from immune_core.events.models import TOPIC_BY_KIND, parse_event
-from immune_core.ingestion import repository as repo
 from immune_core.observability.metrics import Metrics
 from immune_core.processing import consumer as consumer_module
 from immune_core.processing import dlq
@@ -33,6 +32,7 @@ from immune_core.processing.engine_host import EngineHost
 from immune_core.processing.health import ConsumerHealth
 from immune_core.processing.sweeper import UnprocessedSweeper
 from immune_core.settings import Settings
+from immune_core.storage import repository as repo
 from immune_core.storage.database import Database, StoreUnavailable
 from immune_core.storage.factory import open_database
 from immune_core.storage.migrations import migrate

@@ -9,10 +9,10 @@ import pytest
 from conftest import flow
 from immune_core.coordination.lease import DatabaseLease, StaleFencingToken
 from immune_core.events.models import parse_event
-from immune_core.ingestion import repository as repo
 from immune_core.observability.metrics import Metrics
 from immune_core.outbox.relay import OutboxRelay
 from immune_core.settings import Settings
+from immune_core.storage import repository as repo
 from immune_core.storage.database import Database
 from immune_core.storage.factory import open_database
 from immune_core.storage.migrations import load_migrations, migrate

@@ -10,9 +10,9 @@ from typing import Any
 from immune_core.coordination.lease import DatabaseLease
 from immune_core.homeostasis.levels import BASELINE, level_for, level_name, threat_score
 from immune_core.hormones.signal import Hormones, HormonesUnavailable
-from immune_core.ingestion import repository as repo
 from immune_core.observability.logging import get_logger
 from immune_core.observability.metrics import Metrics
+from immune_core.storage import repository as repo
 from immune_core.storage.database import Connection, Database
 
 log = get_logger(__name__)

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from immune_core.events.models import EndpointEvent, EventValidationError, IntelItem, NetworkFlow, parse_event
-from immune_core.ingestion import repository as repo
 from immune_core.observability.metrics import Metrics
 from immune_core.processing.counters import IntakeCounters
+from immune_core.storage import repository as repo
 from immune_core.storage.database import Database
 
 AnyEvent = NetworkFlow | EndpointEvent | IntelItem

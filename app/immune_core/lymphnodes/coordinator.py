@@ -17,9 +17,9 @@ from typing import Any
 from immune_core.coordination.lease import DatabaseLease
 from immune_core.detection.threat import SEVERITIES
 from immune_core.homeostasis.controller import record_singleton_run
-from immune_core.ingestion import repository as repo
 from immune_core.lymphnodes.cytokines import CytokineTally
 from immune_core.lymphnodes.regions import region_of
+from immune_core.storage import repository as repo
 from immune_core.storage.database import Database
 
 _CRITICAL = 3

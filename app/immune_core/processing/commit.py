@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from immune_core.cells.cytokine import Cytokine
 from immune_core.detection.threat import Threat
 from immune_core.events.models import EndpointEvent, IntelItem, NetworkFlow
-from immune_core.ingestion import repository as repo
 from immune_core.processing.dlq import DeadLetter, insert_dead_letter
+from immune_core.storage import repository as repo
 from immune_core.storage.database import Database
 
 AnyEvent = NetworkFlow | EndpointEvent | IntelItem

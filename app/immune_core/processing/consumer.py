@@ -23,7 +23,6 @@ from immune_core.events.models import (
     EventValidationError,
     parse_event,
 )
-from immune_core.ingestion.repository import processed_among
 from immune_core.observability.logging import get_logger
 from immune_core.observability.metrics import Metrics
 from immune_core.processing import dlq
@@ -34,6 +33,7 @@ from immune_core.processing.health import ConsumerHealth
 from immune_core.processing.retry import retry_while_store_down
 from immune_core.storage.database import Database
 from immune_core.storage.errors import is_refused_value
+from immune_core.storage.repository import processed_among
 from immune_core.transport.bus import Bus, InboundMessage
 
 log = get_logger(__name__)

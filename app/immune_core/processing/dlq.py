@@ -12,8 +12,8 @@ import base64
 import time
 from dataclasses import dataclass
 
-from immune_core.ingestion.repository import DLQ_TOPIC, OutboxMessage, dumps, enqueue
 from immune_core.storage.database import Connection
+from immune_core.storage.repository import DLQ_TOPIC, OutboxMessage, dumps, enqueue
 
 RAW_LIMIT = 8192  # bytes of a poison message kept (enough to debug, bounded)
 DETAIL_LIMIT = 2000  # characters of the human-readable reason kept

@@ -17,9 +17,9 @@ import time
 from collections.abc import Callable
 
 from immune_core.events.models import parse_event
-from immune_core.ingestion import repository as repo
 from immune_core.observability.logging import get_logger
 from immune_core.observability.metrics import Metrics
+from immune_core.storage import repository as repo
 from immune_core.storage.database import Database, StoreUnavailable
 
 log = get_logger(__name__)

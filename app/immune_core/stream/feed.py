@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 
-from immune_core.ingestion.repository import ALERTS_TOPIC, THREATS_TOPIC
 from immune_core.observability.logging import get_logger
+from immune_core.storage.repository import ALERTS_TOPIC, THREATS_TOPIC
 from immune_core.stream.hub import StreamHub
 from immune_core.transport.bus import Bus
 
