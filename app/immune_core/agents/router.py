@@ -17,12 +17,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
-from immune_core.api.deps import RuntimeDep
+from immune_core.api.deps import DatabaseDep, EngineDep
 from immune_core.api.errors import ApiError, responses
 from immune_core.api.security import Principal, authorize, require_operate, require_read
 from immune_core.cells.base import Cell, CellConfigError, PopulationError
 from immune_core.processing.engine_host import EngineHost
-from immune_core.runtime import Runtime
+from immune_core.storage.database import Database
 
 router = APIRouter(tags=["agents"])
 
@@ -100,8 +100,8 @@ def _create_body_schema() -> dict[str, Any]:
     return {"oneOf": alternatives}
 
 
-def _agent(runtime: Runtime, cell_id: str) -> Agent:
-    for described in runtime.engine.describe():
+def _agent(engine: EngineHost, cell_id: str) -> Agent:
+    for described in engine.describe():
         if described["id"] == cell_id:
             return Agent.model_validate(described)
     raise ApiError(404, "not_found", "no such agent")
@@ -111,11 +111,11 @@ def _refuse(exc: PopulationError) -> ApiError:
     return ApiError(409, exc.code, exc.message)
 
 
-async def _record(runtime: Runtime, op: str, **fields: Any) -> int:
-    async with runtime.database.transaction() as conn:
-        seq = await EngineHost.record_agent_op(conn, runtime.database.lock_table, op, **fields)
-    await runtime.engine.sync_agents()
-    error = runtime.engine.op_errors.get(seq)
+async def _record(engine: EngineHost, database: Database, op: str, **fields: Any) -> int:
+    async with database.transaction() as conn:
+        seq = await EngineHost.record_agent_op(conn, database.lock_table, op, **fields)
+    await engine.sync_agents()
+    error = engine.op_errors.get(seq)
     if error is not None:
         raise ApiError(409, "agent_op_failed", error)
     return seq
@@ -127,13 +127,13 @@ async def _record(runtime: Runtime, op: str, **fields: Any) -> int:
     responses=responses(401, 403, 429, 503),
     dependencies=[Depends(require_read)],
 )
-async def list_agents(runtime: RuntimeDep) -> AgentList:
-    await runtime.engine.sync_agents()
+async def list_agents(engine: EngineDep) -> AgentList:
+    await engine.sync_agents()
     types = [
         AgentType(type=name, description=cls.description, params_schema=cls.params_model.model_json_schema())
         for name, cls in Cell.types().items()
     ]
-    return AgentList(agents=[Agent.model_validate(d) for d in runtime.engine.describe()], types=types)
+    return AgentList(agents=[Agent.model_validate(d) for d in engine.describe()], types=types)
 
 
 @router.get(
@@ -142,9 +142,9 @@ async def list_agents(runtime: RuntimeDep) -> AgentList:
     responses=responses(401, 403, 404, 422, 429, 503),
     dependencies=[Depends(require_read)],
 )
-async def get_agent(agent_id: AgentId, runtime: RuntimeDep) -> Agent:
-    await runtime.engine.sync_agents()
-    return _agent(runtime, agent_id)
+async def get_agent(agent_id: AgentId, engine: EngineDep) -> Agent:
+    await engine.sync_agents()
+    return _agent(engine, agent_id)
 
 
 @router.post(
@@ -157,18 +157,18 @@ async def get_agent(agent_id: AgentId, runtime: RuntimeDep) -> Agent:
         "requestBody": {"required": True, "content": {"application/json": {"schema": _create_body_schema()}}}
     },
 )
-async def create_agent(body: CreateAgent, runtime: RuntimeDep) -> Agent:
+async def create_agent(body: CreateAgent, engine: EngineDep, database: DatabaseDep) -> Agent:
     try:
         params = Cell.validate_params(body.type, body.params).model_dump(mode="json")
     except CellConfigError as exc:
         raise ApiError(422, "invalid_agent", exc.message, details=exc.errors) from None
-    await runtime.engine.sync_agents()
+    await engine.sync_agents()
     try:
-        runtime.engine.template.check_room_for(body.type)
+        engine.template.check_room_for(body.type)
     except PopulationError as exc:
         raise _refuse(exc) from None
-    seq = await _record(runtime, "create", cell_type=body.type, params=params)
-    return _agent(runtime, runtime.engine.cell_by_op[seq])
+    seq = await _record(engine, database, "create", cell_type=body.type, params=params)
+    return _agent(engine, engine.cell_by_op[seq])
 
 
 @router.post(
@@ -179,15 +179,15 @@ async def create_agent(body: CreateAgent, runtime: RuntimeDep) -> Agent:
     responses=responses(401, 403, 404, 409, 422, 429, 503),
     dependencies=[Depends(require_operate)],
 )
-async def clone_agent(agent_id: AgentId, runtime: RuntimeDep) -> Agent:
-    await runtime.engine.sync_agents()
-    original = _agent(runtime, agent_id)  # 404 before recording an op that cannot apply
+async def clone_agent(agent_id: AgentId, engine: EngineDep, database: DatabaseDep) -> Agent:
+    await engine.sync_agents()
+    original = _agent(engine, agent_id)  # 404 before recording an op that cannot apply
     try:
-        runtime.engine.template.check_room_for(original.type)
+        engine.template.check_room_for(original.type)
     except PopulationError as exc:
         raise _refuse(exc) from None
-    seq = await _record(runtime, "clone", target_cell_id=agent_id)
-    return _agent(runtime, runtime.engine.cell_by_op[seq])
+    seq = await _record(engine, database, "clone", target_cell_id=agent_id)
+    return _agent(engine, engine.cell_by_op[seq])
 
 
 @router.delete(
@@ -198,7 +198,8 @@ async def clone_agent(agent_id: AgentId, runtime: RuntimeDep) -> Agent:
 )
 async def delete_agent(
     agent_id: AgentId,
-    runtime: RuntimeDep,
+    engine: EngineDep,
+    database: DatabaseDep,
     principal: Annotated[Principal, Depends(require_operate)],
     force: Annotated[
         bool,
@@ -210,11 +211,13 @@ async def delete_agent(
 ) -> Response:
     if force:
         authorize(principal, "admin", "removing a cell with force=true")
-    await runtime.engine.sync_agents()
-    _agent(runtime, agent_id)
+    await engine.sync_agents()
+    _agent(engine, agent_id)
     try:
-        runtime.engine.template.check_removable(agent_id, force=force)
+        engine.template.check_removable(agent_id, force=force)
     except PopulationError as exc:
         raise _refuse(exc) from None
-    await _record(runtime, "delete", target_cell_id=agent_id, params={"force": True} if force else None)
+    await _record(
+        engine, database, "delete", target_cell_id=agent_id, params={"force": True} if force else None
+    )
     return Response(status_code=204)

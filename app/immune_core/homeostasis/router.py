@@ -8,7 +8,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from immune_core.api.deps import RuntimeDep
+from immune_core.api.deps import DatabaseDep, RuntimeDep
 from immune_core.api.errors import responses
 from immune_core.api.security import require_operate, require_read
 from immune_core.events.text import STORABLE_TEXT_PATTERN, check_storable
@@ -92,8 +92,8 @@ async def homeostasis(runtime: RuntimeDep) -> HomeostasisResponse:
     responses=responses(400, 401, 403, 422, 429, 503),
     dependencies=[Depends(require_operate)],
 )
-async def override(body: OverrideRequest, runtime: RuntimeDep) -> Response:
-    await set_override(runtime.database, parse_level(body.level), body.duration_s, body.reason)
+async def override(body: OverrideRequest, database: DatabaseDep) -> Response:
+    await set_override(database, parse_level(body.level), body.duration_s, body.reason)
     return Response(status_code=204)
 
 
@@ -105,6 +105,6 @@ async def override(body: OverrideRequest, runtime: RuntimeDep) -> Response:
     responses=responses(401, 403, 429, 503),
     dependencies=[Depends(require_operate)],
 )
-async def clear_override(runtime: RuntimeDep) -> Response:
-    await set_override(runtime.database, None, 0.0, None)
+async def clear_override(database: DatabaseDep) -> Response:
+    await set_override(database, None, 0.0, None)
     return Response(status_code=204)

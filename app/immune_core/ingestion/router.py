@@ -9,11 +9,12 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
-from immune_core.api.deps import RuntimeDep
+from immune_core.api.deps import IntakeDep, RuntimeDep, SettingsDep
 from immune_core.api.errors import ApiError, responses
 from immune_core.api.security import Principal, authorize, require_ingest, require_read
 from immune_core.events.models import EventValidationError, parse_event
 from immune_core.events.text import MAX_JSON_DEPTH, UnreadableJson, read_json
+from immune_core.ingestion import queries
 
 router = APIRouter(tags=["events"])
 
@@ -119,7 +120,10 @@ def _refuse_conflicting_ids(events: list[object]) -> None:
     },
 )
 async def ingest(
-    request: Request, runtime: RuntimeDep, principal: Annotated[Principal, Depends(require_ingest)]
+    request: Request,
+    intake: IntakeDep,
+    settings: SettingsDep,
+    principal: Annotated[Principal, Depends(require_ingest)],
 ) -> IngestResponse:
     raw = await request.body()
     try:
@@ -135,11 +139,11 @@ async def ingest(
         events: list[object] = body["events"]
         if not events:
             raise ApiError(422, "invalid_batch", "a batch must hold at least one event")
-        if len(events) > runtime.settings.max_batch_events:
+        if len(events) > settings.max_batch_events:
             raise ApiError(
                 413,
                 "batch_too_large",
-                f"batch holds {len(events)} events; the limit is {runtime.settings.max_batch_events}",
+                f"batch holds {len(events)} events; the limit is {settings.max_batch_events}",
             )
         for index, item in enumerate(events):
             if isinstance(item, str):
@@ -150,7 +154,7 @@ async def ingest(
     if any(isinstance(event, dict) and event.get("kind") == "intel" for event in events):
         # Intel makes every macrophage flag an indicator: injecting it is an operator's act.
         authorize(principal, "operate", "an intel event")
-    result = await runtime.intake.accept(events)
+    result = await intake.accept(events)
     return IngestResponse(
         accepted=len(result.accepted),
         duplicates=len(result.duplicates),
@@ -166,16 +170,7 @@ async def ingest(
     dependencies=[Depends(require_read)],
 )
 async def stats(runtime: RuntimeDep) -> StatsResponse:
-    async with runtime.database.session() as conn:
-        counts = await conn.fetchrow(
-            "SELECT (SELECT count(*) FROM events) AS stored,"
-            " (SELECT count(*) FROM events WHERE processed_at IS NOT NULL) AS processed,"
-            " (SELECT count(*) FROM threats) AS threats,"
-            " (SELECT count(*) FROM dead_letters) AS dead_letters,"
-            " (SELECT count(*) FROM outbox) AS outbox,"
-            # One statement, one snapshot: acknowledged and stored are compared by the chaos gate.
-            " (SELECT COALESCE(SUM(acknowledged), 0) FROM event_acknowledgements) AS acknowledged"
-        )
+    counts = await queries.stored_counts(runtime.database)
     if counts is None:  # an aggregate SELECT always returns a row; guard for the type checker
         raise ApiError(503, "storage_unavailable", "no answer from storage")
     c = runtime.counters

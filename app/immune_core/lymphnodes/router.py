@@ -8,10 +8,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path
 from pydantic import BaseModel
 
-from immune_core.api.deps import RuntimeDep
+from immune_core.api.deps import DatabaseDep
 from immune_core.api.errors import ApiError, responses
 from immune_core.api.security import require_read
 from immune_core.detection.threat import SEVERITIES
+from immune_core.lymphnodes import queries
 
 router = APIRouter(tags=["lymphnodes"], dependencies=[Depends(require_read)])
 
@@ -47,12 +48,8 @@ def _node(row: dict[str, Any]) -> LymphNode:
 
 
 @router.get("/lymphnodes", response_model=list[LymphNode], responses=responses(401, 403, 429, 503))
-async def lymphnodes(runtime: RuntimeDep) -> list[LymphNode]:
-    async with runtime.database.session() as conn:
-        rows = await conn.fetch(
-            "SELECT node_id, activated, threat_count, max_severity_rank, payload, updated_at, token"
-            " FROM lymphnodes ORDER BY activated DESC, threat_count DESC"
-        )
+async def lymphnodes(database: DatabaseDep) -> list[LymphNode]:
+    rows = await queries.all_nodes(database)
     return [_node(dict(r)) for r in rows]
 
 
@@ -69,13 +66,8 @@ NodeId = Annotated[
 @router.get(
     "/lymphnodes/{node_id:path}", response_model=LymphNode, responses=responses(401, 403, 404, 429, 503)
 )
-async def lymphnode(node_id: NodeId, runtime: RuntimeDep) -> LymphNode:
-    async with runtime.database.session() as conn:
-        row = await conn.fetchrow(
-            "SELECT node_id, activated, threat_count, max_severity_rank, payload, updated_at, token"
-            " FROM lymphnodes WHERE node_id = $1",
-            node_id,
-        )
+async def lymphnode(node_id: NodeId, database: DatabaseDep) -> LymphNode:
+    row = await queries.node(database, node_id)
     if row is None:
         raise ApiError(404, "not_found", "no such lymph node")
     return _node(dict(row))

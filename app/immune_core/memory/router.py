@@ -7,10 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
 
-from immune_core.api.deps import RuntimeDep
+from immune_core.api.deps import DatabaseDep, EngineDep
 from immune_core.api.errors import responses
 from immune_core.api.security import require_read
 from immune_core.detection.threat import SEVERITIES, ThreatCategory
+from immune_core.memory import queries
 
 router = APIRouter(tags=["memory"], dependencies=[Depends(require_read)])
 
@@ -42,21 +43,13 @@ class MemoryResponse(BaseModel):
 
 @router.get("/memory", response_model=MemoryResponse, responses=responses(401, 403, 422, 429, 503))
 async def memory(
-    runtime: RuntimeDep,
+    database: DatabaseDep,
+    engine: EngineDep,
     category: ThreatCategory | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> MemoryResponse:
-    async with runtime.database.session() as conn:
-        rows = await conn.fetch(
-            "SELECT signature, category, antigen_type, antigen, first_seen, last_seen, occurrences,"
-            " max_severity_rank FROM memory_signatures WHERE (CAST($3 AS TEXT) IS NULL OR category = $3)"
-            " ORDER BY last_seen DESC LIMIT $1 OFFSET $2",
-            limit,
-            offset,
-            category,
-        )
-        total = await conn.fetchval("SELECT count(*) FROM memory_signatures")
+    rows, total = await queries.signatures(database, category=category, limit=limit, offset=offset)
     signatures = [
         Signature(
             signature=r["signature"],
@@ -78,6 +71,6 @@ async def memory(
             source=i.source,
             expires_at=i.expires_at.isoformat(),
         )
-        for i in runtime.engine.known_intel()[:1000]
+        for i in engine.known_intel()[:1000]
     ]
-    return MemoryResponse(signatures=signatures, total_signatures=int(total or 0), live_intel=intel)
+    return MemoryResponse(signatures=signatures, total_signatures=total, live_intel=intel)

@@ -34,11 +34,11 @@ from typing import Any
 
 from fastapi import APIRouter, WebSocket
 
+from immune_core.api.deps import HubDep
 from immune_core.api.errors import ApiError
 from immune_core.api.security import authenticate_websocket
 from immune_core.detection.threat import SEVERITY_RANK
 from immune_core.events.text import UnreadableJson, read_json, unstorable_reason
-from immune_core.runtime import Runtime
 from immune_core.stream.hub import STREAM_TYPES, StreamFilter, StreamHub, Subscriber
 
 router = APIRouter(tags=["stream"])
@@ -135,8 +135,7 @@ def _reason(text: str) -> str:
 
 
 @router.websocket("/ws/stream")
-async def stream(websocket: WebSocket) -> None:
-    runtime: Runtime = websocket.app.state.runtime
+async def stream(websocket: WebSocket, hub: HubDep) -> None:
     try:
         token, subprotocol = websocket_credentials(websocket)
     except StreamRequestError as exc:
@@ -154,7 +153,6 @@ async def stream(websocket: WebSocket) -> None:
         await _close_with_reason(websocket, POLICY_VIOLATION, str(exc), subprotocol)
         return
     await websocket.accept(subprotocol=subprotocol)
-    hub: StreamHub = runtime.hub
     subscriber = hub.subscribe(stream_filter)
     await websocket.send_json({"type": "subscribed", "filter": _describe(stream_filter), "live": hub.live})
     sender = asyncio.create_task(_send_loop(websocket, subscriber))

@@ -10,11 +10,13 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
-from immune_core.api.deps import RuntimeDep
+from immune_core.api.deps import DatabaseDep
 from immune_core.api.errors import ApiError, responses
 from immune_core.api.security import require_read
 from immune_core.detection.threat import SEVERITY_RANK, Threat, ThreatCategory, ThreatSeverity
 from immune_core.events.text import STORABLE_TEXT_PATTERN
+from immune_core.threats import queries
+from immune_core.threats.queries import ThreatFilter
 
 router = APIRouter(tags=["threats"], dependencies=[Depends(require_read)])
 
@@ -49,7 +51,7 @@ def _stored(row: dict[str, Any]) -> StoredThreat:
 
 @router.get("/threats", response_model=ThreatPage, responses=responses(401, 403, 422, 429, 503))
 async def list_threats(
-    runtime: RuntimeDep,
+    database: DatabaseDep,
     severity: Annotated[ThreatSeverity | None, Query(description="Exactly this severity.")] = None,
     min_severity: Annotated[ThreatSeverity | None, Query(description="This severity or higher.")] = None,
     category: ThreatCategory | None = None,
@@ -67,36 +69,17 @@ async def list_threats(
     cursor: Annotated[str | None, Query(pattern=r"^\d{1,18}$")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> ThreatPage:
-    clauses: list[str] = []
-    args: list[Any] = []
-
-    def where(sql: str, value: Any) -> None:
-        args.append(value)
-        clauses.append(sql.replace("?", f"${len(args)}"))
-
-    if severity is not None:
-        where("severity = ?", severity)
-    if min_severity is not None:
-        where("severity_rank >= ?", SEVERITY_RANK[min_severity])
-    if category is not None:
-        where("category = ?", category)
-    if antigen is not None:
-        where("antigen = ?", antigen)
-    if host_id is not None:
-        where("host_id = ?", host_id)
-    if since is not None:
-        where("stored_at >= ?", _parse_since(since))
-    if cursor is not None:
-        where("seq < ?", int(cursor))
-    args.append(limit + 1)
-    # Only fixed column conditions with numbered placeholders are joined; values travel as parameters.
-    sql = (
-        "SELECT seq, stored_at, payload FROM threats"  # noqa: S608  # nosec B608
-        + (" WHERE " + " AND ".join(clauses) if clauses else "")
-        + f" ORDER BY seq DESC LIMIT ${len(args)}"
+    where = ThreatFilter(
+        severity=severity,
+        min_severity_rank=SEVERITY_RANK[min_severity] if min_severity is not None else None,
+        category=category,
+        antigen=antigen,
+        host_id=host_id,
+        stored_since=_parse_since(since) if since is not None else None,
+        before_seq=int(cursor) if cursor is not None else None,
     )
-    async with runtime.database.session() as conn:
-        rows = await conn.fetch(sql, *args)
+    # One row past the page tells whether an older page exists.
+    rows = await queries.page(database, where, limit + 1)
     items = [_stored(dict(r)) for r in rows[:limit]]
     next_cursor = str(items[-1].seq) if len(rows) > limit and items else None
     return ThreatPage(items=items, next_cursor=next_cursor)
@@ -105,11 +88,8 @@ async def list_threats(
 @router.get(
     "/threats/{threat_id}", response_model=StoredThreat, responses=responses(401, 403, 404, 422, 429, 503)
 )
-async def get_threat(threat_id: UUID, runtime: RuntimeDep) -> StoredThreat:
-    async with runtime.database.session() as conn:
-        row = await conn.fetchrow(
-            "SELECT seq, stored_at, payload FROM threats WHERE threat_id = $1", str(threat_id)
-        )
+async def get_threat(threat_id: UUID, database: DatabaseDep) -> StoredThreat:
+    row = await queries.by_id(database, str(threat_id))
     if row is None:
         raise ApiError(404, "not_found", "no such threat")
     return _stored(dict(row))
