@@ -17,6 +17,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
+from immune_core.agents import queries
 from immune_core.api.deps import DatabaseDep, EngineDep
 from immune_core.api.errors import ApiError, responses
 from immune_core.api.security import Principal, authorize, require_operate, require_read
@@ -112,8 +113,7 @@ def _refuse(exc: PopulationError) -> ApiError:
 
 
 async def _record(engine: EngineHost, database: Database, op: str, **fields: Any) -> int:
-    async with database.transaction() as conn:
-        seq = await EngineHost.record_agent_op(conn, database.lock_table, op, **fields)
+    seq = await queries.record_agent_op(database, op, **fields)
     await engine.sync_agents()
     error = engine.op_errors.get(seq)
     if error is not None:

@@ -69,25 +69,6 @@ async def read_state(conn: Connection) -> HomeostasisState | None:
     )
 
 
-async def set_override(db: Database, level: int | None, duration_s: float, reason: str | None) -> None:
-    """Any replica may record an override; the leader applies it on its next tick."""
-    now = time.time()
-    until = now + duration_s if level is not None else None
-    async with db.transaction() as conn:
-        await conn.execute(
-            "INSERT INTO homeostasis (id, level, score, updated_at, token) VALUES (1, 0, 0, $1, 0)"
-            " ON CONFLICT (id) DO NOTHING",
-            now,
-        )
-        await conn.execute(
-            "UPDATE homeostasis SET override_level = $1, override_until = $2, override_reason = $3"
-            " WHERE id = 1",
-            level,
-            until,
-            reason,
-        )
-
-
 async def record_singleton_run(conn: Connection, duty: str, token: int, holder: str, detail: str) -> None:
     now = time.time()
     await conn.execute(

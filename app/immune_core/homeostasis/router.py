@@ -12,8 +12,8 @@ from immune_core.api.deps import DatabaseDep, RuntimeDep
 from immune_core.api.errors import responses
 from immune_core.api.security import require_operate, require_read
 from immune_core.events.text import STORABLE_TEXT_PATTERN, check_storable
-from immune_core.homeostasis.controller import read_state, set_override
 from immune_core.homeostasis.levels import LEVEL_NAMES, parse_level
+from immune_core.homeostasis.queries import current_state, set_override
 
 router = APIRouter(tags=["homeostasis"])
 
@@ -66,8 +66,7 @@ class OverrideRequest(BaseModel):
     dependencies=[Depends(require_read)],
 )
 async def homeostasis(runtime: RuntimeDep) -> HomeostasisResponse:
-    async with runtime.database.session() as conn:
-        state = await read_state(conn)
+    state = await current_state(runtime.database)
     if state is None:
         return HomeostasisResponse(
             level=0,
