@@ -106,6 +106,7 @@ class LocalTargetConfig(_Strict):
     ingress_port: int = 18080
     stable_port: int = 18081
     preview_port: int = 18082
+    baseline_port: int | None = None  # baseline instances only; None: ingress_port + 3
     instance_base_port: int = 18100
     ready_timeout_s: float = 60.0
 

@@ -6,8 +6,12 @@ SLO thresholds in k6 syntax (`load/thresholds.yaml`) are checked every second wh
 one marked `abortOnFail` stops the run as soon as it breaks, and all of them are evaluated at the end
 from locust's statistics, into `--result-file` and the exit code (1 when any threshold failed).
 
-Every HTTP response is also written to `--samples-file` (JSON lines) with the deployment colour the
-service reported in `X-Immune-Color`, so a canary analysis can compare colours over the same window.
+Every HTTP response is also written to `--samples-file` (JSON lines: colour, latency_ms, ok, at, name,
+status, served_by), so a canary analysis can compare colours over the same window. Behind an ingress
+that names the server it chose (`IMMUNE_LOAD_ATTRIBUTION`, see immune_suite/gates/attribution.py) the
+colour is the ingress's, whatever the service answered (or failed to); a response it did not
+attribute is `unattributed`. Without that setting (a service reached directly) the colour is the one
+the service reported in `X-Immune-Color`.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from locust.env import Environment
 from locust.runners import WorkerRunner
 
 from immune_suite.gates import sample_events
+from immune_suite.gates.attribution import UNATTRIBUTED, Attribution
 from immune_suite.gates.locust_metrics import WEBSOCKET_REQUEST_TYPE, LocustStatsSource
 from immune_suite.gates.thresholds import Threshold, ThresholdResult, broken_aborts, evaluate, load_thresholds
 
@@ -65,6 +70,7 @@ class RunState:
         self.started_at = 0.0
         self.samples: TextIO | None = None
         self.ws_messages = 0
+        self.attribution: Attribution | None = None
 
 
 STATE = RunState()
@@ -80,6 +86,7 @@ def _configure(environment: Environment, **_: Any) -> None:
     if options is None:  # imported as a library, not run by locust
         return
     STATE.thresholds = load_thresholds(Path(options.thresholds))
+    STATE.attribution = Attribution.from_env()
     StreamSubscriber.fixed_count = options.ws_subscribers
     if options.samples_file and not isinstance(environment.runner, WorkerRunner):
         STATE.samples = Path(options.samples_file).open("w", encoding="utf-8")  # closed on quit
@@ -91,9 +98,14 @@ def _record_sample(request_type: str, name: str, response_time: float | None, re
     if STATE.samples is None or request_type == WEBSOCKET_REQUEST_TYPE:
         return
     headers = getattr(response, "headers", None) or {}
-    color = headers.get(COLOR_HEADER) or "unknown"
-    sample = {"color": color, "latency_ms": response_time or 0.0, "ok": exception is None,
-              "at": start_time or time.time(), "name": name}
+    attribution = STATE.attribution
+    if attribution is not None:
+        color, served_by = attribution.color_of(headers), headers.get(attribution.header)
+    else:
+        color, served_by = headers.get(COLOR_HEADER) or "unknown", None
+    status = getattr(response, "status_code", None)
+    sample = {"color": color or UNATTRIBUTED, "latency_ms": response_time or 0.0, "ok": exception is None,
+              "at": start_time or time.time(), "name": name, "status": status, "served_by": served_by}
     STATE.samples.write(json.dumps(sample) + "\n")
 
 

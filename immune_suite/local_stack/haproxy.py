@@ -1,21 +1,36 @@
-"""HAProxy plays the Ingress: weighted blue/green backend, plus stable and preview entry points.
+"""HAProxy plays the Ingress: weighted blue/green(/baseline) backend, plus stable, preview and baseline
+entry points.
 
 Weights and roles change live through the runtime API on the admin socket (`set weight`,
 `set map`); the config file is rewritten with the same values so a restarted HAProxy comes back
 routing exactly as before.
+
+Every response HAProxy sends names the server it chose (`X-Immune-Served-By: <backend>/<server>`,
+`<NOSRV>` when none), its own 502/503/504 included: the canary attributes requests by it, never by a
+header the service must set (immune_suite/gates/attribution.py). On the weighted ingress a failed
+request is never redispatched to another server: a candidate that refuses connections or dies
+mid-request answers its own 502/503, counted against it, instead of being quietly served by stable.
+Per-server counters from `show stat` (requests, 5xx, connection/response errors, retries) are read
+before and after each canary window as the proxy's own evidence (`ingress_counters`).
 """
 
 from __future__ import annotations
 
 import shutil
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 
+from immune_suite.gates.attribution import BASELINE, SERVED_BY_HEADER, Attribution
 from immune_suite.local_stack.layout import StackLayout
 from immune_suite.state_dir import write_atomic
 from immune_suite.targets.base import Color, TargetError, TrafficState
 
 INGRESS_BACKEND = "ingress"
+# `show stat` counters of a server that mean "this request failed on this server", whether or not
+# the client saw it: connection errors, response errors (resets, empty or broken responses) and
+# retries (HAProxy's management guide, 9.1 "CSV format").
+ERROR_COUNTERS = ("econ", "eresp", "wretr", "wredis")
 
 
 def haproxy_binary() -> str:
@@ -25,25 +40,66 @@ def haproxy_binary() -> str:
     return found
 
 
-def color_weights(traffic: TrafficState) -> dict[Color, int]:
-    """Per-server weight for each colour: replicas of a colour share its share of traffic equally."""
-    return {traffic.active: 100 - traffic.canary_weight, traffic.active.other: traffic.canary_weight}
+def color_weights(traffic: TrafficState) -> dict[str, int]:
+    """Per-server weight for each group: replicas of a group share its share of traffic equally.
+
+    A running baseline takes the same share as the canary (Kayenta's canary/baseline pair) out of
+    stable's; above 50 % there is not enough left, so the baseline gets the rest (the 100 % step
+    loads the baseline through its own entry point instead, see pipeline/runner.py).
+    """
+    return {
+        traffic.active.value: 100 - traffic.canary_weight - traffic.baseline_weight,
+        traffic.active.other.value: traffic.canary_weight,
+        BASELINE: traffic.baseline_weight,
+    }
+
+
+def attribution(layout: StackLayout) -> Attribution:
+    """How a response's `X-Immune-Served-By` maps to a colour on this stack."""
+    names = [
+        *layout.instance_names(Color.BLUE),
+        *layout.instance_names(Color.GREEN),
+        *layout.baseline_names(),
+    ]
+    return Attribution(SERVED_BY_HEADER, {name: layout.group_of(name) for name in names})
+
+
+def _all_servers(layout: StackLayout) -> list[str]:
+    return [*layout.instance_names(Color.BLUE), *layout.instance_names(Color.GREEN), *layout.baseline_names()]
 
 
 def render_config(layout: StackLayout, traffic: TrafficState) -> str:
     weights = color_weights(traffic)
     ports = layout.ports
 
-    def servers(colors: list[Color], weighted: bool) -> list[str]:
+    def servers(names: list[str], weighted: bool) -> list[str]:
         lines = []
-        for color in colors:
-            for instance in layout.instance_names(color):
-                weight = f" weight {weights[color]}" if weighted else ""
-                address = f"127.0.0.1:{layout.instance_port(instance)}"
-                lines.append(f"    server {instance} {address} check{weight}")
+        for instance in names:
+            weight = f" weight {weights[layout.group_of(instance)]}" if weighted else ""
+            address = f"127.0.0.1:{layout.instance_port(instance)}"
+            lines.append(f"    server {instance} {address} check{weight}")
         return lines
 
-    both = [Color.BLUE, Color.GREEN]
+    # Set by the proxy on every response it sends, its own errors included (http-after-response);
+    # set-header replaces any header of that name a server sent, so it cannot be forged upstream.
+    served_by = f'    http-after-response set-header {SERVED_BY_HEADER} "%b/%s"'
+
+    # After a 502/503/504 of its own HAProxy closes the client's connection, without saying so: a
+    # keep-alive client would send its next request into the closed socket and fail with no answer,
+    # nobody's failure. Saying it lets the client open a new connection instead.
+    close_after_error = "    http-after-response set-header Connection close if { status 502:504 }"
+
+    def frontend(name: str, port: int, route: str, *extra: str) -> list[str]:
+        return [
+            f"frontend {name}",
+            f"    bind 127.0.0.1:{port}",
+            served_by,
+            close_after_error,
+            *extra,
+            f"    {route}",
+            "",
+        ]
+
     lines = [
         "# generated by immune-suite: the local stack's Ingress",
         "global",
@@ -63,25 +119,48 @@ def render_config(layout: StackLayout, traffic: TrafficState) -> str:
         "    option httpchk GET /health/ready",
         "    default-server inter 500ms fall 2 rise 1",
         "",
-        "frontend ingress",
-        f"    bind 127.0.0.1:{ports.ingress_port}",
-        f"    default_backend {INGRESS_BACKEND}",
-        "",
-        "frontend stable",
-        f"    bind 127.0.0.1:{ports.stable_port}",
-        f"    use_backend %[str(stable),map({layout.roles_map},{traffic.active.value})]",
-        "",
-        "frontend preview",
-        f"    bind 127.0.0.1:{ports.preview_port}",
-        f"    use_backend %[str(preview),map({layout.roles_map},{traffic.active.other.value})]",
-        "",
+        *frontend(
+            INGRESS_BACKEND,
+            ports.ingress_port,
+            f"default_backend {INGRESS_BACKEND}",
+            # One request per client connection on the measured path: when a server drops a request
+            # that was not the first on its client connection, HAProxy answers nothing and closes
+            # that connection (as a server's keep-alive timeout would), leaving nothing to attribute;
+            # on a first request it answers a 502 named after the server.
+            "    option httpclose",
+        ),
+        *frontend(
+            "stable",
+            ports.stable_port,
+            f"use_backend %[str(stable),map({layout.roles_map},{traffic.active.value})]",
+        ),
+        *frontend(
+            "preview",
+            ports.preview_port,
+            f"use_backend %[str(preview),map({layout.roles_map},{traffic.active.other.value})]",
+        ),
+        *frontend(BASELINE, layout.baseline_port, f"default_backend {BASELINE}"),
         f"backend {INGRESS_BACKEND}",
         "    balance roundrobin",
-        *servers(both, weighted=True),
+        # The measured path: a request that never reached a server (connection refused) is retried
+        # on that same server only, never redispatched to another colour, and one the server
+        # received but dropped is not retried at all (a retry that happens to succeed would hide a
+        # crash): a candidate that refuses or drops requests answers the client with HAProxy's
+        # 502/503 named after its own server, not quietly served by stable.
+        "    no option redispatch",
+        "    retry-on conn-failure",
+        *servers(_all_servers(layout), weighted=True),
         "",
     ]
-    for color in both:
-        lines += [f"backend {color.value}", "    balance roundrobin", *servers([color], weighted=False), ""]
+    for color in (Color.BLUE, Color.GREEN):
+        lines += [f"backend {color.value}", "    balance roundrobin"]
+        lines += [*servers(layout.instance_names(color), weighted=False), ""]
+    lines += [
+        f"backend {BASELINE}",
+        "    balance roundrobin",
+        *servers(layout.baseline_names(), weighted=False),
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -93,9 +172,14 @@ class HAProxy:
     def __init__(self, layout: StackLayout) -> None:
         self.layout = layout
 
-    def write_files(self, traffic: TrafficState) -> None:
-        write_atomic(self.layout.haproxy_cfg, render_config(self.layout, traffic))
+    def write_files(self, traffic: TrafficState) -> bool:
+        """Write the config and roles map; True when the config's text changed (a reload applies it)."""
+        config = render_config(self.layout, traffic)
+        path = self.layout.haproxy_cfg
+        before = path.read_text(encoding="utf-8") if path.exists() else None
+        write_atomic(path, config)
         write_atomic(self.layout.roles_map, render_roles(traffic))
+        return before != config
 
     def command(self) -> list[str]:
         # -db: stay in the foreground so supervisord watches the real process.
@@ -125,9 +209,8 @@ class HAProxy:
         """Switch routing live, then persist it in the config for restarts."""
         weights = color_weights(traffic)
         commands = [
-            f"set weight {INGRESS_BACKEND}/{instance} {weights[color]}"
-            for color in (traffic.active, traffic.active.other)
-            for instance in self.layout.instance_names(color)
+            f"set weight {INGRESS_BACKEND}/{instance} {weights[self.layout.group_of(instance)]}"
+            for instance in _all_servers(self.layout)
         ]
         commands += [
             f"set map {self.layout.roles_map} stable {traffic.active.value}",
@@ -141,10 +224,64 @@ class HAProxy:
 
     def live_weights(self) -> dict[str, int]:
         """Server -> current weight in the ingress backend, read back from HAProxy itself."""
-        names = [n for c in (Color.BLUE, Color.GREEN) for n in self.layout.instance_names(c)]
+        names = _all_servers(self.layout)
         reply = self.runtime([f"get weight {INGRESS_BACKEND}/{name}" for name in names])
         words = [line.split()[0] for line in reply.splitlines() if line.strip()]
         values = [word for word in words if word.isdigit()]
         if len(values) != len(names):
             raise TargetError(f"unexpected reply to get weight: {reply!r}")
         return {name: int(value) for name, value in zip(names, values, strict=True)}
+
+    def stat_rows(self) -> list[dict[str, str]]:
+        """`show stat` as one dict per proxy/server line (HAProxy's CSV header names the fields)."""
+        lines = self.runtime(["show stat"]).splitlines()
+        if not lines or not lines[0].startswith("# "):
+            raise TargetError(f"unexpected reply to show stat: {lines[:1]!r}")
+        fields = lines[0][2:].split(",")
+        return [dict(zip(fields, line.split(","), strict=False)) for line in lines[1:] if line.strip()]
+
+    def ingress_counters(self) -> dict[str, IngressCounters]:
+        """Per group (colour or baseline): cumulative counters of its servers in the ingress backend."""
+        totals: dict[str, IngressCounters] = {}
+        for row in self.stat_rows():
+            if row.get("pxname") != INGRESS_BACKEND or row.get("svname") in ("FRONTEND", "BACKEND"):
+                continue
+            group = self.layout.group_of(row["svname"])
+            current = totals.get(group, IngressCounters())
+            totals[group] = current + IngressCounters.of_row(row)
+        return totals
+
+
+@dataclass(frozen=True)
+class IngressCounters:
+    """What the ingress counted for one group's servers: responses by class and failures it saw."""
+
+    responses: int = 0
+    responses_5xx: int = 0
+    failures: int = 0  # connection errors + response errors + retries + redispatches
+
+    @classmethod
+    def of_row(cls, row: dict[str, str]) -> IngressCounters:
+        def number(name: str) -> int:
+            value = row.get(name, "")
+            return int(value) if value.isdigit() else 0
+
+        responses = sum(number(f"hrsp_{c}") for c in ("1xx", "2xx", "3xx", "4xx", "5xx", "other"))
+        return cls(responses, number("hrsp_5xx"), sum(number(name) for name in ERROR_COUNTERS))
+
+    def __add__(self, other: IngressCounters) -> IngressCounters:
+        return IngressCounters(
+            self.responses + other.responses,
+            self.responses_5xx + other.responses_5xx,
+            self.failures + other.failures,
+        )
+
+    def __sub__(self, other: IngressCounters) -> IngressCounters:
+        return IngressCounters(
+            self.responses - other.responses,
+            self.responses_5xx - other.responses_5xx,
+            self.failures - other.failures,
+        )
+
+    def to_dict(self) -> dict[str, int]:
+        return {"responses": self.responses, "responses_5xx": self.responses_5xx, "failures": self.failures}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from immune_suite.gates.attribution import BASELINE
 from immune_suite.stack_config import LocalTargetConfig
 from immune_suite.state_dir import state_root
 from immune_suite.targets.base import Color
@@ -79,13 +80,26 @@ class StackLayout:
     def instance_names(self, color: Color) -> list[str]:
         return [f"{color.value}-{index}" for index in range(self.replicas)]
 
+    def baseline_names(self) -> list[str]:
+        """Fresh instances of the stable release started beside a canary (as many as a colour has)."""
+        return [f"{BASELINE}-{index}" for index in range(self.replicas)]
+
+    def group_of(self, instance: str) -> str:
+        """`blue`, `green` or `baseline`: what an instance (and its HAProxy server) belongs to."""
+        return instance.rsplit("-", 1)[0]
+
     def program_name(self, instance: str) -> str:
         return f"immune-{instance}"
 
     def instance_port(self, instance: str) -> int:
-        color, index = instance.rsplit("-", 1)
-        offset = 10 if color == Color.BLUE.value else 20
-        return self.ports.instance_base_port + offset + int(index)
+        offset = {Color.BLUE.value: 10, Color.GREEN.value: 20, BASELINE: 30}[self.group_of(instance)]
+        return self.ports.instance_base_port + offset + int(instance.rsplit("-", 1)[1])
+
+    @property
+    def baseline_port(self) -> int:
+        """The entry point that reaches baseline instances only (the 100 % step loads it)."""
+        configured = self.ports.baseline_port
+        return configured if configured is not None else self.ports.ingress_port + 3
 
     def instance_url(self, instance: str) -> str:
         return f"http://127.0.0.1:{self.instance_port(instance)}"

@@ -17,11 +17,12 @@ import secrets
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from immune_suite.gates.attribution import counter_deltas, judge_attribution
 from immune_suite.pipeline.canary import run_canary_step
 from immune_suite.pipeline.exit_codes import ExitCode
 from immune_suite.pipeline.gates import Gates, LoadResult, run_dir
@@ -389,6 +390,7 @@ class Pipeline:
             run.candidate,
             float(step.params.get("timeout_s", 30)),
             self.progress,
+            attribution=self.target.attribution(),
         )
         return Outcome(verdict.passed, verdict)
 
@@ -401,18 +403,30 @@ class Pipeline:
 
     def _canary(self, run: RunState, step: Step) -> Outcome:
         percent = int(step.params["percent"])
-        self.target.set_traffic(run.stable_color, percent)
-        run.note("traffic", active=run.stable_color.value, canary_weight=percent)
+        routing = self.target.set_traffic(run.stable_color, percent)
+        run.note(
+            "traffic",
+            active=run.stable_color.value,
+            canary_weight=percent,
+            baseline_weight=routing.baseline_weight,
+        )
         self.store.save(run)
         endpoints = self.target.endpoints()
         token = self.target.api_token("load") or ""
         duration = float(step.params["duration_s"])
         shape = str(step.params.get("shape", "baseline"))
-        # At 100% a second load on the stable endpoint provides the baseline (pipeline/canary.py);
-        # each then runs at half rate, so every replica sees the load it saw at 50% and the machine
-        # (or cluster) carries the same total as in every other step.
+        # At 100% a second load on the baseline (or, without one, the stable) endpoint is the
+        # comparison (pipeline/canary.py); each then runs at half rate, so every replica sees the
+        # load it saw at 50% and the machine (or cluster) carries the same total as in every other step.
         rps_scale = self.stack.canary.rps_scale / (2 if percent == 100 else 1)
-        env = {"IMMUNE_LOAD_RPS_SCALE": str(rps_scale)}
+        attribution = self.target.attribution()
+        env = {"IMMUNE_LOAD_RPS_SCALE": str(rps_scale), **(attribution.to_env() if attribution else {})}
+        second_url = (
+            endpoints.baseline_url if self.target.baseline_running() else None
+        ) or endpoints.stable_url
+        out = self._artifacts(run, f"{step.id}/attempt-{run.result(step.id).attempts}")
+        counters = getattr(self.target, "ingress_counters", None)
+        counters_before = counters() if counters else None
 
         def load(url: str, directory: Path) -> LoadResult:
             return self.gates.load(url, token, directory, shape, duration, self.progress, extra_env=env)
@@ -427,15 +441,20 @@ class Pipeline:
             run.stable_color,
             self.stack,
             load,
-            (endpoints.ingress_url, endpoints.stable_url),
+            (endpoints.ingress_url, second_url),
             # One directory per attempt: a load process orphaned by a crash cannot write into a rerun's.
-            self._artifacts(run, f"{step.id}/attempt-{run.result(step.id).attempts}"),
+            out,
             back_to_stable,
             self.progress,
             look_every_s=self.poll_s * 2,
             # The load shapes ramp up over their first fifth (load/shapes.py); compare steady load only.
             ramp_s=duration / 5,
         )
+        if attribution is not None:
+            # Every request counted by who the ingress says served it; too many it could not name fail.
+            deltas = counter_deltas(counters_before, counters()) if counters and counters_before else None
+            verdict = judge_attribution(result.verdict, sorted(out.rglob("samples.jsonl")), deltas)
+            result = replace(result, verdict=verdict)
         if not result.verdict.passed:
             run.metrics["canary_failed_at_unix"] = result.early_stop_at or time.time()
             if result.early_stop_at is not None:
@@ -463,6 +482,7 @@ class Pipeline:
             run.candidate,
             int(step.params.get("requests", 20)),
             self.progress,
+            attribution=self.target.attribution(),
         )
         return Outcome(verdict.passed, verdict)
 

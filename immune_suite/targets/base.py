@@ -17,7 +17,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from immune_suite.gates.attribution import Attribution
 
 from immune_suite.targets.tokens import Client
 
@@ -61,6 +64,7 @@ class Endpoints:
     stable_url: str
     preview_url: str
     instance_urls: dict[str, str] = field(default_factory=dict)  # "blue-0" -> URL, where reachable
+    baseline_url: str | None = None  # baseline instances only (None: the target has no baseline)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -70,13 +74,23 @@ class Endpoints:
 class TrafficState:
     active: Color
     canary_weight: int  # percent of ingress traffic on `active.other`
+    # percent on fresh baseline instances of the stable release (0 unless a baseline runs; the target
+    # pairs it with the canary's share, see Target.start_baseline)
+    baseline_weight: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"active": self.active.value, "canary_weight": self.canary_weight}
+        data: dict[str, Any] = {"active": self.active.value, "canary_weight": self.canary_weight}
+        if self.baseline_weight:
+            data["baseline_weight"] = self.baseline_weight
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrafficState:
-        return cls(active=Color(data["active"]), canary_weight=int(data["canary_weight"]))
+        return cls(
+            active=Color(data["active"]),
+            canary_weight=int(data["canary_weight"]),
+            baseline_weight=int(data.get("baseline_weight", 0)),
+        )
 
 
 @dataclass(frozen=True)
@@ -165,3 +179,27 @@ class Target(Protocol):
 
     def chaos_config(self, candidate: Color) -> dict[str, Any]:
         """Configuration handed to Chaos Toolkit experiments (URLs, token, how to kill instances)."""
+
+    def start_baseline(self, release: Release, fresh: bool = False) -> None:
+        """Run fresh instances of `release` (the stable one) beside the canary, as many as a colour has.
+
+        Kayenta's baseline: measured against the canary instead of long-running stable, so both are
+        equally young. While it runs, `set_traffic` gives it the canary's share of ingress traffic
+        (taken from stable's) and `endpoints().baseline_url` reaches it alone. `fresh` restarts
+        instances already running; otherwise running, ready instances of `release` are kept.
+        Raises `NotImplementedError` on a target without baseline support, `TargetError` when the
+        instances do not become ready.
+        """
+
+    def stop_baseline(self) -> None:
+        """Take the baseline out of traffic and stop it (idempotent; nothing to do when none runs)."""
+
+    def baseline_running(self) -> bool:
+        """True when baseline instances run (and so take their share of ingress traffic)."""
+
+    def attribution(self) -> Attribution | None:
+        """How the ingress names the server behind each response; None when it cannot.
+
+        With None the load gate falls back to the colour the service reports (`X-Immune-Color`),
+        which a crashing candidate may not send: only an ingress attribution sees every failure.
+        """

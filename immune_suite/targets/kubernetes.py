@@ -492,6 +492,23 @@ class KubernetesTarget:
             "candidate_label_selector": selector,
         }
 
+    # -- Target: baseline and attribution (not yet on Kubernetes, see docs/pipeline.md) ------------
+    def start_baseline(self, release: Release, fresh: bool = False) -> None:
+        raise NotImplementedError(
+            "no baseline Deployment on Kubernetes yet: the canary is compared with long-running stable"
+        )
+
+    def stop_baseline(self) -> None:
+        return None  # none is ever started
+
+    def baseline_running(self) -> bool:
+        return False
+
+    def attribution(self) -> None:
+        # The Ingress controller does not name its upstream in responses yet: samples take the colour
+        # the service reports (docs/pipeline.md, "remaining").
+        return None
+
 
 def _parts(key: str) -> list[str]:
     return key.split(".")

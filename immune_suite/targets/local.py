@@ -14,8 +14,9 @@ from typing import Any
 
 import httpx
 
+from immune_suite.gates.attribution import BASELINE, Attribution
 from immune_suite.local_stack.dependencies import SERVICES_DIR, services_env
-from immune_suite.local_stack.haproxy import HAProxy
+from immune_suite.local_stack.haproxy import HAProxy, IngressCounters, attribution
 from immune_suite.local_stack.layout import StackLayout
 from immune_suite.local_stack.releases import build_release, service_binary
 from immune_suite.local_stack.supervisor import ProgramSpec, Supervisor
@@ -59,12 +60,16 @@ class LocalTarget:
             # the idle colour, and reaches users only when the pipeline switches to it.
             routing = TrafficState(active=Color.GREEN, canary_weight=0)
             write_json_atomic(self.layout.routing_file, routing.to_dict())
-        self.haproxy.write_files(routing)
+        config_changed = self.haproxy.write_files(routing)
         self.supervisor.write_programs(
             HAPROXY_PROGRAM, [ProgramSpec(HAPROXY_PROGRAM, self.haproxy.command(), self.layout.root)]
         )
         self.supervisor.write_programs(GUARD_PROGRAM, [self._guard_program()])
         self.supervisor.update()
+        if config_changed and self.haproxy.is_up():
+            # A stack started by an older suite runs an older config (other servers, headers): the
+            # same routing, rendered anew, takes effect only when HAProxy reads it again.
+            self.supervisor.restart([HAPROXY_PROGRAM])
         self._wait_for(self.haproxy.is_up, 15, "HAProxy admin socket")
 
     def _guard_program(self) -> ProgramSpec:
@@ -108,9 +113,9 @@ class LocalTarget:
         path = self.layout.colors_file
         return read_json(path) if path.exists() else {}
 
-    def _save_color(self, color: Color, release: Release | None, running: bool) -> None:
+    def _save_color(self, color: Color | str, release: Release | None, running: bool) -> None:
         colors = self._colors()
-        colors[color.value] = {"release": release.to_dict() if release else None, "running": running}
+        colors[str(color)] = {"release": release.to_dict() if release else None, "running": running}
         write_json_atomic(self.layout.colors_file, colors)
 
     def release_on(self, color: Color) -> Release | None:
@@ -119,10 +124,10 @@ class LocalTarget:
             return None
         return Release.from_dict(entry["release"])
 
-    def _instance_env(self, color: Color, instance: str, release: Release) -> dict[str, str]:
+    def _instance_env(self, color: Color | str, instance: str, release: Release) -> dict[str, str]:
         env = {
             "IMMUNE_INSTANCE_ID": instance,
-            "IMMUNE_DEPLOYMENT_COLOR": color.value,
+            "IMMUNE_DEPLOYMENT_COLOR": str(color),
             "IMMUNE_VERSION": release.version,
             "IMMUNE_API_TOKENS": self.service_token_entries(),
             "IMMUNE_DATA_DIR": str(self.layout.data_dir),
@@ -132,15 +137,16 @@ class LocalTarget:
         env.update(release.env)  # fault injection and other per-release settings, this colour only
         return env
 
-    def deploy(self, color: Color, release: Release, replicas: int | None = None) -> ColorHealth:
+    def _program_specs(self, group: Color | str, instances: list[str], release: Release) -> list[ProgramSpec]:
+        """One supervisord program per instance of `release`: the one launch path of every instance."""
         tree = release.digest.removeprefix("git-tree:")
         source = SourceTree(ref=release.ref, commit="", tree=tree, version=release.version)
         release_path = build_release(self.repo, source, self.layout.releases_dir)
         binary = service_binary(release_path)
         specs = []
-        for instance in self.layout.instance_names(color):
+        for instance in instances:
             env_file = self.layout.env_dir / f"{instance}.json"
-            write_json_atomic(env_file, self._instance_env(color, instance, release), mode=0o600)
+            write_json_atomic(env_file, self._instance_env(group, instance, release), mode=0o600)
             port = self.layout.instance_port(instance)
             command = [
                 sys.executable,
@@ -156,28 +162,73 @@ class LocalTarget:
                 str(port),
             ]
             specs.append(ProgramSpec(self.layout.program_name(instance), command, release_path / "src"))
-        self._save_color(color, release, running=True)
-        changed = self.supervisor.write_programs(color.value, specs)
+        return specs
+
+    def _run_programs(self, group: str, specs: list[ProgramSpec], restart: bool) -> None:
+        changed = self.supervisor.write_programs(group, specs)
         self.supervisor.update()
-        if not changed:
+        if not changed and restart:
             # Same release again: `update` leaves unchanged programs alone, but their env files
             # (and so their settings) may have changed; restart them to apply it.
             self.supervisor.restart([s.name for s in specs])
-        self._wait_ready(color, release)
+
+    def deploy(self, color: Color, release: Release, replicas: int | None = None) -> ColorHealth:
+        specs = self._program_specs(color, self.layout.instance_names(color), release)
+        self._save_color(color, release, running=True)
+        self._run_programs(color.value, specs, restart=True)
+        self._wait_ready(color.value, self.layout.instance_names(color), release)
         return self.health(color)
 
-    def _wait_ready(self, color: Color, release: Release) -> None:
-        instances = self.layout.instance_names(color)
-
+    def _wait_ready(self, group: str, instances: list[str], release: Release) -> None:
         def all_ready() -> bool:
             return all(self._instance_ready(i, release.version) for i in instances)
 
         try:
-            self._wait_for(all_ready, self.stack.local.ready_timeout_s, f"{color} replicas to be ready")
-            self._wait_for(lambda: self._proxy_sees_up(color), 15, f"HAProxy to see {color} up")
+            self._wait_for(all_ready, self.stack.local.ready_timeout_s, f"{group} replicas to be ready")
+            self._wait_for(lambda: self._proxy_sees_up(group, instances), 15, f"HAProxy to see {group} up")
         except TargetError as error:
             logs = "\n".join(self._log_tail(self.layout.program_name(i)) for i in instances)
             raise TargetError(f"{error}\n{logs}") from error
+
+    # -- baseline (Kayenta): fresh stable instances measured beside the canary ----------------------
+    def start_baseline(self, release: Release, fresh: bool = False) -> None:
+        instances = self.layout.baseline_names()
+        if (
+            not fresh
+            and self.baseline_release() == release
+            and all(self._instance_ready(i) for i in instances)
+        ):
+            return
+        specs = self._program_specs(BASELINE, instances, release)
+        self._save_color(BASELINE, release, running=True)
+        self._run_programs(BASELINE, specs, restart=True)
+        self._wait_ready(BASELINE, instances, release)
+        routing = self.traffic()
+        if routing is not None:  # a canary already running gets its baseline partner at once
+            self.set_traffic(routing.active, routing.canary_weight)
+
+    def stop_baseline(self) -> None:
+        if not self.baseline_running() and not self.layout.programs_dir.joinpath(f"{BASELINE}.conf").exists():
+            return
+        self._save_color(BASELINE, self.baseline_release(), running=False)
+        routing = self.traffic()
+        if routing is not None and routing.baseline_weight:
+            self.set_traffic(routing.active, routing.canary_weight)  # out of traffic before it stops
+        self.supervisor.write_programs(BASELINE, [])
+        self.supervisor.update()
+
+    def baseline_release(self) -> Release | None:
+        entry = self._colors().get(BASELINE) or {}
+        return Release.from_dict(entry["release"]) if entry.get("release") else None
+
+    def baseline_running(self) -> bool:
+        return bool((self._colors().get(BASELINE) or {}).get("running"))
+
+    def attribution(self) -> Attribution:
+        return attribution(self.layout)
+
+    def ingress_counters(self) -> dict[str, IngressCounters]:
+        return self.haproxy.ingress_counters()
 
     def _instance_ready(self, instance: str, version: str | None = None) -> bool:
         url = self.layout.instance_url(instance)
@@ -192,14 +243,13 @@ class LocalTarget:
         except (httpx.HTTPError, ValueError):
             return False
 
-    def _proxy_sees_up(self, color: Color) -> bool:
-        reply = self.haproxy.runtime(["show stat"])
-        wanted = set(self.layout.instance_names(color))
-        up = set()
-        for line in reply.splitlines():
-            fields = line.split(",")
-            if len(fields) > 17 and fields[0] == color.value and fields[1] in wanted and fields[17] == "UP":
-                up.add(fields[1])
+    def _proxy_sees_up(self, group: str, instances: list[str]) -> bool:
+        wanted = set(instances)
+        up = {
+            row["svname"]
+            for row in self.haproxy.stat_rows()
+            if row.get("pxname") == group and row.get("svname") in wanted and row.get("status") == "UP"
+        }
         return up == wanted
 
     def _log_tail(self, program: str, lines: int = 15) -> str:
@@ -240,7 +290,9 @@ class LocalTarget:
     def set_traffic(self, active: Color, canary_weight: int) -> TrafficState:
         if not 0 <= canary_weight <= 100:
             raise TargetError(f"canary weight {canary_weight} outside 0..100")
-        routing = TrafficState(active=active, canary_weight=canary_weight)
+        # A running baseline is the canary's partner: the same share, out of stable's (see haproxy.py).
+        paired = min(canary_weight, 100 - canary_weight) if self.baseline_running() else 0
+        routing = TrafficState(active=active, canary_weight=canary_weight, baseline_weight=paired)
         self.haproxy.apply(routing)
         write_json_atomic(self.layout.routing_file, routing.to_dict())
         return routing
@@ -256,6 +308,7 @@ class LocalTarget:
             stable_url=f"http://127.0.0.1:{ports.stable_port}",
             preview_url=f"http://127.0.0.1:{ports.preview_port}",
             instance_urls={i: self.layout.instance_url(i) for i in instances},
+            baseline_url=f"http://127.0.0.1:{self.layout.baseline_port}",
         )
 
     # -- snapshot --------------------------------------------------------------------------------
@@ -278,6 +331,7 @@ class LocalTarget:
                     self.scale_down(color)
             elif current != Release.from_dict(wanted):
                 self.deploy(color, Release.from_dict(wanted))
+        self.stop_baseline()  # a snapshot never holds a baseline: it lives only as long as a canary
 
     # -- chaos -----------------------------------------------------------------------------------
     def chaos_config(self, candidate: Color) -> dict[str, Any]:

@@ -34,6 +34,29 @@ def test_every_response_carries_color_and_version_headers(client: TestClient) ->
         assert response.headers["x-immune-version"] == "9.9.9-test"
 
 
+def test_an_unhandled_exception_is_a_500_that_still_says_who_answered(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """A crash in a route is the candidate's failure: its 500 carries the same identity as a 200."""
+    from immune_core.api.app import create_app
+
+    app = create_app(make_settings(), configure_logs=False)
+
+    @app.get("/api/v1/test-only-boom")
+    async def boom() -> None:
+        raise RuntimeError("a bug in the candidate")
+
+    with TestClient(app, raise_server_exceptions=True) as client:
+        response = client.get("/api/v1/test-only-boom", headers=AUTH)
+        assert response.status_code == 500
+        assert response.json() == {"error": "internal_error", "message": "internal error"}
+        assert "a bug" not in response.text  # no internals leak out
+        assert response.headers["x-immune-color"] == "green"
+        assert response.headers["x-immune-version"] == "9.9.9-test"
+        assert response.headers["x-immune-instance"] == "test-a"
+        assert client.get("/health/live").status_code == 200  # the app keeps serving
+
+
 def test_missing_token_is_401_wrong_token_is_403_without_detail(client: TestClient) -> None:
     missing = client.get("/api/v1/threats")
     assert missing.status_code == 401

@@ -41,6 +41,7 @@ class MemoryTarget:
         self.routing: TrafficState | None = None
         self.releases: dict[Color, Release | None] = {Color.BLUE: None, Color.GREEN: None}
         self.calls: list[tuple[str, Any]] = []
+        self.baseline: Release | None = None
 
     def ensure_running(self) -> None:
         if self.routing is None:
@@ -90,6 +91,21 @@ class MemoryTarget:
 
     def chaos_config(self, candidate: Color) -> dict[str, Any]:
         return {"candidate": candidate.value}
+
+    def start_baseline(self, release: Release, fresh: bool = False) -> None:
+        self.calls.append(("start_baseline", release.version))
+        self.baseline = release
+
+    def stop_baseline(self) -> None:
+        if self.baseline is not None:
+            self.calls.append(("stop_baseline", self.baseline.version))
+        self.baseline = None
+
+    def baseline_running(self) -> bool:
+        return self.baseline is not None
+
+    def attribution(self) -> None:
+        return None
 
     def served_by(self) -> Color | None:
         """Which colour ingress traffic reaches entirely, or None when split."""
@@ -200,10 +216,12 @@ def progress() -> RecordingProgress:
 
 
 def scripted_smoke(
-    url: str, token: str, color: Color, release: Release, timeout_s: float, progress: Any
+    url: str, token: str, color: Color, release: Release, timeout_s: float, progress: Any, **_: Any
 ) -> Verdict:
     return Verdict("smoke", Status.PASS, f"smoke {url} {color.value} {release.version}")
 
 
-def scripted_post_check(url: str, color: Color, release: Release, requests: int, progress: Any) -> Verdict:
+def scripted_post_check(
+    url: str, color: Color, release: Release, requests: int, progress: Any, **_: Any
+) -> Verdict:
     return Verdict("post-check", Status.PASS, f"post-check {color.value}")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from immune_suite.local_stack.dependencies import parse_env_lines
-from immune_suite.local_stack.haproxy import color_weights, render_config, render_roles
+from immune_suite.local_stack.haproxy import attribution, color_weights, render_config, render_roles
 from immune_suite.local_stack.layout import StackLayout
 from immune_suite.local_stack.releases import build_release, service_binary
 from immune_suite.local_stack.supervisor import ProgramSpec, render_program
@@ -21,17 +21,48 @@ LAYOUT = StackLayout(Path("/state/local-stack/x"), LocalTargetConfig(instance_ba
 
 
 def test_weights_split_traffic_between_colours() -> None:
-    assert color_weights(TrafficState(Color.BLUE, 10)) == {Color.BLUE: 90, Color.GREEN: 10}
-    assert color_weights(TrafficState(Color.GREEN, 0)) == {Color.GREEN: 100, Color.BLUE: 0}
+    assert color_weights(TrafficState(Color.BLUE, 10)) == {"blue": 90, "green": 10, "baseline": 0}
+    assert color_weights(TrafficState(Color.GREEN, 0)) == {"green": 100, "blue": 0, "baseline": 0}
+
+
+def test_a_running_baseline_takes_the_canarys_share_out_of_stables() -> None:
+    assert color_weights(TrafficState(Color.BLUE, 10, 10)) == {"blue": 80, "green": 10, "baseline": 10}
+    assert color_weights(TrafficState(Color.BLUE, 50, 50)) == {"blue": 0, "green": 50, "baseline": 50}
 
 
 def test_haproxy_config_has_weighted_ingress_and_role_frontends() -> None:
-    config = render_config(LAYOUT, TrafficState(Color.BLUE, 10))
-    assert "server blue-0 127.0.0.1:20010 check weight 90" in config
+    config = render_config(LAYOUT, TrafficState(Color.BLUE, 10, 10))
+    assert "server blue-0 127.0.0.1:20010 check weight 80" in config
     assert "server green-1 127.0.0.1:20021 check weight 10" in config
+    assert "server baseline-1 127.0.0.1:20031 check weight 10" in config
     assert "stats socket /state/local-stack/x/haproxy.sock mode 600 level admin" in config
     assert "map(/state/local-stack/x/roles.map,blue)" in config
     assert render_roles(TrafficState(Color.BLUE, 10)) == "stable blue\npreview green\n"
+
+
+def test_every_frontend_names_the_server_it_chose_and_the_ingress_never_redispatches() -> None:
+    config = render_config(LAYOUT, TrafficState(Color.BLUE, 10))
+    frontends = config.split("\nfrontend ")[1:]
+    assert [f.split()[0] for f in frontends] == ["ingress", "stable", "preview", "baseline"]
+    for frontend in frontends:
+        assert 'http-after-response set-header X-Immune-Served-By "%b/%s"' in frontend.split("\n\n")[0]
+    assert "bind 127.0.0.1:18083" in config  # baseline entry point: ingress port + 3 by default
+    ingress_backend = config.split("\nbackend ingress\n")[1].split("\n\n")[0]
+    # A failed request on the candidate is its own failure, never quietly served by another colour.
+    assert "no option redispatch" in ingress_backend
+    assert "retry-on conn-failure\n" in ingress_backend  # a dropped request is not retried into hiding
+
+
+def test_stack_attribution_maps_every_server_to_its_group() -> None:
+    rule = attribution(LAYOUT)
+    assert rule.servers == {
+        "blue-0": "blue",
+        "blue-1": "blue",
+        "green-0": "green",
+        "green-1": "green",
+        "baseline-0": "baseline",
+        "baseline-1": "baseline",
+    }
 
 
 def test_program_section_restarts_like_a_deployment() -> None:

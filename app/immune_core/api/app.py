@@ -12,7 +12,7 @@ from pydantic import TypeAdapter
 
 from immune_core.agents.router import router as agents_router
 from immune_core.api import health
-from immune_core.api.errors import install_error_handlers
+from immune_core.api.errors import UnhandledErrors, install_error_handlers
 from immune_core.api.middleware import BodySizeLimit, FaultInjection, IdentityHeaders, RequestMetrics
 from immune_core.api.security import AuthFailureLimiter, TokenBucketLimiter
 from immune_core.coordination.router import router as coordination_router
@@ -93,6 +93,8 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestMetrics, metrics=runtime.metrics)
+    # Unhandled exceptions become a 500 here, inside IdentityHeaders (see errors.UnhandledErrors).
+    app.add_middleware(UnhandledErrors, retry_after_s=settings.retry_after_s)
     app.add_middleware(
         IdentityHeaders,
         color=settings.deployment_color,

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from immune_core.ingestion.intake import EventsRejected
 from immune_core.observability.logging import get_logger
@@ -80,6 +81,16 @@ def _allowed_methods(request: Request) -> list[str]:
     return sorted(methods)
 
 
+def unavailable_response(retry_after_s: int) -> JSONResponse:
+    log.warning("request_refused_store_unavailable")
+    return error_response(
+        503,
+        "storage_unavailable",
+        "storage is unavailable; nothing was stored, retry later",
+        headers={"Retry-After": str(retry_after_s)},
+    )
+
+
 def install_error_handlers(app: FastAPI, retry_after_s: int) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
@@ -91,18 +102,9 @@ def install_error_handlers(app: FastAPI, retry_after_s: int) -> None:
         message = first if len(exc.errors) == 1 else f"{len(exc.errors)} invalid events; first: {first}"
         return error_response(422, "invalid_event", message, exc.errors)
 
-    def _unavailable_response() -> JSONResponse:
-        log.warning("request_refused_store_unavailable")
-        return error_response(
-            503,
-            "storage_unavailable",
-            "storage is unavailable; nothing was stored, retry later",
-            headers={"Retry-After": str(retry_after_s)},
-        )
-
     @app.exception_handler(StoreUnavailable)
     async def _store_down(_: Request, exc: StoreUnavailable) -> JSONResponse:
-        return _unavailable_response()
+        return unavailable_response(retry_after_s)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -130,11 +132,45 @@ def install_error_handlers(app: FastAPI, retry_after_s: int) -> None:
             headers = {**(headers or {}), "Allow": ", ".join(_allowed_methods(request))}
         return error_response(exc.status_code, code, str(exc.detail), headers=headers)
 
-    @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        if is_unavailable(exc):
-            # A database outage that reached the handler without passing the store's wrapper (classified
-            # by exception class, like every other): still "unavailable, retry", never a 500.
-            return _unavailable_response()
-        log.exception("unhandled_error", error_type=type(exc).__name__)
-        return error_response(500, "internal_error", "internal error")
+
+class UnhandledErrors:
+    """A 500 ``internal_error`` for any exception no handler took, sent *inside* the identity headers.
+
+    Starlette runs an ``exception_handler(Exception)`` in its ServerErrorMiddleware, the outermost
+    layer of the stack, so its 500 bypassed every middleware of ours and left without
+    ``X-Immune-Color``: a crashing candidate then looked like nobody's failure. Catching here, below
+    ``IdentityHeaders``, gives every 500 the same identity as any other response. When the response
+    had already started, nothing can be sent any more: the exception goes on to the server, which
+    closes the connection (the client sees a reset, attributed by the ingress).
+    """
+
+    def __init__(self, app: ASGIApp, *, retry_after_s: int) -> None:
+        self.app = app
+        self._retry_after_s = retry_after_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            if started:
+                log.exception("unhandled_error", error_type=type(exc).__name__)
+                raise
+            if is_unavailable(exc):
+                # A database outage that reached here without passing the store's wrapper (classified
+                # by exception class, like every other): still "unavailable, retry", never a 500.
+                response = unavailable_response(self._retry_after_s)
+            else:
+                log.exception("unhandled_error", error_type=type(exc).__name__)
+                response = error_response(500, "internal_error", "internal error")
+            await response(scope, receive, send)
