@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from tenacity import RetryCallState, Retrying, stop_after_delay, stop_never, wait_exponential
 
+from immune_suite.gates.attribution import BASELINE
 from immune_suite.pipeline.run_state import RunState, now_iso
 from immune_suite.progress import Progress
 from immune_suite.targets.base import Color, Target, TargetError, TrafficState
@@ -31,8 +32,9 @@ def stable_routing(run: RunState) -> TrafficState:
 def colour_shares(traffic: TrafficState) -> dict[str, int]:
     """Percent of ingress traffic per colour under `traffic` (colours at 0 % are left out)."""
     shares = {
-        traffic.active.value: 100 - traffic.canary_weight,
+        traffic.active.value: 100 - traffic.canary_weight - traffic.baseline_weight,
         traffic.active.other.value: traffic.canary_weight,
+        BASELINE: traffic.baseline_weight,  # fresh stable instances beside a canary (Target.start_baseline)
     }
     return {colour: share for colour, share in shares.items() if share > 0}
 
@@ -45,7 +47,8 @@ def live_shares(target: Target) -> dict[str, int] | None:
         return None
     weights: dict[str, int] = read()
     per_colour = {
-        c.value: sum(w for name, w in weights.items() if name.startswith(f"{c.value}-")) for c in Color
+        group: sum(w for name, w in weights.items() if name.startswith(f"{group}-"))
+        for group in (*(c.value for c in Color), BASELINE)
     }
     total = sum(per_colour.values())
     if total == 0:

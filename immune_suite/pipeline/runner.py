@@ -367,6 +367,7 @@ class Pipeline:
         env = {**self.stack.candidate_env, **run.candidate.env}
         release = Release(run.candidate.version, run.candidate.ref, run.candidate.digest, env)
         health = self.target.deploy(run.candidate_color, release, step.params.get("replicas"))
+        self._start_baseline(run, fresh=True)  # same moment, same launch path, as the canary's instances
         measurements = [
             Measurement(
                 "ready_replicas", health.ready_replicas, health.desired_replicas, ">=", health.healthy
@@ -403,6 +404,8 @@ class Pipeline:
 
     def _canary(self, run: RunState, step: Step) -> Outcome:
         percent = int(step.params["percent"])
+        canary_steps = [s.id for s in run.plan if s.kind is StepKind.CANARY]
+        self._start_baseline(run, fresh=False)  # a resumed run may have lost it
         routing = self.target.set_traffic(run.stable_color, percent)
         run.note(
             "traffic",
@@ -455,6 +458,8 @@ class Pipeline:
             deltas = counter_deltas(counters_before, counters()) if counters and counters_before else None
             verdict = judge_attribution(result.verdict, sorted(out.rglob("samples.jsonl")), deltas)
             result = replace(result, verdict=verdict)
+        if result.verdict.passed and step.id == canary_steps[-1]:
+            self._stop_baseline(run, "canary finished")
         if not result.verdict.passed:
             run.metrics["canary_failed_at_unix"] = result.early_stop_at or time.time()
             if result.early_stop_at is not None:
@@ -470,6 +475,7 @@ class Pipeline:
         return Outcome(verdict.passed, verdict)
 
     def _switch(self, run: RunState, step: Step) -> Outcome:
+        self._stop_baseline(run, "canary finished")
         routing = self.target.set_traffic(run.candidate_color, 0)
         run.note("traffic", active=routing.active.value, canary_weight=0)
         verdict = Verdict("switch", Status.PASS, f"{run.candidate_color.value} is now the active colour")
@@ -529,6 +535,10 @@ class Pipeline:
             return self._rollback_failed(
                 run, f"traffic on stable, candidate not scaled away: {type(error).__name__}: {error}"
             )
+        try:
+            self._stop_baseline(run, "rolled back")
+        except Exception as error:  # out of traffic already (the routing above); the next run stops it
+            run.note("baseline not stopped", error=f"{type(error).__name__}: {error}")
         run.metrics["rollback_total_s"] = round(time.monotonic() - started, 3)
         verdict = Verdict(
             "rollback",
@@ -548,6 +558,28 @@ class Pipeline:
             details={"where": report},
         )
         return Outcome(False, verdict, reason=reason, exit_code=ExitCode.ROLLBACK_FAILED)
+
+    # -- baseline (Kayenta): fresh stable instances beside the canary, for as long as it lasts ---------
+    def _start_baseline(self, run: RunState, fresh: bool) -> None:
+        if run.stable is None or not any(s.kind is StepKind.CANARY for s in run.plan):
+            return
+        if not fresh and self.target.baseline_running():
+            return
+        try:
+            self.target.start_baseline(run.stable, fresh=fresh)
+        except NotImplementedError as error:
+            run.note("no fresh baseline: canary compared with stable", reason=str(error))
+            return
+        run.note("baseline started", release=run.stable.version, fresh=fresh)
+        self.progress(
+            f"baseline: fresh instances of {run.stable.version} beside the canary", stage="baseline"
+        )
+
+    def _stop_baseline(self, run: RunState, reason: str) -> None:
+        running = self.target.baseline_running()
+        self.target.stop_baseline()  # always: idempotent, and leftovers of a crashed run go too
+        if running:
+            run.note("baseline stopped", reason=reason)
 
 
 def describe(run: RunState) -> dict[str, Any]:

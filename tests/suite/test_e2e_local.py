@@ -203,6 +203,23 @@ def version_of(stack: E2EStack, ref: str) -> str:
     return resolve_source(stack.repo, ref).version
 
 
+def canary_samples(record: dict[str, Any], step_id: str) -> list[dict[str, Any]]:
+    """The load samples (every line of every samples.jsonl) a canary step's verdict names."""
+    stage = next(s for s in record["stages"] if s["id"] == step_id)
+    paths = [a["path"] for a in stage["verdict"]["artifacts"] if a["path"].endswith("samples.jsonl")]
+    return [
+        json.loads(line) for path in paths for line in Path(path).read_text().splitlines() if line.strip()
+    ]
+
+
+def assert_no_baseline_left(e2e: E2EStack) -> None:
+    target = e2e.target()
+    assert not target.baseline_running()
+    running = {n for n, i in target.supervisor.process_states().items() if i["statename"] == "RUNNING"}
+    assert not {n for n in running if n.startswith("immune-baseline")}
+    assert all(w == 0 for name, w in target.live_weights().items() if name.startswith("baseline"))
+
+
 def test_first_promotion_goes_to_blue(e2e: E2EStack) -> None:
     code, payload = e2e.promote("--ref", e2e.v1)
     assert code == ExitCode.OK, payload.get("run", {}).get("failure")
@@ -231,6 +248,24 @@ def test_good_candidate_is_promoted_through_every_gate(e2e: E2EStack) -> None:
     } <= passed
     assert e2e.served() == {("green", version_of(e2e, e2e.v2))}
     assert e2e.target().health(Color.BLUE).live_replicas == 0  # old colour retired
+    # Every canary request was attributed by the ingress (HAProxy's X-Immune-Served-By), none lost.
+    samples = canary_samples(record, "canary-10")
+    assert {"blue", "green"} <= {s["color"] for s in samples} <= {"blue", "green", "baseline", "unattributed"}
+    assert all(str(s["served_by"]).startswith("ingress/") for s in samples if s["color"] != "unattributed")
+    canary_10 = next(s for s in record["stages"] if s["id"] == "canary-10")
+    attributed = canary_10["verdict"]["details"]["ingress_attribution"]
+    assert attributed["requests_by_color"].get("unattributed", 0) <= attributed["unattributed_allowed"]
+    # A fresh baseline of the stable release took the canary's share beside it (Kayenta), at 50 %
+    # all of stable's, at 100 % through its own entry point; it is gone once the canary is over.
+    assert "baseline" in {s["color"] for s in samples}
+    assert {s["color"] for s in canary_samples(record, "canary-50")} - {"unattributed"} == {
+        "green",
+        "baseline",
+    }
+    assert "baseline" in {s["color"] for s in canary_samples(record, "canary-100")}
+    events = [e["event"] for e in record["timeline"]]
+    assert "baseline started" in events and "baseline stopped" in events
+    assert_no_baseline_left(e2e)
     assert Path(payload["report"]).read_text().count("data:image/png;base64") >= 2
     print(
         f"\nFIGURE full local promotion wall time: {wall:.1f}s"
@@ -248,6 +283,7 @@ def test_regressed_candidate_is_rolled_back_at_first_canary_step(e2e: E2EStack) 
     assert weights["green-0"] == weights["green-1"] == 100 and weights["blue-0"] == weights["blue-1"] == 0
     assert e2e.served() == {("green", version_of(e2e, e2e.v2))}
     assert target.health(Color.BLUE).live_replicas == 0  # candidate scaled away
+    assert_no_baseline_left(e2e)
     metrics = payload["metrics"]
     print(
         f"\nFIGURE SLO breach -> all traffic on stable: {metrics.get('slo_breach_to_stable_s')}s;"

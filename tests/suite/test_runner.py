@@ -250,3 +250,29 @@ def test_full_canary_step_splits_the_load_with_its_baseline(
     scales = dict(established.rps_scales)
     assert scales["http://ingress"] == [1.0, 1.0, 0.5]
     assert scales["http://stable"] == [0.5]
+
+
+def test_a_fresh_baseline_runs_beside_the_canary_and_stops_with_it(
+    established: ScriptedGates, stack_config: StackConfig, memory_target: MemoryTarget
+) -> None:
+    assert ("start_baseline", "v1") not in memory_target.calls  # the first promotion has no canary
+    run, code = promote(stack_config, memory_target, established, "v2")
+    assert code is ExitCode.OK
+    calls = memory_target.calls
+    deployed = calls.index(("deploy", Color.GREEN))
+    assert calls[deployed + 1] == ("start_baseline", "v1")  # stable's release, started with the canary
+    stopped = calls.index(("stop_baseline", "v1"))
+    assert calls.index(("traffic", (Color.BLUE, 100))) < stopped < calls.index(("traffic", (Color.GREEN, 0)))
+    assert memory_target.baseline is None
+    events = [e["event"] for e in run.timeline]
+    assert "baseline started" in events and "baseline stopped" in events
+
+
+def test_a_rolled_back_canary_leaves_no_baseline_running(
+    established: ScriptedGates, stack_config: StackConfig, memory_target: MemoryTarget
+) -> None:
+    established.slow_versions.add("v2")
+    run, code = promote(stack_config, memory_target, established, "v2")
+    assert code is ExitCode.GATE_FAILED and run.status == "rolled_back"
+    assert ("start_baseline", "v1") in memory_target.calls
+    assert memory_target.baseline is None

@@ -93,7 +93,8 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestMetrics, metrics=runtime.metrics)
-    # Unhandled exceptions become a 500 here, inside IdentityHeaders (see errors.UnhandledErrors).
+    # Unhandled exceptions become a 500 inside IdentityHeaders (see errors.UnhandledErrors): the
+    # routes' are caught by the one install_error_handlers added, our middlewares' by this one.
     app.add_middleware(UnhandledErrors, retry_after_s=settings.retry_after_s)
     app.add_middleware(
         IdentityHeaders,

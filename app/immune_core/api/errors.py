@@ -92,6 +92,9 @@ def unavailable_response(retry_after_s: int) -> JSONResponse:
 
 
 def install_error_handlers(app: FastAPI, retry_after_s: int) -> None:
+    """Handlers for the known errors, and `UnhandledErrors` (a middleware) for every other exception."""
+    app.add_middleware(UnhandledErrors, retry_after_s=retry_after_s)
+
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
         return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
