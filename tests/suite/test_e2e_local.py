@@ -165,7 +165,18 @@ def e2e(tmp_path_factory: pytest.TempPathFactory, private_dependencies: dict[str
         # are still plenty to see a 400 ms shift against hundreds of stable ones.
         # ... and its replicas do unequal background work (the leader's singleton jobs), so only a
         # shift of 50 ms and 50% counts as a regression here; the injected fault adds 400 ms.
-        "comparison": {"min_samples": 12, "min_effect_ms": 50, "max_median_increase_ratio": 0.5},
+        # The same holds for the evidence the analysis wants before it passes a step: a tail
+        # percentile from 12 requests (the SLO here is 6 s, far above anything but a fault), and an
+        # error ratio "below 35 %" at 99 % confidence, which 12 clean requests give (Clopper-Pearson);
+        # the defaults (100 requests for p99, 5 %) would keep a 10 % step inconclusive on this machine.
+        "comparison": {
+            "min_samples": 12,
+            "p95_min_samples": 12,
+            "p99_min_samples": 12,
+            "error_detect_ratio": 0.35,
+            "min_effect_ms": 50,
+            "max_median_increase_ratio": 0.5,
+        },
         # kill-leader first: right after kill-candidate-instance the lease may still be held by the
         # killed instance (its TTL not yet run out), and the experiment does not wait for a new leader.
         "chaos": {"enabled": True, "experiments": ["kill-leader", "kill-candidate-instance"]},
