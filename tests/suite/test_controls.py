@@ -195,9 +195,9 @@ def test_pause_after_the_switch_leaves_traffic_on_the_new_release(
     pipeline = Pipeline(stack_config, memory_target, gates, RecordingProgress(), poll_s=0.01)
     run = pipeline.new_run(release("v2"))
 
-    def pausing_post_check(*args: Any) -> Any:
+    def pausing_post_check(*args: Any, **kwargs: Any) -> Any:
         store.set_control(run.run_id, paused=True, by="ida")  # arrives while post-check runs
-        return gates.post_check(*args)
+        return gates.post_check(*args, **kwargs)
 
     pipeline.gates = dataclasses.replace(gates, post_check=pausing_post_check)
     seen_while_paused: list[Any] = []
