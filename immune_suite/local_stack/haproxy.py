@@ -89,6 +89,8 @@ def render_config(layout: StackLayout, traffic: TrafficState) -> str:
     # nobody's failure. Saying it lets the client open a new connection instead.
     close_after_error = "    http-after-response set-header Connection close if { status 502:504 }"
 
+    one_request = "    option httpclose"
+
     def frontend(name: str, port: int, route: str, *extra: str) -> list[str]:
         return [
             f"frontend {name}",
@@ -119,27 +121,24 @@ def render_config(layout: StackLayout, traffic: TrafficState) -> str:
         "    option httpchk GET /health/ready",
         "    default-server inter 500ms fall 2 rise 1",
         "",
-        *frontend(
-            INGRESS_BACKEND,
-            ports.ingress_port,
-            f"default_backend {INGRESS_BACKEND}",
-            # One request per client connection on the measured path: when a server drops a request
-            # that was not the first on its client connection, HAProxy answers nothing and closes
-            # that connection (as a server's keep-alive timeout would), leaving nothing to attribute;
-            # on a first request it answers a 502 named after the server.
-            "    option httpclose",
-        ),
+        # One request per client connection on the measured paths: when a server drops a request
+        # that was not the first on its client connection, HAProxy answers nothing and closes that
+        # connection (as a server's keep-alive timeout would), leaving nothing to attribute; on a
+        # first request it answers a 502 named after the server. The stable and baseline entry
+        # points (the 100 % step's reference) are measured the same way as the ingress.
+        *frontend(INGRESS_BACKEND, ports.ingress_port, f"default_backend {INGRESS_BACKEND}", one_request),
         *frontend(
             "stable",
             ports.stable_port,
             f"use_backend %[str(stable),map({layout.roles_map},{traffic.active.value})]",
+            one_request,
         ),
         *frontend(
             "preview",
             ports.preview_port,
             f"use_backend %[str(preview),map({layout.roles_map},{traffic.active.other.value})]",
         ),
-        *frontend(BASELINE, layout.baseline_port, f"default_backend {BASELINE}"),
+        *frontend(BASELINE, layout.baseline_port, f"default_backend {BASELINE}", one_request),
         f"backend {INGRESS_BACKEND}",
         "    balance roundrobin",
         # The measured path: a request that never reached a server (connection refused) is retried

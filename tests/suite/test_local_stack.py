@@ -47,6 +47,9 @@ def test_every_frontend_names_the_server_it_chose_and_the_ingress_never_redispat
     for frontend in frontends:
         assert 'http-after-response set-header X-Immune-Served-By "%b/%s"' in frontend.split("\n\n")[0]
     assert "bind 127.0.0.1:18083" in config  # baseline entry point: ingress port + 3 by default
+    # The canary's path and its references' paths are measured alike (one request per connection).
+    measured = {f.split()[0] for f in frontends if "option httpclose" in f.split("\n\n")[0]}
+    assert measured == {"ingress", "stable", "baseline"}
     ingress_backend = config.split("\nbackend ingress\n")[1].split("\n\n")[0]
     # A failed request on the candidate is its own failure, never quietly served by another colour.
     assert "no option redispatch" in ingress_backend
