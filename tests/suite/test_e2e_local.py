@@ -174,8 +174,11 @@ def e2e(tmp_path_factory: pytest.TempPathFactory, private_dependencies: dict[str
             "p95_min_samples": 12,
             "p99_min_samples": 12,
             "error_detect_ratio": 0.35,
-            "min_effect_ms": 50,
-            "max_median_increase_ratio": 0.5,
+            # Instances differ in background work (the leader's jobs, which Kafka partitions each
+            # consumes), canary and fresh baseline alike: seen up to +60 ms (x1.7) between two
+            # equal releases here; the injected fault adds 400 ms.
+            "min_effect_ms": 100,
+            "max_median_increase_ratio": 1.0,
         },
         # kill-leader first: right after kill-candidate-instance the lease may still be held by the
         # killed instance (its TTL not yet run out), and the experiment does not wait for a new leader.
