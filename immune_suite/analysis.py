@@ -81,7 +81,8 @@ class SampleArrays:
 
     @property
     def ok_latency_ms(self) -> np.ndarray:
-        return self.latency_ms[self.ok]
+        selected: np.ndarray = self.latency_ms[self.ok]
+        return selected
 
 
 def as_arrays(samples: Sequence[LatencySample] | SampleArrays) -> SampleArrays:

@@ -44,20 +44,36 @@ COLOR_HEADER = "X-Immune-Color"
 @events.init_command_line_parser.add_listener
 def _options(parser: LocustArgumentParser) -> None:
     group = parser  # extra keywords (env_var, is_secret) work on the parser, not on argument groups
-    group.add_argument("--load-shape", env_var="IMMUNE_LOAD_SHAPE", default="baseline",
-                       choices=sorted(shapes.SCENARIOS), help="load scenario")
-    group.add_argument("--load-duration", env_var="IMMUNE_LOAD_DURATION_S", type=float, default=None,
-                       help="scenario duration in seconds (default per scenario)")
+    group.add_argument(
+        "--load-shape",
+        env_var="IMMUNE_LOAD_SHAPE",
+        default="baseline",
+        choices=sorted(shapes.SCENARIOS),
+        help="load scenario",
+    )
+    group.add_argument(
+        "--load-duration",
+        env_var="IMMUNE_LOAD_DURATION_S",
+        type=float,
+        default=None,
+        help="scenario duration in seconds (default per scenario)",
+    )
     group.add_argument("--rps-scale", env_var="IMMUNE_LOAD_RPS_SCALE", type=float, default=1.0)
     group.add_argument("--user-rps", env_var="IMMUNE_LOAD_USER_RPS", type=float, default=5.0)
     group.add_argument("--ws-subscribers", env_var="IMMUNE_LOAD_WS_SUBSCRIBERS", type=int, default=2)
     group.add_argument("--batch-size", env_var="IMMUNE_LOAD_BATCH_SIZE", type=int, default=20)
-    group.add_argument("--thresholds", env_var="IMMUNE_LOAD_THRESHOLDS",
-                       default=str(HERE / "thresholds.yaml"))
+    group.add_argument(
+        "--thresholds", env_var="IMMUNE_LOAD_THRESHOLDS", default=str(HERE / "thresholds.yaml")
+    )
     group.add_argument("--samples-file", env_var="IMMUNE_LOAD_SAMPLES", default="")
     group.add_argument("--result-file", env_var="IMMUNE_LOAD_RESULT", default="")
-    group.add_argument("--api-token", env_var="IMMUNE_API_TOKEN", default="", is_secret=True,
-                       help="bearer token (prefer the environment variable)")
+    group.add_argument(
+        "--api-token",
+        env_var="IMMUNE_API_TOKEN",
+        default="",
+        is_secret=True,
+        help="bearer token (prefer the environment variable)",
+    )
 
 
 class RunState:
@@ -93,8 +109,15 @@ def _configure(environment: Environment, **_: Any) -> None:
 
 
 @events.request.add_listener
-def _record_sample(request_type: str, name: str, response_time: float | None, response: Any = None,
-                   exception: BaseException | None = None, start_time: float | None = None, **_: Any) -> None:
+def _record_sample(
+    request_type: str,
+    name: str,
+    response_time: float | None,
+    response: Any = None,
+    exception: BaseException | None = None,
+    start_time: float | None = None,
+    **_: Any,
+) -> None:
     if STATE.samples is None or request_type == WEBSOCKET_REQUEST_TYPE:
         return
     headers = getattr(response, "headers", None) or {}
@@ -104,8 +127,15 @@ def _record_sample(request_type: str, name: str, response_time: float | None, re
     else:
         color, served_by = headers.get(COLOR_HEADER) or "unknown", None
     status = getattr(response, "status_code", None)
-    sample = {"color": color or UNATTRIBUTED, "latency_ms": response_time or 0.0, "ok": exception is None,
-              "at": start_time or time.time(), "name": name, "status": status, "served_by": served_by}
+    sample = {
+        "color": color or UNATTRIBUTED,
+        "latency_ms": response_time or 0.0,
+        "ok": exception is None,
+        "at": start_time or time.time(),
+        "name": name,
+        "status": status,
+        "served_by": served_by,
+    }
     STATE.samples.write(json.dumps(sample) + "\n")
 
 
@@ -158,7 +188,8 @@ def _finish(environment: Environment, **_: Any) -> None:
             "duration_s": time.time() - STATE.started_at if STATE.started_at else 0.0,
             "thresholds": [r.to_dict() for r in results],
             "aborted": {"at_s": STATE.aborted_at_s, "thresholds": [r.to_dict() for r in STATE.aborted]}
-            if STATE.aborted else None,
+            if STATE.aborted
+            else None,
             "totals": source.totals(),
             "websocket_messages": STATE.ws_messages,
         }
@@ -187,8 +218,13 @@ class EventIngestor(FastHttpUser):
     @task
     def post_batch(self) -> None:
         batch = sample_events.generate(_options_of(self.environment).batch_size, self.rng)
-        with self.client.post("/api/v1/events", json={"events": batch}, headers=self.headers,
-                              name="/api/v1/events", catch_response=True) as response:
+        with self.client.post(
+            "/api/v1/events",
+            json={"events": batch},
+            headers=self.headers,
+            name="/api/v1/events",
+            catch_response=True,
+        ) as response:
             if response.status_code not in (200, 201, 202):
                 response.failure(f"HTTP {response.status_code}: {(response.text or '')[:200]}")
 
@@ -239,9 +275,12 @@ class StreamSubscriber(User):
         except (OSError, websocket.WebSocketException) as exc:
             exception, self.socket = exc, None
         self.environment.events.request.fire(
-            request_type=WEBSOCKET_REQUEST_TYPE, name="/ws/stream connect",
-            response_time=(time.perf_counter() - started) * 1000, response_length=0,
-            exception=exception, context={},
+            request_type=WEBSOCKET_REQUEST_TYPE,
+            name="/ws/stream connect",
+            response_time=(time.perf_counter() - started) * 1000,
+            response_length=0,
+            exception=exception,
+            context={},
         )
 
     @task
@@ -260,8 +299,12 @@ class StreamSubscriber(User):
             return  # quiet stream; keep the connection and listen again
         except (OSError, websocket.WebSocketException) as exc:
             self.environment.events.request.fire(
-                request_type=WEBSOCKET_REQUEST_TYPE, name="/ws/stream receive", response_time=0,
-                response_length=0, exception=exc, context={},
+                request_type=WEBSOCKET_REQUEST_TYPE,
+                name="/ws/stream receive",
+                response_time=0,
+                response_length=0,
+                exception=exc,
+                context={},
             )
         self.socket = None
 
@@ -276,6 +319,11 @@ class ScenarioShape(LoadTestShape):
     def tick(self) -> tuple[int, float] | None:
         assert self.runner is not None, "locust binds the runner before the first tick"
         options = _options_of(self.runner.environment)
-        settings = shapes.ShapeSettings.of(options.load_shape, options.load_duration, options.rps_scale,
-                                           options.user_rps, options.ws_subscribers)
+        settings = shapes.ShapeSettings.of(
+            options.load_shape,
+            options.load_duration,
+            options.rps_scale,
+            options.user_rps,
+            options.ws_subscribers,
+        )
         return shapes.tick(settings, self.get_run_time())

@@ -36,8 +36,14 @@ class ShapeSettings:
     ws_subscribers: int
 
     @classmethod
-    def of(cls, name: str, duration_s: float | None = None, rps_scale: float = 1.0, user_rps: float = 5.0,
-           ws_subscribers: int = 2) -> ShapeSettings:
+    def of(
+        cls,
+        name: str,
+        duration_s: float | None = None,
+        rps_scale: float = 1.0,
+        user_rps: float = 5.0,
+        ws_subscribers: int = 2,
+    ) -> ShapeSettings:
         name = name.strip().lower()
         if name not in SCENARIOS:
             raise ValueError(f"load shape {name!r}; choose one of {sorted(SCENARIOS)}")

@@ -27,8 +27,10 @@ fi
 step "checkov (own virtualenv, cached)"
 bash scripts/checkov.sh install
 
-step "lint: ruff"
+step "lint: ruff check, ruff format --check, mypy (strict on the service and the suite)"
 .venv/bin/ruff check .
+.venv/bin/ruff format --check .
+.venv/bin/mypy --strict app/immune_core immune_suite
 
 step "pytest"
 mkdir -p out

@@ -48,8 +48,9 @@ async def serve(listen_port: int, target_host: str, target_port: int, latency_ms
         except OSError:
             client_writer.close()
             return
-        await asyncio.gather(_pipe(client_reader, upstream_writer, delay_s),
-                             _pipe(upstream_reader, client_writer, delay_s))
+        await asyncio.gather(
+            _pipe(client_reader, upstream_writer, delay_s), _pipe(upstream_reader, client_writer, delay_s)
+        )
 
     server = await asyncio.start_server(handle, "127.0.0.1", listen_port, reuse_address=True)
     stop = asyncio.Event()

@@ -33,10 +33,23 @@ import httpx
 from immune_suite.gates import sample_events
 
 __all__ = [
-    "add_dependency_latency", "events_consistent", "instances_alive", "instances_ready", "kill_leader",
-    "kill_program", "leader_present", "mark_fault", "mark_restored",
-    "readiness_recovery_seconds", "reelection_seconds", "remove_dependency_latency",
-    "restart_recovery_seconds", "send_events", "service_alive", "start_programs", "start_service",
+    "add_dependency_latency",
+    "events_consistent",
+    "instances_alive",
+    "instances_ready",
+    "kill_leader",
+    "kill_program",
+    "leader_present",
+    "mark_fault",
+    "mark_restored",
+    "readiness_recovery_seconds",
+    "reelection_seconds",
+    "remove_dependency_latency",
+    "restart_recovery_seconds",
+    "send_events",
+    "service_alive",
+    "start_programs",
+    "start_service",
     "stop_service",
 ]
 
@@ -78,8 +91,10 @@ def mark_restored(**match: Any) -> None:
 
 def current_fault(probe: str) -> Fault:
     if _FAULT is None:
-        raise ChaosActivityError(f"{probe}: no fault was injected before this probe in this run "
-                                 "(a recovery time needs the moment of its fault)")
+        raise ChaosActivityError(
+            f"{probe}: no fault was injected before this probe in this run "
+            "(a recovery time needs the moment of its fault)"
+        )
     return _FAULT
 
 
@@ -96,6 +111,7 @@ def _since_restored(probe: str) -> float:
 
 def _process_gone(pid: int, timeout_s: float = 10.0) -> bool:
     """The process `pid` no longer exists (a zombie awaiting its parent counts as gone)."""
+
     def gone() -> bool:
         try:
             os.kill(pid, 0)
@@ -107,6 +123,7 @@ def _process_gone(pid: int, timeout_s: float = 10.0) -> bool:
             return Path(f"/proc/{pid}/stat").read_text(encoding="utf-8").split(") ", 1)[1].startswith("Z")
         except (OSError, IndexError):
             return True
+
     return _wait(gone, timeout_s)
 
 
@@ -143,6 +160,7 @@ def _ready(url: str) -> bool:
 
 
 # --- supervisord ------------------------------------------------------------------------------------
+
 
 def _supervisorctl(supervisor_conf: str, *args: str) -> str:
     binary = Path(sys.executable).parent / "supervisorctl"
@@ -191,8 +209,9 @@ def _sigkill(program: str, pid: int) -> None:
     try:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
-        raise ChaosActivityError(f"{program} (pid {pid}) exited before the kill: nothing was killed"
-                                 ) from None
+        raise ChaosActivityError(
+            f"{program} (pid {pid}) exited before the kill: nothing was killed"
+        ) from None
     if not _process_gone(pid):
         raise ChaosActivityError(f"{program} (pid {pid}) survived SIGKILL")
 
@@ -204,8 +223,13 @@ def start_programs(supervisor_conf: str, programs: list[str] | str) -> dict[str,
     return {"affected": stopped, "answers": answers}
 
 
-def restart_recovery_seconds(supervisor_conf: str, programs: list[str] | str, urls: list[str] | str = "",
-                             index: int = 0, timeout_s: float = 30.0) -> float:
+def restart_recovery_seconds(
+    supervisor_conf: str,
+    programs: list[str] | str,
+    urls: list[str] | str = "",
+    index: int = 0,
+    timeout_s: float = 30.0,
+) -> float:
     """Seconds from the kill until the program runs again under a new pid and its instance is ready."""
     program = _as_list(programs)[index]
     known = _as_list(urls)
@@ -222,6 +246,7 @@ def restart_recovery_seconds(supervisor_conf: str, programs: list[str] | str, ur
 
 
 # --- leadership --------------------------------------------------------------------------------------
+
 
 def _coordination(url: str, api_token: str) -> dict[str, Any] | None:
     response = _get(f"{url.rstrip('/')}/api/v1/coordination", api_token)
@@ -263,8 +288,13 @@ def kill_leader(supervisor_conf: str, api_token: str = "", within_s: float = 15.
         raise ChaosActivityError(f"the leader {program} stopped before it could be killed")
     _sigkill(program, pid)
     mark_fault("kill-leader", program=program, pid=pid, leader=state.get("leader"), term=state.get("term"))
-    return {"program": program, "pid": pid, "leader": state.get("leader"), "term": state.get("term"),
-            "affected": [f"{program} (pid {pid})"]}
+    return {
+        "program": program,
+        "pid": pid,
+        "leader": state.get("leader"),
+        "term": state.get("term"),
+        "affected": [f"{program} (pid {pid})"],
+    }
 
 
 def reelection_seconds(supervisor_conf: str, api_token: str = "", timeout_s: float = 10.0) -> float:
@@ -287,12 +317,17 @@ def reelection_seconds(supervisor_conf: str, api_token: str = "", timeout_s: flo
 
 # --- dependencies (scripts/services/<name>.sh) ----------------------------------------------------------
 
+
 def _service_script(services_dir: str, name: str, command: str, env: dict[str, str] | None = None) -> str:
     script = Path(services_dir) / f"{name}.sh"
     if not script.exists():
         raise ChaosActivityError(f"no service script {script}")
     completed = subprocess.run(  # noqa: S603 - our own scripts
-        ["/bin/bash", str(script), command], capture_output=True, text=True, timeout=180, check=False,
+        ["/bin/bash", str(script), command],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
         env={**os.environ, **(env or {})},
     )
     if completed.returncode != 0:
@@ -306,7 +341,11 @@ def _service_pid(services_dir: str, name: str) -> int | None:
     if not script.exists():
         raise ChaosActivityError(f"no service script {script}")
     completed = subprocess.run(  # noqa: S603 - our own scripts
-        ["/bin/bash", str(script), "pid"], capture_output=True, text=True, timeout=60, check=False,
+        ["/bin/bash", str(script), "pid"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     text = completed.stdout.strip()
     return int(text) if completed.returncode == 0 and text.isdigit() else None
@@ -371,16 +410,23 @@ def readiness_recovery_seconds(url: str, timeout_s: float = 60.0) -> float:
 _RUN_EVENTS: dict[str, int | None] = {"acknowledged_to_us": 0, "stored_at_start": None}
 
 
-def send_events(url: str, api_token: str, count: int = 100, batch_size: int = 20,
-                timeout_s: float = 30.0) -> dict[str, int]:
+def send_events(
+    url: str, api_token: str, count: int = 100, batch_size: int = 20, timeout_s: float = 30.0
+) -> dict[str, int]:
     """Post valid events; a graceful service accepts them or refuses with 429/503, promptly.
 
     A 5xx other than 503, a connection refused (the process is gone) or no answer within `timeout_s`
     (the process hangs on its dead dependency) is ungraceful: counted in `ungraceful` (which the
     experiments' tolerance requires to be 0) and failing the activity.
     """
-    outcome = {"accepted": 0, "refused": 0, "server_errors": 0, "unreachable": 0, "timed_out": 0,
-               "ungraceful": 0}
+    outcome = {
+        "accepted": 0,
+        "refused": 0,
+        "server_errors": 0,
+        "unreachable": 0,
+        "timed_out": 0,
+        "ungraceful": 0,
+    }
     with httpx.Client(headers=_auth(api_token), timeout=timeout_s) as client:
         for start in range(0, count, batch_size):
             batch = sample_events.generate(min(batch_size, count - start))
@@ -395,7 +441,8 @@ def send_events(url: str, api_token: str, count: int = 100, batch_size: int = 20
             if response.status_code in (200, 201, 202):
                 outcome["accepted"] += len(batch)
                 _RUN_EVENTS["acknowledged_to_us"] = int(_RUN_EVENTS["acknowledged_to_us"] or 0) + _new_in(
-                    response, len(batch))
+                    response, len(batch)
+                )
             elif response.status_code in (429, 503):
                 outcome["refused"] += len(batch)
             else:
@@ -413,8 +460,9 @@ def _new_in(response: httpx.Response, sent: int) -> int:
         return sent
 
 
-def events_consistent(url: str, api_token: str, drain_s: float = 30.0,
-                      require_processed: bool = True) -> bool:
+def events_consistent(
+    url: str, api_token: str, drain_s: float = 30.0, require_processed: bool = True
+) -> bool:
     """Zero events lost, judged on database-wide figures (`GET /api/v1/stats`, every replica):
 
     - `events_acknowledged` (what all replicas acknowledged, recorded in the database with the events)
@@ -445,8 +493,9 @@ def events_consistent(url: str, api_token: str, drain_s: float = 30.0,
             _RUN_EVENTS["stored_at_start"] = figures["events_stored"]
         floor = int(_RUN_EVENTS["stored_at_start"] or 0) + int(_RUN_EVENTS["acknowledged_to_us"] or 0)
         last["stored_at_least"] = floor
-        return (figures["events_acknowledged"] == figures["events_stored"] >= floor
-                and (not require_processed or figures["events_processed"] == figures["events_stored"]))
+        return figures["events_acknowledged"] == figures["events_stored"] >= floor and (
+            not require_processed or figures["events_processed"] == figures["events_stored"]
+        )
 
     if not _wait(consistent, drain_s):
         raise ChaosActivityError(f"events lost or not drained within {drain_s:.0f}s: {last}")
@@ -454,6 +503,7 @@ def events_consistent(url: str, api_token: str, drain_s: float = 30.0,
 
 
 # --- latency ------------------------------------------------------------------------------------------
+
 
 def _proxy_pidfile(name: str) -> Path:
     state = Path(os.environ.get("IMMUNE_STATE_DIR", Path.home() / ".local/state/active-immune-core"))
@@ -478,8 +528,15 @@ def _round_trip_ms(port: int, request: bytes, timeout_s: float = 10.0) -> float 
         return None
 
 
-def add_dependency_latency(services_dir: str, name: str, port_variable: str, port: int, latency_ms: float,
-                           relocated_port: int, probe_request: str = "") -> dict[str, Any]:
+def add_dependency_latency(
+    services_dir: str,
+    name: str,
+    port_variable: str,
+    port: int,
+    latency_ms: float,
+    relocated_port: int,
+    probe_request: str = "",
+) -> dict[str, Any]:
     """Put `latency_ms` in front of a dependency without touching the service's configuration.
 
     `tc netem` is not available in this kernel, so the dependency moves: it is restarted on
@@ -497,9 +554,20 @@ def add_dependency_latency(services_dir: str, name: str, port_variable: str, por
     pidfile = _proxy_pidfile(name)
     pidfile.parent.mkdir(parents=True, exist_ok=True)
     process = subprocess.Popen(  # noqa: S603 - our own proxy module
-        [sys.executable, "-m", "immune_chaos.latency_proxy", "--listen-port", str(port),
-         "--target-port", str(relocated_port), "--latency-ms", str(latency_ms)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "immune_chaos.latency_proxy",
+            "--listen-port",
+            str(port),
+            "--target-port",
+            str(relocated_port),
+            "--latency-ms",
+            str(latency_ms),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     pidfile.write_text(str(process.pid), encoding="utf-8")
     if not _wait(lambda: _listening(port), 10.0):
@@ -508,15 +576,22 @@ def add_dependency_latency(services_dir: str, name: str, port_variable: str, por
         raise ChaosActivityError(f"{name} does not listen on its relocated port {relocated_port}")
     measured = _round_trip_ms(port, probe_request.encode()) if probe_request else None
     if probe_request and (measured is None or measured < 0.9 * float(latency_ms)):
-        raise ChaosActivityError(f"a request to {name} through the proxy took {measured} ms, "
-                                 f"not the {latency_ms} ms injected")
+        raise ChaosActivityError(
+            f"a request to {name} through the proxy took {measured} ms, not the {latency_ms} ms injected"
+        )
     mark_fault("latency", service=name, latency_ms=latency_ms)
-    return {"service": name, "proxy_pid": process.pid, "latency_ms": latency_ms,
-            "measured_round_trip_ms": measured, "affected": [f"{name} behind proxy pid {process.pid}"]}
+    return {
+        "service": name,
+        "proxy_pid": process.pid,
+        "latency_ms": latency_ms,
+        "measured_round_trip_ms": measured,
+        "affected": [f"{name} behind proxy pid {process.pid}"],
+    }
 
 
-def remove_dependency_latency(services_dir: str, name: str, port_variable: str,
-                              relocated_port: int) -> dict[str, Any]:
+def remove_dependency_latency(
+    services_dir: str, name: str, port_variable: str, relocated_port: int
+) -> dict[str, Any]:
     """Stop the proxy and bring the dependency back on its usual port (safe to run twice).
 
     `affected` names the proxy stopped; it is empty when there was none (nothing to undo).

@@ -29,17 +29,23 @@ def _print(verdict: Verdict, as_json: bool) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m immune_suite.gates", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m immune_suite.gates",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--json", action="store_true", help="verdict as JSON; progress as JSON lines")
     sub = parser.add_subparsers(dest="gate", required=True)
     security = sub.add_parser("security", help="bandit, pip-audit, detect-secrets, checkov (+ schemathesis)")
     security.add_argument("--source", type=Path, default=Path.cwd(), help="the candidate's tree")
     security.add_argument("--out", type=Path, required=True, help="artifact directory")
     security.add_argument("--url", help="candidate base URL to fuzz with schemathesis")
-    security.add_argument("--accept-stale-advisories", metavar="REASON",
-                          help="accept an advisory snapshot older than the age limit for this run "
-                               "(recorded in the verdict, which becomes WARN)")
+    security.add_argument(
+        "--accept-stale-advisories",
+        metavar="REASON",
+        help="accept an advisory snapshot older than the age limit for this run "
+        "(recorded in the verdict, which becomes WARN)",
+    )
     load = sub.add_parser("load", help="one locust scenario against a URL")
     load.add_argument("--url", required=True)
     load.add_argument("--out", type=Path, required=True)
@@ -72,8 +78,9 @@ def main(argv: list[str] | None = None) -> int:
             config["api_token"] = token
         verdict = run_chaos_gate(config, args.out, args.experiments, progress)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{verdict.gate}-verdict.json").write_text(json.dumps(verdict.to_dict(), indent=2),
-                                                           encoding="utf-8")
+    (args.out / f"{verdict.gate}-verdict.json").write_text(
+        json.dumps(verdict.to_dict(), indent=2), encoding="utf-8"
+    )
     return _print(verdict, args.json)
 
 

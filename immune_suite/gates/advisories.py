@@ -82,8 +82,10 @@ def locate_advisory_db(*roots: Path) -> Snapshot:
     except SnapshotError as exc:
         raise AdvisoryDatabaseMissing(str(exc)) from exc
     looked = ", ".join(str(p) for p in candidates)
-    raise AdvisoryDatabaseMissing(f"no PyPA advisory database snapshot found (looked in: {looked}); "
-                                  f"set {ADVISORY_DB_ENV} or run bash security/refresh-advisories.sh")
+    raise AdvisoryDatabaseMissing(
+        f"no PyPA advisory database snapshot found (looked in: {looked}); "
+        f"set {ADVISORY_DB_ENV} or run bash security/refresh-advisories.sh"
+    )
 
 
 @lru_cache(maxsize=4)
@@ -110,8 +112,10 @@ class AgeJudgement:
         return self.age_days > self.max_age_days
 
     def describe(self) -> str:
-        text = (f"advisory snapshot of {self.snapshot_date.isoformat()}, {self.age_days} days old "
-                f"(limit {self.max_age_days})")
+        text = (
+            f"advisory snapshot of {self.snapshot_date.isoformat()}, {self.age_days} days old "
+            f"(limit {self.max_age_days})"
+        )
         if self.accepted:
             text += f"; older than the limit, ACCEPTED by {self.accepted['by']}: {self.accepted['reason']}"
             if self.accepted.get("expires"):
@@ -142,23 +146,36 @@ def judge_age(snapshot: Snapshot, today: date, policy_root: Path) -> AgeJudgemen
         return judged(accepted={"by": ACCEPT_STALE_ENV, "reason": os.environ[ACCEPT_STALE_ENV]})
     entry = policy.get("accept_stale")
     if not entry:
-        return judged(error=f"older than {max_age} days: refresh it (bash security/refresh-"
-                                          f"advisories.sh) or accept it explicitly ({ACCEPT_STALE_ENV})")
+        return judged(
+            error=f"older than {max_age} days: refresh it (bash security/refresh-"
+            f"advisories.sh) or accept it explicitly ({ACCEPT_STALE_ENV})"
+        )
     missing = {"commit", "reason", "expires"} - set(entry)
     if missing or not str(entry.get("reason", "")).strip():
-        raise ValueError(f"{policy_path}: accept_stale needs commit, a non-empty reason and expires "
-                         f"(missing: {sorted(missing) or ['reason']})")
+        raise ValueError(
+            f"{policy_path}: accept_stale needs commit, a non-empty reason and expires "
+            f"(missing: {sorted(missing) or ['reason']})"
+        )
     expires = entry["expires"]
     if not isinstance(expires, date):
         expires = date.fromisoformat(str(expires))
     if not snapshot.commit.startswith(str(entry["commit"])):
-        return judged(error=f"older than {max_age} days; the acceptance in {POLICY_FILE} is "
-                                          f"for snapshot {entry['commit']}, not {snapshot.commit[:12]}")
+        return judged(
+            error=f"older than {max_age} days; the acceptance in {POLICY_FILE} is "
+            f"for snapshot {entry['commit']}, not {snapshot.commit[:12]}"
+        )
     if today > expires:
-        return judged(error=f"older than {max_age} days; its acceptance in {POLICY_FILE} "
-                                          f"expired on {expires.isoformat()}")
-    return judged(accepted={"by": str(POLICY_FILE), "reason": str(entry["reason"]).strip(),
-                                          "expires": expires.isoformat()})
+        return judged(
+            error=f"older than {max_age} days; its acceptance in {POLICY_FILE} "
+            f"expired on {expires.isoformat()}"
+        )
+    return judged(
+        accepted={
+            "by": str(POLICY_FILE),
+            "reason": str(entry["reason"]).strip(),
+            "expires": expires.isoformat(),
+        }
+    )
 
 
 class AdvisoryIndex:

@@ -69,7 +69,10 @@ def checkout_origin(checkout: Path) -> tuple[str, date]:
     if (checkout / ".git").exists():
         completed = subprocess.run(  # noqa: S603 - fixed git invocation
             ["git", "-C", str(checkout), "log", "-1", "--format=%H %cs"],  # noqa: S607
-            capture_output=True, text=True, check=False, timeout=60,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
         )
         if completed.returncode == 0 and completed.stdout.strip():
             commit, day = completed.stdout.split()
@@ -77,8 +80,9 @@ def checkout_origin(checkout: Path) -> tuple[str, date]:
     readme = checkout / "README.md"
     match = _README_LINE.search(readme.read_text(encoding="utf-8")) if readme.exists() else None
     if match is None:
-        raise SnapshotError(f"{checkout}: neither a git checkout nor a README naming "
-                            "'commit SHA (YYYY-MM-DD)'")
+        raise SnapshotError(
+            f"{checkout}: neither a git checkout nor a README naming 'commit SHA (YYYY-MM-DD)'"
+        )
     return match["commit"], date.fromisoformat(match["date"])
 
 
@@ -95,7 +99,8 @@ def load_checkout(checkout: Path) -> dict[str, list[dict[str, Any]]]:
             raise SnapshotError(f"{path}: not an OSV advisory")
         advisory = json.loads(json.dumps(document, default=str))  # dates -> text, as OSV serves them
         names = {canonicalize_name(path.parent.name)} | {
-            canonicalize_name(a["package"]["name"]) for a in advisory.get("affected", [])
+            canonicalize_name(a["package"]["name"])
+            for a in advisory.get("affected", [])
             if a.get("package", {}).get("ecosystem") == "PyPI" and a["package"].get("name")
         }
         for name in names:
@@ -111,8 +116,15 @@ def build(checkout: Path, out: Path, commit: str | None = None, day: date | None
     if count == 0:
         raise SnapshotError(f"{checkout}: no advisories found")
     info = SnapshotInfo(commit=found_commit, date=found_day, advisory_count=count)
-    document = {"format": FORMAT, "source": info.source, "commit": info.commit, "date": info.date.isoformat(),
-                "license": info.license, "advisory_count": count, "advisories": advisories}
+    document = {
+        "format": FORMAT,
+        "source": info.source,
+        "commit": info.commit,
+        "date": info.date.isoformat(),
+        "license": info.license,
+        "advisory_count": count,
+        "advisories": advisories,
+    }
     payload = json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(out.name + ".partial")
@@ -130,7 +142,7 @@ def notice(info: SnapshotInfo, file_name: str) -> str:
         f"  date:    {info.date.isoformat()} (the commit's date)\n"
         f"  content: {info.advisory_count} OSV advisories from vulns/, as JSON grouped by package\n"
         f"  licence: {info.license} (https://creativecommons.org/licenses/by/4.0/)\n"
-        "Attribution: \"PyPA advisory database\", https://github.com/pypa/advisory-database, by the Python\n"
+        'Attribution: "PyPA advisory database", https://github.com/pypa/advisory-database, by the Python\n'
         "Packaging Authority and its contributors, licensed CC-BY-4.0. Changes: converted from YAML to one\n"
         "JSON document, grouped by package name, xz-compressed; advisory contents unchanged.\n"
         "Rebuilt by security/refresh-advisories.sh; do not edit by hand.\n"
@@ -143,9 +155,13 @@ def read(path: Path) -> tuple[SnapshotInfo, dict[str, list[dict[str, Any]]]]:
         document = json.loads(lzma.decompress(path.read_bytes()))
         if document.get("format") != FORMAT:
             raise SnapshotError(f"{path}: snapshot format {document.get('format')!r}, expected {FORMAT}")
-        info = SnapshotInfo(commit=str(document["commit"]), date=date.fromisoformat(document["date"]),
-                            source=str(document["source"]), license=str(document["license"]),
-                            advisory_count=int(document["advisory_count"]))
+        info = SnapshotInfo(
+            commit=str(document["commit"]),
+            date=date.fromisoformat(document["date"]),
+            source=str(document["source"]),
+            license=str(document["license"]),
+            advisory_count=int(document["advisory_count"]),
+        )
         advisories: dict[str, list[dict[str, Any]]] = {
             str(canonicalize_name(k)): list(v) for k, v in document["advisories"].items()
         }
@@ -156,7 +172,8 @@ def read(path: Path) -> tuple[SnapshotInfo, dict[str, list[dict[str, Any]]]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m immune_suite.gates.advisory_snapshot", description=__doc__,
+        prog="python -m immune_suite.gates.advisory_snapshot",
+        description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True)
@@ -169,12 +186,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "build":
             info = build(args.checkout, args.out)
-            print(f"{args.out}: {info.advisory_count} advisories, commit {info.commit} ({info.date}), "
-                  f"{args.out.stat().st_size} bytes")
+            print(
+                f"{args.out}: {info.advisory_count} advisories, commit {info.commit} ({info.date}), "
+                f"{args.out.stat().st_size} bytes"
+            )
         else:
             info, _ = read(args.file)
-            print(f"{args.file}: commit {info.commit} ({info.date}), {info.advisory_count} advisories, "
-                  f"{info.license}, from {info.source}")
+            print(
+                f"{args.file}: commit {info.commit} ({info.date}), {info.advisory_count} advisories, "
+                f"{info.license}, from {info.source}"
+            )
     except SnapshotError as exc:
         print(f"advisory snapshot: {exc}", file=sys.stderr)
         return 1

@@ -50,46 +50,74 @@ def chaos_environment(config: dict[str, Any]) -> dict[str, str]:
     env.update({str(k): str(v) for k, v in (config.get("services_env") or {}).items()})
     env["IMMUNE_API_TOKEN"] = str(config.get("api_token") or "")
     # immune_chaos importable even where the project is not installed (a bare checkout).
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT / "chaos"), str(REPO_ROOT),
-                                                      env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(REPO_ROOT / "chaos"), str(REPO_ROOT), env.get("PYTHONPATH")])
+    )
     return env
 
 
 def chaos_command(experiment: Path, var_file: Path, journal: Path, log: Path) -> list[str]:
     binary = Path(sys.executable).parent / "chaos"
-    return [str(binary) if binary.exists() else "chaos", "--no-version-check", "--log-file", str(log),
-            "run", "--rollback-strategy", "always", "--var-file", str(var_file),
-            "--journal-path", str(journal), str(experiment)]
+    return [
+        str(binary) if binary.exists() else "chaos",
+        "--no-version-check",
+        "--log-file",
+        str(log),
+        "run",
+        "--rollback-strategy",
+        "always",
+        "--var-file",
+        str(var_file),
+        "--journal-path",
+        str(journal),
+        str(experiment),
+    ]
 
 
-def run_experiment(experiment: Path, name: str, var_file: Path, env: dict[str, str],
-                   out_dir: Path) -> tuple[JournalSummary | None, list[Artifact], str | None]:
-    journal, log, console = (out_dir / f"{name}-journal.json", out_dir / f"{name}.log",
-                             out_dir / f"{name}-console.log")
+def run_experiment(
+    experiment: Path, name: str, var_file: Path, env: dict[str, str], out_dir: Path
+) -> tuple[JournalSummary | None, list[Artifact], str | None]:
+    journal, log, console = (
+        out_dir / f"{name}-journal.json",
+        out_dir / f"{name}.log",
+        out_dir / f"{name}-console.log",
+    )
     try:
         completed = subprocess.run(  # noqa: S603 - the chaos CLI with our own arguments
-            chaos_command(experiment, var_file, journal, log), env=env, cwd=REPO_ROOT, capture_output=True,
-            text=True, timeout=EXPERIMENT_TIMEOUT_S, check=False,
+            chaos_command(experiment, var_file, journal, log),
+            env=env,
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=EXPERIMENT_TIMEOUT_S,
+            check=False,
         )
         console.write_text(completed.stdout + completed.stderr, encoding="utf-8")
-        error = None if journal.exists() else f"chaos exited {completed.returncode} without a journal: " + (
-            completed.stderr.strip()[-400:])
+        error = (
+            None
+            if journal.exists()
+            else f"chaos exited {completed.returncode} without a journal: "
+            + (completed.stderr.strip()[-400:])
+        )
     except subprocess.TimeoutExpired:
         error = f"timed out after {EXPERIMENT_TIMEOUT_S}s"
-    artifacts = [Artifact.of(p, kind) for p, kind in ((journal, "json"), (log, "log"), (console, "log"))
-                 if p.exists()]
+    artifacts = [
+        Artifact.of(p, kind) for p, kind in ((journal, "json"), (log, "log"), (console, "log")) if p.exists()
+    ]
     if error:
         return None, artifacts, error
     return summarise(json.loads(journal.read_text(encoding="utf-8")), name), artifacts, None
 
 
-def run_chaos_gate(config: dict[str, Any], out_dir: Path, experiments: list[str],
-                   progress: Callable[..., None]) -> Verdict:
+def run_chaos_gate(
+    config: dict[str, Any], out_dir: Path, experiments: list[str], progress: Callable[..., None]
+) -> Verdict:
     started = datetime.now(UTC).isoformat()
     out_dir.mkdir(parents=True, exist_ok=True)
     if not experiments:
-        return Verdict(gate=GATE, status=Status.FAIL, summary="no chaos experiments were given",
-                       started_at=started)
+        return Verdict(
+            gate=GATE, status=Status.FAIL, summary="no chaos experiments were given", started_at=started
+        )
     var_file = write_var_file(config, out_dir / "chaos-config.json")
     env = chaos_environment(config)
     measurements: list[Measurement] = []
@@ -112,22 +140,44 @@ def run_chaos_gate(config: dict[str, Any], out_dir: Path, experiments: list[str]
             measurements.append(Measurement(f"{name}: passed", None, None, "info", False))
             progress(f"{name}: FAIL - {error}", stage=GATE)
             continue
-        measurements.append(Measurement(f"{name}: passed", 1.0 if summary.passed else 0.0, None, "info",
-                                        summary.passed))
+        measurements.append(
+            Measurement(f"{name}: passed", 1.0 if summary.passed else 0.0, None, "info", summary.passed)
+        )
         measurements += summary.measurements
         if not summary.passed:
             failures.append(f"{name}: " + "; ".join(summary.reasons()))
-        timeline.append({"experiment": name, "title": summary.title, "status": summary.status,
-                         "deviated": summary.deviated, "passed": summary.passed, "start": summary.start,
-                         "end": summary.end, "duration_s": summary.duration_s,
-                         "recovery": {m.name: m.value for m in summary.measurements},
-                         "activities": [a.to_dict() for a in summary.activities]})
+        timeline.append(
+            {
+                "experiment": name,
+                "title": summary.title,
+                "status": summary.status,
+                "deviated": summary.deviated,
+                "passed": summary.passed,
+                "start": summary.start,
+                "end": summary.end,
+                "duration_s": summary.duration_s,
+                "recovery": {m.name: m.value for m in summary.measurements},
+                "activities": [a.to_dict() for a in summary.activities],
+            }
+        )
         values = ", ".join(f"{m.name.split(': ', 1)[1]}={m.value}" for m in summary.measurements)
-        progress(f"{name}: {'ok' if summary.passed else 'FAIL'} ({summary.status}, "
-                 f"deviated={summary.deviated}{', ' + values if values else ''})", stage=GATE)
+        progress(
+            f"{name}: {'ok' if summary.passed else 'FAIL'} ({summary.status}, "
+            f"deviated={summary.deviated}{', ' + values if values else ''})",
+            stage=GATE,
+        )
     passed = not failures
-    summary_text = (f"{len(experiments)} experiments passed" if passed
-                    else f"{len(failures)} of {len(experiments)} experiments failed: " + " | ".join(failures))
-    return Verdict(gate=GATE, status=Status.PASS if passed else Status.FAIL, summary=summary_text,
-                   measurements=measurements, artifacts=artifacts, started_at=started,
-                   details={"timeline": timeline, "experiments": experiments})
+    summary_text = (
+        f"{len(experiments)} experiments passed"
+        if passed
+        else f"{len(failures)} of {len(experiments)} experiments failed: " + " | ".join(failures)
+    )
+    return Verdict(
+        gate=GATE,
+        status=Status.PASS if passed else Status.FAIL,
+        summary=summary_text,
+        measurements=measurements,
+        artifacts=artifacts,
+        started_at=started,
+        details={"timeline": timeline, "experiments": experiments},
+    )

@@ -50,9 +50,18 @@ class ActivityRecord:
     def to_dict(self) -> dict[str, Any]:
         plain = isinstance(self.output, int | float | bool | str | dict | list | None)
         output = self.output if plain else str(self.output)
-        return {"name": self.name, "kind": self.kind, "phase": self.phase, "status": self.status,
-                "start": self.start, "end": self.end, "duration_s": self.duration_s, "output": output,
-                "error": self.error, "verdict": self.verdict}
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "phase": self.phase,
+            "status": self.status,
+            "start": self.start,
+            "end": self.end,
+            "duration_s": self.duration_s,
+            "output": output,
+            "error": self.error,
+            "verdict": self.verdict,
+        }
 
 
 @dataclass(frozen=True)
@@ -75,8 +84,13 @@ class JournalSummary:
 
     @property
     def passed(self) -> bool:
-        return (self.status == "completed" and not self.deviated and not self.failed_activities
-                and not self.problems and all(m.passed for m in self.measurements))
+        return (
+            self.status == "completed"
+            and not self.deviated
+            and not self.failed_activities
+            and not self.problems
+            and all(m.passed for m in self.measurements)
+        )
 
     def reasons(self) -> list[str]:
         reasons: list[str] = []
@@ -84,13 +98,21 @@ class JournalSummary:
             reasons.append(f"status {self.status}")
         if self.deviated:
             reasons.append("steady state deviated")
-        reasons += [f"{a.phase} probe '{a.name}' not met: {a.error or _short(a.output)}"
-                    for a in self.activities if a.phase.startswith("steady-state") and a.failed]
-        reasons += [f"{a.phase} {a.kind} '{a.name}' failed: {a.verdict or a.error or a.status}"
-                    for a in self.failed_activities]
+        reasons += [
+            f"{a.phase} probe '{a.name}' not met: {a.error or _short(a.output)}"
+            for a in self.activities
+            if a.phase.startswith("steady-state") and a.failed
+        ]
+        reasons += [
+            f"{a.phase} {a.kind} '{a.name}' failed: {a.verdict or a.error or a.status}"
+            for a in self.failed_activities
+        ]
         reasons += self.problems
-        reasons += [f"{m.name}={m.value} (needs {m.comparator} {m.threshold})" for m in self.measurements
-                    if not m.passed]
+        reasons += [
+            f"{m.name}={m.value} (needs {m.comparator} {m.threshold})"
+            for m in self.measurements
+            if not m.passed
+        ]
         return reasons
 
 
@@ -107,11 +129,19 @@ def _records(runs: list[dict[str, Any]] | None, phase: str) -> list[ActivityReco
     records: list[ActivityRecord] = []
     for run in runs or []:
         activity = run.get("activity", {})
-        records.append(ActivityRecord(
-            name=str(activity.get("name", "?")), kind=str(activity.get("type", "?")), phase=phase,
-            status=str(run.get("status", "unknown")), start=run.get("start"), end=run.get("end"),
-            duration_s=run.get("duration"), output=run.get("output"), error=_error_text(run),
-        ))
+        records.append(
+            ActivityRecord(
+                name=str(activity.get("name", "?")),
+                kind=str(activity.get("type", "?")),
+                phase=phase,
+                status=str(run.get("status", "unknown")),
+                start=run.get("start"),
+                end=run.get("end"),
+                duration_s=run.get("duration"),
+                output=run.get("output"),
+                error=_error_text(run),
+            )
+        )
     return records
 
 
@@ -120,9 +150,12 @@ def _steady(journal: dict[str, Any], key: str) -> tuple[bool | None, list[Activi
     if not state:
         return None, []
     runs = list(state.get("probes") or [])
-    records = [replace(record, verdict="not within its tolerance")
-               if run.get("tolerance_met") is False and record.status == "succeeded" else record
-               for run, record in zip(runs, _records(runs, f"steady-state-{key}"), strict=True)]
+    records = [
+        replace(record, verdict="not within its tolerance")
+        if run.get("tolerance_met") is False and record.status == "succeeded"
+        else record
+        for run, record in zip(runs, _records(runs, f"steady-state-{key}"), strict=True)
+    ]
     return bool(state.get("steady_state_met")), records
 
 
@@ -160,8 +193,9 @@ def _effect_verdict(output: Any) -> str | None:
     return f"reports no effect (output {_short(output)}); a fault action must list what it hit"
 
 
-def _judge_method(run: list[dict[str, Any]], method: list[ActivityRecord],
-                  measured: set[str]) -> list[ActivityRecord]:
+def _judge_method(
+    run: list[dict[str, Any]], method: list[ActivityRecord], measured: set[str]
+) -> list[ActivityRecord]:
     judged: list[ActivityRecord] = []
     for entry, record in zip(run, method, strict=True):
         activity = entry.get("activity", {})
@@ -186,28 +220,44 @@ def summarise(journal: dict[str, Any], name: str) -> JournalSummary:
     method = _judge_method(run, _records(run, "method"), {str(spec.get("probe")) for spec in specs})
     rollbacks = _records(journal.get("rollbacks"), "rollback")
     problems: list[str] = []
-    declared = [str(a.get("name", "?")) for a in experiment.get("method", []) or []
-                if a.get("type") in ("action", "probe")]
+    declared = [
+        str(a.get("name", "?"))
+        for a in experiment.get("method", []) or []
+        if a.get("type") in ("action", "probe")
+    ]
     ran = [a.name for a in method]
     if declared[: len(ran)] != ran or len(ran) < len(declared):
         missing = [n for n in declared if n not in ran]
-        problems.append(f"method incomplete: {len(ran)} of {len(declared)} activities ran"
-                        + (f" (not run: {', '.join(missing)})" if missing else ""))
+        problems.append(
+            f"method incomplete: {len(ran)} of {len(declared)} activities ran"
+            + (f" (not run: {', '.join(missing)})" if missing else "")
+        )
     measurements: list[Measurement] = []
     for spec in specs:
         probe = next((a for a in method if a.name == spec["probe"]), None)
         value = probe.output if probe and not probe.failed and isinstance(probe.output, int | float) else None
         comparator = str(spec.get("comparator", "<"))
         threshold = float(spec["threshold"])
-        measurements.append(Measurement(
-            name=f"{name}: {spec['name']}", value=None if value is None else float(value),
-            threshold=threshold, comparator=comparator, unit=str(spec.get("unit", "")),
-            passed=value is not None and _COMPARATORS[comparator](float(value), threshold),
-        ))
+        measurements.append(
+            Measurement(
+                name=f"{name}: {spec['name']}",
+                value=None if value is None else float(value),
+                threshold=threshold,
+                comparator=comparator,
+                unit=str(spec.get("unit", "")),
+                passed=value is not None and _COMPARATORS[comparator](float(value), threshold),
+            )
+        )
     return JournalSummary(
-        title=str(experiment.get("title", name)), status=str(journal.get("status", "unknown")),
-        deviated=bool(journal.get("deviated", False)), steady_before=before, steady_after=after,
-        activities=[*before_probes, *method, *after_probes, *rollbacks], measurements=measurements,
-        start=journal.get("start"), end=journal.get("end"), duration_s=journal.get("duration"),
+        title=str(experiment.get("title", name)),
+        status=str(journal.get("status", "unknown")),
+        deviated=bool(journal.get("deviated", False)),
+        steady_before=before,
+        steady_after=after,
+        activities=[*before_probes, *method, *after_probes, *rollbacks],
+        measurements=measurements,
+        start=journal.get("start"),
+        end=journal.get("end"),
+        duration_s=journal.get("duration"),
         problems=problems,
     )

@@ -60,15 +60,36 @@ def read_samples(path: Path) -> dict[str, list[Sample]]:
     return by_color
 
 
-def locust_command(base_url: str, out_dir: Path, shape: str, duration_s: float,
-                   locustfile: Path = LOCUSTFILE) -> list[str]:
+def locust_command(
+    base_url: str, out_dir: Path, shape: str, duration_s: float, locustfile: Path = LOCUSTFILE
+) -> list[str]:
     # The shape stops at duration_s (locust ignores --run-time with a shape); run_load has a deadline.
     return [
-        sys.executable, "-m", "locust", "-f", str(locustfile), "--headless", "--host", base_url,
-        "--load-shape", shape, "--load-duration", str(duration_s),
-        "--csv", str(out_dir / "locust"), "--json-file", str(out_dir / "locust-stats"),
-        "--only-summary", "--stop-timeout", "5", "--loglevel", "WARNING",
-        "--result-file", str(out_dir / "thresholds.json"), "--samples-file", str(out_dir / "samples.jsonl"),
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(locustfile),
+        "--headless",
+        "--host",
+        base_url,
+        "--load-shape",
+        shape,
+        "--load-duration",
+        str(duration_s),
+        "--csv",
+        str(out_dir / "locust"),
+        "--json-file",
+        str(out_dir / "locust-stats"),
+        "--only-summary",
+        "--stop-timeout",
+        "5",
+        "--loglevel",
+        "WARNING",
+        "--result-file",
+        str(out_dir / "thresholds.json"),
+        "--samples-file",
+        str(out_dir / "samples.jsonl"),
     ]
 
 
@@ -80,22 +101,38 @@ def _count_lines(path: Path) -> int:
         return 0
 
 
-def run_load(base_url: str, token: str, out_dir: Path, shape: str, duration_s: float,
-             progress: Callable[..., None], extra_env: dict[str, str] | None = None,
-             thresholds: Path = THRESHOLDS) -> LoadRun:
+def run_load(
+    base_url: str,
+    token: str,
+    out_dir: Path,
+    shape: str,
+    duration_s: float,
+    progress: Callable[..., None],
+    extra_env: dict[str, str] | None = None,
+    thresholds: Path = THRESHOLDS,
+) -> LoadRun:
     """Run one load scenario against `base_url` and judge it against the k6-style thresholds."""
     out_dir.mkdir(parents=True, exist_ok=True)
     started = datetime.now(UTC).isoformat()
     # The token travels in the environment, never on a command line that `ps` shows.
-    env = {**os.environ, **(extra_env or {}), "IMMUNE_API_TOKEN": token,
-           "IMMUNE_LOAD_THRESHOLDS": str(thresholds)}
+    env = {
+        **os.environ,
+        **(extra_env or {}),
+        "IMMUNE_API_TOKEN": token,
+        "IMMUNE_LOAD_THRESHOLDS": str(thresholds),
+    }
     command = locust_command(base_url, out_dir, shape, duration_s)
     progress(f"{shape} for {duration_s:.0f}s against {base_url}", stage=GATE)
     log_path = out_dir / "locust.log"
     began = time.monotonic()
     with log_path.open("w", encoding="utf-8") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,  # noqa: S603
-                                   cwd=REPO_ROOT)
+        process = subprocess.Popen(  # noqa: S603
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=REPO_ROOT,
+        )
         deadline = began + duration_s + 90
         while process.poll() is None:
             if time.monotonic() > deadline:
@@ -111,22 +148,42 @@ def run_load(base_url: str, token: str, out_dir: Path, shape: str, duration_s: f
     return LoadRun(verdict=verdict, samples=samples)
 
 
-def _verdict(out_dir: Path, returncode: int, started: str, log_path: Path,
-             samples: dict[str, list[Sample]]) -> Verdict:
-    artifacts = [Artifact.of(p, kind) for p, kind in (
-        (out_dir / "thresholds.json", "json"), (out_dir / "locust-stats.json", "json"),
-        (out_dir / "locust_stats.csv", "csv"), (out_dir / "samples.jsonl", "jsonl"), (log_path, "log"),
-    ) if p.exists()]
+def _verdict(
+    out_dir: Path, returncode: int, started: str, log_path: Path, samples: dict[str, list[Sample]]
+) -> Verdict:
+    artifacts = [
+        Artifact.of(p, kind)
+        for p, kind in (
+            (out_dir / "thresholds.json", "json"),
+            (out_dir / "locust-stats.json", "json"),
+            (out_dir / "locust_stats.csv", "csv"),
+            (out_dir / "samples.jsonl", "jsonl"),
+            (log_path, "log"),
+        )
+        if p.exists()
+    ]
     result_path = out_dir / "thresholds.json"
     if not result_path.exists():
         tail = log_path.read_text(encoding="utf-8", errors="replace")[-2000:]
-        return Verdict(gate=GATE, status=Status.FAIL, started_at=started, artifacts=artifacts,
-                       summary=f"locust exited {returncode} without threshold results",
-                       details={"log_tail": tail})
+        return Verdict(
+            gate=GATE,
+            status=Status.FAIL,
+            started_at=started,
+            artifacts=artifacts,
+            summary=f"locust exited {returncode} without threshold results",
+            details={"log_tail": tail},
+        )
     result: dict[str, Any] = json.loads(result_path.read_text(encoding="utf-8"))
     measurements = [
-        Measurement(name=r["name"], value=r["value"], threshold=r["limit"], comparator=r["comparator"],
-                    passed=bool(r["passed"]), unit=r["unit"], abort_on_fail=bool(r["abort_on_fail"]))
+        Measurement(
+            name=r["name"],
+            value=r["value"],
+            threshold=r["limit"],
+            comparator=r["comparator"],
+            passed=bool(r["passed"]),
+            unit=r["unit"],
+            abort_on_fail=bool(r["abort_on_fail"]),
+        )
         for r in result["thresholds"]
     ]
     aborted = result.get("aborted")
@@ -141,17 +198,27 @@ def _verdict(out_dir: Path, returncode: int, started: str, log_path: Path,
     elif failed:
         summary = "thresholds failed: " + ", ".join(failed)
     else:
-        summary = (f"{totals.get('requests', 0)} requests, p95 {_fmt(totals.get('p95_ms'))} ms, "
-                   f"p99 {_fmt(totals.get('p99_ms'))} ms, {totals.get('failures', 0)} failed")
+        summary = (
+            f"{totals.get('requests', 0)} requests, p95 {_fmt(totals.get('p95_ms'))} ms, "
+            f"p99 {_fmt(totals.get('p99_ms'))} ms, {totals.get('failures', 0)} failed"
+        )
     return Verdict(
-        gate=GATE, status=status, summary=summary, measurements=measurements, artifacts=artifacts,
+        gate=GATE,
+        status=status,
+        summary=summary,
+        measurements=measurements,
+        artifacts=artifacts,
         started_at=started,
-        details={"shape": result.get("shape"), "totals": totals, "aborted": aborted,
-                 "locust_exit_code": returncode, "requests_by_color": {c: len(s) for c, s in samples.items()},
-                 "websocket_messages": result.get("websocket_messages", 0)},
+        details={
+            "shape": result.get("shape"),
+            "totals": totals,
+            "aborted": aborted,
+            "locust_exit_code": returncode,
+            "requests_by_color": {c: len(s) for c, s in samples.items()},
+            "websocket_messages": result.get("websocket_messages", 0),
+        },
     )
 
 
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}"
-

@@ -36,8 +36,14 @@ def _simulator_pool() -> tuple[dict[str, Any], ...]:
 def _from_simulator(pool: tuple[dict[str, Any], ...], count: int, rng: random.Random) -> list[dict[str, Any]]:
     """Simulator events re-stamped as new: a fresh id (no de-duplication) and the current time."""
     now = _now()
-    return [{**rng.choice(pool), "event_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
-             "timestamp": now} for _ in range(count)]
+    return [
+        {
+            **rng.choice(pool),
+            "event_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+            "timestamp": now,
+        }
+        for _ in range(count)
+    ]
 
 
 def _now() -> str:

@@ -26,8 +26,9 @@ def _guarded(tool: str, scan: Callable[[], ScanResult]) -> ScanResult:
         return ScanResult.failed(tool, f"{type(exc).__name__}: {exc}")
 
 
-def run_security_gate(source_dir: Path, out_dir: Path, base_url: str | None, token: str | None,
-                      progress: Callable[..., None]) -> Verdict:
+def run_security_gate(
+    source_dir: Path, out_dir: Path, base_url: str | None, token: str | None, progress: Callable[..., None]
+) -> Verdict:
     """Scan `source_dir` (the candidate's tree) and, when `base_url` is given, fuzz its API."""
     started = datetime.now(UTC).isoformat()
     out_dir = out_dir.resolve()  # tools run from other directories (checkov from the manifests' own)
@@ -56,7 +57,8 @@ def run_security_gate(source_dir: Path, out_dir: Path, base_url: str | None, tok
     status = Verdict.status_from(measurements)
     failed = [r for r in results if not r.passed]
     summary = ("all clean: " if not failed else "failed: ") + "; ".join(
-        f"{r.tool}: {r.summary}" for r in (failed or results))
+        f"{r.tool}: {r.summary}" for r in (failed or results)
+    )
     if not base_url:
         summary += " (API fuzzing not run: no candidate URL)"
     warnings = [f"{r.tool}: {w}" for r in results for w in r.warnings]
@@ -65,12 +67,27 @@ def run_security_gate(source_dir: Path, out_dir: Path, base_url: str | None, tok
         if status is Status.PASS:
             status = Status.WARN
     return Verdict(
-        gate=GATE, status=status if not failed else Status.FAIL, summary=summary, measurements=measurements,
-        artifacts=[a for r in results for a in r.artifacts], started_at=started,
-        details={"tools": {r.tool: {"summary": r.summary, "error": r.error, "findings": r.findings,
-                                    "warnings": r.warnings, "seconds": timings[r.tool], **r.details}
-                           for r in results},
-                 "source_dir": str(source_dir), "fuzzed_url": base_url},
+        gate=GATE,
+        status=status if not failed else Status.FAIL,
+        summary=summary,
+        measurements=measurements,
+        artifacts=[a for r in results for a in r.artifacts],
+        started_at=started,
+        details={
+            "tools": {
+                r.tool: {
+                    "summary": r.summary,
+                    "error": r.error,
+                    "findings": r.findings,
+                    "warnings": r.warnings,
+                    "seconds": timings[r.tool],
+                    **r.details,
+                }
+                for r in results
+            },
+            "source_dir": str(source_dir),
+            "fuzzed_url": base_url,
+        },
     )
 
 
@@ -94,9 +111,23 @@ def run_api_fuzz(base_url: str, token: str | None, out_dir: Path, progress: Call
         progress(f"{result.tool}: WARNING - {warning}", stage=FUZZ_GATE)
     status = Status.FAIL if not result.passed else Status.WARN if result.warnings else Status.PASS
     summary = f"{result.tool}: {result.summary}" + "".join(f"; WARNING: {w}" for w in result.warnings)
-    return Verdict(gate=FUZZ_GATE, status=status, summary=summary, measurements=[result.measurement()],
-                   artifacts=list(result.artifacts), started_at=started,
-                   details={"tools": {result.tool: {"summary": result.summary, "error": result.error,
-                                                    "findings": result.findings, "warnings": result.warnings,
-                                                    **result.details}},
-                            "fuzzed_url": base_url})
+    return Verdict(
+        gate=FUZZ_GATE,
+        status=status,
+        summary=summary,
+        measurements=[result.measurement()],
+        artifacts=list(result.artifacts),
+        started_at=started,
+        details={
+            "tools": {
+                result.tool: {
+                    "summary": result.summary,
+                    "error": result.error,
+                    "findings": result.findings,
+                    "warnings": result.warnings,
+                    **result.details,
+                }
+            },
+            "fuzzed_url": base_url,
+        },
+    )

@@ -99,9 +99,16 @@ class ThresholdResult:
 
     def to_dict(self) -> dict[str, Any]:
         t = self.threshold
-        return {"name": t.name, "expression": t.expression, "value": self.value, "passed": self.passed,
-                "comparator": t.comparator, "limit": t.limit, "unit": METRIC_UNITS.get(t.metric, ""),
-                "abort_on_fail": t.abort_on_fail}
+        return {
+            "name": t.name,
+            "expression": t.expression,
+            "value": self.value,
+            "passed": self.passed,
+            "comparator": t.comparator,
+            "limit": t.limit,
+            "unit": METRIC_UNITS.get(t.metric, ""),
+            "abort_on_fail": t.abort_on_fail,
+        }
 
 
 class MetricSource(Protocol):
@@ -119,8 +126,9 @@ def parse_duration_s(text: str | float | int) -> float:
     return float(match["n"]) * _UNIT_SECONDS[match["unit"] or "s"]
 
 
-def parse_expression(metric_key: str, expression: str, abort_on_fail: bool = False,
-                     delay_abort_eval: str | float = 0.0) -> Threshold:
+def parse_expression(
+    metric_key: str, expression: str, abort_on_fail: bool = False, delay_abort_eval: str | float = 0.0
+) -> Threshold:
     key = _METRIC_KEY.match(metric_key)
     if not key:
         raise ThresholdError(f"not a metric name: {metric_key!r}")
@@ -171,10 +179,14 @@ def parse_thresholds(document: Mapping[str, Any]) -> list[Threshold]:
                 unknown = set(entry) - {"threshold", "abortOnFail", "delayAbortEval"}
                 if unknown:
                     raise ThresholdError(f"{metric_key}: unknown threshold keys {sorted(unknown)}")
-                parsed.append(parse_expression(
-                    metric_key, str(entry["threshold"]), bool(entry.get("abortOnFail", False)),
-                    entry.get("delayAbortEval", 0.0),
-                ))
+                parsed.append(
+                    parse_expression(
+                        metric_key,
+                        str(entry["threshold"]),
+                        bool(entry.get("abortOnFail", False)),
+                        entry.get("delayAbortEval", 0.0),
+                    )
+                )
             else:
                 raise ThresholdError(f"{metric_key}: each threshold is a string or {{threshold: ...}}")
     return parsed
@@ -192,8 +204,9 @@ def evaluate(thresholds: Sequence[Threshold], source: MetricSource) -> list[Thre
     return [ThresholdResult(t, source.value(t.metric, t.aggregation, dict(t.tags))) for t in thresholds]
 
 
-def broken_aborts(thresholds: Sequence[Threshold], source: MetricSource,
-                  elapsed_s: float) -> list[ThresholdResult]:
+def broken_aborts(
+    thresholds: Sequence[Threshold], source: MetricSource, elapsed_s: float
+) -> list[ThresholdResult]:
     """Abort-on-fail thresholds that break now; each waits out its delayAbortEval first.
 
     Missing data does not abort (the run may simply not have reached that endpoint yet); it fails

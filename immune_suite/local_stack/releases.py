@@ -69,8 +69,10 @@ def locked_dependencies(lock: Path, cache_dir: Path | None = None) -> Path:
     is what the security gate audited. Returns the venv's directory; raises TargetError when it fails.
     """
     if not lock.exists():
-        raise TargetError(f"the candidate has no {LOCK_FILE} (bash security/lock-requirements.sh): "
-                          "a deployment installs only locked, hashed dependencies")
+        raise TargetError(
+            f"the candidate has no {LOCK_FILE} (bash security/lock-requirements.sh): "
+            "a deployment installs only locked, hashed dependencies"
+        )
     digest = hashlib.sha256(lock.read_bytes()).hexdigest()[:16]
     root = (cache_dir or deps_cache_dir()) / digest
     if (root / READY_MARKER).exists():
@@ -84,27 +86,42 @@ def locked_dependencies(lock: Path, cache_dir: Path | None = None) -> Path:
         _make_venv(root, with_pip=True)
         shutil.copyfile(lock, root / LOCK_FILE)
         if _has_entries(lock):  # pip refuses an empty requirements file; nothing to install then
-            _pip(root / "bin" / "python", "install", "--require-hashes", "--no-compile",
-                 "-r", str(root / LOCK_FILE), log=root / "install.log")
+            _pip(
+                root / "bin" / "python",
+                "install",
+                "--require-hashes",
+                "--no-compile",
+                "-r",
+                str(root / LOCK_FILE),
+                log=root / "install.log",
+            )
         _pip(root / "bin" / "python", "check", log=root / "check.log")
         (root / READY_MARKER).write_text(f"{digest}\n", encoding="utf-8")
     return root
 
 
 def _has_entries(lock: Path) -> bool:
-    return any(line.strip() and not line.lstrip().startswith(("#", "-"))
-               for line in lock.read_text(encoding="utf-8").splitlines())
+    return any(
+        line.strip() and not line.lstrip().startswith(("#", "-"))
+        for line in lock.read_text(encoding="utf-8").splitlines()
+    )
 
 
 def _pip(python: Path, *args: str, log: Path, cwd: Path | None = None) -> None:
     completed = subprocess.run(  # noqa: S603 - fixed pip invocation
         [str(python), "-m", "pip", "--disable-pip-version-check", "--no-input", *args],
-        cwd=cwd, capture_output=True, text=True, timeout=1800, check=False,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
     )
     log.write_text(completed.stdout + completed.stderr, encoding="utf-8")
     if completed.returncode != 0:
-        raise TargetError(f"pip {args[0]} failed (exit {completed.returncode}, log {log}): "
-                          f"{(completed.stdout + completed.stderr).strip()[-600:]}")
+        raise TargetError(
+            f"pip {args[0]} failed (exit {completed.returncode}, log {log}): "
+            f"{(completed.stdout + completed.stderr).strip()[-600:]}"
+        )
 
 
 def _make_venv(path: Path, with_pip: bool) -> None:
@@ -128,8 +145,17 @@ def _install_candidate(release: Path, deps: Path) -> None:
     (_site_packages(release / "venv") / "_immune_locked_deps.pth").write_text(
         f"{_site_packages(deps)}\n", encoding="utf-8"
     )
-    _pip(release / "venv" / "bin" / "python", "install", "--no-deps", "--no-build-isolation", "--no-index",
-         "--no-compile", str(release / "src"), log=release / "install.log", cwd=release)
+    _pip(
+        release / "venv" / "bin" / "python",
+        "install",
+        "--no-deps",
+        "--no-build-isolation",
+        "--no-index",
+        "--no-compile",
+        str(release / "src"),
+        log=release / "install.log",
+        cwd=release,
+    )
     # A dependency the candidate declares but its lock lacks fails here, not at the first import in service.
     _pip(release / "venv" / "bin" / "python", "check", log=release / "check.log")
     if not service_binary(release).exists():

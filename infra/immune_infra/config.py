@@ -74,6 +74,8 @@ def _check_quantity(value: str) -> str:
 # Every quantity and image is checked by its type, so a new field cannot forget the check.
 Quantity = Annotated[str, Field(min_length=1), AfterValidator(_check_quantity)]
 PinnedImage = Annotated[str, Field(min_length=3), AfterValidator(_check_pinned)]
+
+
 # A colour's image may also be BUILD_IMAGE: the image the program builds and pins itself.
 def _check_rollout_image(image: str) -> str:
     return image if image == BUILD_IMAGE else _check_pinned(image)

@@ -44,7 +44,10 @@ def test_plugins_live_in_the_engine_home_and_downloads_are_off(engine_env: dict[
         assert os.access(engine_dir / "bin" / binary, os.X_OK), binary
     listing = subprocess.run(
         [str(engine_dir / "bin" / "pulumi"), "plugin", "ls", "--json"],
-        env={**os.environ, **engine_env}, capture_output=True, text=True, check=True,
+        env={**os.environ, **engine_env},
+        capture_output=True,
+        text=True,
+        check=True,
     )
     plugins = {(p["kind"], p["name"]): p["version"] for p in json.loads(listing.stdout)}
     assert plugins == {("resource", "kubernetes"): pinned()["KUBERNETES_PLUGIN_VERSION"]}

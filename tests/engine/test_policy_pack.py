@@ -85,11 +85,13 @@ def _probe_stack(root: Path, engine_project: EngineProject) -> auto.Stack:
 
 def test_non_compliant_config_is_refused(tmp_path: Path, engine_project: EngineProject) -> None:
     stack = _probe_stack(tmp_path, engine_project)
-    stack.set_all_config({
-        "image": auto.ConfigValue("nginx:latest"),
-        "bounded": auto.ConfigValue("false"),
-        "privileged": auto.ConfigValue("true"),
-    })
+    stack.set_all_config(
+        {
+            "image": auto.ConfigValue("nginx:latest"),
+            "bounded": auto.ConfigValue("false"),
+            "privileged": auto.ConfigValue("true"),
+        }
+    )
     with pytest.raises(auto.errors.CommandError) as refused:
         stack.preview(policy_packs=[str(POLICY_PACK)], color="never")
     report = str(refused.value)

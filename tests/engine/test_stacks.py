@@ -87,8 +87,19 @@ def test_manifests_are_rendered_for_every_part(stack_run: StackRun) -> None:
     documents = stack_run.documents()
     kinds = {key.split("/", 1)[0] for key in documents}
     for kind in (
-        "Namespace", "ResourceQuota", "LimitRange", "StatefulSet", "Deployment", "Service", "Ingress",
-        "Job", "NetworkPolicy", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Secret", "ConfigMap",
+        "Namespace",
+        "ResourceQuota",
+        "LimitRange",
+        "StatefulSet",
+        "Deployment",
+        "Service",
+        "Ingress",
+        "Job",
+        "NetworkPolicy",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "Secret",
+        "ConfigMap",
     ):
         assert kind in kinds, f"{stack_run.stack}: no {kind} rendered"
     deployments = {key for key in documents if key.startswith("Deployment/") and "immune-core-" in key}

@@ -22,11 +22,19 @@ def start_mini_service(tmp_path: Path) -> Iterator[Callable[..., RunningService]
 
     def start(color: str = "green", latency_ms: float = 0.0, error_ratio: float = 0.0) -> RunningService:
         port = free_port()
-        env = {**os.environ, "IMMUNE_API_TOKENS": TOKEN, "IMMUNE_FAULT_LATENCY_MS": str(latency_ms),
-               "IMMUNE_FAULT_ERROR_RATIO": str(error_ratio)}
+        env = {
+            **os.environ,
+            "IMMUNE_API_TOKENS": TOKEN,
+            "IMMUNE_FAULT_LATENCY_MS": str(latency_ms),
+            "IMMUNE_FAULT_ERROR_RATIO": str(error_ratio),
+        }
         log = (tmp_path / f"mini-{port}.log").open("wb")
-        process = subprocess.Popen([sys.executable, str(MINI_SERVICE), "--port", str(port), "--color", color],
-                                   env=env, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [sys.executable, str(MINI_SERVICE), "--port", str(port), "--color", color],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         service = RunningService(f"http://127.0.0.1:{port}", TOKEN, process)
         started.append(service)
         wait_ready(service.url)

@@ -59,7 +59,11 @@ class Dependency:
 
     def __init__(self, port: int, never_recover: bool, dead_without: bool, lose_without: bool) -> None:
         self.port, self.never_recover, self.dead_without, self.lose_without = (
-            port, never_recover, dead_without, lose_without)
+            port,
+            never_recover,
+            dead_without,
+            lose_without,
+        )
         self.seen_down = False
         if never_recover:  # watch continuously: an outage nobody asked about still counts
             threading.Thread(target=self._watch, daemon=True).start()
@@ -77,8 +81,13 @@ class Dependency:
         return up and not (self.never_recover and self.seen_down)
 
 
-def build_app(color: str, tokens: set[str], latency_ms: float = 0.0, error_ratio: float = 0.0,
-              dependency: Dependency | None = None) -> FastAPI:
+def build_app(
+    color: str,
+    tokens: set[str],
+    latency_ms: float = 0.0,
+    error_ratio: float = 0.0,
+    dependency: Dependency | None = None,
+) -> FastAPI:
     app = FastAPI(title="mini immune core", version="0.0.1")
     counters = {"accepted": 0, "stored": 0}
     rng = random.Random(7)
@@ -123,8 +132,12 @@ def build_app(color: str, tokens: set[str], latency_ms: float = 0.0, error_ratio
     @app.get("/api/v1/stats", dependencies=[Depends(authorised)])
     async def stats() -> Stats:
         # This one process is the whole service: its acknowledgements are the database-wide ones.
-        return Stats(events_accepted=counters["accepted"], events_acknowledged=counters["accepted"],
-                     events_stored=counters["stored"], events_processed=counters["stored"])
+        return Stats(
+            events_accepted=counters["accepted"],
+            events_acknowledged=counters["accepted"],
+            events_stored=counters["stored"],
+            events_processed=counters["stored"],
+        )
 
     @app.get("/api/v1/threats", dependencies=[Depends(authorised)])
     async def threats(limit: int = 20) -> list[dict[str, str]]:

@@ -46,8 +46,13 @@ def no_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _git(cwd: Path, *args: str) -> str:
-    return subprocess.run(["git", "-c", "user.email=t@example.invalid", "-c", "user.name=t", *args], cwd=cwd,
-                          check=True, capture_output=True, text=True).stdout.strip()
+    return subprocess.run(
+        ["git", "-c", "user.email=t@example.invalid", "-c", "user.name=t", *args],
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
 
 
 def _checkout(tmp_path: Path) -> Path:
@@ -106,8 +111,13 @@ def test_refresh_fails_clearly_when_the_upstream_cannot_be_reached(tmp_path: Pat
     tree = _script_tree(tmp_path)
     before = (tree / advisory_snapshot.SNAPSHOT_FILE).read_bytes()
     env = {**os.environ, "PYTHON": sys.executable, "IMMUNE_ADVISORY_UPSTREAM": f"file://{tmp_path}/nowhere"}
-    completed = subprocess.run(["bash", str(tree / "security" / "refresh-advisories.sh")], env=env,
-                               capture_output=True, text=True, check=False)
+    completed = subprocess.run(
+        ["bash", str(tree / "security" / "refresh-advisories.sh")],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert completed.returncode == 1
     assert "snapshot was NOT refreshed" in completed.stderr and "2024-10-10" in completed.stderr
     assert (tree / advisory_snapshot.SNAPSHOT_FILE).read_bytes() == before
@@ -117,8 +127,13 @@ def test_refresh_rebuilds_from_the_upstream_repository(tmp_path: Path) -> None:
     repo = _checkout(tmp_path)
     tree = _script_tree(tmp_path)
     env = {**os.environ, "PYTHON": sys.executable, "IMMUNE_ADVISORY_UPSTREAM": f"file://{repo}"}
-    completed = subprocess.run(["bash", str(tree / "security" / "refresh-advisories.sh")], env=env,
-                               capture_output=True, text=True, check=False)
+    completed = subprocess.run(
+        ["bash", str(tree / "security" / "refresh-advisories.sh")],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert completed.returncode == 0, completed.stderr
     info, _ = advisory_snapshot.read(tree / advisory_snapshot.SNAPSHOT_FILE)
     assert info.commit == _git(repo, "rev-parse", "HEAD") and info.advisory_count == 1
@@ -150,13 +165,17 @@ def test_the_age_limit_is_configurable(tmp_path: Path, monkeypatch: pytest.Monke
     assert judge_age(SNAP, date(2026, 11, 30), tmp_path).passed
 
 
-def test_an_old_snapshot_passes_only_when_accepted_explicitly(tmp_path: Path,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_old_snapshot_passes_only_when_accepted_explicitly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     today = date(2026, 11, 30)
     _policy(tmp_path, "accept_stale: {commit: 3ccb612573e2, reason: offline here, expires: 2026-12-31}\n")
     accepted = judge_age(SNAP, today, tmp_path)
-    assert accepted.passed and accepted.accepted == {"by": str(POLICY_FILE), "reason": "offline here",
-                                                     "expires": "2026-12-31"}
+    assert accepted.passed and accepted.accepted == {
+        "by": str(POLICY_FILE),
+        "reason": "offline here",
+        "expires": "2026-12-31",
+    }
     assert "ACCEPTED" in accepted.describe()
     assert not judge_age(SNAP, date(2027, 1, 1), tmp_path).passed  # the acceptance expired
     other = Snapshot(path=Path("x"), commit="abcdef0123", date=SNAP.date)
@@ -166,12 +185,15 @@ def test_an_old_snapshot_passes_only_when_accepted_explicitly(tmp_path: Path,
         judge_age(SNAP, today, tmp_path)
     _policy(tmp_path, "max_age_days: 90\n")
     monkeypatch.setenv(ACCEPT_STALE_ENV, "release freeze, reviewed by ops")
-    assert judge_age(SNAP, today, tmp_path).accepted == {"by": ACCEPT_STALE_ENV,
-                                                         "reason": "release freeze, reviewed by ops"}
+    assert judge_age(SNAP, today, tmp_path).accepted == {
+        "by": ACCEPT_STALE_ENV,
+        "reason": "release freeze, reviewed by ops",
+    }
 
 
-def test_pip_audit_fails_on_an_old_snapshot_that_nobody_accepted(tmp_path: Path,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pip_audit_fails_on_an_old_snapshot_that_nobody_accepted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv(pip_audit.SOURCE_ENV, "snapshot")
     source = tmp_path / "src"
     source.mkdir()

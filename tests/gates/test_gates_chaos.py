@@ -36,20 +36,53 @@ def _silent(message: str, **_: object) -> None:
 
 # --- journal judgement ------------------------------------------------------------------------------
 
-def _journal(status: str = "completed", deviated: bool = False, probe_output: Any = 4.2,
-             probe_status: str = "succeeded", rollback_status: str = "succeeded") -> dict[str, Any]:
-    experiment = {"title": "t", "method": [{"type": "probe", "name": "recovery"}],
-                  "extensions": [{"name": "immune-gate", "measurements": [
-                      {"probe": "recovery", "name": "recovery_s", "comparator": "<", "threshold": 30,
-                       "unit": "s"}]}]}
-    run = {"activity": {"type": "probe", "name": "recovery"}, "status": probe_status, "output": probe_output,
-           "start": "2026-01-01T00:00:01", "end": "2026-01-01T00:00:05", "duration": 4.0}
+
+def _journal(
+    status: str = "completed",
+    deviated: bool = False,
+    probe_output: Any = 4.2,
+    probe_status: str = "succeeded",
+    rollback_status: str = "succeeded",
+) -> dict[str, Any]:
+    experiment = {
+        "title": "t",
+        "method": [{"type": "probe", "name": "recovery"}],
+        "extensions": [
+            {
+                "name": "immune-gate",
+                "measurements": [
+                    {
+                        "probe": "recovery",
+                        "name": "recovery_s",
+                        "comparator": "<",
+                        "threshold": 30,
+                        "unit": "s",
+                    }
+                ],
+            }
+        ],
+    }
+    run = {
+        "activity": {"type": "probe", "name": "recovery"},
+        "status": probe_status,
+        "output": probe_output,
+        "start": "2026-01-01T00:00:01",
+        "end": "2026-01-01T00:00:05",
+        "duration": 4.0,
+    }
     if probe_status == "failed":
         run["exception"] = ["Traceback ...\n", "ChaosActivityError: not recovered within 30s\n"]
-    return {"experiment": experiment, "status": status, "deviated": deviated, "run": [run],
-            "steady_states": {"before": {"steady_state_met": True, "probes": []},
-                              "after": {"steady_state_met": not deviated, "probes": []}},
-            "rollbacks": [{"activity": {"type": "action", "name": "restart"}, "status": rollback_status}]}
+    return {
+        "experiment": experiment,
+        "status": status,
+        "deviated": deviated,
+        "run": [run],
+        "steady_states": {
+            "before": {"steady_state_met": True, "probes": []},
+            "after": {"steady_state_met": not deviated, "probes": []},
+        },
+        "rollbacks": [{"activity": {"type": "action", "name": "restart"}, "status": rollback_status}],
+    }
 
 
 def test_a_completed_undeviated_journal_passes_with_its_measurement() -> None:
@@ -59,13 +92,16 @@ def test_a_completed_undeviated_journal_passes_with_its_measurement() -> None:
     assert (measurement.name, measurement.value, measurement.threshold) == ("kill: recovery_s", 4.2, 30.0)
 
 
-@pytest.mark.parametrize(("journal", "reason"), [
-    (_journal(deviated=True, status="failed"), "steady state deviated"),
-    (_journal(probe_output=31.0), "recovery_s=31.0"),
-    (_journal(probe_status="failed", probe_output=None), "not recovered within 30s"),
-    (_journal(rollback_status="failed"), "rollback action 'restart' failed"),
-    (_journal(status="interrupted"), "status interrupted"),
-])
+@pytest.mark.parametrize(
+    ("journal", "reason"),
+    [
+        (_journal(deviated=True, status="failed"), "steady state deviated"),
+        (_journal(probe_output=31.0), "recovery_s=31.0"),
+        (_journal(probe_status="failed", probe_output=None), "not recovered within 30s"),
+        (_journal(rollback_status="failed"), "rollback action 'restart' failed"),
+        (_journal(status="interrupted"), "status interrupted"),
+    ],
+)
 def test_failures_name_their_reason(journal: dict[str, Any], reason: str) -> None:
     summary = summarise(journal, "kill")
     assert not summary.passed
@@ -74,36 +110,62 @@ def test_failures_name_their_reason(journal: dict[str, Any], reason: str) -> Non
 
 def _method_journal(*entries: dict[str, Any], declared: int | None = None) -> dict[str, Any]:
     """A completed, undeviated journal whose method ran `entries` (activity + output)."""
-    run = [{"activity": e["activity"], "status": e.get("status", "succeeded"), "output": e.get("output")}
-           for e in entries]
+    run = [
+        {"activity": e["activity"], "status": e.get("status", "succeeded"), "output": e.get("output")}
+        for e in entries
+    ]
     method = [e["activity"] for e in entries]
     if declared is not None:
         method += [{"type": "probe", "name": f"never-ran-{i}"} for i in range(declared - len(entries))]
-    return {"experiment": {"title": "t", "method": method}, "status": "completed", "deviated": False,
-            "run": run, "steady_states": {}, "rollbacks": []}
+    return {
+        "experiment": {"title": "t", "method": method},
+        "status": "completed",
+        "deviated": False,
+        "run": run,
+        "steady_states": {},
+        "rollbacks": [],
+    }
 
 
 KILL = {"activity": {"type": "action", "name": "kill"}, "output": {"affected": ["immune-green-0 (pid 7)"]}}
 UNGRACEFUL_0 = {"type": "range", "range": [0, 0], "target": "ungraceful"}
 
 
-@pytest.mark.parametrize(("entry", "reason"), [
-    # Chaos Toolkit ignores a method probe's tolerance; the gate does not.
-    ({"activity": {"type": "probe", "name": "alive", "tolerance": True}, "output": False},
-     "probe 'alive' failed: output False not within tolerance True"),
-    ({"activity": {"type": "probe", "name": "events", "tolerance": UNGRACEFUL_0},
-      "output": {"accepted": 20, "ungraceful": 80}}, "probe 'events' failed: output"),
-    ({"activity": {"type": "probe", "name": "http-ready", "tolerance": 200},
-      "output": {"status": 503, "headers": {}, "body": ""}}, "not within tolerance 200"),
-    ({"activity": {"type": "probe", "name": "looks"}, "output": True},
-     "probe 'looks' failed: judges nothing"),
-    # Actions that hit nothing.
-    ({"activity": {"type": "action", "name": "kill"}, "output": {"affected": []}}, "affected nothing"),
-    ({"activity": {"type": "action", "name": "terminate"}, "output": []}, "the selector matched nothing"),
-    ({"activity": {"type": "action", "name": "scale"}, "output": None}, "reports no effect"),
-])
-def test_a_method_activity_that_chaos_toolkit_lets_pass_fails_the_gate(entry: dict[str, Any],
-                                                                       reason: str) -> None:
+@pytest.mark.parametrize(
+    ("entry", "reason"),
+    [
+        # Chaos Toolkit ignores a method probe's tolerance; the gate does not.
+        (
+            {"activity": {"type": "probe", "name": "alive", "tolerance": True}, "output": False},
+            "probe 'alive' failed: output False not within tolerance True",
+        ),
+        (
+            {
+                "activity": {"type": "probe", "name": "events", "tolerance": UNGRACEFUL_0},
+                "output": {"accepted": 20, "ungraceful": 80},
+            },
+            "probe 'events' failed: output",
+        ),
+        (
+            {
+                "activity": {"type": "probe", "name": "http-ready", "tolerance": 200},
+                "output": {"status": 503, "headers": {}, "body": ""},
+            },
+            "not within tolerance 200",
+        ),
+        (
+            {"activity": {"type": "probe", "name": "looks"}, "output": True},
+            "probe 'looks' failed: judges nothing",
+        ),
+        # Actions that hit nothing.
+        ({"activity": {"type": "action", "name": "kill"}, "output": {"affected": []}}, "affected nothing"),
+        ({"activity": {"type": "action", "name": "terminate"}, "output": []}, "the selector matched nothing"),
+        ({"activity": {"type": "action", "name": "scale"}, "output": None}, "reports no effect"),
+    ],
+)
+def test_a_method_activity_that_chaos_toolkit_lets_pass_fails_the_gate(
+    entry: dict[str, Any], reason: str
+) -> None:
     summary = summarise(_method_journal(KILL, entry), "x")
     assert summary.status == "completed" and not summary.deviated
     assert not summary.passed
@@ -111,15 +173,22 @@ def test_a_method_activity_that_chaos_toolkit_lets_pass_fails_the_gate(entry: di
 
 
 def test_method_probes_within_their_tolerance_and_actions_with_effect_pass() -> None:
-    summary = summarise(_method_journal(
-        KILL,
-        {"activity": {"type": "action", "name": "terminate"}, "output": ["immune-core-1"]},
-        {"activity": {"type": "probe", "name": "alive", "tolerance": True}, "output": True},
-        {"activity": {"type": "probe", "name": "events", "tolerance": UNGRACEFUL_0},
-         "output": {"accepted": 100, "ungraceful": 0}},
-        {"activity": {"type": "probe", "name": "http-ready", "tolerance": 200},
-         "output": {"status": 200, "headers": {}, "body": ""}},
-    ), "x")
+    summary = summarise(
+        _method_journal(
+            KILL,
+            {"activity": {"type": "action", "name": "terminate"}, "output": ["immune-core-1"]},
+            {"activity": {"type": "probe", "name": "alive", "tolerance": True}, "output": True},
+            {
+                "activity": {"type": "probe", "name": "events", "tolerance": UNGRACEFUL_0},
+                "output": {"accepted": 100, "ungraceful": 0},
+            },
+            {
+                "activity": {"type": "probe", "name": "http-ready", "tolerance": 200},
+                "output": {"status": 200, "headers": {}, "body": ""},
+            },
+        ),
+        "x",
+    )
     assert summary.passed, summary.reasons()
 
 
@@ -130,14 +199,27 @@ def test_a_method_that_did_not_run_to_its_end_fails() -> None:
 
 
 def test_chaos_toolkit_itself_passes_a_method_probe_out_of_tolerance_and_the_gate_fails_it(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     """The real `chaos run`: the journal says completed and not deviated, the gate says failed."""
     closed = f"http://127.0.0.1:{free_port()}"
     experiment = {
-        "version": "1.0.0", "title": "a method probe out of tolerance", "description": "gate test",
-        "method": [{"type": "probe", "name": "alive-during-outage", "tolerance": True,
-                    "provider": {"type": "python", "module": "immune_chaos.local", "func": "service_alive",
-                                 "arguments": {"url": closed}}}],
+        "version": "1.0.0",
+        "title": "a method probe out of tolerance",
+        "description": "gate test",
+        "method": [
+            {
+                "type": "probe",
+                "name": "alive-during-outage",
+                "tolerance": True,
+                "provider": {
+                    "type": "python",
+                    "module": "immune_chaos.local",
+                    "func": "service_alive",
+                    "arguments": {"url": closed},
+                },
+            }
+        ],
     }
     path = tmp_path / "out-of-tolerance.json"
     path.write_text(json.dumps(experiment))
@@ -150,28 +232,48 @@ def test_chaos_toolkit_itself_passes_a_method_probe_out_of_tolerance_and_the_gat
 
 def test_recovery_probes_need_a_fault_injected_in_the_same_run() -> None:
     """The fault timer starts at a fault action, never at the import of immune_chaos.local."""
-    code = ("import immune_chaos.local as c\n"
-            "try:\n    c.readiness_recovery_seconds('http://127.0.0.1:9', timeout_s=0)\n"
-            "except c.ChaosActivityError as e:\n    print('raised', e)\n")
-    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                               env={**os.environ, "PYTHONPATH": str(REPO_ROOT / "chaos")}, check=True)
+    code = (
+        "import immune_chaos.local as c\n"
+        "try:\n    c.readiness_recovery_seconds('http://127.0.0.1:9', timeout_s=0)\n"
+        "except c.ChaosActivityError as e:\n    print('raised', e)\n"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT / "chaos")},
+        check=True,
+    )
     assert "no fault was injected before this probe" in completed.stdout
-    code = ("import immune_chaos.local as c\n"
-            "try:\n    c.reelection_seconds('/nonexistent.conf', timeout_s=0)\n"
-            "except c.ChaosActivityError as e:\n    print('raised', e)\n")
-    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                               env={**os.environ, "PYTHONPATH": str(REPO_ROOT / "chaos")}, check=True)
+    code = (
+        "import immune_chaos.local as c\n"
+        "try:\n    c.reelection_seconds('/nonexistent.conf', timeout_s=0)\n"
+        "except c.ChaosActivityError as e:\n    print('raised', e)\n"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT / "chaos")},
+        check=True,
+    )
     assert "no fault was injected before this probe" in completed.stdout
 
 
-@pytest.mark.parametrize(("stats", "reason"), [
-    # A per-process counter only (what /api/v1/stats had before): no database-wide figure, no pass.
-    ({"events_accepted": 5, "events_stored": 5}, "stats lack database-wide figures"),
-    ({"events_acknowledged": 5, "events_stored": 4, "events_processed": 4}, "'events_acknowledged': 5"),
-    ({"events_acknowledged": 5, "events_stored": 5, "events_processed": 3}, "'events_processed': 3"),
-])
-def test_no_event_lost_needs_database_wide_figures_that_agree(stats: dict[str, int], reason: str,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("stats", "reason"),
+    [
+        # A per-process counter only (what /api/v1/stats had before): no database-wide figure, no pass.
+        ({"events_accepted": 5, "events_stored": 5}, "stats lack database-wide figures"),
+        ({"events_acknowledged": 5, "events_stored": 4, "events_processed": 4}, "'events_acknowledged': 5"),
+        ({"events_acknowledged": 5, "events_stored": 5, "events_processed": 3}, "'events_processed': 3"),
+    ],
+)
+def test_no_event_lost_needs_database_wide_figures_that_agree(
+    stats: dict[str, int], reason: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.syspath_prepend(str(REPO_ROOT / "chaos"))
     from immune_chaos import local
 
@@ -204,8 +306,11 @@ def test_no_event_lost_needs_database_wide_figures_that_agree(stats: dict[str, i
 
 
 def test_the_var_file_never_holds_the_token(tmp_path: Path) -> None:
-    config = {"candidate_url": "http://x", "api_token": "s3cret",
-              "services_env": {"IMMUNE_DATABASE_URL": "postgresql://u:pw@h/db"}}
+    config = {
+        "candidate_url": "http://x",
+        "api_token": "s3cret",
+        "services_env": {"IMMUNE_DATABASE_URL": "postgresql://u:pw@h/db"},
+    }
     path = write_var_file(config, tmp_path / "v.json")
     text = path.read_text()
     assert "s3cret" not in text and "pw@" not in text and "http://x" in text
@@ -226,11 +331,22 @@ def test_unknown_experiment_fails_the_gate(tmp_path: Path) -> None:
 
 # --- chaos validate ---------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("experiment", EXPERIMENT_FILES, ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_chaos_validate(experiment: Path, tmp_path: Path) -> None:
     completed = subprocess.run(
-        [str(BIN / "chaos"), "--no-version-check", "--log-file", str(tmp_path / "chaos.log"), "validate",
-         str(experiment)], capture_output=True, text=True, timeout=120, check=False,
+        [
+            str(BIN / "chaos"),
+            "--no-version-check",
+            "--log-file",
+            str(tmp_path / "chaos.log"),
+            "validate",
+            str(experiment),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
         env={**os.environ, "PYTHONPATH": str(REPO_ROOT / "chaos")},
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr
@@ -253,17 +369,20 @@ serverurl=unix://{root}/supervisor.sock
 
 
 class Supervised:
-    def __init__(self, root: Path, programs: dict[str, tuple[list[str], dict[str, str]]],
-                 autorestart: bool = True) -> None:
+    def __init__(
+        self, root: Path, programs: dict[str, tuple[list[str], dict[str, str]]], autorestart: bool = True
+    ) -> None:
         self.root = root
         self.conf = root / "supervisord.conf"
         sections = [SUPERVISOR_HEAD.format(root=root)]
         self.urls: dict[str, str] = {}
         for name, (command, env) in programs.items():
             environment = ",".join(f'{k}="{v}"' for k, v in env.items())
-            sections.append(f"[program:{name}]\ncommand={' '.join(command)}\nenvironment={environment}\n"
-                            f"autorestart={str(autorestart).lower()}\nstartsecs=1\nstopasgroup=true\n"
-                            "killasgroup=true\n")
+            sections.append(
+                f"[program:{name}]\ncommand={' '.join(command)}\nenvironment={environment}\n"
+                f"autorestart={str(autorestart).lower()}\nstartsecs=1\nstopasgroup=true\n"
+                "killasgroup=true\n"
+            )
             self.urls[name] = f"http://127.0.0.1:{command[command.index('--port') + 1]}"
         self.conf.write_text("\n".join(sections))
         subprocess.run([str(BIN / "supervisord"), "-c", str(self.conf)], check=True, timeout=30)
@@ -272,14 +391,23 @@ class Supervised:
 
     def config(self, **extra: Any) -> dict[str, Any]:
         programs, urls = list(self.urls), list(self.urls.values())
-        return {"base_url": urls[0], "candidate_url": urls[-1], "stable_url": urls[0], "api_token": TOKEN,
-                "supervisor_conf": str(self.conf), "candidate_programs": programs,
-                "candidate_instance_urls": urls, "services_dir": str(REPO_ROOT / "scripts" / "services"),
-                "services_env": {}, **extra}
+        return {
+            "base_url": urls[0],
+            "candidate_url": urls[-1],
+            "stable_url": urls[0],
+            "api_token": TOKEN,
+            "supervisor_conf": str(self.conf),
+            "candidate_programs": programs,
+            "candidate_instance_urls": urls,
+            "services_dir": str(REPO_ROOT / "scripts" / "services"),
+            "services_env": {},
+            **extra,
+        }
 
     def shutdown(self) -> None:
-        subprocess.run([str(BIN / "supervisorctl"), "-c", str(self.conf), "shutdown"], timeout=60,
-                       check=False)
+        subprocess.run(
+            [str(BIN / "supervisorctl"), "-c", str(self.conf), "shutdown"], timeout=60, check=False
+        )
 
 
 @pytest.fixture
@@ -296,16 +424,24 @@ def supervise(tmp_path: Path) -> Iterator[Callable[..., Supervised]]:
         supervised.shutdown()
 
 
-def _service_instances(tmp_path: Path, count: int, extra_env: dict[str, str] | None = None
-                       ) -> dict[str, tuple[list[str], dict[str, str]]]:
+def _service_instances(
+    tmp_path: Path, count: int, extra_env: dict[str, str] | None = None
+) -> dict[str, tuple[list[str], dict[str, str]]]:
     """`count` real service instances (immune-core serve) sharing one embedded data dir."""
     programs = {}
     for index in range(count):
-        env = {"IMMUNE_API_TOKENS": TOKEN, "IMMUNE_DATA_DIR": str(tmp_path / "data"),
-               "IMMUNE_INSTANCE_ID": f"green-{index}", "IMMUNE_DEPLOYMENT_COLOR": "green",
-               "IMMUNE_LOG_LEVEL": "WARNING", **(extra_env or {})}
+        env = {
+            "IMMUNE_API_TOKENS": TOKEN,
+            "IMMUNE_DATA_DIR": str(tmp_path / "data"),
+            "IMMUNE_INSTANCE_ID": f"green-{index}",
+            "IMMUNE_DEPLOYMENT_COLOR": "green",
+            "IMMUNE_LOG_LEVEL": "WARNING",
+            **(extra_env or {}),
+        }
         programs[f"immune-green-{index}"] = (
-            [str(IMMUNE_CORE), "serve", "--host", "127.0.0.1", "--port", str(free_port())], env)
+            [str(IMMUNE_CORE), "serve", "--host", "127.0.0.1", "--port", str(free_port())],
+            env,
+        )
     return programs
 
 
@@ -314,11 +450,13 @@ requires_service = pytest.mark.skipif(not IMMUNE_CORE.exists(), reason="immune-c
 
 @pytest.mark.slow
 @requires_service
-def test_killing_an_instance_and_the_leader_recovers(supervise: Callable[..., Supervised],
-                                                     tmp_path: Path) -> None:
+def test_killing_an_instance_and_the_leader_recovers(
+    supervise: Callable[..., Supervised], tmp_path: Path
+) -> None:
     stack = supervise(_service_instances(tmp_path, 2))
-    verdict = run_chaos_gate(stack.config(), tmp_path / "out", ["kill-candidate-instance", "kill-leader"],
-                             _silent)
+    verdict = run_chaos_gate(
+        stack.config(), tmp_path / "out", ["kill-candidate-instance", "kill-leader"], _silent
+    )
     assert verdict.status is Status.PASS, verdict.summary
     values = {m.name: m for m in verdict.measurements}
     assert values["kill-candidate-instance: recovery_s"].value is not None
@@ -332,11 +470,17 @@ def test_killing_an_instance_and_the_leader_recovers(supervise: Callable[..., Su
 
 
 @pytest.mark.slow
-def test_a_service_that_never_re_elects_fails_kill_leader(supervise: Callable[..., Supervised],
-                                                          tmp_path: Path) -> None:
+def test_a_service_that_never_re_elects_fails_kill_leader(
+    supervise: Callable[..., Supervised], tmp_path: Path
+) -> None:
     # The mini service always claims leadership under term 1: after the kill nobody takes a newer term.
-    programs = {f"mini-{i}": ([sys.executable, str(MINI_SERVICE), "--port", str(free_port())],
-                              {"IMMUNE_API_TOKENS": TOKEN}) for i in range(2)}
+    programs = {
+        f"mini-{i}": (
+            [sys.executable, str(MINI_SERVICE), "--port", str(free_port())],
+            {"IMMUNE_API_TOKENS": TOKEN},
+        )
+        for i in range(2)
+    }
     stack = supervise(programs)
     verdict = run_chaos_gate(stack.config(), tmp_path / "out", ["kill-leader"], _silent)
     assert verdict.status is Status.FAIL
@@ -345,10 +489,16 @@ def test_a_service_that_never_re_elects_fails_kill_leader(supervise: Callable[..
 
 @pytest.mark.slow
 def test_an_instance_that_is_not_restarted_fails_kill_candidate_instance(
-        supervise: Callable[..., Supervised], tmp_path: Path) -> None:
+    supervise: Callable[..., Supervised], tmp_path: Path
+) -> None:
     """supervisord configured not to restart: the instance stays dead, the experiment fails."""
-    programs = {f"mini-{i}": ([sys.executable, str(MINI_SERVICE), "--port", str(free_port())],
-                              {"IMMUNE_API_TOKENS": TOKEN}) for i in range(2)}
+    programs = {
+        f"mini-{i}": (
+            [sys.executable, str(MINI_SERVICE), "--port", str(free_port())],
+            {"IMMUNE_API_TOKENS": TOKEN},
+        )
+        for i in range(2)
+    }
     stack = supervise(programs, autorestart=False)
     verdict = run_chaos_gate(stack.config(), tmp_path / "out", ["kill-candidate-instance"], _silent)
     assert verdict.status is Status.FAIL
@@ -356,23 +506,39 @@ def test_an_instance_that_is_not_restarted_fails_kill_candidate_instance(
 
 
 @pytest.mark.slow
-def test_a_kill_that_kills_nothing_fails_the_experiment(supervise: Callable[..., Supervised],
-                                                        tmp_path: Path) -> None:
-    programs = {f"mini-{i}": ([sys.executable, str(MINI_SERVICE), "--port", str(free_port())],
-                              {"IMMUNE_API_TOKENS": TOKEN}) for i in range(2)}
+def test_a_kill_that_kills_nothing_fails_the_experiment(
+    supervise: Callable[..., Supervised], tmp_path: Path
+) -> None:
+    programs = {
+        f"mini-{i}": (
+            [sys.executable, str(MINI_SERVICE), "--port", str(free_port())],
+            {"IMMUNE_API_TOKENS": TOKEN},
+        )
+        for i in range(2)
+    }
     stack = supervise(programs)
-    subprocess.run([str(BIN / "supervisorctl"), "-c", str(stack.conf), "stop", "mini-0"], check=True,
-                   timeout=60, capture_output=True)
-    verdict = run_chaos_gate(stack.config(candidate_instance_urls=[stack.urls["mini-1"]]), tmp_path / "out",
-                             ["kill-candidate-instance"], _silent)
+    subprocess.run(
+        [str(BIN / "supervisorctl"), "-c", str(stack.conf), "stop", "mini-0"],
+        check=True,
+        timeout=60,
+        capture_output=True,
+    )
+    verdict = run_chaos_gate(
+        stack.config(candidate_instance_urls=[stack.urls["mini-1"]]),
+        tmp_path / "out",
+        ["kill-candidate-instance"],
+        _silent,
+    )
     assert verdict.status is Status.FAIL
     assert "mini-0 is not running" in verdict.summary and "nothing to kill" in verdict.summary
     [entry] = verdict.details["timeline"]
-    assert not any(a["name"] == "candidate-recovery-seconds" and a["status"] == "succeeded"
-                   for a in entry["activities"])
+    assert not any(
+        a["name"] == "candidate-recovery-seconds" and a["status"] == "succeeded" for a in entry["activities"]
+    )
 
 
 # --- dependencies: real PostgreSQL/Redis/Kafka of our own ------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def dependencies() -> Iterator[Any]:
@@ -394,18 +560,27 @@ def deps(dependencies: Any) -> Any:
 
 
 def _dependency_config(services: Any, url: str, **extra: Any) -> dict[str, Any]:
-    return {"candidate_url": url, "base_url": url, "candidate_instance_urls": [url], "api_token": TOKEN,
-            "services_dir": str(REPO_ROOT / "scripts" / "services"),
-            "services_env": {**services.overrides, "IMMUNE_CHAOS_REDIS_RELOCATED_PORT": str(free_port())},
-            **extra}
+    return {
+        "candidate_url": url,
+        "base_url": url,
+        "candidate_instance_urls": [url],
+        "api_token": TOKEN,
+        "services_dir": str(REPO_ROOT / "scripts" / "services"),
+        "services_env": {**services.overrides, "IMMUNE_CHAOS_REDIS_RELOCATED_PORT": str(free_port())},
+        **extra,
+    }
 
 
 @contextlib.contextmanager
 def _mini_with_dependency(port: str, mode: str) -> Iterator[str]:
     """The mini service, ready only while 127.0.0.1:`port` accepts connections (none: always ready)."""
     url_port = free_port()
-    env = {**os.environ, "IMMUNE_API_TOKENS": TOKEN, "IMMUNE_FAULT_DEPENDENCY_PORT": port,
-           "IMMUNE_FAULT_DEPENDENCY_MODE": mode}
+    env = {
+        **os.environ,
+        "IMMUNE_API_TOKENS": TOKEN,
+        "IMMUNE_FAULT_DEPENDENCY_PORT": port,
+        "IMMUNE_FAULT_DEPENDENCY_MODE": mode,
+    }
     process = subprocess.Popen([sys.executable, str(MINI_SERVICE), "--port", str(url_port)], env=env)
     try:
         url = f"http://127.0.0.1:{url_port}"
@@ -424,8 +599,12 @@ UNRECOVERED = [
     # A client that never reconnects: never ready again after Redis returns.
     ("stop-redis", "redis", "never-recover", "not ready within 60s"),
     # The process dies (liveness fails) without PostgreSQL: the method probe's tolerance catches it.
-    ("stop-postgres", "postgres", "dead-without",
-     "'candidate-instances-alive-without-postgres' failed: output False"),
+    (
+        "stop-postgres",
+        "postgres",
+        "dead-without",
+        "'candidate-instances-alive-without-postgres' failed: output False",
+    ),
     # Events acknowledged while Kafka is down are never stored: the steady state after deviates.
     ("stop-kafka", "kafka", "lose-without", "steady state deviated"),
     # The latency's short relocation of Redis is never recovered from.
@@ -435,10 +614,12 @@ UNRECOVERED = [
 
 @pytest.mark.slow
 @pytest.mark.integration
-@pytest.mark.parametrize(("experiment", "dependency", "mode", "reason"), UNRECOVERED,
-                         ids=[u[0] for u in UNRECOVERED])
+@pytest.mark.parametrize(
+    ("experiment", "dependency", "mode", "reason"), UNRECOVERED, ids=[u[0] for u in UNRECOVERED]
+)
 def test_a_service_that_mishandles_a_dependency_outage_fails(
-        experiment: str, dependency: str, mode: str, reason: str, deps: Any, tmp_path: Path) -> None:
+    experiment: str, dependency: str, mode: str, reason: str, deps: Any, tmp_path: Path
+) -> None:
     with _mini_with_dependency(deps.overrides[PORT_OF[dependency]], mode) as url:
         verdict = run_chaos_gate(_dependency_config(deps, url), tmp_path / "out", [experiment], _silent)
         assert verdict.status is Status.FAIL
@@ -468,15 +649,25 @@ DEPENDENCY_EXPERIMENTS = {
 @requires_service
 @pytest.mark.parametrize("dependency", list(DEPENDENCY_EXPERIMENTS))
 def test_stopping_a_dependency_degrades_gracefully_and_loses_nothing(
-        dependency: str, deps: Any, tmp_path: Path) -> None:
+    dependency: str, deps: Any, tmp_path: Path
+) -> None:
     """The real service on the real dependencies: every experiment passes, with its recovery time."""
     port = free_port()
-    env = {**os.environ, **deps.env(), "IMMUNE_API_TOKENS": TOKEN,
-           "IMMUNE_DATA_DIR": str(tmp_path / "data"), "IMMUNE_LOG_LEVEL": "WARNING"}
+    env = {
+        **os.environ,
+        **deps.env(),
+        "IMMUNE_API_TOKENS": TOKEN,
+        "IMMUNE_DATA_DIR": str(tmp_path / "data"),
+        "IMMUNE_LOG_LEVEL": "WARNING",
+    }
     subprocess.run([str(IMMUNE_CORE), "migrate"], env=env, check=True, timeout=120, capture_output=True)
     log = (tmp_path / "service.log").open("wb")
-    process = subprocess.Popen([str(IMMUNE_CORE), "serve", "--host", "127.0.0.1", "--port", str(port)],
-                               env=env, stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [str(IMMUNE_CORE), "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         wait_ready(url, timeout_s=120)
@@ -510,10 +701,16 @@ def kube(tmp_path: Path) -> Iterator[FakeKubeApi]:
 
 def _k8s_config(api: FakeKubeApi, url: str, **extra: Any) -> dict[str, Any]:
     # alive_observe_s: the experiments watch the pods 40 s (three missed liveness probes); 3 s here.
-    return {"candidate_url": url, "base_url": url, "api_token": TOKEN, "namespace": api.cluster.namespace,
-            "alive_observe_s": 3,
-            "candidate_label_selector": SELECTOR, "services_env": {"KUBECONFIG": str(api.kubeconfig)},
-            **extra}
+    return {
+        "candidate_url": url,
+        "base_url": url,
+        "api_token": TOKEN,
+        "namespace": api.cluster.namespace,
+        "alive_observe_s": 3,
+        "candidate_label_selector": SELECTOR,
+        "services_env": {"KUBECONFIG": str(api.kubeconfig)},
+        **extra,
+    }
 
 
 K8S_DEPENDENCIES = ["redis", "postgres", "kafka"]
@@ -544,8 +741,9 @@ def test_a_selector_that_matches_no_pod_fails_k8s_terminate(kube: FakeKubeApi, t
     assert kube.cluster.deleted == []
 
 
-def test_the_kubernetes_actions_refuse_to_affect_nothing(kube: FakeKubeApi,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_kubernetes_actions_refuse_to_affect_nothing(
+    kube: FakeKubeApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The wrappers themselves: an empty selector and a no-op scale raise; real effects start the timer."""
     monkeypatch.setenv("KUBECONFIG", str(kube.kubeconfig))
     monkeypatch.syspath_prepend(str(REPO_ROOT / "chaos"))
@@ -575,8 +773,9 @@ def test_a_pod_that_is_not_replaced_fails_k8s_terminate(kube: FakeKubeApi, tmp_p
     pods = kube.cluster.add_statefulset("candidate-pods")  # its port is open while no pod was lost
     kube.cluster.pods_listener = pods
     with _mini_with_dependency(str(pods.port), "never-recover") as url:
-        verdict = run_chaos_gate(_k8s_config(kube, url), tmp_path / "out", ["k8s-terminate-candidate-pod"],
-                                 _silent)
+        verdict = run_chaos_gate(
+            _k8s_config(kube, url), tmp_path / "out", ["k8s-terminate-candidate-pod"], _silent
+        )
     assert verdict.status is Status.FAIL
     assert "not ready within 30s" in verdict.summary
 
@@ -584,12 +783,14 @@ def test_a_pod_that_is_not_replaced_fails_k8s_terminate(kube: FakeKubeApi, tmp_p
 @pytest.mark.slow
 @pytest.mark.parametrize("dependency", K8S_DEPENDENCIES)
 def test_a_service_that_dies_without_its_dependency_fails_k8s_scale(
-        dependency: str, kube: FakeKubeApi, tmp_path: Path) -> None:
+    dependency: str, kube: FakeKubeApi, tmp_path: Path
+) -> None:
     port = str(kube.cluster.statefulsets[dependency].port)
     with _mini_with_dependency(port, "dead-without") as url:
         kube.cluster.liveness_url = f"{url}/health/live"  # the kubelet restarts what fails it
-        verdict = run_chaos_gate(_k8s_config(kube, url), tmp_path / "out",
-                                 [f"k8s-scale-{dependency}-to-zero"], _silent)
+        verdict = run_chaos_gate(
+            _k8s_config(kube, url), tmp_path / "out", [f"k8s-scale-{dependency}-to-zero"], _silent
+        )
     assert verdict.status is Status.FAIL
     assert f"probe 'candidate-pods-alive-without-{dependency}' failed" in verdict.summary
     assert "restarted 1 time(s) since the fault" in verdict.summary
@@ -601,7 +802,8 @@ def test_scaling_a_statefulset_that_is_already_at_zero_fails(kube: FakeKubeApi, 
     kube.cluster.statefulsets["kafka"].replicas = 0
     kube.cluster.statefulsets["kafka"].apply()
     with _mini_with_dependency("", "") as url:
-        verdict = run_chaos_gate(_k8s_config(kube, url), tmp_path / "out", ["k8s-scale-kafka-to-zero"],
-                                 _silent)
+        verdict = run_chaos_gate(
+            _k8s_config(kube, url), tmp_path / "out", ["k8s-scale-kafka-to-zero"], _silent
+        )
     assert verdict.status is Status.FAIL
     assert "already has 0 replicas: nothing to change" in verdict.summary

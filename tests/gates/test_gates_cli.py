@@ -14,14 +14,22 @@ from gate_services import REPO_ROOT, RunningService
 
 def _gates(*args: str, token: str = "") -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "IMMUNE_API_TOKEN": token}
-    return subprocess.run([sys.executable, "-m", "immune_suite.gates", "--json", *args], cwd=REPO_ROOT,
-                          env=env, capture_output=True, text=True, timeout=300, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "immune_suite.gates", "--json", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
 
 
 @pytest.mark.slow
 def test_load_gate_from_the_command_line(mini_service: RunningService, tmp_path: Path) -> None:
-    completed = _gates("load", "--url", mini_service.url, "--out", str(tmp_path), "--duration", "4",
-                       token=mini_service.token)
+    completed = _gates(
+        "load", "--url", mini_service.url, "--out", str(tmp_path), "--duration", "4", token=mini_service.token
+    )
     assert completed.returncode == 0, completed.stderr[-2000:]
     verdict = json.loads(completed.stdout)
     assert verdict["gate"] == "load" and verdict["status"] == "pass"

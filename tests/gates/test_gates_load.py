@@ -21,8 +21,9 @@ def _quiet(message: str, **_: object) -> None:
     print(message)
 
 
-def test_baseline_run_passes_and_splits_samples_by_colour(mini_service: RunningService,
-                                                           tmp_path: Path) -> None:
+def test_baseline_run_passes_and_splits_samples_by_colour(
+    mini_service: RunningService, tmp_path: Path
+) -> None:
     run = run_load(mini_service.url, mini_service.token, tmp_path, "baseline", 6, _quiet, extra_env=SMALL)
     verdict = run.verdict
     assert verdict.status is Status.PASS, verdict.summary
@@ -40,14 +41,25 @@ def test_baseline_run_passes_and_splits_samples_by_colour(mini_service: RunningS
         assert mini_service.token not in Path(artifact.path).read_text(encoding="utf-8", errors="replace")
 
 
-def test_abort_on_fail_stops_a_failing_run_early(start_mini_service: Callable[..., RunningService],
-                                                 tmp_path: Path) -> None:
+def test_abort_on_fail_stops_a_failing_run_early(
+    start_mini_service: Callable[..., RunningService], tmp_path: Path
+) -> None:
     service = start_mini_service(color="blue", error_ratio=0.5)
     thresholds = tmp_path / "thresholds.yaml"
-    thresholds.write_text("thresholds:\n  http_req_failed:\n"
-                          "    - {threshold: 'rate<0.01', abortOnFail: true, delayAbortEval: '1s'}\n")
-    run: LoadRun = run_load(service.url, service.token, tmp_path / "out", "baseline", 60, _quiet,
-                            extra_env=SMALL, thresholds=thresholds)
+    thresholds.write_text(
+        "thresholds:\n  http_req_failed:\n"
+        "    - {threshold: 'rate<0.01', abortOnFail: true, delayAbortEval: '1s'}\n"
+    )
+    run: LoadRun = run_load(
+        service.url,
+        service.token,
+        tmp_path / "out",
+        "baseline",
+        60,
+        _quiet,
+        extra_env=SMALL,
+        thresholds=thresholds,
+    )
     verdict = run.verdict
     assert verdict.status is Status.FAIL
     aborted = verdict.details["aborted"]
@@ -66,9 +78,13 @@ def test_no_traffic_is_a_failure(tmp_path: Path) -> None:
 
 def test_samples_file_tolerates_a_cut_line(tmp_path: Path) -> None:
     path = tmp_path / "samples.jsonl"
-    path.write_text(json.dumps({"color": "blue", "latency_ms": 3.5, "ok": True, "at": 1.0}) + "\n"
-                    + json.dumps({"color": "green", "latency_ms": 9, "ok": False, "at": 2.0}) + "\n"
-                    + '{"color": "gre')
+    path.write_text(
+        json.dumps({"color": "blue", "latency_ms": 3.5, "ok": True, "at": 1.0})
+        + "\n"
+        + json.dumps({"color": "green", "latency_ms": 9, "ok": False, "at": 2.0})
+        + "\n"
+        + '{"color": "gre'
+    )
     samples = read_samples(path)
     assert [s.latency_ms for s in samples["blue"]] == [3.5]
     assert samples["green"][0].ok is False

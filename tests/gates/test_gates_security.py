@@ -32,6 +32,7 @@ def offline_advisories(monkeypatch: pytest.MonkeyPatch) -> None:
 
 # --- bandit -----------------------------------------------------------------------------------------
 
+
 def test_bandit_runs_on_the_repository_and_the_gates_themselves_are_clean(tmp_path: Path) -> None:
     result = bandit.scan(REPO_ROOT, tmp_path)
     assert result.error is None, result.error
@@ -46,7 +47,8 @@ def test_bandit_catches_an_insecure_snippet(tmp_path: Path) -> None:
     (source / "app").mkdir(parents=True)
     (source / "app" / "runner.py").write_text(
         "import subprocess\n\n\ndef run(user_input: str) -> None:\n"
-        "    subprocess.call(user_input, shell=True)\n")
+        "    subprocess.call(user_input, shell=True)\n"
+    )
     result = bandit.scan(source, tmp_path)
     assert not result.passed
     assert [f["rule"] for f in result.details["findings"]] == ["B602"]
@@ -61,12 +63,15 @@ def test_bandit_fails_on_files_it_could_not_parse(tmp_path: Path) -> None:
     # One invalid UTF-8 byte hides a call bandit rates HIGH; a syntax error hides the whole module.
     (source / "app" / "immune_core" / "badbyte.py").write_bytes(
         b"import subprocess\n\n\ndef run(cmd: str) -> None:\n    # caf\xe9\n"
-        b"    subprocess.call(cmd, shell=True)\n")
+        b"    subprocess.call(cmd, shell=True)\n"
+    )
     (source / "app" / "immune_core" / "broken.py").write_text("def broken(:\n    pass\n")
     result = bandit.scan(source, tmp_path / "out")
     assert not result.passed
-    assert {e["file"] for e in result.details["errors"]} == {"app/immune_core/badbyte.py",
-                                                             "app/immune_core/broken.py"}
+    assert {e["file"] for e in result.details["errors"]} == {
+        "app/immune_core/badbyte.py",
+        "app/immune_core/broken.py",
+    }
     assert result.error and "badbyte.py" in result.error and "broken.py" in result.error
     verdict = run_security_gate(source, tmp_path / "gate", None, None, lambda *a, **k: None)
     assert verdict.status is Status.FAIL and "bandit" in verdict.summary and "badbyte.py" in verdict.summary
@@ -79,10 +84,27 @@ def test_bandit_that_scanned_nothing_fails() -> None:
 
 # --- pip-audit ----------------------------------------------------------------------------------------
 
+
 def test_osv_range_semantics() -> None:
-    advisory = {"id": "X", "affected": [{"package": {"name": "Demo_Pkg", "ecosystem": "PyPI"}, "ranges": [
-        {"type": "ECOSYSTEM", "events": [{"introduced": "1.0"}, {"fixed": "1.4"}, {"introduced": "2.0"},
-                                         {"last_affected": "2.1"}]}]}]}
+    advisory = {
+        "id": "X",
+        "affected": [
+            {
+                "package": {"name": "Demo_Pkg", "ecosystem": "PyPI"},
+                "ranges": [
+                    {
+                        "type": "ECOSYSTEM",
+                        "events": [
+                            {"introduced": "1.0"},
+                            {"fixed": "1.4"},
+                            {"introduced": "2.0"},
+                            {"last_affected": "2.1"},
+                        ],
+                    }
+                ],
+            }
+        ],
+    }
     assert affects(advisory, "demo-pkg", "1.0")
     assert affects(advisory, "demo.pkg", "1.3.9")
     assert not affects(advisory, "demo-pkg", "1.4")
@@ -90,8 +112,10 @@ def test_osv_range_semantics() -> None:
     assert affects(advisory, "demo-pkg", "2.1")
     assert not affects(advisory, "demo-pkg", "2.1.1")
     assert not affects({**advisory, "withdrawn": "2024-01-01T00:00:00Z"}, "demo-pkg", "1.0")
-    listed = {"id": "Y",
-              "affected": [{"package": {"name": "p", "ecosystem": "PyPI"}, "versions": ["0.5rc1"]}]}
+    listed = {
+        "id": "Y",
+        "affected": [{"package": {"name": "p", "ecosystem": "PyPI"}, "versions": ["0.5rc1"]}],
+    }
     assert affects(listed, "p", "0.5rc1") and not affects(listed, "p", "0.5")
 
 
@@ -144,14 +168,19 @@ def test_a_lock_entry_pip_audit_did_not_audit_fails(tmp_path: Path) -> None:
     source.mkdir()
     # pip-audit drops an entry whose marker does not hold here: it ships on Windows, unaudited.
     (source / "requirements.lock").write_text(
-        _hashed("idna==3.20") + _hashed('colorama==0.4.6 ; sys_platform == "win32"'))
+        _hashed("idna==3.20") + _hashed('colorama==0.4.6 ; sys_platform == "win32"')
+    )
     result = pip_audit.scan(source, tmp_path, today=FRESH)
     assert result.error is None, result.error
     assert not result.passed
     assert result.details["not_audited"] == ["colorama==0.4.6"]
     assert "1 lock entries not audited: colorama==0.4.6" in result.summary
     assert result.details["locks"]["requirements.lock"] == {
-        "role": "ships", "entries": 2, "audited": 1, "not_audited": ["colorama==0.4.6"]}
+        "role": "ships",
+        "entries": 2,
+        "audited": 1,
+        "not_audited": ["colorama==0.4.6"],
+    }
 
 
 def test_a_lock_that_ships_without_hashes_fails(tmp_path: Path) -> None:
@@ -176,10 +205,18 @@ def test_a_lock_entry_that_is_not_pinned_is_refused(tmp_path: Path) -> None:
 
 
 def test_reviewed_ignores_apply_until_they_expire(tmp_path: Path) -> None:
-    report = {"dependencies": [{"name": "requests", "version": "2.19.0", "vulns": [
-        {"id": "PYSEC-2018-28", "aliases": ["CVE-2018-18074"], "fix_versions": ["2.20.0"]}]}]}
-    ignore = ReviewedIgnore("CVE-2018-18074", "requests", "only talks to our own https endpoints",
-                            date(2026, 6, 30))
+    report = {
+        "dependencies": [
+            {
+                "name": "requests",
+                "version": "2.19.0",
+                "vulns": [{"id": "PYSEC-2018-28", "aliases": ["CVE-2018-18074"], "fix_versions": ["2.20.0"]}],
+            }
+        ]
+    }
+    ignore = ReviewedIgnore(
+        "CVE-2018-18074", "requests", "only talks to our own https endpoints", date(2026, 6, 30)
+    )
     before = judge(report, [ignore], date(2026, 6, 30), {"service": "test"}, [])
     after = judge(report, [ignore], date(2026, 7, 1), {"service": "test"}, [])
     assert before.passed and before.details["ignored"][0]["id"] == "PYSEC-2018-28"
@@ -199,6 +236,7 @@ def test_an_ignore_without_reason_or_expiry_is_rejected(tmp_path: Path) -> None:
 
 # --- detect-secrets ------------------------------------------------------------------------------------
 
+
 def test_detect_secrets_runs_against_the_repository_baseline(tmp_path: Path) -> None:
     result = secrets.scan(REPO_ROOT, tmp_path)
     assert result.error is None, result.error
@@ -206,8 +244,12 @@ def test_detect_secrets_runs_against_the_repository_baseline(tmp_path: Path) -> 
 
 
 def _git(cwd: Path, *args: str) -> None:
-    subprocess.run(["git", "-c", "user.email=t@example.invalid", "-c", "user.name=t", *args], cwd=cwd,
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["git", "-c", "user.email=t@example.invalid", "-c", "user.name=t", *args],
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+    )
 
 
 def test_detect_secrets_catches_a_planted_secret(tmp_path: Path) -> None:
@@ -216,8 +258,13 @@ def test_detect_secrets_catches_a_planted_secret(tmp_path: Path) -> None:
     _git(source, "init", "-q")
     (source / "settings.py").write_text("TIMEOUT_S = 5\n")
     _git(source, "add", ".")
-    baseline = subprocess.run([sys.executable, "-m", "detect_secrets", "scan"], cwd=source, check=True,
-                              capture_output=True, text=True).stdout
+    baseline = subprocess.run(
+        [sys.executable, "-m", "detect_secrets", "scan"],
+        cwd=source,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     (source / ".secrets.baseline").write_text(baseline)
     clean = secrets.scan(source, tmp_path / "clean")
     assert clean.passed, clean.summary
@@ -233,9 +280,11 @@ def test_detect_secrets_catches_a_planted_secret(tmp_path: Path) -> None:
 
 # --- schemathesis --------------------------------------------------------------------------------------
 
+
 @pytest.mark.slow
-def test_schemathesis_fuzzes_a_running_service(mini_service: RunningService, tmp_path: Path,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_schemathesis_fuzzes_a_running_service(
+    mini_service: RunningService, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv(schemathesis.MAX_EXAMPLES_ENV, "10")
     result = schemathesis.scan(mini_service.url, mini_service.token, tmp_path)
     assert result.error is None, result.error
@@ -245,8 +294,9 @@ def test_schemathesis_fuzzes_a_running_service(mini_service: RunningService, tmp
 
 
 @pytest.mark.slow
-def test_schemathesis_reports_server_errors(start_mini_service: object, tmp_path: Path,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_schemathesis_reports_server_errors(
+    start_mini_service: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv(schemathesis.MAX_EXAMPLES_ENV, "5")
     service = start_mini_service(error_ratio=1.0)  # type: ignore[operator]
     result = schemathesis.scan(service.url, service.token, tmp_path)
@@ -255,6 +305,7 @@ def test_schemathesis_reports_server_errors(start_mini_service: object, tmp_path
 
 
 # --- the gate as a whole -------------------------------------------------------------------------------
+
 
 def test_a_tool_that_cannot_run_fails_the_gate(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
@@ -268,6 +319,7 @@ def test_a_tool_that_cannot_run_fails_the_gate(tmp_path: Path) -> None:
 
 
 # --- checkov ----------------------------------------------------------------------------------------------
+
 
 def _tree_for_checkov(tmp_path: Path) -> Path:
     import shutil
@@ -296,8 +348,9 @@ def test_checkov_passes_the_rendered_stacks_and_the_dockerfile(tmp_path: Path) -
 
 
 @pytest.mark.slow
-def test_checkov_catches_a_dockerfile_that_ends_as_root(tmp_path: Path,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_checkov_catches_a_dockerfile_that_ends_as_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     source = _tree_for_checkov(tmp_path)
     dockerfile = source / "app" / "Dockerfile"
     dockerfile.write_text(dockerfile.read_text() + "\nUSER root\n")
@@ -311,7 +364,8 @@ def test_checkov_catches_a_dockerfile_that_ends_as_root(tmp_path: Path,
 
 @pytest.mark.slow
 def test_checkov_fails_when_it_scanned_fewer_resources_than_were_rendered(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     render = checkov.render_manifests
 
     def render_with_one_hidden(source_dir: Path, out_dir: Path) -> list[Path]:
@@ -332,8 +386,10 @@ def test_checkov_fails_when_it_scanned_fewer_resources_than_were_rendered(
 
 def test_checkov_expects_each_object_and_each_pod_template(tmp_path: Path) -> None:
     manifest = tmp_path / "m.yaml"
-    manifest.write_text("kind: Deployment\nspec: {template: {spec: {containers: []}}}\n---\nkind: Service\n"
-                        "---\n# a comment only\n")
+    manifest.write_text(
+        "kind: Deployment\nspec: {template: {spec: {containers: []}}}\n---\nkind: Service\n"
+        "---\n# a comment only\n"
+    )
     assert checkov.expected_resources([manifest]) == {"objects": 2, "pod_templates": 1, "resources": 3}
 
 
@@ -345,8 +401,9 @@ def test_checkov_without_a_renderable_program_fails(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_api_fuzz_gate_alone(mini_service: RunningService, tmp_path: Path,
-                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_api_fuzz_gate_alone(
+    mini_service: RunningService, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from immune_suite.gates.security import run_api_fuzz
 
     monkeypatch.setenv(schemathesis.MAX_EXAMPLES_ENV, "5")
@@ -368,10 +425,25 @@ class _RejectingApi:
     """A real HTTP API on a free port that answers 400 to every request but its OpenAPI document."""
 
     SPEC: ClassVar[dict[str, object]] = {
-        "openapi": "3.0.3", "info": {"title": "t", "version": "1"}, "paths": {"/items": {"get": {
-        "parameters": [{"name": "q", "in": "query", "required": True, "schema": {"type": "string"}}],
-        "responses": {"200": {"description": "ok", "content": {"application/json": {
-            "schema": {"type": "object"}}}}, "400": {"description": "refused"}}}}}}
+        "openapi": "3.0.3",
+        "info": {"title": "t", "version": "1"},
+        "paths": {
+            "/items": {
+                "get": {
+                    "parameters": [
+                        {"name": "q", "in": "query", "required": True, "schema": {"type": "string"}}
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "ok",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        },
+                        "400": {"description": "refused"},
+                    },
+                }
+            }
+        },
+    }
 
     def __enter__(self) -> str:
         import threading
@@ -401,8 +473,9 @@ class _RejectingApi:
 
 
 @pytest.mark.slow
-def test_schemathesis_fails_when_every_positive_case_is_rejected(tmp_path: Path,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_schemathesis_fails_when_every_positive_case_is_rejected(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv(schemathesis.MAX_EXAMPLES_ENV, "5")
     with _RejectingApi() as url:
         result = schemathesis.scan(url, None, tmp_path)
@@ -415,9 +488,21 @@ def test_schemathesis_without_operations_or_positive_cases_fails() -> None:
     complete = {"complete": True, "stop_reason": "completed", "test_cases": {"generated": 3}}
     none_tested = schemathesis.judge({**complete, "operations": {"tested": 0}}, [])
     assert not none_tested.passed and "0 operations tested" in (none_tested.error or "")
-    no_positive = schemathesis.judge({**complete, "operations": {"tested": 2}, "valid_rates": {
-        "GET /a": {"coverage": {"accepted": 0, "rejected": 0}}}}, [])
+    no_positive = schemathesis.judge(
+        {
+            **complete,
+            "operations": {"tested": 2},
+            "valid_rates": {"GET /a": {"coverage": {"accepted": 0, "rejected": 0}}},
+        },
+        [],
+    )
     assert not no_positive.passed and "no positive" in (no_positive.error or "")
-    good = schemathesis.judge({**complete, "operations": {"tested": 1}, "valid_rates": {
-        "GET /a": {"coverage": {"accepted": 2, "rejected": 1}}}}, [])
+    good = schemathesis.judge(
+        {
+            **complete,
+            "operations": {"tested": 1},
+            "valid_rates": {"GET /a": {"coverage": {"accepted": 2, "rejected": 1}}},
+        },
+        [],
+    )
     assert good.passed and good.details["positive_cases"]["accepted"] == 2

@@ -32,25 +32,32 @@ def test_parses_k6_expressions() -> None:
     assert tagged.name == "http_req_duration{name:/api/v1/events} med"
 
 
-@pytest.mark.parametrize(("metric", "expression"), [
-    ("http_req_duration", "p95<200"),          # k6 needs p(N)
-    ("http_req_duration", "rate<0.1"),         # a Trend has no rate
-    ("http_req_failed", "p(95)<1"),            # a Rate has no percentile
-    ("http_req_duration", "p(0)<1"),
-    ("http_req_duration", "p(95)!=1"),
-    ("no_such_metric", "count>0"),
-    ("http_req_duration{colour:blue}", "avg<1"),
-])
+@pytest.mark.parametrize(
+    ("metric", "expression"),
+    [
+        ("http_req_duration", "p95<200"),  # k6 needs p(N)
+        ("http_req_duration", "rate<0.1"),  # a Trend has no rate
+        ("http_req_failed", "p(95)<1"),  # a Rate has no percentile
+        ("http_req_duration", "p(0)<1"),
+        ("http_req_duration", "p(95)!=1"),
+        ("no_such_metric", "count>0"),
+        ("http_req_duration{colour:blue}", "avg<1"),
+    ],
+)
 def test_rejects_what_k6_would_not_accept(metric: str, expression: str) -> None:
     with pytest.raises(ThresholdError):
         parse_expression(metric, expression)
 
 
 def test_object_form_with_abort_and_delay() -> None:
-    parsed = parse_thresholds({"thresholds": {
-        "http_req_failed": [{"threshold": "rate<0.01", "abortOnFail": True, "delayAbortEval": "10s"}],
-        "http_req_duration": "p(99)<500",
-    }})
+    parsed = parse_thresholds(
+        {
+            "thresholds": {
+                "http_req_failed": [{"threshold": "rate<0.01", "abortOnFail": True, "delayAbortEval": "10s"}],
+                "http_req_duration": "p(99)<500",
+            }
+        }
+    )
     failed = next(t for t in parsed if t.metric == "http_req_failed")
     assert failed.abort_on_fail and failed.delay_abort_eval_s == 10.0
     assert next(t for t in parsed if t.metric == "http_req_duration").abort_on_fail is False
@@ -85,11 +92,19 @@ def test_percentile_is_nearest_rank() -> None:
 def test_evaluation_against_samples() -> None:
     samples = [(float(ms), ms % 50 != 0, 1000.0 + i * 0.1) for i, ms in enumerate(range(1, 201))]
     source = SampleMetrics.of(samples)
-    results = {r.threshold.name: r for r in evaluate(parse_thresholds({
-        "http_req_duration": ["p(95)<200", "p(50)<=100", "max<150"],
-        "http_req_failed": ["rate<0.05"],
-        "http_reqs": ["count>=200"],
-    }), source)}
+    results = {
+        r.threshold.name: r
+        for r in evaluate(
+            parse_thresholds(
+                {
+                    "http_req_duration": ["p(95)<200", "p(50)<=100", "max<150"],
+                    "http_req_failed": ["rate<0.05"],
+                    "http_reqs": ["count>=200"],
+                }
+            ),
+            source,
+        )
+    }
     assert results["http_req_duration p(95)"].value == 190.0 and results["http_req_duration p(95)"].passed
     assert results["http_req_duration p(50)"].passed
     assert not results["http_req_duration max"].passed
@@ -107,8 +122,9 @@ def test_no_data_fails_and_does_not_abort() -> None:
 
 
 def test_abort_waits_for_its_delay() -> None:
-    thresholds = parse_thresholds({"http_req_failed": [
-        {"threshold": "rate<0.01", "abortOnFail": True, "delayAbortEval": "5s"}]})
+    thresholds = parse_thresholds(
+        {"http_req_failed": [{"threshold": "rate<0.01", "abortOnFail": True, "delayAbortEval": "5s"}]}
+    )
     failing = SampleMetrics.of([(10.0, False, 1.0), (10.0, True, 2.0)])
     assert broken_aborts(thresholds, failing, elapsed_s=4.9) == []
     [broken] = broken_aborts(thresholds, failing, elapsed_s=5.0)

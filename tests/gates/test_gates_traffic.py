@@ -43,14 +43,28 @@ def test_latency_proxy_forwards_both_ways_and_stops_on_sigterm(mini_service: Run
     port = free_port()
     target = int(mini_service.url.rsplit(":", 1)[1])
     chaos_dir = Path(__file__).resolve().parents[2] / "chaos"
-    proxy = subprocess.Popen([sys.executable, "-m", "immune_chaos.latency_proxy", "--listen-port", str(port),
-                              "--target-port", str(target), "--latency-ms", "50"],
-                             env={**os.environ, "PYTHONPATH": str(chaos_dir)})
+    proxy = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "immune_chaos.latency_proxy",
+            "--listen-port",
+            str(port),
+            "--target-port",
+            str(target),
+            "--latency-ms",
+            "50",
+        ],
+        env={**os.environ, "PYTHONPATH": str(chaos_dir)},
+    )
     try:
         wait_ready(f"http://127.0.0.1:{port}")
-        response = httpx.post(f"http://127.0.0.1:{port}/api/v1/events",
-                              headers={"Authorization": f"Bearer {TOKEN}"},
-                              json={"events": sample_events.crafted(5, random.Random(1))}, timeout=10)
+        response = httpx.post(
+            f"http://127.0.0.1:{port}/api/v1/events",
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            json={"events": sample_events.crafted(5, random.Random(1))},
+            timeout=10,
+        )
         assert response.status_code == 202 and response.json() == {"accepted": 5}
     finally:
         proxy.send_signal(signal.SIGTERM)
@@ -65,14 +79,22 @@ def real_service(tmp_path: Path) -> Iterator[RunningService]:
         pytest.skip("immune-core is not installed")
     port = free_port()
     # The roles the pipeline gives its fuzzer (immune_suite/targets/tokens.py); load needs fewer.
-    env = {**os.environ, "IMMUNE_API_TOKENS": f"{TOKEN}:ingest+read+operate",
-           "IMMUNE_DATA_DIR": str(tmp_path / "data"), "IMMUNE_DEPLOYMENT_COLOR": "blue",
-           "IMMUNE_LOG_LEVEL": "WARNING"}
+    env = {
+        **os.environ,
+        "IMMUNE_API_TOKENS": f"{TOKEN}:ingest+read+operate",
+        "IMMUNE_DATA_DIR": str(tmp_path / "data"),
+        "IMMUNE_DEPLOYMENT_COLOR": "blue",
+        "IMMUNE_LOG_LEVEL": "WARNING",
+    }
     for key in ("IMMUNE_DATABASE_URL", "IMMUNE_REDIS_URL", "IMMUNE_KAFKA_BOOTSTRAP_SERVERS"):
         env.pop(key, None)  # embedded: this test is about the gates, not the backends
     log = (tmp_path / "service.log").open("wb")
-    process = subprocess.Popen([str(IMMUNE_CORE), "serve", "--host", "127.0.0.1", "--port", str(port)],
-                               env=env, stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [str(IMMUNE_CORE), "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         wait_ready(url, timeout_s=60)
@@ -85,8 +107,15 @@ def real_service(tmp_path: Path) -> Iterator[RunningService]:
 
 @pytest.mark.slow
 def test_load_against_the_real_service(real_service: RunningService, tmp_path: Path) -> None:
-    run = run_load(real_service.url, real_service.token, tmp_path, "baseline", 6, lambda *a, **k: None,
-                   extra_env={"IMMUNE_LOAD_RPS_SCALE": "0.2", "IMMUNE_LOAD_WS_SUBSCRIBERS": "1"})
+    run = run_load(
+        real_service.url,
+        real_service.token,
+        tmp_path,
+        "baseline",
+        6,
+        lambda *a, **k: None,
+        extra_env={"IMMUNE_LOAD_RPS_SCALE": "0.2", "IMMUNE_LOAD_WS_SUBSCRIBERS": "1"},
+    )
     assert run.verdict.details["totals"]["requests"] > 0
     assert set(run.samples) == {"blue"}, "the service reports its colour on every response"
     assert run.verdict.details["totals"]["failures"] == 0, run.verdict.summary
@@ -96,8 +125,9 @@ def test_load_against_the_real_service(real_service: RunningService, tmp_path: P
 
 
 @pytest.mark.slow
-def test_schemathesis_against_the_real_service(real_service: RunningService, tmp_path: Path,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_schemathesis_against_the_real_service(
+    real_service: RunningService, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv(schemathesis.MAX_EXAMPLES_ENV, "10")
     result = schemathesis.scan(real_service.url, real_service.token, tmp_path)
     assert result.error is None, result.error

@@ -56,8 +56,12 @@ def test_promote_builds_once_and_ships_the_same_digest_to_staging_then_prod() ->
     assert _needs(jobs["build"]) == {"ci"}
     assert _needs(jobs["staging"]) == {"build"}
     assert _needs(jobs["prod"]) == {"build", "staging"}
-    builds = [(name, s) for name, job in jobs.items() for s in _steps(job)
-              if str(s.get("uses", "")).startswith("docker/build-push-action")]
+    builds = [
+        (name, s)
+        for name, job in jobs.items()
+        for s in _steps(job)
+        if str(s.get("uses", "")).startswith("docker/build-push-action")
+    ]
     assert [name for name, _ in builds] == ["build"], "the image is built exactly once"
     assert jobs["build"]["outputs"]["digest"] == "${{ steps.image.outputs.digest }}"
     for stack in ("staging", "prod"):
@@ -86,6 +90,11 @@ def test_no_secret_is_expanded_inside_a_shell_script() -> None:
 
 @pytest.mark.skipif(not Path(ACTIONLINT).exists(), reason=f"actionlint not installed ({INSTALL_ACTIONLINT})")
 def test_actionlint_accepts_the_workflows() -> None:
-    completed = subprocess.run([ACTIONLINT, *map(str, sorted(WORKFLOWS.glob("*.yml")))], capture_output=True,
-                               text=True, timeout=120, check=False)
+    completed = subprocess.run(
+        [ACTIONLINT, *map(str, sorted(WORKFLOWS.glob("*.yml")))],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert completed.returncode == 0, completed.stdout + completed.stderr

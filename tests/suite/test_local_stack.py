@@ -94,8 +94,9 @@ def git(repo: Path, *args: str) -> str:
     return subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip()
 
 
-def test_release_is_the_exact_tree_with_its_own_console_script(tmp_path: Path,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_release_is_the_exact_tree_with_its_own_console_script(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("IMMUNE_CACHE_DIR", str(tmp_path / "cache"))
     repo = tmp_path / "repo"
     (repo / "pkg" / "demo").mkdir(parents=True)

@@ -73,17 +73,26 @@ def test_the_package_is_installed_itself_without_dependencies(tmp_path: Path) ->
 @pytest.mark.slow
 def test_the_real_service_runs_from_its_locked_dependencies(tmp_path: Path) -> None:
     release = build_release(REPO_ROOT, resolve_source(REPO_ROOT, "HEAD"), tmp_path / "releases")
-    assert "serve" in subprocess.run([str(service_binary(release)), "--help"], check=True,
-                                     capture_output=True, text=True).stdout
+    assert (
+        "serve"
+        in subprocess.run(
+            [str(service_binary(release)), "--help"], check=True, capture_output=True, text=True
+        ).stdout
+    )
     probe = "import fastapi, immune_core; print(fastapi.__file__); print(immune_core.__file__)"
-    fastapi_at, core_at = subprocess.run([str(release / "venv" / "bin" / "python"), "-c", probe], check=True,
-                                         capture_output=True, text=True).stdout.split()
+    fastapi_at, core_at = subprocess.run(
+        [str(release / "venv" / "bin" / "python"), "-c", probe], check=True, capture_output=True, text=True
+    ).stdout.split()
     assert fastapi_at.startswith(str(tmp_path / "cache" / "deploy-deps"))
     assert core_at.startswith(str(release / "venv"))
     # Exactly the lock's versions: every installed distribution in the dependency venv is a lock entry.
     deps = Path(fastapi_at).parents[4]
-    frozen = subprocess.run([str(deps / "bin" / "python"), "-m", "pip", "freeze", "--all"], check=True,
-                            capture_output=True, text=True).stdout.lower()
+    frozen = subprocess.run(
+        [str(deps / "bin" / "python"), "-m", "pip", "freeze", "--all"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.lower()
     lock_text = (release / "src" / "requirements.lock").read_text().lower()
     locked = re.findall(r"^([a-z0-9_.-]+==[^ \\]+)", lock_text, re.M)
     norm = {re.sub(r"[-_.]+", "-", line) for line in frozen.split()}
@@ -103,6 +112,8 @@ def test_a_declared_dependency_missing_from_the_lock_is_not_deployed(tmp_path: P
 def test_the_image_installs_the_same_way() -> None:
     dockerfile = (REPO_ROOT / "app" / "Dockerfile").read_text()
     installs = re.findall(r"pip install[^\n&]*", dockerfile)
-    assert installs == ["pip install --no-compile --require-hashes -r requirements.lock",
-                        "pip install --no-compile --no-deps --no-build-isolation --no-index . \\"]
+    assert installs == [
+        "pip install --no-compile --require-hashes -r requirements.lock",
+        "pip install --no-compile --no-deps --no-build-isolation --no-index . \\",
+    ]
     assert "COPY requirements.lock" in dockerfile

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import random
 from datetime import datetime, timedelta
+from typing import Any
 
 from immune_core.simulator.network import (
     SERVER_PROCESSES,
@@ -44,7 +45,9 @@ def _poisson_times(
     return times
 
 
-def _workstation_flow(rng: random.Random, make: EventFactory, net: Network, host: Host, at: datetime) -> dict:
+def _workstation_flow(
+    rng: random.Random, make: EventFactory, net: Network, host: Host, at: datetime
+) -> dict[str, Any]:
     roll = rng.random()
     state = "established" if rng.random() > 0.03 else rng.choice(["rejected", "reset", "timeout"])
     if roll < 0.50:
@@ -124,7 +127,9 @@ def _workstation_flow(rng: random.Random, make: EventFactory, net: Network, host
     )
 
 
-def _server_flow(rng: random.Random, make: EventFactory, net: Network, host: Host, at: datetime) -> dict:
+def _server_flow(
+    rng: random.Random, make: EventFactory, net: Network, host: Host, at: datetime
+) -> dict[str, Any]:
     roll = rng.random()
     if roll < 0.55 and host.role != "db":
         db = net.servers["db"]
@@ -164,7 +169,7 @@ def _server_flow(rng: random.Random, make: EventFactory, net: Network, host: Hos
     )
 
 
-def _workstation_process(rng: random.Random, make: EventFactory, host: Host, at: datetime) -> dict:
+def _workstation_process(rng: random.Random, make: EventFactory, host: Host, at: datetime) -> dict[str, Any]:
     roll = rng.random()
     if roll < 0.05:
         return make.endpoint(
@@ -191,7 +196,7 @@ def _workstation_process(rng: random.Random, make: EventFactory, host: Host, at:
     return make.endpoint(at, host.host_id, process, "explorer.exe", host.user, "process_start", signed=True)
 
 
-def _server_process(rng: random.Random, make: EventFactory, host: Host, at: datetime) -> dict:
+def _server_process(rng: random.Random, make: EventFactory, host: Host, at: datetime) -> dict[str, Any]:
     process = rng.choice((*SERVER_PROCESSES, *SERVER_ROLE_PROCESSES[host.role]))
     parent = "systemd" if process != "logrotate" else "cron"
     return make.endpoint(at, host.host_id, process, parent, host.user, "process_start", signed=True)

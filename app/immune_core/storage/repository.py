@@ -206,4 +206,3 @@ async def enqueue(conn: Connection, messages: Sequence[OutboxMessage]) -> None:
         "INSERT INTO outbox (topic, message_key, payload, created_at) VALUES ($1, $2, $3, $4)",
         [(m.topic, m.key, m.payload, now) for m in messages],
     )
-

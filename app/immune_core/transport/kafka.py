@@ -179,7 +179,7 @@ class KafkaBus:
 
     def partition_for(self, key: str) -> int:
         # Kafka's default partitioner (murmur2 of the key), with the partition count topics are created with.
-        return (murmur2(key.encode()) & 0x7FFFFFFF) % self._partitions
+        return int(murmur2(key.encode()) & 0x7FFFFFFF) % self._partitions
 
     def consumer(
         self, topics: Sequence[str], *, group_id: str | None, from_latest: bool = False

@@ -33,32 +33,63 @@ class ScanResult:
         return self.error is None and self.findings is not None and self.findings <= self.allowed
 
     def measurement(self) -> Measurement:
-        return Measurement(name=f"{self.tool} findings", value=None if self.findings is None
-                           else float(self.findings), threshold=float(self.allowed), comparator="<=",
-                           passed=self.passed)
+        return Measurement(
+            name=f"{self.tool} findings",
+            value=None if self.findings is None else float(self.findings),
+            threshold=float(self.allowed),
+            comparator="<=",
+            passed=self.passed,
+        )
 
     @classmethod
-    def failed(cls, tool: str, error: str, artifacts: list[Artifact] | None = None,
-               details: dict[str, Any] | None = None) -> ScanResult:
-        return cls(tool=tool, findings=None, summary=f"{tool} could not run: {error}", error=error,
-                   artifacts=artifacts or [], details=details or {})
+    def failed(
+        cls,
+        tool: str,
+        error: str,
+        artifacts: list[Artifact] | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> ScanResult:
+        return cls(
+            tool=tool,
+            findings=None,
+            summary=f"{tool} could not run: {error}",
+            error=error,
+            artifacts=artifacts or [],
+            details=details or {},
+        )
 
 
-def run_tool(command: Sequence[str], log: Path, cwd: Path | None = None, env: dict[str, str] | None = None,
-             timeout_s: float = 600) -> subprocess.CompletedProcess[str]:
+def run_tool(
+    command: Sequence[str],
+    log: Path,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    timeout_s: float = 600,
+) -> subprocess.CompletedProcess[str]:
     """Run a scanner, keeping its combined output as a log artifact. A scanner past its time budget is
     killed and answers exit 124 with the reason, so its gate fails with it instead of crashing."""
     try:
         completed = subprocess.run(  # noqa: S603 - fixed tool invocations, no shell
-            list(command), cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout_s, check=False,
+            list(command),
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
         )
     except subprocess.TimeoutExpired as expired:
         completed = subprocess.CompletedProcess(
-            list(command), 124, _text(expired.stdout),
+            list(command),
+            124,
+            _text(expired.stdout),
             _text(expired.stderr) + f"\nkilled: did not finish within its budget of {timeout_s:.0f}s",
         )
-    log.write_text(f"$ {' '.join(command)}\nexit {completed.returncode}\n--- stdout\n{completed.stdout}"
-                   f"\n--- stderr\n{completed.stderr}", encoding="utf-8")
+    log.write_text(
+        f"$ {' '.join(command)}\nexit {completed.returncode}\n--- stdout\n{completed.stdout}"
+        f"\n--- stderr\n{completed.stderr}",
+        encoding="utf-8",
+    )
     return completed
 
 

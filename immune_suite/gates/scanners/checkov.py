@@ -73,18 +73,34 @@ def render_manifests(source_dir: Path, out_dir: Path, stacks: tuple[str, ...] = 
     target = out_dir / "manifests"
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir(parents=True)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [
-        str(source_dir / "infra"), os.environ.get("PYTHONPATH")]))}
-    completed = run_tool([sys.executable, "-c", _RENDER_SCRIPT, str(target), *stacks],
-                         out_dir / "checkov-render.log", cwd=source_dir, env=env, timeout_s=300)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(source_dir / "infra"), os.environ.get("PYTHONPATH")])
+        ),
+    }
+    completed = run_tool(
+        [sys.executable, "-c", _RENDER_SCRIPT, str(target), *stacks],
+        out_dir / "checkov-render.log",
+        cwd=source_dir,
+        env=env,
+        timeout_s=300,
+    )
     if completed.returncode != 0:
         raise RuntimeError(f"render failed (exit {completed.returncode}): {tail(completed.stderr)}")
     return sorted(target.rglob("*.y*ml"))
 
 
 # Kinds whose pod template checkov also scans as a resource of its own ("Pod" in its report).
-_POD_TEMPLATE_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "ReplicationController", "Job",
-                       "CronJob"}
+_POD_TEMPLATE_KINDS = {
+    "Deployment",
+    "StatefulSet",
+    "DaemonSet",
+    "ReplicaSet",
+    "ReplicationController",
+    "Job",
+    "CronJob",
+}
 
 
 def expected_resources(manifests: list[Path]) -> dict[str, int]:
@@ -101,13 +117,32 @@ def expected_resources(manifests: list[Path]) -> dict[str, int]:
     return {"objects": objects, "pod_templates": templates, "resources": objects + templates}
 
 
-def _run(source_dir: Path, out_dir: Path, label: str, target_args: list[str], framework: str,
-         curated: CuratedChecks, cwd: Path) -> tuple[dict[str, Any] | None, str | None, list[Path]]:
+def _run(
+    source_dir: Path,
+    out_dir: Path,
+    label: str,
+    target_args: list[str],
+    framework: str,
+    curated: CuratedChecks,
+    cwd: Path,
+) -> tuple[dict[str, Any] | None, str | None, list[Path]]:
     report_dir = out_dir / f"checkov-{label}"
     report_dir.mkdir(parents=True, exist_ok=True)
     log = out_dir / f"checkov-{label}.log"
-    command = ["bash", str(source_dir / CHECKOV_SCRIPT), *target_args, "--framework", framework,
-               "-o", "json", "-o", "sarif", "--output-file-path", str(report_dir), "--compact"]
+    command = [
+        "bash",
+        str(source_dir / CHECKOV_SCRIPT),
+        *target_args,
+        "--framework",
+        framework,
+        "-o",
+        "json",
+        "-o",
+        "sarif",
+        "--output-file-path",
+        str(report_dir),
+        "--compact",
+    ]
     if curated.skips:
         command += ["--skip-check", ",".join(curated.skips)]
     completed = run_tool(command, log, cwd=cwd, timeout_s=900)
@@ -118,8 +153,14 @@ def _run(source_dir: Path, out_dir: Path, label: str, target_args: list[str], fr
         return None, f"{label}: exit {completed.returncode}: {output}", files
     data = json.loads(report_path.read_text(encoding="utf-8"))
     reports = data if isinstance(data, list) else [data]
-    merged: dict[str, Any] = {"passed": 0, "failed": 0, "parsing_errors": 0, "resources": 0,
-                              "failed_checks": [], "passed_ids": set()}
+    merged: dict[str, Any] = {
+        "passed": 0,
+        "failed": 0,
+        "parsing_errors": 0,
+        "resources": 0,
+        "failed_checks": [],
+        "passed_ids": set(),
+    }
     for report in reports:
         summary = report.get("summary", {})
         merged["passed"] += summary.get("passed", 0)
@@ -128,8 +169,12 @@ def _run(source_dir: Path, out_dir: Path, label: str, target_args: list[str], fr
         merged["resources"] += summary.get("resource_count", 0)
         merged["passed_ids"] |= {c["check_id"] for c in report.get("results", {}).get("passed_checks", [])}
         merged["failed_checks"] += [
-            {"id": c["check_id"], "name": c.get("check_name"), "file": c.get("file_path"),
-             "resource": c.get("resource")}
+            {
+                "id": c["check_id"],
+                "name": c.get("check_name"),
+                "file": c.get("file_path"),
+                "resource": c.get("resource"),
+            }
             for c in report.get("results", {}).get("failed_checks", [])
         ]
     if merged["parsing_errors"]:
@@ -177,25 +222,44 @@ def scan(source_dir: Path, out_dir: Path) -> ScanResult:
             errors.append(error)
         elif merged is not None:
             results[framework] = merged
-    artifacts = artifacts_of(*[(p, "sarif" if p.suffix == ".sarif" else p.suffix.lstrip(".")) for p in files
-                               if p.is_file()])
+    artifacts = artifacts_of(
+        *[(p, "sarif" if p.suffix == ".sarif" else p.suffix.lstrip(".")) for p in files if p.is_file()]
+    )
     scanned = results.get("kubernetes", {}).get("resources", 0)
     if not errors and scanned < expected["resources"]:
         # A manifest checkov silently skipped (e.g. under a hidden directory) was not checked at all.
-        errors.append(f"kubernetes: checkov scanned {scanned} resources, fewer than the "
-                      f"{expected['resources']} rendered ({expected['objects']} objects in "
-                      f"{len(manifests)} manifests + {expected['pod_templates']} pod templates)")
+        errors.append(
+            f"kubernetes: checkov scanned {scanned} resources, fewer than the "
+            f"{expected['resources']} rendered ({expected['objects']} objects in "
+            f"{len(manifests)} manifests + {expected['pod_templates']} pod templates)"
+        )
     if errors:
-        return ScanResult.failed(TOOL, "; ".join(errors), artifacts,
-                                 {"results": results, "expected": expected, "manifests": len(manifests)})
+        return ScanResult.failed(
+            TOOL,
+            "; ".join(errors),
+            artifacts,
+            {"results": results, "expected": expected, "manifests": len(manifests)},
+        )
     failed = sum(r["failed"] for r in results.values())
     passed = sum(r["passed"] for r in results.values())
     missing = [c for r in results.values() for c in r["required_not_passed"]]
     skips = {f: c.skips for f, c in curated.items()}
     skipped = sum(len(v) for v in skips.values())
-    summary = (f"{len(manifests)} manifests ({scanned} resources scanned, {expected['resources']} expected)"
-               f" + Dockerfile: {passed} passed, {failed} failed, "
-               f"{len(missing)} required checks not passed, {skipped} reviewed skips")
-    return ScanResult(tool=TOOL, findings=failed + len(missing), summary=summary, artifacts=artifacts,
-                      details={"results": results, "skips": skips, "required_not_passed": missing,
-                               "manifests": len(manifests), "expected": expected})
+    summary = (
+        f"{len(manifests)} manifests ({scanned} resources scanned, {expected['resources']} expected)"
+        f" + Dockerfile: {passed} passed, {failed} failed, "
+        f"{len(missing)} required checks not passed, {skipped} reviewed skips"
+    )
+    return ScanResult(
+        tool=TOOL,
+        findings=failed + len(missing),
+        summary=summary,
+        artifacts=artifacts,
+        details={
+            "results": results,
+            "skips": skips,
+            "required_not_passed": missing,
+            "manifests": len(manifests),
+            "expected": expected,
+        },
+    )

@@ -125,8 +125,9 @@ def read_lock(path: Path, role: str) -> LockFile:
     return LockFile(path=path, role=role, entries=entries, unhashed=unhashed)
 
 
-def scan(source_dir: Path, out_dir: Path, today: date | None = None,
-         lock_file: Path | None = None) -> ScanResult:
+def scan(
+    source_dir: Path, out_dir: Path, today: date | None = None, lock_file: Path | None = None
+) -> ScanResult:
     out_dir.mkdir(parents=True, exist_ok=True)
     today = today or date.today()
     lock = lock_file or source_dir / LOCK_FILE
@@ -140,10 +141,13 @@ def scan(source_dir: Path, out_dir: Path, today: date | None = None,
     except (ValueError, TypeError, yaml.YAMLError) as exc:
         return ScanResult.failed(TOOL, f"invalid lock or ignores file: {exc}")
     if locks[0].unhashed:  # `pip install --require-hashes` of the image would refuse it anyway
-        return ScanResult.failed(TOOL, f"{lock.name} ships entries without --hash: "
-                                       + ", ".join(locks[0].unhashed[:10])
-                                       + " (regenerate: bash security/lock-requirements.sh)",
-                                 details={"unhashed": locks[0].unhashed})
+        return ScanResult.failed(
+            TOOL,
+            f"{lock.name} ships entries without --hash: "
+            + ", ".join(locks[0].unhashed[:10])
+            + " (regenerate: bash security/lock-requirements.sh)",
+            details={"unhashed": locks[0].unhashed},
+        )
     mode = os.environ.get(SOURCE_ENV, "auto")
     warnings: list[str] = []
     with ExitStack() as stack:
@@ -157,10 +161,15 @@ def scan(source_dir: Path, out_dir: Path, today: date | None = None,
                 age = judge_age(snapshot, today, source_dir)
             except (AdvisoryDatabaseMissing, ValueError, yaml.YAMLError) as exc:
                 return ScanResult.failed(TOOL, str(exc))
-            source = {"service": f"osv (local snapshot of {snapshot.date.isoformat()})",
-                      "snapshot": snapshot.describe(), "snapshot_commit": snapshot.commit,
-                      "snapshot_date": snapshot.date.isoformat(), "snapshot_age_days": age.age_days,
-                      "max_age_days": age.max_age_days, "stale_accepted": age.accepted}
+            source = {
+                "service": f"osv (local snapshot of {snapshot.date.isoformat()})",
+                "snapshot": snapshot.describe(),
+                "snapshot_commit": snapshot.commit,
+                "snapshot_date": snapshot.date.isoformat(),
+                "snapshot_age_days": age.age_days,
+                "max_age_days": age.max_age_days,
+                "stale_accepted": age.accepted,
+            }
             if not age.passed:
                 return ScanResult.failed(TOOL, age.describe(), details={"source": source})
             if age.accepted:
@@ -171,14 +180,33 @@ def scan(source_dir: Path, out_dir: Path, today: date | None = None,
         for index, entry in enumerate(locks):
             stem = "pip-audit" if index == 0 else f"pip-audit-{entry.role}"
             report, log = out_dir / f"{stem}.json", out_dir / f"{stem}.log"
-            command = [sys.executable, "-m", "pip_audit", "-r", str(entry.path), "--no-deps", "--disable-pip",
-                       "--progress-spinner", "off", "-f", "json", "-o", str(report), "--cache-dir", cache,
-                       *service]
+            command = [
+                sys.executable,
+                "-m",
+                "pip_audit",
+                "-r",
+                str(entry.path),
+                "--no-deps",
+                "--disable-pip",
+                "--progress-spinner",
+                "off",
+                "-f",
+                "json",
+                "-o",
+                str(report),
+                "--cache-dir",
+                cache,
+                *service,
+            ]
             completed = run_tool(command, log, cwd=source_dir)
             artifacts += artifacts_of((report, "json"), (log, "log"))
             if completed.returncode not in (0, 1) or not report.exists():
-                return ScanResult.failed(TOOL, f"{entry.path.name}: exit {completed.returncode}: "
-                                               f"{tail(completed.stderr)}", artifacts, {"source": source})
+                return ScanResult.failed(
+                    TOOL,
+                    f"{entry.path.name}: exit {completed.returncode}: {tail(completed.stderr)}",
+                    artifacts,
+                    {"source": source},
+                )
             reports.append(json.loads(report.read_text(encoding="utf-8")))
     result = judge(_merge(reports), ignores, today, source, artifacts, locks)
     return replace(result, warnings=[*result.warnings, *warnings])
@@ -196,18 +224,31 @@ def _merge(reports: list[dict[str, Any]]) -> dict[str, Any]:
 
 def coverage(report: dict[str, Any], locks: list[LockFile]) -> dict[str, Any]:
     """Lock entries against what pip-audit audited: each entry must be in the report, unskipped."""
-    audited = {(canonicalize_name(d["name"]), str(d.get("version"))) for d in report.get("dependencies", [])
-               if not d.get("skip_reason")}
+    audited = {
+        (canonicalize_name(d["name"]), str(d.get("version")))
+        for d in report.get("dependencies", [])
+        if not d.get("skip_reason")
+    }
     per_lock: dict[str, Any] = {}
     for lock in locks:
         missing = sorted(f"{n}=={v}" for n, v in lock.entries.items() if (n, v) not in audited)
-        per_lock[lock.path.name] = {"role": lock.role, "entries": len(lock.entries),
-                                    "audited": len(lock.entries) - len(missing), "not_audited": missing}
+        per_lock[lock.path.name] = {
+            "role": lock.role,
+            "entries": len(lock.entries),
+            "audited": len(lock.entries) - len(missing),
+            "not_audited": missing,
+        }
     return per_lock
 
 
-def judge(report: dict[str, Any], ignores: list[ReviewedIgnore], today: date, source: dict[str, Any],
-          artifacts: list[Any], locks: list[LockFile] | None = None) -> ScanResult:
+def judge(
+    report: dict[str, Any],
+    ignores: list[ReviewedIgnore],
+    today: date,
+    source: dict[str, Any],
+    artifacts: list[Any],
+    locks: list[LockFile] | None = None,
+) -> ScanResult:
     """Findings: open vulnerabilities, expired ignores, skipped packages and lock entries not audited."""
     by_id = {ignore.id: ignore for ignore in ignores}
     open_vulns: list[dict[str, Any]] = []
@@ -216,8 +257,13 @@ def judge(report: dict[str, Any], ignores: list[ReviewedIgnore], today: date, so
     skipped = [d for d in report.get("dependencies", []) if d.get("skip_reason")]
     for dependency in report.get("dependencies", []):
         for vuln in dependency.get("vulns", []):
-            row = {"package": dependency["name"], "version": dependency["version"], "id": vuln["id"],
-                   "aliases": vuln.get("aliases", []), "fix_versions": vuln.get("fix_versions", [])}
+            row = {
+                "package": dependency["name"],
+                "version": dependency["version"],
+                "id": vuln["id"],
+                "aliases": vuln.get("aliases", []),
+                "fix_versions": vuln.get("fix_versions", []),
+            }
             ignore = next((by_id[i] for i in [vuln["id"], *vuln.get("aliases", [])] if i in by_id), None)
             if ignore is None:
                 open_vulns.append(row)
@@ -230,8 +276,10 @@ def judge(report: dict[str, Any], ignores: list[ReviewedIgnore], today: date, so
     not_audited = sorted({n for c in locks_seen.values() for n in c["not_audited"]})
     findings = len(open_vulns) + len(expired) + len(skipped) + len(not_audited)
     counts = ", ".join(f"{name} {c['audited']}/{c['entries']}" for name, c in locks_seen.items())
-    parts = [f"{audited} locked packages audited via {source['service']}"
-             + (f" ({counts})" if counts else ""), f"{len(open_vulns)} known vulnerabilities"]
+    parts = [
+        f"{audited} locked packages audited via {source['service']}" + (f" ({counts})" if counts else ""),
+        f"{len(open_vulns)} known vulnerabilities",
+    ]
     if expired:
         parts.append(f"{len(expired)} ignores expired")
     if ignored:
@@ -240,7 +288,19 @@ def judge(report: dict[str, Any], ignores: list[ReviewedIgnore], today: date, so
         parts.append(f"{len(skipped)} packages skipped: " + ", ".join(d["name"] for d in skipped[:10]))
     if not_audited:
         parts.append(f"{len(not_audited)} lock entries not audited: " + ", ".join(not_audited[:10]))
-    return ScanResult(tool=TOOL, findings=findings, summary=", ".join(parts), artifacts=artifacts,
-                      details={"source": source, "vulnerabilities": open_vulns, "expired_ignores": expired,
-                               "ignored": ignored, "skipped": skipped, "audited": audited,
-                               "locks": locks_seen, "not_audited": not_audited})
+    return ScanResult(
+        tool=TOOL,
+        findings=findings,
+        summary=", ".join(parts),
+        artifacts=artifacts,
+        details={
+            "source": source,
+            "vulnerabilities": open_vulns,
+            "expired_ignores": expired,
+            "ignored": ignored,
+            "skipped": skipped,
+            "audited": audited,
+            "locks": locks_seen,
+            "not_audited": not_audited,
+        },
+    )

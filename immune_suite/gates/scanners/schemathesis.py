@@ -37,16 +37,41 @@ def scan(base_url: str, token: str | None, out_dir: Path) -> ScanResult:
     work = out_dir / "schemathesis"
     work.mkdir(parents=True, exist_ok=True)
     config = work / "schemathesis.toml"
-    config.write_text('headers = { Authorization = "Bearer ${IMMUNE_API_TOKEN}" }\n' if token else "",
-                      encoding="utf-8")
+    config.write_text(
+        'headers = { Authorization = "Bearer ${IMMUNE_API_TOKEN}" }\n' if token else "", encoding="utf-8"
+    )
     report, junit, log = work / "report.json", work / "junit.xml", out_dir / "schemathesis.log"
     command = [
-        sys.executable, "-m", "schemathesis.cli", "--config-file", str(config), "--no-color",
-        "run", f"{base}/openapi.json", "--url", base, "--checks", CHECKS,
-        "--max-examples", os.environ.get(MAX_EXAMPLES_ENV, "25"), "--phases", "examples,coverage,fuzzing",
-        "--seed", os.environ.get(SEED_ENV, DEFAULT_SEED), "--workers", "1", "--request-timeout", "10",
-        "--wait-for-schema", "15",
-        "--report", "junit,json", "--report-json-path", str(report), "--report-junit-path", str(junit),
+        sys.executable,
+        "-m",
+        "schemathesis.cli",
+        "--config-file",
+        str(config),
+        "--no-color",
+        "run",
+        f"{base}/openapi.json",
+        "--url",
+        base,
+        "--checks",
+        CHECKS,
+        "--max-examples",
+        os.environ.get(MAX_EXAMPLES_ENV, "25"),
+        "--phases",
+        "examples,coverage,fuzzing",
+        "--seed",
+        os.environ.get(SEED_ENV, DEFAULT_SEED),
+        "--workers",
+        "1",
+        "--request-timeout",
+        "10",
+        "--wait-for-schema",
+        "15",
+        "--report",
+        "junit,json",
+        "--report-json-path",
+        str(report),
+        "--report-junit-path",
+        str(junit),
     ]
     env = {**os.environ, "IMMUNE_API_TOKEN": token or ""}
     budget_s = float(os.environ.get(BUDGET_ENV, DEFAULT_BUDGET_S))
@@ -66,28 +91,66 @@ def judge(result: dict[str, Any], artifacts: list[Any]) -> ScanResult:
     """The verdict from schemathesis' JSON report (shape of schemathesis 4.x `--report json`)."""
     operations, cases = result.get("operations", {}), result.get("test_cases", {})
     if not result.get("complete") or operations.get("tested", 0) == 0:
-        return ScanResult.failed(TOOL, f"incomplete run ({result.get('stop_reason')}, "
-                                       f"{operations.get('tested', 0)} operations tested)", artifacts)
-    positive = {op: {"accepted": sum(p.get("accepted", 0) for p in phases.values()),
-                     "rejected": sum(p.get("rejected", 0) for p in phases.values())}
-                for op, phases in (result.get("valid_rates") or {}).items()}
+        return ScanResult.failed(
+            TOOL,
+            f"incomplete run ({result.get('stop_reason')}, {operations.get('tested', 0)} operations tested)",
+            artifacts,
+        )
+    positive = {
+        op: {
+            "accepted": sum(p.get("accepted", 0) for p in phases.values()),
+            "rejected": sum(p.get("rejected", 0) for p in phases.values()),
+        }
+        for op, phases in (result.get("valid_rates") or {}).items()
+    }
     accepted = sum(p["accepted"] for p in positive.values())
     rejected = sum(p["rejected"] for p in positive.values())
-    details = {"operations": operations, "test_cases": cases, "seed": result.get("seed"),
-               "positive_cases": {"accepted": accepted, "rejected": rejected, "by_operation": positive}}
+    details = {
+        "operations": operations,
+        "test_cases": cases,
+        "seed": result.get("seed"),
+        "positive_cases": {"accepted": accepted, "rejected": rejected, "by_operation": positive},
+    }
     if accepted + rejected == 0:
-        return ScanResult.failed(TOOL, f"no positive (schema-valid) case was sent to any of the "
-                                       f"{operations['tested']} operations", artifacts, details)
+        return ScanResult.failed(
+            TOOL,
+            f"no positive (schema-valid) case was sent to any of the {operations['tested']} operations",
+            artifacts,
+            details,
+        )
     if accepted == 0:
-        return ScanResult.failed(TOOL, f"every positive case was rejected ({rejected} with a 4xx): the API "
-                                       f"was not exercised (wrong token?)", artifacts, details)
+        return ScanResult.failed(
+            TOOL,
+            f"every positive case was rejected ({rejected} with a 4xx): the API "
+            f"was not exercised (wrong token?)",
+            artifacts,
+            details,
+        )
     failures = cases.get("unique_failures", 0) + len(result.get("errors", []))
-    summary = (f"{operations['tested']} operations, {cases.get('generated', 0)} cases "
-               f"({accepted} positive accepted, {rejected} rejected), "
-               f"{cases.get('unique_failures', 0)} unique failures, {len(result.get('errors', []))} errors")
+    summary = (
+        f"{operations['tested']} operations, {cases.get('generated', 0)} cases "
+        f"({accepted} positive accepted, {rejected} rejected), "
+        f"{cases.get('unique_failures', 0)} unique failures, {len(result.get('errors', []))} errors"
+    )
     missing_auth = (result.get("warnings") or {}).get("missing_auth") or []
-    warnings = ([f"every positive case refused by authentication on {len(missing_auth)} operations: "
-                 + ", ".join(missing_auth[:10])] if missing_auth else [])
-    return ScanResult(tool=TOOL, findings=failures, summary=summary, artifacts=artifacts, warnings=warnings,
-                      details={**details, "failures": result.get("failures", [])[:20],
-                               "errors": result.get("errors", [])[:20], "missing_auth": missing_auth})
+    warnings = (
+        [
+            f"every positive case refused by authentication on {len(missing_auth)} operations: "
+            + ", ".join(missing_auth[:10])
+        ]
+        if missing_auth
+        else []
+    )
+    return ScanResult(
+        tool=TOOL,
+        findings=failures,
+        summary=summary,
+        artifacts=artifacts,
+        warnings=warnings,
+        details={
+            **details,
+            "failures": result.get("failures", [])[:20],
+            "errors": result.get("errors", [])[:20],
+            "missing_auth": missing_auth,
+        },
+    )

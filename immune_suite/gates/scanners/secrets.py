@@ -34,8 +34,16 @@ def scan(source_dir: Path, out_dir: Path) -> ScanResult:
         return ScanResult.failed(TOOL, f"unreadable baseline: {exc}")
     rescan, log = out_dir / "detect-secrets.json", out_dir / "detect-secrets.log"
     shutil.copyfile(baseline_path, rescan)
-    command = [sys.executable, "-m", "detect_secrets", "-C", str(source_dir), "scan",
-               "--baseline", str(rescan)]
+    command = [
+        sys.executable,
+        "-m",
+        "detect_secrets",
+        "-C",
+        str(source_dir),
+        "scan",
+        "--baseline",
+        str(rescan),
+    ]
     if not (source_dir / ".git").exists():
         command.append("--all-files")  # no git index to list files: scan the tree (baseline filters apply)
     completed = run_tool(command, log, cwd=source_dir)
@@ -44,13 +52,27 @@ def scan(source_dir: Path, out_dir: Path) -> ScanResult:
         return ScanResult.failed(TOOL, f"exit {completed.returncode}: {tail(completed.stderr)}", artifacts)
     current = json.loads(rescan.read_text(encoding="utf-8"))
     known = _keys(baseline.get("results", {}))
-    new = [{"file": name, "line": s.get("line_number"), "type": s["type"]}
-           for name, secrets in current.get("results", {}).items() for s in secrets
-           if (name, s["hashed_secret"], s["type"]) not in known]
-    confirmed = [{"file": name, "line": s.get("line_number"), "type": s["type"]}
-                 for name, secrets in current.get("results", {}).items() for s in secrets
-                 if s.get("is_secret")]
+    new = [
+        {"file": name, "line": s.get("line_number"), "type": s["type"]}
+        for name, secrets in current.get("results", {}).items()
+        for s in secrets
+        if (name, s["hashed_secret"], s["type"]) not in known
+    ]
+    confirmed = [
+        {"file": name, "line": s.get("line_number"), "type": s["type"]}
+        for name, secrets in current.get("results", {}).items()
+        for s in secrets
+        if s.get("is_secret")
+    ]
     summary = f"{len(new)} secrets not in the baseline, {len(confirmed)} baseline entries confirmed as real"
-    return ScanResult(tool=TOOL, findings=len(new) + len(confirmed), summary=summary, artifacts=artifacts,
-                      details={"new": new, "confirmed_real": confirmed,
-                               "baseline_entries": sum(len(v) for v in baseline.get("results", {}).values())})
+    return ScanResult(
+        tool=TOOL,
+        findings=len(new) + len(confirmed),
+        summary=summary,
+        artifacts=artifacts,
+        details={
+            "new": new,
+            "confirmed_real": confirmed,
+            "baseline_entries": sum(len(v) for v in baseline.get("results", {}).values()),
+        },
+    )
