@@ -101,4 +101,5 @@ def resolve_record(reference: str, stack: str | None = None) -> Path:
         for entry in index:
             if entry["run_id"] == reference:
                 return Path(entry["path"])
-    raise FileNotFoundError(f"no promotion record {reference!r}")
+    hint = "" if stack else " (a run id or `latest` needs --stack NAME; or give the record's path)"
+    raise FileNotFoundError(f"no promotion record {reference!r}{hint}")
