@@ -29,7 +29,13 @@ import yaml
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from immune_suite.gates.advisory_snapshot import SNAPSHOT_FILE, SnapshotError, SnapshotInfo, checkout_origin
+from immune_suite.gates.advisory_snapshot import (
+    SNAPSHOT_FILE,
+    SnapshotError,
+    SnapshotInfo,
+    checkout_origin,
+    read_advisory_file,
+)
 from immune_suite.gates.advisory_snapshot import read as read_snapshot
 
 ADVISORY_DB_ENV = "IMMUNE_ADVISORY_DB"  # a snapshot file or an advisory-database checkout; overrides
@@ -37,11 +43,6 @@ MAX_AGE_ENV = "IMMUNE_ADVISORY_MAX_AGE_DAYS"
 ACCEPT_STALE_ENV = "IMMUNE_ADVISORY_ACCEPT_STALE"  # a reason: accept a snapshot older than the limit
 POLICY_FILE = Path("security") / "advisories" / "policy.yaml"
 DEFAULT_MAX_AGE_DAYS = 90
-
-try:  # libyaml parses advisory files several times faster
-    _Loader: Any = yaml.CSafeLoader
-except AttributeError:  # pragma: no cover - pure-python PyYAML
-    _Loader = yaml.SafeLoader
 
 
 class AdvisoryDatabaseMissing(RuntimeError):
@@ -215,10 +216,9 @@ class AdvisoryIndex:
 def _load_dir(directory: Path) -> list[dict[str, Any]]:
     loaded: list[dict[str, Any]] = []
     for path in sorted(directory.glob("*.yaml")):
-        with path.open(encoding="utf-8") as handle:
-            document = yaml.load(handle, Loader=_Loader)  # noqa: S506  # nosec B506 - a SafeLoader
-        if isinstance(document, dict):
-            loaded.append(json.loads(json.dumps(document, default=str)))  # dates -> text, as OSV serves
+        advisory = read_advisory_file(path)
+        if isinstance(advisory, dict):
+            loaded.append(advisory)
     return loaded
 
 

@@ -43,6 +43,14 @@ except AttributeError:  # pragma: no cover - pure-python PyYAML
     _Loader = yaml.SafeLoader
 
 
+def read_advisory_file(path: Path) -> Any:
+    """One advisory YAML file as OSV JSON would serve it (dates as text); whatever the file holds,
+    so that callers decide what is not an advisory. Raises OSError/yaml.YAMLError on unreadable files."""
+    with path.open(encoding="utf-8") as handle:
+        document = yaml.load(handle, Loader=_Loader)  # noqa: S506  # nosec B506 - a SafeLoader
+    return json.loads(json.dumps(document, default=str))
+
+
 class SnapshotError(RuntimeError):
     """A snapshot file or checkout that cannot be read or built from (the audit cannot rely on it)."""
 
@@ -93,11 +101,9 @@ def load_checkout(checkout: Path) -> dict[str, list[dict[str, Any]]]:
         raise SnapshotError(f"{checkout} has no vulns/ folder: not a PyPA advisory database checkout")
     by_package: dict[str, dict[str, dict[str, Any]]] = {}
     for path in sorted(vulns.glob("*/*.yaml")):
-        with path.open(encoding="utf-8") as handle:
-            document = yaml.load(handle, Loader=_Loader)  # noqa: S506  # nosec B506 - a SafeLoader
-        if not isinstance(document, dict) or "id" not in document:
+        advisory = read_advisory_file(path)
+        if not isinstance(advisory, dict) or "id" not in advisory:
             raise SnapshotError(f"{path}: not an OSV advisory")
-        advisory = json.loads(json.dumps(document, default=str))  # dates -> text, as OSV serves them
         names = {canonicalize_name(path.parent.name)} | {
             canonicalize_name(a["package"]["name"])
             for a in advisory.get("affected", [])
