@@ -56,7 +56,7 @@ from immune_suite.pipeline.canary import (
 from immune_suite.stack_config import StackConfig, load_stack
 from immune_suite.verdict import Outcome
 
-BASE_RPS = 100.0  # load/shapes.py baseline()
+BASE_RPS = 100.0  # load/immune_load/shapes.py baseline()
 MEDIAN_MS, SIGMA = 20.0, 0.5
 CANARY, STABLE = "green", "blue"
 

@@ -26,7 +26,8 @@ from immune_suite.record import record_index, resolve_record, write_signed_recor
 from immune_suite.report import write_report
 from immune_suite.signing import load_public_key, verify_artifacts, verify_record
 from immune_suite.source import SourceTree, resolve_source
-from immune_suite.stack_config import REPO_ROOT, StackConfig, load_stack
+from immune_suite.paths import REPO_ROOT
+from immune_suite.stack_config import StackConfig, load_stack
 from immune_suite.targets.base import Color, Release, Target
 from immune_suite.targets.factory import make_target
 

@@ -11,8 +11,10 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-STACKS_DIR = REPO_ROOT / "stacks"
+from immune_suite.paths import REPO_ROOT, STACKS_DIR
+
+__all__ = ["REPO_ROOT", "STACKS_DIR"]  # older imports took the root from here; immune_suite.paths is the home
+
 
 
 class _Strict(BaseModel):

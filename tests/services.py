@@ -19,8 +19,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-SCRIPTS_DIR = REPO / "scripts" / "services"
+from immune_suite.paths import SERVICES_DIR
+
+SCRIPTS_DIR = SERVICES_DIR
 SERVICE_NAMES: tuple[str, ...] = ("postgres", "redis", "kafka", "prometheus")
 # The environment variables that move each service to other ports.
 PORT_VARIABLES: Mapping[str, tuple[str, ...]] = {

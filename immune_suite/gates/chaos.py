@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from immune_suite.gates.chaos_journal import JournalSummary, summarise
+from immune_suite.paths import CHAOS_DIR, CHAOS_EXPERIMENTS_DIR, REPO_ROOT
 from immune_suite.verdict import Artifact, Measurement, Status, Verdict
 
 GATE = "chaos"
-REPO_ROOT = Path(__file__).resolve().parents[2]
-EXPERIMENTS_DIR = REPO_ROOT / "chaos" / "experiments"
+EXPERIMENTS_DIR = CHAOS_EXPERIMENTS_DIR
 SECRET_KEYS = frozenset({"api_token", "services_env"})
 EXPERIMENT_TIMEOUT_S = 600
 
@@ -51,7 +51,7 @@ def chaos_environment(config: dict[str, Any]) -> dict[str, str]:
     env["IMMUNE_API_TOKEN"] = str(config.get("api_token") or "")
     # immune_chaos importable even where the project is not installed (a bare checkout).
     env["PYTHONPATH"] = os.pathsep.join(
-        filter(None, [str(REPO_ROOT / "chaos"), str(REPO_ROOT), env.get("PYTHONPATH")])
+        filter(None, [str(CHAOS_DIR), str(REPO_ROOT), env.get("PYTHONPATH")])
     )
     return env
 

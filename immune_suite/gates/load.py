@@ -19,12 +19,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from immune_suite.paths import LOAD_THRESHOLDS, LOCUSTFILE, REPO_ROOT
 from immune_suite.verdict import Artifact, Measurement, Status, Verdict
 
 GATE = "load"
-REPO_ROOT = Path(__file__).resolve().parents[2]
-LOCUSTFILE = REPO_ROOT / "load" / "locustfile.py"
-THRESHOLDS = REPO_ROOT / "load" / "thresholds.yaml"
+THRESHOLDS = LOAD_THRESHOLDS
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,8 @@ import os
 import subprocess
 from pathlib import Path
 
-from immune_suite.stack_config import REPO_ROOT
+from immune_suite.paths import SERVICES_DIR
 
-SERVICES_DIR = REPO_ROOT / "scripts" / "services"
 SERVICES = ("postgres", "redis", "kafka")
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from immune_suite.stack_config import REPO_ROOT, StackConfig
+from immune_suite.paths import REPO_ROOT
+from immune_suite.stack_config import StackConfig
 from immune_suite.targets.base import Target
 
 

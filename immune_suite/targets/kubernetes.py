@@ -44,10 +44,10 @@ from immune_suite.targets.base import (
     TargetSnapshot,
     TrafficState,
 )
+from immune_suite.paths import PULUMI_ENGINE_SCRIPT, REPO_ROOT
 from immune_suite.targets.tokens import Client, pick_token
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-ENGINE_SCRIPT = REPO_ROOT / "scripts" / "pulumi-engine.sh"
+ENGINE_SCRIPT = PULUMI_ENGINE_SCRIPT
 PROJECT = "active-immune-core"
 SETTINGS = "settings"
 ROLLOUT = f"{SETTINGS}.rollout"

@@ -21,7 +21,8 @@ from immune_suite.local_stack.layout import StackLayout
 from immune_suite.local_stack.releases import build_release, service_binary
 from immune_suite.local_stack.supervisor import ProgramSpec, Supervisor
 from immune_suite.source import SourceTree
-from immune_suite.stack_config import REPO_ROOT, StackConfig
+from immune_suite.paths import REPO_ROOT
+from immune_suite.stack_config import StackConfig
 from immune_suite.state_dir import private_dir, read_json, state_root, write_atomic, write_json_atomic
 from immune_suite.targets.base import (
     Color,

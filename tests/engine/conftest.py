@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from immune_suite.paths import REPO_ROOT
 from immune_suite.targets.base import TargetError
 from immune_suite.targets.kubernetes import KubernetesTarget, KubernetesTargetOptions, engine_environment
 
-REPO = Path(__file__).resolve().parents[2]
 STACKS = ("staging", "prod")
 # The secrets the program requires (immune_infra.config.SECRET_KEYS), each set with `--secret`.
 SECRET_KEYS = ("postgresPassword", "redisPassword", "apiTokens", "grafanaAdminPassword")
@@ -44,9 +44,9 @@ def make_project(root: Path) -> Path:
     project = root / "project"
     project.mkdir(parents=True)
     for name in ("Pulumi.yaml", *(f"Pulumi.{stack}.yaml" for stack in STACKS)):
-        shutil.copy2(REPO / name, project / name)
+        shutil.copy2( REPO_ROOT / name, project / name)
     for name in ("infra", "app", ".venv"):
-        (project / name).symlink_to(REPO / name, target_is_directory=True)
+        (project / name).symlink_to( REPO_ROOT / name, target_is_directory=True)
     return project
 
 

@@ -9,7 +9,8 @@ import pytest
 from immune_suite.stack_config import load_stack
 from immune_suite.targets.base import Target, TargetError
 from immune_suite.targets.factory import make_target
-from immune_suite.targets.kubernetes import REPO_ROOT, KubernetesTarget, KubernetesTargetOptions
+from immune_suite.paths import REPO_ROOT
+from immune_suite.targets.kubernetes import KubernetesTarget, KubernetesTargetOptions
 
 
 def test_factory_builds_a_kubernetes_target_for_the_staging_stack(monkeypatch: pytest.MonkeyPatch) -> None:

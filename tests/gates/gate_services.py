@@ -10,7 +10,10 @@ from pathlib import Path
 
 import httpx
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from immune_suite.paths import REPO_ROOT
+
+__all__ = ["MINI_SERVICE", "REPO_ROOT", "TOKEN"]
+
 MINI_SERVICE = Path(__file__).resolve().parent / "mini_service.py"
 TOKEN = "gate-test-token"
 

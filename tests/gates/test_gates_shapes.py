@@ -1,25 +1,9 @@
-"""The load scenarios as planned request rates (load/shapes.py)."""
+"""The load scenarios as planned request rates (load/immune_load/shapes.py)."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from types import ModuleType
-
 import pytest
-from gate_services import REPO_ROOT
-
-
-def _shapes() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("immune_load_shapes", REPO_ROOT / "load" / "shapes.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
-
-
-shapes = _shapes()
+from immune_load import shapes
 
 
 def test_the_notes_scenarios_reach_their_rates() -> None:

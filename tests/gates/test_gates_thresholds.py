@@ -1,10 +1,7 @@
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-
-from immune_suite.gates.thresholds import (
+from immune_load.thresholds import (
     SampleMetrics,
     ThresholdError,
     broken_aborts,
@@ -16,7 +13,8 @@ from immune_suite.gates.thresholds import (
     percentile,
 )
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from immune_suite.paths import LOAD_THRESHOLDS
+
 
 
 def test_parses_k6_expressions() -> None:
@@ -76,7 +74,7 @@ def test_durations() -> None:
 
 
 def test_the_shipped_thresholds_file_parses() -> None:
-    thresholds = load_thresholds(REPO_ROOT / "load" / "thresholds.yaml")
+    thresholds = load_thresholds(LOAD_THRESHOLDS)
     names = {t.name for t in thresholds}
     assert {"http_req_duration p(95)", "http_req_duration p(99)", "http_req_failed rate"} <= names
     assert any(t.abort_on_fail for t in thresholds)

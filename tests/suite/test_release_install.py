@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from immune_suite.local_stack.releases import build_release, locked_dependencies, service_binary
+from immune_suite.paths import REPO_ROOT
 from immune_suite.source import resolve_source
 from immune_suite.targets.base import TargetError
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _git(repo: Path, *args: str) -> str:

@@ -16,7 +16,8 @@ from immune_suite.progress import RecordingProgress
 from immune_suite.record import write_signed_record
 from immune_suite.signing import load_public_key, verify_record
 from immune_suite.source import resolve_source
-from immune_suite.stack_config import REPO_ROOT, StackConfig
+from immune_suite.paths import REPO_ROOT
+from immune_suite.stack_config import StackConfig
 from immune_suite.targets.base import Color, Release, TrafficState
 from immune_suite.verdict import Status
 from tests.suite.conftest import MemoryTarget, ScriptedGates

@@ -30,13 +30,14 @@ from packaging.utils import canonicalize_name
 
 from immune_suite.gates.advisories import AdvisoryDatabaseMissing, judge_age, locate_advisory_db, serve_osv
 from immune_suite.gates.scanners import ScanResult, artifacts_of, run_tool, tail
+from immune_suite.paths import REPO_ROOT
 
 TOOL = "pip-audit"
 LOCK_FILE = "requirements.lock"  # what ships: hashed, installed by the image and every deployment
 DEV_LOCK_FILE = "requirements-dev.lock"  # the suite's tools (pip freeze of the dev venv)
 IGNORES_FILE = Path("security") / "pip-audit-ignores.yaml"
 SOURCE_ENV = "IMMUNE_PIP_AUDIT_SOURCE"  # live | snapshot | auto (default)
-SUITE_ROOT = Path(__file__).resolve().parents[3]
+SUITE_ROOT = REPO_ROOT  # the suite's own checkout (its vendored advisory snapshot)
 
 
 @dataclass(frozen=True)
