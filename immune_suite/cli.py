@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from immune_suite.paths import REPO_ROOT
 from immune_suite.pipeline.exit_codes import ExitCode
 from immune_suite.pipeline.gates import Gates, default_gates
 from immune_suite.pipeline.guard import guard_forever, restore_until_settled, unsettled
@@ -26,7 +27,6 @@ from immune_suite.record import record_index, resolve_record, write_signed_recor
 from immune_suite.report import write_report
 from immune_suite.signing import load_public_key, verify_artifacts, verify_record
 from immune_suite.source import SourceTree, resolve_source
-from immune_suite.paths import REPO_ROOT
 from immune_suite.stack_config import StackConfig, load_stack
 from immune_suite.targets.base import Color, Release, Target
 from immune_suite.targets.factory import make_target

@@ -16,7 +16,6 @@ from immune_suite.paths import REPO_ROOT, STACKS_DIR
 __all__ = ["REPO_ROOT", "STACKS_DIR"]  # older imports took the root from here; immune_suite.paths is the home
 
 
-
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 

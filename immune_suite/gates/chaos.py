@@ -50,9 +50,7 @@ def chaos_environment(config: dict[str, Any]) -> dict[str, str]:
     env.update({str(k): str(v) for k, v in (config.get("services_env") or {}).items()})
     env["IMMUNE_API_TOKEN"] = str(config.get("api_token") or "")
     # immune_chaos importable even where the project is not installed (a bare checkout).
-    env["PYTHONPATH"] = os.pathsep.join(
-        filter(None, [str(CHAOS_DIR), str(REPO_ROOT), env.get("PYTHONPATH")])
-    )
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(CHAOS_DIR), str(REPO_ROOT), env.get("PYTHONPATH")]))
     return env
 
 

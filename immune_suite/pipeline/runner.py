@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from immune_suite.gates.attribution import counter_deltas, judge_attribution
+from immune_suite.paths import REPO_ROOT
 from immune_suite.pipeline.canary import run_canary_step
 from immune_suite.pipeline.exit_codes import ExitCode
 from immune_suite.pipeline.gates import Gates, LoadResult, run_dir
@@ -47,7 +48,6 @@ from immune_suite.pipeline.restore import (
 from immune_suite.pipeline.run_state import RunState, RunStore, StepResult, now_iso
 from immune_suite.progress import Progress
 from immune_suite.source import export_source
-from immune_suite.paths import REPO_ROOT
 from immune_suite.stack_config import StackConfig
 from immune_suite.state_dir import state_root
 from immune_suite.targets.base import Color, Release, Target, TargetError, TrafficState
@@ -451,7 +451,7 @@ class Pipeline:
             back_to_stable,
             self.progress,
             look_every_s=self.poll_s * 2,
-            # The load shapes ramp up over their first fifth (load/immune_load/shapes.py); compare steady load only.
+            # Load shapes ramp up over their first fifth (immune_load/shapes.py); compare steady load only.
             ramp_s=duration / 5,
         )
         if attribution is not None:

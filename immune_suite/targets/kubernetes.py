@@ -33,6 +33,7 @@ from immune_infra.immune_app import color_labels
 from pulumi import automation as auto
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
+from immune_suite.paths import PULUMI_ENGINE_SCRIPT, REPO_ROOT
 from immune_suite.stack_config import StackConfig
 from immune_suite.state_dir import read_json, state_root, write_json_atomic
 from immune_suite.targets.base import (
@@ -44,7 +45,6 @@ from immune_suite.targets.base import (
     TargetSnapshot,
     TrafficState,
 )
-from immune_suite.paths import PULUMI_ENGINE_SCRIPT, REPO_ROOT
 from immune_suite.targets.tokens import Client, pick_token
 
 ENGINE_SCRIPT = PULUMI_ENGINE_SCRIPT

@@ -15,13 +15,13 @@ from typing import Any
 import httpx
 
 from immune_suite.gates.attribution import BASELINE, Attribution
-from immune_suite.local_stack.dependencies import SERVICES_DIR, services_env
+from immune_suite.local_stack.dependencies import services_env
 from immune_suite.local_stack.haproxy import HAProxy, IngressCounters, attribution
 from immune_suite.local_stack.layout import StackLayout
 from immune_suite.local_stack.releases import build_release, service_binary
 from immune_suite.local_stack.supervisor import ProgramSpec, Supervisor
+from immune_suite.paths import REPO_ROOT, SERVICES_DIR
 from immune_suite.source import SourceTree
-from immune_suite.paths import REPO_ROOT
 from immune_suite.stack_config import StackConfig
 from immune_suite.state_dir import private_dir, read_json, state_root, write_atomic, write_json_atomic
 from immune_suite.targets.base import (

@@ -196,4 +196,3 @@ def auth_headers(environment: Environment) -> dict[str, str]:
     """The bearer header for the API token option, or none when no token was given."""
     token = options_of(environment).api_token if options_of(environment) else ""
     return {"Authorization": f"Bearer {token}"} if token else {}
-

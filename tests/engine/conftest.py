@@ -44,9 +44,9 @@ def make_project(root: Path) -> Path:
     project = root / "project"
     project.mkdir(parents=True)
     for name in ("Pulumi.yaml", *(f"Pulumi.{stack}.yaml" for stack in STACKS)):
-        shutil.copy2( REPO_ROOT / name, project / name)
+        shutil.copy2(REPO_ROOT / name, project / name)
     for name in ("infra", "app", ".venv"):
-        (project / name).symlink_to( REPO_ROOT / name, target_is_directory=True)
+        (project / name).symlink_to(REPO_ROOT / name, target_is_directory=True)
     return project
 
 

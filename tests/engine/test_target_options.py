@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from immune_suite.paths import REPO_ROOT
 from immune_suite.stack_config import load_stack
 from immune_suite.targets.base import Target, TargetError
 from immune_suite.targets.factory import make_target
-from immune_suite.paths import REPO_ROOT
 from immune_suite.targets.kubernetes import KubernetesTarget, KubernetesTargetOptions
 
 

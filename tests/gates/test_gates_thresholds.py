@@ -16,7 +16,6 @@ from immune_load.thresholds import (
 from immune_suite.paths import LOAD_THRESHOLDS
 
 
-
 def test_parses_k6_expressions() -> None:
     t = parse_expression("http_req_duration", "p(95)<200")
     assert (t.metric, t.aggregation, t.comparator, t.limit) == ("http_req_duration", "p(95)", "<", 200.0)

@@ -28,8 +28,8 @@ import pytest
 import yaml
 from services import ServiceSet, free_tcp_ports
 
-from immune_suite.pipeline.exit_codes import ExitCode
 from immune_suite.paths import REPO_ROOT
+from immune_suite.pipeline.exit_codes import ExitCode
 
 from .test_e2e_local import free_port_block, snapshot_repo
 

@@ -33,9 +33,9 @@ import pytest
 import yaml
 from services import ServiceSet
 
+from immune_suite.paths import REPO_ROOT
 from immune_suite.pipeline.exit_codes import ExitCode
 from immune_suite.source import resolve_source
-from immune_suite.paths import REPO_ROOT
 from immune_suite.stack_config import load_stack
 from immune_suite.targets.base import Color
 from immune_suite.targets.local import LocalTarget

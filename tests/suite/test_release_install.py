@@ -14,7 +14,6 @@ from immune_suite.source import resolve_source
 from immune_suite.targets.base import TargetError
 
 
-
 def _git(repo: Path, *args: str) -> str:
     command = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@localhost", *args]
     return subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip()

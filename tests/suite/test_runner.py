@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from immune_suite.cli import Session
+from immune_suite.paths import REPO_ROOT
 from immune_suite.pipeline.exit_codes import ExitCode
 from immune_suite.pipeline.run_state import RunState, RunStore
 from immune_suite.pipeline.runner import Pipeline
@@ -16,7 +17,6 @@ from immune_suite.progress import RecordingProgress
 from immune_suite.record import write_signed_record
 from immune_suite.signing import load_public_key, verify_record
 from immune_suite.source import resolve_source
-from immune_suite.paths import REPO_ROOT
 from immune_suite.stack_config import StackConfig
 from immune_suite.targets.base import Color, Release, TrafficState
 from immune_suite.verdict import Status
