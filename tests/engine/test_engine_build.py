@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from pulumi import automation as auto
 
-from engine.conftest import REPO
+from immune_suite.paths import REPO_ROOT
 
 pytestmark = pytest.mark.engine
 
-VERSIONS = REPO / "scripts" / "pulumi-engine" / "versions.env"
+VERSIONS = REPO_ROOT / "scripts" / "pulumi-engine" / "versions.env"
 
 
 def pinned() -> dict[str, str]:
@@ -54,7 +54,7 @@ def test_plugins_live_in_the_engine_home_and_downloads_are_off(engine_env: dict[
 
 
 def test_build_is_idempotent_and_cached(engine_env: dict[str, str]) -> None:
-    script = REPO / "scripts" / "pulumi-engine.sh"
+    script = REPO_ROOT / "scripts" / "pulumi-engine.sh"
     path = subprocess.run(["bash", str(script), "path"], capture_output=True, text=True, check=True)
     assert path.stdout.strip() == engine_env["PULUMI_ENGINE_DIR"]
     again = subprocess.run(["bash", str(script), "build"], capture_output=True, text=True, check=True)

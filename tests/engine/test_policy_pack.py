@@ -14,12 +14,13 @@ from pathlib import Path
 import pytest
 from pulumi import automation as auto
 
-from engine.conftest import REPO, STACKS, EngineProject
+from engine.conftest import STACKS, EngineProject
+from immune_suite.paths import REPO_ROOT
 from immune_suite.targets.base import TargetError
 
 pytestmark = pytest.mark.engine
 
-POLICY_PACK = REPO / "infra" / "policy_pack"
+POLICY_PACK = REPO_ROOT / "infra" / "policy_pack"
 
 PROBE_PROGRAM = textwrap.dedent(
     '''
@@ -65,7 +66,7 @@ def _probe_stack(root: Path, engine_project: EngineProject) -> auto.Stack:
     (project / "Pulumi.yaml").write_text(
         "name: policy-probe\n"
         "runtime:\n  name: python\n  options:\n    toolchain: pip\n"
-        f"    virtualenv: {REPO / '.venv'}\n",
+        f"    virtualenv: {REPO_ROOT / '.venv'}\n",
         encoding="utf-8",
     )
     (project / "__main__.py").write_text(PROBE_PROGRAM, encoding="utf-8")

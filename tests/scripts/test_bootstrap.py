@@ -8,9 +8,9 @@ import os
 import subprocess
 from pathlib import Path
 
-from services import REPO
+from immune_suite.paths import REPO_ROOT
 
-BOOTSTRAP = REPO / "scripts" / "bootstrap.sh"
+BOOTSTRAP = REPO_ROOT / "scripts" / "bootstrap.sh"
 
 
 def fake_venv(root: Path, exit_code: int = 0) -> tuple[Path, Path]:
@@ -36,14 +36,14 @@ def run_bootstrap(venv: Path) -> subprocess.CompletedProcess[str]:
 
 
 def pyproject_hash() -> str:
-    return hashlib.sha256((REPO / "pyproject.toml").read_bytes()).hexdigest()
+    return hashlib.sha256((REPO_ROOT / "pyproject.toml").read_bytes()).hexdigest()
 
 
 def test_installs_when_the_stamp_is_missing_then_stays_silent(tmp_path: Path) -> None:
     venv, calls = fake_venv(tmp_path)
     first = run_bootstrap(venv)
     assert first.returncode == 0, first.stderr
-    assert calls.read_text().split() == ["-m", "pip", "install", "-q", "-e", f"{REPO}[dev]"]
+    assert calls.read_text().split() == ["-m", "pip", "install", "-q", "-e", f"{REPO_ROOT}[dev]"]
     assert (venv / ".pyproject.sha256").read_text().strip() == pyproject_hash()
 
     second = run_bootstrap(venv)
