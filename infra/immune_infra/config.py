@@ -210,6 +210,17 @@ class RolloutEnv(_Model):
         return self.blue if color == "blue" else self.green
 
 
+class Baseline(_Model):
+    """Kayenta's fresh baseline: `replicas` new pods of the stable release beside a canary.
+
+    `image` is the stable colour's pinned image (never `build`: the baseline runs what already serves).
+    `replicas: 0` is the same as no baseline at all (no Deployment, no Service, no route).
+    """
+
+    image: PinnedImage
+    replicas: Annotated[int, Field(ge=0, le=200)]
+
+
 class Rollout(_Model):
     """Rollout state: owned by the promotion pipeline, which sets it through the Automation API."""
 
@@ -218,6 +229,21 @@ class Rollout(_Model):
     images: RolloutImages
     replicas: RolloutReplicas = RolloutReplicas()
     env: RolloutEnv = RolloutEnv()
+    baseline: Baseline | None = None
+
+    @property
+    def baseline_replicas(self) -> int:
+        """Pods of the fresh baseline (0: none, whether the key is absent or says 0)."""
+        return self.baseline.replicas if self.baseline is not None else 0
+
+    @property
+    def baseline_weight(self) -> int:
+        """Percent of the stable host's traffic on the baseline: the canary's share, taken from stable's
+        (at most what stable has left), and 0 without a running baseline or a canary. The same pairing
+        as the local stack's HAProxy (immune_suite/local_stack/haproxy.py)."""
+        if self.baseline_replicas == 0:
+            return 0
+        return min(self.canary_weight, 100 - self.canary_weight)
 
     @property
     def preview_color(self) -> Color:
@@ -416,6 +442,11 @@ class StackSettings(_Model):
                     f"rollout.replicas.{color} ({wanted}) exceeds app.replicas.max ({ceiling}), "
                     "the most the quota is sized for"
                 )
+        if self.rollout.baseline_replicas > ceiling:
+            raise ValueError(
+                f"rollout.baseline.replicas ({self.rollout.baseline_replicas}) exceeds "
+                f"app.replicas.max ({ceiling}), the most the quota is sized for"
+            )
         return self
 
     def replicas_for(self, color: Color) -> int | None:

@@ -11,7 +11,15 @@ Blue/green invariants (tests/infra check them on the rendered objects):
   count within `app.replicas`; N > 0 sets the HPA's floor to N; 0 declares `replicas: 0` and no HPA
   at all for the colour, so nothing scales a retired or aborted colour back up;
 - `rollout.env.<colour>` (allow-listed, non-secret settings such as fault injection) changes only that
-  colour's Deployment; migration Jobs never see it (they are immutable, and faults are a serving concern).
+  colour's Deployment; migration Jobs never see it (they are immutable, and faults are a serving concern);
+- `rollout.baseline` (Kayenta's fresh baseline: the stable image, N pods) adds `immune-core-baseline`
+  (Deployment with colour label `baseline`, fixed count, no HPA, no PDB, no migration Job: its image
+  already serves, migrated) and its own Service. The stable and preview Services select blue or green
+  only, so they never reach it. With HTTPRoutes it takes the canary's share out of stable's
+  (`Rollout.baseline_weight`); an nginx canary Ingress has one canary backend only, so there
+  the pipeline's second load reaches the baseline through its Service instead (docs/infra.md).
+  Its pods are ordinary members of the service (same env, Kafka group and lease as a colour's pods:
+  a separate group would process every event a second time), and leave when the key is removed.
 """
 
 from __future__ import annotations
@@ -49,6 +57,8 @@ PREVIEW_SERVICE = f"{APP_NAME}-preview"
 API_SECRET = f"{APP_NAME}-api"
 CANARY_HEADER = "X-Immune-Canary"
 KAFKA_GROUP_ID = APP_NAME
+BASELINE = "baseline"
+BASELINE_SERVICE = f"{APP_NAME}-{BASELINE}"
 # pulumi-kubernetes: apply with force, taking over fields another field manager (the HPA) last wrote.
 PATCH_FORCE_ANNOTATION = "pulumi.com/patchForce"
 
@@ -66,8 +76,14 @@ def app_labels(component: str = "api") -> dict[str, str]:
     return labels(APP_NAME, component)
 
 
-def color_labels(color: Color) -> dict[str, str]:
+def color_labels(color: Color | str) -> dict[str, str]:
     return {**app_labels(), COLOR_LABEL: color}
+
+
+def baseline_labels() -> dict[str, str]:
+    """The baseline's pods: the app's labels (so NetworkPolicies treat them as the service) and a
+    colour value no stable/preview Service, PDB or HPA selects."""
+    return color_labels(BASELINE)
 
 
 @dataclass(frozen=True)
@@ -136,6 +152,13 @@ class ImmuneApp(pulumi.ComponentResource):
             self._disruption_budget(color)
 
         rollout = settings.rollout
+        self.baseline_deployment: k8s.apps.v1.Deployment | None = None
+        self.baseline_service: k8s.core.v1.Service | None = None
+        if rollout.baseline is not None and rollout.baseline.replicas > 0:
+            self.baseline_deployment = self._baseline_deployment(
+                rollout.baseline.image, rollout.baseline.replicas
+            )
+            self.baseline_service = self._labelled_service(BASELINE_SERVICE, BASELINE, baseline_labels())
         self.stable_service = self._service(STABLE_SERVICE, "stable", rollout.active_color)
         self.preview_service = self._service(PREVIEW_SERVICE, "preview", rollout.preview_color)
         if settings.routing.mode == "nginx":
@@ -156,7 +179,7 @@ class ImmuneApp(pulumi.ComponentResource):
     def _child(self, depends_on: list[pulumi.Resource] | None = None) -> pulumi.ResourceOptions:
         return pulumi.ResourceOptions(parent=self, provider=self._provider, depends_on=depends_on or [])
 
-    def _app_env(self, color: Color) -> list[k8s.core.v1.EnvVarArgsDict]:
+    def _app_env(self, color: Color | str) -> list[k8s.core.v1.EnvVarArgsDict]:
         deps = self._dependencies
         app = self._settings.app
         return [
@@ -246,10 +269,14 @@ class ImmuneApp(pulumi.ComponentResource):
             opts=self._child(depends_on=[*deps.waits_for, self.api_secret, self.service_account]),
         )
 
-    def _deployment(
-        self, color: Color, image: pulumi.Input[str], migration: k8s.batch.v1.Job
-    ) -> k8s.apps.v1.Deployment:
-        selector = color_labels(color)
+    def _pod_spec(
+        self,
+        selector: dict[str, str],
+        image: pulumi.Input[str],
+        env: list[k8s.core.v1.EnvVarArgsDict],
+    ) -> k8s.core.v1.PodSpecArgsDict:
+        """The serving pod: one spec for both colours and the baseline, so they differ only in labels,
+        image and env (a baseline that differed in anything else would not be a fair comparison)."""
         http_probe: Any = {"http_get": {"path": "/health/live", "port": "http"}}
         pod_spec: k8s.core.v1.PodSpecArgsDict = {
             "service_account_name": APP_NAME,
@@ -281,7 +308,7 @@ class ImmuneApp(pulumi.ComponentResource):
                         "--forwarded-allow-ips",
                         "*",
                     ],
-                    "env": self._serving_env(color),
+                    "env": env,
                     "ports": [{"name": "http", "container_port": HTTP_PORT}],
                     "startup_probe": {**http_probe, "period_seconds": 2, "failure_threshold": 60},
                     "liveness_probe": {**http_probe, "period_seconds": 10, "failure_threshold": 3},
@@ -297,6 +324,13 @@ class ImmuneApp(pulumi.ComponentResource):
             ],
             "volumes": [empty_dir("tmp", "256Mi")],
         }
+        return pod_spec
+
+    def _deployment(
+        self, color: Color, image: pulumi.Input[str], migration: k8s.batch.v1.Job
+    ) -> k8s.apps.v1.Deployment:
+        selector = color_labels(color)
+        pod_spec = self._pod_spec(selector, image, self._serving_env(color))
         spec: k8s.apps.v1.DeploymentSpecArgsDict = {
             "selector": {"match_labels": selector},
             "revision_history_limit": 5,
@@ -324,6 +358,28 @@ class ImmuneApp(pulumi.ComponentResource):
             },
             spec=spec,
             opts=self._child(depends_on=[migration]),
+        )
+
+    def _baseline_deployment(self, image: str, replicas: int) -> k8s.apps.v1.Deployment:
+        """Fresh pods of the stable image: a fixed count (no HPA owns it) and no migration Job."""
+        selector = baseline_labels()
+        return k8s.apps.v1.Deployment(
+            f"{self._name}-{BASELINE}",
+            metadata={"name": BASELINE_SERVICE, "namespace": self._namespace, "labels": selector},
+            spec={
+                "selector": {"match_labels": selector},
+                "replicas": replicas,
+                "revision_history_limit": 2,
+                "strategy": {
+                    "type": "RollingUpdate",
+                    "rolling_update": {"max_unavailable": 0, "max_surge": 1},
+                },
+                "template": {
+                    "metadata": {"labels": selector},
+                    "spec": self._pod_spec(selector, image, self._app_env(BASELINE)),
+                },
+            },
+            opts=self._child(depends_on=[self.api_secret, self.service_account]),
         )
 
     def _pods_service(self, color: Color) -> k8s.core.v1.Service:
@@ -398,6 +454,11 @@ class ImmuneApp(pulumi.ComponentResource):
         )
 
     def _service(self, service_name: str, role: str, color: Color) -> k8s.core.v1.Service:
+        return self._labelled_service(service_name, role, color_labels(color))
+
+    def _labelled_service(
+        self, service_name: str, role: str, selector: dict[str, str]
+    ) -> k8s.core.v1.Service:
         return k8s.core.v1.Service(
             f"{self._name}-{role}",
             metadata={
@@ -407,7 +468,7 @@ class ImmuneApp(pulumi.ComponentResource):
             },
             spec={
                 "type": "ClusterIP",
-                "selector": color_labels(color),
+                "selector": selector,
                 "ports": [{"name": "http", "port": SERVICE_PORT, "target_port": "http"}],
             },
             opts=self._child(),
@@ -487,6 +548,7 @@ class ImmuneApp(pulumi.ComponentResource):
     def _gateway_routes(self) -> None:
         routing = self._settings.routing
         weight = self._settings.rollout.canary_weight
+        paired = self._settings.rollout.baseline_weight
         prefix: dict[str, Any] = {"path": {"type": "PathPrefix", "value": "/"}}
 
         def backend(service: str, backend_weight: int | None = None) -> dict[str, Any]:
@@ -497,15 +559,16 @@ class ImmuneApp(pulumi.ComponentResource):
 
         stable_rules: list[dict[str, Any]]
         if weight > 0:
+            # A running baseline takes the canary's share out of stable's: stable + canary + baseline = 100.
+            weighted = [backend(STABLE_SERVICE, 100 - weight - paired), backend(PREVIEW_SERVICE, weight)]
+            if paired:
+                weighted.append(backend(BASELINE_SERVICE, paired))
             stable_rules = [
                 {
                     "matches": [{**prefix, "headers": [{"name": CANARY_HEADER, "value": "always"}]}],
                     "backendRefs": [backend(PREVIEW_SERVICE)],
                 },
-                {
-                    "matches": [prefix],
-                    "backendRefs": [backend(STABLE_SERVICE, 100 - weight), backend(PREVIEW_SERVICE, weight)],
-                },
+                {"matches": [prefix], "backendRefs": weighted},
             ]
         else:
             stable_rules = [{"matches": [prefix], "backendRefs": [backend(STABLE_SERVICE, 100)]}]
