@@ -2,7 +2,8 @@
 
 Rollout state is stack config owned by the pipeline (`settings.rollout.activeColor`,
 `settings.rollout.canaryWeight`, and per colour `settings.rollout.images.<colour>`,
-`settings.rollout.replicas.<colour>`, `settings.rollout.env.<colour>`): every change is a config
+`settings.rollout.replicas.<colour>`, `settings.rollout.env.<colour>`, and Kayenta's
+`settings.rollout.baseline`): every change is a config
 write followed by `pulumi up`, so the stack's history records each traffic move. The program turns
 that config into the stable Service selector, the canary Ingress weight, each colour's image, count
 (0 = scaled away, no autoscaler) and allow-listed environment overrides; its exports give the gates
@@ -387,14 +388,15 @@ class KubernetesTarget:
         weight = outputs.get("canaryWeight")
         if active is None or weight is None:
             return None
-        return TrafficState(active=Color(str(active)), canary_weight=int(weight))
+        paired = int(outputs.get("baselineWeight") or 0)  # HTTPRoute share only; nginx routes none
+        return TrafficState(active=Color(str(active)), canary_weight=int(weight), baseline_weight=paired)
 
     def set_traffic(self, active: Color, canary_weight: int) -> TrafficState:
         if not 0 <= canary_weight <= 100:
             raise TargetError(f"canary weight {canary_weight} outside 0..100")
         self._set({f"{ROLLOUT}.activeColor": active.value, f"{ROLLOUT}.canaryWeight": str(canary_weight)})
         self.up()
-        return TrafficState(active=active, canary_weight=canary_weight)
+        return self.traffic() or TrafficState(active=active, canary_weight=canary_weight)
 
     def endpoints(self) -> Endpoints:
         outputs = self.outputs()
@@ -403,6 +405,7 @@ class KubernetesTarget:
                 ingress_url=str(outputs["canaryUrl"]),
                 stable_url=str(outputs["stableUrl"]),
                 preview_url=str(outputs["previewUrl"]),
+                baseline_url=str(outputs["baselineUrl"]) if outputs.get("baselineUrl") else None,
             )
         except KeyError as exc:
             raise TargetError(f"stack {self.name} does not export {exc.args[0]} (run up first)") from exc
@@ -465,6 +468,8 @@ class KubernetesTarget:
             values.update(
                 {f"{ROLLOUT}.env.{color}.{name}": str(value) for name, value in sorted(env.items())}
             )
+        # A snapshot never holds a baseline: it lives only as long as a canary (as on the local stack).
+        removed.append(f"{ROLLOUT}.baseline")
         self._write_rollout(values, tuple(removed))
         self.up()
         if scale_away:
@@ -492,17 +497,49 @@ class KubernetesTarget:
             "candidate_label_selector": selector,
         }
 
-    # -- Target: baseline and attribution (not yet on Kubernetes, see docs/pipeline.md) ------------
+    # -- Target: baseline (Kayenta) and attribution ---------------------------------------------
     def start_baseline(self, release: Release, fresh: bool = False) -> None:
-        raise NotImplementedError(
-            "no baseline Deployment on Kubernetes yet: the canary is compared with long-running stable"
-        )
+        """Run `settings.rollout.baseline` = {the release's pinned image, the active colour's count}.
+
+        The program renders `immune-core-baseline` (Deployment + Service) and, with HTTPRoutes, gives
+        it the canary's share out of stable's; with an nginx canary Ingress it stays out of the
+        weighted route (one canary backend only) and is reached through its Service. A baseline of
+        the same image and count is kept (no `up`) unless `fresh`, which deletes it first (its own
+        `up`) so every pod is new. Raises `TargetError` for a release without a digest or a refused
+        config (the stack is then untouched).
+        """
+        image = self.image_for(release)
+        count = self._active_replicas()
+        wanted = {"image": image, "replicas": str(count)}
+        key = f"{ROLLOUT}.baseline"
+        current = self._rollout_tree().get("baseline")
+        same = isinstance(current, dict) and {k: str(v) for k, v in current.items()} == wanted
+        if same and not fresh:
+            return
+        if same:  # fresh: the same config again would roll nothing, so take the old pods away first
+            self.stop_baseline()
+        self._write_rollout({f"{key}.image": image, f"{key}.replicas": str(count)}, (key,))
+        self.up()
+
+    def _active_replicas(self) -> int:
+        """As many pods as the active colour has declared (at least one)."""
+        active = self._rollout_tree().get("activeColor")
+        if active is None:
+            raise TargetError(f"stack {self.name} has no settings.rollout.activeColor")
+        return max(1, self.desired_replicas(Color(str(active))))
 
     def stop_baseline(self) -> None:
-        return None  # none is ever started
+        """Remove `settings.rollout.baseline` and `up` (idempotent: no key, no `up`)."""
+        key = f"{ROLLOUT}.baseline"
+        if "baseline" not in self._rollout_tree():
+            return
+        self._write_rollout({}, (key,))
+        self.up()
 
     def baseline_running(self) -> bool:
-        return False
+        """True while the stack's config declares baseline pods (the provider awaited them at `up`)."""
+        baseline = self._rollout_tree().get("baseline")
+        return isinstance(baseline, dict) and int(baseline.get("replicas") or 0) > 0
 
     def attribution(self) -> None:
         # The Ingress controller does not name its upstream in responses yet: samples take the colour

@@ -46,6 +46,7 @@ from immune_infra.workload import (
     pod_security_context,
     resources,
     secret_env,
+    service_dns,
 )
 
 APP_NAME = "immune-core"
@@ -172,6 +173,13 @@ class ImmuneApp(pulumi.ComponentResource):
         self.preview_url = f"{scheme}://{routing.preview_host}{settings.app.api_prefix}"
         # Canary traffic shares the stable host: a weighted share, or all of it with the header.
         self.canary_url = self.stable_url
+        # The baseline has no host of its own: its Service, reached from inside the cluster (the
+        # pipeline's second load at 100 %, and its only load with an nginx canary Ingress).
+        self.baseline_url: str | None = None
+        if self.baseline_service is not None:
+            self.baseline_url = (
+                f"http://{service_dns(BASELINE_SERVICE, settings.namespace)}{settings.app.api_prefix}"
+            )
         self.register_outputs(
             {"stable_url": self.stable_url, "preview_url": self.preview_url, "canary_url": self.canary_url}
         )

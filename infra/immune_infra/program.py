@@ -83,6 +83,7 @@ def deploy() -> dict[str, Any]:
         "canaryWeight": rollout.canary_weight,
         # Kayenta's fresh baseline: its pod count (0 = none) and its routed share (HTTPRoute only).
         "baselineReplicas": rollout.baseline_replicas,
+        "baselineUrl": app.baseline_url,
         "baselineWeight": rollout.baseline_weight if settings.routing.mode == "gateway" else 0,
         "routingMode": settings.routing.mode,
         "images": {"blue": image.by_color["blue"], "green": image.by_color["green"]},

@@ -246,3 +246,78 @@ def test_restore_scales_a_retired_colour_away_again(rollout: Rollout) -> None:
     assert diff(retired, rollout.rendered()) == []
     target.restore(snapshot_before_all)
     assert diff(before_all, rollout.rendered()) == []
+
+
+BASELINE_DEPLOYMENT = f"Deployment/{NAMESPACE}/immune-core-baseline"
+BASELINE_SERVICE = f"Service/{NAMESPACE}/immune-core-baseline"
+STABLE_DIGEST = "sha256:" + "5ab1e0" * 10 + "5ab1"
+
+
+def test_baseline_start_and_stop_add_and_remove_exactly_its_objects(
+    rollout: Rollout, engine_project: EngineProject
+) -> None:
+    target = rollout.target
+    before_all = rollout.rendered()
+    snapshot = target.snapshot()
+    stable = Release(version="0.1.0", ref="stable", digest=STABLE_DIGEST)
+    assert not target.baseline_running()
+    assert target.endpoints().baseline_url is None
+
+    # Refused before the stack is touched: a release without a pinned digest.
+    stack_file = engine_project.stack_file("staging")
+    unchanged = stack_file.read_bytes()
+    with pytest.raises(TargetError, match="has no image digest"):
+        target.start_baseline(Release(version="0.1.0", ref="stable", digest="not-a-digest"))
+    assert stack_file.read_bytes() == unchanged
+    target.stop_baseline()  # none runs: nothing to do, no write
+    assert stack_file.read_bytes() == unchanged
+
+    target.set_traffic(Color.BLUE, 10)
+    with_canary = rollout.rendered()
+
+    # Start: exactly the baseline's Deployment and Service appear (nginx: the canary Ingress keeps its
+    # single backend; the baseline is reached through its Service, the second load's endpoint).
+    target.start_baseline(stable, fresh=True)
+    assert summary(diff(with_canary, rollout.rendered())) == {
+        (BASELINE_DEPLOYMENT, ""),
+        (BASELINE_SERVICE, ""),
+    }
+    deployment = rollout.last[BASELINE_DEPLOYMENT]
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"].endswith("@" + STABLE_DIGEST)
+    assert deployment["spec"]["replicas"] == 1  # as many as the active colour (staging's app minimum)
+    assert deployment["spec"]["template"]["metadata"]["labels"][COLOR_LABEL] == "baseline"
+    assert rollout.last[BASELINE_SERVICE]["spec"]["selector"][COLOR_LABEL] == "baseline"
+    assert rollout.last[STABLE_SERVICE]["spec"]["selector"][COLOR_LABEL] == "blue"
+    assert target.baseline_running()
+    assert target.endpoints().baseline_url == f"http://immune-core-baseline.{NAMESPACE}.svc.cluster.local"
+    traffic = target.traffic()
+    assert traffic is not None and (traffic.canary_weight, traffic.baseline_weight) == (10, 0)
+    with_baseline = rollout.last
+
+    # Kept as it is when not fresh (no write, nothing to converge); fresh takes it away and back.
+    kept = stack_file.read_bytes()
+    target.start_baseline(stable)
+    assert stack_file.read_bytes() == kept
+    assert target.up().changed is False
+    target.start_baseline(stable, fresh=True)
+    assert diff(with_baseline, rollout.rendered()) == []
+
+    # Stop: exactly its objects go, nothing else moves; a second stop changes nothing.
+    target.stop_baseline()
+    assert summary(diff(with_baseline, rollout.rendered())) == {
+        (BASELINE_DEPLOYMENT, ""),
+        (BASELINE_SERVICE, ""),
+    }
+    assert diff(with_canary, rollout.last) == []
+    assert not target.baseline_running()
+    stopped = stack_file.read_bytes()
+    target.stop_baseline()
+    assert stack_file.read_bytes() == stopped
+
+    # An abort with the baseline running: restore takes it away with the canary.
+    target.start_baseline(stable)
+    assert BASELINE_DEPLOYMENT in rollout.rendered()
+    target.restore(snapshot)
+    assert diff(before_all, rollout.rendered()) == []
+    assert not target.baseline_running()
+    assert target.up().changed is False

@@ -66,6 +66,9 @@ def test_baseline_adds_only_its_deployment_and_service(stack: str) -> None:
     service = with_one.find("Service", "immune-core-baseline")
     assert selects(service["spec"]["selector"], labels)
     assert with_one.exports["baselineReplicas"] == 2
+    namespace = parse_settings(stack_settings(stack)).namespace
+    assert with_one.exports["baselineUrl"] == f"http://immune-core-baseline.{namespace}.svc.cluster.local"
+    assert base.exports["baselineUrl"] is None
     assert with_one.exports["baselineWeight"] == 0
 
 
