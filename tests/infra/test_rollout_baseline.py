@@ -13,6 +13,7 @@ from immune_infra.config import ConfigError, parse_settings
 from immune_infra.render import RenderedStack, stack_settings
 
 from infra.conftest import render, rollout
+from infra.test_program import test_worst_case_footprint_fits_the_quota as fits_the_quota
 from infra.test_rollout import stack_diff
 
 STABLE_IMAGE = "ghcr.io/active-immune-core/immune-core@sha256:" + "ab" * 32
@@ -189,3 +190,11 @@ def test_good_baseline_config_parses() -> None:
     settings = parse_settings(_settings_with({"image": STABLE_IMAGE, "replicas": "1"}))
     assert settings.rollout.baseline is not None
     assert settings.rollout.baseline_replicas == 1
+
+
+@pytest.mark.parametrize("stack", ["staging", "prod"])
+def test_worst_case_footprint_with_the_pipelines_baseline_fits_the_quota(stack: str) -> None:
+    """Both colours at HPA max plus surge and a baseline at the count the pipeline gives it by default
+    (the active colour's, i.e. `app.replicas.min`): still within the quota."""
+    floor = parse_settings(stack_settings(stack)).app.replicas.min
+    fits_the_quota(render(stack, with_baseline(rollout("blue", 50), replicas=floor)))
