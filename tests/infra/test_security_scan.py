@@ -30,9 +30,20 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "staging": ("staging", {}),
     "prod": ("prod", {}),
     "staging-canary": ("staging", rollout("green", 10)),
+    # With Kayenta's fresh baseline running beside the canary (its Deployment, Service, third backend).
     "prod-gateway-operator": (
         "prod",
-        {**rollout("blue", 50, mode="gateway"), "monitoring": {"mode": "operator"}},
+        {
+            "rollout": {
+                **rollout("blue", 50)["rollout"],
+                "baseline": {
+                    "image": "ghcr.io/active-immune-core/immune-core@sha256:" + "ab" * 32,
+                    "replicas": 2,
+                },
+            },
+            "routing": {"mode": "gateway"},
+            "monitoring": {"mode": "operator"},
+        },
     ),
     # Per-colour rollout config: the old colour scaled away (no HPA), the new one with fault injection.
     "prod-retired-faulty": (
