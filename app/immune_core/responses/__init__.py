@@ -1,0 +1,1 @@
+"""Response proposals: what the core suggests doing about a confirmed threat, and their validation."""
