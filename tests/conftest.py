@@ -10,7 +10,8 @@ import os
 from collections.abc import Callable, Iterator
 
 import pytest
-from services import SERVICE_NAMES, ServiceSet
+
+from tests.services import SERVICE_NAMES, ServiceSet
 
 SHARED_FOR_TESTS = ("postgres", "redis", "kafka")
 

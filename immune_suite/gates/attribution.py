@@ -4,7 +4,7 @@ A candidate that crashes may answer without any header of its own, or not answer
 that splits samples by a header the candidate sets would then lose exactly the failures it exists to
 catch. The ingress knows which server it chose for every request, whatever that server did: on the
 local stack HAProxy writes it into every response it sends, its own 502/503/504 included
-(`http-after-response set-header X-Immune-Served-By "%b/%s"`, see local_stack/haproxy.py; HAProxy
+(`http-after-response set-header X-Immune-Served-By "%b/%s"`, see targets/local/haproxy.py; HAProxy
 replaces any header of that name a server sent, so a candidate cannot forge it).
 
 `Attribution` carries that header's name and the server -> colour map; the load generator turns each

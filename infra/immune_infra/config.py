@@ -240,7 +240,7 @@ class Rollout(_Model):
     def baseline_weight(self) -> int:
         """Percent of the stable host's traffic on the baseline: the canary's share, taken from stable's
         (at most what stable has left), and 0 without a running baseline or a canary. The same pairing
-        as the local stack's HAProxy (immune_suite/local_stack/haproxy.py)."""
+        as the local stack's HAProxy (immune_suite/targets/local/haproxy.py)."""
         if self.baseline_replicas == 0:
             return 0
         return min(self.canary_weight, 100 - self.canary_weight)

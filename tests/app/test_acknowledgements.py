@@ -11,13 +11,14 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import AUTH, flow, wait_for
 from fastapi.testclient import TestClient
 from immune_core.events.models import parse_event
 from immune_core.settings import Settings
 from immune_core.storage import repository as repo
 from immune_core.storage.factory import open_database
 from immune_core.storage.migrations import load_migrations, migrate
+
+from tests.app.support import AUTH, flow, wait_for
 
 
 def _stats(client: TestClient) -> dict[str, Any]:

@@ -11,13 +11,14 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import TOKEN, flow, wait_for
 from fastapi.testclient import TestClient
 from immune_core.api.security import AuthFailureLimiter
 from immune_core.api.tokens import TokenConfigError, TokenRegistry, hash_entry, parse_roles
 from immune_core.settings import Settings
 from pydantic import ValidationError
 from starlette.websockets import WebSocketDisconnect
+
+from tests.app.support import TOKEN, flow, wait_for
 
 INGEST = "ingest-only-token-0001"
 READ = "read-only-token-000002"

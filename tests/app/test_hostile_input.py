@@ -11,11 +11,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from conftest import AUTH, TOKEN, flow, port_scan, wait_for
 from fastapi.testclient import TestClient
 from immune_core.events.models import DEFAULT_MAX_CLOCK_SKEW_S, configure_event_time
 from immune_core.settings import Settings
 from starlette.websockets import WebSocketDisconnect
+
+from tests.app.support import AUTH, TOKEN, flow, port_scan, wait_for
 
 EVENTS = "/api/v1/events"
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import AUTH
 from fastapi.testclient import TestClient
 from immune_core.agents.router import AGENT_ID_MAX_LENGTH
+
+from tests.app.support import AUTH
 
 AGENT_ROUTES = [
     ("GET", "/api/v1/agents/{}"),

@@ -17,7 +17,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import OutOfOrderSequenceNumber
 from immune_core.transport.bus import BusUnavailable, OutboundMessage
 from immune_core.transport.kafka import KafkaBus
-from test_service_outages import read_committed_to_end
+
+from tests.app.test_service_outages import read_committed_to_end
 
 pytestmark = [pytest.mark.integration]
 

@@ -7,10 +7,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import AUTH, OTHER_TOKEN, TOKEN, flow, port_scan, wait_for
 from fastapi.testclient import TestClient
 from immune_core.settings import Settings
 from starlette.websockets import WebSocketDisconnect
+
+from tests.app.support import AUTH, OTHER_TOKEN, TOKEN, flow, port_scan, wait_for
 
 
 def test_live_and_ready_report_identity_and_dependencies(client: TestClient) -> None:

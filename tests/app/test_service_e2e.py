@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TOKEN, flow, wait_for
 from immune_core.simulator import generate
-from kafka_tools import produce, read_until
-from service_process import IMMUNE_CORE, ServiceProcess
 from websockets.sync.client import connect
+
+from tests.app.kafka_tools import produce, read_until
+from tests.app.service_process import IMMUNE_CORE, ServiceProcess
+from tests.app.support import TOKEN, flow, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e, pytest.mark.slow]
 

@@ -17,9 +17,10 @@ from typing import Any
 
 import asyncpg
 import pytest
-from conftest import TOKEN, flow, port_scan, wait_for
-from kafka_tools import read_until
-from service_process import ServiceProcess
+
+from tests.app.kafka_tools import read_until
+from tests.app.service_process import ServiceProcess
+from tests.app.support import TOKEN, flow, port_scan, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

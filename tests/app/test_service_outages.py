@@ -28,10 +28,11 @@ import asyncpg
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from conftest import TOKEN, flow, port_scan, wait_for
 from immune_core.processing.dlq import decode_raw
-from kafka_tools import produce
-from service_process import ServiceProcess
+
+from tests.app.kafka_tools import produce
+from tests.app.service_process import ServiceProcess
+from tests.app.support import TOKEN, flow, port_scan, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.e2e]
 

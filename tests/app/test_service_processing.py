@@ -14,7 +14,6 @@ from typing import Any
 
 import asyncpg
 import pytest
-from conftest import AUTH, flow, port_scan, wait_for
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from hypothesis import given, settings
@@ -39,6 +38,8 @@ from immune_core.storage.migrations import migrate
 from immune_core.storage.postgres import PostgresDatabase, is_unavailable
 from immune_core.transport.bus import InboundMessage
 from immune_core.transport.inprocess import InProcessBus
+
+from tests.app.support import AUTH, flow, port_scan, wait_for
 
 FLOWS = TOPIC_BY_KIND["network_flow"]
 

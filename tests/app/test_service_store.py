@@ -6,7 +6,6 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 
 import pytest
-from conftest import flow
 from immune_core.coordination.lease import DatabaseLease, StaleFencingToken
 from immune_core.events.models import parse_event
 from immune_core.observability.metrics import Metrics
@@ -18,6 +17,8 @@ from immune_core.storage.factory import open_database
 from immune_core.storage.migrations import load_migrations, migrate
 from immune_core.transport.bus import BusUnavailable, OutboundMessage
 from immune_core.transport.inprocess import InProcessBus
+
+from tests.app.support import flow
 
 
 @pytest.fixture

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 from immune_core.observability.logging import RedactingFilter, redact_text
-from service_process import ServiceProcess
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
+
+from tests.app.service_process import ServiceProcess
 
 
 @pytest.fixture

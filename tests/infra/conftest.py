@@ -1,27 +1,13 @@
-"""Renders of the real program under Pulumi's mocks, shared by the infra tests.
-
-Each render runs infra/__main__.py in-process against the real Pulumi.<stack>.yaml (plus overrides);
-renders are cached by (stack, overrides) because the same variants are read by several tests.
-"""
+"""Fixtures shared by the infra tests: renders of the real program under Pulumi's mocks
+(tests/infra/support.py) and the real engine (tests/support/engine.py)."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
-from typing import Any
-
 import pytest
-from immune_infra.render import RenderedStack, render_stack
+from immune_infra.render import RenderedStack
 
-Render = Callable[..., RenderedStack]
-_cache: dict[str, RenderedStack] = {}
-
-
-def render(stack: str, overrides: dict[str, Any] | None = None) -> RenderedStack:
-    key = json.dumps([stack, overrides], sort_keys=True)
-    if key not in _cache:
-        _cache[key] = render_stack(stack, overrides)
-    return _cache[key]
+from tests.infra.support import render
+from tests.support.engine import engine_env, engine_project, passphrase  # noqa: F401  (fixtures)
 
 
 @pytest.fixture(scope="session")
@@ -37,10 +23,3 @@ def prod() -> RenderedStack:
 @pytest.fixture(params=["staging", "prod"], scope="session")
 def stack(request: pytest.FixtureRequest) -> RenderedStack:
     return render(request.param)
-
-
-def rollout(active: str = "blue", weight: int = 0, **routing: Any) -> dict[str, Any]:
-    overrides: dict[str, Any] = {"rollout": {"activeColor": active, "canaryWeight": weight}}
-    if routing:
-        overrides["routing"] = routing
-    return overrides

@@ -10,7 +10,7 @@ from immune_infra.kafka import cluster_id
 from immune_infra.policies import containers, pod_spec
 from immune_infra.render import RenderedStack, render_only_secrets, render_stack
 
-from infra.conftest import render
+from tests.infra.support import render
 
 APP_DEPLOYMENTS = ("immune-core-blue", "immune-core-green")
 

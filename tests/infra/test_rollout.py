@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from immune_infra.render import RenderedStack
 
-from infra.conftest import render, rollout
+from tests.infra.support import render, rollout
 
 Key = tuple[str, str]
 

@@ -12,9 +12,9 @@ import pytest
 from immune_infra.config import ConfigError, parse_settings
 from immune_infra.render import RenderedStack, stack_settings
 
-from infra.conftest import render, rollout
-from infra.test_program import test_worst_case_footprint_fits_the_quota as fits_the_quota
-from infra.test_rollout import stack_diff
+from tests.infra.support import render, rollout
+from tests.infra.test_program import test_worst_case_footprint_fits_the_quota as fits_the_quota
+from tests.infra.test_rollout import stack_diff
 
 STABLE_IMAGE = "ghcr.io/active-immune-core/immune-core@sha256:" + "ab" * 32
 CANDIDATE_IMAGE = "ghcr.io/active-immune-core/immune-core@sha256:" + "cd" * 32

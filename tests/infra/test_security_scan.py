@@ -17,7 +17,7 @@ import yaml
 from immune_infra.policies import violations
 from immune_infra.render import REPOSITORY_ROOT, RenderedStack, write_manifests
 
-from infra.conftest import render, rollout
+from tests.infra.support import render, rollout
 
 KUBERNETES_VERSION = "1.34"
 CHECKOV = REPOSITORY_ROOT / "scripts" / "checkov.sh"

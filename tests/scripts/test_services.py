@@ -19,7 +19,8 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from redis.exceptions import AuthenticationError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from services import (
+
+from tests.services import (
     SCRIPTS_DIR,
     LocalService,
     ServiceScriptError,

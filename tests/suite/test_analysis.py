@@ -19,7 +19,7 @@ from immune_suite.analysis import (
 )
 from immune_suite.stack_config import ComparisonConfig, SloConfig
 from immune_suite.verdict import Measurement, Outcome, Status, Verdict
-from tests.suite.conftest import FakeSample
+from tests.suite.support import FakeSample
 
 SLO = SloConfig()
 COMPARISON = ComparisonConfig()

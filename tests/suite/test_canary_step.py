@@ -24,7 +24,7 @@ from immune_suite.progress import RecordingProgress
 from immune_suite.stack_config import InconclusiveConfig, StackConfig
 from immune_suite.targets.base import Color
 from immune_suite.verdict import Outcome, Status, Verdict
-from tests.suite.conftest import FakeSample, LoadRunResult
+from tests.suite.support import FakeSample, LoadRunResult
 
 STACK = StackConfig.model_validate({"name": "unit"})
 

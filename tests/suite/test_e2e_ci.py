@@ -5,7 +5,7 @@ private state dir and port block; otherwise the stack is stacks/ci.yaml as writt
 real services and its six chaos experiments, the dependency ones included (stop Redis, Kafka and
 PostgreSQL, 200 ms in front of Redis). The promotion is a first one (no stable to compare with, so no
 canary steps): deploy, smoke, chaos, switch, post-check. The security gate is off here: it has its own
-tests (tests/gates), and findings in unrelated, in-progress code must not hide the chaos gate's result.
+tests (tests/suite/gates), and findings in unrelated, in-progress code must not hide the chaos gate's result.
 
 The services' scripts and the pipeline share one state dir (outside pytest's tmp_path, which PostgreSQL
 cannot enter), so the chaos actions reach the private set's pid files and ports, never the shared set's.
@@ -26,12 +26,11 @@ from typing import Any
 
 import pytest
 import yaml
-from services import ServiceSet, free_tcp_ports
 
 from immune_suite.paths import REPO_ROOT
 from immune_suite.pipeline.exit_codes import ExitCode
-
-from .test_e2e_local import free_port_block, snapshot_repo
+from tests.services import ServiceSet, free_tcp_ports
+from tests.suite.targets.local.test_e2e_local import free_port_block, snapshot_repo
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1200)]
 

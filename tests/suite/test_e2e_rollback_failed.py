@@ -21,7 +21,7 @@ import yaml
 
 from immune_suite.pipeline.exit_codes import ExitCode
 from immune_suite.targets.base import Color
-from tests.suite.test_e2e_local import (
+from tests.suite.targets.local.test_e2e_local import (
     E2EStack,
     free_port_block,
     private_dependencies,  # noqa: F401  (a fixture this module uses)

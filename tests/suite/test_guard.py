@@ -9,7 +9,7 @@ from immune_suite.pipeline.run_state import RunStore, StackLock
 from immune_suite.progress import RecordingProgress
 from immune_suite.stack_config import StackConfig
 from immune_suite.targets.base import Color
-from tests.suite.conftest import MemoryTarget, ScriptedGates
+from tests.suite.support import MemoryTarget, ScriptedGates
 from tests.suite.test_runner import crashed_mid_canary, promote
 
 

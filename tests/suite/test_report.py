@@ -10,7 +10,7 @@ import numpy as np
 from immune_suite.analysis import analyse_canary_step
 from immune_suite.report import render_report, step_reference
 from immune_suite.stack_config import StackConfig
-from tests.suite.conftest import FakeSample
+from tests.suite.support import FakeSample
 
 STACK = StackConfig.model_validate({"name": "unit"})
 

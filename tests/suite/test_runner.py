@@ -20,7 +20,7 @@ from immune_suite.source import resolve_source
 from immune_suite.stack_config import StackConfig
 from immune_suite.targets.base import Color, Release, TrafficState
 from immune_suite.verdict import Status
-from tests.suite.conftest import MemoryTarget, ScriptedGates
+from tests.suite.support import MemoryTarget, ScriptedGates
 
 
 def release(version: str) -> Release:

@@ -1,1 +1,0 @@
-"""The local stack: blue/green service processes under supervisord, behind HAProxy playing the Ingress."""

@@ -1,0 +1,532 @@
+"""The Kubernetes targets (`staging`, `prod`): the Pulumi program driven through the Automation API.
+
+Rollout state is stack config owned by the pipeline (`settings.rollout.activeColor`,
+`settings.rollout.canaryWeight`, and per colour `settings.rollout.images.<colour>`,
+`settings.rollout.replicas.<colour>`, `settings.rollout.env.<colour>`, and Kayenta's
+`settings.rollout.baseline`): every change is a config
+write followed by `pulumi up`, so the stack's history records each traffic move. The program turns
+that config into the stable Service selector, the canary Ingress weight, each colour's image, count
+(0 = scaled away, no autoscaler) and allow-listed environment overrides; its exports give the gates
+their URLs. Every write is validated with the program's own settings model first, so a refused value
+never reaches the stack.
+
+Render mode (`render_dir` set) turns on the program's `renderYamlToDirectory` option: the Kubernetes
+provider writes manifests instead of talking to a cluster, which is how the tests exercise the whole
+path without one. With a cluster, the provider's await logic makes `up` return only once the
+Deployments are rolled out, so a successful `deploy` means the colour's replicas are ready.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from immune_infra.config import ConfigError, parse_settings
+from immune_infra.immune_app import color_labels
+from pulumi import automation as auto
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
+
+from immune_suite.paths import REPO_ROOT
+from immune_suite.stack_config import StackConfig
+from immune_suite.state_dir import read_json, state_root, write_json_atomic
+from immune_suite.targets.base import (
+    Color,
+    ColorHealth,
+    Endpoints,
+    Release,
+    TargetError,
+    TargetSnapshot,
+    TrafficState,
+)
+from immune_suite.targets.kubernetes.config_tree import has_path, remove_path, set_path
+from immune_suite.targets.kubernetes.engine import RENDER_DIR_ENV, engine_environment
+from immune_suite.targets.tokens import Client, pick_token
+
+PROJECT = "active-immune-core"
+SETTINGS = "settings"
+ROLLOUT = f"{SETTINGS}.rollout"
+API_TOKENS_KEY = "apiTokens"
+
+
+@dataclass(frozen=True)
+class KubernetesTargetOptions:
+    """Where the stack lives and how the engine is reached.
+
+    `backend_url` is a Pulumi backend (`file://...` for a local state directory); the passphrase
+    secrets provider reads `PULUMI_CONFIG_PASSPHRASE` or `PULUMI_CONFIG_PASSPHRASE_FILE` from
+    `extra_env` or the process environment, never from this object's repr.
+    """
+
+    stack: str
+    project_dir: Path = REPO_ROOT
+    backend_url: str | None = None
+    render_dir: Path | None = None
+    state_dir: Path | None = None
+    engine_env: Mapping[str, str] | None = None
+    extra_env: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # How long an `up` waits out another update holding the stack (exponential backoff, 1 s .. 30 s):
+    # a rollback must not fail just because a guard's or a dying pipeline's update is finishing.
+    busy_wait_s: float = 120.0
+
+
+def _op_counts(summary: Mapping[Any, Any]) -> dict[str, int]:
+    """Operation counts keyed by the operation's name ("create", "same", ...), whatever the key type."""
+    return {(op.value if isinstance(op, Enum) else str(op)): int(count) for op, count in summary.items()}
+
+
+@dataclass(frozen=True)
+class UpOutcome:
+    """What one `pulumi up` changed: operation -> count (e.g. {"update": 1, "same": 60})."""
+
+    changes: dict[str, int]
+
+    @property
+    def changed(self) -> bool:
+        return any(count for op, count in self.changes.items() if op != "same")
+
+
+def options_for_stack(stack: StackConfig) -> KubernetesTargetOptions:
+    """Options for a pipeline stack (stacks/<name>.yaml): the repository's Pulumi project, the backend
+    the user is logged in to unless PULUMI_BACKEND_URL says otherwise, secrets from the environment."""
+    pulumi_stack = stack.pulumi_stack or stack.name
+    render_root = os.environ.get(RENDER_DIR_ENV)
+    return KubernetesTargetOptions(
+        stack=pulumi_stack,
+        backend_url=os.environ.get("PULUMI_BACKEND_URL"),
+        render_dir=Path(render_root) / pulumi_stack if render_root else None,
+    )
+
+
+class KubernetesTarget:
+    """A `Target` for a Kubernetes stack of the Pulumi program in `project_dir`.
+
+    Built from `KubernetesTargetOptions`, or from a pipeline `StackConfig` (what
+    `immune_suite.targets.factory.make_target` passes).
+    """
+
+    def __init__(
+        self, config: KubernetesTargetOptions | StackConfig, log: Callable[[str], None] | None = None
+    ) -> None:
+        options = config if isinstance(config, KubernetesTargetOptions) else options_for_stack(config)
+        if options.stack not in ("staging", "prod"):
+            raise TargetError(f"unknown Kubernetes stack {options.stack!r} (staging or prod)")
+        self.options = options
+        self.name = options.stack
+        self._log = log or (lambda _line: None)
+        self._stack: auto.Stack | None = None
+        state_dir = options.state_dir or state_root() / "kubernetes"
+        self._releases_file = state_dir / f"{options.stack}-releases.json"
+
+    # -- the stack -------------------------------------------------------------------------------
+    def _env(self) -> dict[str, str]:
+        env = dict(self.options.engine_env if self.options.engine_env is not None else engine_environment())
+        if self.options.backend_url:
+            env["PULUMI_BACKEND_URL"] = self.options.backend_url
+        env.update(self.options.extra_env)
+        return env
+
+    def stack(self) -> auto.Stack:
+        """Select the stack, creating it (passphrase secrets provider) on first use."""
+        if self._stack is None:
+            env = self._env()
+            engine_dir = env.get("PULUMI_ENGINE_DIR")
+            command = auto.PulumiCommand(root=engine_dir) if engine_dir else None
+            workspace_opts = auto.LocalWorkspaceOptions(
+                work_dir=str(self.options.project_dir),
+                env_vars=env,
+                secrets_provider="passphrase",
+                pulumi_command=command,
+            )
+            try:
+                self._stack = auto.create_or_select_stack(
+                    self.options.stack, work_dir=str(self.options.project_dir), opts=workspace_opts
+                )
+            except auto.errors.CommandError as exc:
+                raise TargetError(f"could not select stack {self.options.stack}: {exc}") from exc
+            if self.options.render_dir is not None:
+                self._set({f"{SETTINGS}.renderYamlToDirectory": str(self.options.render_dir)})
+        return self._stack
+
+    def _set(self, values: Mapping[str, str]) -> None:
+        stack = self._stack if self._stack is not None else self.stack()
+        stack.set_all_config({key: auto.ConfigValue(value=value) for key, value in values.items()}, path=True)
+
+    def _get(self, key: str) -> str | None:
+        try:
+            return self.stack().get_config(key, path=True).value
+        except auto.errors.CommandError:
+            return None
+
+    def _settings_tree(self) -> dict[str, Any]:
+        """The stack's `settings` object as stored (no secrets live there: they are separate keys)."""
+        try:
+            raw = self.stack().get_config(SETTINGS).value
+        except auto.errors.CommandError as exc:
+            raise TargetError(f"stack {self.name} has no {SETTINGS} config: {exc}") from exc
+        tree = json.loads(raw)
+        if not isinstance(tree, dict):
+            raise TargetError(f"stack {self.name}: {SETTINGS} is not an object")
+        return tree
+
+    def _rollout_tree(self) -> dict[str, Any]:
+        rollout = self._settings_tree().get("rollout")
+        return rollout if isinstance(rollout, dict) else {}
+
+    def _write_rollout(self, values: Mapping[str, str], removed: tuple[str, ...] = ()) -> None:
+        """Remove then set rollout keys (full `settings.` paths), after checking the result with the
+        program's settings model: a refused value is reported here and never written to the stack."""
+        tree = self._settings_tree()
+        candidate = {SETTINGS: copy.deepcopy(tree)}
+        for key in removed:
+            remove_path(candidate, key)
+        for key, value in values.items():
+            set_path(candidate, key, value)
+        try:
+            parse_settings(candidate[SETTINGS])
+        except ConfigError as exc:
+            raise TargetError(f"refused rollout config for {self.name}:\n{exc}") from None
+        present = [key for key in removed if has_path({SETTINGS: tree}, key)]
+        if present:
+            try:
+                self.stack().remove_all_config(present, path=True)
+            except auto.errors.CommandError as exc:
+                raise TargetError(f"could not remove {present} on {self.name}: {exc}") from exc
+        if values:
+            self._set(values)
+
+    def up(self) -> UpOutcome:
+        """`pulumi up` with the config as it stands; raises `TargetError` on failure.
+
+        An update refused because another one holds the stack (`ConcurrentUpdateError`) is retried
+        with exponential backoff for `busy_wait_s`: the config is already written, so repeating the
+        `up` converges on it (https://www.pulumi.com/docs/iac/concepts/state-and-backends/).
+        """
+        stack = self.stack()
+
+        def attempt() -> auto.UpResult:
+            # show_secrets=False: the summary we keep never holds decrypted config.
+            return stack.up(on_output=self._log, color="never", suppress_progress=True, show_secrets=False)
+
+        def waiting(state: Any) -> None:
+            self._log(f"stack {self.name} is busy with another update; retry {state.attempt_number}")
+
+        retry = Retrying(
+            retry=retry_if_exception_type(auto.errors.ConcurrentUpdateError),
+            stop=stop_after_delay(self.options.busy_wait_s),
+            wait=wait_exponential(multiplier=1, max=30),
+            before_sleep=waiting,
+            reraise=True,
+        )
+        try:
+            result = retry(attempt)
+        except auto.errors.CommandError as exc:
+            raise TargetError(f"pulumi up failed on {self.name}: {exc}") from exc
+        return UpOutcome(changes=_op_counts(result.summary.resource_changes or {}))
+
+    def preview(self, policy_packs: list[str] | None = None) -> UpOutcome:
+        stack = self.stack()
+        try:
+            result = stack.preview(on_output=self._log, color="never", policy_packs=policy_packs)
+        except auto.errors.CommandError as exc:
+            raise TargetError(f"pulumi preview failed on {self.name}: {exc}") from exc
+        return UpOutcome(changes=_op_counts(result.change_summary or {}))
+
+    def outputs(self) -> dict[str, Any]:
+        return {name: item.value for name, item in self.stack().outputs().items()}
+
+    # -- Target: machinery -----------------------------------------------------------------------
+    def ensure_running(self) -> None:
+        """Nothing of ours runs beside a cluster; selecting the stack checks the engine and backend."""
+        self.stack()
+
+    def api_token(self, client: Client = "smoke") -> str | None:
+        """The `apiTokens` entry (`<token>[:<roles>]`) with the least roles that `client` needs."""
+        raw = self._get(API_TOKENS_KEY)
+        if not raw:
+            return None
+        return pick_token([entry for entry in raw.split(",") if entry.strip()], client)
+
+    # -- Target: releases ------------------------------------------------------------------------
+    def _releases(self) -> dict[str, Any]:
+        return read_json(self._releases_file) if self._releases_file.exists() else {}
+
+    def _record(self, color: Color, release: Release | None, scaled_down: bool) -> None:
+        data = self._releases()
+        data[color.value] = {"release": release.to_dict() if release else None, "scaled_down": scaled_down}
+        write_json_atomic(self._releases_file, data)
+
+    def release_on(self, color: Color) -> Release | None:
+        entry = self._releases().get(color.value)
+        if not entry or not entry.get("release"):
+            return None
+        return Release.from_dict(entry["release"])
+
+    def image_for(self, release: Release) -> str:
+        """The image reference for a release: the program's repository pinned to the release digest."""
+        if not release.digest.startswith("sha256:"):
+            raise TargetError(f"release {release.version} has no image digest (got {release.digest!r})")
+        repository = self._get(f"{SETTINGS}.imageBuild.repository")
+        if not repository:
+            raise TargetError(f"stack {self.name} has no settings.imageBuild.repository to pin the digest to")
+        return f"{repository}@{release.digest}"
+
+    def deploy(self, color: Color, release: Release, replicas: int | None = None) -> ColorHealth:
+        """Run `release` on `color`: its image, its count and its env overrides, in one `up`.
+
+        `replicas` None leaves the count to the app default (HPA within `settings.app.replicas`); N sets
+        the colour's HPA minimum to N. `release.env` replaces the colour's overrides; only the program's
+        allow-list (fault injection, log level, version) is accepted, anything else is refused before
+        the stack is touched, never dropped (a dropped fault would make a regression canary look healthy).
+        """
+        if replicas is not None and replicas < 1:
+            raise TargetError(f"deploy needs at least one replica (got {replicas}); use scale_down for 0")
+        prefix = f"{ROLLOUT}.{{}}.{color.value}"
+        values = {prefix.format("images"): self.image_for(release)}
+        removed = [prefix.format("env")]
+        if replicas is None:
+            removed.append(prefix.format("replicas"))
+        else:
+            values[prefix.format("replicas")] = str(replicas)
+        values.update(
+            {f"{prefix.format('env')}.{name}": value for name, value in sorted(release.env.items())}
+        )
+        self._write_rollout(values, tuple(removed))
+        self.up()
+        self._record(color, release, scaled_down=False)
+        return self.health(color)
+
+    def scale_down(self, color: Color) -> None:
+        """Scale `color` away: traffic off it first (its own `up`), then `replicas: 0` and no HPA.
+
+        Refused for the active colour: it serves production traffic, and the pipeline retires a colour
+        only after switching away from it. Idempotent: a colour already at 0 is an `up` that changes
+        nothing.
+        """
+        rollout = self._rollout_tree()
+        if rollout.get("activeColor") == color.value:
+            raise TargetError(
+                f"{color.value} is the active colour on {self.name}: switch traffic before scaling it away"
+            )
+        current = self.traffic()
+        if current is not None and current.active is not color and current.canary_weight != 0:
+            self.set_traffic(current.active, 0)
+        self._write_rollout({f"{ROLLOUT}.replicas.{color.value}": "0"})
+        self.up()
+        self._record(color, self.release_on(color), scaled_down=True)
+
+    def desired_replicas(self, color: Color) -> int:
+        """The colour's declared count: its rollout override, else the app's HPA minimum."""
+        tree = self._settings_tree()
+        override = (tree.get("rollout", {}).get("replicas") or {}).get(color.value)
+        if override is not None:
+            return int(override)
+        return int(tree.get("app", {}).get("replicas", {}).get("min", 0))
+
+    def health(self, color: Color) -> ColorHealth:
+        release = self.release_on(color)
+        entry = self._releases().get(color.value) or {}
+        desired = self.desired_replicas(color)
+        deployed = release is not None and not entry.get("scaled_down", False) and desired > 0
+        if self.options.render_dir is not None:
+            # Nothing runs in render mode: report the declared replicas, none of them live.
+            return ColorHealth(
+                color=color,
+                deployed=deployed,
+                live_replicas=0,
+                ready_replicas=0,
+                desired_replicas=desired,
+                release=release,
+                detail=f"render mode: manifests in {self.options.render_dir}",
+            )
+        ready = desired if deployed else 0  # `up` returned only after the provider awaited the rollout
+        return ColorHealth(
+            color=color,
+            deployed=deployed,
+            live_replicas=ready,
+            ready_replicas=ready,
+            desired_replicas=desired,
+            release=release,
+            detail="ready as awaited by pulumi up",
+        )
+
+    # -- Target: traffic -------------------------------------------------------------------------
+    def traffic(self) -> TrafficState | None:
+        outputs = self.outputs()
+        active = outputs.get("activeColor")
+        weight = outputs.get("canaryWeight")
+        if active is None or weight is None:
+            return None
+        paired = int(outputs.get("baselineWeight") or 0)  # HTTPRoute share only; nginx routes none
+        return TrafficState(active=Color(str(active)), canary_weight=int(weight), baseline_weight=paired)
+
+    def set_traffic(self, active: Color, canary_weight: int) -> TrafficState:
+        if not 0 <= canary_weight <= 100:
+            raise TargetError(f"canary weight {canary_weight} outside 0..100")
+        self._set({f"{ROLLOUT}.activeColor": active.value, f"{ROLLOUT}.canaryWeight": str(canary_weight)})
+        self.up()
+        return self.traffic() or TrafficState(active=active, canary_weight=canary_weight)
+
+    def endpoints(self) -> Endpoints:
+        outputs = self.outputs()
+        try:
+            return Endpoints(
+                ingress_url=str(outputs["canaryUrl"]),
+                stable_url=str(outputs["stableUrl"]),
+                preview_url=str(outputs["previewUrl"]),
+                baseline_url=str(outputs["baselineUrl"]) if outputs.get("baselineUrl") else None,
+            )
+        except KeyError as exc:
+            raise TargetError(f"stack {self.name} does not export {exc.args[0]} (run up first)") from exc
+
+    # -- Target: snapshot ------------------------------------------------------------------------
+    def snapshot(self) -> TargetSnapshot:
+        """Traffic, releases, and each colour's rollout config as stored (images, replicas, env)."""
+        rollout = self._rollout_tree()
+        releases: dict[str, dict[str, Any] | None] = {}
+        for color in Color:
+            entry = self._releases().get(color.value) or {}
+            releases[color.value] = entry.get("release") if not entry.get("scaled_down") else None
+
+        def section(key: str) -> dict[str, Any]:
+            value = rollout.get(key)
+            return value if isinstance(value, dict) else {}
+
+        extra: dict[str, Any] = {
+            "images": {color.value: section("images").get(color.value) for color in Color},
+            # None: the app default; a number (0 = scaled away) is written back as it was.
+            "replicas": {color.value: section("replicas").get(color.value) for color in Color},
+            "env": {color.value: dict(section("env").get(color.value) or {}) for color in Color},
+        }
+        return TargetSnapshot(traffic=self.traffic(), releases=releases, extra=extra)
+
+    def restore(self, snapshot: TargetSnapshot) -> None:
+        """Put the rollout config back exactly as the snapshot recorded it.
+
+        Steps so that no pod is removed while it still gets traffic, and so that traffic does not wait
+        for anything slower: first traffic alone (its own `up`, skipped when it already is as recorded,
+        as after the pipeline's rollback moved it); then images, env and every count that is not 0
+        (one `up`); then the colours the snapshot had scaled away go back to 0 (a third `up`, only when
+        needed). Every step is idempotent, so a restore that fails part way is simply called again (the
+        pipeline retries it with backoff; `up` itself waits out a busy stack). Keys a snapshot lacks
+        (taken by an older target) are left as they are.
+        """
+        if snapshot.traffic is not None and self.traffic() != snapshot.traffic:
+            self.set_traffic(snapshot.traffic.active, snapshot.traffic.canary_weight)
+        values: dict[str, str] = {}
+        removed: list[str] = []
+        scale_away: dict[str, str] = {}
+        stored_replicas = self._rollout_tree().get("replicas") or {}
+        if snapshot.traffic is not None:
+            values[f"{ROLLOUT}.activeColor"] = snapshot.traffic.active.value
+            values[f"{ROLLOUT}.canaryWeight"] = str(snapshot.traffic.canary_weight)
+        for color, image in (snapshot.extra.get("images") or {}).items():
+            if image:
+                values[f"{ROLLOUT}.images.{color}"] = str(image)
+        for color, count in (snapshot.extra.get("replicas") or {}).items():
+            key = f"{ROLLOUT}.replicas.{color}"
+            if count is None:
+                removed.append(key)
+            elif int(count) == 0:
+                if stored_replicas.get(color) not in (0, "0"):  # already away: no second `up`
+                    scale_away[key] = "0"
+            else:
+                values[key] = str(count)
+        for color, env in (snapshot.extra.get("env") or {}).items():
+            removed.append(f"{ROLLOUT}.env.{color}")
+            values.update(
+                {f"{ROLLOUT}.env.{color}.{name}": str(value) for name, value in sorted(env.items())}
+            )
+        # A snapshot never holds a baseline: it lives only as long as a canary (as on the local stack).
+        removed.append(f"{ROLLOUT}.baseline")
+        self._write_rollout(values, tuple(removed))
+        self.up()
+        if scale_away:
+            self._write_rollout(scale_away)
+            self.up()
+        for color in Color:
+            wanted = snapshot.releases.get(color.value)
+            self._record(
+                color,
+                Release.from_dict(wanted) if wanted else self.release_on(color),
+                scaled_down=wanted is None,
+            )
+
+    # -- Target: chaos ---------------------------------------------------------------------------
+    def chaos_config(self, candidate: Color) -> dict[str, Any]:
+        endpoints = self.endpoints()
+        outputs = self.outputs()
+        selector = ",".join(f"{key}={value}" for key, value in color_labels(candidate.value).items())
+        return {
+            "base_url": endpoints.ingress_url,
+            "candidate_url": endpoints.preview_url,
+            "stable_url": endpoints.stable_url,
+            "api_token": self.api_token("chaos"),
+            "namespace": outputs.get("namespace"),
+            "candidate_label_selector": selector,
+        }
+
+    # -- Target: baseline (Kayenta) and attribution ---------------------------------------------
+    def start_baseline(self, release: Release, fresh: bool = False) -> None:
+        """Run `settings.rollout.baseline` = {the release's pinned image, the active colour's count}.
+
+        The program renders `immune-core-baseline` (Deployment + Service) and, with HTTPRoutes, gives
+        it the canary's share out of stable's; with an nginx canary Ingress it stays out of the
+        weighted route (one canary backend only) and is reached through its Service. A baseline of
+        the same image and count is kept (no `up`) unless `fresh`, which deletes it first (its own
+        `up`) so every pod is new. Raises `TargetError` for a release without a digest or a refused
+        config (the stack is then untouched).
+        """
+        image = self.image_for(release)
+        count = self._active_replicas()
+        wanted = {"image": image, "replicas": str(count)}
+        key = f"{ROLLOUT}.baseline"
+        current = self._rollout_tree().get("baseline")
+        same = isinstance(current, dict) and {k: str(v) for k, v in current.items()} == wanted
+        if same and not fresh:
+            return
+        if same:  # fresh: the same config again would roll nothing, so take the old pods away first
+            self.stop_baseline()
+        self._write_rollout({f"{key}.image": image, f"{key}.replicas": str(count)}, (key,))
+        self.up()
+
+    def _active_replicas(self) -> int:
+        """As many pods as the active colour has declared (at least one)."""
+        active = self._rollout_tree().get("activeColor")
+        if active is None:
+            raise TargetError(f"stack {self.name} has no settings.rollout.activeColor")
+        return max(1, self.desired_replicas(Color(str(active))))
+
+    def stop_baseline(self) -> None:
+        """Remove `settings.rollout.baseline` and `up` (idempotent: no key, no `up`)."""
+        key = f"{ROLLOUT}.baseline"
+        if "baseline" not in self._rollout_tree():
+            return
+        self._write_rollout({}, (key,))
+        self.up()
+
+    def baseline_running(self) -> bool:
+        """True while the stack's config declares baseline pods (the provider awaited them at `up`)."""
+        baseline = self._rollout_tree().get("baseline")
+        return isinstance(baseline, dict) and int(baseline.get("replicas") or 0) > 0
+
+    def attribution(self) -> None:
+        # The Ingress controller does not name its upstream in responses yet: samples take the colour
+        # the service reports (docs/pipeline.md, "remaining").
+        return None
+
+
+def describe(target: KubernetesTarget) -> str:
+    """A one-line, secret-free description for logs."""
+    return json.dumps(
+        {
+            "stack": target.name,
+            "render_dir": str(target.options.render_dir or ""),
+            "backend": target.options.backend_url or os.environ.get("PULUMI_BACKEND_URL", ""),
+        }
+    )
