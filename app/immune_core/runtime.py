@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from immune_core.cells.cytokine import CYTOKINE_TYPES, cytokine_topic
+from immune_core.clients.review import ThreatReview
+from immune_core.clients.services import ExternalServices
 from immune_core.coordination.leader import LeaderElector
 from immune_core.coordination.lease import DatabaseLease
 from immune_core.detection.engine import DetectionConfig, DetectionEngine
@@ -115,6 +117,11 @@ class Runtime:
         self.intake = EventIntake(
             self.database, self.metrics, self.counters, on_stored=self.relay.wake, instance_id=s.instance_id
         )
+        # Optional platform services (docs/service.md, "External services"): None when not configured.
+        self.external = ExternalServices.from_settings(s, self.metrics.clients)
+        self.review = ThreatReview(
+            rte=self.external.rte, ip_intel=self.external.ip_intel, feed_intel=self.intake.accept
+        )
         self.hub = StreamHub(self.metrics, s.ws_queue_size)
         self.lease = DatabaseLease(self.database)
         self.tally = CytokineTally(self.metrics)
@@ -136,6 +143,8 @@ class Runtime:
                     interval_s=s.homeostasis_interval_s,
                     window_s=s.homeostasis_window_s,
                     half_life_s=s.homeostasis_half_life_s,
+                    treg=self.external.treg,
+                    max_suppression=s.treg_max_suppression,
                 ),
                 LymphNodeCoordinator(
                     database=self.database,
@@ -155,6 +164,7 @@ class Runtime:
             counters=self.counters,
             group_id=s.kafka_group_id,
             batch_size=s.consumer_batch_size,
+            review=self.review.review if self.review.active else None,
         )
         self.sweeper = UnprocessedSweeper(self.database, self.metrics, self.relay.wake)
         self.booted = asyncio.Event()
@@ -183,6 +193,8 @@ class Runtime:
         await self.bus.start()
         self._spawn("boot", self._boot)
         self._spawn("dependency-monitor", self._monitor_dependencies)
+        if self.external.configured() and self.settings.external_probe_interval_s > 0:
+            self._spawn("external-probe", self._probe_external)
 
     async def stop(self) -> None:
         self._stopping = True
@@ -198,6 +210,7 @@ class Runtime:
         self._tasks.clear()
         await self.bus.stop()
         await self.hormones.stop()
+        await self.external.aclose()
         await self.database.close()
         log.info("service_stopped", instance_id=self.settings.instance_id)
 
@@ -311,6 +324,13 @@ class Runtime:
             self.metrics.dependency_up.labels(dependency="redis").set(int(redis_ok))
             self.metrics.dependency_up.labels(dependency="kafka").set(int(kafka_ok))
             await asyncio.sleep(2.0)
+
+    async def _probe_external(self) -> None:
+        # Through each client's breaker: a service that is down opens its circuit here too, so the
+        # detection path fails fast on it instead of waiting out its timeouts.
+        while not self._stopping:
+            await self.external.probe_all()
+            await asyncio.sleep(self.settings.external_probe_interval_s)
 
     async def readiness(self) -> tuple[bool, dict[str, str]]:
         try:

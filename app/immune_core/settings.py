@@ -6,6 +6,7 @@ import socket
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -25,7 +26,10 @@ class Settings(BaseSettings):
     embedded (SQLite under ``data_dir``, in-process bus and hormones) so that it starts anywhere.
     """
 
-    model_config = SettingsConfigDict(env_prefix="IMMUNE_", extra="ignore", frozen=True)
+    # hide_input_in_errors: a refused value (a URL with a password, a token) never reaches a log.
+    model_config = SettingsConfigDict(
+        env_prefix="IMMUNE_", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     # Backends: unset means embedded.
     database_url: SecretStr | None = None
@@ -90,6 +94,30 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=10, ge=1)
     db_timeout_s: float = Field(default=5.0, gt=0.0)
 
+    # External services of the platform (docs/service.md, "External services"), each optional: unset
+    # means the core runs without it, taking that client's named fallback.
+    rte_url: str | None = None
+    ip_intel_url: str | None = None
+    ethical_ai_url: str | None = None
+    memory_service_url: str | None = None
+    adaptive_immunity_url: str | None = None
+    treg_url: str | None = None
+    external_timeout_s: float = Field(default=2.0, gt=0.0, le=60.0, description="total per attempt")
+    external_connect_timeout_s: float = Field(default=0.5, gt=0.0, le=30.0)
+    external_retries: int = Field(default=2, ge=0, le=10, description="idempotent calls only")
+    external_backoff_initial_s: float = Field(default=0.05, gt=0.0, le=10.0)
+    external_backoff_max_s: float = Field(default=1.0, gt=0.0, le=60.0)
+    external_breaker_threshold: int = Field(default=5, ge=1, le=1000, description="consecutive failures")
+    external_breaker_reset_s: float = Field(default=30.0, gt=0.0, le=3600.0)
+    external_max_concurrency: int = Field(default=16, ge=1, le=1024, description="bulkhead per service")
+    external_bulkhead_wait_s: float = Field(default=0.05, ge=0.0, le=10.0)
+    external_probe_interval_s: float = Field(
+        default=10.0, ge=0.0, description="GET /health of each configured service; 0 disables"
+    )
+    treg_max_suppression: float = Field(
+        default=0.5, ge=0.0, le=1.0, description="the most of the threat score Treg may take away"
+    )
+
     @field_validator("api_tokens", mode="before")
     @classmethod
     def _split_tokens(cls, value: object) -> object:
@@ -116,6 +144,21 @@ class Settings(BaseSettings):
         if value and not value.startswith("/"):
             value = "/" + value
         return value
+
+    @field_validator(
+        "rte_url", "ip_intel_url", "ethical_ai_url", "memory_service_url", "adaptive_immunity_url", "treg_url"
+    )
+    @classmethod
+    def _service_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        if parts.username or parts.password:
+            # Credentials in a URL end up in logs and error messages; the services take none here.
+            raise ValueError("must not carry credentials")
+        return value.strip().rstrip("/")
 
     @field_validator("kafka_bootstrap_servers")
     @classmethod

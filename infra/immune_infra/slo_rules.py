@@ -30,6 +30,11 @@ TOKEN_GUESSES_PER_10M = 100
 # A consumer with a backlog that has committed nothing for this long is stuck (the service's own
 # readiness says "stuck" after 120 s; the alert waits a little longer and then 5 minutes more).
 CONSUMER_STALL_SECONDS = 300
+# External services (immune_core.clients): optional, so a failing one is a ticket, not a page, except
+# Ethical AI, without which every critical response action is denied (pending) by the safe default.
+DEPENDENCY_CIRCUIT = "immune_dependency_circuit_state"  # 0 closed, 1 half-open, 2 open
+DEPENDENCY_CALLS = "immune_dependency_calls_total"
+DEPENDENCY_FAILING_RATIO = 0.5
 
 
 def alert_rules(settings: StackSettings) -> dict[str, Any]:
@@ -137,6 +142,37 @@ def alert_rules(settings: StackSettings) -> dict[str, Any]:
                         "more than one instance believes it is the leader",
                     ),
                 ],
-            }
+            },
+            {
+                "name": "immune-core-dependencies",
+                "rules": [
+                    rule(
+                        "ImmuneDependencyCircuitOpen",
+                        # Ethical AI has its own page (below): one alert per cause.
+                        f'max by (dependency) ({DEPENDENCY_CIRCUIT}{{{scope},dependency!="ethical_ai"}}) >= 2',
+                        "5m",
+                        "ticket",
+                        "the circuit to an external service has been open for 5 minutes: the core runs on "
+                        "that client's fallback",
+                    ),
+                    rule(
+                        "ImmuneDependencyFailing",
+                        f'sum by (dependency) (rate({DEPENDENCY_CALLS}{{{scope},outcome!="ok"}}[10m]))'
+                        f" / clamp_min(sum by (dependency) (rate({DEPENDENCY_CALLS}{{{scope}}}[10m])), 1e-9)"
+                        f" > {DEPENDENCY_FAILING_RATIO}",
+                        "10m",
+                        "ticket",
+                        f"more than {DEPENDENCY_FAILING_RATIO:.0%} of the calls to an external service fail",
+                    ),
+                    rule(
+                        "ImmuneActionValidationUnavailable",
+                        f'max({DEPENDENCY_CIRCUIT}{{{scope},dependency="ethical_ai"}}) >= 2',
+                        "5m",
+                        "page",
+                        "Ethical AI unreachable for 5 minutes: critical response actions are denied and "
+                        "held as pending",
+                    ),
+                ],
+            },
         ]
     }

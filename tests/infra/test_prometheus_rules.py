@@ -49,11 +49,11 @@ def test_prometheus_config_and_rules_pass_promtool_check(
     config_file.write_text(yaml.safe_dump(config))
     checked = _run(promtool, "check", "config", str(config_file))
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "11 rules found" in checked.stdout
+    assert "14 rules found" in checked.stdout
 
 
 def _alert(stack: RenderedStack, name: str) -> dict[str, Any]:
-    for rule in _rules(stack)["groups"][0]["rules"]:
+    for rule in (r for group in _rules(stack)["groups"] for r in group["rules"]):
         if rule["alert"] == name:
             return dict(rule)
     raise KeyError(name)
@@ -209,6 +209,68 @@ def _rule_tests(stack: RenderedStack) -> list[dict[str, Any]]:
                 _series("immune_auth_failures_total", ns, 'instance="a",reason="missing_role"', "0+50x30"),
             ],
             "alert_rule_test": [_expect(stack, "ImmuneApiTokenGuessing", False)],
+        },
+        {  # RTE's circuit stays open; IP intel fails 3 calls in 4; Ethical AI's circuit opens.
+            "interval": "1m",
+            "input_series": [
+                _series("immune_dependency_circuit_state", ns, 'instance="a",dependency="rte"', "2x30"),
+                _series("immune_dependency_circuit_state", ns, 'instance="a",dependency="treg"', "0x30"),
+                _series(
+                    "immune_dependency_circuit_state", ns, 'instance="a",dependency="ethical_ai"', "0x5 2x25"
+                ),
+                _series(
+                    "immune_dependency_calls_total",
+                    ns,
+                    'instance="a",dependency="ip_intel",operation="lookup",outcome="failed"',
+                    "0+30x30",
+                ),
+                _series(
+                    "immune_dependency_calls_total",
+                    ns,
+                    'instance="a",dependency="ip_intel",operation="lookup",outcome="ok"',
+                    "0+10x30",
+                ),
+                _series(
+                    "immune_dependency_calls_total",
+                    ns,
+                    'instance="a",dependency="treg",operation="suppression",outcome="ok"',
+                    "0+60x30",
+                ),
+            ],
+            "alert_rule_test": [
+                _expect(stack, "ImmuneDependencyCircuitOpen", True, dependency="rte"),
+                _expect(stack, "ImmuneDependencyFailing", True, dependency="ip_intel"),
+                _expect(stack, "ImmuneActionValidationUnavailable", True),
+            ],
+        },
+        {  # Closed circuits, a rare failure, Ethical AI half-open a moment: no alert.
+            "interval": "1m",
+            "input_series": [
+                _series("immune_dependency_circuit_state", ns, 'instance="a",dependency="rte"', "0x30"),
+                _series(
+                    "immune_dependency_circuit_state",
+                    ns,
+                    'instance="a",dependency="ethical_ai"',
+                    "0x10 1 0x19",
+                ),
+                _series(
+                    "immune_dependency_calls_total",
+                    ns,
+                    'instance="a",dependency="ip_intel",operation="lookup",outcome="failed"',
+                    "0+1x30",
+                ),
+                _series(
+                    "immune_dependency_calls_total",
+                    ns,
+                    'instance="a",dependency="ip_intel",operation="lookup",outcome="ok"',
+                    "0+60x30",
+                ),
+            ],
+            "alert_rule_test": [
+                _expect(stack, "ImmuneDependencyCircuitOpen", False),
+                _expect(stack, "ImmuneDependencyFailing", False),
+                _expect(stack, "ImmuneActionValidationUnavailable", False),
+            ],
         },
         {  # No instance reports at all (all pods down): still "no leader".
             "interval": "1m",

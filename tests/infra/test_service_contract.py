@@ -27,7 +27,9 @@ def exported_series() -> set[str]:
 
 def test_alert_rules_use_only_exported_metrics(staging: RenderedStack) -> None:
     rules = yaml.safe_load(staging.find("ConfigMap", "prometheus-rules")["data"]["immune-core-slo.yaml"])
-    used = {name for rule in rules["groups"][0]["rules"] for name in METRIC.findall(rule["expr"])}
+    used = {
+        name for group in rules["groups"] for rule in group["rules"] for name in METRIC.findall(rule["expr"])
+    }
     assert used, "the SLO rules reference no service metric"
     assert used <= exported_series(), used - exported_series()
 

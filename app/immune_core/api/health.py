@@ -13,6 +13,7 @@ from immune_core.api.deps import RuntimeDep
 
 router = APIRouter(tags=["health"])
 DependencyState = Literal["ok", "degraded", "down"]
+ExternalState = Literal["up", "degraded", "open_circuit", "unknown", "not_configured"]
 
 
 class LiveResponse(BaseModel):
@@ -42,6 +43,12 @@ class ReadyResponse(BaseModel):
     )
     reasons: list[str] = Field(
         default_factory=list, description="Why the replica is not ready, if it is not."
+    )
+    services: dict[str, ExternalState] = Field(
+        default_factory=dict,
+        description="Optional external services (rte, ip_intel, ...): up, degraded (last call failed or "
+        "circuit half-open), open_circuit (calls fail fast), unknown (not called yet) or not_configured. "
+        "They never make the replica unready: without one the core takes its fallback.",
     )
 
 
@@ -79,6 +86,7 @@ async def ready(runtime: RuntimeDep) -> JSONResponse:
         instance_id=runtime.settings.instance_id,
         missing_cell_types=missing,
         reasons=reasons,
+        services=await runtime.external.states(),
     )
     headers = None if is_ready else {"Retry-After": str(runtime.settings.retry_after_s)}
     return JSONResponse(body.model_dump(), status_code=200 if is_ready else 503, headers=headers)

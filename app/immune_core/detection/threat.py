@@ -56,6 +56,17 @@ class Evidence(BaseModel):
     at: AwareDatetime
 
 
+class Advice(BaseModel):
+    """What an external service said about a threat after the cells raised it (RTE triage, IP
+    intelligence; docs/service.md, "External services")."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    service: str = Field(description="rte or ip_intel")
+    verdict: str = Field(description="RTE: escalate | confirm | dismiss; IP intel: the reputation")
+    detail: str = Field(max_length=1000)
+
+
 class Threat(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -74,6 +85,9 @@ class Threat(BaseModel):
     event_ids: list[UUID]
     signature: str
     host_id: str | None = None
+    advice: list[Advice] = Field(
+        default_factory=list, description="External services consulted about this threat, and their verdicts."
+    )
 
     @property
     def severity_rank(self) -> int:

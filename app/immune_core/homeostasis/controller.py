@@ -7,7 +7,9 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from immune_core.clients.treg import TregClient
 from immune_core.coordination.lease import DatabaseLease
+from immune_core.detection.threat import SEVERITIES
 from immune_core.homeostasis.levels import BASELINE, level_for, level_name, threat_score
 from immune_core.hormones.signal import Hormones, HormonesUnavailable
 from immune_core.observability.logging import get_logger
@@ -95,6 +97,8 @@ class HomeostaticController:
         interval_s: float,
         window_s: float,
         half_life_s: float,
+        treg: TregClient | None = None,
+        max_suppression: float = 0.5,
     ) -> None:
         self._db = database
         self._lease = lease
@@ -106,8 +110,28 @@ class HomeostaticController:
         self._half_life = half_life_s
         self._published: tuple[int, float] | None = None  # (level, when)
         self._ticks = 0
+        # Regulatory suppression (Treg service): asked about the previous tick's picture before the
+        # fenced transaction opens, so no HTTP call ever runs while the lease's transaction is held;
+        # at most ``max_suppression`` of the score is taken away, and without an answer none is.
+        self._treg = treg
+        self._max_suppression = max_suppression
+        self._last_picture: tuple[int, float, dict[str, int]] | None = None  # (level, score, by severity)
+        self.suppression = 0.0
+
+    async def _consult_treg(self) -> float:
+        if self._treg is None or self._last_picture is None:
+            return 0.0
+        level, score, by_severity = self._last_picture
+        answer = await self._treg.suppression(level, score, by_severity)
+        if answer is None:
+            return 0.0  # fallback no_suppression: an absent regulator never silences detection
+        applied = min(answer.suppression, self._max_suppression)
+        if applied != self.suppression:
+            log.info("treg_suppression", suppression=applied, asked=answer.suppression, reason=answer.reason)
+        return applied
 
     async def tick(self, token: int) -> None:
+        self.suppression = await self._consult_treg()
         now = time.time()
         async with self._lease.fenced(token) as conn:
             state = await read_state(conn)
@@ -115,11 +139,12 @@ class HomeostaticController:
                 "SELECT stored_at, severity_rank, confidence FROM threats WHERE stored_at >= $1",
                 now - self._window,
             )
-            score = threat_score(
+            computed = threat_score(
                 ((float(r["stored_at"]), int(r["severity_rank"]), float(r["confidence"])) for r in rows),
                 now,
                 self._half_life,
             )
+            score = computed * (1.0 - self.suppression)
             previous = state.level if state is not None else BASELINE
             override = state.effective_override(now) if state is not None else None
             level = override if override is not None else level_for(score, previous)
@@ -141,6 +166,7 @@ class HomeostaticController:
                     "level": level,
                     "score": round(score, 4),
                     "source": "override" if override is not None else "computed",
+                    "suppression": round(self.suppression, 4),
                     "at": now,
                     "term": token,
                 }
@@ -156,6 +182,10 @@ class HomeostaticController:
                 await conn.execute(
                     "DELETE FROM singleton_ledger WHERE ran_at < $1", now - _LEDGER_RETENTION_S
                 )
+        by_severity: dict[str, int] = {name: 0 for name in SEVERITIES}
+        for row in rows:
+            by_severity[SEVERITIES[int(row["severity_rank"])]] += 1
+        self._last_picture = (level, computed, by_severity)
         self._metrics.threat_level.set(level)
         await self._broadcast(level, score, token, now)
 

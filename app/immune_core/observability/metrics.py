@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from immune_core.clients.metrics import ClientMetrics
+
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -86,6 +88,8 @@ class Metrics:
         self.dependency_up = Gauge(
             "immune_dependency_up", "1 when a dependency answers", ["dependency"], registry=r
         )
+        # External services (immune_core.clients): calls, latency, failures, breaker state per dependency.
+        self.clients = ClientMetrics(r)
         self.rate_limited = Counter("immune_rate_limited_total", "Requests refused with 429", registry=r)
         self.auth_failures = Counter(
             "immune_auth_failures_total",

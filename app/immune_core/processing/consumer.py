@@ -14,9 +14,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
 from typing import ParamSpec, TypeVar
 
+from immune_core.detection.threat import Threat
 from immune_core.events.models import (
     KIND_BY_TOPIC,
     TOPIC_BY_KIND,
@@ -39,6 +41,8 @@ from immune_core.transport.bus import Bus, InboundMessage
 log = get_logger(__name__)
 P = ParamSpec("P")
 R = TypeVar("R")
+# Consults external services about threats (immune_core.clients.review); never raises.
+Review = Callable[[Sequence[Threat]], Awaitable[list[Threat]]]
 INPUT_TOPICS: tuple[str, ...] = tuple(TOPIC_BY_KIND.values())
 
 
@@ -54,6 +58,7 @@ class DetectionConsumer:
         group_id: str,
         batch_size: int,
         health: ConsumerHealth | None = None,
+        review: Review | None = None,
     ) -> None:
         self._db = database
         self._bus = bus
@@ -63,6 +68,7 @@ class DetectionConsumer:
         self._group_id = group_id
         self._batch_size = batch_size
         self.health = health or ConsumerHealth(metrics)
+        self._review = review
 
     async def run(self) -> None:
         self.health.started()
@@ -108,6 +114,7 @@ class DetectionConsumer:
                         verdict.error_type,
                     )
                 )
+        await self._review_threats(batch)
         try:
             # Waits out a database outage (StoreUnavailable) with backoff, however long it lasts.
             result = await self._retry(commit_batch, self._db, batch, "kafka")
@@ -120,6 +127,22 @@ class DetectionConsumer:
         self._engine.forget(batch.detected)
         self._account(batch, result)
         return result
+
+    async def _review_threats(self, batch: ProcessedBatch) -> None:
+        """External advice on the batch's new threats (all events at once: the calls overlap)."""
+        if self._review is None:
+            return
+        pending = [
+            event_id
+            for event_id, threats in batch.detected.items()
+            if threats and not self._engine.verdict_reviewed(event_id)
+        ]
+        if not pending:
+            return
+        reviewed = await asyncio.gather(*(self._review(batch.detected[event_id]) for event_id in pending))
+        for event_id, threats in zip(pending, reviewed, strict=True):
+            batch.detected[event_id] = threats
+            self._engine.mark_reviewed(event_id, threats)
 
     async def _commit_one_by_one(self, batch: ProcessedBatch) -> CommitResult:
         new_ids: list[str] = []

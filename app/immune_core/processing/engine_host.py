@@ -21,7 +21,7 @@ import json
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -58,6 +58,7 @@ class Detection:
     cytokines: list[Cytokine]
     error_type: str | None = None
     error: str | None = None
+    reviewed: bool = False  # external services (RTE, IP intelligence) consulted about the threats
 
 
 @dataclass(frozen=True)
@@ -145,6 +146,17 @@ class EngineHost:
         if len(self._uncommitted) > _UNCOMMITTED_LIMIT:
             self._uncommitted.popitem(last=False)
         return verdict
+
+    def verdict_reviewed(self, event_id: str) -> bool:
+        known = self._uncommitted.get(event_id)
+        return known is not None and known.reviewed
+
+    def mark_reviewed(self, event_id: str, threats: list[Threat]) -> None:
+        """Hold the reviewed ``threats`` as ``event_id``'s verdict: a batch retried after a failed commit
+        stores the same reviewed threats without asking the external services again."""
+        known = self._uncommitted.get(event_id)
+        if known is not None:
+            self._uncommitted[event_id] = replace(known, threats=threats, reviewed=True)
 
     def forget(self, event_ids: Iterable[str]) -> None:
         """The verdicts on ``event_ids`` are durable (or another replica's won): stop holding them."""

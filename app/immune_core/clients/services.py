@@ -1,0 +1,74 @@
+"""The external services, built once from the settings; each is None when its URL is unset."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, fields
+from typing import Literal
+
+from immune_core.clients.adaptive_immunity import AdaptiveImmunityClient
+from immune_core.clients.base import ClientConfig, DependencyState, ServiceClient
+from immune_core.clients.ip_intel import IPIntelClient
+from immune_core.clients.metrics import ClientMetrics
+from immune_core.clients.rte import RTEClient
+from immune_core.clients.treg import TregClient
+from immune_core.settings import Settings
+
+ServiceState = DependencyState | Literal["not_configured"]
+
+
+def client_config(settings: Settings, url: str) -> ClientConfig:
+    s = settings
+    return ClientConfig(
+        base_url=url,
+        timeout_s=s.external_timeout_s,
+        connect_timeout_s=s.external_connect_timeout_s,
+        retries=s.external_retries,
+        backoff_initial_s=s.external_backoff_initial_s,
+        backoff_max_s=s.external_backoff_max_s,
+        breaker_threshold=s.external_breaker_threshold,
+        breaker_reset_s=s.external_breaker_reset_s,
+        max_concurrency=s.external_max_concurrency,
+        bulkhead_wait_s=s.external_bulkhead_wait_s,
+    )
+
+
+@dataclass
+class ExternalServices:
+    rte: RTEClient | None = None
+    ip_intel: IPIntelClient | None = None
+    adaptive_immunity: AdaptiveImmunityClient | None = None
+    treg: TregClient | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, metrics: ClientMetrics) -> ExternalServices:
+
+        def build(kind: type[ServiceClient], url: str | None) -> ServiceClient | None:
+            return None if url is None else kind(client_config(settings, url), metrics)
+
+        s = settings
+        return cls(
+            rte=build(RTEClient, s.rte_url),  # type: ignore[arg-type]
+            ip_intel=build(IPIntelClient, s.ip_intel_url),  # type: ignore[arg-type]
+            adaptive_immunity=build(AdaptiveImmunityClient, s.adaptive_immunity_url),  # type: ignore[arg-type]
+            treg=build(TregClient, s.treg_url),  # type: ignore[arg-type]
+        )
+
+    def configured(self) -> list[ServiceClient]:
+        return [client for f in fields(self) if (client := getattr(self, f.name)) is not None]
+
+    async def states(self) -> dict[str, ServiceState]:
+        """Every service by name: up, degraded, open_circuit, unknown or not_configured."""
+        report: dict[str, ServiceState] = {}
+        for f in fields(self):
+            client: ServiceClient | None = getattr(self, f.name)
+            report[f.name] = "not_configured" if client is None else await client.state()
+        return report
+
+    async def probe_all(self) -> None:
+        """One ``GET /health`` per configured service, concurrently (each bounded by its timeouts)."""
+        await asyncio.gather(*(client.probe() for client in self.configured()))
+
+    async def aclose(self) -> None:
+        for client in self.configured():
+            await client.aclose()

@@ -1,0 +1,214 @@
+"""The external services used end to end through the service (embedded app, real local servers of
+each contract): RTE triages neutrophil/NK threats, IP intelligence enriches source-address threats and
+feeds the core's intel, the homeostatic controller takes Treg's suppression. Each use has a good case
+that fails without it and a bad case (the service down) in which the core takes the client's fallback
+and loses nothing: events are accepted and stored, threats are raised as the cells raised them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from conftest import AUTH, flow, port_scan, wait_for
+from fastapi.testclient import TestClient
+from immune_core.detection.threat import SEVERITY_RANK
+from immune_core.homeostasis.levels import SEVERITY_WEIGHT
+from immune_core.settings import Settings
+
+from tests.app.clients.servers import IPIntelBehaviour, RTEBehaviour, ServiceServer, TregBehaviour, build
+
+ATTACKER = "198.51.100.66"
+
+
+@pytest.fixture
+def servers() -> Iterator[Callable[..., ServiceServer]]:
+    started: list[ServiceServer] = []
+
+    def start(service: str, behaviour: Any = None) -> ServiceServer:
+        server = build(service, behaviour)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def _settings(make_settings: Callable[..., Settings], **overrides: Any) -> Settings:
+    # Fast failure in the bad cases; no background probes, so only the use itself calls the service.
+    values: dict[str, Any] = {
+        "external_timeout_s": 1.0,
+        "external_retries": 1,
+        "external_backoff_initial_s": 0.01,
+        "external_probe_interval_s": 0.0,
+    }
+    values.update(overrides)
+    return make_settings(**values)
+
+
+def _ingest(client: TestClient, events: list[dict[str, Any]]) -> None:
+    for start in range(0, len(events), 200):
+        response = client.post("/api/v1/events", json={"events": events[start : start + 200]}, headers=AUTH)
+        assert response.status_code == 202, response.text
+
+
+def _threat(client: TestClient, category: str, antigen: str) -> dict[str, Any]:
+    def find() -> dict[str, Any] | None:
+        page = client.get("/api/v1/threats", params={"category": category, "antigen": antigen}, headers=AUTH)
+        items = page.json()["items"]
+        return items[0] if items else None
+
+    found: dict[str, Any] = wait_for(find, what=f"a {category} threat about {antigen}")
+    return found
+
+
+def _metric(client: TestClient, line_start: str) -> float:
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith(line_start):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+# -- RTE ---------------------------------------------------------------------------------------------
+def test_rte_escalates_a_neutrophil_port_scan(
+    make_settings: Callable[..., Settings], start_client: Callable[[Settings], TestClient], servers: Any
+) -> None:
+    rte = servers("rte", RTEBehaviour(escalate_to="critical"))
+    client = start_client(_settings(make_settings, rte_url=rte.url))
+    _ingest(client, port_scan(ATTACKER))
+    threat = _threat(client, "port_scan", ATTACKER)
+    assert threat["severity"] == "critical"  # the neutrophil alone says medium or high
+    assert [(a["service"], a["verdict"]) for a in threat["advice"]] == [("rte", "escalate")]
+    assert "reflex rule" in threat["advice"][0]["detail"]
+    assert rte.count("triage") >= 1 and rte.bad_requests == []
+    assert client.get("/health/ready").json()["services"]["rte"] == "up"
+
+
+def test_rte_dismissal_lowers_the_threat_but_keeps_it(
+    make_settings: Callable[..., Settings], start_client: Callable[[Settings], TestClient], servers: Any
+) -> None:
+    rte = servers("rte", RTEBehaviour(allowed={ATTACKER}))
+    client = start_client(_settings(make_settings, rte_url=rte.url))
+    _ingest(client, port_scan(ATTACKER))
+    threat = _threat(client, "port_scan", ATTACKER)
+    assert threat["severity"] == "low"
+    assert threat["advice"][0]["verdict"] == "dismiss"
+
+
+def test_without_rte_the_cells_verdict_stands_and_nothing_is_lost(
+    make_settings: Callable[..., Settings], start_client: Callable[[Settings], TestClient], servers: Any
+) -> None:
+    rte = servers("rte")
+    rte.stop()  # configured, but down
+    client = start_client(_settings(make_settings, rte_url=rte.url))
+    events = port_scan(ATTACKER)
+    _ingest(client, events)
+    threat = _threat(client, "port_scan", ATTACKER)
+    assert threat["severity"] in ("medium", "high")
+    assert threat["advice"] == []
+    assert (
+        _metric(client, 'immune_dependency_fallbacks_total{dependency="rte",fallback="keep_innate_verdict"}')
+        >= 1
+    )
+    ready = client.get("/health/ready")
+    assert ready.status_code == 200  # an optional dependency never makes the core unready
+    assert ready.json()["services"]["rte"] in ("degraded", "open_circuit")
+    assert ready.json()["services"]["treg"] == "not_configured"
+
+
+# -- IP intelligence ---------------------------------------------------------------------------------
+def test_ip_intelligence_enriches_the_threat_and_feeds_the_intel(
+    make_settings: Callable[..., Settings], start_client: Callable[[Settings], TestClient], servers: Any
+) -> None:
+    intel = servers("ip_intel", IPIntelBehaviour(malicious={ATTACKER: ["scanner", "botnet"]}, ttl_s=3600))
+    client = start_client(_settings(make_settings, ip_intel_url=intel.url))
+    _ingest(client, port_scan(ATTACKER))
+    threat = _threat(client, "port_scan", ATTACKER)
+    assert [(a["service"], a["verdict"]) for a in threat["advice"]] == [("ip_intel", "malicious")]
+    assert "scanner, botnet" in threat["advice"][0]["detail"]
+    assert threat["confidence"] >= 0.97  # noisy-OR with the service's score
+
+    # Fed to the core's intel: every macrophage now knows the address ...
+    def live() -> list[dict[str, Any]]:
+        return [
+            i
+            for i in client.get("/api/v1/memory", headers=AUTH).json()["live_intel"]
+            if i["indicator"] == ATTACKER
+        ]
+
+    fed = wait_for(live, what="the fed intel item")
+    assert fed[0]["source"] == "ip-intel:test-intel"
+    # ... so one ordinary connection from it, later, is a known-bad indicator.
+    _ingest(client, [flow(src_ip=ATTACKER, dst_port=443)])
+    known = _threat(client, "known_bad_indicator", ATTACKER)
+    assert "ip-intel" in str(known["evidence"])
+
+
+def test_without_ip_intelligence_the_threat_is_stored_unenriched(
+    make_settings: Callable[..., Settings], start_client: Callable[[Settings], TestClient], servers: Any
+) -> None:
+    intel = servers("ip_intel")
+    intel.mode = "malformed"  # up, but answering outside its contract
+    client = start_client(_settings(make_settings, ip_intel_url=intel.url))
+    _ingest(client, port_scan(ATTACKER))
+    threat = _threat(client, "port_scan", ATTACKER)
+    assert threat["advice"] == []
+    assert _metric(client, 'immune_dependency_failures_total{dependency="ip_intel",reason="contract"}') >= 1
+    assert (
+        _metric(client, 'immune_dependency_fallbacks_total{dependency="ip_intel",fallback="no_enrichment"}')
+        >= 1
+    )
+    memory = client.get("/api/v1/memory", headers=AUTH).json()
+    assert all(i["indicator"] != ATTACKER for i in memory["live_intel"])
+
+
+# -- Treg --------------------------------------------------------------------------------------------
+def _raw_score(client: TestClient) -> float:
+    threats = client.get("/api/v1/threats", params={"limit": 500}, headers=AUTH).json()["items"]
+    return sum(SEVERITY_WEIGHT[SEVERITY_RANK[t["severity"]]] * t["confidence"] for t in threats)
+
+
+def _score(client: TestClient) -> float:
+    return float(client.get("/api/v1/homeostasis", headers=AUTH).json()["score"])
+
+
+def test_the_homeostatic_controller_applies_treg_suppression_within_its_cap(
+    make_settings: Callable[..., Settings], start_client: Callable[[Settings], TestClient], servers: Any
+) -> None:
+    treg = servers("treg", TregBehaviour(suppression=0.9, always=True))
+    # A half-life far beyond the test, so the score is the plain sum of the stored threats' weights.
+    client = start_client(
+        _settings(make_settings, treg_url=treg.url, homeostasis_half_life_s=1e9, treg_max_suppression=0.5)
+    )
+    _ingest(client, port_scan(ATTACKER))
+    _threat(client, "port_scan", ATTACKER)
+
+    def halved() -> bool:
+        raw = _raw_score(client)
+        return raw > 0 and abs(_score(client) - 0.5 * raw) < 1e-3 * raw  # 0.9 asked, capped at 0.5
+
+    wait_for(halved, what="the score damped by Treg's suppression, capped")
+    assert treg.count("suppression") >= 1 and treg.bad_requests == []
+
+
+def test_without_treg_the_score_is_not_suppressed(
+    make_settings: Callable[..., Settings], start_client: Callable[[Settings], TestClient], servers: Any
+) -> None:
+    treg = servers("treg", TregBehaviour(suppression=0.9, always=True))
+    treg.mode = "error"
+    client = start_client(_settings(make_settings, treg_url=treg.url, homeostasis_half_life_s=1e9))
+    _ingest(client, port_scan(ATTACKER))
+    _threat(client, "port_scan", ATTACKER)
+
+    def undamped() -> bool:
+        raw = _raw_score(client)
+        return raw > 0 and abs(_score(client) - raw) < 1e-3 * raw
+
+    wait_for(undamped, what="the score as computed")
+    wait_for(
+        lambda: _metric(
+            client, 'immune_dependency_fallbacks_total{dependency="treg",fallback="no_suppression"}'
+        ),
+        what="the no_suppression fallback",
+    )
