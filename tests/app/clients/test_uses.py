@@ -10,13 +10,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from conftest import AUTH, flow, port_scan, wait_for
 from fastapi.testclient import TestClient
 from immune_core.detection.threat import SEVERITY_RANK
 from immune_core.homeostasis.levels import SEVERITY_WEIGHT
 from immune_core.settings import Settings
 
 from tests.app.clients.servers import IPIntelBehaviour, RTEBehaviour, ServiceServer, TregBehaviour, build
+from tests.app.support import AUTH, flow, port_scan, wait_for
 
 ATTACKER = "198.51.100.66"
 
