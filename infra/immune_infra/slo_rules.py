@@ -149,7 +149,8 @@ def alert_rules(settings: StackSettings) -> dict[str, Any]:
                     rule(
                         "ImmuneDependencyCircuitOpen",
                         # Ethical AI has its own page (below): one alert per cause.
-                        f'max by (dependency) ({DEPENDENCY_CIRCUIT}{{{scope},dependency!="ethical_ai"}}) >= 2',
+                        f"max by (dependency) ({DEPENDENCY_CIRCUIT}"
+                        f'{{{scope},dependency!="ethical_ai"}}) >= 2',
                         "5m",
                         "ticket",
                         "the circuit to an external service has been open for 5 minutes: the core runs on "
