@@ -1,4 +1,9 @@
-"""The external services, built once from the settings; each is None when its URL is unset."""
+"""The six external services, built once from the settings; each is None when its URL is unset.
+
+``ethical_ai`` is the ``responses.validation.ActionValidator`` to give ``validate_action`` (None: the
+documented safe default decides); ``memory`` is the ``adaptive.recall.MemoryRecall`` for B-cell recall
+(None: local memory only).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,9 @@ from typing import Literal
 
 from immune_core.clients.adaptive_immunity import AdaptiveImmunityClient
 from immune_core.clients.base import ClientConfig, DependencyState, ServiceClient
+from immune_core.clients.ethical_ai import EthicalAIClient
 from immune_core.clients.ip_intel import IPIntelClient
+from immune_core.clients.memory import MemoryServiceClient
 from immune_core.clients.metrics import ClientMetrics
 from immune_core.clients.rte import RTEClient
 from immune_core.clients.treg import TregClient
@@ -37,6 +44,8 @@ def client_config(settings: Settings, url: str) -> ClientConfig:
 class ExternalServices:
     rte: RTEClient | None = None
     ip_intel: IPIntelClient | None = None
+    ethical_ai: EthicalAIClient | None = None
+    memory: MemoryServiceClient | None = None
     adaptive_immunity: AdaptiveImmunityClient | None = None
     treg: TregClient | None = None
 
@@ -50,6 +59,8 @@ class ExternalServices:
         return cls(
             rte=build(RTEClient, s.rte_url),  # type: ignore[arg-type]
             ip_intel=build(IPIntelClient, s.ip_intel_url),  # type: ignore[arg-type]
+            ethical_ai=build(EthicalAIClient, s.ethical_ai_url),  # type: ignore[arg-type]
+            memory=build(MemoryServiceClient, s.memory_service_url),  # type: ignore[arg-type]
             adaptive_immunity=build(AdaptiveImmunityClient, s.adaptive_immunity_url),  # type: ignore[arg-type]
             treg=build(TregClient, s.treg_url),  # type: ignore[arg-type]
         )
@@ -58,7 +69,7 @@ class ExternalServices:
         return [client for f in fields(self) if (client := getattr(self, f.name)) is not None]
 
     async def states(self) -> dict[str, ServiceState]:
-        """Every service by name: up, degraded, open_circuit, unknown or not_configured."""
+        """Every one of the six by name: up, degraded, open_circuit, unknown or not_configured."""
         report: dict[str, ServiceState] = {}
         for f in fields(self):
             client: ServiceClient | None = getattr(self, f.name)

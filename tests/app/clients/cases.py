@@ -12,13 +12,17 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import uuid4
 
+from immune_core.adaptive.recall import RecallQuery
 from immune_core.clients.adaptive_immunity import AdaptiveImmunityClient
-from immune_core.clients.base import ClientConfig, ServiceClient
+from immune_core.clients.base import ClientConfig, DependencyFailure, ServiceClient
+from immune_core.clients.ethical_ai import EthicalAIClient
 from immune_core.clients.ip_intel import IPIntelClient
+from immune_core.clients.memory import MemoryServiceClient
 from immune_core.clients.metrics import ClientMetrics
 from immune_core.clients.rte import RTEClient
 from immune_core.clients.treg import TregClient
 from immune_core.detection.threat import Evidence, Threat
+from immune_core.responses.validation import ProposedAction, ValidatorUnavailable
 from prometheus_client import CollectorRegistry
 
 _addresses = itertools.count(1)
@@ -58,6 +62,40 @@ async def _adaptive(client: Any) -> Any:
     return await client.affinities([0.1, 0.2, 0.3], [[0.1, 0.2, 0.3], [0.9, 0.9, 0.9]])
 
 
+def an_action(kind: str = "isolate_host", target: str = "web-01") -> ProposedAction:
+    threat = a_threat()
+    return ProposedAction.propose(
+        kind,  # type: ignore[arg-type]
+        target,
+        threat_id=threat.threat_id,
+        signature=threat.signature,
+        category=threat.category,
+        antigen_type=threat.antigen_type,
+        severity="critical",
+        confidence=0.95,
+        reason="confirmed port scan followed by brute force",
+        proposed_by="cytotoxic_t-1",
+        proposed_at=threat.detected_at,
+        host_id="web-01",
+    )
+
+
+async def _ethical_ai(client: Any) -> Any:
+    # Protocol: raises ValidatorUnavailable when it cannot decide (validate_action then applies the default).
+    try:
+        return await client.validate(an_action(target=f"web-{next(_addresses)}"))
+    except ValidatorUnavailable:
+        return None
+
+
+async def _memory(client: Any) -> Any:
+    # Protocol: raises when unavailable (recall then stays local).
+    try:
+        return await client.recall(RecallQuery(antigen_type="source_ip", features=(0.1, 0.2, 0.3)))
+    except DependencyFailure:
+        return None
+
+
 @dataclass(frozen=True)
 class Case:
     service: str
@@ -75,6 +113,8 @@ CASES: list[Case] = [
     Case("ip_intel", IPIntelClient, "lookup", _ip_intel, "no_enrichment"),
     Case("treg", TregClient, "suppression", _treg, "no_suppression"),
     Case("adaptive_immunity", AdaptiveImmunityClient, "affinity", _adaptive, "internal_affinity"),
+    Case("ethical_ai", EthicalAIClient, "validate", _ethical_ai, "safe_default"),
+    Case("memory", MemoryServiceClient, "recall", _memory, "local_memory_only"),
 ]
 
 

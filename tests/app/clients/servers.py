@@ -264,7 +264,9 @@ class MemoryBehaviour:
         near = [
             d
             for d in self.detectors
-            if d["antigen_type"] == query["antigen_type"] and len(d["features"]) == len(query["features"])
+            if d["antigen_type"] == query["antigen_type"]
+            and d.get("space", query.get("space")) == query.get("space", d.get("space"))
+            and len(d["features"]) == len(query["features"])
         ]
         near.sort(key=lambda d: math.dist(d["features"], query["features"]))
         return 200, {"detectors": near[: query["limit"]]}
