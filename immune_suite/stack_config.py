@@ -108,6 +108,8 @@ class LocalTargetConfig(_Strict):
     stable_port: int = 18081
     preview_port: int = 18082
     baseline_port: int | None = None  # baseline instances only; None: ingress_port + 3
+    gateway_port: int | None = None  # the API gateway (/api/immune/*, /health); None: ingress_port + 4
+    gateway_rate_limit_per_10s: int = Field(default=1000, ge=1)  # per client address, at the gateway
     instance_base_port: int = 18100
     ready_timeout_s: float = 60.0
 

@@ -24,9 +24,11 @@ def free_port() -> int:
 
 
 class ServiceProcess:
-    def __init__(self, name: str, env: Mapping[str, str], log_dir: Path, token: str) -> None:
+    def __init__(
+        self, name: str, env: Mapping[str, str], log_dir: Path, token: str, port: int | None = None
+    ) -> None:
         self.name = name
-        self.port = free_port()
+        self.port = port if port is not None else free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.token = token
         self.log_path = log_dir / f"{name}.log"

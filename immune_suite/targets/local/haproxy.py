@@ -24,6 +24,7 @@ from pathlib import Path
 from immune_suite.gates.attribution import BASELINE, SERVED_BY_HEADER, Attribution
 from immune_suite.state_dir import write_atomic
 from immune_suite.targets.base import Color, TargetError, TrafficState
+from immune_suite.targets.local.gateway import gateway_frontend
 from immune_suite.targets.local.layout import StackLayout
 
 INGRESS_BACKEND = "ingress"
@@ -139,6 +140,14 @@ def render_config(layout: StackLayout, traffic: TrafficState) -> str:
             f"use_backend %[str(preview),map({layout.roles_map},{traffic.active.other.value})]",
         ),
         *frontend(BASELINE, layout.baseline_port, f"default_backend {BASELINE}", one_request),
+        # The platform's API gateway in front of the stable core (gateway.py).
+        *gateway_frontend(
+            port=layout.gateway_port,
+            roles_map=str(layout.roles_map),
+            traffic=traffic,
+            rate_limit_per_10s=ports.gateway_rate_limit_per_10s,
+            served_by=served_by,
+        ),
         f"backend {INGRESS_BACKEND}",
         "    balance roundrobin",
         # The measured path: a request that never reached a server (connection refused) is retried

@@ -101,5 +101,11 @@ class StackLayout:
         configured = self.ports.baseline_port
         return configured if configured is not None else self.ports.ingress_port + 3
 
+    @property
+    def gateway_port(self) -> int:
+        """The platform's API gateway: /api/immune/* to the stable core, aggregated /health (gateway.py)."""
+        configured = self.ports.gateway_port
+        return configured if configured is not None else self.ports.ingress_port + 4
+
     def instance_url(self, instance: str) -> str:
         return f"http://127.0.0.1:{self.instance_port(instance)}"

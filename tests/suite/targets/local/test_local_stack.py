@@ -43,10 +43,11 @@ def test_haproxy_config_has_weighted_ingress_and_role_frontends() -> None:
 def test_every_frontend_names_the_server_it_chose_and_the_ingress_never_redispatches() -> None:
     config = render_config(LAYOUT, TrafficState(Color.BLUE, 10))
     frontends = config.split("\nfrontend ")[1:]
-    assert [f.split()[0] for f in frontends] == ["ingress", "stable", "preview", "baseline"]
+    assert [f.split()[0] for f in frontends] == ["ingress", "stable", "preview", "baseline", "gateway"]
     for frontend in frontends:
         assert 'http-after-response set-header X-Immune-Served-By "%b/%s"' in frontend.split("\n\n")[0]
     assert "bind 127.0.0.1:18083" in config  # baseline entry point: ingress port + 3 by default
+    assert "bind 127.0.0.1:18084" in config  # the API gateway: ingress port + 4 by default
     # The canary's path and its references' paths are measured alike (one request per connection).
     measured = {f.split()[0] for f in frontends if "option httpclose" in f.split("\n\n")[0]}
     assert measured == {"ingress", "stable", "baseline"}
