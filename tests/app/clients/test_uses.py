@@ -6,7 +6,9 @@ and loses nothing: events are accepted and stored, threats are raised as the cel
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -14,6 +16,7 @@ from fastapi.testclient import TestClient
 from immune_core.detection.threat import SEVERITY_RANK
 from immune_core.homeostasis.levels import SEVERITY_WEIGHT
 from immune_core.settings import Settings
+from immune_core.simulator import generate
 
 from tests.app.clients.servers import IPIntelBehaviour, RTEBehaviour, ServiceServer, TregBehaviour, build
 from tests.app.support import AUTH, flow, port_scan, wait_for
@@ -212,3 +215,44 @@ def test_without_treg_the_score_is_not_suppressed(
         ),
         what="the no_suppression fallback",
     )
+
+
+def test_rte_triages_nk_decisions_too_and_only_neutrophil_or_nk_ones(
+    make_settings: Callable[..., Settings], start_client: Callable[[Settings], TestClient], servers: Any
+) -> None:
+    rte = servers("rte")
+    client = start_client(_settings(make_settings, rte_url=rte.url))
+    begin = datetime.now(UTC) - timedelta(minutes=31)
+    events = [labelled.event for labelled in generate("exfiltration", start=begin)]
+    _ingest(client, events)
+
+    def nk_threat() -> dict[str, Any] | None:
+        page = client.get("/api/v1/threats", params={"category": "exfiltration"}, headers=AUTH).json()
+        return next((t for t in page["items"] if "nk_cell" in t["cells"]), None)
+
+    threat = wait_for(nk_threat, what="the NK cell's exfiltration threat")
+    assert [a["service"] for a in threat["advice"]] == ["rte"]
+    assert threat["advice"][0]["verdict"] == "confirm"  # RTE's reflex rules leave exfiltration as found
+    # A threat no neutrophil or NK cell contributed to (intel matched by a macrophage) is not triaged.
+    intel = {
+        "event_id": str(uuid.uuid4()),
+        "timestamp": datetime.now(UTC).isoformat(),
+        "kind": "intel",
+        "indicator_type": "ip",
+        "indicator": "192.0.2.250",
+        "severity": "high",
+        "source": "test-feed",
+        "expires_at": (datetime.now(UTC) + timedelta(hours=1)).isoformat(),
+    }
+    _ingest(client, [intel])
+    wait_for(
+        lambda: any(
+            i["indicator"] == "192.0.2.250"
+            for i in client.get("/api/v1/memory", headers=AUTH).json()["live_intel"]
+        ),
+        what="the intel item learned",
+    )
+    _ingest(client, [flow(src_ip="192.0.2.250")])
+    known = _threat(client, "known_bad_indicator", "192.0.2.250")
+    assert not {"neutrophil", "nk_cell"} & set(known["cells"])
+    assert known["advice"] == []
