@@ -26,6 +26,7 @@ from tests.suite.targets.local.ingress_fixture import free_port_block
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 TOKEN = "gateway-test-token-0123456789"
 RATE_LIMIT = 40
+AUTH_FAILURE_LIMIT = 3  # the core's failed logins per client address per minute
 
 
 @dataclass
@@ -48,7 +49,11 @@ def gateway() -> Iterator[Gateway]:
     root = Path(tempfile.mkdtemp(prefix="gateway-"))  # short: the admin socket path must fit sun_path
     layout = StackLayout(root, ports, 1)
     core = ServiceProcess(
-        "blue-0", {"IMMUNE_DATA_DIR": str(root / "data")}, root, TOKEN, port=layout.instance_port("blue-0")
+        "blue-0",
+        {"IMMUNE_DATA_DIR": str(root / "data"), "IMMUNE_AUTH_FAILURE_LIMIT": str(AUTH_FAILURE_LIMIT)},
+        root,
+        TOKEN,
+        port=layout.instance_port("blue-0"),
     ).start()
     HAProxy(layout).write_files(TrafficState(Color.BLUE, 0))
     log = (root / "haproxy.log").open("wb")
@@ -120,6 +125,19 @@ def test_the_gateway_refuses_a_request_without_a_token_before_the_core(gateway: 
     )
     assert wrong.status_code == 403 and wrong.headers["X-Immune-Served-By"] == "blue/blue-0"
     assert _get(gateway.url, "/elsewhere", source="127.0.0.4").status_code == 404
+
+
+def test_the_core_throttles_failed_logins_per_real_client_address_behind_the_gateway(
+    gateway: Gateway,
+) -> None:
+    wrong = {"Authorization": "Bearer not-a-token"}
+    guesses = [
+        _get(gateway.url, "/api/immune/stats", source="127.0.0.8", headers=wrong).status_code
+        for _ in range(AUTH_FAILURE_LIMIT + 1)
+    ]
+    assert guesses[:AUTH_FAILURE_LIMIT] == [403] * AUTH_FAILURE_LIMIT and guesses[-1] == 429
+    # The gateway forwards the client's address (X-Forwarded-For): another client is not throttled.
+    assert _get(gateway.url, "/api/immune/stats", source="127.0.0.9", headers=wrong).status_code == 403
 
 
 def test_the_gateway_rate_limits_each_client_address(gateway: Gateway) -> None:
