@@ -19,7 +19,7 @@ import yaml
 from immune_infra import kafka as kafka_module
 from immune_infra import postgres as postgres_module
 from immune_infra import redis as redis_module
-from immune_infra.config import COLORS, StackSettings
+from immune_infra.config import COLORS, MonitoringSettings, StackSettings
 from immune_infra.immune_app import APP_NAME, COLOR_LABEL, HTTP_PORT, pods_service_name
 from immune_infra.slo_rules import alert_rules
 from immune_infra.workload import (
@@ -41,6 +41,19 @@ from immune_infra.workload import (
 PROMETHEUS_PORT = 9090
 GRAFANA_PORT = 3000
 DASHBOARD_FILE = "immune-core.json"
+# Grafana's file provider: loads the dashboards mounted from the ConfigMap into one folder.
+GRAFANA_DASHBOARD_PROVIDERS: dict[str, Any] = {
+    "apiVersion": 1,
+    "providers": [
+        {
+            "name": "immune-core",
+            "folder": "Active Immune Core",
+            "type": "file",
+            "disableDeletion": True,
+            "options": {"path": "/var/lib/grafana-dashboards"},
+        }
+    ],
+}
 
 
 def dashboard_json() -> str:
@@ -171,44 +184,7 @@ class Monitoring(pulumi.ComponentResource):
                             "immune.vertice.dev/config-hash": content_hash(config_text, rules_text)
                         },
                     },
-                    "spec": {
-                        "automount_service_account_token": MOUNT_API_TOKEN,
-                        "security_context": pod_security_context(),
-                        "containers": [
-                            {
-                                "name": "prometheus",
-                                "image": monitoring.prometheus_image,
-                                "image_pull_policy": "IfNotPresent",
-                                "args": [
-                                    "--config.file=/etc/prometheus/prometheus.yml",
-                                    "--storage.tsdb.path=/prometheus",
-                                    f"--storage.tsdb.retention.time={monitoring.retention}",
-                                    f"--web.listen-address=:{PROMETHEUS_PORT}",
-                                ],
-                                "ports": [{"name": "web", "container_port": PROMETHEUS_PORT}],
-                                "readiness_probe": {
-                                    "http_get": {"path": "/-/ready", "port": "web"},
-                                    "period_seconds": 10,
-                                },
-                                "liveness_probe": {
-                                    "http_get": {"path": "/-/healthy", "port": "web"},
-                                    "initial_delay_seconds": 30,
-                                    "period_seconds": 20,
-                                },
-                                "resources": resources(monitoring.prometheus_resources),
-                                "security_context": container_security_context(),
-                                "volume_mounts": [
-                                    mount("data", "/prometheus"),
-                                    mount("config", "/etc/prometheus", read_only=True),
-                                    mount("rules", "/etc/prometheus/rules", read_only=True),
-                                ],
-                            }
-                        ],
-                        "volumes": [
-                            {"name": "config", "config_map": {"name": "prometheus-config"}},
-                            {"name": "rules", "config_map": {"name": "prometheus-rules"}},
-                        ],
-                    },
+                    "spec": _prometheus_pod_spec(monitoring),
                 },
                 "volume_claim_templates": [volume_claim("data", monitoring.storage, None)],
             },
@@ -225,31 +201,8 @@ class Monitoring(pulumi.ComponentResource):
             string_data={"password": admin_password},
             opts=self._child(),
         )
-        datasources = {
-            "apiVersion": 1,
-            "datasources": [
-                {
-                    "name": "Prometheus",
-                    "uid": "prometheus",
-                    "type": "prometheus",
-                    "access": "proxy",
-                    "url": self.prometheus_url,
-                    "isDefault": True,
-                }
-            ],
-        }
-        providers = {
-            "apiVersion": 1,
-            "providers": [
-                {
-                    "name": "immune-core",
-                    "folder": "Active Immune Core",
-                    "type": "file",
-                    "disableDeletion": True,
-                    "options": {"path": "/var/lib/grafana-dashboards"},
-                }
-            ],
-        }
+        datasources = _grafana_datasources(self.prometheus_url)
+        providers = GRAFANA_DASHBOARD_PROVIDERS
         provisioning = k8s.core.v1.ConfigMap(
             f"{self._name}-grafana-provisioning",
             metadata={"name": "grafana-provisioning", "namespace": self._namespace, "labels": grafana_labels},
@@ -286,61 +239,7 @@ class Monitoring(pulumi.ComponentResource):
                         "labels": grafana_labels,
                         "annotations": {"immune.vertice.dev/config-hash": provisioned},
                     },
-                    "spec": {
-                        "automount_service_account_token": MOUNT_API_TOKEN,
-                        "security_context": pod_security_context(),
-                        "containers": [
-                            {
-                                "name": "grafana",
-                                "image": monitoring.grafana_image,
-                                "image_pull_policy": "IfNotPresent",
-                                "env": [
-                                    plain_env("GF_SECURITY_ADMIN_USER", "admin"),
-                                    secret_env("GF_SECURITY_ADMIN_PASSWORD", "grafana-admin", "password"),
-                                    plain_env("GF_PATHS_PROVISIONING", "/etc/grafana/provisioning"),
-                                    plain_env("GF_PATHS_DATA", "/var/lib/grafana"),
-                                    plain_env("GF_PATHS_LOGS", "/var/log/grafana"),
-                                    plain_env("GF_USERS_ALLOW_SIGN_UP", "false"),
-                                    plain_env("GF_ANALYTICS_REPORTING_ENABLED", "false"),
-                                    plain_env("GF_ANALYTICS_CHECK_FOR_UPDATES", "false"),
-                                ],
-                                "ports": [{"name": "web", "container_port": GRAFANA_PORT}],
-                                "readiness_probe": {"http_get": {"path": "/api/health", "port": "web"}},
-                                "liveness_probe": {
-                                    "http_get": {"path": "/api/health", "port": "web"},
-                                    "initial_delay_seconds": 30,
-                                    "period_seconds": 20,
-                                },
-                                "resources": resources(monitoring.grafana_resources),
-                                "security_context": container_security_context(),
-                                "volume_mounts": [
-                                    mount("data", "/var/lib/grafana"),
-                                    mount("logs", "/var/log/grafana"),
-                                    mount("tmp", TMP_PATH),
-                                    mount(
-                                        "provisioning",
-                                        "/etc/grafana/provisioning/datasources/datasources.yaml",
-                                        read_only=True,
-                                        sub_path="datasources.yaml",
-                                    ),
-                                    mount(
-                                        "provisioning",
-                                        "/etc/grafana/provisioning/dashboards/dashboards.yaml",
-                                        read_only=True,
-                                        sub_path="dashboards.yaml",
-                                    ),
-                                    mount("dashboards", "/var/lib/grafana-dashboards", read_only=True),
-                                ],
-                            }
-                        ],
-                        "volumes": [
-                            empty_dir("data", "512Mi"),
-                            empty_dir("logs", "64Mi"),
-                            empty_dir("tmp", "64Mi"),
-                            {"name": "provisioning", "config_map": {"name": "grafana-provisioning"}},
-                            {"name": "dashboards", "config_map": {"name": "grafana-dashboards"}},
-                        ],
-                    },
+                    "spec": _grafana_pod_spec(monitoring),
                 },
             },
             opts=self._child(depends_on=[secret, provisioning, dashboards]),
@@ -418,6 +317,123 @@ class Monitoring(pulumi.ComponentResource):
             data={DASHBOARD_FILE: json.dumps(json.loads(dashboard_json()))},
             opts=self._child(),
         )
+
+
+def _prometheus_pod_spec(monitoring: MonitoringSettings) -> k8s.core.v1.PodSpecArgsDict:
+    return {
+        "automount_service_account_token": MOUNT_API_TOKEN,
+        "security_context": pod_security_context(),
+        "containers": [
+            {
+                "name": "prometheus",
+                "image": monitoring.prometheus_image,
+                "image_pull_policy": "IfNotPresent",
+                "args": [
+                    "--config.file=/etc/prometheus/prometheus.yml",
+                    "--storage.tsdb.path=/prometheus",
+                    f"--storage.tsdb.retention.time={monitoring.retention}",
+                    f"--web.listen-address=:{PROMETHEUS_PORT}",
+                ],
+                "ports": [{"name": "web", "container_port": PROMETHEUS_PORT}],
+                "readiness_probe": {
+                    "http_get": {"path": "/-/ready", "port": "web"},
+                    "period_seconds": 10,
+                },
+                "liveness_probe": {
+                    "http_get": {"path": "/-/healthy", "port": "web"},
+                    "initial_delay_seconds": 30,
+                    "period_seconds": 20,
+                },
+                "resources": resources(monitoring.prometheus_resources),
+                "security_context": container_security_context(),
+                "volume_mounts": [
+                    mount("data", "/prometheus"),
+                    mount("config", "/etc/prometheus", read_only=True),
+                    mount("rules", "/etc/prometheus/rules", read_only=True),
+                ],
+            }
+        ],
+        "volumes": [
+            {"name": "config", "config_map": {"name": "prometheus-config"}},
+            {"name": "rules", "config_map": {"name": "prometheus-rules"}},
+        ],
+    }
+
+
+def _grafana_datasources(prometheus_url: str) -> dict[str, Any]:
+    return {
+        "apiVersion": 1,
+        "datasources": [
+            {
+                "name": "Prometheus",
+                "uid": "prometheus",
+                "type": "prometheus",
+                "access": "proxy",
+                "url": prometheus_url,
+                "isDefault": True,
+            }
+        ],
+    }
+
+
+def _grafana_pod_spec(monitoring: MonitoringSettings) -> k8s.core.v1.PodSpecArgsDict:
+    return {
+        "automount_service_account_token": MOUNT_API_TOKEN,
+        "security_context": pod_security_context(),
+        "containers": [_grafana_container(monitoring)],
+        "volumes": [
+            empty_dir("data", "512Mi"),
+            empty_dir("logs", "64Mi"),
+            empty_dir("tmp", "64Mi"),
+            {"name": "provisioning", "config_map": {"name": "grafana-provisioning"}},
+            {"name": "dashboards", "config_map": {"name": "grafana-dashboards"}},
+        ],
+    }
+
+
+def _grafana_container(monitoring: MonitoringSettings) -> k8s.core.v1.ContainerArgsDict:
+    return {
+        "name": "grafana",
+        "image": monitoring.grafana_image,
+        "image_pull_policy": "IfNotPresent",
+        "env": [
+            plain_env("GF_SECURITY_ADMIN_USER", "admin"),
+            secret_env("GF_SECURITY_ADMIN_PASSWORD", "grafana-admin", "password"),
+            plain_env("GF_PATHS_PROVISIONING", "/etc/grafana/provisioning"),
+            plain_env("GF_PATHS_DATA", "/var/lib/grafana"),
+            plain_env("GF_PATHS_LOGS", "/var/log/grafana"),
+            plain_env("GF_USERS_ALLOW_SIGN_UP", "false"),
+            plain_env("GF_ANALYTICS_REPORTING_ENABLED", "false"),
+            plain_env("GF_ANALYTICS_CHECK_FOR_UPDATES", "false"),
+        ],
+        "ports": [{"name": "web", "container_port": GRAFANA_PORT}],
+        "readiness_probe": {"http_get": {"path": "/api/health", "port": "web"}},
+        "liveness_probe": {
+            "http_get": {"path": "/api/health", "port": "web"},
+            "initial_delay_seconds": 30,
+            "period_seconds": 20,
+        },
+        "resources": resources(monitoring.grafana_resources),
+        "security_context": container_security_context(),
+        "volume_mounts": [
+            mount("data", "/var/lib/grafana"),
+            mount("logs", "/var/log/grafana"),
+            mount("tmp", TMP_PATH),
+            mount(
+                "provisioning",
+                "/etc/grafana/provisioning/datasources/datasources.yaml",
+                read_only=True,
+                sub_path="datasources.yaml",
+            ),
+            mount(
+                "provisioning",
+                "/etc/grafana/provisioning/dashboards/dashboards.yaml",
+                read_only=True,
+                sub_path="dashboards.yaml",
+            ),
+            mount("dashboards", "/var/lib/grafana-dashboards", read_only=True),
+        ],
+    }
 
 
 def _label_key(label: str) -> str:

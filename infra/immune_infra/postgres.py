@@ -8,7 +8,7 @@ from __future__ import annotations
 import pulumi
 import pulumi_kubernetes as k8s
 
-from immune_infra.config import StackSettings
+from immune_infra.config import PostgresSettings, StackSettings
 from immune_infra.credentials import StackCredentials, url_secret
 from immune_infra.workload import (
     MOUNT_API_TOKEN,
@@ -78,11 +78,6 @@ class Postgres(pulumi.ComponentResource):
             },
             opts=child,
         )
-        ready_command = [
-            "sh",
-            "-c",
-            f"pg_isready -h 127.0.0.1 -p {PORT} -U {postgres.user} -d {postgres.database}",
-        ]
         self.statefulset = k8s.apps.v1.StatefulSet(
             f"{name}-statefulset",
             metadata={"name": SERVICE_NAME, "namespace": namespace, "labels": pg_labels},
@@ -90,71 +85,79 @@ class Postgres(pulumi.ComponentResource):
                 "service_name": SERVICE_NAME,
                 "replicas": 1,
                 "selector": {"match_labels": pg_labels},
-                "template": {
-                    "metadata": {"labels": pg_labels},
-                    "spec": {
-                        "automount_service_account_token": MOUNT_API_TOKEN,
-                        "security_context": pod_security_context(),
-                        "termination_grace_period_seconds": 60,
-                        "containers": [
-                            {
-                                "name": "postgres",
-                                "image": postgres.image,
-                                "image_pull_policy": "IfNotPresent",
-                                "env": [
-                                    plain_env("POSTGRES_DB", postgres.database),
-                                    secret_env("POSTGRES_USER", SECRET_NAME, "username"),
-                                    secret_env("POSTGRES_PASSWORD", SECRET_NAME, "password"),
-                                    # A subdirectory: initdb refuses a volume root holding lost+found.
-                                    plain_env("PGDATA", "/var/lib/postgresql/data/pgdata"),
-                                ],
-                                "ports": [{"name": "postgres", "container_port": PORT}],
-                                "readiness_probe": {"exec": {"command": ready_command}, "period_seconds": 10},
-                                "liveness_probe": {
-                                    "exec": {"command": ready_command},
-                                    "initial_delay_seconds": 30,
-                                    "period_seconds": 20,
-                                    "failure_threshold": 6,
-                                },
-                                "resources": resources(postgres.resources),
-                                "security_context": container_security_context(),
-                                "volume_mounts": [
-                                    mount("data", "/var/lib/postgresql/data"),
-                                    mount("run", "/var/run/postgresql"),
-                                    mount("tmp", TMP_PATH),
-                                ],
-                            },
-                            {
-                                "name": "postgres-exporter",
-                                "image": postgres.exporter_image,
-                                "image_pull_policy": "IfNotPresent",
-                                "env": [
-                                    plain_env(
-                                        "DATA_SOURCE_URI",
-                                        f"127.0.0.1:{PORT}/{postgres.database}?sslmode=disable",
-                                    ),
-                                    secret_env("DATA_SOURCE_USER", SECRET_NAME, "username"),
-                                    secret_env("DATA_SOURCE_PASS", SECRET_NAME, "password"),
-                                ],
-                                "ports": [{"name": "metrics", "container_port": EXPORTER_PORT}],
-                                "readiness_probe": {"http_get": {"path": "/", "port": "metrics"}},
-                                "liveness_probe": {
-                                    "http_get": {"path": "/", "port": "metrics"},
-                                    "initial_delay_seconds": 20,
-                                    "period_seconds": 30,
-                                },
-                                "resources": {
-                                    "requests": {"cpu": "10m", "memory": "32Mi"},
-                                    "limits": {"cpu": "100m", "memory": "128Mi"},
-                                },
-                                "security_context": container_security_context(),
-                            },
-                        ],
-                        "volumes": [empty_dir("run", "16Mi"), empty_dir("tmp", "256Mi")],
-                    },
-                },
+                "template": {"metadata": {"labels": pg_labels}, "spec": _pod_spec(postgres)},
                 "volume_claim_templates": [volume_claim("data", postgres.storage, postgres.storage_class)],
             },
             opts=pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[self.secret]),
         )
         self.register_outputs({"host": host})
+
+
+def _pod_spec(postgres: PostgresSettings) -> k8s.core.v1.PodSpecArgsDict:
+    return {
+        "automount_service_account_token": MOUNT_API_TOKEN,
+        "security_context": pod_security_context(),
+        "termination_grace_period_seconds": 60,
+        "containers": [_postgres_container(postgres), _exporter_container(postgres)],
+        "volumes": [empty_dir("run", "16Mi"), empty_dir("tmp", "256Mi")],
+    }
+
+
+def _postgres_container(postgres: PostgresSettings) -> k8s.core.v1.ContainerArgsDict:
+    ready_command = [
+        "sh",
+        "-c",
+        f"pg_isready -h 127.0.0.1 -p {PORT} -U {postgres.user} -d {postgres.database}",
+    ]
+    return {
+        "name": "postgres",
+        "image": postgres.image,
+        "image_pull_policy": "IfNotPresent",
+        "env": [
+            plain_env("POSTGRES_DB", postgres.database),
+            secret_env("POSTGRES_USER", SECRET_NAME, "username"),
+            secret_env("POSTGRES_PASSWORD", SECRET_NAME, "password"),
+            # A subdirectory: initdb refuses a volume root holding lost+found.
+            plain_env("PGDATA", "/var/lib/postgresql/data/pgdata"),
+        ],
+        "ports": [{"name": "postgres", "container_port": PORT}],
+        "readiness_probe": {"exec": {"command": ready_command}, "period_seconds": 10},
+        "liveness_probe": {
+            "exec": {"command": ready_command},
+            "initial_delay_seconds": 30,
+            "period_seconds": 20,
+            "failure_threshold": 6,
+        },
+        "resources": resources(postgres.resources),
+        "security_context": container_security_context(),
+        "volume_mounts": [
+            mount("data", "/var/lib/postgresql/data"),
+            mount("run", "/var/run/postgresql"),
+            mount("tmp", TMP_PATH),
+        ],
+    }
+
+
+def _exporter_container(postgres: PostgresSettings) -> k8s.core.v1.ContainerArgsDict:
+    return {
+        "name": "postgres-exporter",
+        "image": postgres.exporter_image,
+        "image_pull_policy": "IfNotPresent",
+        "env": [
+            plain_env("DATA_SOURCE_URI", f"127.0.0.1:{PORT}/{postgres.database}?sslmode=disable"),
+            secret_env("DATA_SOURCE_USER", SECRET_NAME, "username"),
+            secret_env("DATA_SOURCE_PASS", SECRET_NAME, "password"),
+        ],
+        "ports": [{"name": "metrics", "container_port": EXPORTER_PORT}],
+        "readiness_probe": {"http_get": {"path": "/", "port": "metrics"}},
+        "liveness_probe": {
+            "http_get": {"path": "/", "port": "metrics"},
+            "initial_delay_seconds": 20,
+            "period_seconds": 30,
+        },
+        "resources": {
+            "requests": {"cpu": "10m", "memory": "32Mi"},
+            "limits": {"cpu": "100m", "memory": "128Mi"},
+        },
+        "security_context": container_security_context(),
+    }

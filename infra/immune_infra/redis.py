@@ -9,7 +9,7 @@ from __future__ import annotations
 import pulumi
 import pulumi_kubernetes as k8s
 
-from immune_infra.config import StackSettings
+from immune_infra.config import RedisSettings, StackSettings
 from immune_infra.credentials import StackCredentials, url_secret
 from immune_infra.workload import (
     MOUNT_API_TOKEN,
@@ -97,73 +97,79 @@ class Redis(pulumi.ComponentResource):
                 "service_name": SERVICE_NAME,
                 "replicas": 1,
                 "selector": {"match_labels": redis_labels},
-                "template": {
-                    "metadata": {"labels": redis_labels},
-                    "spec": {
-                        "automount_service_account_token": MOUNT_API_TOKEN,
-                        "security_context": pod_security_context(),
-                        "containers": [
-                            {
-                                "name": "redis",
-                                "image": redis.image,
-                                "image_pull_policy": "IfNotPresent",
-                                "command": ["redis-server", "/etc/redis/redis.conf"],
-                                "env": [secret_env("REDISCLI_AUTH", SECRET_NAME, "password")],
-                                "ports": [{"name": "redis", "container_port": PORT}],
-                                "readiness_probe": {
-                                    "exec": {"command": ["sh", "-c", "redis-cli ping | grep -q PONG"]},
-                                    "period_seconds": 10,
-                                },
-                                "liveness_probe": {
-                                    "exec": {"command": ["sh", "-c", "redis-cli ping | grep -q PONG"]},
-                                    "initial_delay_seconds": 20,
-                                    "period_seconds": 20,
-                                },
-                                "resources": resources(redis.resources),
-                                "security_context": container_security_context(),
-                                "volume_mounts": [
-                                    mount("data", "/data"),
-                                    mount("config", "/etc/redis", read_only=True),
-                                    mount("tmp", TMP_PATH),
-                                ],
-                            },
-                            {
-                                "name": "redis-exporter",
-                                "image": redis.exporter_image,
-                                "image_pull_policy": "IfNotPresent",
-                                "env": [
-                                    plain_env("REDIS_ADDR", f"redis://127.0.0.1:{PORT}"),
-                                    secret_env("REDIS_PASSWORD", SECRET_NAME, "password"),
-                                ],
-                                "ports": [{"name": "metrics", "container_port": EXPORTER_PORT}],
-                                "readiness_probe": {"http_get": {"path": "/health", "port": "metrics"}},
-                                "liveness_probe": {
-                                    "http_get": {"path": "/health", "port": "metrics"},
-                                    "initial_delay_seconds": 20,
-                                    "period_seconds": 30,
-                                },
-                                "resources": {
-                                    "requests": {"cpu": "10m", "memory": "32Mi"},
-                                    "limits": {"cpu": "100m", "memory": "64Mi"},
-                                },
-                                "security_context": container_security_context(),
-                            },
-                        ],
-                        "volumes": [
-                            {
-                                "name": "config",
-                                "secret": {
-                                    "secret_name": SECRET_NAME,
-                                    "items": [{"key": "redis.conf", "path": "redis.conf"}],
-                                    "default_mode": 0o440,
-                                },
-                            },
-                            empty_dir("tmp"),
-                        ],
-                    },
-                },
+                "template": {"metadata": {"labels": redis_labels}, "spec": _pod_spec(redis)},
                 "volume_claim_templates": [volume_claim("data", redis.storage, redis.storage_class)],
             },
             opts=pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[self.secret]),
         )
         self.register_outputs({"host": host})
+
+
+def _pod_spec(redis: RedisSettings) -> k8s.core.v1.PodSpecArgsDict:
+    return {
+        "automount_service_account_token": MOUNT_API_TOKEN,
+        "security_context": pod_security_context(),
+        "containers": [_redis_container(redis), _exporter_container(redis)],
+        "volumes": [
+            {
+                "name": "config",
+                "secret": {
+                    "secret_name": SECRET_NAME,
+                    "items": [{"key": "redis.conf", "path": "redis.conf"}],
+                    "default_mode": 0o440,
+                },
+            },
+            empty_dir("tmp"),
+        ],
+    }
+
+
+def _redis_container(redis: RedisSettings) -> k8s.core.v1.ContainerArgsDict:
+    return {
+        "name": "redis",
+        "image": redis.image,
+        "image_pull_policy": "IfNotPresent",
+        "command": ["redis-server", "/etc/redis/redis.conf"],
+        "env": [secret_env("REDISCLI_AUTH", SECRET_NAME, "password")],
+        "ports": [{"name": "redis", "container_port": PORT}],
+        "readiness_probe": {
+            "exec": {"command": ["sh", "-c", "redis-cli ping | grep -q PONG"]},
+            "period_seconds": 10,
+        },
+        "liveness_probe": {
+            "exec": {"command": ["sh", "-c", "redis-cli ping | grep -q PONG"]},
+            "initial_delay_seconds": 20,
+            "period_seconds": 20,
+        },
+        "resources": resources(redis.resources),
+        "security_context": container_security_context(),
+        "volume_mounts": [
+            mount("data", "/data"),
+            mount("config", "/etc/redis", read_only=True),
+            mount("tmp", TMP_PATH),
+        ],
+    }
+
+
+def _exporter_container(redis: RedisSettings) -> k8s.core.v1.ContainerArgsDict:
+    return {
+        "name": "redis-exporter",
+        "image": redis.exporter_image,
+        "image_pull_policy": "IfNotPresent",
+        "env": [
+            plain_env("REDIS_ADDR", f"redis://127.0.0.1:{PORT}"),
+            secret_env("REDIS_PASSWORD", SECRET_NAME, "password"),
+        ],
+        "ports": [{"name": "metrics", "container_port": EXPORTER_PORT}],
+        "readiness_probe": {"http_get": {"path": "/health", "port": "metrics"}},
+        "liveness_probe": {
+            "http_get": {"path": "/health", "port": "metrics"},
+            "initial_delay_seconds": 20,
+            "period_seconds": 30,
+        },
+        "resources": {
+            "requests": {"cpu": "10m", "memory": "32Mi"},
+            "limits": {"cpu": "100m", "memory": "64Mi"},
+        },
+        "security_context": container_security_context(),
+    }
