@@ -10,6 +10,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Literal
 
+import httpx
+
 from immune_core.clients.base import ClientConfig, DependencyFailure, ServiceClient
 from immune_core.clients.metrics import ClientMetrics
 
@@ -30,8 +32,14 @@ class Reputation:
 class IPIntelClient(ServiceClient):
     service = "ip_intel"
 
-    def __init__(self, config: ClientConfig, metrics: ClientMetrics, **kwargs: object) -> None:
-        super().__init__(config, metrics, **kwargs)  # type: ignore[arg-type]
+    def __init__(
+        self,
+        config: ClientConfig,
+        metrics: ClientMetrics,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        super().__init__(config, metrics, transport=transport)
         # address -> (valid until, monotonic seconds; verdict): a scan raises many threats about one
         # address, and the verdict's own ttl says how long it may be reused.
         self._cache: OrderedDict[str, tuple[float, Reputation]] = OrderedDict()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, fields
-from typing import Literal
+from typing import Literal, TypeVar
 
 from immune_core.clients.adaptive_immunity import AdaptiveImmunityClient
 from immune_core.clients.base import ClientConfig, DependencyState, ServiceClient
@@ -22,6 +22,7 @@ from immune_core.clients.treg import TregClient
 from immune_core.settings import Settings
 
 ServiceState = DependencyState | Literal["not_configured"]
+C = TypeVar("C", bound=ServiceClient)
 
 
 def client_config(settings: Settings, url: str) -> ClientConfig:
@@ -52,17 +53,17 @@ class ExternalServices:
     @classmethod
     def from_settings(cls, settings: Settings, metrics: ClientMetrics) -> ExternalServices:
 
-        def build(kind: type[ServiceClient], url: str | None) -> ServiceClient | None:
+        def build(kind: type[C], url: str | None) -> C | None:
             return None if url is None else kind(client_config(settings, url), metrics)
 
         s = settings
         return cls(
-            rte=build(RTEClient, s.rte_url),  # type: ignore[arg-type]
-            ip_intel=build(IPIntelClient, s.ip_intel_url),  # type: ignore[arg-type]
-            ethical_ai=build(EthicalAIClient, s.ethical_ai_url),  # type: ignore[arg-type]
-            memory=build(MemoryServiceClient, s.memory_service_url),  # type: ignore[arg-type]
-            adaptive_immunity=build(AdaptiveImmunityClient, s.adaptive_immunity_url),  # type: ignore[arg-type]
-            treg=build(TregClient, s.treg_url),  # type: ignore[arg-type]
+            rte=build(RTEClient, s.rte_url),
+            ip_intel=build(IPIntelClient, s.ip_intel_url),
+            ethical_ai=build(EthicalAIClient, s.ethical_ai_url),
+            memory=build(MemoryServiceClient, s.memory_service_url),
+            adaptive_immunity=build(AdaptiveImmunityClient, s.adaptive_immunity_url),
+            treg=build(TregClient, s.treg_url),
         )
 
     def configured(self) -> list[ServiceClient]:

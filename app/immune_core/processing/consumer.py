@@ -139,10 +139,18 @@ class DetectionConsumer:
         ]
         if not pending:
             return
-        reviewed = await asyncio.gather(*(self._review(batch.detected[event_id]) for event_id in pending))
-        for event_id, threats in zip(pending, reviewed, strict=True):
-            batch.detected[event_id] = threats
-            self._engine.mark_reviewed(event_id, threats)
+        reviewed = await asyncio.gather(
+            *(self._review(batch.detected[event_id]) for event_id in pending), return_exceptions=True
+        )
+        for event_id, outcome in zip(pending, reviewed, strict=True):
+            if isinstance(outcome, asyncio.CancelledError):
+                raise outcome
+            if isinstance(outcome, BaseException):
+                # A bug in the review must not hold the partition: the threats go as the cells raised them.
+                log.error("threat_review_failed", event_id=event_id, error_type=type(outcome).__name__)
+                outcome = batch.detected[event_id]
+            batch.detected[event_id] = outcome
+            self._engine.mark_reviewed(event_id, outcome)
 
     async def _commit_one_by_one(self, batch: ProcessedBatch) -> CommitResult:
         new_ids: list[str] = []
