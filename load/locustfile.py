@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import random
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import websocket
 from immune_load import shapes
 from immune_load.locust_metrics import WEBSOCKET_REQUEST_TYPE
-from immune_load.run import STATE, auth_headers, options_of
+from immune_load.run import STATE, auth_headers, on_event, options_of
 from locust import LoadTestShape, User, between, constant_throughput, events, task
 from locust.contrib.fasthttp import FastHttpUser
 from locust.env import Environment
@@ -25,7 +26,7 @@ from locust.env import Environment
 from immune_suite.gates import sample_events
 
 
-@events.init.add_listener
+@on_event(events.init)
 def _subscribers(environment: Environment, **_: Any) -> None:
     options = options_of(environment)
     if options is not None:  # None: imported as a library, not run by locust
@@ -155,4 +156,6 @@ class ScenarioShape(LoadTestShape):
             options.user_rps,
             options.ws_subscribers,
         )
-        return shapes.tick(settings, self.get_run_time())
+        # LoadTestShape.get_run_time is unannotated; it returns the seconds since the test started.
+        run_time_s = cast(Callable[[], float], self.get_run_time)()
+        return shapes.tick(settings, run_time_s)

@@ -133,12 +133,13 @@ class ImmuneApp(pulumi.ComponentResource):
             automount_service_account_token=MOUNT_API_TOKEN,
             opts=child,
         )
+        # Digests only (credentials.service_token_entries): no plain token in the cluster.
+        token_entries: pulumi.Output[str] = pulumi.Output.secret(api_tokens.apply(service_token_entries))
         self.api_secret = k8s.core.v1.Secret(
             f"{name}-api-tokens",
             metadata={"name": API_SECRET, "namespace": namespace, "labels": app_labels()},
             type="Opaque",
-            # Digests only (credentials.service_token_entries): no plain token in the cluster.
-            string_data={"tokens": pulumi.Output.secret(api_tokens.apply(service_token_entries))},
+            string_data={"tokens": token_entries},
             opts=child,
         )
         self.migrations: dict[Color, k8s.batch.v1.Job] = {}

@@ -113,7 +113,8 @@ class _RecordingMonitor(MockMonitor):
         self.registrations: list[tuple[str, str, str, tuple[str, ...], str, str]] = []
 
     def RegisterResource(self, request: Any) -> Any:
-        response = super().RegisterResource(request)
+        # The SDK's MockMonitor is unannotated; its RegisterResource returns the RegisterResourceResponse.
+        response = super().RegisterResource(request)  # type: ignore[no-untyped-call]
         if request.type != "pulumi:pulumi:Stack":
             self.registrations.append(
                 (

@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar, cast
 
 import gevent
 from locust import events
 from locust.argument_parser import LocustArgumentParser
 from locust.env import Environment
+from locust.event import EventHook
 from locust.runners import WorkerRunner
 
 from immune_load import shapes
@@ -34,8 +36,21 @@ from immune_suite.gates.attribution import UNATTRIBUTED, Attribution
 LOAD_DIR = Path(__file__).resolve().parents[1]  # load/, where thresholds.yaml sits
 COLOR_HEADER = "X-Immune-Color"
 
+_Listener = TypeVar("_Listener", bound=Callable[..., None])
 
-@events.init_command_line_parser.add_listener
+
+def on_event(hook: EventHook) -> Callable[[_Listener], _Listener]:
+    """`@hook.add_listener` that keeps the listener's signature: locust's `EventHook.add_listener` is
+    unannotated, so using it as a decorator would make every listener untyped to mypy."""
+
+    def register(listener: _Listener) -> _Listener:
+        cast(Callable[[_Listener], object], hook.add_listener)(listener)
+        return listener
+
+    return register
+
+
+@on_event(events.init_command_line_parser)
 def _options(parser: LocustArgumentParser) -> None:
     group = parser  # extra keywords (env_var, is_secret) work on the parser, not on argument groups
     group.add_argument(
@@ -91,7 +106,7 @@ def options_of(environment: Environment) -> Any:
     return environment.parsed_options
 
 
-@events.init.add_listener
+@on_event(events.init)
 def _configure(environment: Environment, **_: Any) -> None:
     options = options_of(environment)
     if options is None:  # imported as a library, not run by locust
@@ -102,7 +117,7 @@ def _configure(environment: Environment, **_: Any) -> None:
         STATE.samples = Path(options.samples_file).open("w", encoding="utf-8")  # closed on quit
 
 
-@events.request.add_listener
+@on_event(events.request)
 def _record_sample(
     request_type: str,
     name: str,
@@ -155,7 +170,7 @@ def _flush_samples() -> None:
         gevent.sleep(2.0)
 
 
-@events.test_start.add_listener
+@on_event(events.test_start)
 def _start(environment: Environment, **_: Any) -> None:
     if isinstance(environment.runner, WorkerRunner):
         return  # thresholds are watched where the statistics are aggregated
@@ -165,7 +180,7 @@ def _start(environment: Environment, **_: Any) -> None:
     gevent.spawn(_flush_samples)
 
 
-@events.quitting.add_listener
+@on_event(events.quitting)
 def _finish(environment: Environment, **_: Any) -> None:
     if isinstance(environment.runner, WorkerRunner):
         return
