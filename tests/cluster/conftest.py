@@ -1,0 +1,79 @@
+"""Session fixtures for the local Kubernetes cluster (scripts/cluster.sh, issue 13).
+
+`cluster` snapshots the host, runs `scripts/cluster.sh up` once per session and `down` at the end;
+`probe_image` builds the static Go test server of tests/cluster/probe, packs it with
+cluster/oci_archive.py and imports it into containerd (no registry involved). Every test here carries
+the `cluster` marker; they need root (bridges, iptables, cgroups), Go and the cached cluster build.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+from tests.cluster.support import REPO, Kube, cluster_env, host_snapshot, run_cluster_sh
+
+PROBE_IMAGE = "aic.local/probe:test"
+
+
+@pytest.fixture(scope="session")
+def host_before_up() -> dict[str, list[str]]:
+    """The host as it was before this session's `up` (taken before the `cluster` fixture starts it)."""
+    if run_cluster_sh("status", check=False).returncode == 0:
+        # A cluster left running by someone else would make this snapshot meaningless.
+        pytest.fail("a cluster is already running: run `bash scripts/cluster.sh down` first")
+    return host_snapshot()
+
+
+@pytest.fixture(scope="session")
+def cluster(host_before_up: dict[str, list[str]]) -> Iterator[Kube]:
+    """Brings the cluster up for the session (build cached) and takes it down at the end."""
+    run_cluster_sh("up")
+    kube = Kube(cluster_env())
+    try:
+        yield kube
+    finally:
+        run_cluster_sh("down", check=False)
+
+
+@pytest.fixture(scope="session")
+def probe_image(cluster: Kube, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Builds tests/cluster/probe (static, CGO off), packs and imports it; returns the image name."""
+    out = tmp_path_factory.mktemp("probe")
+    env = {**os.environ, "CGO_ENABLED": "0"}
+    subprocess.run(
+        ["go", "build", "-trimpath", "-ldflags", "-s -w", "-o", str(out / "probe"), "."],
+        cwd=REPO / "tests" / "cluster" / "probe",
+        env=env,
+        check=True,
+    )
+    archive = out / "probe.tar"
+    subprocess.run(
+        [
+            "python3",
+            str(REPO / "cluster" / "oci_archive.py"),
+            "--name",
+            PROBE_IMAGE,
+            "--entrypoint",
+            "/probe",
+            "--out",
+            str(archive),
+            f"{out / 'probe'}=/probe",
+        ],
+        check=True,
+    )
+    cluster.ctr("images", "import", str(archive))
+    return PROBE_IMAGE
+
+
+@pytest.fixture
+def namespace(cluster: Kube, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace for one test, deleted afterwards (without waiting)."""
+    name = "t-" + request.node.name.lower().replace("_", "-")[:40].strip("-")
+    cluster.kubectl("delete", "namespace", name, "--ignore-not-found", "--wait=true")
+    cluster.new_namespace(name)
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)

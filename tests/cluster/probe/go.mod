@@ -1,0 +1,3 @@
+module github.com/active-immune-core/tests/cluster/probe
+
+go 1.26.0
