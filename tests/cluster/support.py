@@ -32,7 +32,9 @@ def run_cluster_sh(*args: str, check: bool = True, timeout: float = 3600) -> sub
         ["bash", str(CLUSTER_SH), *args], capture_output=True, text=True, timeout=timeout, check=False
     )
     if check and proc.returncode != 0:
-        raise AssertionError(f"cluster.sh {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+        raise AssertionError(
+            f"cluster.sh {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-4000:]}"
+        )
     return proc
 
 
@@ -69,7 +71,9 @@ class Kube:
     env: dict[str, str]
     namespaces: list[str] = field(default_factory=list)
 
-    def kubectl(self, *args: str, check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    def kubectl(
+        self, *args: str, check: bool = True, stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         cmd = [f"{self.env['AIC_CLUSTER_BIN']}/kubectl", "--kubeconfig", self.env["KUBECONFIG"], *args]
         proc = subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=120, check=False)
         if check and proc.returncode != 0:
@@ -77,7 +81,13 @@ class Kube:
         return proc
 
     def ctr(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        cmd = [f"{self.env['AIC_CLUSTER_BIN']}/ctr", "--address", self.env["CONTAINERD_ADDRESS"], "-n", "k8s.io"]
+        cmd = [
+            f"{self.env['AIC_CLUSTER_BIN']}/ctr",
+            "--address",
+            self.env["CONTAINERD_ADDRESS"],
+            "-n",
+            "k8s.io",
+        ]
         return subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=120, check=check)
 
     def get(self, *args: str) -> Any:

@@ -11,13 +11,16 @@ from tests.cluster.support import LABELS, Kube, deploy_ready, read_versions
 
 pytestmark = pytest.mark.cluster
 
+
 def test_servers_report_the_pinned_version(cluster: Kube) -> None:
     pins = read_versions()
     raw = cluster.kubectl("get", "--raw", "/version").stdout
     assert f'"gitVersion": "{pins["KUBERNETES_VERSION"]}"' in raw
     node = cluster.get("node", pins["NODE_NAME"])
     assert node["status"]["nodeInfo"]["kubeletVersion"] == pins["KUBERNETES_VERSION"]
-    assert node["status"]["nodeInfo"]["containerRuntimeVersion"] == f"containerd://{pins['CONTAINERD_VERSION']}"
+    assert (
+        node["status"]["nodeInfo"]["containerRuntimeVersion"] == f"containerd://{pins['CONTAINERD_VERSION']}"
+    )
     addresses = {a["type"]: a["address"] for a in node["status"]["addresses"]}
     assert addresses["InternalIP"] == pins["CNI_BRIDGE_IP"]
 
@@ -67,7 +70,9 @@ def test_pod_reaches_pod_through_service_cluster_ip(cluster: Kube, probe_image: 
 
     # kube-proxy programs the Service asynchronously: the first tries may find no rule yet.
     def answered() -> bool:
-        proc = cluster.kubectl("exec", "-n", namespace, client, "--", "/probe", "get", f"http://{ip}/", check=False)
+        proc = cluster.kubectl(
+            "exec", "-n", namespace, client, "--", "/probe", "get", f"http://{ip}/", check=False
+        )
         if proc.returncode == 0:
             seen.add(proc.stdout.strip().removeprefix("hello from "))
         return len(seen) > 0
