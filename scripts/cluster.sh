@@ -25,6 +25,8 @@ PKI=$STATE/pki
 KCFG=$STATE/kubeconfig
 BEFORE=$STATE/host-before
 CTRD_SOCK=$STATE/containerd/containerd.sock
+# Short runtime dir for sockets (a unix socket path must stay under 108 bytes).
+RUN_DIR=/run/aic-cluster
 APISERVER=https://$CNI_BRIDGE_IP:$APISERVER_PORT
 PAUSE_IMAGE=aic.local/pause:$KUBERNETES_VERSION
 REGISTRY_ADDRESS=127.0.0.1:$IMAGES_REGISTRY_PORT
@@ -39,7 +41,7 @@ SYSCTLS=(net/ipv4/ip_forward net/bridge/bridge-nf-call-iptables net/bridge/bridg
   vm/overcommit_memory vm/panic_on_oom kernel/panic kernel/panic_on_oops kernel/keys/root_maxkeys
   kernel/keys/root_maxbytes)
 # Host directories the runtime may create outside $STATE (shim sockets, CNI netns and cache).
-HOST_DIRS=(/run/containerd /run/netns /var/run/netns /var/lib/cni /run/aic-cluster)
+HOST_DIRS=(/run/containerd /run/netns /var/run/netns /var/lib/cni /run/aic-cluster /var/run/nri /run/nri)
 K8S_CMDS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl)
 
 log() { printf '[cluster %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
@@ -361,25 +363,46 @@ server = "http://$REGISTRY_ADDRESS"
 [host."http://$REGISTRY_ADDRESS"]
   capabilities = ["pull", "resolve", "push"]
 EOF
+  # Every path containerd would otherwise put on the host (shim sockets and runc state under
+  # /run/containerd, netns under /run/netns, /opt/containerd, the NRI socket) is pointed at our own
+  # directories; host config imports are off so a Debian containerd's /etc/containerd cannot leak in.
   cat >"$STATE/etc/containerd.toml" <<EOF
-version = 3
+version = 4
 root = "$STATE/containerd/root"
 state = "$STATE/containerd/state"
+imports = []
 
-[grpc]
+[plugins.'io.containerd.server.v1.grpc']
   address = "$CTRD_SOCK"
+
+[plugins.'io.containerd.server.v1.ttrpc']
+  address = "$CTRD_SOCK.ttrpc"
+
+[plugins.'io.containerd.shim.v1.manager']
+  # Short: shim socket paths (dir + 64 hex digits) must stay under 108 bytes.
+  socket_dir = "$RUN_DIR/s"
+
+[plugins.'io.containerd.internal.v1.opt']
+  path = "$STATE/containerd/opt"
+
+[plugins.'io.containerd.nri.v1.nri']
+  disable = true
 
 [plugins.'io.containerd.cri.v1.runtime']
   # This host cannot lower oom_score_adj: without this every sandbox fails with
   # "can't get final child's PID from pipe: EOF".
   restrict_oom_score_adj = true
   enable_selinux = false
+  netns_mounts_under_state_dir = true
+  cdi_spec_dirs = []
   [plugins.'io.containerd.cri.v1.runtime'.containerd]
     default_runtime_name = "runc"
     [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
+      runtime_path = "$bin/containerd-shim-runc-v2"
       [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
         BinaryName = "$(command -v runc)"
+        Root = "$RUN_DIR/runc"
         SystemdCgroup = false
   [plugins.'io.containerd.cri.v1.runtime'.cni]
     bin_dirs = ["/usr/lib/cni"]
@@ -460,6 +483,33 @@ egress_first() {
   iptables -w -I FORWARD 1 -i "$CNI_BRIDGE" -j "$EGRESS_CHAIN"
 }
 
+# The other parts plug in here: scripts/images.sh (Docker daemon + registry) and cluster/router/router.sh.
+# One that was already running before our `up` (someone else's) is left running by our `down`.
+plugin_up() { # plugin_up <name> <script>
+  local name=$1 script=$2
+  [ -f "$script" ] || return 0
+  local was=no
+  bash "$script" status >/dev/null 2>&1 && was=yes
+  log "$name: bash ${script#"$ROOT"/} up (log: $LOGS/$name.log)"
+  # Output to a file: a daemon it starts must not hold our caller's stdout open.
+  if ! bash "$script" up >>"$LOGS/$name.log" 2>&1 </dev/null; then
+    tail -n 20 "$LOGS/$name.log" >&2
+    die "$name up failed"
+  fi
+  echo "$name $was $script" >>"$STATE/plugins"
+}
+
+plugins_down() {
+  [ -f "$STATE/plugins" ] || return 0
+  local name was script
+  tac "$STATE/plugins" | while read -r name was script; do
+    if [ "$was" = yes ]; then log "$name: was running before up, left running"; continue; fi
+    log "$name: bash ${script#"$ROOT"/} down"
+    bash "$script" down >>"$LOGS/$name.log" 2>&1 </dev/null || log "$name down failed (log: $LOGS/$name.log)"
+  done
+  rm -f "$STATE/plugins"
+}
+
 api_ready() {
   curl -sf --cacert "$PKI/ca.crt" --cert "$PKI/admin.crt" --key "$PKI/admin.key" "$APISERVER/readyz" |
     grep -qx ok
@@ -503,6 +553,14 @@ cmd_up() {
     while [ ! -d "$d" ]; do made+=("$d"); d=$(dirname "$d"); done
     mkdir -p "$path"
     [ ${#made[@]} -gt 0 ] && printf '%s\n' "${made[@]}" >>"$STATE/cgroups-created"
+    # A new v1 cpuset cgroup starts with no CPUs and no memory nodes: inherit the parent's, top down.
+    if [ -f "$h/cpuset.cpus" ]; then
+      local i
+      for ((i = ${#made[@]} - 1; i >= 0; i--)); do
+        cat "$(dirname "${made[$i]}")/cpuset.cpus" >"${made[$i]}/cpuset.cpus"
+        cat "$(dirname "${made[$i]}")/cpuset.mems" >"${made[$i]}/cpuset.mems"
+      done
+    fi
   done
 
   mkdir -p "$STATE/etcd"
@@ -547,7 +605,8 @@ cmd_up() {
     --authentication-kubeconfig "$KCFG/scheduler.conf" --authorization-kubeconfig "$KCFG/scheduler.conf" \
     --bind-address 127.0.0.1 --leader-elect=false --profiling=false
 
-  start_proc containerd "$bin/containerd" --config "$STATE/etc/containerd.toml"
+  # Our shim first on PATH (ctr-started tasks look it up there; a Debian containerd's shim may exist).
+  PATH=$bin:$PATH start_proc containerd "$bin/containerd" --config "$STATE/etc/containerd.toml"
   wait_for 60 containerd "$bin/ctr" --address "$CTRD_SOCK" version
   "$bin/ctr" --address "$CTRD_SOCK" -n k8s.io images import --local "$dir/pause.tar" >/dev/null ||
     "$bin/ctr" --address "$CTRD_SOCK" -n k8s.io images import "$dir/pause.tar" >/dev/null
@@ -560,8 +619,8 @@ cmd_up() {
   log "node Ready ${t_node} s after kubelet start"
   wait_for 60 kube-proxy iptables -w -t nat -n -L KUBE-SERVICES
   egress_first
-  if [ -f "$ROOT/scripts/images.sh" ]; then bash "$ROOT/scripts/images.sh" up; fi
-  if [ -f "$ROOT/cluster/router/router.sh" ]; then bash "$ROOT/cluster/router/router.sh" up; fi
+  plugin_up images "$ROOT/scripts/images.sh"
+  plugin_up router "$ROOT/cluster/router/router.sh"
   log "cluster up in $(elapsed "$t_all") s (apiserver ready ${t_api} s, node Ready ${t_node} s after kubelet)"
   log "use: eval \"\$(bash scripts/cluster.sh env)\""
 }
@@ -599,8 +658,10 @@ cmd_down() {
   local bin="" t0
   t0=$(now)
   [ -f "$STATE/bin-dir" ] && bin=$(cat "$STATE/bin-dir")
-  if [ -f "$ROOT/cluster/router/router.sh" ]; then bash "$ROOT/cluster/router/router.sh" down || true; fi
-  if [ -f "$ROOT/scripts/images.sh" ]; then bash "$ROOT/scripts/images.sh" down || true; fi
+  plugins_down
+  # Controllers first, or ReplicaSets would recreate the pods deleted below.
+  stop_proc kube-scheduler
+  stop_proc kube-controller-manager
   if [ -n "$bin" ] && proc_alive kubelet && proc_alive kube-apiserver; then
     # Let kubelet tear pods down through CRI (CNI DEL frees veths, IPs and netns mounts).
     "$bin/kubectl" --kubeconfig "$KCFG/admin.conf" delete pods --all -A --grace-period=0 --force \
@@ -621,8 +682,6 @@ cmd_down() {
   fi
   stop_proc containerd
   [ -n "$bin" ] && kill_shims "$bin"
-  stop_proc kube-scheduler
-  stop_proc kube-controller-manager
   stop_proc kube-apiserver
   stop_proc etcd
 
@@ -699,10 +758,16 @@ cmd_down() {
 # ---------------------------------------------------------------------------------------- status
 cmd_status() {
   local bad=0 n bin
+  local rss_total=0 pid rss
   for n in etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy; do
-    if proc_alive "$n"; then echo "$n: running (pid $(cut -d' ' -f1 "$PIDS/$n.pid"))"
+    if proc_alive "$n"; then
+      pid=$(cut -d' ' -f1 "$PIDS/$n.pid")
+      rss=$(awk '/^VmRSS:/{print int($2/1024)}' "/proc/$pid/status" 2>/dev/null || echo 0)
+      rss_total=$((rss_total + rss))
+      echo "$n: running (pid $pid, RSS ${rss} MiB)"
     else echo "$n: NOT running"; bad=1; fi
   done
+  echo "RSS of the cluster processes: ${rss_total} MiB"
   if [ -f "$PKI/admin.crt" ] && api_ready; then echo "apiserver: ready ($APISERVER)"
   else echo "apiserver: NOT ready"; bad=1; fi
   bin=$(cat "$STATE/bin-dir" 2>/dev/null || true)

@@ -31,8 +31,12 @@ def host_before_up() -> dict[str, list[str]]:
 @pytest.fixture(scope="session")
 def cluster(host_before_up: dict[str, list[str]]) -> Iterator[Kube]:
     """Brings the cluster up for the session (build cached) and takes it down at the end."""
-    run_cluster_sh("up")
-    kube = Kube(cluster_env())
+    try:
+        run_cluster_sh("up")
+        kube = Kube(cluster_env())
+    except BaseException:
+        run_cluster_sh("down", check=False)  # a failed `up` must not leave the host changed
+        raise
     try:
         yield kube
     finally:
