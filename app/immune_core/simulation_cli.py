@@ -17,7 +17,7 @@ import httpx
 from immune_core.events.models import TOPIC_BY_KIND, parse_event, partition_key
 from immune_core.settings import Settings
 from immune_core.simulator import SCENARIOS, LabelledEvent, generate
-from immune_core.simulator.scenarios import DEFAULT_DURATION_S
+from immune_core.simulator.scenarios import scenario_duration
 
 
 def _start_time(duration_s: float) -> datetime:
@@ -80,7 +80,7 @@ def run_simulation(args: argparse.Namespace) -> int:
         known = "\n".join(f"  {name}: {text}" for name, text in SCENARIOS.items())
         print(f"unknown scenario {args.scenario!r}; known scenarios:\n{known}", file=sys.stderr)
         return 2
-    events = generate(args.scenario, seed=args.seed, start=_start_time(DEFAULT_DURATION_S))
+    events = generate(args.scenario, seed=args.seed, start=_start_time(scenario_duration(args.scenario)))
     attacks = sum(1 for e in events if e.label)
     if args.output or not args.target:
         with _open_output(args.output or "-") as handle:

@@ -9,19 +9,23 @@ and loads what it returns into every engine. Without one configured, recall uses
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, TypeAlias, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from immune_core.detection.threat import AntigenType, ThreatCategory
 
+FeatureSpace: TypeAlias = Literal["source_ip", "upload", "channel", "process"]
+
 
 class RecallQuery(BaseModel):
-    """What the B cell asks: detectors of ``antigen_type`` near ``features`` (each in [0, 1])."""
+    """What the B cell asks: detectors of ``antigen_type`` near ``features`` (each in [0, 1]) of the
+    feature space ``space`` (``immune_core.adaptive.features.FEATURES_BY_SPACE``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     antigen_type: AntigenType
+    space: FeatureSpace
     features: tuple[float, ...] = Field(min_length=1, max_length=64)
     limit: int = Field(default=10, ge=1, le=100)
 
@@ -33,6 +37,7 @@ class RecalledDetector(BaseModel):
 
     detector_id: str = Field(min_length=1, max_length=200)
     antigen_type: AntigenType
+    space: FeatureSpace
     category: ThreatCategory
     features: tuple[float, ...] = Field(min_length=1, max_length=64)
     radius: float = Field(

@@ -15,13 +15,19 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from immune_core.cells.observation import Antigen, CellOutput, Signal
+from immune_core.cells.cytokine import Cytokine
+from immune_core.cells.observation import Antigen, CellOutput, Finding, Signal
 from immune_core.detection.intel import IntelStore
 from immune_core.events.models import EndpointEvent, IntelItem, NetworkFlow
+
+if TYPE_CHECKING:
+    from immune_core.adaptive.state import AdaptiveState
+    from immune_core.detection.threat import Threat
+    from immune_core.responses.proposals import Proposal
 
 
 class CellParams(BaseModel):
@@ -59,6 +65,11 @@ class CellContext:
     now: datetime  # when the event is evaluated: its event time, or the watermark if it is too late
     intel: IntelStore
     signals: Sequence[Signal] = ()  # signals the sensing cells raised for this event (for stage 1)
+    # For the adaptive stages (2+): what the earlier stages found and emitted for this event, and the
+    # engine's shared adaptive state (profiles, cytokines read, licences, memory, self, threat level).
+    findings: Sequence[Finding] = ()
+    cytokines: Sequence[Cytokine] = ()
+    adaptive: AdaptiveState | None = None
 
 
 P = TypeVar("P", bound=CellParams)
@@ -70,7 +81,8 @@ class Cell(ABC, Generic[P]):
 
     cell_type: ClassVar[str]
     params_model: ClassVar[type[CellParams]]
-    # Stage 0 cells sense events; stage 1 cells (dendritic) read the signals stage 0 produced.
+    # Stage 0 cells sense events; stage 1 cells (dendritic) read the signals stage 0 produced; stages
+    # 2+ (the adaptive layer) run in ascending order and read everything the earlier stages produced.
     stage: ClassVar[int] = 0
     description: ClassVar[str] = ""
     _registry: ClassVar[dict[str, type[Cell[Any]]]] = {}
@@ -143,6 +155,10 @@ class Cell(ABC, Generic[P]):
 
     @abstractmethod
     def _observe(self, event: AnyEvent, context: CellContext) -> CellOutput: ...
+
+    def respond(self, threats: Sequence[Threat], context: CellContext) -> list[Proposal]:
+        """Response proposals for the threats the engine just raised (cytotoxic T cells); none by default."""
+        return []
 
     def antigen_mcav(self, antigen: Antigen) -> float | None:
         """The cell's MCAV for ``antigen`` when it computes one (dendritic cells), else None."""

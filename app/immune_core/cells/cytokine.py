@@ -15,15 +15,17 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 # il8: neutrophil chemotaxis (burst seen); tnf: macrophage activation (known pathogen matched);
 # ifn_gamma: NK activation (missing self); il12: dendritic cell matured (danger context);
-# il10: dendritic cell semi-mature (safe context, anti-inflammatory).
-CytokineType: TypeAlias = Literal["il8", "tnf", "ifn_gamma", "il12", "il10"]
-CYTOKINE_TYPES: tuple[CytokineType, ...] = ("il8", "tnf", "ifn_gamma", "il12", "il10")
+# il10: dendritic cell semi-mature (safe context, anti-inflammatory); il2: helper T cell activated on an
+# antigen (T-cell growth factor: licenses B and cytotoxic T cells for it).
+CytokineType: TypeAlias = Literal["il8", "tnf", "ifn_gamma", "il12", "il10", "il2"]
+CYTOKINE_TYPES: tuple[CytokineType, ...] = ("il8", "tnf", "ifn_gamma", "il12", "il10", "il2")
 DEFAULT_TTL_S: dict[CytokineType, float] = {
     "il8": 60.0,
     "tnf": 300.0,
     "ifn_gamma": 300.0,
     "il12": 600.0,
     "il10": 600.0,
+    "il2": 1800.0,
 }
 _CYTOKINE_NAMESPACE = UUID("0c8e7d2a-3b1f-4e55-8a1c-6f0d2b9e7a13")
 

@@ -197,6 +197,10 @@ class DendriticCell(Cell[DendriticParams]):
         mature_now = tissue.presentations[-1].mature
         if mature_now != tissue.last_context_mature:
             tissue.last_context_mature = mature_now
+            payload: dict[str, object] = {"mcav": round(mcav, 4), "presented": presented}
+            if mature_now and tissue.categories:
+                # What the danger suggests the antigen is doing: helper T cells license on it.
+                payload["category"] = tissue.categories.most_common(1)[0][0]
             output.cytokines.append(
                 Cytokine.emit(
                     "il12" if mature_now else "il10",
@@ -204,7 +208,7 @@ class DendriticCell(Cell[DendriticParams]):
                     antigen.type,
                     antigen.value,
                     now,
-                    {"mcav": round(mcav, 4), "presented": presented},
+                    payload,
                 )
             )
         if mcav < p.mcav_threshold or presented < p.min_presentations:

@@ -31,12 +31,14 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from immune_core.adaptive.clonalg import MemoryDetector
+from immune_core.adaptive.state import AdaptiveState, ClonalExpansion
 from immune_core.cells.base import AnyEvent, Cell, CellConfigError, CellContext, PopulationError
 from immune_core.cells.cytokine import Cytokine
 from immune_core.cells.observation import CellOutput, Finding
@@ -50,6 +52,7 @@ from immune_core.detection.threat import (
     threat_signature,
 )
 from immune_core.events.models import DEFAULT_MAX_CLOCK_SKEW_S, IntelItem, wall_clock
+from immune_core.responses.proposals import Proposal
 
 
 class CellSpec(BaseModel):
@@ -126,6 +129,8 @@ class DetectionEngine:
         self._clock = _EPOCH  # the watermark
         self._last_raised: OrderedDict[str, datetime] = OrderedDict()
         self._pending_cytokines: list[Cytokine] = []
+        self._pending_proposals: list[Proposal] = []
+        self.adaptive = AdaptiveState()
         self.counters: dict[str, int] = {
             "events": 0,
             "threats": 0,
@@ -134,6 +139,7 @@ class DetectionEngine:
             "cell_errors": 0,
             "late_events": 0,
             "future_events": 0,
+            "proposals_dropped": 0,
         }
         for spec in self.config.cells:
             self.add_cell(spec.type, spec.params)
@@ -239,6 +245,49 @@ class DetectionEngine:
         drained, self._pending_cytokines = self._pending_cytokines, []
         return [cytokine for cytokine in drained if not cytokine.is_expired(self._clock)]
 
+    # -- adaptive layer ----------------------------------------------------------------------------
+    def set_threat_level(self, level: int) -> None:
+        """The homeostatic level (0 baseline .. 3 critical): adaptive cells' sensitivity and damping."""
+        self.adaptive.threat_level = max(0, min(3, int(level)))
+
+    def receive_cytokines(self, cytokines: Iterable[Cytokine]) -> int:
+        """Cytokines read from the topics (other lanes, other replicas); returns how many were live and new.
+
+        Judged against this engine's watermark (cytokines carry event time); ones already read (their
+        own, coming back through the topic) are recognised by id and ignored.
+        """
+        return sum(self.adaptive.cytokines.add(cytokine, self._clock) for cytokine in cytokines)
+
+    def load_memory(self, detectors: Iterable[MemoryDetector]) -> int:
+        """Memory detectors learned elsewhere (stored, another replica, the Memory service)."""
+        count = 0
+        for detector in detectors:
+            detector.fresh = True  # censored by this engine's regulatory T cells before its first match
+            bank = self.adaptive.memory.get(detector.space)
+            if bank is not None and bank.dimensions == detector.features.shape[0]:
+                bank.add(detector)
+                count += 1
+        return count
+
+    def forget_memory(self, detector_ids: Iterable[str]) -> None:
+        """Drop detectors (deleted by tolerance in another engine or replica)."""
+        gone = set(detector_ids)
+        for bank in self.adaptive.memory.values():
+            if any(d.detector_id in gone for d in bank.detectors):
+                bank.detectors = [d for d in bank.detectors if d.detector_id not in gone]
+                bank.changed()
+
+    def memory_detectors(self) -> list[MemoryDetector]:
+        return [d for bank in self.adaptive.memory.values() for d in bank.detectors]
+
+    def drain_proposals(self) -> list[Proposal]:
+        drained, self._pending_proposals = self._pending_proposals, []
+        return drained
+
+    def drain_adaptive(self) -> tuple[list[ClonalExpansion], list[MemoryDetector], list[str]]:
+        """Clonal expansions to publish, memory detectors to persist, ids of detectors tolerance deleted."""
+        return self.adaptive.drain()
+
     # -- processing ---------------------------------------------------------------------------
     def process(self, event: AnyEvent) -> list[Threat]:
         self.counters["events"] += 1
@@ -252,14 +301,48 @@ class DetectionEngine:
         for cell in self._cells:
             if cell.stage == 0:
                 self._collect(sensed, lineages, cell, self._observe_safely(cell, event, context))
-        if any(cell.stage > 0 for cell in self._cells):
-            later_context = CellContext(now=evaluated_at, intel=self.intel, signals=tuple(sensed.signals))
+        adaptive: AdaptiveState | None = None
+        for stage in sorted({cell.stage for cell in self._cells if cell.stage > 0}):
+            if stage >= 2 and adaptive is None:
+                # The adaptive stages read the antigens' long-window profiles and every cytokine so far.
+                adaptive = self.adaptive
+                adaptive.begin_event(evaluated_at, adaptive.profiles.observe(event), sensed.cytokines)
+            staged = CellContext(
+                now=evaluated_at,
+                intel=self.intel,
+                signals=tuple(sensed.signals),
+                findings=tuple(sensed.findings) if adaptive is not None else (),
+                cytokines=tuple(sensed.cytokines) if adaptive is not None else (),
+                adaptive=adaptive,
+            )
+            emitted = len(sensed.cytokines)
             for cell in self._cells:
-                if cell.stage > 0:
-                    self._collect(sensed, lineages, cell, self._observe_safely(cell, event, later_context))
+                if cell.stage == stage:
+                    self._collect(sensed, lineages, cell, self._observe_safely(cell, event, staged))
+            if adaptive is not None:
+                for cytokine in sensed.cytokines[emitted:]:
+                    adaptive.cytokines.add(cytokine, evaluated_at)
 
         self._queue_cytokines(sensed.cytokines)
-        return self._raise_threats(sensed.findings)
+        threats = self._raise_threats(sensed.findings)
+        if threats and adaptive is not None:
+            self._respond(threats, CellContext(now=evaluated_at, intel=self.intel, adaptive=adaptive))
+        return threats
+
+    def _respond(self, threats: list[Threat], context: CellContext) -> None:
+        for cell in self._cells:
+            try:
+                proposals = cell.respond(threats, context)
+            except Exception:
+                cell.counters["errors"] += 1
+                self.counters["cell_errors"] += 1
+                _log.exception("cell %s failed responding to %d threats", cell.cell_id, len(threats))
+                continue
+            self._pending_proposals.extend(proposals)
+        overflow = len(self._pending_proposals) - self.config.max_pending_cytokines
+        if overflow > 0:
+            del self._pending_proposals[:overflow]
+            self.counters["proposals_dropped"] += overflow
 
     @staticmethod
     def _collect(sensed: CellOutput, lineages: set[str], cell: Cell[Any], output: CellOutput) -> None:

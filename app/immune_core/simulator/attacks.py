@@ -19,6 +19,11 @@ from immune_core.simulator.records import EventFactory, LabelledEvent
 class ExpectedDetection:
     category: str
     antigen_type: str
+    also: tuple[str, ...] = ()  # other categories that name the attack correctly
+
+    @property
+    def categories(self) -> tuple[str, ...]:
+        return (self.category, *self.also)
 
 
 EXPECTED_DETECTIONS: dict[str, ExpectedDetection] = {
@@ -29,6 +34,11 @@ EXPECTED_DETECTIONS: dict[str, ExpectedDetection] = {
     "beaconing": ExpectedDetection("beaconing", "host"),
     "known_bad_ip": ExpectedDetection("known_bad_indicator", "source_ip"),
     "unsigned_process": ExpectedDetection("unsigned_process", "process"),
+    # Variants real attackers use to stay under the innate layer's thresholds (the adaptive layer's job):
+    "spread_scan": ExpectedDetection("network_sweep", "source_ip", also=("port_scan",)),
+    "chunked_exfiltration": ExpectedDetection("exfiltration", "host"),
+    "dns_beaconing": ExpectedDetection("beaconing", "host"),
+    "script_dropper": ExpectedDetection("unsigned_process", "process"),
 }
 
 Attack = Callable[[random.Random, EventFactory, Network, datetime], list[LabelledEvent]]
@@ -204,6 +214,131 @@ def unsigned_process(
     return events
 
 
+def spread_scan(rng: random.Random, make: EventFactory, net: Network, start: datetime) -> list[LabelledEvent]:
+    """One scanner probes random ports of random addresses of the workstations' /24, one every 6-10 s.
+
+    About 110 probes over 15 minutes: no address gets more than a few ports and no port more than a few
+    addresses, so neither the neutrophil's vertical (ports per host) nor horizontal (hosts per port)
+    count comes near its threshold, and the failures in a minute stay under its danger ratio.
+    """
+    scanner = attacker_ip(rng)
+    prefix = net.workstations[0].ip.rsplit(".", 1)[0]
+    by_ip = {host.ip: host for host in net.hosts}
+    events = []
+    at = start
+    while at < start + timedelta(minutes=15):
+        at += timedelta(seconds=rng.uniform(6.0, 10.0))
+        address = f"{prefix}.{rng.randint(1, 254)}"
+        host = by_ip.get(address)
+        # Probes of live hosts are refused; probes of unused addresses time out at the network sensor.
+        sensor = host.host_id if host is not None else "netsensor-1"
+        state = "rejected" if host is not None else "timeout"
+        flow = make.flow(
+            at, sensor, scanner, address, rng.randint(1, 65_535), rng.randint(40, 80), 0, conn_state=state
+        )
+        events.append(LabelledEvent(flow, "spread_scan", f"source_ip:{scanner}"))
+    return events
+
+
+def chunked_exfiltration(
+    rng: random.Random, make: EventFactory, net: Network, start: datetime
+) -> list[LabelledEvent]:
+    """A workstation uploads ~150 MB to one external host in 60 chunks of 1.5-3.5 MB over about an hour.
+
+    One chunk a minute keeps every five-minute window below the NK cell's 20 MB floor.
+    """
+    victim = rng.choice(net.workstations)
+    drop = public_ip(rng, ("198.18", "146.70", "89.248"))
+    events = []
+    at = start
+    for _ in range(60):
+        at += timedelta(seconds=rng.uniform(50.0, 70.0))
+        flow = make.flow(
+            at,
+            victim.host_id,
+            victim.ip,
+            drop,
+            443,
+            rng.randint(1_500_000, 3_500_000),
+            rng.randint(2_000, 9_000),
+        )
+        events.append(LabelledEvent(flow, "chunked_exfiltration", f"host:{victim.host_id}"))
+    return events
+
+
+def dns_beaconing(
+    rng: random.Random, make: EventFactory, net: Network, start: datetime
+) -> list[LabelledEvent]:
+    """An implant calls home over DNS: a query for a fresh name under its domain every 40 s (+-1 s).
+
+    The queries go to the organisation's own resolver on port 53 -- an internal destination on a port the
+    NK cell's beacon tracker ignores (scrapes, health checks and name lookups are periodic by design).
+    """
+    victim = rng.choice(net.workstations)
+    resolver = net.servers["dns"]
+    c2_domain = f"{rng.choice(['cdn-sync', 'telemetry-edge', 'static-assets'])}{rng.randint(10, 99)}.net"
+    events = []
+    for beat in range(20):
+        at = start + timedelta(seconds=beat * 40.0 + rng.uniform(-1.0, 1.0))
+        name = f"{rng.getrandbits(40):010x}.{c2_domain}"
+        flow = make.flow(
+            at,
+            victim.host_id,
+            victim.ip,
+            resolver.ip,
+            53,
+            rng.randint(60, 110),
+            rng.randint(100, 300),
+            protocol="udp",
+            domain=name,
+        )
+        events.append(LabelledEvent(flow, "dns_beaconing", f"host:{victim.host_id}"))
+    return events
+
+
+def script_dropper(
+    rng: random.Random, make: EventFactory, net: Network, start: datetime
+) -> list[LabelledEvent]:
+    """A macro starts PowerShell, which starts an unsigned binary it dropped in the user's temp folder.
+
+    On a workstation, where some unsigned software is normal and new programs appear every day, the NK
+    cell's "unsigned on a host that has none" and "new on a stable host" rules cannot fire.
+    """
+    victim = rng.choice(net.workstations)
+    binary = rng.choice(["onedrive-sync.exe", "updater64.exe", "msedge-helper.exe"])
+    path = f"C:\\Users\\{victim.user}\\AppData\\Local\\Temp\\{binary}"
+    antigen = f"process:{victim.host_id}/{binary}"
+    events = []
+    at = start
+    for _ in range(2):
+        at += timedelta(seconds=rng.uniform(20, 90))
+        shell = make.endpoint(
+            at,
+            victim.host_id,
+            "powershell.exe",
+            "winword.exe",
+            victim.user,
+            "process_start",
+            signed=True,
+            command_line="powershell.exe -nop -w hidden -enc SQBFAFgA",
+        )
+        # The shell itself is signed and common on workstations: only the dropped binary is the attack.
+        events.append(LabelledEvent(shell))
+        dropped = make.endpoint(
+            at + timedelta(seconds=rng.uniform(2, 8)),
+            victim.host_id,
+            binary,
+            "powershell.exe",
+            victim.user,
+            "process_start",
+            signed=False,
+            sha256=make.sha256(),
+            command_line=path,
+        )
+        events.append(LabelledEvent(dropped, "script_dropper", antigen))
+    return events
+
+
 ATTACKS: dict[str, Attack] = {
     "port_scan": port_scan,
     "slow_scan": slow_scan,
@@ -212,4 +347,18 @@ ATTACKS: dict[str, Attack] = {
     "beaconing": beaconing,
     "known_bad_ip": known_bad_ip,
     "unsigned_process": unsigned_process,
+    "spread_scan": spread_scan,
+    "chunked_exfiltration": chunked_exfiltration,
+    "dns_beaconing": dns_beaconing,
+    "script_dropper": script_dropper,
 }
+# ``mixed`` staggers the attacks the innate layer is held to; the variants above are scored on their own.
+MIXED_ATTACKS: tuple[str, ...] = (
+    "port_scan",
+    "slow_scan",
+    "brute_force",
+    "exfiltration",
+    "beaconing",
+    "known_bad_ip",
+    "unsigned_process",
+)

@@ -57,6 +57,6 @@ def score(events: Iterable[LabelledEvent], threats: Iterable[Threat]) -> Score:
     raised = {(threat.category, f"{threat.antigen_type}:{threat.antigen}") for threat in threats}
     for attack, antigen in attacks.items():
         expected = EXPECTED_DETECTIONS[attack]
-        result.detected[attack] = (expected.category, antigen) in raised
+        result.detected[attack] = any((category, antigen) in raised for category in expected.categories)
     result.false_positives = {antigen for _, antigen in raised if antigen not in result.attack_antigens}
     return result

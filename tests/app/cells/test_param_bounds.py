@@ -27,6 +27,8 @@ def _side(prop: dict[str, Any], inclusive: str, exclusive: str, op: str) -> str:
 
 def _bounds(prop: dict[str, Any]) -> tuple[str, str]:
     kind = prop.get("type")
+    if "enum" in prop:
+        return f"one of {'/'.join(str(value) for value in prop['enum'])}", "(enumerated)"
     if kind in ("integer", "number"):
         return _side(prop, "minimum", "exclusiveMinimum", ">"), _side(
             prop, "maximum", "exclusiveMaximum", "<"

@@ -4,7 +4,7 @@ from typing import Any
 
 import pytest
 from immune_core.events.models import parse_event
-from immune_core.simulator import EXPECTED_DETECTIONS, SCENARIOS, generate
+from immune_core.simulator import MIXED_ATTACKS, SCENARIOS, generate
 
 
 def test_same_seed_same_events_and_different_seed_different_events() -> None:
@@ -21,7 +21,7 @@ def test_every_event_is_valid_sorted_and_labelled(scenario: str) -> None:
     if scenario == "benign":
         assert set(labels) == {None}
     elif scenario == "mixed":
-        assert set(labels) - {None} == set(EXPECTED_DETECTIONS)
+        assert set(labels) - {None} == set(MIXED_ATTACKS)
     else:
         assert set(labels) - {None} == {scenario}
     for labelled in events:
