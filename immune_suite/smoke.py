@@ -53,7 +53,8 @@ def wait_for_release(
     attribution: Attribution | None,
     timeout_s: float,
 ) -> tuple[httpx.Response | None, dict[str, int]]:
-    """Retry `GET path` until it answers 200 from `expected` (colour, version), or `timeout_s` passes.
+    """Retry `GET path` every 0.3 s until it answers 200 from `expected` (colour, version), or `timeout_s`
+    seconds pass.
 
     Returns the first such response (None on timeout) and what answered meanwhile ("colour/version"
     or the error's name -> count), so a failure says who was still serving.
@@ -84,6 +85,14 @@ def smoke_test(
     progress: Callable[..., None],
     attribution: Attribution | None = None,
 ) -> Verdict:
+    """The smoke gate: the candidate at `url` serves `color`/`release` and its main operations work.
+
+    Waits up to `timeout_s` seconds for /health/ready to answer 200 from the expected release, then checks
+    /health/live, /api/v1/stats with and without the bearer `token` (401/403 expected without), and a POST
+    of 3 events, all acknowledged; every answer must come from that release. Measurements are checks
+    (value: the status code, or 1.0/0.0); a release that never becomes ready fails the verdict. Raises
+    httpx.HTTPError when the service stops answering after it was ready (5 s per request).
+    """
     headers = {"Authorization": f"Bearer {token}"}
     expected = (color.value, release.version)
     measurements: list[Measurement] = []
@@ -154,7 +163,7 @@ def post_promotion_check(
 ) -> Verdict:
     """The stable endpoint serves the new colour and version, and then only it, on `requests` calls.
 
-    Waits (up to `timeout_s`) for the first answer from the new release; after that every one of
+    Waits (up to `timeout_s` seconds) for the first answer from the new release; after that every one of
     `requests` calls must answer 200 from it: one from the old colour, or a failure, fails the check.
     """
     expected = (color.value, release.version)

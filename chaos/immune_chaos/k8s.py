@@ -39,9 +39,10 @@ def terminate_pods(
     grace_period: int = -1,
     secrets: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Delete `qty` pods matching `label_selector` in `ns` (chaosk8s `terminate_pods`).
+    """Delete `qty` pods matching `label_selector` in `ns` (chaosk8s `terminate_pods`), picked at random
+    with `rand`, else the first listed; `grace_period` in seconds, -1 for each pod's own grace period.
 
-    Returns {"affected": [pod names]}; raises ChaosActivityError when no pod was deleted.
+    Returns {"affected": [pod names], "namespace": ns}; raises ChaosActivityError when no pod was deleted.
     """
     deleted = chaosk8s_terminate_pods(
         label_selector=label_selector, ns=ns, qty=qty, rand=rand, grace_period=grace_period, secrets=secrets

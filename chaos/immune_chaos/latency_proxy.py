@@ -40,6 +40,12 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, dela
 
 
 async def serve(listen_port: int, target_host: str, target_port: int, latency_ms: float) -> None:
+    """Accept on 127.0.0.1:`listen_port` and relay each connection to `target_host`:`target_port`, adding
+    `latency_ms` milliseconds per round trip (half each way); runs until SIGTERM or SIGINT.
+
+    A client whose upstream connection fails is closed at once. Raises OSError when `listen_port` cannot
+    be bound.
+    """
     delay_s = latency_ms / 2000.0
 
     async def handle(client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
@@ -62,6 +68,8 @@ async def serve(listen_port: int, target_host: str, target_port: int, latency_ms
 
 
 def main() -> None:
+    """Command line: `--listen-port`, `--target-host`, `--target-port`, `--latency-ms` (milliseconds per
+    round trip); see the module docstring."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--listen-port", type=int, required=True)
     parser.add_argument("--target-host", default="127.0.0.1")

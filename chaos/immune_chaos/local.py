@@ -62,6 +62,9 @@ class ChaosActivityError(RuntimeError):
 
 @dataclass
 class Fault:
+    """The fault this `chaos run` injected last: its kind ("kill", "stop", "latency", ...), when (`at`, in
+    `time.monotonic()` seconds), and what it hit (`details`: program, pid, service, term, `restored_at`)."""
+
     kind: str
     at: float = field(default_factory=time.monotonic)  # time.monotonic() when the fault was injected
     details: dict[str, Any] = field(default_factory=dict)
@@ -90,6 +93,10 @@ def mark_restored(**match: Any) -> None:
 
 
 def current_fault(probe: str) -> Fault:
+    """The fault injected last in this run, for the recovery probe named `probe`.
+
+    Raises ChaosActivityError when no fault action ran before it: a recovery time needs its fault.
+    """
     if _FAULT is None:
         raise ChaosActivityError(
             f"{probe}: no fault was injected before this probe in this run "
@@ -192,7 +199,12 @@ def instance_urls(supervisor_conf: str) -> dict[str, str]:
 
 
 def kill_program(supervisor_conf: str, programs: list[str] | str, index: int = 0) -> dict[str, Any]:
-    """SIGKILL one supervised program (as the OOM killer or a node failure would); supervisord restarts it."""
+    """SIGKILL one supervised program (as the OOM killer or a node failure would); supervisord restarts it.
+
+    `programs` is a list or a comma-separated string of supervisord program names; `index` picks one.
+    Returns `{"program", "pid", "affected": [...]}`. Raises ChaosActivityError when there is no such
+    program, it is not running, or it survives the signal (the fault would affect nothing).
+    """
     names = _as_list(programs)
     if index >= len(names):
         raise ChaosActivityError(f"no program #{index} among {names}: nothing to kill")
@@ -230,7 +242,12 @@ def restart_recovery_seconds(
     index: int = 0,
     timeout_s: float = 30.0,
 ) -> float:
-    """Seconds from the kill until the program runs again under a new pid and its instance is ready."""
+    """Seconds from the kill until the program runs again under a new pid and its instance is ready.
+
+    `urls` (list or comma-separated) gives the instances' base URLs in `programs` order; without one the
+    URL is read from the supervisord config. Raises ChaosActivityError when no kill came before it or when
+    recovery takes longer than `timeout_s` seconds.
+    """
     program = _as_list(programs)[index]
     known = _as_list(urls)
     url = known[index] if index < len(known) else instance_urls(supervisor_conf).get(program)
@@ -265,12 +282,17 @@ def _find_leader(supervisor_conf: str, api_token: str) -> tuple[str, dict[str, A
 
 
 def leader_present(supervisor_conf: str, api_token: str = "", within_s: float = 15.0) -> bool:
-    """Some instance holds the leadership (waiting up to `within_s`, e.g. for a lease left by a crash)."""
+    """Some instance holds the leadership (waiting up to `within_s` seconds, e.g. for a lease left by a
+    crash); asks each instance's GET /api/v1/coordination with the bearer `api_token`."""
     return _wait(lambda: _find_leader(supervisor_conf, api_token) is not None, within_s)
 
 
 def kill_leader(supervisor_conf: str, api_token: str = "", within_s: float = 15.0) -> dict[str, Any]:
-    """Find the instance that says it is the leader (GET /api/v1/coordination) and SIGKILL it."""
+    """Find the instance that says it is the leader (GET /api/v1/coordination) and SIGKILL it.
+
+    Waits up to `within_s` seconds for a leader. Returns `{"program", "pid", "leader", "term",
+    "affected"}`. Raises ChaosActivityError when no instance leads in time or the leader stops first.
+    """
     found: list[tuple[str, dict[str, Any]]] = []
 
     def leader_with_pid() -> bool:
@@ -298,7 +320,11 @@ def kill_leader(supervisor_conf: str, api_token: str = "", within_s: float = 15.
 
 
 def reelection_seconds(supervisor_conf: str, api_token: str = "", timeout_s: float = 10.0) -> float:
-    """Seconds from killing the leader until an instance leads under a newer fencing term."""
+    """Seconds from killing the leader until an instance leads under a newer fencing term.
+
+    Raises ChaosActivityError when no leader was killed before it or no new leader comes within
+    `timeout_s` seconds.
+    """
     old_term = current_fault("reelection_seconds").details.get("term")
     urls = instance_urls(supervisor_conf)
 
@@ -352,7 +378,11 @@ def _service_pid(services_dir: str, name: str) -> int | None:
 
 
 def stop_service(services_dir: str, name: str) -> dict[str, Any]:
-    """Stop a running dependency; fails when it was not running (the fault would affect nothing)."""
+    """Stop a running dependency (`scripts/services/<name>.sh stop` in `services_dir`).
+
+    Returns `{"stopped", "pid", "affected"}`. Raises ChaosActivityError when it was not running (the fault
+    would affect nothing), its script is missing or fails, or it still runs afterwards.
+    """
     pid = _service_pid(services_dir, name)
     if pid is None:
         raise ChaosActivityError(f"{name} is not running: stopping it would affect nothing")
@@ -364,7 +394,11 @@ def stop_service(services_dir: str, name: str) -> dict[str, Any]:
 
 
 def start_service(services_dir: str, name: str) -> dict[str, Any]:
-    """Start a dependency (a no-op when it runs); `affected` is empty when it was already running."""
+    """Start a dependency (a no-op when it runs); `affected` is empty when it was already running.
+
+    Returns `{"started", "pid", "affected"}`. Raises ChaosActivityError when its script is missing or
+    fails, or it does not run afterwards.
+    """
     was_running = _service_pid(services_dir, name) is not None
     _service_script(services_dir, name, "start")
     pid = _service_pid(services_dir, name)
@@ -392,13 +426,17 @@ def instances_alive(urls: list[str] | str) -> bool:
 
 
 def instances_ready(urls: list[str] | str, within_s: float = 0.0) -> bool:
-    """Every URL answers /health/ready with 200, waiting up to `within_s` for it."""
+    """Every URL (list or comma-separated) answers /health/ready with 200, waiting up to `within_s`
+    seconds for it. No URL at all is False."""
     targets = _as_list(urls)
     return bool(targets) and _wait(lambda: all(_ready(u) for u in targets), within_s)
 
 
 def readiness_recovery_seconds(url: str, timeout_s: float = 60.0) -> float:
-    """Seconds until `url` is ready again, from the dependency's return (or from the fault itself)."""
+    """Seconds until `url` is ready again, from the dependency's return (or from the fault itself).
+
+    Raises ChaosActivityError when no fault came before it or `url` is not ready within `timeout_s` seconds.
+    """
     current_fault("readiness_recovery_seconds")
     if not _wait(lambda: _ready(url), timeout_s):
         raise ChaosActivityError(f"{url} not ready within {timeout_s:.0f}s")
@@ -413,11 +451,13 @@ _RUN_EVENTS: dict[str, int | None] = {"acknowledged_to_us": 0, "stored_at_start"
 def send_events(
     url: str, api_token: str, count: int = 100, batch_size: int = 20, timeout_s: float = 30.0
 ) -> dict[str, int]:
-    """Post valid events; a graceful service accepts them or refuses with 429/503, promptly.
+    """Post `count` valid events in batches of `batch_size` events; a graceful service accepts them or
+    refuses with 429/503, promptly.
 
     A 5xx other than 503, a connection refused (the process is gone) or no answer within `timeout_s`
-    (the process hangs on its dead dependency) is ungraceful: counted in `ungraceful` (which the
-    experiments' tolerance requires to be 0) and failing the activity.
+    seconds (the process hangs on its dead dependency) is ungraceful: counted in `ungraceful` (which the
+    experiments' tolerance requires to be 0) and failing the activity with ChaosActivityError. Returns
+    event counts: `{"accepted", "refused", "server_errors", "unreachable", "timed_out", "ungraceful"}`.
     """
     outcome = {
         "accepted": 0,
@@ -594,7 +634,8 @@ def remove_dependency_latency(
 ) -> dict[str, Any]:
     """Stop the proxy and bring the dependency back on its usual port (safe to run twice).
 
-    `affected` names the proxy stopped; it is empty when there was none (nothing to undo).
+    `affected` names the proxy stopped; it is empty when there was none (nothing to undo). Raises
+    ChaosActivityError when the dependency does not run on its usual port afterwards.
     """
     pidfile = _proxy_pidfile(name)
     affected: list[str] = []

@@ -29,6 +29,8 @@ def _print(verdict: Verdict, as_json: bool) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one gate (`security`, `load` or `chaos`) from the command line, write `<gate>-verdict.json`
+    under `--out` and print the verdict; returns 0 when it passed, 1 otherwise."""
     parser = argparse.ArgumentParser(
         prog="python -m immune_suite.gates",
         description=__doc__,

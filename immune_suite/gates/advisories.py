@@ -59,6 +59,7 @@ class Snapshot:
     kind: str = "file"
 
     def describe(self) -> str:
+        """One line for the gate's report: commit, date and path."""
         return f"PyPA advisory database snapshot {self.commit[:12]} ({self.date.isoformat()}) at {self.path}"
 
 
@@ -106,13 +107,16 @@ class AgeJudgement:
 
     @property
     def passed(self) -> bool:
+        """Recent enough, or older but explicitly accepted."""
         return self.error is None
 
     @property
     def stale(self) -> bool:
+        """Older than the limit (`age_days` > `max_age_days`), accepted or not."""
         return self.age_days > self.max_age_days
 
     def describe(self) -> str:
+        """One line for the gate's report: the snapshot's date, its age in days, the limit, any acceptance."""
         text = (
             f"advisory snapshot of {self.snapshot_date.isoformat()}, {self.age_days} days old "
             f"(limit {self.max_age_days})"
@@ -195,9 +199,12 @@ class AdvisoryIndex:
 
     @property
     def package_count(self) -> int:
+        """How many packages the snapshot has advisories for."""
         return len(self._loaded) or len(self._dirs)
 
     def advisories(self, name: str) -> list[dict[str, Any]]:
+        """Every advisory (OSV JSON object) filed under the package `name` (any spelling PEP 503 folds
+        together), whichever versions it affects; [] for an unknown package."""
         wanted = canonicalize_name(name)
         if self.snapshot.kind == "file":
             return self._loaded.get(wanted, [])
@@ -254,6 +261,10 @@ def _in_range(version: Version, events: list[dict[str, str]]) -> bool:
 
 
 def affects(advisory: dict[str, Any], name: str, version_text: str) -> bool:
+    """Whether the OSV `advisory` affects PyPI `name==version_text` (OSV schema,
+    https://ossf.github.io/osv-schema/: listed in `versions`, or inside an ECOSYSTEM range of
+    `introduced`/`fixed`/`last_affected` events compared as PEP 440 versions). A withdrawn advisory affects
+    nothing; an unparsable version can match only by its exact listing."""
     if advisory.get("withdrawn"):
         return False
     version = _version(version_text)

@@ -66,6 +66,7 @@ class SnapshotInfo:
     advisory_count: int = 0
 
     def age_days(self, today: dt.date) -> int:
+        """Whole days from the snapshot's commit date to `today`."""
         return (today - self.date).days
 
 
@@ -95,7 +96,11 @@ def checkout_origin(checkout: Path) -> tuple[str, date]:
 
 
 def load_checkout(checkout: Path) -> dict[str, list[dict[str, Any]]]:
-    """Every advisory under `checkout/vulns/*/*.yaml`, keyed by each PyPI package it affects."""
+    """Every advisory under `checkout/vulns/*/*.yaml`, keyed by each PyPI package it affects.
+
+    Shape: canonical package name -> advisories (OSV objects) sorted by id. Raises SnapshotError when
+    `checkout` has no vulns/ folder or a file there is not an OSV advisory.
+    """
     vulns = checkout / "vulns"
     if not vulns.is_dir():
         raise SnapshotError(f"{checkout} has no vulns/ folder: not a PyPA advisory database checkout")
@@ -115,7 +120,11 @@ def load_checkout(checkout: Path) -> dict[str, list[dict[str, Any]]]:
 
 
 def build(checkout: Path, out: Path, commit: str | None = None, day: date | None = None) -> SnapshotInfo:
-    """Write the compressed snapshot of `checkout` to `out` (atomically) and its NOTICE beside it."""
+    """Write the compressed snapshot of `checkout` to `out` (atomically) and its NOTICE beside it.
+
+    `commit`/`day` name the origin when the checkout cannot (else `checkout_origin`). Raises SnapshotError
+    when the origin is unknown, an advisory is malformed, or there are no advisories at all.
+    """
     found_commit, found_day = (commit, day) if commit and day else checkout_origin(checkout)
     advisories = load_checkout(checkout)
     count = len({a["id"] for rows in advisories.values() for a in rows})
@@ -141,6 +150,7 @@ def build(checkout: Path, out: Path, commit: str | None = None, day: date | None
 
 
 def notice(info: SnapshotInfo, file_name: str) -> str:
+    """The NOTICE text kept beside the snapshot: origin, content and the CC-BY-4.0 attribution."""
     return (
         f"{file_name}: a compressed copy of the PyPA advisory database\n"
         f"  source:  {info.source}\n"
@@ -177,6 +187,8 @@ def read(path: Path) -> tuple[SnapshotInfo, dict[str, list[dict[str, Any]]]]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`build --from CHECKOUT [--out FILE]` or `show [FILE]`; returns the exit code (1 when a snapshot
+    cannot be built or read, with the reason on stderr)."""
     parser = argparse.ArgumentParser(
         prog="python -m immune_suite.gates.advisory_snapshot",
         description=__doc__,

@@ -44,13 +44,17 @@ class Attribution:
     servers: Mapping[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        """`{"header": str, "servers": {server: colour}}`, the form `from_dict` reads back."""
         return {"header": self.header, "servers": dict(self.servers)}
 
     def to_env(self) -> dict[str, str]:
+        """The environment that hands this attribution to a locust run: `{IMMUNE_LOAD_ATTRIBUTION: json}`."""
         return {ENV_VAR: json.dumps(self.to_dict(), sort_keys=True)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Attribution:
+        """Read `to_dict`'s form. Raises ValueError when the header name or a non-empty server map is
+        missing (no attribution is better than one that attributes nothing)."""
         servers = data.get("servers")
         if not isinstance(data.get("header"), str) or not isinstance(servers, dict) or not servers:
             raise ValueError(f"attribution needs a header name and a non-empty server map: {data!r}")
@@ -58,6 +62,8 @@ class Attribution:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Attribution | None:
+        """The attribution in IMMUNE_LOAD_ATTRIBUTION, None when unset or blank. Raises ValueError when it is
+        not valid JSON (json.JSONDecodeError) or not `to_dict`'s form."""
         raw = environ.get(ENV_VAR, "").strip()
         return cls.from_dict(json.loads(raw)) if raw else None
 

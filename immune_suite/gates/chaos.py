@@ -28,7 +28,10 @@ EXPERIMENT_TIMEOUT_S = 600
 
 
 def resolve_experiment(name: str) -> Path:
-    """A path to an experiment file, or a name looked up under chaos/experiments/{local,kubernetes}/."""
+    """A path to an experiment file, or a name looked up under chaos/experiments/{local,kubernetes}/.
+
+    Raises FileNotFoundError when neither finds one.
+    """
     path = Path(name)
     if path.suffix in (".json", ".yaml", ".yml") and path.exists():
         return path.resolve()
@@ -40,12 +43,16 @@ def resolve_experiment(name: str) -> Path:
 
 
 def write_var_file(config: dict[str, Any], path: Path) -> Path:
+    """Write `{"configuration": config}` for `chaos run --var-file`, leaving out the secret keys
+    (`api_token`, `services_env`: they travel in the environment); returns `path`."""
     public = {k: v for k, v in config.items() if k not in SECRET_KEYS}
     path.write_text(json.dumps({"configuration": public}, indent=2, default=str), encoding="utf-8")
     return path
 
 
 def chaos_environment(config: dict[str, Any]) -> dict[str, str]:
+    """The `chaos` process's environment: ours, plus the dependency services' variables
+    (`config["services_env"]`), IMMUNE_API_TOKEN, and a PYTHONPATH that finds immune_chaos."""
     env = {**os.environ}
     env.update({str(k): str(v) for k, v in (config.get("services_env") or {}).items()})
     env["IMMUNE_API_TOKEN"] = str(config.get("api_token") or "")
@@ -55,6 +62,7 @@ def chaos_environment(config: dict[str, Any]) -> dict[str, str]:
 
 
 def chaos_command(experiment: Path, var_file: Path, journal: Path, log: Path) -> list[str]:
+    """The argv of one native `chaos run` (rollback strategy `always`), repeatable by hand."""
     binary = Path(sys.executable).parent / "chaos"
     return [
         str(binary) if binary.exists() else "chaos",
@@ -75,6 +83,12 @@ def chaos_command(experiment: Path, var_file: Path, journal: Path, log: Path) ->
 def run_experiment(
     experiment: Path, name: str, var_file: Path, env: dict[str, str], out_dir: Path
 ) -> tuple[JournalSummary | None, list[Artifact], str | None]:
+    """Run one experiment (at most EXPERIMENT_TIMEOUT_S seconds) and summarise its journal.
+
+    Returns (summary, artifacts, error): the summary is None and `error` says why when `chaos` timed out or
+    left no journal. The journal, the chaos log and the console output are written under `out_dir` as
+    `<name>-journal.json`, `<name>.log` and `<name>-console.log`.
+    """
     journal, log, console = (
         out_dir / f"{name}-journal.json",
         out_dir / f"{name}.log",
@@ -110,6 +124,13 @@ def run_experiment(
 def run_chaos_gate(
     config: dict[str, Any], out_dir: Path, experiments: list[str], progress: Callable[..., None]
 ) -> Verdict:
+    """The chaos gate's verdict over `experiments` (names or paths, run one after another).
+
+    PASS only when every experiment ran and passed (see chaos_journal.summarise); no experiment at all, an
+    unknown name, a run without a journal and a failed experiment each FAIL it. Measurements: one
+    `<name>: passed` (1.0/0.0) per experiment plus its recovery figures in seconds; details carry the
+    timeline (one dict per experiment). `progress(message, stage=...)` receives one line per step.
+    """
     started = datetime.now(UTC).isoformat()
     out_dir.mkdir(parents=True, exist_ok=True)
     if not experiments:

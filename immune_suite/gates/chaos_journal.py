@@ -31,6 +31,9 @@ _COMPARATORS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": ope
 
 @dataclass(frozen=True)
 class ActivityRecord:
+    """One activity of a Chaos Toolkit journal as the gate judged it: `start`/`end` ISO 8601 timestamps,
+    `duration_s` seconds, `output` what the activity returned, `verdict` why the gate rejects it."""
+
     name: str
     kind: str  # probe | action
     phase: str  # method | rollback | steady-state-before | steady-state-after
@@ -45,9 +48,11 @@ class ActivityRecord:
 
     @property
     def failed(self) -> bool:
+        """Chaos Toolkit reported it unsuccessful, or the gate rejected it (`verdict`)."""
         return self.status != "succeeded" or self.verdict is not None
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: every field, an output that JSON cannot hold as its `str()`."""
         plain = isinstance(self.output, int | float | bool | str | dict | list | None)
         output = self.output if plain else str(self.output)
         return {
@@ -66,6 +71,10 @@ class ActivityRecord:
 
 @dataclass(frozen=True)
 class JournalSummary:
+    """One experiment's journal as the gate judged it: Chaos Toolkit's status and deviation, the steady
+    states, every activity (steady-state probes, method, rollbacks), the declared measurements (recovery
+    times in the unit each declares, usually seconds) and `duration_s` in seconds."""
+
     title: str
     status: str
     deviated: bool
@@ -80,10 +89,12 @@ class JournalSummary:
 
     @property
     def failed_activities(self) -> list[ActivityRecord]:
+        """The method and rollback activities that failed (steady-state probes count through `deviated`)."""
         return [a for a in self.activities if a.failed and a.phase in ("method", "rollback")]
 
     @property
     def passed(self) -> bool:
+        """Completed, not deviated, no failed activity, no problem, every measurement within its threshold."""
         return (
             self.status == "completed"
             and not self.deviated
@@ -93,6 +104,7 @@ class JournalSummary:
         )
 
     def reasons(self) -> list[str]:
+        """Why it did not pass, one line per cause; [] when it passed."""
         reasons: list[str] = []
         if self.status != "completed":
             reasons.append(f"status {self.status}")
@@ -160,6 +172,8 @@ def _steady(journal: dict[str, Any], key: str) -> tuple[bool | None, list[Activi
 
 
 def declared_measurements(experiment: dict[str, Any]) -> list[dict[str, Any]]:
+    """The experiment's `immune-gate` extension measurements: `{"name", "probe", "comparator", "threshold",
+    "unit"}` each (the probe's numeric output is the value); [] when it declares none."""
     for extension in experiment.get("extensions", []) or []:
         if extension.get("name") == EXTENSION:
             return list(extension.get("measurements", []))
@@ -212,6 +226,14 @@ def _judge_method(
 
 
 def summarise(journal: dict[str, Any], name: str) -> JournalSummary:
+    """Judge a Chaos Toolkit journal (https://chaostoolkit.org/reference/api/journal/) the gate's way.
+
+    Beyond Chaos Toolkit's own status: a method probe must meet its tolerance or feed a declared
+    measurement, a method action must report what it `affected`, every declared activity must have run,
+    and each measurement needs a numeric output within its threshold (a missing value fails). Raises
+    KeyError or ValueError for a malformed `immune-gate` measurement (no probe/threshold, unknown
+    comparator, non-numeric threshold).
+    """
     experiment = journal.get("experiment", {})
     before, before_probes = _steady(journal, "before")
     after, after_probes = _steady(journal, "after")

@@ -28,6 +28,8 @@ THRESHOLDS = LOAD_THRESHOLDS
 
 @dataclass(frozen=True)
 class Sample:
+    """One HTTP request of a load run: latency in milliseconds, success, start time in Unix seconds."""
+
     latency_ms: float
     ok: bool
     at: float  # Unix time the request started
@@ -35,14 +37,22 @@ class Sample:
 
 @dataclass(frozen=True)
 class LoadRun:
+    """A load run's verdict and its samples by colour (`blue`, `green`, `baseline`, `unattributed`, ...)."""
+
     verdict: Verdict
     samples: dict[str, list[Sample]] = field(default_factory=dict)
 
     def samples_between(self, start: float, end: float) -> dict[str, list[Sample]]:
+        """The samples by colour that started in [`start`, `end`), both in Unix seconds."""
         return {c: [s for s in ss if start <= s.at < end] for c, ss in self.samples.items()}
 
 
 def read_samples(path: Path) -> dict[str, list[Sample]]:
+    """The samples file written by immune_load.run (JSON lines), by colour; {} when there is no file.
+
+    A line cut short (locust killed mid-write) is skipped; a complete line without `latency_ms`, `ok` or
+    `at` raises KeyError (the writer and this reader disagree: fail loudly rather than lose samples).
+    """
     by_color: dict[str, list[Sample]] = {}
     if not path.exists():
         return by_color
@@ -62,6 +72,8 @@ def read_samples(path: Path) -> dict[str, list[Sample]]:
 def locust_command(
     base_url: str, out_dir: Path, shape: str, duration_s: float, locustfile: Path = LOCUSTFILE
 ) -> list[str]:
+    """The argv of a headless locust run of `shape` for `duration_s` seconds against `base_url`, its CSV,
+    JSON stats, threshold results (`thresholds.json`) and samples (`samples.jsonl`) under `out_dir`."""
     # The shape stops at duration_s (locust ignores --run-time with a shape); run_load has a deadline.
     return [
         sys.executable,
@@ -110,7 +122,14 @@ def run_load(
     extra_env: dict[str, str] | None = None,
     thresholds: Path = THRESHOLDS,
 ) -> LoadRun:
-    """Run one load scenario against `base_url` and judge it against the k6-style thresholds."""
+    """Run one load scenario against `base_url` and judge it against the k6-style thresholds.
+
+    `duration_s` is the scenario's length in seconds; locust is killed 90 s after it if still running.
+    The token reaches locust through the environment only. The verdict FAILs when locust leaves no
+    threshold results, a threshold fails, an abort-on-fail threshold stopped the run, or locust exits
+    other than 0/1; its measurements are the thresholds (latencies in ms, rates as fractions).
+    `progress(message, stage=...)` receives a line every few seconds.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     started = datetime.now(UTC).isoformat()
     # The token travels in the environment, never on a command line that `ps` shows.

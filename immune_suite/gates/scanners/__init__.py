@@ -17,6 +17,9 @@ from immune_suite.verdict import Artifact, Measurement
 
 @dataclass(frozen=True)
 class ScanResult:
+    """What one security tool found: `findings` counted past the tool's own filters (None when it could
+    not run, then `error` says why), judged against `allowed`; its report files as artifacts."""
+
     tool: str
     findings: int | None  # None when the tool could not run
     summary: str
@@ -30,9 +33,11 @@ class ScanResult:
 
     @property
     def passed(self) -> bool:
+        """Ran, and found no more than `allowed`."""
         return self.error is None and self.findings is not None and self.findings <= self.allowed
 
     def measurement(self) -> Measurement:
+        """`<tool> findings` <= `allowed` as a verdict measurement (value None: the tool could not run)."""
         return Measurement(
             name=f"{self.tool} findings",
             value=None if self.findings is None else float(self.findings),
@@ -49,6 +54,7 @@ class ScanResult:
         artifacts: list[Artifact] | None = None,
         details: dict[str, Any] | None = None,
     ) -> ScanResult:
+        """A result for a tool that could not run: no findings count, `error` set, so the gate fails."""
         return cls(
             tool=tool,
             findings=None,
@@ -66,8 +72,9 @@ def run_tool(
     env: dict[str, str] | None = None,
     timeout_s: float = 600,
 ) -> subprocess.CompletedProcess[str]:
-    """Run a scanner, keeping its combined output as a log artifact. A scanner past its time budget is
-    killed and answers exit 124 with the reason, so its gate fails with it instead of crashing."""
+    """Run a scanner, keeping its combined output as a log artifact. A scanner past its time budget
+    (`timeout_s` seconds) is killed and answers exit 124 with the reason, so its gate fails with it instead
+    of crashing. Raises OSError (FileNotFoundError) when the tool's binary cannot be started."""
     try:
         completed = subprocess.run(  # noqa: S603 - fixed tool invocations, no shell
             list(command),
@@ -100,8 +107,10 @@ def _text(output: str | bytes | None) -> str:
 
 
 def artifacts_of(*paths: tuple[Path, str]) -> list[Artifact]:
+    """Artifacts for the (path, kind) pairs whose file exists; the others are left out."""
     return [Artifact.of(path, kind) for path, kind in paths if path.exists()]
 
 
 def tail(text: str, limit: int = 600) -> str:
+    """The last `limit` characters of `text`, stripped: a tool's output quoted in a summary."""
     return text.strip()[-limit:]

@@ -68,7 +68,8 @@ def render_manifests(source_dir: Path, out_dir: Path, stacks: tuple[str, ...] = 
     """The candidate's Pulumi program rendered under mocks (no cluster, no engine), one folder per stack.
 
     It runs in a subprocess: the candidate's own `infra/` comes first on the path, and Pulumi's
-    process-global mock state never touches the caller.
+    process-global mock state never touches the caller. Returns the YAML files written under
+    `out_dir/manifests/<stack>/`. Raises RuntimeError when the render fails or exceeds its 300 s budget.
     """
     target = out_dir / "manifests"
     shutil.rmtree(target, ignore_errors=True)
@@ -186,6 +187,9 @@ def _run(
 
 
 def scan(source_dir: Path, out_dir: Path) -> ScanResult:
+    """checkov's curated checks over the candidate's rendered manifests and `app/Dockerfile`; findings
+    are failed checks, and every rendered resource must have been scanned. A missing script, check list or
+    Dockerfile, a failed render or a checkov error gives a failed result, never a raise."""
     # checkov runs from inside the manifests' directory: a relative report path would land there.
     source_dir, out_dir = source_dir.resolve(), out_dir.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -42,17 +42,25 @@ SUITE_ROOT = REPO_ROOT  # the suite's own checkout (its vendored advisory snapsh
 
 @dataclass(frozen=True)
 class ReviewedIgnore:
+    """A reviewed advisory ignore from security/pip-audit-ignores.yaml: which advisory, in which package,
+    why, and the day after which it no longer applies."""
+
     id: str
     package: str
     reason: str
     expires: date
 
     def expired(self, today: date) -> bool:
+        """Past its expiry day (the ignore then stops applying and the finding counts again)."""
         return today > self.expires
 
 
 def load_ignores(path: Path) -> list[ReviewedIgnore]:
-    """Each ignore needs an id, the package, a reason and an expiry date; anything less is an error."""
+    """Each ignore needs an id, the package, a reason and an expiry date; anything less is an error.
+
+    [] when the file does not exist. Raises ValueError for an entry lacking a field, with an empty reason,
+    or with an expiry that is not an ISO date (YYYY-MM-DD); yaml.YAMLError for a file that is not YAML.
+    """
     if not path.exists():
         return []
     document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
@@ -76,7 +84,8 @@ _LIVE_PROBE_ID = "PYSEC-2018-28"
 
 
 def live_source_works(timeout_s: float = 3.0) -> bool:
-    """True when PyPI's per-release JSON API answers with advisories (mirrors often serve only /simple)."""
+    """True when PyPI's per-release JSON API answers with advisories within `timeout_s` seconds (mirrors
+    often serve only /simple); any network or parse error is False."""
     try:
         with urllib.request.urlopen(_LIVE_PROBE_URL, timeout=timeout_s) as response:  # nosec B310 - fixed https
             document = json.load(response)
@@ -129,6 +138,10 @@ def read_lock(path: Path, role: str) -> LockFile:
 def scan(
     source_dir: Path, out_dir: Path, today: date | None = None, lock_file: Path | None = None
 ) -> ScanResult:
+    """pip-audit over `lock_file` (default: the candidate's requirements.lock, plus requirements-dev.lock)
+    with the reviewed ignores valid on `today`. Findings are unignored vulnerabilities plus lock entries
+    that came back unaudited. A missing or unhashed lock, a bad ignores file or an unusable advisory
+    source gives a failed result, never a raise."""
     out_dir.mkdir(parents=True, exist_ok=True)
     today = today or date.today()
     lock = lock_file or source_dir / LOCK_FILE

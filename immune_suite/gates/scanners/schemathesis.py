@@ -33,6 +33,9 @@ DEFAULT_SEED = "20261125"
 
 
 def scan(base_url: str, token: str | None, out_dir: Path) -> ScanResult:
+    """Fuzz the OpenAPI served at `base_url` with the bearer `token` (None: unauthenticated); reports go to
+    `out_dir/schemathesis/`. Findings are failed checks; a run that tested nothing counts as failed (see
+    the module docstring). A tool that cannot run gives a failed result, never a raise."""
     base = base_url.rstrip("/")
     work = out_dir / "schemathesis"
     work.mkdir(parents=True, exist_ok=True)

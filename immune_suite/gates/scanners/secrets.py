@@ -24,6 +24,9 @@ def _keys(results: dict[str, list[dict[str, Any]]]) -> set[tuple[str, str, str]]
 
 
 def scan(source_dir: Path, out_dir: Path) -> ScanResult:
+    """detect-secrets over `source_dir` against its reviewed `.secrets.baseline`; the rescanned baseline
+    and the log go to `out_dir`. Findings: secrets not in the baseline plus entries marked real. A missing
+    or unreadable baseline or a tool failure gives a failed result, never a raise."""
     out_dir.mkdir(parents=True, exist_ok=True)
     baseline_path = source_dir / BASELINE
     if not baseline_path.exists():
