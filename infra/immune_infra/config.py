@@ -250,17 +250,33 @@ class Rollout(_Model):
         return "green" if self.active_color == "blue" else "blue"
 
 
+ImageBuilder = Literal["auto", "engine-api", "pulumi-docker"]
+IMAGE_BUILDERS: tuple[str, ...] = ("auto", "engine-api", "pulumi-docker")
+
+
 class ImageBuild(_Model):
-    """Build the service's image with pulumi-docker (off: colours use digests from `rollout.images`)."""
+    """Build and push the service's image (off: colours use the references in `rollout.images`).
+
+    `builder` picks the resource that builds it: `engine-api` the program's own dynamic provider over the
+    Docker Engine API (immune_infra.engine_image, no provider plugin), `pulumi-docker` pulumi-docker's
+    `Image` (needs the `docker` provider plugin), `auto` pulumi-docker when its plugin is installed, else
+    the Engine API. `buildArgs` go to the Dockerfile's ARGs (e.g. BASE_IMAGE); `dockerHost` is the daemon
+    (default: DOCKER_HOST or the default socket; engine-api only); `registryDelete` lets the engine-api
+    resource delete its pushed manifest on destroy (docs/infra.md "Image builders").
+    """
 
     enabled: bool = False
+    builder: ImageBuilder = "auto"
     repository: str = "ghcr.io/active-immune-core/immune-core"
     tag: str = "0.1.0"
     context: str = "."
     dockerfile: str = "app/Dockerfile"
     platform: str = "linux/amd64"
+    build_args: dict[str, str] = Field(default_factory=dict)
+    docker_host: str | None = None
     registry_server: str | None = None
     registry_username: str | None = None
+    registry_delete: bool = False
 
     @field_validator("tag")
     @classmethod
@@ -390,6 +406,21 @@ class MonitoringSettings(_Model):
     slo: SloThresholds = SloThresholds()
 
 
+class ClusterSettings(_Model):
+    """What the target cluster offers. `dns: false` (a cluster without CoreDNS): the service reaches
+    Kafka, Redis and PostgreSQL at their Services' ClusterIPs, and Kafka brokers advertise (and find their
+    KRaft voters at) one ClusterIP Service per broker, instead of `*.svc.cluster.local` names."""
+
+    dns: bool = True
+
+
+class CrdSettings(_Model):
+    """The published CRDs of the stack's custom kinds (immune_infra.crds): applied by the program
+    (`install: true`), or left to the cluster's own installer (`false`, e.g. an operator's Helm chart)."""
+
+    install: bool = True
+
+
 class QuotaSettings(_Model):
     requests_cpu: Quantity
     requests_memory: Quantity
@@ -412,6 +443,8 @@ class StackSettings(_Model):
     postgres: PostgresSettings
     monitoring: MonitoringSettings
     quota: QuotaSettings
+    crds: CrdSettings = CrdSettings()
+    cluster: ClusterSettings = ClusterSettings()
 
     @field_validator("namespace")
     @classmethod

@@ -53,6 +53,17 @@ def registry_password(config: pulumi.Config) -> pulumi.Output[str]:
     return config.require_secret(REGISTRY_PASSWORD_KEY)
 
 
-def url_secret(template: str, password: pulumi.Output[str]) -> pulumi.Output[str]:
-    """Fill `{password}` in a connection URL, percent-encoded, and keep the result secret."""
-    return pulumi.Output.secret(password.apply(lambda value: template.format(password=quote(value, safe=""))))
+def url_secret(
+    template: str, password: pulumi.Output[str], host: pulumi.Input[str] | None = None
+) -> pulumi.Output[str]:
+    """Fill `{password}` (percent-encoded) and `{host}` (a DNS name or, without cluster DNS, a Service's
+    ClusterIP known only after it is created) in a connection URL, and keep the result secret."""
+    if host is None:
+        return pulumi.Output.secret(
+            password.apply(lambda value: template.format(password=quote(value, safe="")))
+        )
+    return pulumi.Output.secret(
+        pulumi.Output.all(password, host).apply(
+            lambda values: template.format(password=quote(values[0], safe=""), host=values[1])
+        )
+    )

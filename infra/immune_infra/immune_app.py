@@ -24,7 +24,7 @@ Blue/green invariants (tests/infra check them on the rendered objects):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,9 +95,10 @@ class AppDependencies:
     database_url_key: str
     redis_secret: str
     redis_url_key: str
-    kafka_bootstrap_servers: str
+    # DNS names, or ClusterIPs (Outputs) when the cluster has no DNS (settings.cluster.dns).
+    kafka_bootstrap_servers: pulumi.Input[str]
     postgres_image: str
-    postgres_host: str
+    postgres_host: pulumi.Input[str]
     postgres_user: str
     waits_for: list[pulumi.Resource]
 
@@ -117,9 +118,12 @@ class ImmuneApp(pulumi.ComponentResource):
         dependencies: AppDependencies,
         provider: k8s.Provider,
         opts: pulumi.ResourceOptions | None = None,
+        crds: Sequence[pulumi.Resource] = (),
     ) -> None:
         super().__init__("immune:immune_app:ImmuneApp", name, None, opts)
         self._name = name
+        # The HTTPRoute definition when the program applies it (immune_infra.crds).
+        self._crds = list(crds)
         self._settings = settings
         self._namespace = namespace
         self._provider = provider
@@ -230,8 +234,8 @@ class ImmuneApp(pulumi.ComponentResource):
         job_name = pulumi.Output.from_input(image).apply(
             lambda ref: f"{APP_NAME}-migrate-{color}-{content_hash(ref, length=8)}"
         )
-        wait_command = (
-            f"until pg_isready -h {deps.postgres_host} -p 5432 -U {deps.postgres_user}; do sleep 2; done"
+        wait_command = pulumi.Output.from_input(deps.postgres_host).apply(
+            lambda host: f"until pg_isready -h {host} -p 5432 -U {deps.postgres_user}; do sleep 2; done"
         )
         return k8s.batch.v1.Job(
             f"{self._name}-migrate-{color}",
@@ -551,7 +555,7 @@ class ImmuneApp(pulumi.ComponentResource):
             kind="HTTPRoute",
             metadata={"name": route_name, "namespace": self._namespace, "labels": app_labels()},
             spec={"parentRefs": [parent], "hostnames": [host], "rules": rules},
-            opts=self._child(),
+            opts=self._child(depends_on=self._crds),
         )
 
     def _gateway_routes(self) -> None:

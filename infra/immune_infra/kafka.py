@@ -27,6 +27,7 @@ from immune_infra.workload import (
     plain_env,
     pod_security_context,
     resources,
+    service_address,
     service_dns,
     volume_claim,
 )
@@ -96,6 +97,41 @@ done
 """
 
 
+# Without cluster DNS (settings.cluster.dns false) a broker is reached at its own ClusterIP Service
+# (`kafka-<ordinal>`, the addresses in KAFKA_BROKER_ADDRESSES, in ordinal order). A broker names itself
+# 127.0.0.1 among the KRaft voters, so it never has to reach its own pod through a Service (hairpin).
+_DNS_VOTER = (
+    '  voter="${i}@${STATEFULSET_NAME}-${i}.${HEADLESS_SERVICE}.${POD_NAMESPACE}.svc.cluster.local:9093"'
+)
+_DNS_ADVERTISED = (
+    "advertised.listeners=PLAINTEXT://${POD_NAME}.${HEADLESS_SERVICE}.${POD_NAMESPACE}.svc.cluster.local:9092"
+)
+_ADDRESS_FUNCTIONS = r"""broker_address() {
+  # The ClusterIP of broker $1's own Service: word $1 + 1 of KAFKA_BROKER_ADDRESSES.
+  echo "$KAFKA_BROKER_ADDRESSES" | cut -d' ' -f"$(($1 + 1))"
+}
+voter_address() {
+  if [ "$1" = "$ordinal" ]; then echo 127.0.0.1; else broker_address "$1"; fi
+}
+voters=""
+"""
+NO_DNS_START_SCRIPT = (
+    START_SCRIPT.replace('voters=""\n', _ADDRESS_FUNCTIONS, 1)
+    .replace(_DNS_VOTER, '  voter="${i}@$(voter_address "$i"):9093"', 1)
+    .replace(_DNS_ADVERTISED, 'advertised.listeners=PLAINTEXT://$(broker_address "$ordinal"):9092', 1)
+)
+
+
+def start_script(dns: bool) -> str:
+    """The broker's start script: DNS names for voters and the advertised listener, or ClusterIPs."""
+    return START_SCRIPT if dns else NO_DNS_START_SCRIPT
+
+
+def broker_service_name(ordinal: int) -> str:
+    """One ClusterIP Service per broker (cluster.dns false only): a stable address for that pod."""
+    return f"{STATEFULSET_NAME}-{ordinal}"
+
+
 def cluster_id(namespace: str) -> str:
     """KRaft needs a base64 UUID fixed for the cluster's life; derive it from the namespace."""
     raw = uuid.uuid5(uuid.NAMESPACE_DNS, f"kafka.{namespace}.active-immune-core").bytes
@@ -111,7 +147,7 @@ def _scripts_volume() -> k8s.core.v1.VolumeArgsDict:
 
 
 class Kafka(pulumi.ComponentResource):
-    bootstrap_servers: str
+    bootstrap_servers: pulumi.Output[str]
 
     def __init__(
         self,
@@ -123,15 +159,16 @@ class Kafka(pulumi.ComponentResource):
     ) -> None:
         super().__init__("immune:kafka:Kafka", name, None, opts)
         kafka = settings.kafka
-        self.bootstrap_servers = bootstrap_servers(settings.namespace)
         self._provider = provider
         child = pulumi.ResourceOptions(parent=self, provider=provider)
         broker_labels = labels("kafka", "broker")
+        dns = settings.cluster.dns
+        script = start_script(dns)
 
         scripts = k8s.core.v1.ConfigMap(
             f"{name}-scripts",
             metadata={"name": SCRIPTS_NAME, "namespace": namespace, "labels": broker_labels},
-            data={"start-kafka.sh": START_SCRIPT, "create-topics.sh": TOPICS_SCRIPT},
+            data={"start-kafka.sh": script, "create-topics.sh": TOPICS_SCRIPT},
             opts=child,
         )
         self.headless_service = k8s.core.v1.Service(
@@ -159,7 +196,16 @@ class Kafka(pulumi.ComponentResource):
             },
             opts=child,
         )
-        config_hash = content_hash(START_SCRIPT, kafka.model_dump(mode="json"))
+        if dns:
+            self.bootstrap_servers = pulumi.Output.from_input(bootstrap_servers(settings.namespace))
+            broker_addresses: pulumi.Output[str] | None = None
+        else:
+            self.bootstrap_servers = pulumi.Output.concat(
+                service_address(self.service, STATEFULSET_NAME, settings.namespace, dns=False),
+                f":{CLIENT_PORT}",
+            )
+            broker_addresses = self._broker_addresses(name, settings, namespace, broker_labels)
+        config_hash = content_hash(script, kafka.model_dump(mode="json"))
         self.statefulset = k8s.apps.v1.StatefulSet(
             f"{name}-statefulset",
             metadata={"name": STATEFULSET_NAME, "namespace": namespace, "labels": broker_labels},
@@ -175,7 +221,7 @@ class Kafka(pulumi.ComponentResource):
                         "labels": broker_labels,
                         "annotations": {"immune.vertice.dev/config-hash": config_hash},
                     },
-                    "spec": self._pod_spec(settings, kafka, broker_labels),
+                    "spec": self._pod_spec(settings, kafka, broker_labels, broker_addresses),
                 },
                 "volume_claim_templates": [volume_claim("data", kafka.storage, kafka.storage_class)],
             },
@@ -202,9 +248,40 @@ class Kafka(pulumi.ComponentResource):
         self.exporter = self._exporter(name, settings, namespace)
         self.register_outputs({"bootstrap_servers": self.bootstrap_servers})
 
+    def _broker_addresses(
+        self, name: str, settings: StackSettings, namespace: pulumi.Input[str], broker_labels: dict[str, str]
+    ) -> pulumi.Output[str]:
+        """Per-broker ClusterIP Services; their addresses, space-separated in ordinal order."""
+        addresses = []
+        for ordinal in range(settings.kafka.brokers):
+            service_name = broker_service_name(ordinal)
+            service = k8s.core.v1.Service(
+                f"{name}-broker-{ordinal}",
+                metadata={"name": service_name, "namespace": namespace, "labels": broker_labels},
+                spec={
+                    "type": "ClusterIP",
+                    # The voters must reach each other before any of them is ready.
+                    "publish_not_ready_addresses": True,
+                    "selector": {
+                        **broker_labels,
+                        "statefulset.kubernetes.io/pod-name": f"{STATEFULSET_NAME}-{ordinal}",
+                    },
+                    "ports": [
+                        {"name": "client", "port": CLIENT_PORT, "target_port": "client"},
+                        {"name": "controller", "port": CONTROLLER_PORT, "target_port": "controller"},
+                    ],
+                },
+                opts=pulumi.ResourceOptions(parent=self, provider=self._provider),
+            )
+            addresses.append(service_address(service, service_name, settings.namespace, dns=False))
+        return pulumi.Output.all(*addresses).apply(lambda values: " ".join(values))
+
     @staticmethod
     def _pod_spec(
-        settings: StackSettings, kafka: KafkaSettings, broker_labels: dict[str, str]
+        settings: StackSettings,
+        kafka: KafkaSettings,
+        broker_labels: dict[str, str],
+        broker_addresses: pulumi.Output[str] | None,
     ) -> k8s.core.v1.PodSpecArgsDict:
         anti_affinity_term: k8s.core.v1.PodAffinityTermArgsDict = {
             "label_selector": {"match_labels": broker_labels},
@@ -257,6 +334,11 @@ class Kafka(pulumi.ComponentResource):
                         plain_env("KAFKA_MIN_INSYNC_REPLICAS", str(kafka.min_insync_replicas)),
                         plain_env("KAFKA_HEAP_OPTS", kafka.heap),
                         plain_env("LOG_DIR", "/var/run/kafka/logs"),
+                        *(
+                            [plain_env("KAFKA_BROKER_ADDRESSES", broker_addresses)]
+                            if broker_addresses is not None
+                            else []
+                        ),
                     ],
                     "ports": [
                         {"name": "client", "container_port": CLIENT_PORT},
@@ -368,7 +450,10 @@ class Kafka(pulumi.ComponentResource):
                                 "image": settings.kafka.exporter_image,
                                 "image_pull_policy": "IfNotPresent",
                                 # Kafka 4 refuses the old protocol versions the exporter's client defaults to.
-                                "args": [f"--kafka.server={self.bootstrap_servers}", "--kafka.version=3.6.0"],
+                                "args": [
+                                    pulumi.Output.concat("--kafka.server=", self.bootstrap_servers),
+                                    "--kafka.version=3.6.0",
+                                ],
                                 "ports": [{"name": "metrics", "container_port": EXPORTER_PORT}],
                                 "readiness_probe": {
                                     "http_get": {"path": "/healthz", "port": "metrics"},

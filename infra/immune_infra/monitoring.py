@@ -9,6 +9,7 @@ Kubernetes API, so it needs no ServiceAccount token and no RBAC.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from importlib import resources as package_files
 from typing import Any
 
@@ -124,9 +125,12 @@ class Monitoring(pulumi.ComponentResource):
         grafana_admin_password: pulumi.Output[str],
         provider: k8s.Provider,
         opts: pulumi.ResourceOptions | None = None,
+        crds: Sequence[pulumi.Resource] = (),
     ) -> None:
         super().__init__("immune:monitoring:Monitoring", name, None, opts)
         self._name = name
+        # The definitions of ServiceMonitor/PrometheusRule when the program applies them (immune_infra.crds).
+        self._crds = list(crds)
         self._settings = settings
         self._namespace = namespace
         self._provider = provider
@@ -257,7 +261,7 @@ class Monitoring(pulumi.ComponentResource):
                 "labels": {**labels(name, "monitoring"), **release},
             },
             spec=spec,
-            opts=self._child(),
+            opts=self._child(depends_on=self._crds),
         )
 
     def _operator_objects(self) -> None:

@@ -21,7 +21,7 @@ from immune_infra.workload import (
     pod_security_context,
     resources,
     secret_env,
-    service_dns,
+    service_address,
     volume_claim,
 )
 
@@ -35,6 +35,7 @@ URL_KEY = "url"
 class Postgres(pulumi.ComponentResource):
     secret_name: str
     url_key: str
+    host: pulumi.Output[str]
 
     def __init__(
         self,
@@ -49,23 +50,9 @@ class Postgres(pulumi.ComponentResource):
         postgres = settings.postgres
         child = pulumi.ResourceOptions(parent=self, provider=provider)
         pg_labels = labels("postgres", "database")
-        host = service_dns(SERVICE_NAME, settings.namespace)
         password = credentials.postgres_password
         self.secret_name = SECRET_NAME
         self.url_key = URL_KEY
-        self.secret = k8s.core.v1.Secret(
-            f"{name}-auth",
-            metadata={"name": SECRET_NAME, "namespace": namespace, "labels": pg_labels},
-            type="Opaque",
-            string_data={
-                "username": postgres.user,
-                "password": password,
-                URL_KEY: url_secret(
-                    f"postgresql://{postgres.user}:{{password}}@{host}:{PORT}/{postgres.database}", password
-                ),
-            },
-            opts=child,
-        )
         self.service = k8s.core.v1.Service(
             f"{name}-service",
             metadata={"name": SERVICE_NAME, "namespace": namespace, "labels": pg_labels},
@@ -75,6 +62,23 @@ class Postgres(pulumi.ComponentResource):
                     {"name": "postgres", "port": PORT, "target_port": "postgres"},
                     {"name": "metrics", "port": EXPORTER_PORT, "target_port": "metrics"},
                 ],
+            },
+            opts=child,
+        )
+        # A DNS name, or the ClusterIP without cluster DNS (settings.cluster.dns).
+        self.host = service_address(self.service, SERVICE_NAME, settings.namespace, settings.cluster.dns)
+        self.secret = k8s.core.v1.Secret(
+            f"{name}-auth",
+            metadata={"name": SECRET_NAME, "namespace": namespace, "labels": pg_labels},
+            type="Opaque",
+            string_data={
+                "username": postgres.user,
+                "password": password,
+                URL_KEY: url_secret(
+                    f"postgresql://{postgres.user}:{{password}}@{{host}}:{PORT}/{postgres.database}",
+                    password,
+                    self.host,
+                ),
             },
             opts=child,
         )
@@ -90,7 +94,7 @@ class Postgres(pulumi.ComponentResource):
             },
             opts=pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[self.secret]),
         )
-        self.register_outputs({"host": host})
+        self.register_outputs({"host": self.host})
 
 
 def _pod_spec(postgres: PostgresSettings) -> k8s.core.v1.PodSpecArgsDict:

@@ -8,6 +8,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from immune_infra.config import SETTINGS_KEY, StackSettings, parse_settings
+from immune_infra.crds import CustomResourceDefinitions, groups_needed
 from immune_infra.credentials import StackCredentials, registry_password
 from immune_infra.image import ServiceImage
 from immune_infra.immune_app import CANARY_HEADER, AppDependencies, ImmuneApp
@@ -15,10 +16,8 @@ from immune_infra.kafka import Kafka
 from immune_infra.monitoring import Monitoring
 from immune_infra.namespace import ImmuneNamespace
 from immune_infra.network_policy import NetworkPolicies
-from immune_infra.postgres import SERVICE_NAME as POSTGRES_SERVICE
 from immune_infra.postgres import Postgres
 from immune_infra.redis import Redis
-from immune_infra.workload import service_dns
 
 
 def load_settings(config: pulumi.Config) -> StackSettings:
@@ -44,12 +43,21 @@ def deploy() -> dict[str, Any]:
         "immune-image", settings, registry_password(config) if needs_registry_password else None
     )
     namespace = ImmuneNamespace("immune-namespace", settings, provider)
+    # The published CRDs of the custom kinds this stack declares, if any (none by default).
+    crds: list[pulumi.Resource] = []
+    if settings.crds.install and groups_needed(settings):
+        crds = list(CustomResourceDefinitions("crds", settings, provider).definitions)
     kafka = Kafka("kafka", settings, namespace.name, provider)
     redis = Redis("redis", settings, namespace.name, credentials, provider)
     postgres = Postgres("postgres", settings, namespace.name, credentials, provider)
     NetworkPolicies("network", settings, namespace.name, provider)
     monitoring = Monitoring(
-        "monitoring", settings, namespace.name, credentials.grafana_admin_password, provider
+        "monitoring",
+        settings,
+        namespace.name,
+        credentials.grafana_admin_password,
+        provider,
+        crds=crds,
     )
     app = ImmuneApp(
         "immune-core",
@@ -64,11 +72,12 @@ def deploy() -> dict[str, Any]:
             redis_url_key=redis.url_key,
             kafka_bootstrap_servers=kafka.bootstrap_servers,
             postgres_image=settings.postgres.image,
-            postgres_host=service_dns(POSTGRES_SERVICE, settings.namespace),
+            postgres_host=postgres.host,
             postgres_user=settings.postgres.user,
             waits_for=[postgres.statefulset, postgres.service, redis.statefulset, kafka.topics_job],
         ),
         provider,
+        crds=crds,
     )
     rollout = settings.rollout
     return {
@@ -87,6 +96,8 @@ def deploy() -> dict[str, Any]:
         "baselineWeight": rollout.baseline_weight if settings.routing.mode == "gateway" else 0,
         "routingMode": settings.routing.mode,
         "images": {"blue": image.by_color["blue"], "green": image.by_color["green"]},
+        # The resource that built the image (imageBuild.builder resolved), or none: digests from config.
+        "imageBuilder": image.builder or "none",
         "prometheusUrl": monitoring.prometheus_url,
         "monitoringMode": settings.monitoring.mode,
     }

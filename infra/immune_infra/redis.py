@@ -22,7 +22,7 @@ from immune_infra.workload import (
     pod_security_context,
     resources,
     secret_env,
-    service_dns,
+    service_address,
     volume_claim,
 )
 
@@ -48,6 +48,7 @@ def _server_config(password: str) -> str:
 class Redis(pulumi.ComponentResource):
     secret_name: str
     url_key: str
+    host: pulumi.Output[str]
 
     def __init__(
         self,
@@ -62,22 +63,10 @@ class Redis(pulumi.ComponentResource):
         redis = settings.redis
         child = pulumi.ResourceOptions(parent=self, provider=provider)
         redis_labels = labels("redis", "cache")
-        host = service_dns(SERVICE_NAME, settings.namespace)
         password = credentials.redis_password
         config_file: pulumi.Output[str] = pulumi.Output.secret(password.apply(_server_config))
         self.secret_name = SECRET_NAME
         self.url_key = URL_KEY
-        self.secret = k8s.core.v1.Secret(
-            f"{name}-auth",
-            metadata={"name": SECRET_NAME, "namespace": namespace, "labels": redis_labels},
-            type="Opaque",
-            string_data={
-                "password": password,
-                "redis.conf": config_file,
-                URL_KEY: url_secret(f"redis://:{{password}}@{host}:{PORT}/0", password),
-            },
-            opts=child,
-        )
         self.service = k8s.core.v1.Service(
             f"{name}-service",
             metadata={"name": SERVICE_NAME, "namespace": namespace, "labels": redis_labels},
@@ -87,6 +76,19 @@ class Redis(pulumi.ComponentResource):
                     {"name": "redis", "port": PORT, "target_port": "redis"},
                     {"name": "metrics", "port": EXPORTER_PORT, "target_port": "metrics"},
                 ],
+            },
+            opts=child,
+        )
+        # A DNS name, or the ClusterIP without cluster DNS (settings.cluster.dns).
+        self.host = service_address(self.service, SERVICE_NAME, settings.namespace, settings.cluster.dns)
+        self.secret = k8s.core.v1.Secret(
+            f"{name}-auth",
+            metadata={"name": SECRET_NAME, "namespace": namespace, "labels": redis_labels},
+            type="Opaque",
+            string_data={
+                "password": password,
+                "redis.conf": config_file,
+                URL_KEY: url_secret(f"redis://:{{password}}@{{host}}:{PORT}/0", password, self.host),
             },
             opts=child,
         )
@@ -102,7 +104,7 @@ class Redis(pulumi.ComponentResource):
             },
             opts=pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[self.secret]),
         )
-        self.register_outputs({"host": host})
+        self.register_outputs({"host": self.host})
 
 
 def _pod_spec(redis: RedisSettings) -> k8s.core.v1.PodSpecArgsDict:

@@ -34,6 +34,8 @@ from immune_infra.config import PROJECT_NAME, REGISTRY_PASSWORD_KEY, SECRET_KEYS
 REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
 PROGRAM = REPOSITORY_ROOT / "infra" / "__main__.py"
 FAKE_DIGEST = "sha256:" + "0" * 64
+# Every Python dynamic provider's resources have this type; their own inputs tell them apart.
+DYNAMIC_TYPE = "pulumi-python:dynamic:Resource"
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,7 @@ class RecordedResource:
     dependencies: tuple[str, ...]
     parent: str
     provider: str
+    retain_on_delete: bool = False
 
 
 @dataclass
@@ -91,14 +94,36 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def fake_cluster_ip(namespace: str, name: str) -> str:
+    """What the API server would allocate: a stable address in 10.96.0.0/16 per Service."""
+    digest = hashlib.sha256(f"{namespace}/{name}".encode()).digest()
+    return f"10.96.{digest[0]}.{max(digest[1], 2)}"
+
+
 class _RecordingMocks(pulumi.runtime.Mocks):
+    """Answers each registration with its inputs plus what the provider would add (digests, ClusterIPs),
+    and remembers the inputs themselves: the manifests are what the program declared, not the answers."""
+
+    def __init__(self) -> None:
+        self.inputs: dict[tuple[str, str], dict[str, Any]] = {}
+
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
-        state = dict(args.inputs)
+        self.inputs[(args.typ, args.name)] = dict(args.inputs)
+        state = copy.deepcopy(dict(args.inputs))
+        if args.typ == "kubernetes:core/v1:Service":
+            spec = state.setdefault("spec", {})
+            if "clusterIP" not in spec:
+                metadata = state.get("metadata", {})
+                spec["clusterIP"] = fake_cluster_ip(str(metadata.get("namespace")), str(metadata.get("name")))
         if args.typ == "docker:index/image:Image":
             # What the registry would answer: the pushed image's digest reference.
             state["repoDigest"] = (
                 f"{str(args.inputs.get('imageName', 'image')).rsplit(':', 1)[0]}@{FAKE_DIGEST}"
             )
+        elif args.typ == DYNAMIC_TYPE and "contextDigest" in args.inputs:
+            # The engine-API image (immune_infra.engine_image): the same answer, and its local image id.
+            state["repoDigest"] = f"{args.inputs['repository']}@{FAKE_DIGEST}"
+            state["imageId"] = FAKE_DIGEST
         return f"{args.name}-id", state
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
@@ -110,7 +135,7 @@ class _RecordingMonitor(MockMonitor):
 
     def __init__(self, mocks: pulumi.runtime.Mocks) -> None:
         super().__init__(mocks)
-        self.registrations: list[tuple[str, str, str, tuple[str, ...], str, str]] = []
+        self.registrations: list[tuple[str, str, str, tuple[str, ...], str, str, bool]] = []
 
     def RegisterResource(self, request: Any) -> Any:
         # The SDK's MockMonitor is unannotated; its RegisterResource returns the RegisterResourceResponse.
@@ -124,6 +149,7 @@ class _RecordingMonitor(MockMonitor):
                     tuple(request.dependencies),
                     request.parent,
                     request.provider,
+                    bool(getattr(request, "retainOnDelete", False)),
                 )
             )
         return response
@@ -208,16 +234,17 @@ def render_stack(
 
     rendered = RenderedStack(stack=stack, exports=_plain(exports or {}))
     states = {urn: registration.state for urn, registration in monitor.resources.items()}
-    for urn, type_, name, dependencies, parent, provider in monitor.registrations:
+    for urn, type_, name, dependencies, parent, provider, retain in monitor.registrations:
         rendered.resources.append(
             RecordedResource(
                 type=type_,
                 name=name,
                 urn=urn,
-                inputs=_plain(states.get(urn, {})),
+                inputs=_plain(mocks.inputs.get((type_, name), states.get(urn, {}))),
                 dependencies=dependencies,
                 parent=parent,
                 provider=provider,
+                retain_on_delete=retain,
             )
         )
     return rendered

@@ -119,3 +119,19 @@ def child_options(
 
 def service_dns(name: str, namespace: str) -> str:
     return f"{name}.{namespace}.svc.cluster.local"
+
+
+def service_address(service: k8s.core.v1.Service, name: str, namespace: str, dns: bool) -> pulumi.Output[str]:
+    """Where clients reach a Service: its cluster DNS name, or (`cluster.dns: false`, no CoreDNS) the
+    ClusterIP the API server allocated, an Output known once the Service exists."""
+    if dns:
+        return pulumi.Output.from_input(service_dns(name, namespace))
+    address: pulumi.Output[str] = service.spec.apply(lambda spec: _allocated_ip(spec, name))
+    return address
+
+
+def _allocated_ip(spec: Any, name: str) -> str:
+    address = getattr(spec, "cluster_ip", None) if spec is not None else None
+    if not address or address == "None":
+        raise ValueError(f"Service {name} has no ClusterIP: cluster.dns false needs ClusterIP Services")
+    return str(address)

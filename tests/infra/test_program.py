@@ -343,7 +343,12 @@ def test_image_build_option_builds_from_app_dockerfile_and_promotes_the_digest()
     rendered = render(
         "staging",
         {
-            "imageBuild": {"enabled": True, "registryServer": "ghcr.io", "registryUsername": "ci"},
+            "imageBuild": {
+                "enabled": True,
+                "builder": "pulumi-docker",
+                "registryServer": "ghcr.io",
+                "registryUsername": "ci",
+            },
             "rollout": {"images": {"green": "build"}},
         },
     )

@@ -40,7 +40,13 @@ def test_plugins_live_in_the_engine_home_and_downloads_are_off(engine_env: dict[
     assert Path(engine_env["PULUMI_HOME"]) == engine_dir / "home"
     assert engine_env["PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION"] == "true"
     assert engine_env["PULUMI_SKIP_UPDATE_CHECK"] == "true"
-    for binary in ("pulumi", "pulumi-language-python", "pulumi-language-python-exec"):
+    for binary in (
+        "pulumi",
+        "pulumi-language-python",
+        "pulumi-language-python-exec",
+        # Runs the program's dynamic providers (the engine-API image builder).
+        "pulumi-resource-pulumi-python",
+    ):
         assert os.access(engine_dir / "bin" / binary, os.X_OK), binary
     listing = subprocess.run(
         [str(engine_dir / "bin" / "pulumi"), "plugin", "ls", "--json"],
