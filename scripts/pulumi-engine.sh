@@ -12,9 +12,10 @@
 #   bin/pulumi                        github.com/pulumi/pulumi/pkg/v3/cmd/pulumi (wrapper module cli/)
 #   bin/pulumi-language-python        the Python language host (module langhost/, see docs/engine.md)
 #   bin/pulumi-language-python-exec   the exec shim shipped in the sdk/v3 module (python/cmd/)
-#   bin/pulumi-resource-pulumi-python the dynamic-provider shim shipped in the sdk/v3 module (python/dist/):
-#                                     runs a Python dynamic provider (infra/immune_infra/engine_image.py)
-#                                     in the project's virtualenv
+#   bin/pulumi-resource-pulumi-python runs Python dynamic providers (infra/immune_infra/engine_image.py) in
+#                                     the project's virtualenv: pulumi-engine/pulumi-resource-pulumi-python
+#                                     (finds the venv relative to Pulumi.yaml), which runs the SDK's shim
+#                                     (sdk/v3 python/dist/, installed as pulumi-resource-pulumi-python-sdk)
 #   home/plugins/resource-kubernetes-v<KUBERNETES_PLUGIN_VERSION>/pulumi-resource-kubernetes
 #                                     github.com/pulumi/pulumi-kubernetes/provider/v4, `go generate` + `go build`
 #
@@ -52,11 +53,8 @@ hash_of() {
 }
 
 cli_key() { hash_of "$SRC/versions.env" "$SRC/cli/go.mod"; }
-# LANGHOST_SHIMS is part of the key: adding a shim lays out a new engine instead of changing a finished one.
-LANGHOST_SHIMS="python/cmd/pulumi-language-python-exec python/dist/pulumi-resource-pulumi-python"
 langhost_key() {
-    { hash_of "$SRC/versions.env" "$SRC/langhost/go.mod" "$SRC"/langhost/*.go; printf '%s\n' "$LANGHOST_SHIMS"; } \
-        | sha256sum | cut -c1-16
+    hash_of "$SRC/versions.env" "$SRC/langhost/go.mod" "$SRC"/langhost/*.go "$SRC/pulumi-resource-pulumi-python"
 }
 kubernetes_key() { hash_of "$SRC/versions.env"; }
 engine_key() { printf '%s %s %s\n' "$(cli_key)" "$(langhost_key)" "$(kubernetes_key)" | sha256sum | cut -c1-16; }
@@ -98,7 +96,8 @@ build_cli() {
 build_langhost() {
     local out="$PARTS/langhost-$(langhost_key)"
     [ -x "$out/pulumi-language-python" ] && [ -f "$out/pulumi-language-python-exec" ] \
-        && [ -x "$out/pulumi-resource-pulumi-python" ] && return 0
+        && [ -x "$out/pulumi-resource-pulumi-python" ] && [ -x "$out/pulumi-resource-pulumi-python-sdk" ] \
+        && return 0
     log "building pulumi-language-python (sdk/v3 v${PULUMI_CLI_VERSION})"
     new_tmp "$PARTS/.langhost.XXXXXX"; local tmp="$NEW_TMP"
     cp "$SRC/langhost/go.mod" "$SRC"/langhost/*.go "$tmp/"
@@ -108,10 +107,9 @@ build_langhost() {
     local sdkdir
     sdkdir="$(cd "$tmp" && go list -m -f '{{.Dir}}' github.com/pulumi/pulumi/sdk/v3)"
     # The shims are part of the sdk/v3 module at the same release; take them from the module cache.
-    local shim
-    for shim in $LANGHOST_SHIMS; do
-        install -m 0755 "$sdkdir/$shim" "$tmp/$(basename "$shim")"
-    done
+    install -m 0755 "$sdkdir/python/cmd/pulumi-language-python-exec" "$tmp/pulumi-language-python-exec"
+    install -m 0755 "$sdkdir/python/dist/pulumi-resource-pulumi-python" "$tmp/pulumi-resource-pulumi-python-sdk"
+    install -m 0755 "$SRC/pulumi-resource-pulumi-python" "$tmp/pulumi-resource-pulumi-python"
     rm -rf "$out"; mv "$tmp" "$out"
 }
 
@@ -157,7 +155,8 @@ assemble() {
     fi
     cp "$PARTS/langhost-$(langhost_key)/pulumi-language-python" \
        "$PARTS/langhost-$(langhost_key)/pulumi-language-python-exec" \
-       "$PARTS/langhost-$(langhost_key)/pulumi-resource-pulumi-python" "$tmp/bin/"
+       "$PARTS/langhost-$(langhost_key)/pulumi-resource-pulumi-python" \
+       "$PARTS/langhost-$(langhost_key)/pulumi-resource-pulumi-python-sdk" "$tmp/bin/"
     # Install the provider with the CLI itself so the plugin directory is laid out exactly as the
     # engine expects; the version is the one the pulumi-kubernetes Python package requests.
     PULUMI_HOME="$tmp/home" PULUMI_SKIP_UPDATE_CHECK=1 "$tmp/bin/pulumi" plugin install resource kubernetes \
