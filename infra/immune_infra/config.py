@@ -260,8 +260,9 @@ class ImageBuild(_Model):
     `builder` picks the resource that builds it: `engine-api` the program's own dynamic provider over the
     Docker Engine API (immune_infra.engine_image, no provider plugin), `pulumi-docker` pulumi-docker's
     `Image` (needs the `docker` provider plugin), `auto` pulumi-docker when its plugin is installed, else
-    the Engine API. `buildArgs` go to the Dockerfile's ARGs (e.g. BASE_IMAGE); `dockerHost` is the daemon
-    (default: DOCKER_HOST or the default socket; engine-api only); `registryDelete` lets the engine-api
+    the Engine API. `buildArgs` go to the Dockerfile's ARGs (app/Dockerfile: BASE, PIP_NO_INDEX,
+    PIP_FIND_LINKS); `dockerHost` is the daemon (default: DOCKER_HOST or the default socket) and `network`
+    the build containers' network (engine-api only); `registryDelete` lets the engine-api
     resource delete its pushed manifest on destroy (docs/infra.md "Image builders").
     """
 
@@ -274,6 +275,8 @@ class ImageBuild(_Model):
     platform: str = "linux/amd64"
     build_args: dict[str, str] = Field(default_factory=dict)
     docker_host: str | None = None
+    # The build containers' network (engine-api): `none` for a daemon started with --bridge=none.
+    network: str | None = None
     registry_server: str | None = None
     registry_username: str | None = None
     registry_delete: bool = False

@@ -188,6 +188,7 @@ def build_and_push(props: Mapping[str, Any]) -> dict[str, Any]:
                 tag=name,
                 buildargs=dict(props.get("buildArgs") or {}),
                 platform=props.get("platform") or None,
+                network_mode=props.get("network") or None,
                 rm=True,
                 forcerm=True,
                 pull=False,
@@ -307,6 +308,7 @@ class EngineImage(pulumi.dynamic.Resource):
         registry_username: str | None,
         registry_password: pulumi.Input[str] | None,
         registry_delete: bool,
+        network: str | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         props: dict[str, Any] = {
@@ -321,6 +323,8 @@ class EngineImage(pulumi.dynamic.Resource):
             "registryUsername": registry_username,
             "registryPassword": registry_password,
             "registryDelete": registry_delete,
+            # Not compared by diff: where RUN steps may connect does not change what the image is.
+            "network": network,
             "contextDigest": context_digest(context, dockerfile, build_args, platform),
             "imageId": None,
             "repoDigest": None,

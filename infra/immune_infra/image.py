@@ -91,6 +91,7 @@ def _engine_api_image(
         registry_username=build.registry_username,
         registry_password=password,
         registry_delete=build.registry_delete,
+        network=build.network,
         opts=pulumi.ResourceOptions(parent=parent),
     )
     return image.repo_digest

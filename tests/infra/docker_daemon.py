@@ -96,9 +96,7 @@ def _registry(root: Path, name: str, deletes: bool, processes: list[subprocess.P
     )
     log = directory / "registry.log"
     with log.open("wb") as out:
-        process = subprocess.Popen(
-            [REGISTRY, "serve", str(config)], stdout=out, stderr=subprocess.STDOUT
-        )
+        process = subprocess.Popen([REGISTRY, "serve", str(config)], stdout=out, stderr=subprocess.STDOUT)
     processes.append(process)
     address = f"127.0.0.1:{port}"
     _wait(lambda: httpx.get(f"http://{address}/v2/", timeout=2).status_code == 200, name, log, process)

@@ -13,8 +13,8 @@ import yaml
 from immune_infra.crds import CRD_DIR, definition_for, definitions
 from immune_infra.render import REPOSITORY_ROOT, RenderedStack
 
-from tests.infra.support import render, rollout
 from tests.infra.crd_schema import errors
+from tests.infra.support import render, rollout
 
 GATEWAY_OPERATOR: dict[str, Any] = {
     "rollout": {

@@ -76,6 +76,7 @@ def _props(lab: DockerLab, context: Path, repository: str, **extra: Any) -> dict
         "registryUsername": None,
         "registryPassword": None,
         "registryDelete": True,
+        "network": "none",
         "contextDigest": context_digest(context, "Dockerfile", args, None),
     }
     return props | extra
@@ -159,5 +160,7 @@ def test_an_unreachable_daemon_is_an_error(lab: DockerLab, tmp_path: Path) -> No
     props = _props(
         lab, _context(tmp_path), f"{lab.registry.address}/imgprov/x", dockerHost="unix:///nonexistent.sock"
     )
-    with pytest.raises(EngineImageError, match=r"cannot reach the Docker daemon at unix:///nonexistent\.sock"):
+    with pytest.raises(
+        EngineImageError, match=r"cannot reach the Docker daemon at unix:///nonexistent\.sock"
+    ):
         build_and_push(props)

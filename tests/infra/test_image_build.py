@@ -20,7 +20,7 @@ BUILD = {
     "enabled": True,
     "repository": f"{REGISTRY}/immune-core",
     "tag": "0.1.0",
-    "buildArgs": {"BASE_IMAGE": f"{REGISTRY}/immune/python:3.11-bookworm"},
+    "buildArgs": {"BASE": f"{REGISTRY}/immune/python:3.11-bookworm", "PIP_NO_INDEX": "1"},
 }
 
 
@@ -29,13 +29,15 @@ def _built(builder: str, **build: object) -> dict[str, object]:
 
 
 def test_engine_api_builder_builds_app_dockerfile_and_deploys_the_digest() -> None:
-    rendered = render("staging", _built("engine-api", dockerHost="unix:///run/immune/docker.sock"))
+    rendered = render(
+        "staging", _built("engine-api", dockerHost="unix:///run/immune-docker.sock", network="none")
+    )
     image = next(res for res in rendered.resources if res.type == DYNAMIC_TYPE)
     inputs = image.inputs
     assert inputs["repository"] == f"{REGISTRY}/immune-core" and inputs["tag"] == "0.1.0"
     assert inputs["context"] == str(REPOSITORY_ROOT) and inputs["dockerfile"] == "app/Dockerfile"
     assert inputs["buildArgs"] == BUILD["buildArgs"]
-    assert inputs["dockerHost"] == "unix:///run/immune/docker.sock"
+    assert inputs["dockerHost"] == "unix:///run/immune-docker.sock" and inputs["network"] == "none"
     assert inputs["registryDelete"] is False
     # The diff key is the digest of exactly what the daemon would receive.
     assert inputs["contextDigest"] == context_digest(
