@@ -55,6 +55,7 @@ HTTP_PORT = 8080
 SERVICE_PORT = 80
 STABLE_SERVICE = APP_NAME
 PREVIEW_SERVICE = f"{APP_NAME}-preview"
+PLATFORM_PREFIX = "/api/immune"  # the platform gateway's path to the core (local: targets/local/gateway.py)
 API_SECRET = f"{APP_NAME}-api"
 CANARY_HEADER = "X-Immune-Canary"
 KAFKA_GROUP_ID = APP_NAME
@@ -592,3 +593,26 @@ class ImmuneApp(pulumi.ComponentResource):
             routing.preview_host,
             [{"matches": [prefix], "backendRefs": [backend(PREVIEW_SERVICE)]}],
         )
+        # The platform's API path (docs/service.md, "Behind the platform gateway"): /api/immune/* on the
+        # same host reaches the stable core's /api/v1/*, its probes under /api/immune/health/. A route
+        # of its own, always to stable: the canary's weights above stay the only thing a rollout moves.
+        self._http_route("platform-route", f"{APP_NAME}-platform", routing.host, platform_rules())
+
+
+def platform_rules() -> list[dict[str, Any]]:
+    """HTTPRoute rules of ``/api/immune`` (Gateway API v1: PathPrefix matches whole path elements, the
+    longest prefix wins, and a URLRewrite ReplacePrefixMatch swaps the matched prefix)."""
+
+    def rewrite(prefix: str, replacement: str) -> dict[str, Any]:
+        return {
+            "matches": [{"path": {"type": "PathPrefix", "value": prefix}}],
+            "filters": [
+                {
+                    "type": "URLRewrite",
+                    "urlRewrite": {"path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": replacement}},
+                }
+            ],
+            "backendRefs": [{"name": STABLE_SERVICE, "port": SERVICE_PORT}],
+        }
+
+    return [rewrite(f"{PLATFORM_PREFIX}/health", "/health"), rewrite(PLATFORM_PREFIX, "/api/v1")]
