@@ -34,15 +34,16 @@ class MemoryServiceClient(ServiceClient):
     async def recall(self, query: RecallQuery) -> Sequence[RecalledDetector]:
         """Detectors near ``query`` (nearest first, at most ``query.limit``); raises ``DependencyFailure``
         after counting the fallback. A detector of another antigen type than asked, or one the core's
-        model refuses, breaks the contract (counted, seen by the breaker)."""
+        model refuses, breaks the contract (counted, seen by the breaker), and so does one of another
+        feature space."""
         asked = query.model_dump(mode="json")
 
         def fits(raw: dict[str, list[dict[str, Any]]]) -> str | None:
             for index, detector in enumerate(raw["detectors"]):
                 if detector["antigen_type"] != query.antigen_type:
                     return f"detectors[{index}] is of antigen type {detector['antigen_type']}"
-                if "space" in asked and detector.get("space", asked["space"]) != asked["space"]:
-                    return f"detectors[{index}] lives in another feature space"
+                if detector["space"] != query.space:
+                    return f"detectors[{index}] lives in feature space {detector['space']}, not {query.space}"
                 try:
                     _detector(detector)
                 except ValidationError as exc:

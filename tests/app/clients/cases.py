@@ -91,7 +91,9 @@ async def _ethical_ai(client: Any) -> Any:
 async def _memory(client: Any) -> Any:
     # Protocol: raises when unavailable (recall then stays local).
     try:
-        return await client.recall(RecallQuery(antigen_type="source_ip", features=(0.1, 0.2, 0.3)))
+        return await client.recall(
+            RecallQuery(antigen_type="source_ip", space="source_ip", features=(0.1, 0.2, 0.3))
+        )
     except DependencyFailure:
         return None
 

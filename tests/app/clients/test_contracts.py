@@ -50,6 +50,7 @@ def test_references_across_the_document_are_resolved() -> None:
     detector = {
         "detector_id": "d1",
         "antigen_type": "source_ip",
+        "space": "source_ip",
         "category": "port_scan",
         "features": [0.1, 0.2],
         "radius": 0.3,

@@ -126,6 +126,7 @@ def _detector(
         {
             "detector_id": detector_id,
             "antigen_type": antigen_type,
+            "space": "source_ip" if antigen_type == "source_ip" else "process",
             "category": "port_scan",
             "features": features,
             "radius": 0.2,
@@ -143,7 +144,7 @@ async def test_recall_returns_the_services_detectors_nearest_first(memory: Servi
         ):
             assert await client.remember(detector)  # type: ignore[attr-defined]
         recalled = await client.recall(  # type: ignore[attr-defined]
-            RecallQuery(antigen_type="source_ip", features=(0.1, 0.25), limit=5)
+            RecallQuery(antigen_type="source_ip", space="source_ip", features=(0.1, 0.25), limit=5)
         )
         assert [d.detector_id for d in recalled] == ["near", "far"]
         assert memory.bad_requests == []
@@ -170,7 +171,7 @@ async def test_recall_without_the_service_raises_for_the_hook_to_stay_local(memo
     client, registry = make_client(MEMORY, memory.url, retries=0)
     try:
         with pytest.raises(DependencyFailure):
-            await client.recall(RecallQuery(antigen_type="source_ip", features=(0.1,)))  # type: ignore[attr-defined]
+            await client.recall(RecallQuery(antigen_type="source_ip", space="source_ip", features=(0.1,)))  # type: ignore[attr-defined]
         assert (
             sample(
                 registry,
