@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from immune_core.adaptive.state import CLONING_EXPANDED_TOPIC
 from immune_core.cells.cytokine import CYTOKINE_TYPES, cytokine_topic
 from immune_core.clients.review import ThreatReview
 from immune_core.clients.services import ExternalServices
@@ -38,7 +39,9 @@ from immune_core.processing.counters import IntakeCounters
 from immune_core.processing.engine_host import EngineHost
 from immune_core.processing.retry import retry_while_store_down
 from immune_core.processing.sweeper import UnprocessedSweeper
+from immune_core.responses.validation import RESPONSES_PROPOSED_TOPIC, ActionValidator
 from immune_core.settings import Settings
+from immune_core.simulator.quality import ADAPTIVE_CELLS
 from immune_core.storage.database import Database, StoreUnavailable
 from immune_core.storage.factory import open_database
 from immune_core.storage.migrations import migrate
@@ -56,6 +59,8 @@ ALL_TOPICS: tuple[str, ...] = (
     THREATS_TOPIC,
     ALERTS_TOPIC,
     DLQ_TOPIC,
+    CLONING_EXPANDED_TOPIC,
+    RESPONSES_PROPOSED_TOPIC,
     *(cytokine_topic(t) for t in CYTOKINE_TYPES),
 )
 
@@ -101,6 +106,10 @@ class Runtime:
             max_cells=s.max_cells,
             max_cells_per_type=s.max_cells_per_type,
         )
+        if s.adaptive_layer:
+            # Validated again: the caps must hold the eight cells (a refused setting fails start-up clearly).
+            cells = [spec.model_dump() for spec in ADAPTIVE_CELLS]
+            detection = DetectionConfig.model_validate({**detection.model_dump(), "cells": cells})
         self.engine = EngineHost(
             self.database,
             self.metrics,
@@ -119,6 +128,9 @@ class Runtime:
         )
         # Optional platform services (docs/service.md, "External services"): None when not configured.
         self.external = ExternalServices.from_settings(s, self.metrics.clients)
+        # Proposed responses are validated by Ethical AI when it is configured (an ActionValidator), else
+        # by the documented safe default (immune_core.responses.validation).
+        self.validator: ActionValidator | None = getattr(self.external, "ethical_ai", None)
         self.review = ThreatReview(
             rte=self.external.rte, ip_intel=self.external.ip_intel, feed_intel=self.intake.accept
         )
@@ -165,6 +177,7 @@ class Runtime:
             group_id=s.kafka_group_id,
             batch_size=s.consumer_batch_size,
             review=self.review.review if self.review.active else None,
+            validator=self.validator,
         )
         self.sweeper = UnprocessedSweeper(self.database, self.metrics, self.relay.wake)
         self.booted = asyncio.Event()
@@ -250,7 +263,18 @@ class Runtime:
         self._spawn("detection-consumer", self.consumer.run)
         self._spawn("unprocessed-sweeper", self.sweeper.run)
         self._spawn("stream-feed", lambda: run_stream_feed(self.bus, self.hub))
-        self._spawn("cytokine-feed", lambda: run_cytokine_feed(self.bus, self.tally))
+        self._spawn(
+            "cytokine-feed",
+            lambda: run_cytokine_feed(
+                self.bus, self.tally, on_read=self.engine.receive_cytokines, dead_letter=self._dead_letter
+            ),
+        )
+
+    async def _dead_letter(self, letter: dlq.DeadLetter) -> None:
+        await retry_while_store_down(
+            commit_batch, self.database, ProcessedBatch(dead_letters=[letter]), "kafka"
+        )
+        self.metrics.dlq.labels(reason=letter.reason_code).inc()
 
     async def _dead_letter_replay_failures(self) -> None:
         """Stored events the start-up replay could not detect on: each gets its DLQ record."""
@@ -296,6 +320,7 @@ class Runtime:
             try:
                 await self.engine.sync_agents()
                 await self._sync_intel()
+                await self.engine.sync_memory()
                 self.metrics.outbox_depth.set(await self.relay.depth())
             except StoreUnavailable:
                 continue
@@ -311,6 +336,8 @@ class Runtime:
             level = value.get("level")
             if isinstance(level, int):
                 self.metrics.threat_level.set(level)
+                # The homeostatic loop: the level sets the adaptive cells' sensitivity and damping.
+                self.engine.set_threat_level(level)
 
     # -- health ------------------------------------------------------------------------------------
     async def _monitor_dependencies(self) -> None:

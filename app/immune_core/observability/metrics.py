@@ -42,6 +42,12 @@ class Metrics:
         self.dlq = Counter(
             "immune_dlq_messages_total", "Poison messages sent to the DLQ", ["reason"], registry=r
         )
+        self.responses = Counter(
+            "immune_response_actions_total",
+            "Response actions the cytotoxic T cells proposed, by kind and outcome (proposed, denied)",
+            ["kind", "outcome"],
+            registry=r,
+        )
         self.outbox_depth = Gauge("immune_outbox_depth", "Outbox rows not yet published", registry=r)
         self.outbox_published = Counter(
             "immune_outbox_published_total", "Outbox rows published", ["topic_family"], registry=r

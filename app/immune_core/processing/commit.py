@@ -5,12 +5,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from immune_core.adaptive import queries as adaptive_queries
+from immune_core.adaptive.clonalg import MemoryDetector
+from immune_core.adaptive.state import ClonalExpansion
 from immune_core.cells.cytokine import Cytokine
 from immune_core.detection.threat import Threat
 from immune_core.events.models import EndpointEvent, IntelItem, NetworkFlow
 from immune_core.processing.dlq import DeadLetter, insert_dead_letter
+from immune_core.responses.proposals import Decision
 from immune_core.storage import repository as repo
-from immune_core.storage.database import Database
+from immune_core.storage.database import Connection, Database
 
 AnyEvent = NetworkFlow | EndpointEvent | IntelItem
 
@@ -29,6 +33,12 @@ class ProcessedBatch:
     lanes: dict[str, str] = field(default_factory=dict)
     # Where each event came from (topic, partition, offset, bytes): a dead letter names it.
     origins: dict[str, DeadLetter] = field(default_factory=dict)
+    # The adaptive layer's outputs per detected event (kept only if this batch claims the event):
+    # validated response decisions, clonal expansions, memory detectors learned, detectors deleted.
+    decisions: dict[str, list[Decision]] = field(default_factory=dict)
+    expansions: dict[str, list[ClonalExpansion]] = field(default_factory=dict)
+    memory: dict[str, list[MemoryDetector]] = field(default_factory=dict)
+    forgotten: dict[str, list[str]] = field(default_factory=dict)
 
     def only(self, event: AnyEvent) -> ProcessedBatch:
         """The part of this batch about one event (committing events one by one)."""
@@ -37,6 +47,10 @@ class ProcessedBatch:
         if event_id in self.detected:
             part.detected[event_id] = self.detected[event_id]
             part.cytokines[event_id] = self.cytokines.get(event_id, [])
+            for name in ("decisions", "expansions", "memory", "forgotten"):
+                outputs = getattr(self, name)
+                if event_id in outputs:
+                    getattr(part, name)[event_id] = outputs[event_id]
         return part
 
 
@@ -65,8 +79,23 @@ async def commit_batch(db: Database, batch: ProcessedBatch, source: str) -> Comm
         messages = [repo.threat_message(t) for t in stored]
         for event_id in sorted(claimed):
             messages.extend(repo.cytokine_message(c) for c in batch.cytokines.get(event_id, []))
+            messages.extend(await _adaptive_outputs(conn, batch, event_id))
         await repo.enqueue(conn, messages)
     return CommitResult(new_ids, claimed, stored)
+
+
+async def _adaptive_outputs(
+    conn: Connection, batch: ProcessedBatch, event_id: str
+) -> list[repo.OutboxMessage]:
+    """Store what the adaptive layer concluded from one claimed event; returns the messages to publish."""
+    await adaptive_queries.upsert_detectors(conn, batch.memory.get(event_id, []))
+    await adaptive_queries.delete_detectors(conn, batch.forgotten.get(event_id, []))
+    decisions = batch.decisions.get(event_id, [])
+    await adaptive_queries.record_decisions(conn, decisions)
+    messages = [repo.expansion_message(e) for e in batch.expansions.get(event_id, [])]
+    # The core proposes, never executes: only actions the validator allowed leave the service.
+    messages.extend(repo.response_message(d) for d in decisions if d.published)
+    return messages
 
 
 async def commit_side_threats(db: Database, threats: Sequence[Threat], cause_event_id: str) -> list[Threat]:

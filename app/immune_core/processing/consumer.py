@@ -33,6 +33,8 @@ from immune_core.processing.counters import IntakeCounters
 from immune_core.processing.engine_host import EngineHost
 from immune_core.processing.health import ConsumerHealth
 from immune_core.processing.retry import retry_while_store_down
+from immune_core.responses.proposals import Decision, Proposal
+from immune_core.responses.validation import ActionValidator, ValidationVerdict, validate_action
 from immune_core.storage.database import Database
 from immune_core.storage.errors import is_refused_value
 from immune_core.storage.repository import processed_among
@@ -44,6 +46,10 @@ R = TypeVar("R")
 # Consults external services about threats (immune_core.clients.review); never raises.
 Review = Callable[[Sequence[Threat]], Awaitable[list[Threat]]]
 INPUT_TOPICS: tuple[str, ...] = tuple(TOPIC_BY_KIND.values())
+
+
+async def _already(verdict: ValidationVerdict) -> ValidationVerdict:
+    return verdict  # decided in the engine (damped by a regulatory T cell): the validator is not asked
 
 
 class DetectionConsumer:
@@ -59,6 +65,7 @@ class DetectionConsumer:
         batch_size: int,
         health: ConsumerHealth | None = None,
         review: Review | None = None,
+        validator: ActionValidator | None = None,
     ) -> None:
         self._db = database
         self._bus = bus
@@ -69,6 +76,8 @@ class DetectionConsumer:
         self._batch_size = batch_size
         self.health = health or ConsumerHealth(metrics)
         self._review = review
+        # Puts each proposed response to the validator (Ethical AI), or the documented safe default.
+        self._validator = validator
 
     async def run(self) -> None:
         self.health.started()
@@ -103,6 +112,9 @@ class DetectionConsumer:
             verdict = self._engine.detect(event, batch.lanes[event_id])
             batch.detected[event_id] = verdict.threats
             batch.cytokines[event_id] = verdict.cytokines
+            batch.expansions[event_id] = verdict.expansions
+            batch.memory[event_id] = verdict.memory
+            batch.forgotten[event_id] = verdict.forgotten
             if verdict.error_type is not None:
                 # Still marked processed (its verdict is "detection failed"): retrying would fail again.
                 origin = batch.origins[event_id]
@@ -115,6 +127,7 @@ class DetectionConsumer:
                     )
                 )
         await self._review_threats(batch)
+        await self._decide_responses(batch)
         try:
             # Waits out a database outage (StoreUnavailable) with backoff, however long it lasts.
             result = await self._retry(commit_batch, self._db, batch, "kafka")
@@ -151,6 +164,36 @@ class DetectionConsumer:
                 outcome = batch.detected[event_id]
             batch.detected[event_id] = outcome
             self._engine.mark_reviewed(event_id, outcome)
+
+    async def _decide_responses(self, batch: ProcessedBatch) -> None:
+        """Validate the batch's proposed responses (concurrently); decisions are held with the verdict."""
+        pending: dict[str, list[Proposal]] = {}
+        for event_id in batch.detected:
+            held = self._engine.decisions_of(event_id)
+            if held is not None:
+                batch.decisions[event_id] = held
+                continue
+            proposals = self._engine.proposals_of(event_id)
+            if proposals:
+                pending[event_id] = proposals
+        if not pending:
+            return
+        decided = await asyncio.gather(*(self._decide(proposals) for proposals in pending.values()))
+        for event_id, decisions in zip(pending, decided, strict=True):
+            batch.decisions[event_id] = decisions
+            self._engine.mark_decided(event_id, decisions)
+            for decision in decisions:
+                outcome = "proposed" if decision.published else "denied"
+                self._metrics.responses.labels(kind=decision.action.kind, outcome=outcome).inc()
+
+    async def _decide(self, proposals: list[Proposal]) -> list[Decision]:
+        verdicts = await asyncio.gather(
+            *(
+                _already(p.verdict) if p.verdict is not None else validate_action(self._validator, p.action)
+                for p in proposals
+            )
+        )
+        return [Decision(p.action, verdict) for p, verdict in zip(proposals, verdicts, strict=True)]
 
     async def _commit_one_by_one(self, batch: ProcessedBatch) -> CommitResult:
         new_ids: list[str] = []

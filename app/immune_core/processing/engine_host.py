@@ -21,10 +21,13 @@ import json
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from immune_core.adaptive import queries as adaptive_queries
+from immune_core.adaptive.clonalg import MemoryDetector
+from immune_core.adaptive.state import ClonalExpansion
 from immune_core.cells.base import CellConfigError
 from immune_core.cells.cytokine import Cytokine
 from immune_core.detection.engine import DetectionEngine
@@ -39,6 +42,7 @@ from immune_core.events.models import (
 )
 from immune_core.observability.logging import get_logger
 from immune_core.observability.metrics import Metrics
+from immune_core.responses.proposals import Decision, Proposal
 from immune_core.storage.database import Connection, Database
 
 log = get_logger(__name__)
@@ -59,6 +63,13 @@ class Detection:
     error_type: str | None = None
     error: str | None = None
     reviewed: bool = False  # external services (RTE, IP intelligence) consulted about the threats
+    # The adaptive layer: response proposals (decided once, then held), clonal expansions to publish,
+    # memory detectors to store, ids of detectors tolerance deleted.
+    proposals: list[Proposal] = field(default_factory=list)
+    decisions: list[Decision] | None = None
+    expansions: list[ClonalExpansion] = field(default_factory=list)
+    memory: list[MemoryDetector] = field(default_factory=list)
+    forgotten: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -104,6 +115,7 @@ class EngineHost:
         self._uncommitted: OrderedDict[str, Detection] = OrderedDict()
         self.replay_failures: list[ReplayFailure] = []
         self._intel_watermark = 0.0
+        self._memory_watermark = 0.0
 
     # -- detection ---------------------------------------------------------------------------------
     @staticmethod
@@ -139,6 +151,15 @@ class EngineHost:
             verdict = self._guarded(
                 event, lambda: (engine.process(flow_or_endpoint), engine.drain_cytokines())
             )
+            if verdict.error_type is None:
+                expansions, memory, forgotten = engine.drain_adaptive()
+                verdict = replace(
+                    verdict,
+                    proposals=engine.drain_proposals(),
+                    expansions=expansions,
+                    memory=memory,
+                    forgotten=forgotten,
+                )
             for threat in verdict.threats:
                 for cell in threat.cells:
                     self._metrics.detections.labels(cell=cell).inc()
@@ -157,6 +178,57 @@ class EngineHost:
         known = self._uncommitted.get(event_id)
         if known is not None:
             self._uncommitted[event_id] = replace(known, threats=threats, reviewed=True)
+
+    def proposals_of(self, event_id: str) -> list[Proposal]:
+        known = self._uncommitted.get(event_id)
+        return [] if known is None else known.proposals
+
+    def decisions_of(self, event_id: str) -> list[Decision] | None:
+        known = self._uncommitted.get(event_id)
+        return None if known is None else known.decisions
+
+    def mark_decided(self, event_id: str, decisions: list[Decision]) -> None:
+        """Hold the validator's verdicts as part of ``event_id``'s verdict: a batch retried after a failed
+        commit records and publishes the same decisions without asking the validator again."""
+        known = self._uncommitted.get(event_id)
+        if known is not None:
+            self._uncommitted[event_id] = replace(known, decisions=decisions)
+
+    # -- the adaptive layer ------------------------------------------------------------------------
+    def set_threat_level(self, level: int) -> None:
+        """The homeostatic level (threat-level hormone) for every engine: sensitivity and damping."""
+        for engine in (self.template, *self.engines.values()):
+            engine.set_threat_level(level)
+
+    def receive_cytokines(self, cytokines: list[Cytokine]) -> int:
+        """Cytokines read from the topics, for every lane's engine; returns how many were new and live."""
+        return sum(engine.receive_cytokines(cytokines) for engine in self.engines.values())
+
+    async def sync_memory(self) -> int:
+        """Load memory detectors stored since the last sync (by any replica) into every engine.
+
+        Deleted detectors (tolerance) are removed everywhere. Returns the rows applied.
+        """
+        since = max(0.0, self._memory_watermark - 5.0)  # a transaction that started earlier commits later
+        async with self._db.session() as conn:
+            rows = await adaptive_queries.detectors_since(conn, since)
+        engines = (self.template, *self.engines.values())
+        applied = 0
+        for row in rows:
+            self._memory_watermark = max(self._memory_watermark, float(row["stored_at"]))
+            if bool(row["deleted"]):
+                for engine in engines:
+                    engine.forget_memory([str(row["detector_id"])])
+                applied += 1
+                continue
+            detector = adaptive_queries.detector_from_row(row)
+            if detector is None:
+                log.warning("memory_detector_unusable", detector_id=str(row["detector_id"]))
+                continue
+            for engine in engines:
+                engine.load_memory([copy.deepcopy(detector)])
+            applied += 1
+        return applied
 
     def forget(self, event_ids: Iterable[str]) -> None:
         """The verdicts on ``event_ids`` are durable (or another replica's won): stop holding them."""
@@ -209,6 +281,12 @@ class EngineHost:
         for engine in (self.template, *self.engines.values()):
             engine.intel.add(item, engine.clock)
         return []
+
+    def _discard_adaptive_outputs(self) -> None:
+        # A replay rebuilds state; its proposals and expansions were published the first time round.
+        for engine in self.engines.values():
+            engine.drain_proposals()
+            engine.drain_adaptive()
 
     def drain_cytokines(self) -> list[Cytokine]:
         self.template.drain_cytokines()  # intel-only engine: nothing of interest, keep it bounded
@@ -322,6 +400,7 @@ class EngineHost:
         """
         await self.sync_agents()
         replayed = len(await self.sync_intel())
+        await self.sync_memory()  # memory first: the replay must not relearn (and re-publish) it
         if window_s <= 0 or max_events <= 0:
             return replayed
         since = time.time() - window_s
@@ -340,6 +419,7 @@ class EngineHost:
                 lane = self.lane(TOPIC_BY_KIND[event.kind], self._partition_of(partition_key(event)))
                 self.process(event, lane, replay=True)
                 self.drain_cytokines()
+                self._discard_adaptive_outputs()
             except Exception as exc:
                 self._metrics.detection_errors.inc()
                 log.exception("replay_detection_failed", event_id=str(row["event_id"]))

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
 
 from immune_core.responses.validation import ProposedAction, ValidationVerdict
 
@@ -26,3 +29,16 @@ class Decision:
     @property
     def published(self) -> bool:
         return self.verdict.allowed
+
+
+class ResponseProposed(BaseModel):
+    """One message of ``immunis.responses.proposed``: an allowed action and the verdict that allowed it.
+
+    For whoever executes responses (a SOAR, a firewall manager); the core itself never does.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: Literal[1] = 1
+    action: ProposedAction
+    verdict: ValidationVerdict

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
+from immune_core.adaptive.state import CLONING_EXPANDED_TOPIC, ClonalExpansion
 from immune_core.cells.cytokine import Cytokine
 from immune_core.detection.threat import SEVERITY_RANK, Threat
 from immune_core.events.models import (
@@ -22,6 +23,8 @@ from immune_core.events.models import (
     event_to_json_dict,
     partition_key,
 )
+from immune_core.responses.proposals import Decision, ResponseProposed
+from immune_core.responses.validation import RESPONSES_PROPOSED_TOPIC
 from immune_core.storage.database import Connection
 
 AnyEvent = NetworkFlow | EndpointEvent | IntelItem
@@ -58,6 +61,16 @@ def threat_message(threat: Threat) -> OutboxMessage:
 
 def cytokine_message(cytokine: Cytokine) -> OutboxMessage:
     return OutboxMessage(cytokine.topic, cytokine.antigen, cytokine.model_dump_json())
+
+
+def expansion_message(expansion: ClonalExpansion) -> OutboxMessage:
+    return OutboxMessage(CLONING_EXPANDED_TOPIC, expansion.antigen, expansion.model_dump_json())
+
+
+def response_message(decision: Decision) -> OutboxMessage:
+    """An allowed action on ``immunis.responses.proposed`` (schema ``ResponseProposed``), keyed by target."""
+    body = ResponseProposed(action=decision.action, verdict=decision.verdict)
+    return OutboxMessage(RESPONSES_PROPOSED_TOPIC, decision.action.target, body.model_dump_json())
 
 
 # Rows per multi-row statement: 7 parameters each stays far below SQLite's and PostgreSQL's limits.

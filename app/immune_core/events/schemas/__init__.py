@@ -1,4 +1,6 @@
-"""Versioned JSON Schemas of the input events, generated from the pydantic models.
+"""Versioned JSON Schemas of the input events and of the adaptive layer's output topics, generated
+from the pydantic models (``cloning_expanded.v1.json``: ``immunis.cloning.expanded``;
+``responses_proposed.v1.json``: ``immunis.responses.proposed``).
 
 ``<kind>.v<version>.json`` files in this directory are the published contract for producers. They are
 written by ``python -m immune_core.events.schemas`` and a test fails when a model and its file differ.
@@ -12,6 +14,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
+
+from pydantic import BaseModel
 
 from immune_core.events.models import EVENT_KINDS, MODEL_BY_KIND, SCHEMA_VERSION, EventKind
 
@@ -58,10 +62,34 @@ def load_schema(kind: EventKind, version: int = SCHEMA_VERSION) -> dict[str, Any
     return loaded
 
 
+def output_models() -> dict[str, type[BaseModel]]:
+    """The adaptive layer's output topics and their message models (imported late: they import cells)."""
+    from immune_core.adaptive.state import CLONING_EXPANDED_TOPIC, ClonalExpansion
+    from immune_core.responses.proposals import ResponseProposed
+    from immune_core.responses.validation import RESPONSES_PROPOSED_TOPIC
+
+    return {CLONING_EXPANDED_TOPIC: ClonalExpansion, RESPONSES_PROPOSED_TOPIC: ResponseProposed}
+
+
+def output_schema_path(topic: str, version: int = 1) -> Path:
+    """``immunis.cloning.expanded`` -> ``cloning_expanded.v1.json``."""
+    return SCHEMA_DIR / f"{'_'.join(topic.split('.')[1:])}.v{version}.json"
+
+
+def render_output_schema(topic: str) -> str:
+    schema = output_models()[topic].model_json_schema(mode="serialization")
+    document = {"$schema": _DIALECT, "$id": f"urn:immune-core:topics:{topic}:v1", **schema}
+    return json.dumps(document, indent=2, sort_keys=True) + "\n"
+
+
 def write_schemas() -> list[Path]:
     written = []
     for kind in EVENT_KINDS:
         path = schema_path(kind)
         path.write_text(render_schema(kind), encoding="utf-8")
+        written.append(path)
+    for topic in output_models():
+        path = output_schema_path(topic)
+        path.write_text(render_output_schema(topic), encoding="utf-8")
         written.append(path)
     return written

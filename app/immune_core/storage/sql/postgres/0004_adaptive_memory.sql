@@ -1,0 +1,35 @@
+-- The adaptive layer (expand-only: new tables, nothing existing changes).
+-- B-cell memory detectors: a point of one feature space (``features``, a JSON array), the radius it
+-- recognises within, and what it means. ``stored_at`` (wall clock) drives the replicas' sync; a detector
+-- that tolerance deleted keeps its row with ``deleted`` set, so every replica drops it too.
+CREATE TABLE IF NOT EXISTS memory_detectors (
+    detector_id TEXT PRIMARY KEY,
+    antigen_type TEXT NOT NULL,
+    space TEXT NOT NULL,
+    category TEXT NOT NULL,
+    features TEXT NOT NULL,
+    radius DOUBLE PRECISION NOT NULL,
+    stimulations BIGINT NOT NULL,
+    severity TEXT NOT NULL,
+    origin TEXT NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL,
+    updated_at DOUBLE PRECISION NOT NULL,
+    stored_at DOUBLE PRECISION NOT NULL,
+    deleted BOOLEAN NOT NULL DEFAULT FALSE
+);
+CREATE INDEX IF NOT EXISTS memory_detectors_stored ON memory_detectors (stored_at);
+-- Every response action the cytotoxic T cells proposed and the verdict it got (published or not).
+CREATE TABLE IF NOT EXISTS response_actions (
+    action_id TEXT PRIMARY KEY,
+    threat_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    target TEXT NOT NULL,
+    critical BOOLEAN NOT NULL,
+    decision TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    validator TEXT NOT NULL,
+    degraded BOOLEAN NOT NULL,
+    payload TEXT NOT NULL,
+    decided_at DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX IF NOT EXISTS response_actions_decided ON response_actions (decided_at);

@@ -1,0 +1,254 @@
+"""The adaptive layer in the service, on both stores (SQLite and the real PostgreSQL).
+
+Memory detectors are stored with the batch that learned them and loaded by every replica; proposed
+responses are put to the validator (or the safe default) and only allowed ones are published on
+``immunis.responses.proposed``, denied ones recorded with the reason; clonal expansions are published on
+``immunis.cloning.expanded``; a message on a cytokine topic that is not a cytokine is dead-lettered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from immune_core.adaptive import queries as adaptive_queries
+from immune_core.adaptive.state import CLONING_EXPANDED_TOPIC, ClonalExpansion
+from immune_core.cells.cytokine import Cytokine
+from immune_core.detection.engine import CellSpec, DetectionConfig, DetectionEngine
+from immune_core.events.models import TOPIC_BY_KIND
+from immune_core.lymphnodes.cytokines import CytokineTally, run_cytokine_feed
+from immune_core.observability.metrics import Metrics
+from immune_core.processing.commit import ProcessedBatch, commit_batch
+from immune_core.processing.consumer import DetectionConsumer
+from immune_core.processing.counters import IntakeCounters
+from immune_core.processing.engine_host import EngineHost
+from immune_core.responses.proposals import ResponseProposed
+from immune_core.responses.validation import (
+    RESPONSES_PROPOSED_TOPIC,
+    ActionValidator,
+    ProposedAction,
+    ValidationVerdict,
+)
+from immune_core.settings import Settings
+from immune_core.storage.database import Database
+from immune_core.storage.factory import open_database
+from immune_core.storage.migrations import migrate
+from immune_core.transport.bus import InboundMessage, OutboundMessage
+from immune_core.transport.inprocess import InProcessBus
+
+from tests.app.support import flow
+
+FLOWS = TOPIC_BY_KIND["network_flow"]
+ADAPTIVE = ("neutrophil", "macrophage", "nk_cell", "dendritic", "helper_t", "b_cell", "cytotoxic_t")
+SCANNER = "45.133.7.10"
+
+
+@pytest.fixture
+async def database(database_settings: Settings) -> AsyncIterator[Database]:
+    db = open_database(database_settings)
+    await db.connect()
+    await migrate(db)
+    yield db
+    await db.close()
+
+
+class Denying:
+    name = "ethical-test"
+
+    def __init__(self) -> None:
+        self.asked: list[ProposedAction] = []
+
+    async def validate(self, action: ProposedAction) -> ValidationVerdict:
+        self.asked.append(action)
+        return ValidationVerdict(
+            action_id=action.action_id, decision="deny", reason="blocking shared NAT", validator=self.name
+        )
+
+
+def _host(database: Database) -> EngineHost:
+    cells = [CellSpec(type=name) for name in ADAPTIVE]
+    return EngineHost(database, Metrics(), template=DetectionEngine(DetectionConfig(cells=cells)))
+
+
+def _consumer(database: Database, host: EngineHost, validator: ActionValidator | None) -> DetectionConsumer:
+    return DetectionConsumer(
+        database=database,
+        bus=InProcessBus(),
+        engine=host,
+        metrics=Metrics(),
+        counters=IntakeCounters(),
+        group_id="g",
+        batch_size=1000,
+        validator=validator,
+    )
+
+
+def _vertical_scan(start: datetime, ports: int = 40) -> list[InboundMessage]:
+    """A fast scan of one host: the neutrophil finds it (il8), the helper T licenses, B cells learn."""
+    events = [
+        flow(
+            src_ip=SCANNER,
+            dst_ip="10.0.0.5",
+            dst_port=1000 + i,
+            at=start + timedelta(milliseconds=300 * i),
+            conn_state="rejected",
+            bytes_in=0,
+            bytes_out=60,
+        )
+        for i in range(ports)
+    ]
+    return [InboundMessage(FLOWS, 0, offset, None, json.dumps(e).encode()) for offset, e in enumerate(events)]
+
+
+async def _rows(database: Database, sql: str, *args: Any) -> list[dict[str, Any]]:
+    async with database.session() as conn:
+        return [dict(r) for r in await conn.fetch(sql, *args)]
+
+
+async def test_memory_learned_in_one_replica_is_stored_and_loaded_by_another(database: Database) -> None:
+    host = _host(database)
+    await _consumer(database, host, None).handle(_vertical_scan(datetime.now(UTC) - timedelta(minutes=5)))
+    [stored] = await _rows(
+        database, "SELECT detector_id, space, category, radius, deleted FROM memory_detectors"
+    )
+    assert stored["space"] == "source_ip" and stored["category"] == "port_scan" and not stored["deleted"]
+    expansions = await _rows(database, "SELECT payload FROM outbox WHERE topic = $1", CLONING_EXPANDED_TOPIC)
+    assert expansions
+    first = ClonalExpansion.model_validate_json(expansions[0]["payload"])
+    assert first.kind == "primary" and first.detector_id == stored["detector_id"] and first.antigen == SCANNER
+
+    other = _host(database)  # another replica, or this one after a restart
+    assert await other.sync_memory() == 1
+    [loaded] = other.template.memory_detectors()
+    assert loaded.detector_id == stored["detector_id"] and loaded.radius == pytest.approx(stored["radius"])
+    assert await other.sync_memory() <= 1  # the overlap window may re-read it; nothing new
+
+    async with database.transaction() as conn:
+        await adaptive_queries.delete_detectors(conn, [stored["detector_id"]])
+    await other.sync_memory()
+    assert other.template.memory_detectors() == []  # deleted by tolerance elsewhere: dropped here too
+
+
+async def test_allowed_actions_are_published_and_every_decision_is_recorded(database: Database) -> None:
+    host = _host(database)
+    await _consumer(database, host, None).handle(_vertical_scan(datetime.now(UTC) - timedelta(minutes=5)))
+    [decision] = await _rows(
+        database, "SELECT kind, target, critical, decision, validator FROM response_actions"
+    )
+    # No validator configured: blocking an external address is allowed by the documented default.
+    assert decision == {
+        "kind": "block_source",
+        "target": SCANNER,
+        "critical": decision["critical"],
+        "decision": "allow",
+        "validator": "default-policy",
+    }
+    assert not decision["critical"]
+    [published] = await _rows(
+        database, "SELECT payload FROM outbox WHERE topic = $1", RESPONSES_PROPOSED_TOPIC
+    )
+    message = ResponseProposed.model_validate_json(published["payload"])
+    assert message.action.target == SCANNER and message.verdict.allowed
+
+
+async def test_denied_actions_are_recorded_with_the_reason_and_not_published(database: Database) -> None:
+    host = _host(database)
+    validator = Denying()
+    consumer = _consumer(database, host, validator)
+    messages = _vertical_scan(datetime.now(UTC) - timedelta(minutes=5))
+    await consumer.handle(messages)
+    [decision] = await _rows(database, "SELECT decision, reason, validator FROM response_actions")
+    assert decision == {"decision": "deny", "reason": "blocking shared NAT", "validator": "ethical-test"}
+    assert await _rows(database, "SELECT id FROM outbox WHERE topic = $1", RESPONSES_PROPOSED_TOPIC) == []
+    await consumer.handle(messages)  # re-read after a crash: processed already, the validator is not asked
+    assert len(validator.asked) == 1
+
+
+async def test_a_proposal_survives_a_failed_commit_without_asking_the_validator_twice(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    host = _host(database)
+    validator = Denying()
+    consumer = _consumer(database, host, validator)
+    real = commit_batch
+    calls = {"n": 0}
+
+    async def flaky(db: Database, batch: ProcessedBatch, source: str) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("commit lost")
+        return await real(db, batch, source)
+
+    from immune_core.processing import consumer as consumer_module
+
+    monkeypatch.setattr(consumer_module, "commit_batch", flaky)
+    messages = _vertical_scan(datetime.now(UTC) - timedelta(minutes=5))
+    with pytest.raises(RuntimeError):
+        await consumer.handle(messages)
+    await consumer.handle(messages)
+    assert len(validator.asked) == 1
+    assert len(await _rows(database, "SELECT action_id FROM response_actions")) == 1
+
+
+async def test_the_cytokine_feed_hands_cytokines_to_the_engines_and_dead_letters_garbage() -> None:
+    bus = InProcessBus()
+    await bus.start()
+    received: list[Cytokine] = []
+    letters: list[Any] = []
+
+    async def dead_letter(letter: Any) -> None:
+        letters.append(letter)
+
+    feed = asyncio.create_task(
+        run_cytokine_feed(bus, CytokineTally(Metrics()), on_read=received.extend, dead_letter=dead_letter)
+    )
+    await asyncio.sleep(0.2)  # subscribed (from the latest offset)
+    il8 = Cytokine.emit(
+        "il8", "neutrophil-1", "source_ip", SCANNER, datetime.now(UTC), {"category": "port_scan"}
+    )
+    await bus.publish(
+        [
+            OutboundMessage(il8.topic, SCANNER, il8.model_dump_json().encode()),
+            OutboundMessage(il8.topic, SCANNER, b'{"not": "a cytokine"}'),
+        ]
+    )
+    for _ in range(50):
+        if received and letters:
+            break
+        await asyncio.sleep(0.1)
+    feed.cancel()
+    assert [c.cytokine_id for c in received] == [il8.cytokine_id]
+    assert (
+        letters and letters[0].reason_code == "invalid_event" and letters[0].raw == b'{"not": "a cytokine"}'
+    )
+
+
+def test_the_service_starts_with_the_adaptive_layer_when_asked(make_settings: Any) -> None:
+    from immune_core.runtime import Runtime
+
+    assert [c.cell_type for c in Runtime(make_settings()).engine.template.cells] == [
+        "neutrophil",
+        "macrophage",
+        "nk_cell",
+        "dendritic",
+    ]
+    adaptive = Runtime(make_settings(adaptive_layer=True)).engine.template.cells
+    assert [c.cell_type for c in adaptive][4:] == ["helper_t", "regulatory_t", "b_cell", "cytotoxic_t"]
+    with pytest.raises(ValueError, match="max_cells"):
+        Runtime(make_settings(adaptive_layer=True, max_cells=6))
+
+
+async def test_the_threat_level_hormone_sets_every_engine_s_level(make_settings: Any) -> None:
+    from immune_core.homeostasis.controller import THREAT_LEVEL_HORMONE
+    from immune_core.runtime import Runtime
+
+    runtime = Runtime(make_settings(adaptive_layer=True))
+    lane = runtime.engine.engine_for("vertice.network.events/0")
+    await runtime._on_hormone(THREAT_LEVEL_HORMONE, {"level": 3, "level_name": "critical"})
+    assert lane.adaptive.threat_level == runtime.engine.template.adaptive.threat_level == 3
+    await runtime._on_hormone(THREAT_LEVEL_HORMONE, {"level": 0})
+    assert lane.adaptive.threat_level == 0
