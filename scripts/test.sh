@@ -1,45 +1,146 @@
 #!/usr/bin/env bash
 # The project's test command (README line 2, called by .ci/run): sets up everything it needs, then runs
 # the linters and every test against real PostgreSQL, Redis, Kafka, Prometheus and the Pulumi engine.
-#   bash scripts/test.sh [pytest args...]
+#   bash scripts/test.sh                  the full run, in phases (below)
+#   bash scripts/test.sh <pytest args>    setup + lint, then ONE pytest invocation with those args
 # IMMUNE_SKIP_ENGINE=1 skips building the Pulumi engine (and its tests skip, saying so).
+#
+# Phases of the full run. The slow builds overlap the tests that need none of them: on a cold machine
+# the engine's Go build (~30 min on 2 idle cores) would otherwise come before the first test.
+#   build   the Pulumi engine starts in the BACKGROUND at once (log: out/logs/pulumi-engine.log), niced
+#           so that the tests, which wait on real deadlines, keep the CPU they need
+#   setup   venv, haproxy, the shared services, checkov; lint
+#   main    pytest -m "not engine and not cluster"           -> out/junit-main.xml
+#   engine  waits for the build (its log tail on failure), then pytest -m engine   -> out/junit-engine.xml
+#   cluster pytest -m cluster (the images tests build their own images)           -> out/junit-cluster.xml
+# Every phase runs even when an earlier one failed (one CI run shows every failure); any failing phase
+# fails the run, and a phase that collects nothing (pytest exit 5) is a failure too. Timings are printed
+# at the end and written to out/phases.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-root=$(pwd)
 
 step() { printf '\n==> %s (%s)\n' "$1" "$(date -u +%H:%M:%S)"; }
 
-step "python environment"
-bash scripts/bootstrap.sh
+mkdir -p out/logs
+skip_engine="${IMMUNE_SKIP_ENGINE:-0}"
 
-step "haproxy (the local stack's Ingress)"
-bash scripts/ensure-haproxy.sh
-
-step "local services: postgres redis kafka prometheus"
-# Started here so a broken install fails fast; the tests take the URLs from their fixtures.
-bash scripts/services/up.sh postgres redis kafka prometheus >/dev/null
-
-if [ "${IMMUNE_SKIP_ENGINE:-0}" != "1" ]; then
-  step "pulumi engine (built from Go modules, cached)"
-  bash scripts/pulumi-engine.sh build
+# ---- targeted run: as before, one pytest invocation with the caller's arguments --------------------------
+if [ "$#" -gt 0 ]; then
+  step "python environment"
+  bash scripts/bootstrap.sh
+  step "haproxy (the local stack's Ingress)"
+  bash scripts/ensure-haproxy.sh
+  step "local services: postgres redis kafka prometheus"
+  bash scripts/services/up.sh postgres redis kafka prometheus >/dev/null
+  if [ "$skip_engine" != "1" ]; then
+    step "pulumi engine (built from Go modules, cached)"
+    bash scripts/pulumi-engine.sh build
+  fi
+  step "checkov (own virtualenv, cached)"
+  bash scripts/checkov.sh install
+  step "lint: ruff check, ruff format --check, mypy (strict on the service and the suite)"
+  .venv/bin/ruff check .
+  .venv/bin/ruff format --check .
+  .venv/bin/mypy --strict app/immune_core immune_suite
+  step "pytest $*"
+  set +e
+  .venv/bin/python -m pytest -p no:cacheprovider --junitxml=out/junit.xml "$@"
+  rc=$?
+  set -e
+  # pytest exits 5 when it collected nothing: that is a failure here, not a pass (the code is passed on).
+  exit "$rc"
 fi
 
-step "checkov (own virtualenv, cached)"
-bash scripts/checkov.sh install
+# ---- full run, in phases ---------------------------------------------------------------------------------
+run_start=$SECONDS
+failed=0
+summary=()
 
-step "lint: ruff check, ruff format --check, mypy --strict (service, suite, gate tools, Pulumi program)"
-.venv/bin/ruff check .
-.venv/bin/ruff format --check .
-.venv/bin/mypy --strict app/immune_core immune_suite chaos/immune_chaos load/immune_load load/locustfile.py \
-  infra/immune_infra infra/__main__.py
-# A second run: the policy pack's entry point is also a `__main__` module, which one run cannot hold twice.
-.venv/bin/mypy --strict infra/policy_pack/__main__.py
+# record NAME START RC: one line of the timing summary; a non-zero RC fails the run.
+record() {
+  local verdict=ok
+  if [ "$3" -ne 0 ]; then verdict="FAILED (exit $3)"; failed=1; fi
+  summary+=("$(printf '%-8s %6ss  %s' "$1" "$(($SECONDS - $2))" "$verdict")")
+}
 
-step "pytest"
-mkdir -p out
+# phase NAME CMD...: runs CMD, records its time and exit code without stopping the run.
+phase() {
+  local name="$1" start=$SECONDS rc=0
+  shift
+  step "$name: $*"
+  "$@" || rc=$?
+  record "$name" "$start" "$rc"
+  return 0
+}
+
+# pytest_phase NAME MARK-EXPRESSION: one pytest run with its own JUnit XML (exit 5, nothing collected, fails).
+pytest_phase() {
+  phase "$1" .venv/bin/python -m pytest -p no:cacheprovider --junitxml="out/junit-$1.xml" -m "$2"
+}
+
+engine_pid=""
+engine_start=$SECONDS
+if [ "$skip_engine" != "1" ]; then
+  step "build: pulumi engine in the background (log: out/logs/pulumi-engine.log)"
+  nice -n 10 bash scripts/pulumi-engine.sh build >out/logs/pulumi-engine.log 2>&1 &
+  engine_pid=$!
+fi
+
+setup() {
+  step "python environment"
+  bash scripts/bootstrap.sh
+  step "haproxy (the local stack's Ingress)"
+  bash scripts/ensure-haproxy.sh
+  step "local services: postgres redis kafka prometheus"
+  # Started here so a broken install fails fast; the tests take the URLs from their fixtures.
+  bash scripts/services/up.sh postgres redis kafka prometheus >/dev/null
+  step "checkov (own virtualenv, cached)"
+  bash scripts/checkov.sh install
+}
+lint() {
+  .venv/bin/ruff check . &&
+    .venv/bin/ruff format --check . &&
+    .venv/bin/mypy --strict app/immune_core immune_suite
+}
+
+setup_start=$SECONDS
 set +e
-.venv/bin/python -m pytest -p no:cacheprovider --junitxml=out/junit.xml "$@"
-rc=$?
+(set -e; setup)
+setup_rc=$?
 set -e
-# pytest exits 5 when it collected nothing: that is a failure here, not a pass.
-exit "$rc"
+record setup "$setup_start" "$setup_rc"
+
+if [ "$setup_rc" -eq 0 ]; then
+  phase lint lint
+  pytest_phase main "not engine and not cluster"
+
+  if [ -n "$engine_pid" ]; then
+    step "build: waiting for the pulumi engine"
+    engine_rc=0
+    wait "$engine_pid" || engine_rc=$?
+    record build "$engine_start" "$engine_rc"
+    if [ "$engine_rc" -ne 0 ]; then
+      echo "pulumi engine build FAILED (exit $engine_rc); last lines of out/logs/pulumi-engine.log:" >&2
+      tail -n 40 out/logs/pulumi-engine.log >&2
+    else
+      tail -n 1 out/logs/pulumi-engine.log
+      pytest_phase engine "engine"
+    fi
+  else
+    # IMMUNE_SKIP_ENGINE=1: the engine tests run and skip, saying why (tests/support/engine.py).
+    pytest_phase engine "engine"
+  fi
+
+  # The local Kubernetes cluster (scripts/cluster.sh): once it lands, build it in the background next to
+  # the engine above and bring it up here before its tests, e.g.
+  #   phase cluster-up bash scripts/cluster.sh up
+  pytest_phase cluster "cluster"
+else
+  echo "setup failed: no lint, no tests" >&2
+  if [ -n "$engine_pid" ]; then kill "$engine_pid" 2>/dev/null || true; wait "$engine_pid" 2>/dev/null || true; fi
+fi
+
+summary+=("$(printf '%-8s %6ss  %s' total "$((SECONDS - run_start))" "$([ "$failed" -eq 0 ] && echo ok || echo FAILED)")")
+step "phase timings"
+printf '%s\n' "${summary[@]}" | tee out/phases.txt
+exit "$failed"
