@@ -75,27 +75,46 @@ phase() {
 
 # pytest_phase NAME MARK-EXPRESSION: one pytest run with its own JUnit XML (exit 5, nothing collected, fails).
 pytest_phase() {
-  phase "$1" .venv/bin/python -m pytest -p no:cacheprovider --junitxml="out/junit-$1.xml" -m "$2"
+  phase "$1" .venv/bin/python -m pytest -p no:cacheprovider --durations=25 --junitxml="out/junit-$1.xml" -m "$2"
 }
 
-engine_pid=""
+# bg NAME CMD...: starts CMD in the background, its output in out/logs/NAME.log; bg_wait NAME waits for it
+# and shows the log's tail when it failed.
+declare -A bg_pids=()
+bg() {
+  local name="$1"
+  shift
+  "$@" >"out/logs/$name.log" 2>&1 &
+  bg_pids[$name]=$!
+}
+bg_wait() {
+  local rc=0
+  wait "${bg_pids[$1]}" || rc=$?
+  if [ "$rc" -ne 0 ]; then
+    echo "$1 FAILED (exit $rc); last lines of out/logs/$1.log:" >&2
+    tail -n 40 "out/logs/$1.log" >&2
+  fi
+  return "$rc"
+}
+
 engine_start=$SECONDS
 if [ "$skip_engine" != "1" ]; then
   step "build: pulumi engine in the background (log: out/logs/pulumi-engine.log)"
-  nice -n 10 bash scripts/pulumi-engine.sh build >out/logs/pulumi-engine.log 2>&1 &
-  engine_pid=$!
+  bg pulumi-engine nice -n 10 bash scripts/pulumi-engine.sh build
 fi
 
+# The setup steps need nothing from each other: the services and checkov install (cold: Kafka's and
+# checkov's downloads) while the project's venv does.
 setup() {
-  step "python environment"
-  bash scripts/bootstrap.sh
-  step "haproxy (the local stack's Ingress)"
-  bash scripts/ensure-haproxy.sh
-  step "local services: postgres redis kafka prometheus"
-  # Started here so a broken install fails fast; the tests take the URLs from their fixtures.
-  bash scripts/services/up.sh postgres redis kafka prometheus >/dev/null
-  step "checkov (own virtualenv, cached)"
-  bash scripts/checkov.sh install
+  step "setup: haproxy + local services (postgres redis kafka prometheus), checkov (own venv), python venv"
+  # The services are started here so a broken install fails fast; the tests take the URLs from their fixtures.
+  bg services bash -c 'bash scripts/ensure-haproxy.sh && bash scripts/services/up.sh postgres redis kafka prometheus'
+  bg checkov bash scripts/checkov.sh install
+  local rc=0
+  bash scripts/bootstrap.sh || rc=$?
+  bg_wait services || rc=$?
+  bg_wait checkov || rc=$?
+  return "$rc"
 }
 lint() {
   .venv/bin/ruff check . &&
@@ -104,31 +123,26 @@ lint() {
 }
 
 setup_start=$SECONDS
-set +e
-(set -e; setup)
-setup_rc=$?
-set -e
+setup_rc=0
+setup || setup_rc=$?
 record setup "$setup_start" "$setup_rc"
 
 if [ "$setup_rc" -eq 0 ]; then
   phase lint lint
   pytest_phase main "not engine and not cluster"
 
-  if [ -n "$engine_pid" ]; then
+  if [ "$skip_engine" != "1" ]; then
     step "build: waiting for the pulumi engine"
     engine_rc=0
-    wait "$engine_pid" || engine_rc=$?
+    bg_wait pulumi-engine || engine_rc=$?
     record build "$engine_start" "$engine_rc"
-    if [ "$engine_rc" -ne 0 ]; then
-      echo "pulumi engine build FAILED (exit $engine_rc); last lines of out/logs/pulumi-engine.log:" >&2
-      tail -n 40 out/logs/pulumi-engine.log >&2
-    else
+    if [ "$engine_rc" -eq 0 ]; then
       tail -n 1 out/logs/pulumi-engine.log
-      pytest_phase engine "engine"
+      pytest_phase engine "engine and not cluster"
     fi
   else
     # IMMUNE_SKIP_ENGINE=1: the engine tests run and skip, saying why (tests/support/engine.py).
-    pytest_phase engine "engine"
+    pytest_phase engine "engine and not cluster"
   fi
 
   # The local Kubernetes cluster (scripts/cluster.sh): once it lands, build it in the background next to
@@ -137,7 +151,7 @@ if [ "$setup_rc" -eq 0 ]; then
   pytest_phase cluster "cluster"
 else
   echo "setup failed: no lint, no tests" >&2
-  if [ -n "$engine_pid" ]; then kill "$engine_pid" 2>/dev/null || true; wait "$engine_pid" 2>/dev/null || true; fi
+  # The engine build is left to finish (it is cached for the next run) but not waited for.
 fi
 
 summary+=("$(printf '%-8s %6ss  %s' total "$((SECONDS - run_start))" "$([ "$failed" -eq 0 ] && echo ok || echo FAILED)")")
