@@ -28,6 +28,35 @@ for _name in _LEAKED_SETTINGS:
     os.environ.pop(_name, None)
 
 
+# Fixture scopes whose value several tests share: under pytest-xdist those tests must share a worker.
+_SHARED_SCOPES = frozenset({"package", "module", "class"})
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Two rules that keep the phases and the workers of scripts/test.sh honest:
+
+    * a test that uses the Pulumi engine (`engine_env`) carries the `engine` marker, so that the phase that
+      runs before the engine is built (`-m "not engine ..."`) never picks it up;
+    * under pytest-xdist (`--dist loadgroup`), the tests of a module that share a module- or class-scoped
+      fixture (an e2e stack, an engine project, a private service set) get one `xdist_group`, so the
+      fixture is built once on one worker, as in a serial run; every other test is distributed alone.
+    """
+    for item in items:
+        if "engine_env" in getattr(item, "fixturenames", ()) and item.get_closest_marker("engine") is None:
+            item.add_marker(pytest.mark.engine)
+        info = getattr(item, "_fixtureinfo", None)
+        if info is None or item.get_closest_marker("xdist_group") is not None:
+            continue
+        shared = any(
+            definitions[-1].scope in _SHARED_SCOPES
+            for definitions in (info.name2fixturedefs.get(name) for name in item.fixturenames)
+            if definitions
+        )
+        if shared:
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
+
+
 @pytest.fixture(scope="session")
 def service_env() -> dict[str, str]:
     """The IMMUNE_* settings of the shared PostgreSQL, Redis and Kafka, started if they are not running.

@@ -32,7 +32,15 @@ from immune_suite.pipeline.exit_codes import ExitCode
 from tests.services import ServiceSet, free_tcp_ports
 from tests.suite.targets.local.test_e2e_local import free_port_block, snapshot_repo
 
-pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1200)]
+# One pytest-xdist group for the three local-stack e2e modules: each runs whole stacks whose canary
+# analysis compares latencies, so they run one after another, never beside each other.
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.integration,
+    pytest.mark.slow,
+    pytest.mark.timeout(1200),
+    pytest.mark.xdist_group("local-stack-e2e"),
+]
 
 CI_STACK = REPO_ROOT / "stacks" / "ci.yaml"
 DEPENDENCY_EXPERIMENTS = {

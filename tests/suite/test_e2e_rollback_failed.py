@@ -30,7 +30,15 @@ from tests.suite.targets.local.test_e2e_local import (
     wait_for,
 )
 
-pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
+# One pytest-xdist group for the three local-stack e2e modules: each runs whole stacks whose canary
+# analysis compares latencies, so they run one after another, never beside each other.
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.integration,
+    pytest.mark.slow,
+    pytest.mark.timeout(900),
+    pytest.mark.xdist_group("local-stack-e2e"),
+]
 
 
 @pytest.fixture(scope="module")

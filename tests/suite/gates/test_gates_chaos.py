@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -32,6 +33,13 @@ IMMUNE_CORE = BIN / "immune-core"
 
 def _silent(message: str, **_: object) -> None:
     print(message)
+
+
+# The bad cases whose service never recovers would sit out the experiments' production waits (readiness
+# after the fault 30-120 s, the event drain 60-120 s, instance readiness 30 s) before failing. They get
+# these short ones instead (configuration variables of every experiment); the good cases keep the defaults.
+GIVE_UP_S = 5
+NEVER_RECOVERS = {"recovery_timeout_s": GIVE_UP_S, "drain_s": GIVE_UP_S, "ready_within_s": GIVE_UP_S}
 
 
 # --- journal judgement ------------------------------------------------------------------------------
@@ -353,6 +361,28 @@ def test_chaos_validate(experiment: Path, tmp_path: Path) -> None:
     assert "experiment syntax and semantic look valid" in completed.stdout + completed.stderr
 
 
+@pytest.mark.parametrize("experiment", EXPERIMENT_FILES, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_the_waits_are_declared_variables_whose_defaults_are_the_production_values(experiment: Path) -> None:
+    """Every `${var}` an experiment uses is declared in its configuration, and each measured probe waits
+    (`timeout_s`, a literal or a variable's default) exactly the gate's threshold for it: a run without
+    overrides judges as documented; only the tests of services that never recover shorten the waits."""
+    text = experiment.read_text()
+    document = json.loads(text)
+    configuration = document["configuration"]
+    used = set(re.findall(r"\$\{(\w+)\}", text))
+    assert used <= set(configuration), used - set(configuration)
+    probes = {a["name"]: a for a in document["method"]}
+    measurements = [m for e in document["extensions"] for m in e["measurements"]]
+    assert measurements
+    for measurement in measurements:
+        wait = probes[measurement["probe"]]["provider"]["arguments"]["timeout_s"]
+        if isinstance(wait, str):
+            declared = configuration[re.fullmatch(r"\$\{(\w+)\}", wait)[1]]  # type: ignore[index]
+            assert declared["env_var_type"] == "int"
+            wait = declared["default"]
+        assert float(wait) == float(measurement["threshold"]), measurement
+
+
 # --- real runs under supervisord --------------------------------------------------------------------
 
 SUPERVISOR_HEAD = """[unix_http_server]
@@ -500,9 +530,11 @@ def test_an_instance_that_is_not_restarted_fails_kill_candidate_instance(
         for i in range(2)
     }
     stack = supervise(programs, autorestart=False)
-    verdict = run_chaos_gate(stack.config(), tmp_path / "out", ["kill-candidate-instance"], _silent)
+    verdict = run_chaos_gate(
+        stack.config(**NEVER_RECOVERS), tmp_path / "out", ["kill-candidate-instance"], _silent
+    )
     assert verdict.status is Status.FAIL
-    assert "mini-0 not recovered within 30s of the kill" in verdict.summary
+    assert f"mini-0 not recovered within {GIVE_UP_S}s of the kill" in verdict.summary
 
 
 @pytest.mark.slow
@@ -597,7 +629,7 @@ PORT_OF = {"redis": "IMMUNE_REDIS_PORT", "postgres": "IMMUNE_PG_PORT", "kafka": 
 # Each dependency experiment against a service that mishandles the outage, and what the gate says.
 UNRECOVERED = [
     # A client that never reconnects: never ready again after Redis returns.
-    ("stop-redis", "redis", "never-recover", "not ready within 60s"),
+    ("stop-redis", "redis", "never-recover", f"not ready within {GIVE_UP_S}s"),
     # The process dies (liveness fails) without PostgreSQL: the method probe's tolerance catches it.
     (
         "stop-postgres",
@@ -608,7 +640,7 @@ UNRECOVERED = [
     # Events acknowledged while Kafka is down are never stored: the steady state after deviates.
     ("stop-kafka", "kafka", "lose-without", "steady state deviated"),
     # The latency's short relocation of Redis is never recovered from.
-    ("dependency-latency", "redis", "never-recover", "not ready within 60s"),
+    ("dependency-latency", "redis", "never-recover", f"not ready within {GIVE_UP_S}s"),
 ]
 
 
@@ -621,7 +653,8 @@ def test_a_service_that_mishandles_a_dependency_outage_fails(
     experiment: str, dependency: str, mode: str, reason: str, deps: Any, tmp_path: Path
 ) -> None:
     with _mini_with_dependency(deps.overrides[PORT_OF[dependency]], mode) as url:
-        verdict = run_chaos_gate(_dependency_config(deps, url), tmp_path / "out", [experiment], _silent)
+        config = _dependency_config(deps, url, **NEVER_RECOVERS)
+        verdict = run_chaos_gate(config, tmp_path / "out", [experiment], _silent)
         assert verdict.status is Status.FAIL
         assert reason in verdict.summary, verdict.summary
     assert deps[dependency].is_running()  # the rollback brought it back
@@ -701,12 +734,14 @@ def kube(tmp_path: Path) -> Iterator[FakeKubeApi]:
 
 def _k8s_config(api: FakeKubeApi, url: str, **extra: Any) -> dict[str, Any]:
     # alive_observe_s: the experiments watch the pods 40 s (three missed liveness probes); 3 s here.
+    # outage_pause_s: 10 s for a real cluster to notice the scale-down; the fake API applies it in the call.
     return {
         "candidate_url": url,
         "base_url": url,
         "api_token": TOKEN,
         "namespace": api.cluster.namespace,
         "alive_observe_s": 3,
+        "outage_pause_s": 2,
         "candidate_label_selector": SELECTOR,
         "services_env": {"KUBECONFIG": str(api.kubeconfig)},
         **extra,
@@ -768,16 +803,19 @@ def test_the_kubernetes_actions_refuse_to_affect_nothing(
 
 @pytest.mark.slow
 def test_a_pod_that_is_not_replaced_fails_k8s_terminate(kube: FakeKubeApi, tmp_path: Path) -> None:
-    """The candidate depends on its pods: with no replacement it never serves again within 30 s."""
+    """The candidate depends on its pods: with no replacement it never serves again (30 s in production)."""
     kube.cluster.replace_deleted_pods = False
     pods = kube.cluster.add_statefulset("candidate-pods")  # its port is open while no pod was lost
     kube.cluster.pods_listener = pods
     with _mini_with_dependency(str(pods.port), "never-recover") as url:
         verdict = run_chaos_gate(
-            _k8s_config(kube, url), tmp_path / "out", ["k8s-terminate-candidate-pod"], _silent
+            _k8s_config(kube, url, **NEVER_RECOVERS),
+            tmp_path / "out",
+            ["k8s-terminate-candidate-pod"],
+            _silent,
         )
     assert verdict.status is Status.FAIL
-    assert "not ready within 30s" in verdict.summary
+    assert f"not ready within {GIVE_UP_S}s" in verdict.summary
 
 
 @pytest.mark.slow

@@ -120,7 +120,8 @@ class QuietServer(ThreadingHTTPServer):
 
 
 def free_port_block(size: int) -> int:
-    for base in range(40000, 60000, 250):
+    # In random order: parallel test workers and other sessions would all pick the first free block at once.
+    for base in random.sample(range(40000, 60000, 250), k=len(range(40000, 60000, 250))):
         sockets = []
         try:
             for port in range(base, base + size):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -40,7 +41,15 @@ from immune_suite.targets.base import Color
 from immune_suite.targets.local import LocalTarget
 from tests.services import ServiceSet
 
-pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
+# One pytest-xdist group for the three local-stack e2e modules: each runs whole stacks whose canary
+# analysis compares latencies, so they run one after another, never beside each other.
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.integration,
+    pytest.mark.slow,
+    pytest.mark.timeout(900),
+    pytest.mark.xdist_group("local-stack-e2e"),
+]
 
 
 @dataclass
@@ -88,8 +97,9 @@ class E2EStack:
 
 
 def free_port_block(size: int) -> int:
-    """A base port with `size` free ports after it."""
-    for base in range(31000, 60000, 500):
+    """A base port with `size` free ports after it. The blocks are tried in random order: parallel test
+    workers and other sessions on the machine would otherwise all pick the first free one at once."""
+    for base in random.sample(range(31000, 60000, 500), k=len(range(31000, 60000, 500))):
         try:
             sockets = []
             for port in range(base, base + size):
