@@ -22,6 +22,17 @@ cd "$(dirname "$0")/.."
 step() { printf '\n==> %s (%s)\n' "$1" "$(date -u +%H:%M:%S)"; }
 
 mkdir -p out/logs
+
+# ruff check, ruff format --check, mypy --strict (service, suite, gate tools, Pulumi program).
+lint() {
+  .venv/bin/ruff check . &&
+    .venv/bin/ruff format --check . &&
+    .venv/bin/mypy --strict app/immune_core immune_suite chaos/immune_chaos load/immune_load load/locustfile.py \
+      infra/immune_infra infra/__main__.py &&
+    # A second run: the policy pack's entry point is also a `__main__` module, which one run cannot hold twice.
+    .venv/bin/mypy --strict infra/policy_pack/__main__.py
+}
+
 skip_engine="${IMMUNE_SKIP_ENGINE:-0}"
 
 # ---- targeted run: as before, one pytest invocation with the caller's arguments --------------------------
@@ -38,10 +49,8 @@ if [ "$#" -gt 0 ]; then
   fi
   step "checkov (own virtualenv, cached)"
   bash scripts/checkov.sh install
-  step "lint: ruff check, ruff format --check, mypy (strict on the service and the suite)"
-  .venv/bin/ruff check .
-  .venv/bin/ruff format --check .
-  .venv/bin/mypy --strict app/immune_core immune_suite
+  step "lint: ruff check, ruff format --check, mypy --strict (service, suite, gate tools, Pulumi program)"
+  lint
   step "pytest $*"
   set +e
   .venv/bin/python -m pytest -p no:cacheprovider --junitxml=out/junit.xml "$@"
@@ -116,11 +125,6 @@ setup() {
   bg_wait checkov || rc=$?
   return "$rc"
 }
-lint() {
-  .venv/bin/ruff check . &&
-    .venv/bin/ruff format --check . &&
-    .venv/bin/mypy --strict app/immune_core immune_suite
-}
 
 setup_start=$SECONDS
 setup_rc=0
@@ -128,7 +132,7 @@ setup || setup_rc=$?
 record setup "$setup_start" "$setup_rc"
 
 if [ "$setup_rc" -eq 0 ]; then
-  phase lint lint
+  phase lint lint  # ruff check, ruff format --check, mypy --strict (service, suite, gate tools, Pulumi program)
   pytest_phase main "not engine and not cluster"
 
   if [ "$skip_engine" != "1" ]; then
