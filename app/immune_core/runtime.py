@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from immune_core.adaptive.recall import MemoryRecall
 from immune_core.adaptive.state import CLONING_EXPANDED_TOPIC
 from immune_core.cells.cytokine import CYTOKINE_TYPES, cytokine_topic
 from immune_core.clients.review import ThreatReview
@@ -131,6 +132,8 @@ class Runtime:
         # Proposed responses are validated by Ethical AI when it is configured (an ActionValidator), else
         # by the documented safe default (immune_core.responses.validation).
         self.validator: ActionValidator | None = getattr(self.external, "ethical_ai", None)
+        # B-cell recall consults the Memory service when it is configured (a MemoryRecall), else local.
+        self.memory_recall: MemoryRecall | None = getattr(self.external, "memory", None)
         self.review = ThreatReview(
             rte=self.external.rte, ip_intel=self.external.ip_intel, feed_intel=self.intake.accept
         )
@@ -178,6 +181,7 @@ class Runtime:
             batch_size=s.consumer_batch_size,
             review=self.review.review if self.review.active else None,
             validator=self.validator,
+            memory_recall=self.memory_recall,
         )
         self.sweeper = UnprocessedSweeper(self.database, self.metrics, self.relay.wake)
         self.booted = asyncio.Event()

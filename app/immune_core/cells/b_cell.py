@@ -13,7 +13,9 @@ long-window feature vectors of ``adaptive.features`` (one space per antigen type
   category with radius ``memory_radius`` -- or, when a detector of that category already recognises the
   antigen, that detector is re-stimulated and takes the clone's position if it is closer (affinity
   maturation). Each primary response is a ``ClonalExpansion`` (published on ``immunis.cloning.expanded``)
-  and the detector is queued for persistence. An antigen gets one primary response per licence.
+  and the detector is queued for persistence. An antigen gets one primary response per licence. A
+  ``RecallQuery`` (antigen type, space, vector) is queued too: the service asks the external memory
+  (``adaptive.recall.MemoryRecall``, the Memory service) for detectors near it and loads them.
 * **Secondary response** (no help needed: memory cells have a lower activation threshold). For every
   antigen the event touched with enough evidence (``min_source_flows`` flows from an address,
   ``min_host_observations`` outbound observations of a host, ``min_host_process_starts`` process starts
@@ -50,6 +52,7 @@ from immune_core.adaptive.clonalg import (
     stronger,
 )
 from immune_core.adaptive.features import Observation
+from immune_core.adaptive.recall import RecallQuery
 from immune_core.adaptive.state import AdaptiveState, ClonalExpansion, Licence
 from immune_core.cells.base import AnyEvent, Cell, CellContext, CellParams
 from immune_core.cells.observation import Antigen, CellOutput, Finding
@@ -200,6 +203,16 @@ class BCell(Cell[BCellParams]):
                 base_radius=self.params.memory_radius,
             )
         state.remember(detector)
+        # Recall: the platform's memory (the Memory service, when configured) may know variants of what
+        # was just confirmed; the service asks it and loads what it returns into every engine.
+        if len(state.recall_queries) < state.max_pending:
+            state.recall_queries.append(
+                RecallQuery(
+                    antigen_type=antigen.type,
+                    space=observation.space,  # type: ignore[arg-type]
+                    features=tuple(round(float(x), 6) for x in vector),
+                )
+            )
         state.expanded(
             ClonalExpansion.of(
                 "primary",

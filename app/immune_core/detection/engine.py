@@ -38,6 +38,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from immune_core.adaptive.clonalg import MemoryDetector
+from immune_core.adaptive.recall import RecallQuery
 from immune_core.adaptive.state import AdaptiveState, ClonalExpansion
 from immune_core.cells.base import AnyEvent, Cell, CellConfigError, CellContext, PopulationError
 from immune_core.cells.cytokine import Cytokine
@@ -279,6 +280,11 @@ class DetectionEngine:
 
     def memory_detectors(self) -> list[MemoryDetector]:
         return [d for bank in self.adaptive.memory.values() for d in bank.detectors]
+
+    def drain_recall_queries(self) -> list[RecallQuery]:
+        """What the B cells want to ask an external memory (see ``adaptive.recall``)."""
+        drained, self.adaptive.recall_queries = self.adaptive.recall_queries, []
+        return drained
 
     def drain_proposals(self) -> list[Proposal]:
         drained, self._pending_proposals = self._pending_proposals, []

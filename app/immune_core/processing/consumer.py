@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
 from typing import ParamSpec, TypeVar
 
+from immune_core.adaptive.recall import MemoryRecall, as_memory_detector
 from immune_core.detection.threat import Threat
 from immune_core.events.models import (
     KIND_BY_TOPIC,
@@ -66,6 +68,7 @@ class DetectionConsumer:
         health: ConsumerHealth | None = None,
         review: Review | None = None,
         validator: ActionValidator | None = None,
+        memory_recall: MemoryRecall | None = None,
     ) -> None:
         self._db = database
         self._bus = bus
@@ -78,6 +81,8 @@ class DetectionConsumer:
         self._review = review
         # Puts each proposed response to the validator (Ethical AI), or the documented safe default.
         self._validator = validator
+        # B-cell recall consults the platform's memory (the Memory service) after primary responses.
+        self._memory_recall = memory_recall
 
     async def run(self) -> None:
         self.health.started()
@@ -128,6 +133,7 @@ class DetectionConsumer:
                 )
         await self._review_threats(batch)
         await self._decide_responses(batch)
+        await self._recall(batch)
         try:
             # Waits out a database outage (StoreUnavailable) with backoff, however long it lasts.
             result = await self._retry(commit_batch, self._db, batch, "kafka")
@@ -185,6 +191,32 @@ class DetectionConsumer:
             for decision in decisions:
                 outcome = "proposed" if decision.published else "denied"
                 self._metrics.responses.labels(kind=decision.action.kind, outcome=outcome).inc()
+
+    async def _recall(self, batch: ProcessedBatch) -> None:
+        """Detectors the external memory knows near each primary response: stored with the batch and
+        loaded into every engine. A failure leaves recall local (logged); the batch goes on."""
+        for event_id in batch.detected:
+            held = self._engine.recalled_of(event_id)
+            if held is None and self._memory_recall is not None:
+                queries = self._engine.recall_queries_of(event_id)
+                if not queries:
+                    continue
+                held = []
+                answers = await asyncio.gather(
+                    *(self._memory_recall.recall(query) for query in queries), return_exceptions=True
+                )
+                now = datetime.now(UTC)
+                for answer in answers:
+                    if isinstance(answer, BaseException):
+                        log.warning("memory_recall_failed", error_type=type(answer).__name__)
+                        continue
+                    for recalled in answer:
+                        detector = as_memory_detector(recalled, self._memory_recall.name, now)
+                        if detector is not None:
+                            held.append(detector)
+                self._engine.mark_recalled(event_id, held)
+            if held:
+                batch.memory.setdefault(event_id, []).extend(held)
 
     async def _decide(self, proposals: list[Proposal]) -> list[Decision]:
         verdicts = await asyncio.gather(

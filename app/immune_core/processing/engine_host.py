@@ -27,6 +27,7 @@ from typing import Any
 
 from immune_core.adaptive import queries as adaptive_queries
 from immune_core.adaptive.clonalg import MemoryDetector
+from immune_core.adaptive.recall import RecallQuery
 from immune_core.adaptive.state import ClonalExpansion
 from immune_core.cells.base import CellConfigError
 from immune_core.cells.cytokine import Cytokine
@@ -70,6 +71,8 @@ class Detection:
     expansions: list[ClonalExpansion] = field(default_factory=list)
     memory: list[MemoryDetector] = field(default_factory=list)
     forgotten: list[str] = field(default_factory=list)
+    recall_queries: list[RecallQuery] = field(default_factory=list)
+    recalled: list[MemoryDetector] | None = None  # what the external memory answered (asked once)
 
 
 @dataclass(frozen=True)
@@ -156,6 +159,7 @@ class EngineHost:
                 verdict = replace(
                     verdict,
                     proposals=engine.drain_proposals(),
+                    recall_queries=engine.drain_recall_queries(),
                     expansions=expansions,
                     memory=memory,
                     forgotten=forgotten,
@@ -182,6 +186,22 @@ class EngineHost:
     def proposals_of(self, event_id: str) -> list[Proposal]:
         known = self._uncommitted.get(event_id)
         return [] if known is None else known.proposals
+
+    def recall_queries_of(self, event_id: str) -> list[RecallQuery]:
+        known = self._uncommitted.get(event_id)
+        return [] if known is None else known.recall_queries
+
+    def recalled_of(self, event_id: str) -> list[MemoryDetector] | None:
+        known = self._uncommitted.get(event_id)
+        return None if known is None else known.recalled
+
+    def mark_recalled(self, event_id: str, detectors: list[MemoryDetector]) -> None:
+        """Hold what the external memory answered, and load it into every engine (once)."""
+        known = self._uncommitted.get(event_id)
+        if known is not None:
+            self._uncommitted[event_id] = replace(known, recalled=detectors)
+        for engine in (self.template, *self.engines.values()):
+            engine.load_memory([copy.deepcopy(d) for d in detectors])
 
     def decisions_of(self, event_id: str) -> list[Decision] | None:
         known = self._uncommitted.get(event_id)
@@ -287,6 +307,7 @@ class EngineHost:
         for engine in self.engines.values():
             engine.drain_proposals()
             engine.drain_adaptive()
+            engine.drain_recall_queries()
 
     def drain_cytokines(self) -> list[Cytokine]:
         self.template.drain_cytokines()  # intel-only engine: nothing of interest, keep it bounded

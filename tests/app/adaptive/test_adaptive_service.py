@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from immune_core.adaptive import queries as adaptive_queries
+from immune_core.adaptive.recall import MemoryRecall, RecalledDetector, RecallQuery
 from immune_core.adaptive.state import CLONING_EXPANDED_TOPIC, ClonalExpansion
 from immune_core.cells.cytokine import Cytokine
 from immune_core.detection.engine import CellSpec, DetectionConfig, DetectionEngine
@@ -252,3 +253,78 @@ async def test_the_threat_level_hormone_sets_every_engine_s_level(make_settings:
     assert lane.adaptive.threat_level == runtime.engine.template.adaptive.threat_level == 3
     await runtime._on_hormone(THREAT_LEVEL_HORMONE, {"level": 0})
     assert lane.adaptive.threat_level == 0
+
+
+class PlatformMemory:
+    """A MemoryRecall that knows one detector (the contract's own test server is the clients' business)."""
+
+    name = "memory-test"
+
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
+        self.asked: list[RecallQuery] = []
+
+    async def recall(self, query: RecallQuery) -> list[RecalledDetector]:
+        self.asked.append(query)
+        if self.fail:
+            raise ConnectionError("memory service down")
+        return [
+            RecalledDetector(
+                detector_id="platform-7",
+                antigen_type=query.antigen_type,
+                space=query.space,
+                category="network_sweep",
+                features=(0.7, 1.0, 1.0, 1.0, 0.0, 0.6),
+                radius=0.2,
+                stimulations=9,
+            )
+        ]
+
+
+async def test_b_cell_recall_consults_the_external_memory_after_a_primary_response(
+    database: Database,
+) -> None:
+    host = _host(database)
+    memory = PlatformMemory()
+    assert isinstance(memory, MemoryRecall)
+    consumer = DetectionConsumer(
+        database=database,
+        bus=InProcessBus(),
+        engine=host,
+        metrics=Metrics(),
+        counters=IntakeCounters(),
+        group_id="g",
+        batch_size=1000,
+        memory_recall=memory,
+    )
+    messages = _vertical_scan(datetime.now(UTC) - timedelta(minutes=5))
+    await consumer.handle(messages)
+    [query] = memory.asked
+    assert query.antigen_type == "source_ip" and query.space == "source_ip" and len(query.features) == 6
+    rows = await _rows(
+        database, "SELECT detector_id, category, origin FROM memory_detectors ORDER BY detector_id"
+    )
+    assert {r["detector_id"] for r in rows} >= {"memory-test:platform-7"}
+    engine = next(iter(host.engines.values()))
+    assert "memory-test:platform-7" in {d.detector_id for d in engine.memory_detectors()}
+    await consumer.handle(messages)  # re-read: processed already, the memory is not asked again
+    assert len(memory.asked) == 1
+
+
+async def test_recall_stays_local_when_the_external_memory_fails(database: Database) -> None:
+    host = _host(database)
+    memory = PlatformMemory(fail=True)
+    consumer = DetectionConsumer(
+        database=database,
+        bus=InProcessBus(),
+        engine=host,
+        metrics=Metrics(),
+        counters=IntakeCounters(),
+        group_id="g",
+        batch_size=1000,
+        memory_recall=memory,
+    )
+    await consumer.handle(_vertical_scan(datetime.now(UTC) - timedelta(minutes=5)))
+    assert len(memory.asked) == 1
+    [row] = await _rows(database, "SELECT category FROM memory_detectors")
+    assert row["category"] == "port_scan"  # learned locally; nothing recalled, nothing lost
