@@ -410,11 +410,18 @@ class MonitoringSettings(_Model):
 
 
 class ClusterSettings(_Model):
-    """What the target cluster offers. `dns: false` (a cluster without CoreDNS): the service reaches
-    Kafka, Redis and PostgreSQL at their Services' ClusterIPs, and Kafka brokers advertise (and find their
-    KRaft voters at) one ClusterIP Service per broker, instead of `*.svc.cluster.local` names."""
+    """What the target cluster offers (the defaults: a usual cluster).
+
+    `dns: false` (no CoreDNS): the service reaches Kafka, Redis and PostgreSQL at their Services'
+    ClusterIPs, and Kafka brokers advertise (and find their KRaft voters at) one ClusterIP Service per
+    broker, instead of `*.svc.cluster.local` names. `persistentVolumes: false` (no volume provisioner):
+    StatefulSets keep their data in an emptyDir (docs/infra.md "Cluster without DNS").
+    """
 
     dns: bool = True
+    # false: no volume provisioner (the local cluster): StatefulSets keep their data in an emptyDir of at
+    # most their `storage` size, for the pod's life, instead of a PersistentVolumeClaim.
+    persistent_volumes: bool = True
 
 
 class CrdSettings(_Model):

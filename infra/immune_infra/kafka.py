@@ -20,6 +20,7 @@ from immune_infra.workload import (
     TMP_PATH,
     container_security_context,
     content_hash,
+    data_claims,
     empty_dir,
     field_env,
     labels,
@@ -29,7 +30,7 @@ from immune_infra.workload import (
     resources,
     service_address,
     service_dns,
-    volume_claim,
+    with_data,
 )
 
 CLIENT_PORT = 9092
@@ -221,9 +222,15 @@ class Kafka(pulumi.ComponentResource):
                         "labels": broker_labels,
                         "annotations": {"immune.vertice.dev/config-hash": config_hash},
                     },
-                    "spec": self._pod_spec(settings, kafka, broker_labels, broker_addresses),
+                    "spec": with_data(
+                        self._pod_spec(settings, kafka, broker_labels, broker_addresses),
+                        settings.cluster.persistent_volumes,
+                        kafka.storage,
+                    ),
                 },
-                "volume_claim_templates": [volume_claim("data", kafka.storage, kafka.storage_class)],
+                "volume_claim_templates": data_claims(
+                    settings.cluster.persistent_volumes, kafka.storage, kafka.storage_class
+                ),
             },
             opts=pulumi.ResourceOptions(
                 parent=self, provider=provider, depends_on=[scripts, self.headless_service]

@@ -28,6 +28,7 @@ from immune_infra.workload import (
     TMP_PATH,
     container_security_context,
     content_hash,
+    data_claims,
     empty_dir,
     labels,
     mount,
@@ -36,7 +37,7 @@ from immune_infra.workload import (
     resources,
     secret_env,
     service_dns,
-    volume_claim,
+    with_data,
 )
 
 PROMETHEUS_PORT = 9090
@@ -188,9 +189,15 @@ class Monitoring(pulumi.ComponentResource):
                             "immune.vertice.dev/config-hash": content_hash(config_text, rules_text)
                         },
                     },
-                    "spec": _prometheus_pod_spec(monitoring),
+                    "spec": with_data(
+                        _prometheus_pod_spec(monitoring),
+                        settings.cluster.persistent_volumes,
+                        monitoring.storage,
+                    ),
                 },
-                "volume_claim_templates": [volume_claim("data", monitoring.storage, None)],
+                "volume_claim_templates": data_claims(
+                    settings.cluster.persistent_volumes, monitoring.storage, None
+                ),
             },
             opts=self._child(depends_on=[config_map, rules_map]),
         )

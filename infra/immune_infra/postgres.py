@@ -14,6 +14,7 @@ from immune_infra.workload import (
     MOUNT_API_TOKEN,
     TMP_PATH,
     container_security_context,
+    data_claims,
     empty_dir,
     labels,
     mount,
@@ -22,7 +23,7 @@ from immune_infra.workload import (
     resources,
     secret_env,
     service_address,
-    volume_claim,
+    with_data,
 )
 
 PORT = 5432
@@ -89,8 +90,15 @@ class Postgres(pulumi.ComponentResource):
                 "service_name": SERVICE_NAME,
                 "replicas": 1,
                 "selector": {"match_labels": pg_labels},
-                "template": {"metadata": {"labels": pg_labels}, "spec": _pod_spec(postgres)},
-                "volume_claim_templates": [volume_claim("data", postgres.storage, postgres.storage_class)],
+                "template": {
+                    "metadata": {"labels": pg_labels},
+                    "spec": with_data(
+                        _pod_spec(postgres), settings.cluster.persistent_volumes, postgres.storage
+                    ),
+                },
+                "volume_claim_templates": data_claims(
+                    settings.cluster.persistent_volumes, postgres.storage, postgres.storage_class
+                ),
             },
             opts=pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[self.secret]),
         )

@@ -15,6 +15,7 @@ from immune_infra.workload import (
     MOUNT_API_TOKEN,
     TMP_PATH,
     container_security_context,
+    data_claims,
     empty_dir,
     labels,
     mount,
@@ -23,7 +24,7 @@ from immune_infra.workload import (
     resources,
     secret_env,
     service_address,
-    volume_claim,
+    with_data,
 )
 
 PORT = 6379
@@ -99,8 +100,13 @@ class Redis(pulumi.ComponentResource):
                 "service_name": SERVICE_NAME,
                 "replicas": 1,
                 "selector": {"match_labels": redis_labels},
-                "template": {"metadata": {"labels": redis_labels}, "spec": _pod_spec(redis)},
-                "volume_claim_templates": [volume_claim("data", redis.storage, redis.storage_class)],
+                "template": {
+                    "metadata": {"labels": redis_labels},
+                    "spec": with_data(_pod_spec(redis), settings.cluster.persistent_volumes, redis.storage),
+                },
+                "volume_claim_templates": data_claims(
+                    settings.cluster.persistent_volumes, redis.storage, redis.storage_class
+                ),
             },
             opts=pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[self.secret]),
         )

@@ -111,6 +111,25 @@ def volume_claim(
     return {"metadata": {"name": name}, "spec": spec}
 
 
+def data_claims(
+    persistent: bool, size: str, storage_class: str | None
+) -> list[k8s.core.v1.PersistentVolumeClaimArgsDict]:
+    """A StatefulSet's `data` claim template, or none when the cluster has no volume provisioner
+    (`cluster.persistentVolumes: false`; `with_data` then gives the pod an emptyDir instead)."""
+    return [volume_claim("data", size, storage_class)] if persistent else []
+
+
+def with_data(
+    pod_spec: k8s.core.v1.PodSpecArgsDict, persistent: bool, size: str
+) -> k8s.core.v1.PodSpecArgsDict:
+    """`pod_spec` unchanged, or (no persistent volumes) with an emptyDir `data` volume of at most `size`:
+    the data then lives as long as the pod."""
+    if persistent:
+        return pod_spec
+    volumes = [*pod_spec.get("volumes", []), empty_dir("data", size)]
+    return {**pod_spec, "volumes": volumes}
+
+
 def child_options(
     parent: pulumi.Resource, provider: k8s.Provider, depends_on: list[pulumi.Resource] | None = None
 ) -> pulumi.ResourceOptions:

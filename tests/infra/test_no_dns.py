@@ -155,3 +155,30 @@ def test_cluster_dns_must_be_a_boolean() -> None:
         render_stack("staging", {"cluster": {"dns": "sometimes"}})
     with pytest.raises(ConfigError, match=r"settings\.cluster\.coredns: unknown key"):
         render_stack("staging", {"cluster": {"coredns": False}})
+
+
+def test_without_persistent_volumes_statefulsets_keep_data_in_an_emptydir() -> None:
+    local = render("prod", {"cluster": {"dns": False, "persistentVolumes": False}})
+    default = render("prod")
+    statefulsets = {sts["metadata"]["name"]: sts for sts in local.of_kind("StatefulSet")}
+    assert {"kafka", "redis", "postgres", "prometheus"} <= set(statefulsets)
+    for name, sts in statefulsets.items():
+        before = default.find("StatefulSet", name)
+        claims = before["spec"].get("volumeClaimTemplates", [])
+        assert not sts["spec"].get("volumeClaimTemplates"), name
+        volumes = {volume["name"]: volume for volume in sts["spec"]["template"]["spec"].get("volumes", [])}
+        if not claims:
+            assert "data" not in volumes, name
+            continue
+        size = claims[0]["spec"]["resources"]["requests"]["storage"]
+        assert volumes["data"] == {"name": "data", "emptyDir": {"sizeLimit": size}}, name
+
+        # The containers mount the same `data` volume as before; only its source changed.
+        def mounts(spec: dict[str, Any]) -> list[Any]:
+            return [c.get("volumeMounts") for c in spec["template"]["spec"]["containers"]]
+
+        assert mounts(sts["spec"]) == mounts(before["spec"]), name
+    # The default keeps its claims and has no data emptyDir.
+    for sts in default.of_kind("StatefulSet"):
+        names = [volume["name"] for volume in sts["spec"]["template"]["spec"].get("volumes", [])]
+        assert "data" not in names

@@ -45,6 +45,21 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
             "monitoring": {"mode": "operator"},
         },
     ),
+    # The local cluster: no DNS (ClusterIPs, a Service per broker), no volume provisioner (emptyDir data),
+    # Gateway API routing with the published CRDs, and the image built by the program.
+    "prod-local-cluster": (
+        "prod",
+        {
+            "cluster": {"dns": False, "persistentVolumes": False},
+            "routing": {"mode": "gateway"},
+            "imageBuild": {
+                "enabled": True,
+                "builder": "engine-api",
+                "repository": "127.0.0.1:15000/immune/immune-core",
+            },
+            "rollout": {"images": {"green": "build"}},
+        },
+    ),
     # Per-colour rollout config: the old colour scaled away (no HPA), the new one with fault injection.
     "prod-retired-faulty": (
         "prod",
