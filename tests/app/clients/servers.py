@@ -241,6 +241,7 @@ class EthicalAIBehaviour:
 
     protected_hosts: set[str] = field(default_factory=set)
     decisions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    blocked_never: set[str] = field(default_factory=set)  # addresses that must never be blocked
 
     def validate(self, request: Request) -> tuple[int, Any]:
         body = request.body
@@ -249,7 +250,14 @@ class EthicalAIBehaviour:
         known = self.decisions.get(body["action_id"])
         if known is None:
             host = body["target"].split("/", 1)[0]
-            if body["action"] in ("isolate_host", "kill_process") and host in self.protected_hosts:
+            if body["action"] == "block_source" and body["target"] in self.blocked_never:
+                known = {
+                    "action_id": body["action_id"],
+                    "decision": "denied",
+                    "reason": f"blocking {body['target']} would cut a shared gateway",
+                    "policy": "shared-infra",
+                }
+            elif body["action"] in ("isolate_host", "kill_process") and host in self.protected_hosts:
                 known = {
                     "action_id": body["action_id"],
                     "decision": "denied",
@@ -265,9 +273,23 @@ class EthicalAIBehaviour:
 @dataclass
 class MemoryBehaviour:
     detectors: list[dict[str, Any]] = field(default_factory=list)
+    # The platform "has seen this before": a recall with no stored detector near it is answered with a
+    # detector of this category centred on the asked vector (None: answer only what is stored).
+    known_category: str | None = None
 
     def recall(self, request: Request) -> tuple[int, Any]:
         query = request.body
+        if self.known_category is not None and not self.detectors:
+            detector = {
+                "detector_id": f"platform-{abs(hash(tuple(query['features']))) % 10**8}",
+                "antigen_type": query["antigen_type"],
+                "space": query["space"],
+                "category": self.known_category,
+                "features": query["features"],
+                "radius": 0.2,
+                "stimulations": 3,
+            }
+            return 200, {"detectors": [detector]}
         near = [
             d
             for d in self.detectors
