@@ -256,3 +256,33 @@ def test_rte_triages_nk_decisions_too_and_only_neutrophil_or_nk_ones(
     known = _threat(client, "known_bad_indicator", "192.0.2.250")
     assert not {"neutrophil", "nk_cell"} & set(known["cells"])
     assert known["advice"] == []
+
+
+# -- readiness through the background probes -----------------------------------------------------------
+def test_probes_open_a_dead_services_circuit_and_close_it_when_it_returns_while_the_core_stays_ready(
+    make_settings: Callable[..., Settings], start_client: Callable[[Settings], TestClient], servers: Any
+) -> None:
+    treg = servers("treg")
+    treg.stop()
+    client = start_client(
+        _settings(
+            make_settings,
+            treg_url=treg.url,
+            external_probe_interval_s=0.1,
+            external_retries=0,
+            external_breaker_threshold=2,
+            external_breaker_reset_s=0.5,
+        )
+    )
+
+    def treg_state() -> str:
+        ready = client.get("/health/ready")
+        assert ready.status_code == 200  # an optional dependency never makes the core unready
+        return str(ready.json()["services"]["treg"])
+
+    wait_for(lambda: treg_state() == "open_circuit", what="the dead service's circuit open")
+    assert _metric(client, 'immune_dependency_circuit_state{dependency="treg"}') == 2
+    treg.start()  # back, on the same port
+    wait_for(lambda: treg_state() == "up", what="a half-open probe closing the circuit")
+    assert _metric(client, 'immune_dependency_circuit_state{dependency="treg"}') == 0
+    assert treg.count("health") >= 1
