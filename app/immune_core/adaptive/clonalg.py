@@ -39,6 +39,7 @@ import numpy.typing as npt
 from immune_core.detection.threat import SEVERITY_RANK, ThreatCategory, ThreatSeverity
 
 FloatArray = npt.NDArray[np.float64]
+_SMALL_BANK = 32  # detectors below which a nearest-detector lookup is plain Python
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +163,7 @@ class MemoryBank:
     detectors: list[MemoryDetector] = field(default_factory=list)
     _matrix: FloatArray | None = None
     _radii: FloatArray | None = None
+    _rows: list[list[float]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.detectors)
@@ -170,8 +172,10 @@ class MemoryBank:
         if self.detectors:
             self._matrix = np.vstack([d.features for d in self.detectors])
             self._radii = np.array([d.radius for d in self.detectors])
+            self._rows = [d.features.tolist() for d in self.detectors]
         else:
             self._matrix = self._radii = None
+            self._rows = []
 
     def add(self, detector: MemoryDetector) -> None:
         for index, known in enumerate(self.detectors):
@@ -198,6 +202,17 @@ class MemoryBank:
         """The detector whose scaled radius covers ``vector`` with the most room, and its distance."""
         if self._matrix is None or self._radii is None:
             return None
+        if len(self.detectors) <= _SMALL_BANK:
+            # numpy's per-call overhead exceeds the arithmetic for a handful of short vectors.
+            point = vector.tolist()
+            best: tuple[MemoryDetector, float] | None = None
+            room = 0.0
+            for detector, row in zip(self.detectors, self._rows, strict=True):
+                distance = math.sqrt(sum((a - b) * (a - b) for a, b in zip(row, point, strict=True)))
+                margin = detector.radius * scale - distance
+                if margin >= 0 and (best is None or margin > room):
+                    best, room = (detector, distance), margin
+            return best
         distances = np.linalg.norm(self._matrix - vector, axis=1)
         margins = self._radii * scale - distances
         index = int(np.argmax(margins))

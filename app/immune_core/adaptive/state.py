@@ -22,6 +22,7 @@ import heapq
 from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Literal
 from uuid import UUID, uuid5
 
@@ -102,6 +103,12 @@ class ClonalExpansion(BaseModel):
         )
 
 
+@lru_cache(maxsize=65_536)
+def _region(antigen_type: str, antigen: str) -> str:
+    # Parsing an address per lookup showed in profiles: regions of recent antigens are cached.
+    return region_of(antigen_type, antigen)
+
+
 @dataclass(frozen=True, slots=True)
 class Licence:
     """A helper T cell's activation on an antigen: B and cytotoxic T cells may act on it until ``until``."""
@@ -160,7 +167,7 @@ class CytokineField:
         heapq.heappush(self._expiry, (cytokine.expires_at, self._seq, cytokine))
         self.by_antigen.setdefault(antigen, Counter())[cytokine.type] += 1
         if cytokine.type in INFLAMMATORY:
-            self.by_region[region_of(cytokine.antigen_type, cytokine.antigen)] += 1
+            self.by_region[_region(cytokine.antigen_type, cytokine.antigen)] += 1
         category = cytokine.payload.get("category")
         if isinstance(category, str):
             self.categories[antigen] = category  # type: ignore[assignment]
@@ -185,7 +192,7 @@ class CytokineField:
                 del self.by_antigen[antigen]
                 self.categories.pop(antigen, None)
         if cytokine.type in INFLAMMATORY:
-            region = region_of(cytokine.antigen_type, cytokine.antigen)
+            region = _region(cytokine.antigen_type, cytokine.antigen)
             self.by_region[region] -= 1
             if self.by_region[region] <= 0:
                 del self.by_region[region]
@@ -195,7 +202,9 @@ class CytokineField:
 
     def inflammation(self, antigen: Antigen) -> int:
         """Live inflammatory cytokines about the antigen's region (its /24, or its hosts' role)."""
-        return self.by_region.get(region_of(antigen.type, antigen.value), 0)
+        if not self.by_region:
+            return 0
+        return self.by_region.get(_region(antigen.type, antigen.value), 0)
 
 
 @dataclass(slots=True)
@@ -210,6 +219,7 @@ class AdaptiveState:
         default_factory=lambda: {s: SelfSet(len(names)) for s, names in FEATURES_BY_SPACE.items()}
     )
     threat_level: int = 0
+    memory_version: int = 0  # bumped whenever a memory bank gains or changes a detector
     damping: Damping | None = None
     tolerance: Tolerance | None = None
     critical_proposed: deque[datetime] = field(default_factory=deque)
@@ -252,6 +262,7 @@ class AdaptiveState:
     def remember(self, detector: MemoryDetector) -> None:
         """A detector learned or changed here: keep it in the bank and queue it for persistence."""
         self.memory[detector.space].add(detector)
+        self.memory_version += 1
         self.dirty_memory[detector.detector_id] = detector
         self.dirty_memory.move_to_end(detector.detector_id)
         while len(self.dirty_memory) > self.max_pending:

@@ -53,6 +53,7 @@ class RegulatoryT(Cell[RegulatoryTParams]):
     def __init__(self, params: RegulatoryTParams, cell_id: str) -> None:
         super().__init__(params, cell_id)
         self._censored: dict[str, int] = {}  # detector id -> self-set size when last censored
+        self._stamp: tuple[int, int] = (-1, -1)
 
     def state_summary(self) -> dict[str, int]:
         return {"censored": self.counters["censored"], "suppressed": self.counters["suppressed"]}
@@ -85,6 +86,11 @@ class RegulatoryT(Cell[RegulatoryTParams]):
 
     def _negative_selection(self, state: AdaptiveState) -> None:
         p = self.params
+        # Nothing to do unless a detector is new or self has grown since the last pass (cheap check).
+        stamp = (state.memory_version, sum(len(s) for s in state.self_sets.values()))
+        if stamp == self._stamp:
+            return
+        self._stamp = stamp
         for space, bank in state.memory.items():
             self_set = state.self_sets[space]
             if not len(self_set):

@@ -267,6 +267,7 @@ class DetectionEngine:
             bank = self.adaptive.memory.get(detector.space)
             if bank is not None and bank.dimensions == detector.features.shape[0]:
                 bank.add(detector)
+                self.adaptive.memory_version += 1
                 count += 1
         return count
 
