@@ -244,7 +244,7 @@ build_recipe() {
     local name="$1" context="$2"; shift 2
     local tmp_ref="immune/$name:building" version ref started=$SECONDS
     log "building $name"
-    "$DOCKER" build --network host --pull=false -f "$RECIPES/$name/Dockerfile" \
+    "$DOCKER" build --network "${BUILD_NETWORK:-host}" --pull=false -f "$RECIPES/$name/Dockerfile" \
         --build-arg "DEBIAN_BASE=$DEBIAN_BASE" "$@" -t "$tmp_ref" "$context" >"$IMAGES_STATE/build-$name.log" 2>&1 ||
         { tail -n 30 "$IMAGES_STATE/build-$name.log" >&2; die "building $name failed (log: $IMAGES_STATE/build-$name.log)"; }
     version="$("$DOCKER" run --rm --network none --entrypoint /bin/cat "$tmp_ref" /etc/immune-image-version)"
@@ -264,6 +264,24 @@ record_built() {
 built_ref() { [[ -s "$BUILT_DIR/$1" ]] && head -n1 "$BUILT_DIR/$1"; }
 
 build_python() { build_recipe python "$RECIPES/python"; }
+build_redis() { build_recipe redis "$RECIPES/redis"; }
+build_postgres() { build_recipe postgres "$RECIPES/postgres" --build-arg "PG_MAJOR=$IMAGES_POSTGRES_MAJOR"; }
+build_prometheus() { build_recipe prometheus "$RECIPES/prometheus"; }
+build_postgres_exporter() { build_recipe postgres-exporter "$RECIPES/postgres-exporter"; }
+build_redis_exporter() { build_recipe redis-exporter "$RECIPES/redis-exporter"; }
+
+# Kafka's jars come the way the local service gets them (scripts/services/kafka.sh: Maven Central,
+# cached by version); the context is the recipe plus those jars, hard-linked (same file system).
+build_kafka() {
+    local kafka_home="$IMMUNE_CACHE_DIR/kafka-$IMAGES_KAFKA_VERSION" context="$IMMUNE_CACHE_DIR/images-kafka-context"
+    IMMUNE_KAFKA_VERSION="$IMAGES_KAFKA_VERSION" bash "$REPO_ROOT/scripts/services/kafka.sh" install ||
+        die "could not resolve Kafka $IMAGES_KAFKA_VERSION's jars"
+    rm -rf "$context"
+    mkdir -p "$context"
+    cp -a "$RECIPES/kafka/." "$context/"
+    cp -al "$kafka_home/libs" "$context/libs" 2>/dev/null || cp -a "$kafka_home/libs" "$context/libs"
+    build_recipe kafka "$context" --build-arg "KAFKA_VERSION=$IMAGES_KAFKA_VERSION"
+}
 
 # The wheels requirements.lock pins, downloaded on this host (same Debian release, CPython 3.11, x86_64
 # as the base) and checked against the lock's hashes; the build then installs them with --no-index.
@@ -321,6 +339,35 @@ build_app() {
     mkdir -p "$BUILT_DIR"
     printf '%s\n%s\n' "$REGISTRY/immune/immune-core:$IMAGES_APP_TAG" "$version" >"$BUILT_DIR/app"
     log "built $REGISTRY/immune/immune-core:$IMAGES_APP_TAG in $((SECONDS - started)) s"
+}
+
+# requirements.lock entries (with their hashes) for the named packages only.
+lock_subset() {
+    awk -v names=" $* " '
+        /^[A-Za-z0-9]/ { name = tolower($0); sub(/==.*/, "", name); keep = index(names, " " name " ") > 0 }
+        keep && !/^ *#/' "$REPO_ROOT/requirements.lock"
+}
+
+# The exporter runs on the Python base with the app lock's own pins of its five packages.
+build_kafka_exporter() {
+    local python context wheels packages=(aiokafka async-timeout packaging typing-extensions prometheus-client)
+    local package wheel key
+    python="$(built_ref python)" || die "build the python base first (images.sh build python)"
+    wheels="$(app_wheels)"
+    context="$IMMUNE_CACHE_DIR/images-kafka-exporter-context"
+    rm -rf "$context"
+    mkdir -p "$context/wheels"
+    cp "$RECIPES/kafka-exporter/Dockerfile" "$RECIPES/kafka-exporter/kafka_exporter.py" "$context/"
+    lock_subset "${packages[@]}" >"$context/wheels/requirements.lock"
+    for package in "${packages[@]}"; do
+        wheel="$(find "$wheels" -maxdepth 1 -iname "$(printf '%s' "$package" | tr '-' '_')-*.whl" | head -n1)"
+        [[ -n "$wheel" ]] || die "no wheel for $package in $wheels"
+        cp "$wheel" "$context/wheels/"
+    done
+    # The tag says which upstream interface it reproduces, and which revision of ours does it.
+    key="$(cat "$context/kafka_exporter.py" "$context/wheels/requirements.lock" | sha256sum | cut -c1-8)"
+    BUILD_NETWORK=none build_recipe kafka-exporter "$context" --build-arg "PYTHON_BASE=$python" \
+        --build-arg "EXPORTER_VERSION=${IMAGES_KAFKA_EXPORTER_VERSION#v}-compat-$key"
 }
 
 build_one() {

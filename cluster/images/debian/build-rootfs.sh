@@ -43,6 +43,10 @@ unshare --mount --propagation private -- bash -euo pipefail -c '
 rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/* "$rootfs"/var/cache/debconf/*-old \
     "$rootfs"/tmp/* "$rootfs"/usr/share/doc/*/changelog* "$rootfs"/usr/share/man/*
 find "$rootfs/var/log" -type f -delete
+# What debootstrap unpacked before the no-doc rules existed; man1 stays (Java's postinst links into it).
+find "$rootfs/usr/share/locale" -mindepth 1 -maxdepth 1 ! -name locale.alias -exec rm -rf {} +
+find "$rootfs/usr/share/doc" -mindepth 2 ! -name copyright -delete 2>/dev/null || true
+mkdir -p "$rootfs/usr/share/man/man1"
 : >"$rootfs/etc/resolv.conf"
 : >"$rootfs/etc/hostname"
 rm -f "$rootfs/etc/machine-id" && : >"$rootfs/etc/machine-id"
