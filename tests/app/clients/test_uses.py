@@ -74,11 +74,22 @@ def _metric(client: TestClient, line_start: str) -> float:
 
 
 # -- RTE ---------------------------------------------------------------------------------------------
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.integration)])
+def store(request: pytest.FixtureRequest) -> dict[str, str]:
+    """Settings of the store: SQLite, or a fresh schema of the shared PostgreSQL (set up before, and so
+    torn down after, the service that uses it)."""
+    return {} if request.param == "sqlite" else {"database_url": request.getfixturevalue("pg_schema_url")}
+
+
 def test_rte_escalates_a_neutrophil_port_scan(
-    make_settings: Callable[..., Settings], start_client: Callable[[Settings], TestClient], servers: Any
+    store: dict[str, str],
+    make_settings: Callable[..., Settings],
+    start_client: Callable[[Settings], TestClient],
+    servers: Any,
 ) -> None:
     rte = servers("rte", RTEBehaviour(escalate_to="critical"))
-    client = start_client(_settings(make_settings, rte_url=rte.url))
+    # On PostgreSQL too: the reviewed threat is what is stored.
+    client = start_client(_settings(make_settings, rte_url=rte.url, **store))
     _ingest(client, port_scan(ATTACKER))
     threat = _threat(client, "port_scan", ATTACKER)
     assert threat["severity"] == "critical"  # the neutrophil alone says medium or high
@@ -122,10 +133,13 @@ def test_without_rte_the_cells_verdict_stands_and_nothing_is_lost(
 
 # -- IP intelligence ---------------------------------------------------------------------------------
 def test_ip_intelligence_enriches_the_threat_and_feeds_the_intel(
-    make_settings: Callable[..., Settings], start_client: Callable[[Settings], TestClient], servers: Any
+    store: dict[str, str],
+    make_settings: Callable[..., Settings],
+    start_client: Callable[[Settings], TestClient],
+    servers: Any,
 ) -> None:
     intel = servers("ip_intel", IPIntelBehaviour(malicious={ATTACKER: ["scanner", "botnet"]}, ttl_s=3600))
-    client = start_client(_settings(make_settings, ip_intel_url=intel.url))
+    client = start_client(_settings(make_settings, ip_intel_url=intel.url, **store))
     _ingest(client, port_scan(ATTACKER))
     threat = _threat(client, "port_scan", ATTACKER)
     assert [(a["service"], a["verdict"]) for a in threat["advice"]] == [("ip_intel", "malicious")]
@@ -153,7 +167,7 @@ def test_without_ip_intelligence_the_threat_is_stored_unenriched(
 ) -> None:
     intel = servers("ip_intel")
     intel.mode = "malformed"  # up, but answering outside its contract
-    client = start_client(_settings(make_settings, ip_intel_url=intel.url))
+    client = start_client(_settings(make_settings, ip_intel_url=intel.url, **store))
     _ingest(client, port_scan(ATTACKER))
     threat = _threat(client, "port_scan", ATTACKER)
     assert threat["advice"] == []
@@ -177,12 +191,17 @@ def _score(client: TestClient) -> float:
 
 
 def test_the_homeostatic_controller_applies_treg_suppression_within_its_cap(
-    make_settings: Callable[..., Settings], start_client: Callable[[Settings], TestClient], servers: Any
+    store: dict[str, str],
+    make_settings: Callable[..., Settings],
+    start_client: Callable[[Settings], TestClient],
+    servers: Any,
 ) -> None:
     treg = servers("treg", TregBehaviour(suppression=0.9, always=True))
     # A half-life far beyond the test, so the score is the plain sum of the stored threats' weights.
     client = start_client(
-        _settings(make_settings, treg_url=treg.url, homeostasis_half_life_s=1e9, treg_max_suppression=0.5)
+        _settings(
+            make_settings, treg_url=treg.url, homeostasis_half_life_s=1e9, treg_max_suppression=0.5, **store
+        )
     )
     _ingest(client, port_scan(ATTACKER))
     _threat(client, "port_scan", ATTACKER)
