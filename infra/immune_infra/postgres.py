@@ -14,8 +14,8 @@ from immune_infra.workload import (
     MOUNT_API_TOKEN,
     TMP_PATH,
     container_security_context,
-    data_claims,
     empty_dir,
+    exporter_container,
     labels,
     mount,
     plain_env,
@@ -23,7 +23,7 @@ from immune_infra.workload import (
     resources,
     secret_env,
     service_address,
-    with_data,
+    single_pod_statefulset,
 )
 
 PORT = 5432
@@ -86,20 +86,14 @@ class Postgres(pulumi.ComponentResource):
         self.statefulset = k8s.apps.v1.StatefulSet(
             f"{name}-statefulset",
             metadata={"name": SERVICE_NAME, "namespace": namespace, "labels": pg_labels},
-            spec={
-                "service_name": SERVICE_NAME,
-                "replicas": 1,
-                "selector": {"match_labels": pg_labels},
-                "template": {
-                    "metadata": {"labels": pg_labels},
-                    "spec": with_data(
-                        _pod_spec(postgres), settings.cluster.persistent_volumes, postgres.storage
-                    ),
-                },
-                "volume_claim_templates": data_claims(
-                    settings.cluster.persistent_volumes, postgres.storage, postgres.storage_class
-                ),
-            },
+            spec=single_pod_statefulset(
+                SERVICE_NAME,
+                pg_labels,
+                _pod_spec(postgres),
+                settings.cluster.persistent_volumes,
+                postgres.storage,
+                postgres.storage_class,
+            ),
             opts=pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[self.secret]),
         )
         self.register_outputs({"host": self.host})
@@ -151,25 +145,9 @@ def _postgres_container(postgres: PostgresSettings) -> k8s.core.v1.ContainerArgs
 
 
 def _exporter_container(postgres: PostgresSettings) -> k8s.core.v1.ContainerArgsDict:
-    return {
-        "name": "postgres-exporter",
-        "image": postgres.exporter_image,
-        "image_pull_policy": "IfNotPresent",
-        "env": [
-            plain_env("DATA_SOURCE_URI", f"127.0.0.1:{PORT}/{postgres.database}?sslmode=disable"),
-            secret_env("DATA_SOURCE_USER", SECRET_NAME, "username"),
-            secret_env("DATA_SOURCE_PASS", SECRET_NAME, "password"),
-        ],
-        "ports": [{"name": "metrics", "container_port": EXPORTER_PORT}],
-        "readiness_probe": {"http_get": {"path": "/", "port": "metrics"}},
-        "liveness_probe": {
-            "http_get": {"path": "/", "port": "metrics"},
-            "initial_delay_seconds": 20,
-            "period_seconds": 30,
-        },
-        "resources": {
-            "requests": {"cpu": "10m", "memory": "32Mi"},
-            "limits": {"cpu": "100m", "memory": "128Mi"},
-        },
-        "security_context": container_security_context(),
-    }
+    env = [
+        plain_env("DATA_SOURCE_URI", f"127.0.0.1:{PORT}/{postgres.database}?sslmode=disable"),
+        secret_env("DATA_SOURCE_USER", SECRET_NAME, "username"),
+        secret_env("DATA_SOURCE_PASS", SECRET_NAME, "password"),
+    ]
+    return exporter_container("postgres-exporter", postgres.exporter_image, env, EXPORTER_PORT, "/", "128Mi")

@@ -15,8 +15,8 @@ from immune_infra.workload import (
     MOUNT_API_TOKEN,
     TMP_PATH,
     container_security_context,
-    data_claims,
     empty_dir,
+    exporter_container,
     labels,
     mount,
     plain_env,
@@ -24,7 +24,7 @@ from immune_infra.workload import (
     resources,
     secret_env,
     service_address,
-    with_data,
+    single_pod_statefulset,
 )
 
 PORT = 6379
@@ -96,18 +96,14 @@ class Redis(pulumi.ComponentResource):
         self.statefulset = k8s.apps.v1.StatefulSet(
             f"{name}-statefulset",
             metadata={"name": SERVICE_NAME, "namespace": namespace, "labels": redis_labels},
-            spec={
-                "service_name": SERVICE_NAME,
-                "replicas": 1,
-                "selector": {"match_labels": redis_labels},
-                "template": {
-                    "metadata": {"labels": redis_labels},
-                    "spec": with_data(_pod_spec(redis), settings.cluster.persistent_volumes, redis.storage),
-                },
-                "volume_claim_templates": data_claims(
-                    settings.cluster.persistent_volumes, redis.storage, redis.storage_class
-                ),
-            },
+            spec=single_pod_statefulset(
+                SERVICE_NAME,
+                redis_labels,
+                _pod_spec(redis),
+                settings.cluster.persistent_volumes,
+                redis.storage,
+                redis.storage_class,
+            ),
             opts=pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[self.secret]),
         )
         self.register_outputs({"host": self.host})
@@ -160,24 +156,8 @@ def _redis_container(redis: RedisSettings) -> k8s.core.v1.ContainerArgsDict:
 
 
 def _exporter_container(redis: RedisSettings) -> k8s.core.v1.ContainerArgsDict:
-    return {
-        "name": "redis-exporter",
-        "image": redis.exporter_image,
-        "image_pull_policy": "IfNotPresent",
-        "env": [
-            plain_env("REDIS_ADDR", f"redis://127.0.0.1:{PORT}"),
-            secret_env("REDIS_PASSWORD", SECRET_NAME, "password"),
-        ],
-        "ports": [{"name": "metrics", "container_port": EXPORTER_PORT}],
-        "readiness_probe": {"http_get": {"path": "/health", "port": "metrics"}},
-        "liveness_probe": {
-            "http_get": {"path": "/health", "port": "metrics"},
-            "initial_delay_seconds": 20,
-            "period_seconds": 30,
-        },
-        "resources": {
-            "requests": {"cpu": "10m", "memory": "32Mi"},
-            "limits": {"cpu": "100m", "memory": "64Mi"},
-        },
-        "security_context": container_security_context(),
-    }
+    env = [
+        plain_env("REDIS_ADDR", f"redis://127.0.0.1:{PORT}"),
+        secret_env("REDIS_PASSWORD", SECRET_NAME, "password"),
+    ]
+    return exporter_container("redis-exporter", redis.exporter_image, env, EXPORTER_PORT, "/health", "64Mi")

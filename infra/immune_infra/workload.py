@@ -154,3 +154,54 @@ def _allocated_ip(spec: Any, name: str) -> str:
     if not address or address == "None":
         raise ValueError(f"Service {name} has no ClusterIP: cluster.dns false needs ClusterIP Services")
     return str(address)
+
+
+def single_pod_statefulset(
+    service_name: str,
+    pod_labels: dict[str, str],
+    pod_spec: k8s.core.v1.PodSpecArgsDict,
+    persistent: bool,
+    size: str,
+    storage_class: str | None,
+) -> k8s.apps.v1.StatefulSetSpecArgsDict:
+    """The spec of a one-replica StatefulSet (PostgreSQL, Redis) behind Service `service_name`, its pods
+    labelled `pod_labels`, whose `data` volume (`size`, a Kubernetes quantity such as "10Gi") is a claim
+    of `storage_class`, or an emptyDir when the cluster has no persistent volumes (`data_claims`,
+    `with_data`)."""
+    return {
+        "service_name": service_name,
+        "replicas": 1,
+        "selector": {"match_labels": pod_labels},
+        "template": {"metadata": {"labels": pod_labels}, "spec": with_data(pod_spec, persistent, size)},
+        "volume_claim_templates": data_claims(persistent, size, storage_class),
+    }
+
+
+def exporter_container(
+    name: str,
+    image: str,
+    env: list[k8s.core.v1.EnvVarArgsDict],
+    port: int,
+    health_path: str,
+    memory_limit: str,
+) -> k8s.core.v1.ContainerArgsDict:
+    """A Prometheus exporter sidecar: serves port `port` as `metrics`, probed over HTTP on `health_path`,
+    with small fixed resources (requests 10m CPU / 32Mi, limits 100m CPU / `memory_limit`)."""
+    return {
+        "name": name,
+        "image": image,
+        "image_pull_policy": "IfNotPresent",
+        "env": env,
+        "ports": [{"name": "metrics", "container_port": port}],
+        "readiness_probe": {"http_get": {"path": health_path, "port": "metrics"}},
+        "liveness_probe": {
+            "http_get": {"path": health_path, "port": "metrics"},
+            "initial_delay_seconds": 20,
+            "period_seconds": 30,
+        },
+        "resources": {
+            "requests": {"cpu": "10m", "memory": "32Mi"},
+            "limits": {"cpu": "100m", "memory": memory_limit},
+        },
+        "security_context": container_security_context(),
+    }
