@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -20,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from immune_suite.paths import SERVICES_DIR
+from tests.support.ports import free_tcp_ports
 
 SCRIPTS_DIR = SERVICES_DIR
 SERVICE_NAMES: tuple[str, ...] = ("postgres", "redis", "kafka", "prometheus")
@@ -58,21 +58,6 @@ def parse_env_lines(text: str) -> dict[str, str]:
             raise ValueError(f"not a KEY=VALUE line: {raw!r}")
         result[key] = value
     return result
-
-
-def free_tcp_ports(count: int) -> list[int]:
-    """Ports the kernel just handed out on 127.0.0.1; all sockets are held until every port is chosen
-    so that no two of them are the same."""
-    sockets: list[socket.socket] = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def run_script(

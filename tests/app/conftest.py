@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from immune_core.api.app import create_app
 from immune_core.settings import Settings
 
+from tests.app.service_process import ServiceProcess
 from tests.app.support import OTHER_TOKEN, TOKEN, wait_for
 
 
@@ -58,6 +59,24 @@ def client(
     make_settings: Callable[..., Settings], start_client: Callable[[Settings], TestClient]
 ) -> TestClient:
     return start_client(make_settings())
+
+
+@pytest.fixture
+def launch(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
+    """Start `immune-core serve` processes: `launch(name, env, ready=True)`, each with its own data dir
+    under tmp_path and the test TOKEN (admin); all are stopped at the end of the test."""
+    started: list[ServiceProcess] = []
+
+    def start(name: str, env: dict[str, str], *, ready: bool = True) -> ServiceProcess:
+        process = ServiceProcess(name, {**env, "IMMUNE_DATA_DIR": str(tmp_path / name)}, tmp_path, TOKEN)
+        started.append(process.start())
+        if ready:
+            process.wait_ready()
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
 
 
 def _with_search_path(url: str, schema: str) -> str:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+import asyncpg
 
 TOKEN = "test-token-0123456789"
 OTHER_TOKEN = "other-token-9876543210"
@@ -54,6 +57,19 @@ def port_scan(
         )
         for i in range(ports)
     ]
+
+
+def query_postgres(url: str, sql: str) -> list[Any]:
+    """The rows (asyncpg Records) of one query on the PostgreSQL at `url`, over a connection of its own."""
+
+    async def run() -> list[Any]:
+        conn = await asyncpg.connect(url)
+        try:
+            return list(await conn.fetch(sql))
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
 
 
 def wait_for(

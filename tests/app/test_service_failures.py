@@ -8,56 +8,24 @@ another replica leads within 10 s under a larger fencing token and no singleton 
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-import asyncpg
 import pytest
 
 from tests.app.kafka_tools import read_until
 from tests.app.service_process import ServiceProcess
-from tests.app.support import TOKEN, flow, port_scan, wait_for
+from tests.app.support import flow, port_scan, query_postgres, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 FAST_COORDINATION = {"IMMUNE_LEASE_TTL_S": "3", "IMMUNE_LEASE_RENEW_INTERVAL_S": "0.5"}
 
 
-@pytest.fixture
-def launch(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
-    started: list[ServiceProcess] = []
-
-    def start(name: str, env: dict[str, str], *, ready: bool = True) -> ServiceProcess:
-        process = ServiceProcess(
-            name, {**env, "IMMUNE_DATA_DIR": str(tmp_path / name)}, tmp_path, TOKEN
-        ).start()
-        started.append(process)
-        if ready:
-            process.wait_ready()
-        return process
-
-    yield start
-    for process in started:
-        process.stop()
-
-
 def _dependency(service: ServiceProcess, name: str) -> str:
     return str(service.client.get("/health/ready").json()["dependencies"][name])
-
-
-def _query(url: str, sql: str) -> list[Any]:
-    async def run() -> list[Any]:
-        conn = await asyncpg.connect(url)
-        try:
-            return list(await conn.fetch(sql))
-        finally:
-            await conn.close()
-
-    return asyncio.run(run())
 
 
 def test_kafka_down_api_still_stores_and_the_outbox_drains_after_restart(
@@ -164,7 +132,9 @@ def test_postgres_down_means_not_ready_503_and_nothing_acknowledged_unstored(
     wait_for(lambda: service.client.get("/health/ready").status_code == 200, timeout_s=90, what="ready again")
     for _ in range(5):
         assert send_one() == 202
-    stored = {row["event_id"] for row in _query(env["IMMUNE_DATABASE_URL"], "SELECT event_id FROM events")}
+    stored = {
+        row["event_id"] for row in query_postgres(env["IMMUNE_DATABASE_URL"], "SELECT event_id FROM events")
+    }
     assert set(acknowledged) <= stored, "every acknowledged event is stored"
     assert len(stored) == len(acknowledged) == 25 and refused == 10
 
@@ -181,7 +151,7 @@ def _leader(services: list[ServiceProcess]) -> ServiceProcess | None:
 
 def _assert_no_duplicate_singleton_work(database_url: str) -> None:
     """Per duty, the ledger's tokens never go backwards: once a newer term wrote, an older one never did."""
-    rows = _query(database_url, "SELECT duty, token, holder FROM singleton_ledger ORDER BY id")
+    rows = query_postgres(database_url, "SELECT duty, token, holder FROM singleton_ledger ORDER BY id")
     assert rows
     by_duty: dict[str, list[Any]] = {}
     for row in rows:
@@ -206,7 +176,8 @@ def test_leader_failure_elects_a_new_leader_within_10s_without_duplicate_work(
     old_term = old.get("/api/v1/coordination")["term"]
     survivor = replicas[1] if old is replicas[0] else replicas[0]
     wait_for(
-        lambda: _query(env["IMMUNE_DATABASE_URL"], "SELECT 1 FROM singleton_ledger LIMIT 1"), what="work"
+        lambda: query_postgres(env["IMMUNE_DATABASE_URL"], "SELECT 1 FROM singleton_ledger LIMIT 1"),
+        what="work",
     )
 
     failed_at = time.monotonic()
@@ -227,7 +198,7 @@ def test_leader_failure_elects_a_new_leader_within_10s_without_duplicate_work(
     if failure == "paused":
         # Let the old leader wake up with its stale token and try to act, then check the ledger.
         wait_for(
-            lambda: _query(
+            lambda: query_postgres(
                 env["IMMUNE_DATABASE_URL"],
                 f"SELECT 1 FROM singleton_ledger WHERE token = {coordination['term']}",
             ),

@@ -21,10 +21,8 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -32,39 +30,13 @@ from immune_core.processing.dlq import decode_raw
 
 from tests.app.kafka_tools import produce
 from tests.app.service_process import ServiceProcess
-from tests.app.support import TOKEN, flow, port_scan, wait_for
+from tests.app.support import TOKEN, flow, port_scan, query_postgres, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.e2e]
 
 THREATS_TOPIC = "immunis.threats.detected"
 # Longer than each client's timeouts: Kafka send/request 10 s, PostgreSQL 5 s, Redis 2 s.
 OUTAGE_S = {"kafka": 15.0, "postgres": 12.0, "redis": 8.0}
-
-
-@pytest.fixture
-def launch(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
-    started: list[ServiceProcess] = []
-
-    def start(name: str, env: dict[str, str]) -> ServiceProcess:
-        process = ServiceProcess(name, {**env, "IMMUNE_DATA_DIR": str(tmp_path / name)}, tmp_path, TOKEN)
-        started.append(process.start())
-        process.wait_ready()
-        return process
-
-    yield start
-    for process in started:
-        process.stop()
-
-
-def _query(url: str, sql: str) -> list[Any]:
-    async def run() -> list[Any]:
-        conn = await asyncpg.connect(url)
-        try:
-            return list(await conn.fetch(sql))
-        finally:
-            await conn.close()
-
-    return asyncio.run(run())
 
 
 class Traffic:
@@ -185,7 +157,9 @@ def test_an_outage_with_sends_in_flight_heals_by_itself_and_loses_or_duplicates_
             return sum(len(t.acknowledged) for t in traffic)
 
         wait_for(lambda: acknowledged() >= 300, timeout_s=120, what="traffic flowing")
-        wait_for(lambda: _query(url, "SELECT 1 FROM threats LIMIT 1"), timeout_s=120, what="a first threat")
+        wait_for(
+            lambda: query_postgres(url, "SELECT 1 FROM threats LIMIT 1"), timeout_s=120, what="a first threat"
+        )
         services[dependency].stop()
         time.sleep(OUTAGE_S[dependency])  # the outage itself, sends still in flight
         services[dependency].start()
@@ -203,13 +177,13 @@ def test_an_outage_with_sends_in_flight_heals_by_itself_and_loses_or_duplicates_
     stats = wait_for(
         lambda: _drained(service[0]), timeout_s=300, interval_s=1.0, what="outbox drained, all processed"
     )
-    stored = {r["event_id"] for r in _query(url, "SELECT event_id FROM events")}
+    stored = {r["event_id"] for r in query_postgres(url, "SELECT event_id FROM events")}
     assert {e for t in traffic for e in t.acknowledged} <= stored, "every acknowledged event is stored"
     assert stats["events_processed"] == len(stored)
 
     threats = {
         r["threat_id"]: json.loads(r["payload"])
-        for r in _query(url, "SELECT threat_id, payload FROM threats")
+        for r in query_postgres(url, "SELECT threat_id, payload FROM threats")
     }
     assert len(threats) >= 2
     published = [json.loads(v) for v in read_committed_to_end(bootstrap, THREATS_TOPIC)]
@@ -247,19 +221,20 @@ def test_kafka_input_with_bytes_the_database_refuses_is_dead_lettered_and_the_pa
     )
 
     wait_for(
-        lambda: _query(
+        lambda: query_postgres(
             url, f"SELECT 1 FROM events WHERE event_id = '{after['event_id']}' AND processed_at IS NOT NULL"
         ),
         timeout_s=120,
         what="the event after the poison stored and processed",
     )
-    letters = _query(
+    letters = query_postgres(
         url, "SELECT raw, raw_encoding, reason_code, kafka_offset FROM dead_letters ORDER BY kafka_offset"
     )
     assert [decode_raw(r["raw_encoding"], r["raw"]) for r in letters] == poison
     assert {r["reason_code"] for r in letters} == {"invalid_event"}
     processed = {
-        r["event_id"] for r in _query(url, "SELECT event_id FROM events WHERE processed_at IS NOT NULL")
+        r["event_id"]
+        for r in query_postgres(url, "SELECT event_id FROM events WHERE processed_at IS NOT NULL")
     }
     assert {before["event_id"], after["event_id"]} <= processed
     wait_for(lambda: _drained(service), timeout_s=120, what="outbox drained (the DLQ messages published)")

@@ -29,8 +29,9 @@ import yaml
 
 from immune_suite.paths import REPO_ROOT
 from immune_suite.pipeline.exit_codes import ExitCode
-from tests.services import ServiceSet, free_tcp_ports
-from tests.suite.targets.local.test_e2e_local import free_port_block, snapshot_repo
+from tests.services import ServiceSet
+from tests.suite.targets.local.test_e2e_local import snapshot_repo
+from tests.support.ports import free_port_block, free_tcp_ports
 
 # One pytest-xdist group for the three local-stack e2e modules: each runs whole stacks whose canary
 # analysis compares latencies, so they run one after another, never beside each other.

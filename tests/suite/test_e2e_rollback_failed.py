@@ -23,12 +23,12 @@ from immune_suite.pipeline.exit_codes import ExitCode
 from immune_suite.targets.base import Color
 from tests.suite.targets.local.test_e2e_local import (
     E2EStack,
-    free_port_block,
     private_dependencies,  # noqa: F401  (a fixture this module uses)
     snapshot_repo,
     version_of,
     wait_for,
 )
+from tests.support.ports import free_port_block
 
 # One pytest-xdist group for the three local-stack e2e modules: each runs whole stacks whose canary
 # analysis compares latencies, so they run one after another, never beside each other.

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.suite.gates.gate_services import MINI_SERVICE, TOKEN, RunningService, free_port, wait_ready
+from tests.suite.gates.gate_services import MINI_SERVICE, TOKEN, RunningService, wait_ready
+from tests.support.ports import free_port
 
 
 @pytest.fixture

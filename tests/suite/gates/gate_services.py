@@ -2,26 +2,24 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
 from immune_suite.paths import REPO_ROOT
+from tests.support.ports import free_port
 
 __all__ = ["MINI_SERVICE", "REPO_ROOT", "TOKEN"]
 
 MINI_SERVICE = Path(__file__).resolve().parent / "mini_service.py"
 TOKEN = "gate-test-token"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+IMMUNE_CORE = Path(sys.executable).parent / "immune-core"
 
 
 def wait_ready(url: str, timeout_s: float = 20.0) -> None:
@@ -41,3 +39,25 @@ class RunningService:
     url: str
     token: str
     process: subprocess.Popen[bytes]
+
+
+@contextmanager
+def serving_immune_core(env: dict[str, str], log_path: Path, timeout_s: float) -> Iterator[RunningService]:
+    """`immune-core serve` on a free port with exactly `env` (TOKEN among its API tokens), its output in
+    `log_path`; yields it once /health/ready answers 200 (RuntimeError after `timeout_s` seconds) and
+    stops it afterwards."""
+    port = free_port()
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [str(IMMUNE_CORE), "serve", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_ready(url, timeout_s=timeout_s)
+            yield RunningService(url, TOKEN, process)
+        finally:
+            process.terminate()
+            process.wait(timeout=30)

@@ -24,11 +24,18 @@ from immune_suite.gates.chaos import resolve_experiment, run_chaos_gate, write_v
 from immune_suite.gates.chaos_journal import summarise
 from immune_suite.verdict import Status
 from tests.suite.gates.fake_kube_api import Cluster, FakeKubeApi
-from tests.suite.gates.gate_services import MINI_SERVICE, REPO_ROOT, TOKEN, free_port, wait_ready
+from tests.suite.gates.gate_services import (
+    IMMUNE_CORE,
+    MINI_SERVICE,
+    REPO_ROOT,
+    TOKEN,
+    serving_immune_core,
+    wait_ready,
+)
+from tests.support.ports import free_port
 
 EXPERIMENT_FILES = sorted((REPO_ROOT / "chaos" / "experiments").rglob("*.json"))
 BIN = Path(sys.executable).parent
-IMMUNE_CORE = BIN / "immune-core"
 
 
 def _silent(message: str, **_: object) -> None:
@@ -475,6 +482,17 @@ def _service_instances(
     return programs
 
 
+def _mini_instances(count: int) -> dict[str, tuple[list[str], dict[str, str]]]:
+    """`count` mini services (tests/suite/gates/mini_service.py) named `mini-<i>`, each on a free port."""
+    return {
+        f"mini-{i}": (
+            [sys.executable, str(MINI_SERVICE), "--port", str(free_port())],
+            {"IMMUNE_API_TOKENS": TOKEN},
+        )
+        for i in range(count)
+    }
+
+
 requires_service = pytest.mark.skipif(not IMMUNE_CORE.exists(), reason="immune-core is not installed")
 
 
@@ -504,13 +522,7 @@ def test_a_service_that_never_re_elects_fails_kill_leader(
     supervise: Callable[..., Supervised], tmp_path: Path
 ) -> None:
     # The mini service always claims leadership under term 1: after the kill nobody takes a newer term.
-    programs = {
-        f"mini-{i}": (
-            [sys.executable, str(MINI_SERVICE), "--port", str(free_port())],
-            {"IMMUNE_API_TOKENS": TOKEN},
-        )
-        for i in range(2)
-    }
+    programs = _mini_instances(2)
     stack = supervise(programs)
     verdict = run_chaos_gate(stack.config(), tmp_path / "out", ["kill-leader"], _silent)
     assert verdict.status is Status.FAIL
@@ -522,13 +534,7 @@ def test_an_instance_that_is_not_restarted_fails_kill_candidate_instance(
     supervise: Callable[..., Supervised], tmp_path: Path
 ) -> None:
     """supervisord configured not to restart: the instance stays dead, the experiment fails."""
-    programs = {
-        f"mini-{i}": (
-            [sys.executable, str(MINI_SERVICE), "--port", str(free_port())],
-            {"IMMUNE_API_TOKENS": TOKEN},
-        )
-        for i in range(2)
-    }
+    programs = _mini_instances(2)
     stack = supervise(programs, autorestart=False)
     verdict = run_chaos_gate(
         stack.config(**NEVER_RECOVERS), tmp_path / "out", ["kill-candidate-instance"], _silent
@@ -541,13 +547,7 @@ def test_an_instance_that_is_not_restarted_fails_kill_candidate_instance(
 def test_a_kill_that_kills_nothing_fails_the_experiment(
     supervise: Callable[..., Supervised], tmp_path: Path
 ) -> None:
-    programs = {
-        f"mini-{i}": (
-            [sys.executable, str(MINI_SERVICE), "--port", str(free_port())],
-            {"IMMUNE_API_TOKENS": TOKEN},
-        )
-        for i in range(2)
-    }
+    programs = _mini_instances(2)
     stack = supervise(programs)
     subprocess.run(
         [str(BIN / "supervisorctl"), "-c", str(stack.conf), "stop", "mini-0"],
@@ -685,7 +685,6 @@ def test_stopping_a_dependency_degrades_gracefully_and_loses_nothing(
     dependency: str, deps: Any, tmp_path: Path
 ) -> None:
     """The real service on the real dependencies: every experiment passes, with its recovery time."""
-    port = free_port()
     env = {
         **os.environ,
         **deps.env(),
@@ -694,25 +693,14 @@ def test_stopping_a_dependency_degrades_gracefully_and_loses_nothing(
         "IMMUNE_LOG_LEVEL": "WARNING",
     }
     subprocess.run([str(IMMUNE_CORE), "migrate"], env=env, check=True, timeout=120, capture_output=True)
-    log = (tmp_path / "service.log").open("wb")
-    process = subprocess.Popen(
-        [str(IMMUNE_CORE), "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_ready(url, timeout_s=120)
+    with serving_immune_core(env, tmp_path / "service.log", timeout_s=120) as service:
         experiments = DEPENDENCY_EXPERIMENTS[dependency]
-        verdict = run_chaos_gate(_dependency_config(deps, url), tmp_path / "out", experiments, _silent)
+        verdict = run_chaos_gate(
+            _dependency_config(deps, service.url), tmp_path / "out", experiments, _silent
+        )
         assert verdict.status is Status.PASS, verdict.summary
         names = {m.name for m in verdict.measurements}
         assert names >= {f"{name}: recovery_s" for name in experiments}
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log.close()
 
 
 # --- Kubernetes experiments against a fake Kubernetes API (a real local HTTP server) -----------------

@@ -18,9 +18,14 @@ from immune_suite.gates import sample_events
 from immune_suite.gates.load import run_load
 from immune_suite.gates.scanners import schemathesis
 from immune_suite.paths import REPO_ROOT
-from tests.suite.gates.gate_services import TOKEN, RunningService, free_port, wait_ready
-
-IMMUNE_CORE = Path(sys.executable).parent / "immune-core"
+from tests.suite.gates.gate_services import (
+    IMMUNE_CORE,
+    TOKEN,
+    RunningService,
+    serving_immune_core,
+    wait_ready,
+)
+from tests.support.ports import free_port
 
 
 def test_crafted_events_are_valid_for_the_service() -> None:
@@ -78,7 +83,6 @@ def test_latency_proxy_forwards_both_ways_and_stops_on_sigterm(mini_service: Run
 def real_service(tmp_path: Path) -> Iterator[RunningService]:
     if not IMMUNE_CORE.exists():
         pytest.skip("immune-core is not installed")
-    port = free_port()
     # The roles the pipeline gives its fuzzer (immune_suite/targets/tokens.py); load needs fewer.
     env = {
         **os.environ,
@@ -89,21 +93,8 @@ def real_service(tmp_path: Path) -> Iterator[RunningService]:
     }
     for key in ("IMMUNE_DATABASE_URL", "IMMUNE_REDIS_URL", "IMMUNE_KAFKA_BOOTSTRAP_SERVERS"):
         env.pop(key, None)  # embedded: this test is about the gates, not the backends
-    log = (tmp_path / "service.log").open("wb")
-    process = subprocess.Popen(
-        [str(IMMUNE_CORE), "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_ready(url, timeout_s=60)
-        yield RunningService(url, TOKEN, process)
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log.close()
+    with serving_immune_core(env, tmp_path / "service.log", timeout_s=60) as service:
+        yield service
 
 
 @pytest.mark.slow

@@ -28,6 +28,7 @@ from immune_suite.stack_config import LocalTargetConfig
 from immune_suite.targets.base import TrafficState
 from immune_suite.targets.local.haproxy import HAProxy, haproxy_binary
 from immune_suite.targets.local.layout import StackLayout
+from tests.support.ports import free_port_block
 
 TOKEN = "ingress-test-token"
 
@@ -119,29 +120,11 @@ class QuietServer(ThreadingHTTPServer):
         pass  # HAProxy's health checks close their connections early; nothing to report
 
 
-def free_port_block(size: int) -> int:
-    # In random order: parallel test workers and other sessions would all pick the first free block at once.
-    for base in random.sample(range(40000, 60000, 250), k=len(range(40000, 60000, 250))):
-        sockets = []
-        try:
-            for port in range(base, base + size):
-                sock = socket.socket()
-                sock.bind(("127.0.0.1", port))
-                sockets.append(sock)
-            return base
-        except OSError:
-            continue
-        finally:
-            for sock in sockets:
-                sock.close()
-    raise RuntimeError("no free port block")
-
-
 class Ingress:
     """HAProxy with the local stack's config, and one test server per instance of the layout."""
 
     def __init__(self, behaviours: dict[str, Behaviour], traffic: TrafficState, replicas: int = 1) -> None:
-        base = free_port_block(100)
+        base = free_port_block(100, first=40000, step=250)
         ports = LocalTargetConfig(
             ingress_port=base, stable_port=base + 1, preview_port=base + 2, instance_base_port=base + 50
         )

@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -40,6 +38,7 @@ from immune_suite.stack_config import load_stack
 from immune_suite.targets.base import Color
 from immune_suite.targets.local import LocalTarget
 from tests.services import ServiceSet
+from tests.support.ports import free_port_block
 
 # One pytest-xdist group for the three local-stack e2e modules: each runs whole stacks whose canary
 # analysis compares latencies, so they run one after another, never beside each other.
@@ -94,25 +93,6 @@ class E2EStack:
                 assert response.status_code == 200
                 seen.add((response.headers["X-Immune-Color"], response.headers["X-Immune-Version"]))
         return seen
-
-
-def free_port_block(size: int) -> int:
-    """A base port with `size` free ports after it. The blocks are tried in random order: parallel test
-    workers and other sessions on the machine would otherwise all pick the first free one at once."""
-    for base in random.sample(range(31000, 60000, 500), k=len(range(31000, 60000, 500))):
-        try:
-            sockets = []
-            for port in range(base, base + size):
-                sock = socket.socket()
-                sock.bind(("127.0.0.1", port))
-                sockets.append(sock)
-            return base
-        except OSError:
-            continue
-        finally:
-            for sock in sockets:
-                sock.close()
-    raise RuntimeError("no free port block")
 
 
 def snapshot_repo(destination: Path) -> tuple[str, str]:

@@ -21,7 +21,7 @@ from immune_suite.targets.local.haproxy import HAProxy, haproxy_binary
 from immune_suite.targets.local.layout import StackLayout
 from tests.app.service_process import ServiceProcess
 from tests.app.support import port_scan, wait_for
-from tests.suite.targets.local.ingress_fixture import free_port_block
+from tests.support.ports import free_port_block
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 TOKEN = "gateway-test-token-0123456789"
@@ -38,7 +38,7 @@ class Gateway:
 
 @pytest.fixture(scope="module")
 def gateway() -> Iterator[Gateway]:
-    base = free_port_block(100)
+    base = free_port_block(100, first=40000, step=250)
     ports = LocalTargetConfig(
         ingress_port=base,
         stable_port=base + 1,
