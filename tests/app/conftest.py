@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +11,9 @@ import pytest
 from fastapi.testclient import TestClient
 from immune_core.api.app import create_app
 from immune_core.settings import Settings
+from immune_core.storage.database import Database
+from immune_core.storage.factory import open_database
+from immune_core.storage.migrations import migrate
 
 from tests.app.service_process import ServiceProcess
 from tests.app.support import OTHER_TOKEN, TOKEN, wait_for
@@ -110,3 +113,13 @@ def database_settings(request: pytest.FixtureRequest, make_settings: Callable[..
     if request.param == "sqlite":
         return make_settings()
     return make_settings(database_url=request.getfixturevalue("pg_schema_url"))
+
+
+@pytest.fixture
+async def database(database_settings: Settings) -> AsyncIterator[Database]:
+    """A migrated store for each backend of `database_settings` (SQLite; PostgreSQL in its own schema)."""
+    db = open_database(database_settings)
+    await db.connect()
+    await migrate(db)
+    yield db
+    await db.close()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import asyncpg
@@ -30,10 +30,8 @@ from immune_core.processing.counters import IntakeCounters
 from immune_core.processing.engine_host import EngineHost
 from immune_core.processing.health import ConsumerHealth
 from immune_core.processing.sweeper import UnprocessedSweeper
-from immune_core.settings import Settings
 from immune_core.storage import repository as repo
 from immune_core.storage.database import Database, StoreUnavailable
-from immune_core.storage.factory import open_database
 from immune_core.storage.migrations import migrate
 from immune_core.storage.postgres import PostgresDatabase, is_unavailable
 from immune_core.transport.bus import InboundMessage
@@ -42,15 +40,6 @@ from immune_core.transport.inprocess import InProcessBus
 from tests.app.support import AUTH, flow, port_scan, wait_for
 
 FLOWS = TOPIC_BY_KIND["network_flow"]
-
-
-@pytest.fixture
-async def database(database_settings: Settings) -> AsyncIterator[Database]:
-    db = open_database(database_settings)
-    await db.connect()
-    await migrate(db)
-    yield db
-    await db.close()
 
 
 def _messages(events: Sequence[dict[str, Any] | bytes], topic: str = FLOWS) -> list[InboundMessage]:

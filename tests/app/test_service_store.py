@@ -3,31 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 
 import pytest
 from immune_core.coordination.lease import DatabaseLease, StaleFencingToken
 from immune_core.events.models import parse_event
 from immune_core.observability.metrics import Metrics
 from immune_core.outbox.relay import OutboxRelay
-from immune_core.settings import Settings
 from immune_core.storage import repository as repo
 from immune_core.storage.database import Database
-from immune_core.storage.factory import open_database
 from immune_core.storage.migrations import load_migrations, migrate
 from immune_core.transport.bus import BusUnavailable, OutboundMessage
 from immune_core.transport.inprocess import InProcessBus
 
 from tests.app.support import flow
-
-
-@pytest.fixture
-async def database(database_settings: Settings) -> AsyncIterator[Database]:
-    db = open_database(database_settings)
-    await db.connect()
-    await migrate(db)
-    yield db
-    await db.close()
 
 
 def test_migration_files_exist_for_both_dialects_with_the_same_versions() -> None:

@@ -11,7 +11,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from immune_suite.paths import REPO_ROOT
+from immune_suite.pipeline.exit_codes import ExitCode
 from immune_suite.pipeline.gates import Gates
+from immune_suite.pipeline.run_state import RunState, RunStore
+from immune_suite.pipeline.runner import Pipeline
+from immune_suite.progress import RecordingProgress
+from immune_suite.source import resolve_source
+from immune_suite.stack_config import StackConfig
 from immune_suite.targets.base import (
     Color,
     ColorHealth,
@@ -193,3 +200,42 @@ def scripted_post_check(
     url: str, color: Color, release: Release, requests: int, progress: Any, **_: Any
 ) -> Verdict:
     return Verdict("post-check", Status.PASS, f"post-check {color.value}")
+
+
+def release(version: str) -> Release:
+    """A release of this working tree named `version`."""
+    source = resolve_source(REPO_ROOT)
+    return Release(version, source.ref, source.digest)
+
+
+def promote(
+    stack: StackConfig, target: MemoryTarget, gates: ScriptedGates, version: str
+) -> tuple[RunState, ExitCode]:
+    """One whole promotion of `version` through the pipeline; the run and its exit code."""
+    pipeline = Pipeline(stack, target, gates.as_gates(), RecordingProgress(), poll_s=0.01)
+    run = pipeline.new_run(release(version))
+    return run, pipeline.execute(run)
+
+
+def crashed_mid_canary(stack: StackConfig, target: MemoryTarget, gates: ScriptedGates) -> RunState:
+    """A run as a SIGKILLed pipeline leaves it: 50% of traffic on the candidate, step `canary-50` running."""
+    pipeline = Pipeline(stack, target, gates.as_gates(), RecordingProgress(), poll_s=0.01)
+    run = pipeline.new_run(release("v2"))
+    for step in run.plan[:5]:  # security, deploy, smoke, api-fuzz, canary-10
+        outcome = pipeline._run_step(run, step)
+        pipeline._advance(run, step, outcome)
+    assert run.current == "canary-50"
+    target.set_traffic(run.stable_color, 50)
+    run.result("canary-50").status = "running"
+    RunStore(stack.name).save(run)
+    return run
+
+
+def restarted_after_crash(
+    stack: StackConfig, target: MemoryTarget, gates: ScriptedGates
+) -> tuple[RunState, Pipeline]:
+    """`crashed_mid_canary`, then what a restarted pipeline finds: the stored run and a fresh Pipeline."""
+    crashed_mid_canary(stack, target, gates)
+    stored = RunStore(stack.name).load()
+    assert stored is not None
+    return stored, Pipeline(stack, target, gates.as_gates(), RecordingProgress(), poll_s=0.01)

@@ -10,6 +10,7 @@ from typing import Any
 
 from immune_suite.analysis import analyse_canary_step
 from immune_suite.pipeline.canary import (
+    CanaryResult,
     Columns,
     StepDecision,
     decisive_failures,
@@ -27,6 +28,32 @@ from immune_suite.verdict import Outcome, Status, Verdict
 from tests.suite.support import FakeSample, LoadRunResult
 
 STACK = StackConfig.model_validate({"name": "unit"})
+
+
+def step(
+    percent: int,
+    stack: StackConfig,
+    load: Callable[[str, Path], LoadRunResult],
+    out: Path,
+    back_to_stable: Callable[[], None],
+    look_every_s: float = 0.05,
+    duration_s: float | None = None,
+) -> CanaryResult:
+    """One canary step of green (the candidate) against blue at `percent` %, windows of `duration_s`
+    seconds (None: the stack's), an interim look every `look_every_s` seconds."""
+    return run_canary_step(
+        percent,
+        Color.GREEN,
+        Color.BLUE,
+        stack,
+        load,
+        ("http://ingress", "http://stable"),
+        out,
+        back_to_stable,
+        RecordingProgress(),
+        look_every_s=look_every_s,
+        duration_s=duration_s,
+    )
 
 
 class StreamingLoad:
@@ -64,19 +91,7 @@ class StreamingLoad:
 
 def test_bad_canary_goes_back_to_stable_during_the_window(tmp_path: Path) -> None:
     load = StreamingLoad(450.0, 4000)
-    result = run_canary_step(
-        10,
-        Color.GREEN,
-        Color.BLUE,
-        STACK,
-        load,
-        ("http://ingress", "http://stable"),
-        tmp_path,
-        load.back_to_stable,
-        RecordingProgress(),
-        look_every_s=0.2,
-        duration_s=4.0,
-    )
+    result = step(10, STACK, load, tmp_path, load.back_to_stable, look_every_s=0.2, duration_s=4.0)
     # traffic went back while the window was still running (not at its end)
     assert load.written_when_moved is not None and load.written_when_moved < load.count
     assert result.early_stop_at is not None and not result.verdict.passed
@@ -87,19 +102,7 @@ def test_bad_canary_goes_back_to_stable_during_the_window(tmp_path: Path) -> Non
 
 def test_good_canary_runs_the_full_window(tmp_path: Path) -> None:
     load = StreamingLoad(12.0, 2500)
-    result = run_canary_step(
-        10,
-        Color.GREEN,
-        Color.BLUE,
-        STACK,
-        load,
-        ("http://ingress", "http://stable"),
-        tmp_path,
-        load.back_to_stable,
-        RecordingProgress(),
-        look_every_s=0.2,
-        duration_s=2.5,
-    )
+    result = step(10, STACK, load, tmp_path, load.back_to_stable, look_every_s=0.2, duration_s=2.5)
     assert load.written_when_moved is None and result.early_stop_at is None
     assert result.verdict.passed, result.verdict.summary
     assert result.interim_looks >= 1
@@ -131,18 +134,7 @@ def test_interim_look_waits_for_a_stable_baseline(tmp_path: Path) -> None:
         time.sleep(2.0 - delay)
         return LoadRunResult(Verdict("load", Status.PASS, "ok"), samples)
 
-    result = run_canary_step(
-        100,
-        Color.GREEN,
-        Color.BLUE,
-        STACK,
-        load,
-        ("http://ingress", "http://stable"),
-        tmp_path,
-        lambda: moved.append(time.time()),
-        RecordingProgress(),
-        look_every_s=0.1,
-    )
+    result = step(100, STACK, load, tmp_path, lambda: moved.append(time.time()), look_every_s=0.1)
     assert not moved, result.verdict.summary
     assert result.verdict.passed, result.verdict.summary
 
@@ -222,18 +214,7 @@ def run_step(
     stack: StackConfig, load: Callable[[str, Path], LoadRunResult], tmp_path: Path, percent: int = 10
 ) -> tuple[Any, list[float]]:
     moved: list[float] = []
-    result = run_canary_step(
-        percent,
-        Color.GREEN,
-        Color.BLUE,
-        stack,
-        load,
-        ("http://ingress", "http://stable"),
-        tmp_path,
-        lambda: moved.append(time.time()),
-        RecordingProgress(),
-        look_every_s=0.05,
-    )
+    result = step(percent, stack, load, tmp_path, lambda: moved.append(time.time()))
     return result, moved
 
 
@@ -390,19 +371,7 @@ def test_a_rolled_back_step_whose_only_failed_requests_were_in_the_warm_up_names
     stack = StackConfig.model_validate({"name": "unit", "canary": {"warmup_s": 1.0}})
     canary = [FakeSample(60.0, not 5 <= i < 10, T0 + i * 0.025) for i in range(400)]
     load = _written_load({"blue": _loaded_stable(), "green": canary})
-    result = run_canary_step(
-        10,
-        Color.GREEN,
-        Color.BLUE,
-        stack,
-        load,
-        ("http://ingress", "http://stable"),
-        tmp_path,
-        lambda: None,
-        RecordingProgress(),
-        look_every_s=0.05,
-        duration_s=10.0,
-    )
+    result = step(10, stack, load, tmp_path, lambda: None, duration_s=10.0)
     assert not result.verdict.passed  # 60 ms against a 10 ms median: rolled back
     # The judged canary requests (after the warm-up) are all faster than stable's p99 and fine; the
     # users still got five errors during the warm-up, and the first of them is the breach.

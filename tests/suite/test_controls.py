@@ -18,8 +18,7 @@ from immune_suite.pipeline.runner import Pipeline
 from immune_suite.progress import RecordingProgress
 from immune_suite.stack_config import StackConfig, load_stack
 from immune_suite.targets.base import Color, TrafficState
-from tests.suite.support import MemoryTarget, ScriptedGates
-from tests.suite.test_runner import promote, release
+from tests.suite.support import MemoryTarget, ScriptedGates, promote, release
 
 
 @pytest.fixture

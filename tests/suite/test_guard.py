@@ -9,8 +9,7 @@ from immune_suite.pipeline.run_state import RunStore, StackLock
 from immune_suite.progress import RecordingProgress
 from immune_suite.stack_config import StackConfig
 from immune_suite.targets.base import Color
-from tests.suite.support import MemoryTarget, ScriptedGates
-from tests.suite.test_runner import crashed_mid_canary, promote
+from tests.suite.support import MemoryTarget, ScriptedGates, crashed_mid_canary, promote
 
 
 def test_guard_restores_stable_when_the_pipeline_is_gone(

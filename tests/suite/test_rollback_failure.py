@@ -20,8 +20,7 @@ from immune_suite.report import write_report
 from immune_suite.signing import load_public_key, verify_record
 from immune_suite.stack_config import StackConfig
 from immune_suite.targets.base import Color, TargetError, TargetSnapshot, TrafficState
-from tests.suite.support import MemoryTarget, ScriptedGates
-from tests.suite.test_runner import promote, release
+from tests.suite.support import MemoryTarget, ScriptedGates, promote, release
 
 
 class BrokenTarget(MemoryTarget):

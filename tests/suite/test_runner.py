@@ -9,31 +9,16 @@ from pathlib import Path
 import pytest
 
 from immune_suite.cli import Session
-from immune_suite.paths import REPO_ROOT
 from immune_suite.pipeline.exit_codes import ExitCode
-from immune_suite.pipeline.run_state import RunState, RunStore
+from immune_suite.pipeline.run_state import RunStore
 from immune_suite.pipeline.runner import Pipeline
 from immune_suite.progress import RecordingProgress
 from immune_suite.record import write_signed_record
 from immune_suite.signing import load_public_key, verify_record
-from immune_suite.source import resolve_source
 from immune_suite.stack_config import StackConfig
-from immune_suite.targets.base import Color, Release, TrafficState
+from immune_suite.targets.base import Color, TrafficState
 from immune_suite.verdict import Status
-from tests.suite.support import MemoryTarget, ScriptedGates
-
-
-def release(version: str) -> Release:
-    source = resolve_source(REPO_ROOT)
-    return Release(version, source.ref, source.digest)
-
-
-def promote(
-    stack: StackConfig, target: MemoryTarget, gates: ScriptedGates, version: str
-) -> tuple[RunState, ExitCode]:
-    pipeline = Pipeline(stack, target, gates.as_gates(), RecordingProgress(), poll_s=0.01)
-    run = pipeline.new_run(release(version))
-    return run, pipeline.execute(run)
+from tests.suite.support import MemoryTarget, ScriptedGates, promote, release, restarted_after_crash
 
 
 @pytest.fixture
@@ -159,27 +144,10 @@ def test_abort_control_rolls_back(
     assert RunStore(stack_config.name).controls() == {}
 
 
-def crashed_mid_canary(stack: StackConfig, target: MemoryTarget, gates: ScriptedGates) -> RunState:
-    """A run as a SIGKILLed pipeline leaves it: 50% of traffic on the candidate, step `canary-50` running."""
-    pipeline = Pipeline(stack, target, gates.as_gates(), RecordingProgress(), poll_s=0.01)
-    run = pipeline.new_run(release("v2"))
-    for step in run.plan[:5]:  # security, deploy, smoke, api-fuzz, canary-10
-        outcome = pipeline._run_step(run, step)
-        pipeline._advance(run, step, outcome)
-    assert run.current == "canary-50"
-    target.set_traffic(run.stable_color, 50)
-    run.result("canary-50").status = "running"
-    RunStore(stack.name).save(run)
-    return run
-
-
 def test_crash_mid_canary_resumes_with_traffic_on_stable_first(
     established: ScriptedGates, stack_config: StackConfig, memory_target: MemoryTarget
 ) -> None:
-    crashed_mid_canary(stack_config, memory_target, established)
-    stored = RunStore(stack_config.name).load()
-    assert stored is not None
-    pipeline = Pipeline(stack_config, memory_target, established.as_gates(), RecordingProgress(), poll_s=0.01)
+    stored, pipeline = restarted_after_crash(stack_config, memory_target, established)
     mark = len(memory_target.calls)
     pipeline.recover(stored, same_candidate=True)
     assert memory_target.calls[mark] == ("traffic", (Color.BLUE, 0))  # before anything else
@@ -192,10 +160,7 @@ def test_crash_mid_canary_resumes_with_traffic_on_stable_first(
 def test_crash_then_different_candidate_rolls_the_old_run_back(
     established: ScriptedGates, stack_config: StackConfig, memory_target: MemoryTarget
 ) -> None:
-    crashed_mid_canary(stack_config, memory_target, established)
-    stored = RunStore(stack_config.name).load()
-    assert stored is not None
-    pipeline = Pipeline(stack_config, memory_target, established.as_gates(), RecordingProgress(), poll_s=0.01)
+    stored, pipeline = restarted_after_crash(stack_config, memory_target, established)
     pipeline.recover(stored, same_candidate=False)
     assert stored.current == "rollback"
     assert pipeline.execute(stored) is ExitCode.ABORTED

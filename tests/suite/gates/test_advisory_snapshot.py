@@ -107,17 +107,22 @@ def _script_tree(tmp_path: Path) -> Path:
     return tree
 
 
-def test_refresh_fails_clearly_when_the_upstream_cannot_be_reached(tmp_path: Path) -> None:
-    tree = _script_tree(tmp_path)
-    before = (tree / advisory_snapshot.SNAPSHOT_FILE).read_bytes()
-    env = {**os.environ, "PYTHON": sys.executable, "IMMUNE_ADVISORY_UPSTREAM": f"file://{tmp_path}/nowhere"}
-    completed = subprocess.run(
+def _refresh(tree: Path, upstream: str) -> subprocess.CompletedProcess[str]:
+    """security/refresh-advisories.sh of `tree`, fetching from `upstream` (a file:// URL)."""
+    env = {**os.environ, "PYTHON": sys.executable, "IMMUNE_ADVISORY_UPSTREAM": upstream}
+    return subprocess.run(
         ["bash", str(tree / "security" / "refresh-advisories.sh")],
         env=env,
         capture_output=True,
         text=True,
         check=False,
     )
+
+
+def test_refresh_fails_clearly_when_the_upstream_cannot_be_reached(tmp_path: Path) -> None:
+    tree = _script_tree(tmp_path)
+    before = (tree / advisory_snapshot.SNAPSHOT_FILE).read_bytes()
+    completed = _refresh(tree, f"file://{tmp_path}/nowhere")
     assert completed.returncode == 1
     assert "snapshot was NOT refreshed" in completed.stderr and "2024-10-10" in completed.stderr
     assert (tree / advisory_snapshot.SNAPSHOT_FILE).read_bytes() == before
@@ -126,14 +131,7 @@ def test_refresh_fails_clearly_when_the_upstream_cannot_be_reached(tmp_path: Pat
 def test_refresh_rebuilds_from_the_upstream_repository(tmp_path: Path) -> None:
     repo = _checkout(tmp_path)
     tree = _script_tree(tmp_path)
-    env = {**os.environ, "PYTHON": sys.executable, "IMMUNE_ADVISORY_UPSTREAM": f"file://{repo}"}
-    completed = subprocess.run(
-        ["bash", str(tree / "security" / "refresh-advisories.sh")],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    completed = _refresh(tree, f"file://{repo}")
     assert completed.returncode == 0, completed.stderr
     info, _ = advisory_snapshot.read(tree / advisory_snapshot.SNAPSHOT_FILE)
     assert info.commit == _git(repo, "rev-parse", "HEAD") and info.advisory_count == 1
