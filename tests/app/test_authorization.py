@@ -259,7 +259,16 @@ def test_every_cell_parameter_has_documented_bounds_in_openapi(service: TestClie
     schema = service.get("/openapi.json").json()
     body = schema["paths"]["/api/v1/agents"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     alternatives = {alt["properties"]["type"]["const"]: alt for alt in body["oneOf"]}
-    assert set(alternatives) == {"dendritic", "macrophage", "neutrophil", "nk_cell"}
+    assert set(alternatives) == {
+        "dendritic",
+        "macrophage",
+        "neutrophil",
+        "nk_cell",
+        "helper_t",
+        "regulatory_t",
+        "b_cell",
+        "cytotoxic_t",
+    }
     unbounded = []
     for cell_type, alternative in alternatives.items():
         params = alternative["properties"]["params"]
@@ -277,6 +286,8 @@ def test_every_cell_parameter_has_documented_bounds_in_openapi(service: TestClie
                 values = prop.get("additionalProperties", {})
                 if "maximum" not in values or "propertyNames" not in prop:
                     unbounded.append(f"{cell_type}.{name}")
+            elif "enum" in prop:
+                assert prop["enum"], f"{cell_type}.{name}: empty enumeration"  # bounded by its values
             else:
                 assert kind == "boolean", f"{cell_type}.{name}: unexpected {kind}"
     assert unbounded == []

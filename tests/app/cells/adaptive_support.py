@@ -32,7 +32,7 @@ def engine(
 
 def detector(
     space: str,
-    features: Sequence[float],
+    features: Sequence[float] | np.ndarray,
     category: str,
     *,
     radius: float = 0.25,
@@ -45,7 +45,7 @@ def detector(
         detector_id=detector_id,
         antigen_type=antigen_type or kinds[space],
         space=space,
-        category=category,  # type: ignore[arg-type]
+        category=category,
         features=np.asarray(features, dtype=np.float64),
         radius=radius,
         stimulations=stimulations,

@@ -22,7 +22,7 @@ AT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 def action(kind: str = "isolate_host", target: str = "ws-01") -> ProposedAction:
     return ProposedAction.propose(
-        kind,  # type: ignore[arg-type]
+        kind,
         target,
         threat_id=THREAT,
         signature="exfiltration:host:ws-01",
@@ -90,7 +90,7 @@ def test_test_validators_satisfy_the_protocol() -> None:
     ],
 )
 def test_critical_actions(kind: str, target: str, critical: bool) -> None:
-    assert is_critical(kind, target) is critical  # type: ignore[arg-type]
+    assert is_critical(kind, target) is critical
     assert action(kind, target).critical is critical
 
 
