@@ -401,6 +401,8 @@ class MonitoringSettings(_Model):
     scrape_interval: str = "15s"
     prometheus_resources: ComputeResources
     grafana_resources: ComputeResources
+    # false: no Grafana (bundled mode), e.g. where no Grafana image can be built (the local cluster).
+    grafana: bool = True
     # Labels the Prometheus Operator's ruleSelector / serviceMonitorSelector match on.
     operator_release_label: str = "kube-prometheus-stack"
     # Where the operator's Prometheus runs: NetworkPolicies admit its scrapes, the export points at it.
@@ -415,13 +417,16 @@ class ClusterSettings(_Model):
     `dns: false` (no CoreDNS): the service reaches Kafka, Redis and PostgreSQL at their Services'
     ClusterIPs, and Kafka brokers advertise (and find their KRaft voters at) one ClusterIP Service per
     broker, instead of `*.svc.cluster.local` names. `persistentVolumes: false` (no volume provisioner):
-    StatefulSets keep their data in an emptyDir (docs/infra.md "Cluster without DNS").
+    StatefulSets keep their data in an emptyDir. `singleNode: true`: Kafka's brokers may share the one
+    node (docs/infra.md "Cluster without DNS or volume provisioner").
     """
 
     dns: bool = True
     # false: no volume provisioner (the local cluster): StatefulSets keep their data in an emptyDir of at
     # most their `storage` size, for the pod's life, instead of a PersistentVolumeClaim.
     persistent_volumes: bool = True
+    # true: one node (the local cluster): Kafka brokers only prefer separate nodes instead of requiring them.
+    single_node: bool = False
 
 
 class CrdSettings(_Model):

@@ -295,8 +295,9 @@ class Kafka(pulumi.ComponentResource):
             "topology_key": "kubernetes.io/hostname",
         }
         affinity: k8s.core.v1.AffinityArgsDict
-        if kafka.brokers > 1:
-            # Two brokers on one node would let a single node failure cost the quorum.
+        if kafka.brokers > 1 and not settings.cluster.single_node:
+            # Two brokers on one node would let a single node failure cost the quorum (a single-node
+            # cluster has no choice: there the spread is only preferred, and the quorum shares the node).
             affinity = {
                 "pod_anti_affinity": {
                     "required_during_scheduling_ignored_during_execution": [anti_affinity_term]

@@ -141,7 +141,8 @@ class Monitoring(pulumi.ComponentResource):
         else:
             self.prometheus_url = f"http://{service_dns('prometheus', settings.namespace)}:{PROMETHEUS_PORT}"
             self._prometheus()
-            self._grafana(grafana_admin_password)
+            if settings.monitoring.grafana:
+                self._grafana(grafana_admin_password)
         self.register_outputs({"prometheus_url": self.prometheus_url})
 
     def _child(self, depends_on: list[pulumi.Resource] | None = None) -> pulumi.ResourceOptions:

@@ -114,8 +114,9 @@ def flows(settings: StackSettings) -> list[Flow]:
                     ([pods(POSTGRES)], [postgres_module.EXPORTER_PORT]),
                 ],
             ),
-            Flow("grafana", GRAFANA, egress=[([pods(PROMETHEUS)], [PROMETHEUS_PORT])]),
         ]
+        if settings.monitoring.grafana:
+            result.append(Flow("grafana", GRAFANA, egress=[([pods(PROMETHEUS)], [PROMETHEUS_PORT])]))
     return result
 
 
