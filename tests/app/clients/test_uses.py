@@ -167,7 +167,7 @@ def test_without_ip_intelligence_the_threat_is_stored_unenriched(
 ) -> None:
     intel = servers("ip_intel")
     intel.mode = "malformed"  # up, but answering outside its contract
-    client = start_client(_settings(make_settings, ip_intel_url=intel.url, **store))
+    client = start_client(_settings(make_settings, ip_intel_url=intel.url))
     _ingest(client, port_scan(ATTACKER))
     threat = _threat(client, "port_scan", ATTACKER)
     assert threat["advice"] == []
