@@ -1,13 +1,15 @@
-"""Fixtures for the pipeline's unit tests (helpers in tests/suite/support.py)."""
+"""Fixtures for the pipeline's tests (helpers in tests/suite/support.py, the e2e stack in local_stack.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from immune_suite.progress import RecordingProgress
 from immune_suite.stack_config import StackConfig
+from tests.services import ServiceSet
 from tests.suite.support import MemoryTarget
 
 
@@ -37,3 +39,14 @@ def memory_target() -> MemoryTarget:
 @pytest.fixture
 def progress() -> RecordingProgress:
     return RecordingProgress()
+
+
+@pytest.fixture(scope="module")
+def private_dependencies() -> Iterator[dict[str, str]]:
+    """PostgreSQL, Redis and Kafka of our own for an end-to-end module: the leader lease and the consumer
+    group live there, and a shared set is also used by other sessions' service instances."""
+    services = ServiceSet.private(("postgres", "redis", "kafka"))
+    try:
+        yield services.start()
+    finally:
+        services.discard()

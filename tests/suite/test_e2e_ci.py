@@ -30,8 +30,8 @@ import yaml
 from immune_suite.paths import REPO_ROOT
 from immune_suite.pipeline.exit_codes import ExitCode
 from tests.services import ServiceSet
-from tests.suite.targets.local.test_e2e_local import snapshot_repo
-from tests.support.ports import free_port_block, free_tcp_ports
+from tests.suite.local_stack import local_ports, require_haproxy, snapshot_repo
+from tests.support.ports import free_tcp_ports
 
 # One pytest-xdist group for the three local-stack e2e modules: each runs whole stacks whose canary
 # analysis compares latencies, so they run one after another, never beside each other.
@@ -54,10 +54,7 @@ DEPENDENCY_EXPERIMENTS = {
 
 @pytest.fixture(scope="module")
 def ci_root() -> Iterator[Path]:
-    if shutil.which("haproxy") is None and not Path("/usr/sbin/haproxy").exists():
-        pytest.fail(
-            "haproxy is required for the local stack: apt-get install haproxy (scripts/main.sh does it)"
-        )
+    require_haproxy()
     root = Path(tempfile.mkdtemp(prefix="immune-ci-e2e-"))
     root.chmod(0o755)  # the postgres OS user must reach its data dir below
     yield root
@@ -82,13 +79,7 @@ def test_ci_stack_promotion_runs_every_chaos_experiment_for_real(
     assert config["dependencies"] == "services" and set(DEPENDENCY_EXPERIMENTS) <= set(
         config["chaos"]["experiments"]
     )
-    base = free_port_block(300)
-    config["local"] = {
-        "ingress_port": base,
-        "stable_port": base + 1,
-        "preview_port": base + 2,
-        "instance_base_port": base + 100,
-    }
+    config["local"] = local_ports()
     config["security"] = {"enabled": False}
     stack_file = ci_root / "ci.yaml"
     stack_file.write_text(yaml.safe_dump(config), encoding="utf-8")

@@ -2,14 +2,14 @@
 gets 10 % of traffic. The run must end `rollback_failed` (exit 10) saying the proxy could not be read,
 and the guard under supervisord must keep restoring until, once the socket is back, stable has it all.
 
-Same machinery as test_e2e_local.py (private ports, state and dependencies), a smaller stack of its own.
+Same machinery as test_e2e_local.py (tests/suite/local_stack.py: private ports, state and dependencies),
+a smaller stack of its own.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,14 +21,14 @@ import yaml
 
 from immune_suite.pipeline.exit_codes import ExitCode
 from immune_suite.targets.base import Color
-from tests.suite.targets.local.test_e2e_local import (
+from tests.suite.local_stack import (
     E2EStack,
-    private_dependencies,  # noqa: F401  (a fixture this module uses)
+    local_ports,
+    require_haproxy,
     snapshot_repo,
     version_of,
     wait_for,
 )
-from tests.support.ports import free_port_block
 
 # One pytest-xdist group for the three local-stack e2e modules: each runs whole stacks whose canary
 # analysis compares latencies, so they run one after another, never beside each other.
@@ -44,19 +44,12 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def stack(
     tmp_path_factory: pytest.TempPathFactory,
-    private_dependencies: dict[str, str],  # noqa: F811  (the imported fixture, by name)
+    private_dependencies: dict[str, str],
 ) -> Iterator[E2EStack]:
-    if shutil.which("haproxy") is None and not Path("/usr/sbin/haproxy").exists():
-        pytest.fail("haproxy is required for the local stack: apt-get install haproxy")
+    require_haproxy()
     root = tmp_path_factory.mktemp("e2e-rollback-failed")
     v1, v2 = snapshot_repo(root / "repo")
-    base = free_port_block(300)
-    ports = {
-        "ingress_port": base,
-        "stable_port": base + 1,
-        "preview_port": base + 2,
-        "instance_base_port": base + 100,
-    }
+    ports = local_ports()
     config = {
         "name": "e2e-rbf",
         "target": "local",

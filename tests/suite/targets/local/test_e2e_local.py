@@ -17,28 +17,27 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 
-from immune_suite.paths import REPO_ROOT
 from immune_suite.pipeline.exit_codes import ExitCode
-from immune_suite.source import resolve_source
-from immune_suite.stack_config import load_stack
 from immune_suite.targets.base import Color
-from immune_suite.targets.local import LocalTarget
-from tests.services import ServiceSet
-from tests.support.ports import free_port_block
+from tests.suite.local_stack import (
+    E2EStack,
+    local_ports,
+    require_haproxy,
+    snapshot_repo,
+    version_of,
+    wait_for,
+)
 
 # One pytest-xdist group for the three local-stack e2e modules: each runs whole stacks whose canary
 # analysis compares latencies, so they run one after another, never beside each other.
@@ -51,100 +50,12 @@ pytestmark = [
 ]
 
 
-@dataclass
-class E2EStack:
-    root: Path
-    repo: Path
-    stack_file: Path
-    env: dict[str, str]
-    ports: dict[str, int]
-    v1: str = ""  # commit of the first release
-    v2: str = ""  # commit of the second release
-
-    def cli(self, *args: str, timeout: float = 400) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "immune_suite.cli", *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            cwd=REPO_ROOT,
-        )
-
-    def promote(self, *args: str) -> tuple[int, dict[str, Any]]:
-        result = self.cli(
-            "promote", "--stack", str(self.stack_file), "--repo", str(self.repo), "--json", *args
-        )
-        payload = json.loads(result.stdout) if result.stdout.strip() else {}
-        if result.returncode not in (0, 3) or not payload:
-            print(result.stderr[-6000:])
-        return result.returncode, payload
-
-    def target(self) -> LocalTarget:
-        os.environ["IMMUNE_STATE_DIR"] = self.env["IMMUNE_STATE_DIR"]
-        return LocalTarget(load_stack(str(self.stack_file)), repo=self.repo)
-
-    def served(self, requests: int = 20) -> set[tuple[str, str]]:
-        """(colour, version) pairs answering on the ingress."""
-        seen = set()
-        with httpx.Client(base_url=f"http://127.0.0.1:{self.ports['ingress_port']}", timeout=5) as client:
-            for _ in range(requests):
-                response = client.get("/health/live")
-                assert response.status_code == 200
-                seen.add((response.headers["X-Immune-Color"], response.headers["X-Immune-Version"]))
-        return seen
-
-
-def snapshot_repo(destination: Path) -> tuple[str, str]:
-    """A git repo with two commits of this working tree: v1 as is, v2 with one changed source file."""
-    source = resolve_source(REPO_ROOT)
-    archive = subprocess.run(
-        ["git", "-C", str(REPO_ROOT), "archive", source.tree], check=True, capture_output=True
-    )
-    destination.mkdir()
-    subprocess.run(["tar", "-x", "-C", str(destination)], input=archive.stdout, check=True)
-    git = ["git", "-C", str(destination), "-c", "user.name=e2e", "-c", "user.email=e2e@localhost"]
-    subprocess.run([*git, "init", "-q"], check=True)
-    subprocess.run([*git, "add", "-A"], check=True)
-    subprocess.run([*git, "commit", "-q", "-m", "v1"], check=True)
-    marker = destination / "app" / "immune_core" / "__init__.py"
-    marker.write_text(marker.read_text() + "\n# e2e: the second release differs from the first\n")
-    subprocess.run([*git, "commit", "-q", "-am", "v2"], check=True)
-
-    def rev(ref: str) -> str:
-        return subprocess.run(
-            [*git, "rev-parse", ref], check=True, capture_output=True, text=True
-        ).stdout.strip()
-
-    return rev("HEAD~1"), rev("HEAD")
-
-
-@pytest.fixture(scope="module")
-def private_dependencies() -> Iterator[dict[str, str]]:
-    """PostgreSQL, Redis and Kafka of our own: the leader lease and the consumer group live there, and
-    a shared set is also used by other sessions' service instances."""
-    services = ServiceSet.private(("postgres", "redis", "kafka"))
-    try:
-        yield services.start()
-    finally:
-        services.discard()
-
-
 @pytest.fixture(scope="module")
 def e2e(tmp_path_factory: pytest.TempPathFactory, private_dependencies: dict[str, str]) -> Iterator[E2EStack]:
-    if shutil.which("haproxy") is None and not Path("/usr/sbin/haproxy").exists():
-        pytest.fail(
-            "haproxy is required for the local stack: apt-get install haproxy (scripts/main.sh does it)"
-        )
+    require_haproxy()
     root = tmp_path_factory.mktemp("e2e")
     v1, v2 = snapshot_repo(root / "repo")
-    base = free_port_block(300)
-    ports = {
-        "ingress_port": base,
-        "stable_port": base + 1,
-        "preview_port": base + 2,
-        "instance_base_port": base + 100,
-    }
+    ports = local_ports()
     config = {
         "name": "e2e",
         "target": "local",
@@ -189,23 +100,6 @@ def e2e(tmp_path_factory: pytest.TempPathFactory, private_dependencies: dict[str
         os.environ.pop("IMMUNE_STATE_DIR", None)
     else:
         os.environ["IMMUNE_STATE_DIR"] = previous
-
-
-def wait_for(condition: Any, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            if condition():
-                return
-        except (httpx.HTTPError, AssertionError, OSError):
-            pass  # not there yet
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
-
-
-def version_of(stack: E2EStack, ref: str) -> str:
-    return resolve_source(stack.repo, ref).version
 
 
 def canary_samples(record: dict[str, Any], step_id: str) -> list[dict[str, Any]]:
