@@ -115,12 +115,3 @@ async def record_decisions(conn: Connection, decisions: Sequence[Decision]) -> N
             action.model_dump_json(),
             now,
         )
-
-
-async def decisions(conn: Connection, limit: int = 100) -> list[Row]:
-    """The latest decisions, newest first."""
-    return await conn.fetch(
-        "SELECT action_id, threat_id, kind, target, critical, decision, reason, validator, degraded,"
-        " decided_at FROM response_actions ORDER BY decided_at DESC LIMIT $1",
-        limit,
-    )

@@ -23,6 +23,7 @@ from immune_core.ingestion.router import router as events_router
 from immune_core.lymphnodes.router import router as lymphnodes_router
 from immune_core.memory.router import router as memory_router
 from immune_core.observability.logging import configure_logging
+from immune_core.responses.router import router as responses_router
 from immune_core.runtime import Runtime
 from immune_core.settings import Settings
 from immune_core.stream.router import router as stream_router
@@ -40,6 +41,7 @@ def _api_router() -> APIRouter:
         lymphnodes_router,
         homeostasis_router,
         memory_router,
+        responses_router,
         coordination_router,
     ):
         api.include_router(router)

@@ -10,7 +10,8 @@ The documented default (``SAFE_DEFAULT``, applied by ``validate_action``):
 
 * **no validator configured, or the validator cannot answer** (``ValidatorUnavailable``, a timeout, an
   open circuit, a malformed answer): *critical* actions -- ``isolate_host``, ``kill_process``, and
-  ``block_source`` of a private/loopback/link-local address (an internal machine) -- are **denied**
+  ``block_source`` of an internal address (RFC 1918, RFC 6598, loopback, link-local, IPv6 ULA: an
+  organisation's own machine) -- are **denied**
   (fail closed: taking a host or process away without an independent check is the harm to avoid);
   non-critical actions -- ``block_source`` of an external address -- are **allowed** (a block of an
   outside address is cheap to undo and is what a firewall does on its own).
@@ -32,6 +33,7 @@ from uuid import UUID, uuid5
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from immune_core.adaptive.features import is_internal
 from immune_core.detection.threat import AntigenType, ThreatCategory, ThreatSeverity
 
 ActionKind: TypeAlias = Literal["block_source", "isolate_host", "kill_process"]
@@ -138,10 +140,12 @@ def is_critical(kind: ActionKind, target: str) -> bool:
     if kind != "block_source":
         return True
     try:
-        address = ipaddress.ip_address(target)
+        ipaddress.ip_address(target)
     except ValueError:
         return True  # not an address: cannot tell what would be blocked, treat as critical
-    return address.is_private or address.is_loopback or address.is_link_local
+    # The organisation's own space (RFC 1918, RFC 6598, loopback, link-local, ULA): the same line the
+    # adaptive layer draws between internal and external (documentation ranges are not internal).
+    return is_internal(target)
 
 
 def default_verdict(action: ProposedAction, *, degraded: bool, why: str) -> ValidationVerdict:
