@@ -119,7 +119,9 @@ def overrides(
     result["imageBuild"] = {
         "enabled": True,
         "builder": "engine-api",
-        "repository": f"{registry}/immune/immune-core",
+        # Its own repository: scripts/images.sh pushes immune/immune-core:<tag> itself, and a `destroy`
+        # (which removes the local tag) must not take that one away.
+        "repository": f"{registry}/pulumi/immune-core",
         "tag": versions.get("IMAGES_APP_TAG", "0.1.0"),
         "context": str(app_context),
         "dockerfile": str(app_context / "app" / "Dockerfile"),
