@@ -162,10 +162,15 @@ global:
   checkNewVersion: false
   sendAnonymousUsage: false
 entryPoints:
+  # Headers whose names alias another (X_Auth_User for X-Auth-User) are dropped, not forwarded.
   gateway:
     address: "127.0.0.1:${ROUTER_GATEWAY_PORT}"
+    http:
+      aliasHeadersStrategy: delete
   ingress:
     address: "127.0.0.1:${ROUTER_INGRESS_PORT}"
+    http:
+      aliasHeadersStrategy: delete
   traefik:
     address: "127.0.0.1:${ROUTER_ADMIN_PORT}"
 ping:
@@ -178,6 +183,7 @@ metrics:
     entryPoint: traefik
 log:
   level: INFO
+  noColor: true
 providers:
   kubernetesGateway:
     statusAddress:

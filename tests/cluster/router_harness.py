@@ -56,11 +56,12 @@ def host_address() -> str:
 
 
 def control_plane_binaries() -> Path:
-    """The cluster's bin directory (`scripts/cluster.sh env`), built first if it lacks what we run.
+    """The cluster's bin directory (`AIC_CLUSTER_BIN`, else from `scripts/cluster.sh env`), built first
+    if it lacks what we run.
 
     `cluster.sh build` is cached by version and idempotent (minutes on a cold machine, once).
     """
-    bin_dir = Path(cluster_env()["AIC_CLUSTER_BIN"])
+    bin_dir = Path(os.environ.get("AIC_CLUSTER_BIN") or cluster_env()["AIC_CLUSTER_BIN"])
     if not all((bin_dir / name).is_file() for name in ("etcd", "kube-apiserver", "kubectl")):
         run_cluster_sh("build", timeout=BUILD_TIMEOUT_S)
     return bin_dir
