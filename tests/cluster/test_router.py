@@ -322,6 +322,11 @@ def test_router_restart_keeps_routing(routed: dict[str, str], cluster: Cluster) 
     started = router("up", routed)
     assert started.returncode == 0, started.stderr
     assert router("status", routed).returncode == 0
+    pid_file = Path(routed["AIC_CLUSTER_STATE"], "router", "router.pid")
+    pid = pid_file.read_text()
+    again = router("up", routed)  # idempotent: the running router is kept
+    assert again.returncode == 0 and "already running" in again.stderr, again.stderr
+    assert pid_file.read_text() == pid
     wait_for_weights(routed, GATEWAY_PROVIDER, cluster.namespace, {STABLE_SERVICE: 0, PREVIEW_SERVICE: 100})
     with gateway(routed, host) as client:
         assert colours(client, 100) == Counter({"green": 100})
@@ -339,3 +344,25 @@ def test_nginx_canary_ingress_weight_moves_traffic(routed: dict[str, str], clust
         forced = colours(client, 50, headers={CANARY_HEADER: "always"})
     assert split_matches(served["green"], REQUESTS, 0.10), served
     assert forced == Counter({"green": 50}), forced
+
+
+def test_blue_green_switch_moves_every_request(
+    routed: dict[str, str], cluster: Cluster, backends: dict[str, ColourServer]
+) -> None:
+    routes = rendered("gateway", 0)
+    for route in routes:
+        cluster.apply(route)
+    stable = next(route for route in routes if route["metadata"]["name"] == STABLE_SERVICE)
+    wait_for_weights(routed, GATEWAY_PROVIDER, cluster.namespace, {STABLE_SERVICE: 100})
+    try:
+        with gateway(routed, stable["spec"]["hostnames"][0]) as client:
+            assert colours(client, 100) == Counter({"blue": 100})
+            # activeColor green moves the stable Service's selector; the EndpointSlice controller then
+            # rewrites its slice to the green pods. The route itself does not change.
+            cluster.service(STABLE_SERVICE, backends["green"])
+            deadline = time.monotonic() + APPLY_TIMEOUT_S
+            while time.monotonic() < deadline and client.get("/").text != "green":
+                time.sleep(0.2)
+            assert colours(client, 200) == Counter({"green": 200})
+    finally:
+        cluster.service(STABLE_SERVICE, backends["blue"])
