@@ -37,7 +37,10 @@ from tests.cluster.router_harness import (
     weighted_children,
 )
 
-pytestmark = pytest.mark.cluster
+# A cold machine builds the cluster's binaries and Traefik inside the first test's fixtures (tens of
+# minutes on 2 cores; cached afterwards): the per-test limit of pyproject.toml cannot cover that. Every
+# wait inside the tests has its own bound (APPLY_TIMEOUT_S, NO_HANG_TIMEOUT_S).
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(7200)]
 
 STACK = "staging"
 GATEWAY_NAMESPACE = "router-test-gateway"
