@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 
 def produce(bootstrap: str, topic: str, values: list[bytes], key: bytes | None = None) -> None:
@@ -50,5 +50,42 @@ def read_until(
         finally:
             await consumer.stop()
         raise AssertionError(f"{topic}: condition not met after {timeout_s}s ({len(seen)} messages)")
+
+    return asyncio.run(run())
+
+
+def read_committed_to_end(bootstrap: str, topic: str) -> list[bytes]:
+    """Every committed message of ``topic`` from the beginning to its current end (read_committed)."""
+
+    async def run() -> list[bytes]:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            group_id=None,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            enable_auto_commit=False,
+        )
+        await consumer.start()
+        try:
+            partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or set()]
+            if not partitions:
+                await consumer._client.force_metadata_update()  # first look at the topic
+                partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or set()]
+            consumer.assign(partitions)
+            await consumer.seek_to_beginning(*partitions)
+            ends = await consumer.end_offsets(partitions)  # the last stable offset under read_committed
+            values: list[bytes] = []
+            deadline = time.monotonic() + 120
+
+            async def behind() -> bool:
+                return any([await consumer.position(tp) < ends[tp] for tp in partitions])
+
+            while await behind():
+                assert time.monotonic() < deadline, "topic not read to its end in 120 s"
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    values.extend(r.value or b"" for r in records)
+            return values
+        finally:
+            await consumer.stop()
 
     return asyncio.run(run())

@@ -18,7 +18,7 @@ from aiokafka.errors import OutOfOrderSequenceNumber
 from immune_core.transport.bus import BusUnavailable, OutboundMessage
 from immune_core.transport.kafka import KafkaBus
 
-from tests.app.test_service_outages import read_committed_to_end
+from tests.app.kafka_tools import read_committed_to_end
 
 pytestmark = [pytest.mark.integration]
 

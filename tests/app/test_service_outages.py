@@ -12,7 +12,6 @@ Each test runs on its own private service set (the shared services are never sto
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import threading
@@ -25,10 +24,9 @@ from typing import Any
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from immune_core.processing.dlq import decode_raw
 
-from tests.app.kafka_tools import produce
+from tests.app.kafka_tools import produce, read_committed_to_end
 from tests.app.service_process import ServiceProcess
 from tests.app.support import TOKEN, flow, port_scan, query_postgres, wait_for
 
@@ -92,43 +90,6 @@ class Traffic:
             else:
                 self.bad_answers.append(f"{response.status_code}: {response.text[:300]}")
             time.sleep(self._interval)
-
-
-def read_committed_to_end(bootstrap: str, topic: str) -> list[bytes]:
-    """Every committed message of ``topic`` from the beginning to its current end (read_committed)."""
-
-    async def run() -> list[bytes]:
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap,
-            group_id=None,
-            auto_offset_reset="earliest",
-            isolation_level="read_committed",
-            enable_auto_commit=False,
-        )
-        await consumer.start()
-        try:
-            partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or set()]
-            if not partitions:
-                await consumer._client.force_metadata_update()  # first look at the topic
-                partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or set()]
-            consumer.assign(partitions)
-            await consumer.seek_to_beginning(*partitions)
-            ends = await consumer.end_offsets(partitions)  # the last stable offset under read_committed
-            values: list[bytes] = []
-            deadline = time.monotonic() + 120
-
-            async def behind() -> bool:
-                return any([await consumer.position(tp) < ends[tp] for tp in partitions])
-
-            while await behind():
-                assert time.monotonic() < deadline, "topic not read to its end in 120 s"
-                for records in (await consumer.getmany(timeout_ms=500)).values():
-                    values.extend(r.value or b"" for r in records)
-            return values
-        finally:
-            await consumer.stop()
-
-    return asyncio.run(run())
 
 
 def _drained(service: ServiceProcess) -> dict[str, Any] | None:

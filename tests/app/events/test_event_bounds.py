@@ -19,7 +19,7 @@ from immune_core.events.models import (
 )
 from immune_core.events.text import UnreadableJson, read_json, unstorable_reason
 
-from tests.app.events.test_models import endpoint_dict, flow_dict, intel_dict
+from tests.app.events.support import endpoint_dict, flow_dict, intel_dict
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 

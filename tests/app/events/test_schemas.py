@@ -9,7 +9,7 @@ from immune_core.events.models import EVENT_KINDS, EventValidationError, parse_e
 from immune_core.events.schemas import load_schema, render_schema, schema_path
 from immune_core.simulator import generate
 
-from tests.app.events.test_models import endpoint_dict, flow_dict, intel_dict
+from tests.app.events.support import endpoint_dict, flow_dict, intel_dict
 
 
 @pytest.mark.parametrize("kind", EVENT_KINDS)

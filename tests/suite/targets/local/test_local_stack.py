@@ -15,7 +15,7 @@ from immune_suite.targets.local.haproxy import attribution, color_weights, rende
 from immune_suite.targets.local.layout import StackLayout
 from immune_suite.targets.local.releases import build_release, service_binary
 from immune_suite.targets.local.supervisor import ProgramSpec, render_program
-from tests.suite.targets.local.test_release_install import locked_build_backend
+from tests.suite.targets.local.support import locked_build_backend
 
 LAYOUT = StackLayout(Path("/state/local-stack/x"), LocalTargetConfig(instance_base_port=20000), replicas=2)
 

@@ -12,6 +12,7 @@ from immune_suite.paths import REPO_ROOT
 from immune_suite.source import resolve_source
 from immune_suite.targets.base import TargetError
 from immune_suite.targets.local.releases import build_release, locked_dependencies, service_binary
+from tests.suite.targets.local.support import locked_build_backend
 
 
 def _git(repo: Path, *args: str) -> str:
@@ -33,12 +34,6 @@ def _demo_repo(tmp_path: Path, lock: str | None) -> Path:
     _git(repo, "add", "-A")
     _git(repo, "commit", "-q", "-m", "one")
     return repo
-
-
-def locked_build_backend() -> str:
-    """The build backend entries (setuptools, wheel and its packaging) of the repository's own lock."""
-    blocks = re.split(r"\n(?=\S)", (REPO_ROOT / "requirements.lock").read_text())
-    return "\n".join(b for b in blocks if b.startswith(("setuptools==", "wheel==", "packaging=="))) + "\n"
 
 
 @pytest.fixture(autouse=True)
