@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
+import subprocess
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -369,3 +371,21 @@ def test_blue_green_switch_moves_every_request(
             assert colours(client, 200) == Counter({"green": 200})
     finally:
         cluster.service(STABLE_SERVICE, backends["blue"])
+
+
+def test_down_never_signals_a_process_that_is_not_the_router(tmp_path: Path) -> None:
+    """A stale PID file (the router died, its PID was reused) must not get another process killed."""
+    bystander = subprocess.Popen(["sleep", "300"])
+    try:
+        env = {**os.environ, "AIC_CLUSTER_STATE": str(tmp_path)}
+        pid_file = tmp_path / "router" / "router.pid"
+        pid_file.parent.mkdir(parents=True)
+        pid_file.write_text(f"{bystander.pid}\n")
+        assert router("status", env).returncode == 3
+        stopped = router("down", env)
+        assert stopped.returncode == 0, stopped.stderr
+        assert bystander.poll() is None, "router.sh down signalled a process that is not the router"
+        assert not pid_file.exists()
+    finally:
+        bystander.kill()
+        bystander.wait()
