@@ -479,6 +479,17 @@ class StackSettings(_Model):
         return self
 
     @model_validator(mode="after")
+    def _addresses_need_a_cluster(self) -> StackSettings:
+        # Without DNS the service's addresses are ClusterIPs, which only an API server allocates: a
+        # render (no cluster) would stop halfway with no address to write.
+        if not self.cluster.dns and self.render_yaml_to_directory:
+            raise ValueError(
+                "cluster.dns false needs a cluster (its addresses are allocated ClusterIPs); "
+                "renderYamlToDirectory has none: render with cluster.dns true"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _replicas_within_quota(self) -> StackSettings:
         # The ResourceQuota is sized for each colour at `app.replicas.max`; a larger override would
         # fail at admission, pod by pod, long after `pulumi up` reported success.

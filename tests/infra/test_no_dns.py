@@ -182,3 +182,12 @@ def test_without_persistent_volumes_statefulsets_keep_data_in_an_emptydir() -> N
     for sts in default.of_kind("StatefulSet"):
         names = [volume["name"] for volume in sts["spec"]["template"]["spec"].get("volumes", [])]
         assert "data" not in names
+
+
+def test_no_dns_cannot_be_rendered_without_a_cluster(tmp_path: Path) -> None:
+    """The real engine's render mode allocates no ClusterIP (found running it): refused up front."""
+    from immune_infra.config import ConfigError
+    from immune_infra.render import render_stack
+
+    with pytest.raises(ConfigError, match=r"cluster\.dns false needs a cluster"):
+        render_stack("staging", {"cluster": {"dns": False}, "renderYamlToDirectory": str(tmp_path)})
