@@ -110,9 +110,26 @@ class DockerLab:
     registry_no_delete: Registry
 
 
+PACKAGES = ("docker.io", "docker-registry")
+
+
+def ensure_packages() -> None:
+    """Install Debian's docker.io and docker-registry when absent (as scripts/images.sh up does: a fresh
+    machine has neither); their init scripts are kept from starting system daemons (RUNLEVEL=1)."""
+    if all(shutil.which(binary) for binary in (DOCKERD, REGISTRY)):
+        return
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive", "RUNLEVEL": "1"}
+    apt = ["apt-get", "-o", "DPkg::Lock::Timeout=600", "-qq"]
+    for argv in ([*apt, "update"], [*apt, "-y", "--no-install-recommends", "install", *PACKAGES]):
+        result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=1200, check=False)
+        if result.returncode != 0:
+            raise DaemonUnavailable(f"{' '.join(argv)} failed:\n{result.stderr[-2000:]}")
+
+
 @contextlib.contextmanager
 def docker_lab(root: Path) -> Iterator[DockerLab]:
     """Start dockerd and two registries under `root`; stop them on exit. Raises DaemonUnavailable."""
+    ensure_packages()
     for binary in (DOCKERD, REGISTRY):
         if shutil.which(binary) is None:
             raise DaemonUnavailable(f"{binary} is not installed (apt-get install docker.io docker-registry)")
