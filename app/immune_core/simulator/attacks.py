@@ -132,23 +132,7 @@ def exfiltration(
     rng: random.Random, make: EventFactory, net: Network, start: datetime
 ) -> list[LabelledEvent]:
     """A compromised workstation uploads ~150 MB to one external host in 4 minutes, in 25 chunks."""
-    victim = rng.choice(net.workstations)
-    drop = public_ip(rng, ("198.18", "146.70", "89.248"))
-    events = []
-    at = start
-    for _ in range(25):
-        at += timedelta(seconds=rng.uniform(4.0, 14.0))
-        flow = make.flow(
-            at,
-            victim.host_id,
-            victim.ip,
-            drop,
-            443,
-            rng.randint(4_000_000, 8_000_000),
-            rng.randint(2_000, 9_000),
-        )
-        events.append(LabelledEvent(flow, "exfiltration", f"host:{victim.host_id}"))
-    return events
+    return _upload(rng, make, net, start, "exfiltration", 25, (4.0, 14.0), (4_000_000, 8_000_000))
 
 
 def beaconing(rng: random.Random, make: EventFactory, net: Network, start: datetime) -> list[LabelledEvent]:
@@ -247,22 +231,31 @@ def chunked_exfiltration(
 
     One chunk a minute keeps every five-minute window below the NK cell's 20 MB floor.
     """
+    return _upload(rng, make, net, start, "chunked_exfiltration", 60, (50.0, 70.0), (1_500_000, 3_500_000))
+
+
+def _upload(
+    rng: random.Random,
+    make: EventFactory,
+    net: Network,
+    start: datetime,
+    label: str,
+    chunks: int,
+    gap_s: tuple[float, float],
+    chunk_bytes: tuple[int, int],
+) -> list[LabelledEvent]:
+    """A random workstation sends `chunks` HTTPS uploads to one external host: each `gap_s` seconds after
+    the last (uniform), each of `chunk_bytes` bytes (uniform), answered with 2-9 kB."""
     victim = rng.choice(net.workstations)
     drop = public_ip(rng, ("198.18", "146.70", "89.248"))
     events = []
     at = start
-    for _ in range(60):
-        at += timedelta(seconds=rng.uniform(50.0, 70.0))
+    for _ in range(chunks):
+        at += timedelta(seconds=rng.uniform(*gap_s))
         flow = make.flow(
-            at,
-            victim.host_id,
-            victim.ip,
-            drop,
-            443,
-            rng.randint(1_500_000, 3_500_000),
-            rng.randint(2_000, 9_000),
+            at, victim.host_id, victim.ip, drop, 443, rng.randint(*chunk_bytes), rng.randint(2_000, 9_000)
         )
-        events.append(LabelledEvent(flow, "chunked_exfiltration", f"host:{victim.host_id}"))
+        events.append(LabelledEvent(flow, label, f"host:{victim.host_id}"))
     return events
 
 
