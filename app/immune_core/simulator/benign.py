@@ -50,123 +50,53 @@ def _workstation_flow(
 ) -> dict[str, Any]:
     roll = rng.random()
     state = "established" if rng.random() > 0.03 else rng.choice(["rejected", "reset", "timeout"])
+
+    def to(dst_ip: str, port: int, sent: int, received: int, **extra: Any) -> dict[str, Any]:
+        # Sizes are drawn by the caller, in this order: the event stays the same for the same seed.
+        return make.flow(
+            at, host.host_id, host.ip, dst_ip, port, sent, received, **{"conn_state": state, **extra}
+        )
+
     if roll < 0.50:
         dst = rng.choice(net.internet[:40])
-        return make.flow(
-            at,
-            host.host_id,
-            host.ip,
-            dst,
-            443,
-            _lognormal(rng, 1_800, 0.8, 400_000),
-            _lognormal(rng, 60_000, 1.2, 30_000_000),
-            conn_state=state,
-            domain=net.domains[dst],
-        )
+        sent, received = _lognormal(rng, 1_800, 0.8, 400_000), _lognormal(rng, 60_000, 1.2, 30_000_000)
+        return to(dst, 443, sent, received, domain=net.domains[dst])
     if roll < 0.70:
-        dns = net.servers["dns"]
-        return make.flow(
-            at,
-            host.host_id,
-            host.ip,
-            dns.ip,
-            53,
-            rng.randint(60, 120),
-            rng.randint(80, 400),
-            protocol="udp",
-            conn_state="established",
-        )
+        sent, received = rng.randint(60, 120), rng.randint(80, 400)
+        return to(net.servers["dns"].ip, 53, sent, received, protocol="udp", conn_state="established")
     if roll < 0.82:
-        web = net.servers["web"]
-        return make.flow(
-            at,
-            host.host_id,
-            host.ip,
-            web.ip,
-            443,
-            _lognormal(rng, 2_500, 0.7, 200_000),
-            _lognormal(rng, 40_000, 1.0, 5_000_000),
-            conn_state=state,
-        )
+        sent, received = _lognormal(rng, 2_500, 0.7, 200_000), _lognormal(rng, 40_000, 1.0, 5_000_000)
+        return to(net.servers["web"].ip, 443, sent, received)
     if roll < 0.92:
-        share = net.servers["file"]
         upload = rng.random() < 0.1
         sent = _lognormal(rng, 400_000, 1.0, 3_000_000) if upload else _lognormal(rng, 12_000, 0.6, 100_000)
-        return make.flow(
-            at,
-            host.host_id,
-            host.ip,
-            share.ip,
-            445,
-            sent,
-            _lognormal(rng, 80_000, 1.2, 20_000_000),
-            conn_state=state,
-        )
+        return to(net.servers["file"].ip, 445, sent, _lognormal(rng, 80_000, 1.2, 20_000_000))
     if roll < 0.96:
-        db = net.servers["db"]
-        return make.flow(
-            at,
-            host.host_id,
-            host.ip,
-            db.ip,
-            5432,
-            _lognormal(rng, 9_000, 0.6, 200_000),
-            _lognormal(rng, 50_000, 1.0, 5_000_000),
-            conn_state=state,
-        )
-    bastion = net.servers["bastion"]
-    return make.flow(
-        at,
-        host.host_id,
-        host.ip,
-        bastion.ip,
-        22,
-        _lognormal(rng, 40_000, 0.8, 2_000_000),
-        _lognormal(rng, 120_000, 0.9, 10_000_000),
-        conn_state=state,
-    )
+        sent, received = _lognormal(rng, 9_000, 0.6, 200_000), _lognormal(rng, 50_000, 1.0, 5_000_000)
+        return to(net.servers["db"].ip, 5432, sent, received)
+    sent, received = _lognormal(rng, 40_000, 0.8, 2_000_000), _lognormal(rng, 120_000, 0.9, 10_000_000)
+    return to(net.servers["bastion"].ip, 22, sent, received)
 
 
 def _server_flow(
     rng: random.Random, make: EventFactory, net: Network, host: Host, at: datetime
 ) -> dict[str, Any]:
     roll = rng.random()
+
+    def to(dst_ip: str, port: int, sent: int, received: int, **extra: Any) -> dict[str, Any]:
+        return make.flow(at, host.host_id, host.ip, dst_ip, port, sent, received, **extra)
+
     if roll < 0.55 and host.role != "db":
-        db = net.servers["db"]
-        return make.flow(
-            at,
-            host.host_id,
-            host.ip,
-            db.ip,
-            5432,
-            _lognormal(rng, 3_000, 0.5, 50_000),
-            _lognormal(rng, 20_000, 0.8, 2_000_000),
-        )
+        sent, received = _lognormal(rng, 3_000, 0.5, 50_000), _lognormal(rng, 20_000, 0.8, 2_000_000)
+        return to(net.servers["db"].ip, 5432, sent, received)
     if roll < 0.85:
         peer = rng.choice([s for s in net.servers.values() if s is not host])
         port = SERVER_ROLE_PORTS[peer.role]
-        protocol = "udp" if port == 53 else "tcp"
-        return make.flow(
-            at,
-            host.host_id,
-            host.ip,
-            peer.ip,
-            port,
-            _lognormal(rng, 2_000, 0.6, 60_000),
-            _lognormal(rng, 6_000, 0.8, 300_000),
-            protocol=protocol,
-        )
+        sent, received = _lognormal(rng, 2_000, 0.6, 60_000), _lognormal(rng, 6_000, 0.8, 300_000)
+        return to(peer.ip, port, sent, received, protocol="udp" if port == 53 else "tcp")
     dst = rng.choice(net.internet[40:])
-    return make.flow(
-        at,
-        host.host_id,
-        host.ip,
-        dst,
-        443,
-        _lognormal(rng, 1_200, 0.5, 20_000),
-        _lognormal(rng, 300_000, 1.0, 50_000_000),
-        domain=net.domains[dst],
-    )
+    sent, received = _lognormal(rng, 1_200, 0.5, 20_000), _lognormal(rng, 300_000, 1.0, 50_000_000)
+    return to(dst, 443, sent, received, domain=net.domains[dst])
 
 
 def _workstation_process(rng: random.Random, make: EventFactory, host: Host, at: datetime) -> dict[str, Any]:
