@@ -82,10 +82,18 @@ phase() {
   return 0
 }
 
-# pytest_phase NAME MARK-EXPRESSION: one pytest run with its own JUnit XML (exit 5, nothing collected, fails).
+# pytest_phase NAME MARK-EXPRESSION [pytest args]: one pytest run with its own JUnit XML (exit 5, nothing
+# collected, fails).
 pytest_phase() {
-  phase "$1" .venv/bin/python -m pytest -p no:cacheprovider --durations=25 --junitxml="out/junit-$1.xml" -m "$2"
+  phase "$1" .venv/bin/python -m pytest -p no:cacheprovider --durations=25 --junitxml="out/junit-$1.xml" -m "$2" "${@:3}"
 }
+
+# pytest-xdist workers for the main and engine phases (IMMUNE_TEST_WORKERS=2: `-n 2 --dist loadgroup`; tests
+# that share a module-scoped fixture, and the local-stack e2e modules, stay on one worker, tests/conftest.py).
+# Serial by default until full parallel runs have passed repeatedly (docs/architecture.md).
+workers="${IMMUNE_TEST_WORKERS:-1}"
+parallel=()
+if [ "$workers" -gt 1 ]; then parallel=(-n "$workers" --dist loadgroup); fi
 
 # bg NAME CMD...: starts CMD in the background, its output in out/logs/NAME.log; bg_wait NAME waits for it
 # and shows the log's tail when it failed.
@@ -133,7 +141,7 @@ record setup "$setup_start" "$setup_rc"
 
 if [ "$setup_rc" -eq 0 ]; then
   phase lint lint  # ruff check, ruff format --check, mypy --strict (service, suite, gate tools, Pulumi program)
-  pytest_phase main "not engine and not cluster"
+  pytest_phase main "not engine and not cluster" "${parallel[@]}"
 
   if [ "$skip_engine" != "1" ]; then
     step "build: waiting for the pulumi engine"
@@ -142,11 +150,11 @@ if [ "$setup_rc" -eq 0 ]; then
     record build "$engine_start" "$engine_rc"
     if [ "$engine_rc" -eq 0 ]; then
       tail -n 1 out/logs/pulumi-engine.log
-      pytest_phase engine "engine and not cluster"
+      pytest_phase engine "engine and not cluster" "${parallel[@]}"
     fi
   else
     # IMMUNE_SKIP_ENGINE=1: the engine tests run and skip, saying why (tests/support/engine.py).
-    pytest_phase engine "engine and not cluster"
+    pytest_phase engine "engine and not cluster" "${parallel[@]}"
   fi
 
   # The local Kubernetes cluster (scripts/cluster.sh): once it lands, build it in the background next to
