@@ -83,6 +83,17 @@ apt_packages() {
       apt-get -o DPkg::Lock::Timeout=900 install -y --no-install-recommends "${missing[@]}" >/dev/null; }
 }
 
+# A long build runs from a copy of the wrapper module: a git checkout or rebase of the work tree
+# meanwhile (which briefly removes the directory) cannot break it.
+module_copy() { # module_copy <bin dir> <module dir name under cluster/>; prints the copy's path
+  local dst
+  dst=$(dirname "$1")/src/$2
+  rm -rf "$dst" && mkdir -p "$dst"
+  cp "$ROOT/cluster/$2"/go.mod "$ROOT/cluster/$2"/go.sum "$dst/"
+  cp "$ROOT/cluster/$2"/*.go "$dst/" 2>/dev/null || true
+  echo "$dst"
+}
+
 build_k8s() {
   local bin=$1 c missing=0
   for c in "${K8S_CMDS[@]}"; do [ -x "$bin/$c" ] || missing=1; done
@@ -99,7 +110,7 @@ build_k8s() {
   t0=$(now)
   log "go build ${K8S_CMDS[*]} (one invocation; cold ≈ 20+ min on 2 cores)"
   mkdir -p "$bin.k8s.tmp"
-  (cd "$ROOT/cluster/k8s" && CGO_ENABLED=0 go build -trimpath -ldflags "$ld" -o "$bin.k8s.tmp/" "${pkgs[@]}")
+  (cd "$(module_copy "$bin" k8s)" && CGO_ENABLED=0 go build -trimpath -ldflags "$ld" -o "$bin.k8s.tmp/" "${pkgs[@]}")
   mv -f "$bin.k8s.tmp"/* "$bin/" && rmdir "$bin.k8s.tmp"
   log "kubernetes commands built in $(elapsed "$t0") s"
 }
@@ -108,7 +119,7 @@ build_etcd() {
   local bin=$1
   [ -x "$bin/etcd" ] && return 0
   local t0; t0=$(now)
-  (cd "$ROOT/cluster/etcd" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$bin/etcd.tmp" .)
+  (cd "$(module_copy "$bin" etcd)" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$bin/etcd.tmp" .)
   mv -f "$bin/etcd.tmp" "$bin/etcd"
   log "etcd built in $(elapsed "$t0") s"
 }
@@ -120,7 +131,7 @@ build_containerd() {
   t0=$(now)
   mkdir -p "$bin.ctrd.tmp"
   # CGO off: static binaries, and the btrfs snapshotter (which needs cgo headers) is left out.
-  (cd "$ROOT/cluster/containerd" && CGO_ENABLED=0 go build -trimpath \
+  (cd "$(module_copy "$bin" containerd)" && CGO_ENABLED=0 go build -trimpath \
     -ldflags "-s -w -X $v.Version=$CONTAINERD_VERSION -X $v.Package=github.com/containerd/containerd/v2" \
     -o "$bin.ctrd.tmp/" github.com/containerd/containerd/v2/cmd/containerd \
     github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2 github.com/containerd/containerd/v2/cmd/ctr)
@@ -744,8 +755,12 @@ cmd_down() {
     local after=$STATE/host-after
     rm -rf "$after"
     snapshot_host "$after"
-    local f
-    for f in links addrs routes mounts sysctls dirs iptables-filter iptables-nat iptables-mangle iptables-raw \
+    # Mounts: only where our runtime mounts (a Docker daemon of scripts/images.sh that was running
+    # before `up` may mount and unmount build containers meanwhile).
+    local f scope="^($STATE/|/run/netns/|/var/run/netns/|/run/containerd/|$RUN_DIR/)"
+    grep -E "$scope" "$BEFORE/mounts" >"$BEFORE/mounts-ours" || true
+    grep -E "$scope" "$after/mounts" >"$after/mounts-ours" || true
+    for f in links addrs routes mounts-ours sysctls dirs iptables-filter iptables-nat iptables-mangle iptables-raw \
       ip6tables-filter ip6tables-nat ip6tables-mangle ip6tables-raw; do
       if ! diff -u "$BEFORE/$f" "$after/$f" >&2; then log "host not restored: $f differs"; rc=1; fi
     done

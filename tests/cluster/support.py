@@ -47,6 +47,12 @@ def cluster_env() -> dict[str, str]:
     return env
 
 
+def _images_mount(path: str) -> bool:
+    """Mounts of scripts/images.sh's Docker daemon (its build containers), which tests/cluster/test_images.py
+    covers; they come and go with builds that may run while a cluster session is open."""
+    return "/active-immune-core/docker/" in path or path.startswith("/run/immune-docker")
+
+
 def host_snapshot() -> dict[str, list[str]]:
     """What `down` must give back: link names, addresses, iptables rules (no counters), mounts."""
 
@@ -56,7 +62,11 @@ def host_snapshot() -> dict[str, list[str]]:
     snap = {
         "links": sorted(line.split(": ")[1].split("@")[0] for line in out("ip", "-o", "link", "show")),
         "addrs": sorted(" ".join(line.split()[1:4]) for line in out("ip", "-o", "addr", "show")),
-        "mounts": sorted(line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()),
+        "mounts": sorted(
+            mount
+            for mount in (line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines())
+            if not _images_mount(mount)
+        ),
     }
     for table in ("filter", "nat", "mangle", "raw"):
         rules = out("iptables-save", "-t", table)
