@@ -173,7 +173,8 @@ cmd_build() {
 
 # ------------------------------------------------------------------------------------- processes
 # A PID file holds "<pid> <start time in clock ticks>" so a recycled PID is never signalled.
-proc_start_time() { awk '{print $22}' "/proc/$1/stat" 2>/dev/null; }
+# A zombie (state Z: dead, not yet reaped by whoever inherited it) counts as gone.
+proc_start_time() { awk '$3 != "Z" {print $22}' "/proc/$1/stat" 2>/dev/null; }
 
 start_proc() {
   local name=$1; shift
@@ -539,10 +540,12 @@ cmd_up() {
   if cmd_status >/dev/null 2>&1; then log "already up"; return 0; fi
   if [ -d "$PIDS" ] && [ -n "$(ls -A "$PIDS" 2>/dev/null)" ] || [ -d "$BEFORE" ]; then
     log "a previous cluster is partly running: taking it down first"
-    cmd_down
+    # If the host could not be fully restored, keep the original snapshot so that the next `down`
+    # still compares against the host as it was before any cluster.
+    cmd_down || log "WARNING: continuing; the host snapshot of the first up is kept"
   fi
   mkdir -p "$STATE" "$LOGS" "$PIDS"
-  snapshot_host "$BEFORE"
+  [ -d "$BEFORE" ] || snapshot_host "$BEFORE"
   echo "$bin" >"$STATE/bin-dir"
   croot=$(cgroup_root)
   echo "$croot" >"$STATE/cgroup-root"
@@ -741,6 +744,8 @@ cmd_down() {
     for d in "${HOST_DIRS[@]}"; do
       grep -qx "$d" "$BEFORE/dirs" && continue
       [ -d "$d" ] && ! [ -L "$d" ] || continue
+      # libcni's cache of our network's results (named <network>-<container>-<ifname>).
+      rm -f "$d/results/$CLUSTER_NAME-"* "$d/results/cni-loopback-"* 2>/dev/null || true
       find "$d" -type s 2>/dev/null | while read -r s; do
         grep -qF " $s" /proc/net/unix || rm -f "$s"
       done

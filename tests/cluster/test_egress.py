@@ -97,12 +97,16 @@ def test_pod_cannot_reach_an_address_outside_the_cluster(
     assert blocked.returncode != 0, blocked.stdout
     assert drops() > before
 
-    # Lift the guard's jump for one dial: the same pod now gets through, so the block above is the guard's.
-    jump = ["FORWARD", "-i", pins["CNI_BRIDGE"], "-j", "AIC-EGRESS"]
-    sh("iptables", "-w", "-D", *jump)
+    # Lift the guard (its egress jump, and the inbound drop that would stop the replies) for one dial:
+    # the same pod now gets through, so the block above is the guard's doing.
+    bridge = pins["CNI_BRIDGE"]
+    rules = [["-i", bridge, "-j", "AIC-EGRESS"], ["!", "-i", bridge, "-o", bridge, "-j", "DROP"]]
+    for rule in rules:
+        sh("iptables", "-w", "-D", "FORWARD", *rule)
     try:
         through = cluster.kubectl("exec", "-n", namespace, name, "--", "/probe", "dial", outside, check=False)
     finally:
-        sh("iptables", "-w", "-I", jump[0], "1", *jump[1:])
+        for rule in reversed(rules):
+            sh("iptables", "-w", "-I", "FORWARD", "1", *rule)
     assert through.returncode == 0, through.stderr
     assert "connected" in through.stdout

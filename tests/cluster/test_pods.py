@@ -18,9 +18,9 @@ def test_servers_report_the_pinned_version(cluster: Kube) -> None:
     assert f'"gitVersion": "{pins["KUBERNETES_VERSION"]}"' in raw
     node = cluster.get("node", pins["NODE_NAME"])
     assert node["status"]["nodeInfo"]["kubeletVersion"] == pins["KUBERNETES_VERSION"]
-    assert (
-        node["status"]["nodeInfo"]["containerRuntimeVersion"] == f"containerd://{pins['CONTAINERD_VERSION']}"
-    )
+    assert node["status"]["nodeInfo"]["containerRuntimeVersion"] == "containerd://" + pins[
+        "CONTAINERD_VERSION"
+    ].removeprefix("v")
     addresses = {a["type"]: a["address"] for a in node["status"]["addresses"]}
     assert addresses["InternalIP"] == pins["CNI_BRIDGE_IP"]
 
