@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -44,8 +45,8 @@ def cluster(host_before_up: dict[str, list[str]]) -> Iterator[Kube]:
 
 
 @pytest.fixture(scope="session")
-def probe_image(cluster: Kube, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """Builds tests/cluster/probe (static, CGO off), packs and imports it; returns the image name."""
+def probe_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Builds tests/cluster/probe (static, CGO off) and packs it; returns the OCI archive's path."""
     out = tmp_path_factory.mktemp("probe")
     env = {**os.environ, "CGO_ENABLED": "0"}
     subprocess.run(
@@ -55,21 +56,18 @@ def probe_image(cluster: Kube, tmp_path_factory: pytest.TempPathFactory) -> str:
         check=True,
     )
     archive = out / "probe.tar"
-    subprocess.run(
-        [
-            "python3",
-            str(REPO / "cluster" / "oci_archive.py"),
-            "--name",
-            PROBE_IMAGE,
-            "--entrypoint",
-            "/probe",
-            "--out",
-            str(archive),
-            f"{out / 'probe'}=/probe",
-        ],
-        check=True,
-    )
-    cluster.ctr("images", "import", str(archive))
+    packer = REPO / "cluster" / "oci_archive.py"
+    pack = ["python3", str(packer), "--name", PROBE_IMAGE, "--entrypoint", "/probe", "--out", str(archive)]
+    subprocess.run([*pack, f"{out / 'probe'}=/probe"], check=True)
+    return archive
+
+
+@pytest.fixture
+def probe_image(cluster: Kube, probe_archive: Path) -> str:
+    """The probe image, imported into containerd if it is not there (a `down`/`up` starts empty)."""
+    listed = cluster.ctr("images", "ls", "-q").stdout.split()
+    if PROBE_IMAGE not in listed:
+        cluster.ctr("images", "import", str(probe_archive))
     return PROBE_IMAGE
 
 
