@@ -20,6 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
+from immune_infra import kafka as kafka_module
+from immune_infra.config import StackSettings, parse_settings
+from immune_infra.monitoring import prometheus_config
+from immune_infra.render import stack_settings
+from immune_infra.slo_rules import alert_rules
 
 from tests.app.support import wait_for
 from tests.cluster.images_support import ImageSet, build_and_push, free_port, images_script
@@ -271,6 +277,32 @@ def test_postgres_initialises_from_env_and_answers_a_query(containers: Container
     assert wrong.returncode != 0 and "password authentication failed" in wrong.stderr
 
 
+def test_the_app_image_migrates_that_database(containers: Containers) -> None:
+    """The program's migration Job: `immune-core migrate` with the app image against PostgreSQL."""
+    port = free_port()
+    postgres = start_postgres(containers, port, POSTGRES_PASSWORD=PASSWORD)
+    wait_for(
+        lambda: (
+            "accepting"
+            in containers.exec(postgres, "pg_isready", "-h", "127.0.0.1", "-p", str(port), check=False)
+        ),
+        timeout_s=120,
+        what="postgres",
+    )
+    url = f"postgresql://immune:{PASSWORD}@127.0.0.1:{port}/immune"
+    migrate = containers.image_set.docker(
+        "run", "--rm", "--network", "host", *RESTRICTED, *emptydir("/tmp"), "--entrypoint", "immune-core",
+        "-e", f"IMMUNE_DATABASE_URL={url}", containers.image_set.images["app"].ref, "migrate",
+        timeout=300, check=False,
+    )  # fmt: skip
+    assert migrate.returncode == 0, migrate.stdout + migrate.stderr
+    tables = containers.exec(
+        postgres, "env", f"PGPASSWORD={PASSWORD}", "psql", "-h", "127.0.0.1", "-p", str(port), "-U", "immune",
+        "-d", "immune", "-tAc", "select count(*) from pg_tables where schemaname = 'public'",
+    )  # fmt: skip
+    assert int(tables.strip()) > 0
+
+
 def test_postgres_refuses_to_initialise_without_a_password(containers: Containers) -> None:
     container = start_postgres(containers, free_port())
     wait_for(lambda: not containers.state(container)["Running"], timeout_s=60, what="the container to exit")
@@ -404,6 +436,42 @@ def test_prometheus_is_ready_and_scrapes_itself(containers: Containers, tmp_path
     wait_for(self_scraped, timeout_s=120, what="up{job=prometheus} == 1")
 
 
+def staging() -> StackSettings:
+    return parse_settings(stack_settings("staging"))
+
+
+def promtool_check(containers: Containers, tmp_path: Path, config: dict[str, object]) -> tuple[int, str]:
+    """`promtool check config` of the image on CONFIG with the program's alert rules beside it."""
+    rules = tmp_path / "rules"
+    rules.mkdir(exist_ok=True)
+    (rules / "immune-core-slo.yaml").write_text(yaml.safe_dump(alert_rules(staging()), sort_keys=False))
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+    for path in (rules, *rules.iterdir(), tmp_path / "prometheus.yml"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    done = containers.image_set.docker(
+        "run", "--rm", "--network", "none", *RESTRICTED, "--entrypoint", "promtool",
+        "-v", f"{tmp_path / 'prometheus.yml'}:/etc/prometheus/prometheus.yml:ro",
+        "-v", f"{rules}:/etc/prometheus/rules:ro",
+        containers.image_set.images["prometheus"].ref, "check", "config", "/etc/prometheus/prometheus.yml",
+        check=False,
+    )  # fmt: skip
+    return done.returncode, done.stdout + done.stderr
+
+
+def test_prometheus_accepts_the_programs_config_and_rules(containers: Containers, tmp_path: Path) -> None:
+    """Debian's Prometheus (2.x, not the program's 3.x pin) reads what the program renders."""
+    status, output = promtool_check(containers, tmp_path, prometheus_config(staging()))
+    assert status == 0, output
+    assert "SUCCESS" in output and "rules found" in output
+
+
+def test_promtool_rejects_a_broken_config(containers: Containers, tmp_path: Path) -> None:
+    config = prometheus_config(staging())
+    config["scrape_configs"][0]["no_such_field"] = True  # type: ignore[index]
+    status, output = promtool_check(containers, tmp_path, config)
+    assert status != 0 and "no_such_field" in output
+
+
 # ---------------------------------------------------------------------------------------------- kafka
 
 
@@ -502,6 +570,55 @@ def test_kafka_exporter_reports_offsets_and_lag(containers: Containers, kafka_br
     unreachable = http_get(f"http://127.0.0.1:{nothing_port}/metrics")[1]
     assert metric_value(unreachable, "kafka_exporter_scrape_success") == 0
     assert metric_value(unreachable, "kafka_brokers") is None
+
+
+def test_the_programs_kafka_scripts_run_in_the_image(containers: Containers, tmp_path: Path) -> None:
+    """The StatefulSet's start script and the topics Job's script from infra/immune_infra/kafka.py, with
+    the env the program gives them; the pod's DNS name points at the container's own loopback."""
+    namespace = "immune-images-test"
+    pod_dns = f"kafka-0.{kafka_module.HEADLESS_NAME}.{namespace}.svc.cluster.local"
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    (scripts / "start-kafka.sh").write_text(kafka_module.START_SCRIPT)
+    (scripts / "create-topics.sh").write_text(kafka_module.TOPICS_SCRIPT)
+    for path in (scripts, *scripts.iterdir()):
+        path.chmod(0o755)
+    env = {
+        "POD_NAME": "kafka-0",
+        "POD_NAMESPACE": namespace,
+        "STATEFULSET_NAME": kafka_module.STATEFULSET_NAME,
+        "HEADLESS_SERVICE": kafka_module.HEADLESS_NAME,
+        "KAFKA_CLUSTER_ID": kafka_module.cluster_id(namespace),
+        "KAFKA_BROKERS": "1",
+        "KAFKA_PARTITIONS": "3",
+        "KAFKA_REPLICATION_FACTOR": "1",
+        "KAFKA_MIN_INSYNC_REPLICAS": "1",
+        "KAFKA_HEAP_OPTS": "-Xms256m -Xmx384m",
+        "LOG_DIR": "/var/run/kafka/logs",
+    }
+    options = [
+        # The pod's own names, as kubelet's /etc/hosts and the cluster DNS give them.
+        "--network", "none", "--hostname", "kafka-0", "--add-host", "kafka-0:127.0.0.1",
+        "--add-host", f"{pod_dns}:127.0.0.1", *RESTRICTED,
+        *emptydir("/var/run/kafka", "/tmp"), "-v", f"{scripts}:/opt/immune:ro", "--entrypoint", "/bin/sh",
+    ]  # fmt: skip
+    for name, value in env.items():
+        options += ["-e", f"{name}={value}"]
+    broker = containers.run("kafka", "/opt/immune/start-kafka.sh", options=tuple(options))
+    wait_for(
+        lambda: "Kafka Server started" in containers.logs(broker) or not containers.state(broker)["Running"],
+        timeout_s=240,
+        what="Kafka Server started",
+    )
+    assert containers.state(broker)["Running"], containers.logs(broker)[-3000:]
+    topics = containers.exec(
+        broker, "env", f"BOOTSTRAP={pod_dns}:{kafka_module.CLIENT_PORT}",
+        "TOPICS=immunis.dlq vertice.threats.intel",
+        "PARTITIONS=3", "REPLICATION_FACTOR=1", "MIN_INSYNC_REPLICAS=1", "KAFKA_HEAP_OPTS=-Xmx256m",
+        "LOG_DIR=/tmp/kafka-logs", "/bin/sh", "/opt/immune/create-topics.sh",
+    )  # fmt: skip
+    assert "Topic: immunis.dlq" in topics and "Topic: vertice.threats.intel" in topics, topics
+    assert "PartitionCount: 3" in topics
 
 
 # ------------------------------------------------------------------------------------ registry, daemon
