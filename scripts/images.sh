@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # The images this project builds itself, and the Docker daemon + local registry that build and serve them.
 #
-# Usage: images.sh {up|down|status|env|build [name...]|push|context|list}
+# Usage: images.sh {up|down|status|env|build [name...]|push|context|list|prune}
 #   up      installs Debian's docker.io / docker-registry / debootstrap if absent, starts a private dockerd
 #           (own data root, exec root and socket; --bridge=none, no iptables, no masquerade: containers get
 #           a loopback interface only) and a registry on 127.0.0.1:$IMAGES_REGISTRY_PORT. Idempotent.
 #   down    stops both by their recorded pids and unmounts anything left under their roots.
 #   status  exit 0 when both answer, 3 otherwise.
 #   env     DOCKER_HOST and the registry address, KEY=value.
-#   build   builds the named images (default: all, in dependency order); see cluster/images/README.md.
+#   build   builds the named images (default: all, in dependency order); docs/engine.md "Cluster images".
 #   push    pushes every built image, prints name@digest, writes $IMAGES_STATE/images.json.
 #   context assembles the app build context (sources + hash-checked wheels) and prints its path.
+#   list    the image names, in build order.   prune   removes untagged (superseded) layers.
 #
 # Pins come from cluster/versions.env; any of them can be overridden from the environment.
 SERVICE_NAME=images
@@ -393,6 +394,13 @@ build() {
     done
 }
 
+# Layers of earlier builds that no tag names any more. Not done by `build` itself: a classic build that
+# someone else runs on this daemon at the same time has untagged intermediate images too.
+prune() {
+    require_up
+    "$DOCKER" image prune --force
+}
+
 # ------------------------------------------------------------------------------------------------- push
 
 push() {
@@ -452,10 +460,11 @@ main() {
         env) printf 'DOCKER_HOST=%s\nIMAGES_REGISTRY=%s\nIMAGES_JSON=%s\n' "$DOCKER_HOST" "$REGISTRY" "$IMAGES_JSON" ;;
         build) with_images_lock build "$@" ;;
         push) with_images_lock push ;;
-        context) app_context ;;
+        prune) with_images_lock prune ;;
+        context) with_images_lock app_context ;;
         list) printf '%s\n' "${ALL_IMAGES[@]}" ;;
         *)
-            echo "usage: $(basename "$0") {up|down|status|env|build [name...]|push|context|list}" >&2
+            echo "usage: $(basename "$0") {up|down|status|env|build [name...]|push|context|list|prune}" >&2
             exit 2
             ;;
     esac

@@ -701,6 +701,8 @@ def test_a_private_daemon_goes_up_and_down_leaving_nothing(tmp_path: Path) -> No
         up = images_script("up", env=env, timeout=300)
         assert up.returncode == 0, up.stdout + up.stderr
         assert images_script("status", env=env).returncode == 0
+        # --bridge=none: the daemon made no interface (docker0 is what it would otherwise create).
+        assert not Path("/sys/class/net/docker0").exists()
     finally:
         down = images_script("down", env=env, timeout=300)
     assert down.returncode == 0, down.stdout + down.stderr
