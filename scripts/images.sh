@@ -238,15 +238,31 @@ build_debian_base() {
     DEBIAN_BASE="$ref"
 }
 
+# The classic builder's cache key of a COPY includes the files' mtimes: a fresh checkout, or a copy made
+# for the build, would rebuild every layer from there on and give a new digest for the same bytes (and a
+# second `pulumi up` would roll pods for nothing). So every context is staged under the cache with one
+# fixed mtime (2000-01-01: a wheel is a zip, which cannot store times before 1980).
+CONTEXT_MTIME=@946684800
+stage_context() {
+    local source="$1" staged="$2"
+    if [[ "$source" != "$staged" ]]; then
+        rm -rf "$staged"
+        mkdir -p "$staged"
+        cp -a "$source/." "$staged/"
+    fi
+    find "$staged" -exec touch -h -d "$CONTEXT_MTIME" {} +
+}
+
 # Builds cluster/images/NAME/Dockerfile FROM the Debian base; the image records its upstream version in
 # /etc/immune-image-version, which becomes its tag. Build steps reach the apt source (host network, the
 # only one this daemon has); the resulting containers run without any network unless told otherwise.
 build_recipe() {
     local name="$1" context="$2"; shift 2
-    local tmp_ref="immune/$name:building" version ref started=$SECONDS
+    local tmp_ref="immune/$name:building" version started=$SECONDS staged="$IMMUNE_CACHE_DIR/images-context-$name"
     log "building $name"
-    "$DOCKER" build --network "${BUILD_NETWORK:-host}" --pull=false -f "$RECIPES/$name/Dockerfile" \
-        --build-arg "DEBIAN_BASE=$DEBIAN_BASE" "$@" -t "$tmp_ref" "$context" >"$IMAGES_STATE/build-$name.log" 2>&1 ||
+    stage_context "$context" "$staged"
+    "$DOCKER" build --network "${BUILD_NETWORK:-host}" --pull=false -f "$staged/Dockerfile" \
+        --build-arg "DEBIAN_BASE=$DEBIAN_BASE" "$@" -t "$tmp_ref" "$staged" >"$IMAGES_STATE/build-$name.log" 2>&1 ||
         { tail -n 30 "$IMAGES_STATE/build-$name.log" >&2; die "building $name failed (log: $IMAGES_STATE/build-$name.log)"; }
     version="$("$DOCKER" run --rm --network none --entrypoint /bin/cat "$tmp_ref" /etc/immune-image-version)"
     record_built "$name" "$tmp_ref" "$version" "$((SECONDS - started))"
@@ -274,7 +290,7 @@ build_redis_exporter() { build_recipe redis-exporter "$RECIPES/redis-exporter"; 
 # Kafka's jars come the way the local service gets them (scripts/services/kafka.sh: Maven Central,
 # cached by version); the context is the recipe plus those jars, hard-linked (same file system).
 build_kafka() {
-    local kafka_home="$IMMUNE_CACHE_DIR/kafka-$IMAGES_KAFKA_VERSION" context="$IMMUNE_CACHE_DIR/images-kafka-context"
+    local kafka_home="$IMMUNE_CACHE_DIR/kafka-$IMAGES_KAFKA_VERSION" context="$IMMUNE_CACHE_DIR/images-context-kafka"
     IMMUNE_KAFKA_VERSION="$IMAGES_KAFKA_VERSION" bash "$REPO_ROOT/scripts/services/kafka.sh" install ||
         die "could not resolve Kafka $IMAGES_KAFKA_VERSION's jars"
     rm -rf "$context"
@@ -321,6 +337,7 @@ app_context() {
     cp -a "$REPO_ROOT/app/immune_core" "$context/app/immune_core"
     find "$context/app" -name __pycache__ -prune -exec rm -rf {} +
     cp -a "$wheels"/*.whl "$context/wheels/"
+    stage_context "$context" "$context"
     printf '%s\n' "$context"
 }
 
@@ -355,7 +372,7 @@ build_kafka_exporter() {
     local package wheel key
     python="$(built_ref python)" || die "build the python base first (images.sh build python)"
     wheels="$(app_wheels)"
-    context="$IMMUNE_CACHE_DIR/images-kafka-exporter-context"
+    context="$IMMUNE_CACHE_DIR/images-context-kafka-exporter"
     rm -rf "$context"
     mkdir -p "$context/wheels"
     cp "$RECIPES/kafka-exporter/Dockerfile" "$RECIPES/kafka-exporter/kafka_exporter.py" "$context/"
