@@ -38,14 +38,9 @@ def test_targets_are_one_package_each() -> None:
 
 def test_no_test_module_imports_another() -> None:
     """Shared helpers live in support modules (`support.py`, `kafka_tools.py`, `tests/support/`,
-    `tests/suite/local_stack.py`), never in a `test_*.py` module that another one imports.
-
-    tests/infra/ is not held to it yet: the Pulumi program's tests are being reworked beside it, and
-    five of its modules still import helpers from sibling test modules."""
+    `tests/suite/local_stack.py`), never in a `test_*.py` module that another one imports."""
     offenders: list[str] = []
     for path in TESTS.rglob("*.py"):
-        if path.is_relative_to(TESTS / "infra"):
-            continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[-1].startswith("test_"):
                 offenders.append(f"{path.relative_to(REPO_ROOT)}: from {node.module}")

@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from immune_infra.render import RenderedStack
 
+from tests.infra.kafka_support import kafka_lib_dir
 from tests.infra.support import render
 from tests.support.engine import engine_env, engine_project, passphrase  # noqa: F401  (fixtures)
 
@@ -23,3 +26,9 @@ def prod() -> RenderedStack:
 @pytest.fixture(params=["staging", "prod"], scope="session")
 def stack(request: pytest.FixtureRequest) -> RenderedStack:
     return render(request.param)
+
+
+@pytest.fixture(scope="session")
+def kafka_libs() -> Path:
+    """Kafka's jars (scripts/services/kafka.sh install), for the start-script tests."""
+    return kafka_lib_dir()

@@ -21,8 +21,8 @@ from immune_infra.local_cluster import (
 from immune_infra.policies import pod_spec, violations
 from immune_infra.render import REPOSITORY_ROOT, RenderedStack
 
+from tests.infra.scan_support import KUBERNETES_VERSION
 from tests.infra.support import render
-from tests.infra.test_security_scan import KUBERNETES_VERSION
 
 REGISTRY = "127.0.0.1:15000"
 NAMES = [*IMAGES.values(), "python"]

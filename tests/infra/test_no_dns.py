@@ -14,10 +14,8 @@ import pytest
 from immune_infra.kafka import NO_DNS_START_SCRIPT, START_SCRIPT
 from immune_infra.render import RenderedStack, fake_cluster_ip, render_only_secrets
 
+from tests.infra.kafka_support import fake_kafka_home, pod_environment, properties
 from tests.infra.support import render
-from tests.infra.test_kafka_scripts import fake_kafka_home, kafka_libs, pod_environment, properties
-
-__all__ = ["kafka_libs"]  # the fixture, shared with test_kafka_scripts
 
 NO_DNS = {"cluster": {"dns": False}}
 

@@ -12,43 +12,7 @@ from typing import Any
 import pytest
 from immune_infra.render import RenderedStack
 
-from tests.infra.support import render, rollout
-
-Key = tuple[str, str]
-
-
-def by_key(rendered: RenderedStack) -> dict[Key, dict[str, Any]]:
-    return {(m["kind"], m["metadata"]["name"]): m for m in rendered.manifests}
-
-
-def leaf_diff(before: Any, after: Any, path: str = "") -> list[str]:
-    """Paths of every leaf that differs between two objects."""
-    if isinstance(before, dict) and isinstance(after, dict):
-        return [
-            change
-            for key in sorted(set(before) | set(after))
-            for change in leaf_diff(before.get(key), after.get(key), f"{path}.{key}")
-        ]
-    if isinstance(before, list) and isinstance(after, list) and len(before) == len(after):
-        return [
-            change
-            for i, pair in enumerate(zip(before, after, strict=True))
-            for change in leaf_diff(*pair, f"{path}[{i}]")
-        ]
-    return [] if before == after else [path]
-
-
-def stack_diff(before: RenderedStack, after: RenderedStack) -> dict[Key, list[str]]:
-    old, new = by_key(before), by_key(after)
-    changes: dict[Key, list[str]] = {}
-    for key in sorted(set(old) | set(new)):
-        if key not in old:
-            changes[key] = ["<added>"]
-        elif key not in new:
-            changes[key] = ["<removed>"]
-        elif diff := leaf_diff(old[key], new[key]):
-            changes[key] = diff
-    return changes
+from tests.infra.support import render, rollout, stack_diff
 
 
 @pytest.mark.parametrize("stack", ["staging", "prod"])

@@ -12,9 +12,7 @@ import pytest
 from immune_infra.config import ConfigError, parse_settings
 from immune_infra.render import RenderedStack, stack_settings
 
-from tests.infra.support import render, rollout
-from tests.infra.test_program import test_worst_case_footprint_fits_the_quota as fits_the_quota
-from tests.infra.test_rollout import stack_diff
+from tests.infra.support import assert_fits_the_quota, render, rollout, stack_diff
 
 STABLE_IMAGE = "ghcr.io/active-immune-core/immune-core@sha256:" + "ab" * 32
 CANDIDATE_IMAGE = "ghcr.io/active-immune-core/immune-core@sha256:" + "cd" * 32
@@ -193,8 +191,8 @@ def test_good_baseline_config_parses() -> None:
 
 
 @pytest.mark.parametrize("stack", ["staging", "prod"])
-def test_worst_case_footprint_with_the_pipelines_baseline_fits_the_quota(stack: str) -> None:
+def test_worst_case_footprint_with_the_pipelines_baseline_assert_fits_the_quota(stack: str) -> None:
     """Both colours at HPA max plus surge and a baseline at the count the pipeline gives it by default
     (the active colour's, i.e. `app.replicas.min`): still within the quota."""
     floor = parse_settings(stack_settings(stack)).app.replicas.min
-    fits_the_quota(render(stack, with_baseline(rollout("blue", 50), replicas=floor)))
+    assert_fits_the_quota(render(stack, with_baseline(rollout("blue", 50), replicas=floor)))

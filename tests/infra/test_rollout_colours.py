@@ -13,8 +13,7 @@ import pytest
 from immune_infra.config import OVERRIDABLE_ENV, ConfigError, parse_settings
 from immune_infra.render import RenderedStack, merge, render_stack, stack_settings
 
-from tests.infra.support import render
-from tests.infra.test_rollout import stack_diff
+from tests.infra.support import render, stack_diff
 
 FAULT = {"IMMUNE_FAULT_LATENCY_MS": "300", "IMMUNE_FAULT_ERROR_RATIO": "0.2"}
 PATCH_FORCE = "pulumi.com/patchForce"

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -14,16 +13,17 @@ import kubernetes_validate
 import pytest
 import yaml
 from immune_infra.policies import violations
-from immune_infra.render import REPOSITORY_ROOT, RenderedStack, write_manifests
+from immune_infra.render import RenderedStack, write_manifests
 
 from tests.infra.crd_schema import errors as crd_errors
+from tests.infra.scan_support import (
+    CUSTOM_KINDS,
+    DOCKERFILE,
+    KUBERNETES_VERSION,
+    _check_list,
+    _passed_ids,
+)
 from tests.infra.support import render, rollout
-
-KUBERNETES_VERSION = "1.34"
-CHECKOV = REPOSITORY_ROOT / "scripts" / "checkov.sh"
-CHECK_LIST = REPOSITORY_ROOT / "security" / "checkov" / "k8s-checks.yaml"
-DOCKERFILE = REPOSITORY_ROOT / "app" / "Dockerfile"
-CUSTOM_KINDS = {"HTTPRoute", "ServiceMonitor", "PrometheusRule"}
 
 # Every variant the program can produce: both stacks, both routing modes, both monitoring modes.
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -114,27 +114,6 @@ def test_manifests_round_trip_through_yaml_files(tmp_path: Path, prod: RenderedS
     assert sorted(json.dumps(m, sort_keys=True) for m in loaded) == sorted(
         json.dumps(m, sort_keys=True) for m in prod.manifests
     )
-
-
-def _check_list() -> dict[str, Any]:
-    data: dict[str, Any] = yaml.safe_load(CHECK_LIST.read_text())
-    return data
-
-
-def _passed_ids(*args: str) -> set[str]:
-    """Run checkov without --quiet to learn which checks passed (and therefore ran)."""
-    result = subprocess.run(
-        [str(CHECKOV), *args, "--output", "json", "--compact"],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    report = json.loads(result.stdout)
-    reports = report if isinstance(report, list) else [report]
-    failed = [check for item in reports for check in item["results"].get("failed_checks", [])]
-    assert failed == [], [(check["check_id"], check["resource"], check["check_name"]) for check in failed]
-    return {check["check_id"] for item in reports for check in item["results"].get("passed_checks", [])}
 
 
 @pytest.mark.slow

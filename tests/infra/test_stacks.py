@@ -18,7 +18,7 @@ from immune_infra.policies import violations
 
 from immune_suite.targets.kubernetes import KubernetesTarget, UpOutcome
 from tests.infra.crd_schema import errors as crd_errors
-from tests.infra.test_security_scan import (
+from tests.infra.scan_support import (
     CUSTOM_KINDS,
     KUBERNETES_VERSION,
     _check_list,
