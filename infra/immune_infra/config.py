@@ -328,6 +328,9 @@ class AppSettings(_Model):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     resources: ComputeResources
     migrate_resources: ComputeResources
+    # How long `pulumi up` waits for a colour's migration Job and Deployment to be Ready before it fails
+    # (the Kubernetes provider's `pulumi.com/timeoutSeconds`); absent = the provider's 10 minutes.
+    rollout_timeout_seconds: Annotated[int, Field(ge=30)] | None = None
 
     @field_validator("api_prefix")
     @classmethod

@@ -63,6 +63,9 @@ BASELINE = "baseline"
 BASELINE_SERVICE = f"{APP_NAME}-{BASELINE}"
 # pulumi-kubernetes: apply with force, taking over fields another field manager (the HPA) last wrote.
 PATCH_FORCE_ANNOTATION = "pulumi.com/patchForce"
+# The provider's wait for readiness (app.rolloutTimeoutSeconds): a colour that cannot become Ready (an
+# image that cannot be pulled) then fails `pulumi up` in that time, the other colour still serving.
+TIMEOUT_ANNOTATION = "pulumi.com/timeoutSeconds"
 
 
 def deployment_name(color: Color) -> str:
@@ -149,11 +152,12 @@ class ImmuneApp(pulumi.ComponentResource):
         )
         self.migrations: dict[Color, k8s.batch.v1.Job] = {}
         self.deployments: dict[Color, k8s.apps.v1.Deployment] = {}
+        self.pods_services: dict[Color, k8s.core.v1.Service] = {}
         for color in COLORS:
             migration = self._migration_job(color, images[color])
             self.migrations[color] = migration
             self.deployments[color] = self._deployment(color, images[color], migration)
-            self._pods_service(color)
+            self.pods_services[color] = self._pods_service(color)
             if settings.replicas_for(color) != 0:
                 self._autoscaler(color)
             self._disruption_budget(color)
@@ -225,6 +229,10 @@ class ImmuneApp(pulumi.ComponentResource):
         env.extend(plain_env(name, overrides[name]) for name in sorted(overrides) if name not in present)
         return env
 
+    def _timeout_annotation(self) -> dict[str, str]:
+        seconds = self._settings.app.rollout_timeout_seconds
+        return {} if seconds is None else {TIMEOUT_ANNOTATION: str(seconds)}
+
     def _migration_job(self, color: Color, image: pulumi.Input[str]) -> k8s.batch.v1.Job:
         """`immune-core migrate` with this colour's image, before that colour's pods roll.
 
@@ -240,7 +248,12 @@ class ImmuneApp(pulumi.ComponentResource):
         )
         return k8s.batch.v1.Job(
             f"{self._name}-migrate-{color}",
-            metadata={"name": job_name, "namespace": self._namespace, "labels": job_labels},
+            metadata={
+                "name": job_name,
+                "namespace": self._namespace,
+                "labels": job_labels,
+                "annotations": self._timeout_annotation(),
+            },
             spec={
                 "backoff_limit": 4,
                 "active_deadline_seconds": 900,
@@ -368,7 +381,7 @@ class ImmuneApp(pulumi.ComponentResource):
                 "labels": selector,
                 # Server-side apply: the HPA controller last wrote `spec.replicas` (through /scale), so
                 # declaring `replicas: 0` conflicts with it unless Pulumi forces the field it declares.
-                "annotations": {PATCH_FORCE_ANNOTATION: "true"},
+                "annotations": {PATCH_FORCE_ANNOTATION: "true", **self._timeout_annotation()},
             },
             spec=spec,
             opts=self._child(depends_on=[migration]),
@@ -405,7 +418,9 @@ class ImmuneApp(pulumi.ComponentResource):
                 "labels": {**app_labels("api-pods"), COLOR_LABEL: color},
             },
             spec={
-                "cluster_ip": "None",
+                # Headless: Prometheus resolves each pod by DNS. Without cluster DNS it scrapes the
+                # colour through this Service's ClusterIP instead (immune_infra.monitoring).
+                **({"cluster_ip": "None"} if self._settings.cluster.dns else {}),
                 "selector": color_labels(color),
                 "ports": [{"name": "http", "port": HTTP_PORT, "target_port": "http"}],
             },

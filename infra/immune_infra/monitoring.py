@@ -9,7 +9,7 @@ Kubernetes API, so it needs no ServiceAccount token and no RBAC.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from importlib import resources as package_files
 from typing import Any
 
@@ -62,18 +62,26 @@ def dashboard_json() -> str:
     return (package_files.files("immune_infra") / "dashboards" / DASHBOARD_FILE).read_text()
 
 
-def prometheus_config(settings: StackSettings) -> dict[str, Any]:
+# `cluster.dns: false`: the scrape targets' hosts (Service ClusterIPs) by key: each colour, and the
+# exporters' Services. Debian's Prometheus (the image built here) has no kubernetes_sd, so the program
+# writes the ClusterIPs it knows into the config instead of DNS names that would never resolve.
+SCRAPE_HOST_KEYS = (*COLORS, "kafka-exporter", "redis", "postgres")
+
+
+def prometheus_config(settings: StackSettings, hosts: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The bundled Prometheus's configuration. `hosts` (one per SCRAPE_HOST_KEYS) replaces the DNS
+    discovery: each colour is then scraped through its pods Service's ClusterIP (one target per
+    colour, labelled with it; with several replicas a scrape reaches one of them)."""
     namespace = settings.namespace
     monitoring = settings.monitoring
     namespace_label = {"target_label": "namespace", "replacement": namespace}
-    app_job: dict[str, Any] = {
-        "job_name": APP_NAME,
-        "metrics_path": "/metrics",
-        "dns_sd_configs": [
+    app_job: dict[str, Any] = {"job_name": APP_NAME, "metrics_path": "/metrics"}
+    if hosts is None:
+        app_job["dns_sd_configs"] = [
             {"names": [service_dns(pods_service_name(color), namespace)], "type": "A", "port": HTTP_PORT}
             for color in COLORS
-        ],
-        "relabel_configs": [
+        ]
+        app_job["relabel_configs"] = [
             # The DNS name tells which colour a pod belongs to: keep it as a label for canary analysis.
             {
                 "source_labels": ["__meta_dns_name"],
@@ -82,10 +90,15 @@ def prometheus_config(settings: StackSettings) -> dict[str, Any]:
                 "replacement": "$1",
             },
             namespace_label,
-        ],
-    }
+        ]
+    else:
+        app_job["static_configs"] = [
+            {"targets": [f"{hosts[color]}:{HTTP_PORT}"], "labels": {"color": color}} for color in COLORS
+        ]
+        app_job["relabel_configs"] = [namespace_label]
 
-    def static_job(job: str, host: str, port: int) -> dict[str, Any]:
+    def static_job(job: str, service: str, port: int) -> dict[str, Any]:
+        host = service_dns(service, namespace) if hosts is None else hosts[service]
         return {
             "job_name": job,
             "static_configs": [{"targets": [f"{host}:{port}"]}],
@@ -101,16 +114,14 @@ def prometheus_config(settings: StackSettings) -> dict[str, Any]:
         "rule_files": ["/etc/prometheus/rules/*.yaml"],
         "scrape_configs": [
             app_job,
-            static_job("kafka", service_dns("kafka-exporter", namespace), kafka_module.EXPORTER_PORT),
-            static_job(
-                "redis", service_dns(redis_module.SERVICE_NAME, namespace), redis_module.EXPORTER_PORT
-            ),
-            static_job(
-                "postgres",
-                service_dns(postgres_module.SERVICE_NAME, namespace),
-                postgres_module.EXPORTER_PORT,
-            ),
-            static_job("prometheus", "127.0.0.1", PROMETHEUS_PORT),
+            static_job("kafka", "kafka-exporter", kafka_module.EXPORTER_PORT),
+            static_job("redis", redis_module.SERVICE_NAME, redis_module.EXPORTER_PORT),
+            static_job("postgres", postgres_module.SERVICE_NAME, postgres_module.EXPORTER_PORT),
+            {
+                "job_name": "prometheus",
+                "static_configs": [{"targets": [f"127.0.0.1:{PROMETHEUS_PORT}"]}],
+                "relabel_configs": [namespace_label],
+            },
         ],
     }
 
@@ -127,8 +138,15 @@ class Monitoring(pulumi.ComponentResource):
         provider: k8s.Provider,
         opts: pulumi.ResourceOptions | None = None,
         crds: Sequence[pulumi.Resource] = (),
+        scrape_hosts: Mapping[str, pulumi.Input[str]] | None = None,
     ) -> None:
         super().__init__("immune:monitoring:Monitoring", name, None, opts)
+        # Required without cluster DNS (SCRAPE_HOST_KEYS -> ClusterIP), ignored with it.
+        self._scrape_hosts = None if settings.cluster.dns else scrape_hosts
+        if not settings.cluster.dns and settings.monitoring.mode == "bundled":
+            missing = sorted(set(SCRAPE_HOST_KEYS) - set(scrape_hosts or {}))
+            if missing:
+                raise ValueError(f"cluster.dns false: Prometheus needs the ClusterIPs of {missing}")
         self._name = name
         # The definitions of ServiceMonitor/PrometheusRule when the program applies them (immune_infra.crds).
         self._crds = list(crds)
@@ -152,8 +170,13 @@ class Monitoring(pulumi.ComponentResource):
         settings = self._settings
         monitoring = settings.monitoring
         prom_labels = labels("prometheus", "monitoring")
-        config_text = yaml.safe_dump(prometheus_config(settings), sort_keys=False)
         rules_text = yaml.safe_dump(alert_rules(settings), sort_keys=False)
+        config_text: pulumi.Output[str] = pulumi.Output.all(**(self._scrape_hosts or {})).apply(
+            lambda hosts: yaml.safe_dump(
+                prometheus_config(settings, hosts if self._scrape_hosts is not None else None),
+                sort_keys=False,
+            )
+        )
         config_map = k8s.core.v1.ConfigMap(
             f"{self._name}-prometheus-config",
             metadata={"name": "prometheus-config", "namespace": self._namespace, "labels": prom_labels},
@@ -187,7 +210,9 @@ class Monitoring(pulumi.ComponentResource):
                         "labels": prom_labels,
                         # Prometheus reads its files at start: roll it when they change.
                         "annotations": {
-                            "immune.vertice.dev/config-hash": content_hash(config_text, rules_text)
+                            "immune.vertice.dev/config-hash": config_text.apply(
+                                lambda text: content_hash(text, rules_text)
+                            )
                         },
                     },
                     "spec": with_data(

@@ -7,7 +7,7 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-from immune_infra.config import SETTINGS_KEY, StackSettings, parse_settings
+from immune_infra.config import COLORS, SETTINGS_KEY, StackSettings, parse_settings
 from immune_infra.crds import CustomResourceDefinitions, groups_needed
 from immune_infra.credentials import StackCredentials, registry_password
 from immune_infra.image import ServiceImage
@@ -51,14 +51,6 @@ def deploy() -> dict[str, Any]:
     redis = Redis("redis", settings, namespace.name, credentials, provider)
     postgres = Postgres("postgres", settings, namespace.name, credentials, provider)
     NetworkPolicies("network", settings, namespace.name, provider)
-    monitoring = Monitoring(
-        "monitoring",
-        settings,
-        namespace.name,
-        credentials.grafana_admin_password,
-        provider,
-        crds=crds,
-    )
     app = ImmuneApp(
         "immune-core",
         settings,
@@ -78,6 +70,21 @@ def deploy() -> dict[str, Any]:
         ),
         provider,
         crds=crds,
+    )
+    monitoring = Monitoring(
+        "monitoring",
+        settings,
+        namespace.name,
+        credentials.grafana_admin_password,
+        provider,
+        crds=crds,
+        # Without cluster DNS Prometheus scrapes these Services at their ClusterIPs.
+        scrape_hosts={
+            **{color: app.pods_services[color].spec.cluster_ip for color in COLORS},
+            "kafka-exporter": kafka.exporter_service.spec.cluster_ip,
+            "redis": redis.host,
+            "postgres": postgres.host,
+        },
     )
     rollout = settings.rollout
     return {

@@ -1,0 +1,234 @@
+"""`pulumi up` of staging and prod FOR REAL into the local cluster (scripts/cluster-deploy.sh), then a smoke
+test through the router: a port-scan burst posted to the app through Traefik (127.0.0.1, Host header of
+the stack's routing.host) is detected (a threat on the API), stored in the stack's PostgreSQL (queried in
+its pod), published on its Kafka (consumed in the broker's pod) and counted in its Prometheus (queried
+through the API server's service proxy). A second `up` changes nothing; `destroy` removes everything.
+Bad case: a preview colour whose image digest does not exist fails `up` clearly, the stable colour serving.
+
+Needs root, the cached cluster build, the Pulumi engine and the images (scripts/images.sh build; cached).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.app.support import port_scan, wait_for
+from tests.cluster.support import REPO, Kube, read_versions
+
+pytestmark = pytest.mark.cluster
+
+DEPLOY_SH = REPO / "scripts" / "cluster-deploy.sh"
+IMAGES_SH = REPO / "scripts" / "images.sh"
+ROUTER_SH = REPO / "cluster" / "router" / "router.sh"
+THREATS_TOPIC = "immunis.threats.detected"
+
+
+def run(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 3600
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        list(args),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def deploy(action: str, stack: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return run("bash", str(DEPLOY_SH), action, stack, env=env)
+
+
+def must(proc: subprocess.CompletedProcess[str], what: str) -> str:
+    assert proc.returncode == 0, (
+        f"{what} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    )
+    return proc.stdout
+
+
+@pytest.fixture(scope="module")
+def images(cluster: Kube) -> None:
+    """The images built and pushed (cached: a warm build only re-pushes); images.json by digest."""
+    must(run("bash", str(IMAGES_SH), "up"), "images.sh up")
+    must(run("bash", str(IMAGES_SH), "build"), "images.sh build")
+    must(run("bash", str(IMAGES_SH), "push"), "images.sh push")
+
+
+@pytest.fixture(scope="module")
+def router(cluster: Kube) -> str:
+    """The router's gateway address (scripts/cluster.sh up starts it when cluster/router/ exists)."""
+    if not ROUTER_SH.exists():
+        pytest.fail(f"{ROUTER_SH} missing: the router has not landed")
+    must(run("bash", str(ROUTER_SH), "up"), "router.sh up")
+    return f"http://127.0.0.1:{read_versions()['ROUTER_GATEWAY_PORT']}"
+
+
+def secrets_of(stack: str) -> dict[str, str]:
+    env = dict(line.split("=", 1) for line in must(deploy("env", stack), "env").splitlines())
+    return dict(line.split("=", 1) for line in Path(env["SECRETS_FILE"]).read_text().splitlines())
+
+
+def ingest_token(stack: str) -> str:
+    return next(
+        t.split(":")[0] for t in secrets_of(stack)["apiTokens"].split(",") if t.endswith(":ingest+read")
+    )
+
+
+def stable_host(stack: str) -> str:
+    """routing.host, from the stack's `stableUrl` output (the router matches on it)."""
+    outputs = json.loads(must(deploy("outputs", stack), "outputs"))
+    return str(urllib.parse.urlsplit(outputs["stableUrl"]).hostname)
+
+
+class Deployed:
+    def __init__(self, kube: Kube, stack: str, router_url: str) -> None:
+        self.kube = kube
+        self.stack = stack
+        self.namespace = f"immune-{stack}"
+        self.client = httpx.Client(
+            base_url=router_url,
+            headers={"Host": stable_host(stack), "Authorization": f"Bearer {ingest_token(stack)}"},
+            timeout=30,
+        )
+
+    def pods(self) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = self.kube.get("pods", "-n", self.namespace)["items"]
+        return items
+
+    def exec(self, pod: str, container: str, *command: str) -> str:
+        proc = self.kube.kubectl(
+            "exec", "-n", self.namespace, pod, "-c", container, "--", *command, check=False
+        )
+        assert proc.returncode == 0, f"exec {pod}/{container} {command}: {proc.stderr}"
+        return proc.stdout
+
+    def prometheus(self, query: str) -> list[dict[str, Any]]:
+        path = (
+            f"/api/v1/namespaces/{self.namespace}/services/prometheus:9090/proxy/api/v1/query?"
+            + urllib.parse.urlencode({"query": query})
+        )
+        answer = json.loads(self.kube.kubectl("get", "--raw", path).stdout)
+        assert answer["status"] == "success", answer
+        result: list[dict[str, Any]] = answer["data"]["result"]
+        return result
+
+
+def _ready(pod: dict[str, Any]) -> bool:
+    conditions = {c["type"]: c["status"] for c in pod["status"].get("conditions", [])}
+    return pod["status"].get("phase") == "Running" and conditions.get("Ready") == "True"
+
+
+@pytest.fixture(scope="module", params=["staging", "prod"])
+def deployed(request: pytest.FixtureRequest, cluster: Kube, images: None, router: str) -> Iterator[Deployed]:
+    stack: str = request.param
+    must(deploy("up", stack), f"pulumi up {stack}")
+    try:
+        yield Deployed(cluster, stack, router)
+    finally:
+        destroyed = deploy("destroy", stack)
+        left = cluster.kubectl("get", "namespace", f"immune-{stack}", check=False)
+        assert destroyed.returncode == 0 and left.returncode != 0, destroyed.stderr[-3000:]
+
+
+def test_every_workload_is_running_and_ready(deployed: Deployed) -> None:
+    pods = deployed.pods()
+    # Jobs (migrations, topics) have completed; everything else runs and is Ready.
+    long_running = [p for p in pods if not p["metadata"].get("ownerReferences", [{}])[0].get("kind") == "Job"]
+    not_ready = [p["metadata"]["name"] for p in long_running if not _ready(p)]
+    assert not not_ready, not_ready
+    names = {p["metadata"]["name"] for p in long_running}
+    for prefix in (
+        "kafka-0",
+        "redis-0",
+        "postgres-0",
+        "prometheus-0",
+        "immune-core-blue-",
+        "immune-core-green-",
+    ):
+        assert any(name.startswith(prefix) for name in names), (prefix, sorted(names))
+    jobs = [p for p in pods if p not in long_running]
+    assert jobs and all(p["status"]["phase"] == "Succeeded" for p in jobs)
+
+
+def test_a_port_scan_through_the_router_is_detected_stored_published_and_counted(deployed: Deployed) -> None:
+    attacker = f"198.51.100.{secrets.randbelow(200) + 20}"
+    events = port_scan(attacker=attacker, ports=120)
+    posted = deployed.client.post("/api/v1/events", json={"events": events})
+    assert posted.status_code == 202, posted.text
+
+    threats = wait_for(
+        lambda: (
+            deployed.client.get("/api/v1/threats", params={"antigen": attacker, "category": "port_scan"})
+            .json()
+            .get("items")
+        ),
+        timeout_s=180,
+        what="the port scan as a threat on the API",
+    )
+    threat_id = threats[0]["threat_id"]
+
+    stored = deployed.exec(
+        "postgres-0", "postgres", "psql", "-U", "immune", "-d", "immune", "-tAc",
+        f"SELECT category FROM threats WHERE threat_id = '{threat_id}'",
+    )  # fmt: skip
+    assert stored.strip() == "port_scan"
+
+    def published() -> bool:
+        out = deployed.exec(
+            "kafka-0", "kafka", "kafka-console-consumer.sh", "--bootstrap-server", "127.0.0.1:9092",
+            "--topic", THREATS_TOPIC, "--from-beginning", "--timeout-ms", "15000",
+        )  # fmt: skip
+        return any(threat_id in line for line in out.splitlines())
+
+    wait_for(published, timeout_s=120, interval_s=2, what=f"{threat_id} on {THREATS_TOPIC}")
+
+    query = f'sum(immune_events_total{{namespace="{deployed.namespace}"}})'
+    counted = wait_for(
+        lambda: (r := deployed.prometheus(query)) and float(r[0]["value"][1]) >= len(events) and r,
+        timeout_s=180,
+        interval_s=3,
+        what="the ingest counter in Prometheus",
+    )
+    assert float(counted[0]["value"][1]) >= len(events)
+    up = deployed.prometheus(f'up{{namespace="{deployed.namespace}"}}')
+    assert {r["metric"]["job"] for r in up if r["value"][1] == "1"} >= {
+        "immune-core",
+        "kafka",
+        "redis",
+        "postgres",
+    }
+
+
+def test_a_second_up_changes_nothing(deployed: Deployed) -> None:
+    must(deploy("check", deployed.stack), "second up")
+
+
+def test_a_broken_digest_fails_up_and_the_stable_colour_keeps_serving(
+    deployed: Deployed, tmp_path: Path
+) -> None:
+    if deployed.stack != "staging":
+        pytest.skip("the bad case runs once, on staging")
+    registry = f"127.0.0.1:{read_versions()['IMAGES_REGISTRY_PORT']}"
+    broken = f"{registry}/immune/immune-core@sha256:{'0' * 64}"
+    overrides = tmp_path / "broken.json"
+    overrides.write_text(
+        json.dumps({"app": {"rolloutTimeoutSeconds": 60}, "rollout": {"images": {"green": broken}}})
+    )
+    failed = deploy("up", "staging", env={"IMMUNE_DEPLOY_OVERRIDES": str(overrides)})
+    assert failed.returncode != 0
+    output = failed.stdout + failed.stderr
+    assert "green" in output and ("ErrImagePull" in output or "ImagePullBackOff" in output), output[-4000:]
+    assert deployed.client.get("/health/ready").status_code == 200
+    # Back to the good images: the next `up` succeeds again.
+    must(deploy("up", "staging"), "up after the bad case")
