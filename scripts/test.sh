@@ -12,7 +12,9 @@
 #   setup   venv, haproxy, the shared services, checkov; lint
 #   main    pytest -m "not engine and not cluster"           -> out/junit-main.xml
 #   engine  waits for the build (its log tail on failure), then pytest -m engine   -> out/junit-engine.xml
-#   cluster pytest -m cluster (the images tests build their own images)           -> out/junit-cluster.xml
+#   cluster waits for `cluster.sh build` + `images.sh build` (started in the background with the engine),
+#           then pytest -m cluster: cluster up, images push, pulumi up staging+prod, smoke through the
+#           router, idempotence, destroy, cluster down (tests/cluster/)       -> out/junit-cluster.xml
 # Every phase runs even when an earlier one failed (one CI run shows every failure); any failing phase
 # fails the run, and a phase that collects nothing (pytest exit 5) is a failure too. Timings are printed
 # at the end and written to out/phases.txt.
@@ -119,6 +121,11 @@ if [ "$skip_engine" != "1" ]; then
   step "build: pulumi engine in the background (log: out/logs/pulumi-engine.log)"
   bg pulumi-engine nice -n 10 bash scripts/pulumi-engine.sh build
 fi
+# The local Kubernetes cluster's binaries (scripts/cluster.sh build, cached by version) and the images
+# (scripts/images.sh, cached) build next to it; the cluster phase waits for both.
+cluster_start=$SECONDS
+bg cluster-build nice -n 10 bash scripts/cluster.sh build
+bg images-build nice -n 10 bash -c 'bash scripts/images.sh up && bash scripts/images.sh build'
 
 # The setup steps need nothing from each other: the services and checkov install (cold: Kafka's and
 # checkov's downloads) while the project's venv does.
@@ -157,10 +164,16 @@ if [ "$setup_rc" -eq 0 ]; then
     pytest_phase engine "engine and not cluster" "${parallel[@]}"
   fi
 
-  # The local Kubernetes cluster (scripts/cluster.sh): once it lands, build it in the background next to
-  # the engine above and bring it up here before its tests, e.g.
-  #   phase cluster-up bash scripts/cluster.sh up
-  pytest_phase cluster "cluster"
+  # The local Kubernetes cluster: its tests' session fixture runs `cluster.sh up` (which starts the
+  # images daemon and the router) and `down`; tests/cluster/test_deploy.py pushes the images, runs
+  # `pulumi up` of staging and prod (scripts/cluster-deploy.sh), smoke-tests both through the router,
+  # checks a second `up` changes nothing and destroys them (per-step times: --durations).
+  step "build: waiting for the cluster binaries and the images"
+  cluster_rc=0
+  bg_wait cluster-build || cluster_rc=$?
+  bg_wait images-build || cluster_rc=$?
+  record cluster-build "$cluster_start" "$cluster_rc"
+  [ "$cluster_rc" -eq 0 ] && pytest_phase cluster "cluster"
 else
   echo "setup failed: no lint, no tests" >&2
   # The engine build is left to finish (it is cached for the next run) but not waited for.
