@@ -261,7 +261,7 @@ build_recipe() {
     local tmp_ref="immune/$name:building" version started=$SECONDS staged="$IMMUNE_CACHE_DIR/images-context-$name"
     log "building $name"
     stage_context "$context" "$staged"
-    "$DOCKER" build --network "${BUILD_NETWORK:-host}" --pull=false -f "$staged/Dockerfile" \
+    "$DOCKER" build --force-rm --network "${BUILD_NETWORK:-host}" --pull=false -f "$staged/Dockerfile" \
         --build-arg "DEBIAN_BASE=$DEBIAN_BASE" "$@" -t "$tmp_ref" "$staged" >"$IMAGES_STATE/build-$name.log" 2>&1 ||
         { tail -n 30 "$IMAGES_STATE/build-$name.log" >&2; die "building $name failed (log: $IMAGES_STATE/build-$name.log)"; }
     version="$("$DOCKER" run --rm --network none --entrypoint /bin/cat "$tmp_ref" /etc/immune-image-version)"
@@ -347,7 +347,7 @@ build_app() {
     context="$(app_context)"
     version="$(awk -F' *= *' '$1 == "version" { gsub(/"/, "", $2); print $2; exit }' "$REPO_ROOT/pyproject.toml")"
     log "building app ($version) on $python"
-    "$DOCKER" build --network none -f "$context/app/Dockerfile" \
+    "$DOCKER" build --force-rm --network none -f "$context/app/Dockerfile" \
         --build-arg "BASE=$python" --build-arg PIP_NO_INDEX=1 --build-arg PIP_FIND_LINKS=/src \
         -t immune/app:building "$context" >"$IMAGES_STATE/build-app.log" 2>&1 ||
         { tail -n 30 "$IMAGES_STATE/build-app.log" >&2; die "building app failed (log: $IMAGES_STATE/build-app.log)"; }

@@ -222,7 +222,7 @@ def test_a_tampered_lock_hash_fails_the_app_build(image_set: ImageSet, tmp_path:
     lock.write_text(text.replace(block.group(0), tampered))
     tag = "immune/tampered-lock:test"
     build = image_set.docker(
-        "build", "--network", "none", "-f", str(context / "app" / "Dockerfile"),
+        "build", "--force-rm", "--network", "none", "-f", str(context / "app" / "Dockerfile"),
         "--build-arg", f"BASE={image_set.images['python'].ref}",
         "--build-arg", "PIP_NO_INDEX=1", "--build-arg", "PIP_FIND_LINKS=/src",
         "-t", tag, str(context),
