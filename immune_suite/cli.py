@@ -25,7 +25,7 @@ from immune_suite.pipeline.runner import Pipeline, describe, operator
 from immune_suite.progress import ConsoleProgress, JsonLinesProgress, Progress
 from immune_suite.record import record_index, resolve_record, write_signed_record
 from immune_suite.report import write_report
-from immune_suite.signing import load_public_key, verify_artifacts, verify_record
+from immune_suite.signing import load_public_key, trusted_key_for, verify_artifacts, verify_record
 from immune_suite.source import SourceTree, resolve_source
 from immune_suite.stack_config import StackConfig, load_stack
 from immune_suite.targets.base import Color, Release, Target
@@ -401,7 +401,8 @@ def cmd_status(args: argparse.Namespace) -> ExitCode:
 def cmd_verify(args: argparse.Namespace) -> ExitCode:
     path = resolve_record(args.record, args.stack)
     record = json.loads(path.read_text(encoding="utf-8"))
-    result = verify_record(record, load_public_key(Path(args.public_key) if args.public_key else None))
+    trusted = load_public_key(Path(args.public_key)) if args.public_key else trusted_key_for(record)
+    result = verify_record(record, trusted)
     problems = verify_artifacts(record) if args.artifacts else []
     valid = result.valid and not problems
     _emit(
@@ -519,7 +520,11 @@ def build_parser() -> argparse.ArgumentParser:
     verify = add("verify", cmd_verify, "verify a promotion record's Ed25519 signature", [])
     verify.add_argument("record", help="record path, run id or 'latest' (with --stack)")
     verify.add_argument("--stack", help="stack for run ids / latest")
-    verify.add_argument("--public-key", help="trusted public key PEM (default: the state dir's key)")
+    verify.add_argument(
+        "--public-key",
+        help="trusted public key PEM (default: the committed stacks/keys/<record's stack>.pub, "
+        "else the state dir's key)",
+    )
     verify.add_argument("--artifacts", action="store_true", help="also re-hash artifacts that still exist")
     report = add("report", cmd_report, "write the HTML report of a promotion record", [])
     report.add_argument("record", help="record path, run id or 'latest' (with --stack)")

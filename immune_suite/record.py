@@ -7,13 +7,14 @@ signed (see `signing.py`), so the record is evidence, not a log anyone can rewri
 
 from __future__ import annotations
 
+import os
 import platform
 import socket
 from pathlib import Path
 from typing import Any
 
 from immune_suite.pipeline.run_state import RunState, now_iso, records_dir
-from immune_suite.signing import load_or_create_private_key, sign_record
+from immune_suite.signing import sign_record, signing_key_for
 from immune_suite.stack_config import StackConfig
 from immune_suite.state_dir import read_json, write_json_atomic
 
@@ -62,7 +63,8 @@ def build_record(run: RunState, stack: StackConfig, target: str) -> dict[str, An
 
 
 def write_signed_record(run: RunState, stack: StackConfig, target: str) -> Path:
-    record = sign_record(build_record(run, stack, target), load_or_create_private_key())
+    key = signing_key_for(stack.name, stack.signing_key_source, dict(os.environ))
+    record = sign_record(build_record(run, stack, target), key)
     directory = records_dir(stack.name)
     path = directory / f"{run.run_id}.json"
     write_json_atomic(path, record, mode=0o644)

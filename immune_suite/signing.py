@@ -1,8 +1,18 @@
 """Ed25519 signatures over promotion records.
 
-The key pair is generated once into the state dir (private key 0600). A record is signed over its
-canonical JSON (sorted keys, no whitespace) without the `signature` block, so any edit to any
-field — a verdict, a threshold, a timestamp, an approver — breaks verification.
+Where the signing key comes from depends on the stack (`StackConfig.signing_key_source`):
+
+- "configured" (staging, prod: every Kubernetes stack by default): the private key is given by
+  configuration — `IMMUNE_SIGNING_KEY` (the PEM text, e.g. a CI secret) or `IMMUNE_SIGNING_KEY_FILE`
+  (a path to the PEM) — and is never generated. Its public key is committed as
+  `stacks/keys/<stack>.pub`; a configured key whose public half differs from the committed one is
+  refused before anything is signed, so no record is written that nobody can verify.
+- "generated" (local, ci): a key pair is generated once into the state dir (private key 0600).
+
+`immune-suite verify` trusts the committed `stacks/keys/<record's stack>.pub` when it exists, else
+(generated stacks only) the state dir's key. A record is signed over its canonical JSON (sorted keys,
+no whitespace) without the `signature` block, so any edit to any field — a verdict, a threshold, a
+timestamp, an approver — breaks verification. Signature scheme: Ed25519 (RFC 8032).
 """
 
 from __future__ import annotations
@@ -18,11 +28,23 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from immune_suite.paths import STACKS_DIR
 from immune_suite.state_dir import private_dir, state_root, write_atomic
 
 ALGORITHM = "Ed25519"
 PRIVATE_KEY_NAME = "promotion-ed25519.pem"
 PUBLIC_KEY_NAME = "promotion-ed25519.pub.pem"
+KEY_ENV = "IMMUNE_SIGNING_KEY"  # the private key's PEM text (a CI secret)
+KEY_FILE_ENV = "IMMUNE_SIGNING_KEY_FILE"  # or a path to it
+COMMITTED_KEYS_DIR = STACKS_DIR / "keys"
+
+
+class SigningKeyError(RuntimeError):
+    """The stack's signing key is missing, unreadable or not the one its committed public key names."""
+
+
+def committed_public_key_path(stack: str, directory: Path | None = None) -> Path:
+    return (directory or COMMITTED_KEYS_DIR) / f"{stack}.pub"
 
 
 def keys_dir() -> Path:
@@ -59,6 +81,67 @@ def load_or_create_private_key(directory: Path | None = None) -> Ed25519PrivateK
     if not isinstance(loaded, Ed25519PrivateKey):
         raise ValueError(f"{private_path} is not an Ed25519 private key")
     return loaded
+
+
+def configured_private_key(environ: dict[str, str]) -> Ed25519PrivateKey:
+    """The private key from `IMMUNE_SIGNING_KEY` (PEM text) or `IMMUNE_SIGNING_KEY_FILE` (PEM path).
+
+    Raises SigningKeyError when neither is set or the key is not an Ed25519 PEM; the message never
+    carries the key's text.
+    """
+    text = environ.get(KEY_ENV, "").strip()
+    source = KEY_ENV
+    if not text and environ.get(KEY_FILE_ENV):
+        path = Path(environ[KEY_FILE_ENV])
+        source = f"{KEY_FILE_ENV}={path}"
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as error:
+            raise SigningKeyError(f"{source}: cannot read the signing key ({error.strerror})") from None
+    if not text:
+        raise SigningKeyError(
+            f"this stack signs with a configured key: set {KEY_ENV} (PEM text) or {KEY_FILE_ENV} (path)"
+        )
+    try:
+        loaded = serialization.load_pem_private_key(text.encode(), password=None)
+    except (ValueError, TypeError):
+        raise SigningKeyError(f"{source}: not a PEM private key without passphrase") from None
+    if not isinstance(loaded, Ed25519PrivateKey):
+        raise SigningKeyError(f"{source}: not an Ed25519 private key")
+    return loaded
+
+
+def signing_key_for(
+    stack: str, source: str, environ: dict[str, str], keys_directory: Path | None = None
+) -> Ed25519PrivateKey:
+    """The key that signs `stack`'s records: configured (checked against the committed key) or generated.
+
+    Raises SigningKeyError for a configured stack without a key, without a committed public key, or
+    whose key is not the committed one.
+    """
+    if source == "generated":
+        return load_or_create_private_key()
+    key = configured_private_key(environ)
+    committed_path = committed_public_key_path(stack, keys_directory)
+    if not committed_path.is_file():
+        raise SigningKeyError(f"{committed_path} is missing: commit the stack's public key before signing")
+    committed = load_public_key(committed_path)
+    if key_id(key.public_key()) != key_id(committed):
+        raise SigningKeyError(
+            f"the configured signing key ({key_id(key.public_key())}) is not the committed "
+            f"{committed_path.name} ({key_id(committed)}): its records would not verify"
+        )
+    return key
+
+
+def trusted_key_for(record: dict[str, Any], keys_directory: Path | None = None) -> Ed25519PublicKey:
+    """The key a record is verified against by default: its stack's committed key, else the state dir's."""
+    stack = record.get("stack")
+    if isinstance(stack, str) and stack:
+        committed = committed_public_key_path(stack, keys_directory)
+        if committed.is_file():
+            return load_public_key(committed)
+    return load_public_key()
 
 
 def load_public_key(path: Path | None = None) -> Ed25519PublicKey:

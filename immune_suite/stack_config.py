@@ -134,6 +134,17 @@ class StackConfig(_Strict):
     candidate_env: dict[str, str] = Field(default_factory=dict)
     local: LocalTargetConfig = LocalTargetConfig()
     pulumi_stack: str | None = None  # Kubernetes stacks: the Pulumi stack whose exports name the URLs
+    # Where the key that signs promotion records comes from (see immune_suite/signing.py): "configured"
+    # (IMMUNE_SIGNING_KEY / IMMUNE_SIGNING_KEY_FILE, a CI secret, checked against the committed
+    # stacks/keys/<name>.pub) or "generated" (once, into the state dir). None: configured for Kubernetes
+    # stacks, whose records must verify on any machine, generated for local ones.
+    signing_key: Literal["generated", "configured"] | None = None
+
+    @property
+    def signing_key_source(self) -> Literal["generated", "configured"]:
+        if self.signing_key is not None:
+            return self.signing_key
+        return "configured" if self.target == "kubernetes" else "generated"
 
     def with_overrides(self, **changes: object) -> StackConfig:
         data = self.model_dump()
