@@ -1,4 +1,4 @@
-"""``immune-core``: serve, migrate, simulate."""
+"""``immune-core``: serve, migrate, activate, simulate."""
 
 from __future__ import annotations
 
@@ -55,6 +55,29 @@ def _migrate(_: argparse.Namespace) -> int:
     return 0
 
 
+def _activate(args: argparse.Namespace) -> int:
+    """The blue/green switch's service side: make ``args.color`` the colour that consumes and leads."""
+    from immune_core.coordination.color import read_active_color, set_active_color
+    from immune_core.settings import Settings
+    from immune_core.storage.factory import open_database
+    from immune_core.storage.migrations import migrate
+
+    async def run() -> tuple[str | None, str | None]:
+        database = open_database(Settings())
+        await database.connect()
+        try:
+            await migrate(database)
+            before = await read_active_color(database)
+            await set_active_color(database, args.color)
+            return before, await read_active_color(database)
+        finally:
+            await database.close()
+
+    before, after = asyncio.run(run())
+    print(f"active colour: {before or '(none: every colour live)'} -> {after}")
+    return 0
+
+
 def _simulate(args: argparse.Namespace) -> int:
     from immune_core.simulation_cli import run_simulation
 
@@ -83,6 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     migrate = commands.add_parser("migrate", help="apply pending database migrations and exit")
     migrate.set_defaults(handler=_migrate)
+
+    activate = commands.add_parser(
+        "activate", help="make COLOR the live colour: only its replicas consume input and take the lease"
+    )
+    activate.add_argument("color", help="deployment colour (IMMUNE_DEPLOYMENT_COLOR of its replicas)")
+    activate.set_defaults(handler=_activate)
 
     simulate = commands.add_parser("simulate", help="generate labelled, seeded traffic for a scenario")
     simulate.add_argument("--scenario", required=True, help="scenario name (see --list)")

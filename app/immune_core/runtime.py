@@ -19,6 +19,7 @@ from immune_core.adaptive.state import CLONING_EXPANDED_TOPIC
 from immune_core.cells.cytokine import CYTOKINE_TYPES, cytokine_topic
 from immune_core.clients.review import ThreatReview
 from immune_core.clients.services import ExternalServices
+from immune_core.coordination.color import ColorGate
 from immune_core.coordination.leader import LeaderElector
 from immune_core.coordination.lease import DatabaseLease
 from immune_core.detection.engine import DetectionConfig, DetectionEngine
@@ -140,12 +141,15 @@ class Runtime:
         self.hub = StreamHub(self.metrics, s.ws_queue_size)
         self.lease = DatabaseLease(self.database)
         self.tally = CytokineTally(self.metrics)
+        # Only the live colour consumes input and leads (blue/green: coordination/color.py).
+        self.color_gate = ColorGate(self.database, s.deployment_color, s.active_color_refresh_s)
         self.elector = LeaderElector(
             self.lease,
             instance_id=s.instance_id,
             ttl_s=s.lease_ttl_s,
             renew_interval_s=s.lease_renew_interval_s,
             metrics=self.metrics,
+            live=self.color_gate.is_live,
         )
         self.elector.add_duties(
             [
@@ -182,6 +186,7 @@ class Runtime:
             review=self.review.review if self.review.active else None,
             validator=self.validator,
             memory_recall=self.memory_recall,
+            live=self.color_gate.is_live,
         )
         self.sweeper = UnprocessedSweeper(self.database, self.metrics, self.relay.wake)
         self.booted = asyncio.Event()

@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     # Coordination.
     lease_ttl_s: float = Field(default=5.0, gt=0.5)
     lease_renew_interval_s: float = Field(default=1.5, gt=0.05)
+    # How often a replica re-reads which colour is live (deployment_state.active_color): bounds how long
+    # a switch leaves the input unconsumed beyond the group's rebalance.
+    active_color_refresh_s: float = Field(default=1.0, gt=0.0)
     homeostasis_interval_s: float = Field(default=1.0, gt=0.05)
     homeostasis_window_s: float = Field(default=60.0, gt=1.0)
     homeostasis_half_life_s: float = Field(default=30.0, gt=0.5)

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from immune_core.coordination.lease import DatabaseLease, StaleFencingToken
@@ -37,8 +38,11 @@ class LeaderElector:
         ttl_s: float,
         renew_interval_s: float,
         metrics: Metrics,
+        live: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         self._lease = lease
+        # Campaign only while this replica's colour is live (coordination/color.py); None: always.
+        self._live = live
         self.instance_id = instance_id
         # A restarted process must not be mistaken for its previous life: the holder is per process.
         self.holder = f"{instance_id}/{uuid.uuid4().hex[:12]}"
@@ -74,6 +78,10 @@ class LeaderElector:
 
     async def _campaign(self) -> None:
         while True:
+            if self._live is not None and not await self._live():
+                await self._stand_aside()
+                await asyncio.sleep(self._renew)
+                continue
             try:
                 token = await self._lease.acquire(self.holder, self._ttl)
                 renewed_at = time.monotonic()
@@ -89,6 +97,15 @@ class LeaderElector:
                     self._step_up(token)
             self._held_since_renewal = renewed_at if token is not None else 0.0
             await asyncio.sleep(self._renew)
+
+    async def _stand_aside(self) -> None:
+        """An idle colour holds no lease: step down and release it so the live colour takes over at once."""
+        held = self.token is not None or self._held_since_renewal
+        await self._step_down()
+        self._held_since_renewal = 0.0
+        if held:
+            with contextlib.suppress(StoreUnavailable, OSError):
+                await self._lease.release(self.holder)
 
     def _step_up(self, token: int) -> None:
         self.token = token

@@ -69,8 +69,11 @@ class DetectionConsumer:
         review: Review | None = None,
         validator: ActionValidator | None = None,
         memory_recall: MemoryRecall | None = None,
+        live: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         self._db = database
+        # Join the group only while this replica's colour is live (coordination/color.py); None: always.
+        self._live = live
         self._bus = bus
         self._engine = engine
         self._metrics = metrics
@@ -86,10 +89,18 @@ class DetectionConsumer:
 
     async def run(self) -> None:
         self.health.started()
+        while True:
+            while self._live is not None and not await self._live():
+                self.health.progressed()  # an idle colour has nothing to read: that is not a stall
+                await asyncio.sleep(1.0)
+            await self._consume_while_live()
+
+    async def _consume_while_live(self) -> None:
+        """Member of the group until the colour goes idle; leaving (stop) hands the partitions over."""
         consumer = self._bus.consumer(INPUT_TOPICS, group_id=self._group_id)
         await consumer.start()
         try:
-            while True:
+            while self._live is None or await self._live():
                 messages = await consumer.poll(self._batch_size, timeout_s=1.0)
                 lags = consumer.lag()
                 for topic, lag in lags.items():
