@@ -91,16 +91,17 @@ def test_idle_colour_gets_no_partitions_and_never_leads_until_it_is_switched_in(
         make_settings(instance_id="green-1", deployment_color="green", data_dir=tmp_path / "green", **common)
     )
     green_runtime = green.app.state.runtime
-    wait_for(lambda: green_runtime.color_gate._live is False, what="green knows it is idle")
-    # Bad case: an idle replica beside the live one. Watched over several lease TTLs and campaign rounds
-    # (a window to observe a "never", not a speed bound): green joins no group and holds no lease.
-    deadline = time.monotonic() + 3 * green_runtime.settings.lease_ttl_s
+    # Bad case: an idle replica beside the live one, watched for a window longer than a group join
+    # (heartbeat 3 s + rebalance) and many campaign rounds (renew 0.2 s); a window to observe a "never",
+    # not a speed bound. Green joins no group and holds no lease.
+    deadline = time.monotonic() + 10.0
     while time.monotonic() < deadline:
         assert group_members(kafka_bootstrap, group) == {"immune-core-blue-1"}
         holder = lease_holder(pg_schema_url)
         assert holder is not None and holder[0].startswith("blue-1/")
         assert not green_runtime.elector.is_leader
         time.sleep(0.3)
+    assert green_runtime.color_gate._live is False  # it read the active colour and stood aside
 
     # Good case: the switch. Green joins and leads under a larger fencing token; blue leaves and steps down.
     activate(pg_schema_url, "green")
