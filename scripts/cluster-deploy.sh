@@ -62,7 +62,8 @@ unset PULUMI_CONFIG_PASSPHRASE
 SECRETS="$DEPLOY/secrets-$STACK.env"
 NAMESPACE="immune-$STACK"
 
-pulumi_stack() { pulumi --cwd "$PROJECT" --stack "$STACK" --non-interactive "$@"; }
+# `--stack` is a flag of each subcommand, so it goes after the caller's arguments.
+pulumi_stack() { pulumi --cwd "$PROJECT" --non-interactive "$@" --stack "$STACK"; }
 
 make_project() {
     mkdir -p "$PROJECT"
@@ -115,10 +116,10 @@ up)
     make_project
     make_secrets
     write_stack_file
-    pulumi_stack stack select --create "$STACK" >/dev/null 2>&1 || pulumi_stack stack init "$STACK" >/dev/null
+    pulumi_stack stack select --create >/dev/null
     set_secrets
     log "pulumi up $STACK (namespace $NAMESPACE)"
-    pulumi_stack up --yes --skip-preview --diff=false
+    pulumi_stack up --yes --skip-preview
     ;;
 check)
     log "second pulumi up $STACK: must change nothing"
