@@ -25,7 +25,14 @@ from immune_suite.pipeline.runner import Pipeline, describe, operator
 from immune_suite.progress import ConsoleProgress, JsonLinesProgress, Progress
 from immune_suite.record import record_index, resolve_record, write_signed_record
 from immune_suite.report import write_report
-from immune_suite.signing import load_public_key, trusted_key_for, verify_artifacts, verify_record
+from immune_suite.signing import (
+    SigningKeyError,
+    load_public_key,
+    signing_key_for,
+    trusted_key_for,
+    verify_artifacts,
+    verify_record,
+)
 from immune_suite.source import SourceTree, resolve_source
 from immune_suite.stack_config import StackConfig, load_stack
 from immune_suite.targets.base import Color, Release, Target
@@ -71,6 +78,10 @@ class Session:
     def pipeline(self) -> Pipeline:
         gates = Session.gates_factory()
         return Pipeline(self.stack, self.target, gates, _progress(self.args), repo=self.repo)
+
+    def require_signing_key(self) -> None:
+        """Refuse a run whose record could not be signed before it changes anything (SigningKeyError)."""
+        signing_key_for(self.stack.name, self.stack.signing_key_source, dict(os.environ))
 
     @property
     def resident_guard(self) -> bool:
@@ -190,6 +201,7 @@ def cmd_plan(args: argparse.Namespace) -> ExitCode:
 
 def cmd_promote(args: argparse.Namespace) -> ExitCode:
     session = Session(args)
+    session.require_signing_key()
     with StackLock(session.stack.name, wait_s=LOCK_WAIT_S):
         source = resolve_source(session.repo, args.ref)
         candidate = _candidate(source, args, session.stack)
@@ -221,6 +233,7 @@ def cmd_promote(args: argparse.Namespace) -> ExitCode:
 
 def cmd_resume(args: argparse.Namespace) -> ExitCode:
     session = Session(args)
+    session.require_signing_key()
     if args.run and addressed_run(args, session.store, "resume") is None:
         return ExitCode.NOTHING_TO_DO
     current = session.store.load()
@@ -279,6 +292,7 @@ def cmd_approve(args: argparse.Namespace) -> ExitCode:
 
 def cmd_abort(args: argparse.Namespace) -> ExitCode:
     session = Session(args)
+    session.require_signing_key()
     by = args.by or operator()
     try:
         lock = StackLock(session.stack.name, wait_s=LOCK_WAIT_S).acquire()
@@ -321,6 +335,7 @@ def cmd_abort(args: argparse.Namespace) -> ExitCode:
 def cmd_rollback(args: argparse.Namespace) -> ExitCode:
     """Re-promote the release of the promotion before the current one (gates already passed)."""
     session = Session(args)
+    session.require_signing_key()
     promoted = [entry for entry in record_index(session.stack.name) if entry["outcome"] == "promoted"]
     if len(promoted) < 2:
         _emit(args, {"rollback": None}, "no earlier promoted release to roll back to")
@@ -546,7 +561,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LockHeld as error:
         print(f"immune-suite: {error}", file=sys.stderr)
         return int(ExitCode.LOCKED)
-    except (FileNotFoundError, ValueError) as error:
+    except (FileNotFoundError, ValueError, SigningKeyError) as error:
         print(f"immune-suite: {error}", file=sys.stderr)
         return int(ExitCode.USAGE)
 

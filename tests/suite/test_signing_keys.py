@@ -118,3 +118,13 @@ def test_verify_checks_against_the_committed_key_by_default(
     assert not verify_record(
         json.loads(forged.read_text()), load_public_key(committed_dir / "staging.pub")
     ).valid
+
+
+def test_promote_on_a_configured_stack_without_its_key_refuses_before_it_starts(
+    state_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    monkeypatch.delenv(KEY_FILE_ENV, raising=False)
+    assert main(["promote", "--stack", "staging"]) == ExitCode.USAGE
+    assert KEY_ENV in capsys.readouterr().err
+    assert not (keys_dir() / PRIVATE_KEY_NAME).exists()  # no key was generated in its place
