@@ -103,6 +103,22 @@ def test_idle_colour_gets_no_partitions_and_never_leads_until_it_is_switched_in(
         time.sleep(0.3)
     assert green_runtime.color_gate._live is False  # it read the active colour and stood aside
 
+    # Bad case 2: the live colour's leader goes away (its elector stops and releases the lease). An
+    # ungated idle replica would take the lease at its next round; a gated one leaves it to the live colour.
+    blue_runtime = blue.app.state.runtime
+    assert blue.portal is not None
+    blue.portal.call(blue_runtime.elector.stop)
+    deadline = time.monotonic() + 2 * green_runtime.settings.lease_ttl_s
+    while time.monotonic() < deadline:
+        assert lease_holder(pg_schema_url) is None
+        assert not green_runtime.elector.is_leader
+        time.sleep(0.3)
+    blue.portal.call(blue_runtime.elector.start)
+    held = wait_for(
+        lambda: (h := lease_holder(pg_schema_url)) and h[0].startswith("blue-1/") and h,
+        what="blue leads again",
+    )
+
     # Good case: the switch. Green joins and leads under a larger fencing token; blue leaves and steps down.
     activate(pg_schema_url, "green")
     wait_for(
@@ -114,5 +130,5 @@ def test_idle_colour_gets_no_partitions_and_never_leads_until_it_is_switched_in(
         what="green leads after the switch",
     )
     assert after[1] > held[1]
-    wait_for(lambda: not blue.app.state.runtime.elector.is_leader, what="blue stepped down")
+    wait_for(lambda: not blue_runtime.elector.is_leader, what="blue stepped down")
     assert green_runtime.elector.is_leader
