@@ -175,15 +175,18 @@ def test_without_ip_intelligence_the_threat_is_stored_unenriched(
     assert threat["advice"] == []
     # Polled with a generous deadline rather than read once, so a busy machine cannot turn this into a race.
     wait_for(
-        lambda: _metric(client, 'immune_dependency_failures_total{dependency="ip_intel",reason="contract"}')
-        >= 1,
+        lambda: (
+            _metric(client, 'immune_dependency_failures_total{dependency="ip_intel",reason="contract"}') >= 1
+        ),
         what="the contract failure counted",
     )
     wait_for(
-        lambda: _metric(
-            client, 'immune_dependency_fallbacks_total{dependency="ip_intel",fallback="no_enrichment"}'
-        )
-        >= 1,
+        lambda: (
+            _metric(
+                client, 'immune_dependency_fallbacks_total{dependency="ip_intel",fallback="no_enrichment"}'
+            )
+            >= 1
+        ),
         what="the no_enrichment fallback counted",
     )
     assert _metric(client, 'immune_dependency_failures_total{dependency="ip_intel",reason="timeout"}') == 0
