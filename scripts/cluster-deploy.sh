@@ -129,7 +129,8 @@ import json, sys
 last = json.load(sys.stdin)[0]
 changes = last.get("resourceChanges") or {}
 if last.get("result") != "succeeded" or not changes or set(changes) != {"same"}:
-    print(f"[cluster-deploy] ERROR: second up changed something: {last.get(\"result\")} {changes}", file=sys.stderr)
+    result = last.get("result")
+    print(f"[cluster-deploy] ERROR: second up changed something: {result} {changes}", file=sys.stderr)
     raise SystemExit(1)
 print(f"[cluster-deploy] idempotent: {changes}", file=sys.stderr)
 '
