@@ -23,6 +23,16 @@ from immune_suite.stack_config import load_stack
 from immune_suite.targets.local import LocalTarget
 from tests.support.ports import free_port_block
 
+# The local-stack e2e modules' marks. One pytest-xdist group for all of them: each runs whole stacks whose
+# canary analysis compares latencies, so they run one after another, never beside each other.
+E2E_MARKS = [
+    pytest.mark.e2e,
+    pytest.mark.integration,
+    pytest.mark.slow,
+    pytest.mark.timeout(900),
+    pytest.mark.xdist_group("local-stack-e2e"),
+]
+
 
 def require_haproxy() -> None:
     """Fail (never skip) the test when HAProxy, the local stack's ingress, is not installed."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -36,8 +35,6 @@ from immune_core.responses.validation import (
 )
 from immune_core.settings import Settings
 from immune_core.storage.database import Database
-from immune_core.storage.factory import open_database
-from immune_core.storage.migrations import migrate
 from immune_core.transport.bus import InboundMessage, OutboundMessage
 from immune_core.transport.inprocess import InProcessBus
 
@@ -46,15 +43,6 @@ from tests.app.support import flow
 FLOWS = TOPIC_BY_KIND["network_flow"]
 ADAPTIVE = ("neutrophil", "macrophage", "nk_cell", "dendritic", "helper_t", "b_cell", "cytotoxic_t")
 SCANNER = "45.133.7.10"
-
-
-@pytest.fixture
-async def database(database_settings: Settings) -> AsyncIterator[Database]:
-    db = open_database(database_settings)
-    await db.connect()
-    await migrate(db)
-    yield db
-    await db.close()
 
 
 class Denying:
@@ -230,7 +218,6 @@ async def test_the_cytokine_feed_hands_cytokines_to_the_engines_and_dead_letters
 
 def test_the_service_starts_with_the_adaptive_layer_unless_turned_off(make_settings: Any) -> None:
     from immune_core.runtime import Runtime
-    from immune_core.settings import Settings
 
     innate = ["neutrophil", "macrophage", "nk_cell", "dendritic"]
     assert Settings.model_fields["adaptive_layer"].default is True  # on unless IMMUNE_ADAPTIVE_LAYER=false
@@ -244,7 +231,6 @@ def test_the_service_starts_with_the_adaptive_layer_unless_turned_off(make_setti
 
 
 def test_the_environment_turns_the_adaptive_layer_off(monkeypatch: pytest.MonkeyPatch) -> None:
-    from immune_core.settings import Settings
 
     monkeypatch.delenv("IMMUNE_ADAPTIVE_LAYER", raising=False)
     assert Settings().adaptive_layer is True

@@ -31,6 +31,7 @@ import yaml
 from immune_suite.pipeline.exit_codes import ExitCode
 from immune_suite.targets.base import Color
 from tests.suite.local_stack import (
+    E2E_MARKS,
     E2EStack,
     local_ports,
     require_haproxy,
@@ -39,15 +40,7 @@ from tests.suite.local_stack import (
     wait_for,
 )
 
-# One pytest-xdist group for the three local-stack e2e modules: each runs whole stacks whose canary
-# analysis compares latencies, so they run one after another, never beside each other.
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.integration,
-    pytest.mark.slow,
-    pytest.mark.timeout(900),
-    pytest.mark.xdist_group("local-stack-e2e"),
-]
+pytestmark = E2E_MARKS
 
 
 @pytest.fixture(scope="module")
