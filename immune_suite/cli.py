@@ -35,7 +35,7 @@ from immune_suite.signing import (
 )
 from immune_suite.source import SourceTree, resolve_source
 from immune_suite.stack_config import StackConfig, load_stack
-from immune_suite.targets.base import Color, Release, Target
+from immune_suite.targets.base import Color, Release, Target, TargetError
 from immune_suite.targets.factory import make_target
 
 LOCK_WAIT_S = 3.0  # long enough for the guard's brief hold, short enough to report a live pipeline
@@ -564,6 +564,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, ValueError, SigningKeyError) as error:
         print(f"immune-suite: {error}", file=sys.stderr)
         return int(ExitCode.USAGE)
+    except TargetError as error:
+        # The target could not be brought up or changed (e.g. the local stack's ports are taken): a
+        # target failure, said in one line, not a traceback.
+        print(f"immune-suite: target error: {error}", file=sys.stderr)
+        return int(ExitCode.TARGET_ERROR)
 
 
 if __name__ == "__main__":

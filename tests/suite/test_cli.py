@@ -95,3 +95,19 @@ def test_the_local_stack_runs_the_source_tree(monkeypatch: pytest.MonkeyPatch) -
     assert _candidate(SOURCE, _promote_args(), local).digest == SOURCE.digest
     with pytest.raises(ValueError, match="image-based"):
         _candidate(SOURCE, _promote_args("--image-digest", DIGEST), local)
+
+
+def test_a_target_that_cannot_start_is_exit_8_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Bad case: the local stack's ports are taken; the user gets exit 8 and the reason, no traceback."""
+    from immune_suite import cli
+    from immune_suite.targets.base import TargetError
+
+    def failing(args: object) -> int:
+        raise TargetError("timed out after 15s waiting for HAProxy admin socket (ports 18080-18084 taken?)")
+
+    monkeypatch.setattr(cli, "cmd_status", failing)
+    assert cli.main(["status", "--stack", "local"]) == 8
+    err = capsys.readouterr().err
+    assert err.startswith("immune-suite: target error: timed out") and "Traceback" not in err

@@ -71,7 +71,13 @@ class LocalTarget:
             # A stack started by an older suite runs an older config (other servers, headers): the
             # same routing, rendered anew, takes effect only when HAProxy reads it again.
             self.supervisor.restart([HAPROXY_PROGRAM])
-        self._wait_for(self.haproxy.is_up, 15, "HAProxy admin socket")
+        ports = f"{self.stack.local.ingress_port}-{self.stack.local.ingress_port + 4}"
+        self._wait_for(
+            self.haproxy.is_up,
+            15,
+            f"HAProxy admin socket (is another program on 127.0.0.1 ports {ports}? see "
+            f"{self.layout.logs_dir / 'haproxy.log'})",
+        )
 
     def _guard_program(self) -> ProgramSpec:
         """The dead man's switch (see pipeline/guard.py) for this stack, supervised like the rest."""
