@@ -755,6 +755,11 @@ cmd_down() {
   # A fresh cluster every `up`: data, pod state and logs of pods go; PKI and our logs stay.
   rm -rf --one-file-system "$STATE/etcd" "$STATE/kubelet" "$STATE/containerd/root" "$STATE/containerd/state" \
     "$STATE/cni/ipam" "$STATE/pod-logs" 2>/dev/null || true
+  # The Pulumi state of stacks deployed into this cluster (scripts/cluster-deploy.sh) describes objects
+  # that just went with etcd: it goes too, so the next `up` of a stack starts from nothing instead of
+  # from a state (or a lock left by a killed `pulumi up`) that no longer matches the cluster.
+  rm -rf --one-file-system "${IMMUNE_STATE_DIR:-$HOME/.local/state/active-immune-core}/deploy/backend" \
+    2>/dev/null || true
   local rc=0
   if [ -d "$BEFORE" ]; then
     local after=$STATE/host-after
