@@ -141,12 +141,21 @@ def deployed(request: pytest.FixtureRequest, cluster: Kube, images: None, router
         assert destroyed.returncode == 0 and left.returncode != 0, destroyed.stderr[-3000:]
 
 
+def _not_ready(pods: list[dict[str, Any]]) -> list[str]:
+    """Names of the long-running pods (not Jobs') that are not Ready."""
+    long_running = [p for p in pods if not p["metadata"].get("ownerReferences", [{}])[0].get("kind") == "Job"]
+    return [p["metadata"]["name"] for p in long_running if not _ready(p)]
+
+
 def test_every_workload_is_running_and_ready(deployed: Deployed) -> None:
+    # `up` returns once each Deployment's rollout is done, but with several replicas per colour (prod: 3)
+    # some app pods were seen not yet Ready at that moment (2026-11-30): readiness from live status is
+    # issue 10's; here every pod must become Ready within a generous deadline, never a speed assertion.
+    wait_for(lambda: not _not_ready(deployed.pods()), timeout_s=300, interval_s=2, what="every pod Ready")
     pods = deployed.pods()
     # Jobs (migrations, topics) have completed; everything else runs and is Ready.
     long_running = [p for p in pods if not p["metadata"].get("ownerReferences", [{}])[0].get("kind") == "Job"]
-    not_ready = [p["metadata"]["name"] for p in long_running if not _ready(p)]
-    assert not not_ready, not_ready
+    assert not _not_ready(pods)
     names = {p["metadata"]["name"] for p in long_running}
     for prefix in (
         "kafka-0",
