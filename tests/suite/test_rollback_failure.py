@@ -254,7 +254,10 @@ def test_finish_leaves_it_to_the_guard_or_keeps_restoring_in_the_foreground(
     run, code = failed_rollback(fragile_stack, broken, established)
     broken.refuse_traffic = 1  # one more refusal, then the target recovers
     stack_file = tmp_path / "stack.yaml"
-    stack_file.write_text(json.dumps(fragile_stack.with_overrides(target=kind).model_dump()))
+    # The record is signed with a generated key: this test is about restoring traffic, not about keys
+    # (a kubernetes stack defaults to a configured key, tests/suite/test_signing_keys.py).
+    overrides = fragile_stack.with_overrides(target=kind, signing_key="generated")
+    stack_file.write_text(json.dumps(overrides.model_dump()))
     session = Session(argparse.Namespace(stack=str(stack_file), json=True, repo=None))
     session._target = broken
     assert session.finish(run, code) is ExitCode.ROLLBACK_FAILED
