@@ -737,6 +737,15 @@ cmd_down() {
     done
     rm -f "$STATE/cgroup-root" "$STATE/cgroups-created"
   fi
+  # runc keeps a state directory per container under our root; a container whose shim was killed
+  # leaves its state behind. `runc delete --force` kills what may still run and removes the state.
+  local ns id
+  for ns in "$RUN_DIR"/runc/*/; do
+    [ -d "$ns" ] || continue
+    for id in $(ls "$ns" 2>/dev/null); do
+      runc --root "${ns%/}" delete --force "$id" >/dev/null 2>&1 || rm -rf --one-file-system "${ns%/}/$id"
+    done
+  done
   # Host directories that appeared with the cluster: their stale sockets (of SIGKILLed shims) and
   # empty directories go; anything still in use by another runtime stays.
   if [ -f "$BEFORE/dirs" ]; then
