@@ -11,6 +11,7 @@
 #           so that the tests, which wait on real deadlines, keep the CPU they need
 #   setup   venv, haproxy, the shared services, checkov; lint
 #   main    pytest -m "not engine and not cluster"           -> out/junit-main.xml
+#   beside main, niced, one after the other (log: out/logs/later-phases.log, shown after main):
 #   engine  waits for the build (its log tail on failure), then pytest -m engine   -> out/junit-engine.xml
 #   cluster waits for `cluster.sh build` + `images.sh build` (started in the background with the engine),
 #           then pytest -m cluster: cluster up, images push, pulumi up staging+prod, smoke through the
@@ -97,18 +98,19 @@ workers="${IMMUNE_TEST_WORKERS:-1}"
 parallel=()
 if [ "$workers" -gt 1 ]; then parallel=(-n "$workers" --dist loadgroup); fi
 
-# bg NAME CMD...: starts CMD in the background, its output in out/logs/NAME.log; bg_wait NAME waits for it
-# and shows the log's tail when it failed.
-declare -A bg_pids=()
+# bg NAME CMD...: starts CMD in the background, its output in out/logs/NAME.log and its exit code in
+# out/logs/NAME.rc; bg_wait NAME waits for that file (so a background subshell can wait too, which `wait`
+# cannot do for its parent's children) and shows the log's tail when it failed.
 bg() {
   local name="$1"
   shift
-  "$@" >"out/logs/$name.log" 2>&1 &
-  bg_pids[$name]=$!
+  rm -f "out/logs/$name.rc"
+  ( rc=0; "$@" >"out/logs/$name.log" 2>&1 || rc=$?; echo "$rc" >"out/logs/$name.rc" ) &
 }
 bg_wait() {
-  local rc=0
-  wait "${bg_pids[$1]}" || rc=$?
+  local rc
+  while [ ! -s "out/logs/$1.rc" ]; do sleep 2; done
+  rc=$(cat "out/logs/$1.rc")
   if [ "$rc" -ne 0 ]; then
     echo "$1 FAILED (exit $rc); last lines of out/logs/$1.log:" >&2
     tail -n 40 "out/logs/$1.log" >&2
@@ -146,10 +148,16 @@ setup_rc=0
 setup || setup_rc=$?
 record setup "$setup_start" "$setup_rc"
 
-if [ "$setup_rc" -eq 0 ]; then
-  phase lint lint  # ruff check, ruff format --check, mypy --strict (service, suite, gate tools, Pulumi program)
-  pytest_phase main "not engine and not cluster" "${parallel[@]}"
-
+# later_phases: the engine phase, then the cluster phase, one after the other (both use the images daemon
+# and its registry, which `cluster.sh down` stops). It runs BESIDE the main phase: on a warm machine the
+# builds are cached and the two phases (about 15 min, mostly waiting on pods and `pulumi up`) would
+# otherwise come after main's ~20 min. Niced, so that main's tests, which measure real latencies, keep
+# the CPU. Its output goes to out/logs/later-phases.log and is shown after main; its timings are
+# appended to out/later-phases.txt (a subshell cannot add to `summary`).
+later_phases() {
+  renice -n 10 -p "$BASHPID" >/dev/null
+  summary=()
+  failed=0
   if [ "$skip_engine" != "1" ]; then
     step "build: waiting for the pulumi engine"
     engine_rc=0
@@ -174,6 +182,25 @@ if [ "$setup_rc" -eq 0 ]; then
   bg_wait images-build || cluster_rc=$?
   record cluster-build "$cluster_start" "$cluster_rc"
   [ "$cluster_rc" -eq 0 ] && pytest_phase cluster "cluster"
+  printf '%s\n' "${summary[@]}" >out/later-phases.txt
+  return "$failed"
+}
+
+if [ "$setup_rc" -eq 0 ]; then
+  phase lint lint  # ruff check, ruff format --check, mypy --strict (service, suite, gate tools, Pulumi program)
+  step "engine and cluster phases in the background (log: out/logs/later-phases.log)"
+  rm -f out/later-phases.txt
+  later_phases >out/logs/later-phases.log 2>&1 &
+  later_pid=$!
+  pytest_phase main "not engine and not cluster" "${parallel[@]}"
+  step "waiting for the engine and cluster phases"
+  later_rc=0
+  wait "$later_pid" || later_rc=$?
+  cat out/logs/later-phases.log
+  if [ -f out/later-phases.txt ]; then
+    while IFS= read -r line; do summary+=("$line"); done <out/later-phases.txt
+  fi
+  [ "$later_rc" -eq 0 ] || failed=1
 else
   echo "setup failed: no lint, no tests" >&2
   # The engine build is left to finish (it is cached for the next run) but not waited for.
