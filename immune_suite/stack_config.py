@@ -5,6 +5,7 @@ Unknown keys are errors: a typo in a threshold must not silently fall back to a 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -111,7 +112,64 @@ class LocalTargetConfig(_Strict):
     gateway_port: int | None = None  # the API gateway (/api/immune/*, /health); None: ingress_port + 4
     gateway_rate_limit_per_10s: int = Field(default=1000, ge=1)  # per client address, at the gateway
     instance_base_port: int = 18100
+    # HAProxy's own Prometheus exporter (/metrics: per-server responses by class, connection errors);
+    # None: not served. Stacks with `metrics:` set it so the router's view of each colour is scraped.
+    router_metrics_port: int | None = None
     ready_timeout_s: float = 60.0
+
+
+class MetricsConfig(_Strict):
+    """The canary's server-side evidence: a metric provider queried per colour (immune_suite/metrics/).
+
+    Flagger/Argo Rollouts style: each canary step also needs every check below to pass on the
+    candidate's release, as the metrics system saw it during the step's window (the app's request
+    histogram, the router's per-server responses). No data, stale data or an unreachable provider
+    fails the step; it never passes it.
+
+    - `url`: the Prometheus HTTP API base; None: `IMMUNE_PROMETHEUS_URL`, else http://127.0.0.1:19090
+      (the shared service of scripts/services/prometheus.sh).
+    - `timeout_s` / `attempts`: per HTTP request, and how many tries (tenacity, exponential backoff)
+      before the provider counts as down.
+    - `freshness_timeout_s`: how long to wait after a window for a scrape of every candidate target
+      newer than the window's end; none by then is stale data: a failure.
+    - `min_requests`: fewer candidate requests in the window (app or router) is no data: a failure.
+    - `max_error_ratio`: 5xx / all requests of the candidate (app and router, each).
+    - `latency_quantile` / `max_latency_ms`: the candidate's quantile from its latency histogram
+      (histogram_quantile over the rate of `_bucket`) must stay at or below this.
+    - `exclude_routes`: app route templates not judged (health probes and scrapes are not user
+      traffic). Excluded rather than included: a request refused before routing (an injected fault,
+      an unknown path) is recorded as route `unmatched` and must still count.
+    """
+
+    provider: Literal["prometheus"] = "prometheus"
+    url: str | None = None
+    timeout_s: float = Field(default=5.0, gt=0, le=60)
+    attempts: int = Field(default=3, ge=1, le=10)
+    freshness_timeout_s: float = Field(default=15.0, gt=0, le=300)
+    min_requests: int = Field(default=20, ge=1)
+    max_error_ratio: float = Field(default=0.05, ge=0, lt=1)
+    latency_quantile: float = Field(default=0.99, gt=0, lt=1)
+    max_latency_ms: float = Field(default=500.0, gt=0)
+    exclude_routes: str = Field(default="(.*)/health/(live|ready)|(.*)/metrics", min_length=1)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("http://", "https://")):
+            raise ValueError(f"metrics.url must be an http(s) URL, got {url!r}")
+        return url.rstrip("/") if url else url
+
+    @field_validator("exclude_routes")
+    @classmethod
+    def _regex(cls, pattern: str) -> str:
+        # PromQL regexes are RE2, which Python's `re` accepts for everything a route filter needs.
+        try:
+            re.compile(pattern)
+        except re.error as error:
+            raise ValueError(
+                f"metrics.exclude_routes {pattern!r} is not a regular expression: {error}"
+            ) from error
+        return pattern
 
 
 class StackConfig(_Strict):
@@ -133,6 +191,9 @@ class StackConfig(_Strict):
     rollback_retry_s: float = Field(default=30.0, ge=0)
     candidate_env: dict[str, str] = Field(default_factory=dict)
     local: LocalTargetConfig = LocalTargetConfig()
+    # None: the canary judges the load generator's samples only; set, every step also needs the
+    # metric provider's checks (Prometheus) to pass.
+    metrics: MetricsConfig | None = None
     pulumi_stack: str | None = None  # Kubernetes stacks: the Pulumi stack whose exports name the URLs
     # Where the key that signs promotion records comes from (see immune_suite/signing.py): "configured"
     # (IMMUNE_SIGNING_KEY / IMMUNE_SIGNING_KEY_FILE, a CI secret, checked against the committed

@@ -25,6 +25,7 @@ from typing import Any
 from immune_suite.gates.attribution import counter_deltas, judge_attribution
 from immune_suite.paths import REPO_ROOT
 from immune_suite.pipeline.canary import run_canary_step
+from immune_suite.pipeline.canary_metrics import judge_step_metrics, with_metrics
 from immune_suite.pipeline.exit_codes import ExitCode
 from immune_suite.pipeline.gates import Gates, LoadResult, run_dir
 from immune_suite.pipeline.plan import (
@@ -439,6 +440,7 @@ class Pipeline:
             self.target.set_traffic(run.stable_color, 0)
             run.note("traffic", active=run.stable_color.value, canary_weight=0, reason="interim look failed")
 
+        step_started = time.time()  # the metric checks' window starts with the traffic shift
         result = run_canary_step(
             percent,
             run.candidate_color,
@@ -459,6 +461,20 @@ class Pipeline:
             deltas = counter_deltas(counters_before, counters()) if counters and counters_before else None
             verdict = judge_attribution(result.verdict, sorted(out.rglob("samples.jsonl")), deltas)
             result = replace(result, verdict=verdict)
+        if self.stack.metrics is not None:
+            # The metrics system's view of the candidate over the whole step (immune_suite/metrics/).
+            metrics = None
+            if result.verdict.passed:
+                metrics = judge_step_metrics(
+                    self.target,
+                    self.stack.metrics,
+                    run.candidate_color,
+                    run.candidate,
+                    step_started,
+                    time.time(),
+                )
+                self.progress(metrics.summary, stage=f"canary-{percent}")
+            result = replace(result, verdict=with_metrics(result.verdict, metrics))
         if result.verdict.passed and step.id == canary_steps[-1]:
             self._stop_baseline(run, "canary finished")
         if not result.verdict.passed:

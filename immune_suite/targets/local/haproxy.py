@@ -148,6 +148,7 @@ def render_config(layout: StackLayout, traffic: TrafficState) -> str:
             rate_limit_per_10s=ports.gateway_rate_limit_per_10s,
             served_by=served_by,
         ),
+        *router_metrics_frontend(layout),
         f"backend {INGRESS_BACKEND}",
         "    balance roundrobin",
         # The measured path: a request that never reached a server (connection refused) is retried
@@ -170,6 +171,21 @@ def render_config(layout: StackLayout, traffic: TrafficState) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def router_metrics_frontend(layout: StackLayout) -> list[str]:
+    """HAProxy's built-in Prometheus exporter (HAProxy 2.x "Prometheus exporter" service), when asked for:
+    per-server responses by class and errors, the router's view of each colour (metrics/checks.py)."""
+    port = layout.ports.router_metrics_port
+    if port is None:
+        return []
+    return [
+        "frontend router-metrics",
+        f"    bind 127.0.0.1:{port}",
+        "    http-request use-service prometheus-exporter if { path /metrics }",
+        "    http-request deny",
+        "",
+    ]
 
 
 def render_roles(traffic: TrafficState) -> str:

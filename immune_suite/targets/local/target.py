@@ -15,6 +15,10 @@ from typing import Any
 import httpx
 
 from immune_suite.gates.attribution import BASELINE, Attribution
+from immune_suite.metrics.checks import ColorSelectors
+from immune_suite.metrics.factory import provider_url
+from immune_suite.metrics.prometheus import PrometheusProvider
+from immune_suite.metrics.provider import ProviderError
 from immune_suite.paths import REPO_ROOT, SERVICES_DIR
 from immune_suite.source import SourceTree
 from immune_suite.stack_config import StackConfig
@@ -32,6 +36,7 @@ from immune_suite.targets.local.dependencies import services_env
 from immune_suite.targets.local.haproxy import HAProxy, IngressCounters, attribution
 from immune_suite.targets.local.layout import StackLayout
 from immune_suite.targets.local.releases import build_release, service_binary
+from immune_suite.targets.local.scrape import file_sd_dir, render_targets, selectors
 from immune_suite.targets.local.supervisor import ProgramSpec, Supervisor
 from immune_suite.targets.tokens import CLIENT_ROLES, Client, hashed_entry
 
@@ -184,6 +189,7 @@ class LocalTarget:
         self._save_color(color, release, running=True)
         self._run_programs(color.value, specs, restart=True)
         self._wait_ready(color.value, self.layout.instance_names(color), release)
+        self._publish_scrape_targets(strict=True)
         return self.health(color)
 
     def _wait_ready(self, group: str, instances: list[str], release: Release) -> None:
@@ -210,6 +216,7 @@ class LocalTarget:
         self._save_color(BASELINE, release, running=True)
         self._run_programs(BASELINE, specs, restart=True)
         self._wait_ready(BASELINE, instances, release)
+        self._publish_scrape_targets(strict=True)
         routing = self.traffic()
         if routing is not None:  # a canary already running gets its baseline partner at once
             self.set_traffic(routing.active, routing.canary_weight)
@@ -223,6 +230,7 @@ class LocalTarget:
             self.set_traffic(routing.active, routing.canary_weight)  # out of traffic before it stops
         self.supervisor.write_programs(BASELINE, [])
         self.supervisor.update()
+        self._publish_scrape_targets(strict=False)
 
     def baseline_release(self) -> Release | None:
         entry = self._colors().get(BASELINE) or {}
@@ -236,6 +244,39 @@ class LocalTarget:
 
     def ingress_counters(self) -> dict[str, IngressCounters]:
         return self.haproxy.ingress_counters()
+
+    # -- metrics: what Prometheus scrapes of this stack (scrape.py) --------------------------------
+    def metric_selectors(self, color: Color, release: Release) -> ColorSelectors:
+        """PromQL matchers of `color`'s replicas running `release`, and of the router's servers for it."""
+        router = self.stack.local.router_metrics_port is not None
+        return selectors(self.stack.name, color.value, release.version, router)
+
+    def _publish_scrape_targets(self, strict: bool) -> None:
+        """Rewrite this stack's file_sd file from what runs now (no `metrics:` config: nothing to do).
+
+        Strict on the way up (deploy, baseline): a stack whose canary will need metrics fails its deploy
+        with the reason, not its canary with "no data". Not strict on the way down (scale-down,
+        baseline stop, rollbacks): Prometheus being away must never stop traffic going back to stable.
+        """
+        if self.stack.metrics is None:
+            return
+        running = {
+            group: str(entry["release"]["version"])
+            for group, entry in self._colors().items()
+            if entry.get("running") and entry.get("release")
+        }
+        config = self.stack.metrics
+        try:
+            prometheus = PrometheusProvider(provider_url(config), config.timeout_s, config.attempts)
+            directory = file_sd_dir(prometheus.config_yaml())
+            groups = render_targets(self.layout, self.stack.name, running)
+            # 0644: the Prometheus reading it may run as another user (a system service).
+            write_json_atomic(directory / f"{self.stack.name}.json", groups, mode=0o644)
+        except (ProviderError, TargetError, OSError) as error:
+            if strict:
+                raise TargetError(
+                    f"cannot publish the stack's scrape targets to Prometheus: {error}"
+                ) from error
 
     def _instance_ready(self, instance: str, version: str | None = None) -> bool:
         url = self.layout.instance_url(instance)
@@ -272,6 +313,7 @@ class LocalTarget:
         self.supervisor.write_programs(color.value, [])
         self.supervisor.update()
         self._save_color(color, release, running=False)
+        self._publish_scrape_targets(strict=False)
 
     def health(self, color: Color) -> ColorHealth:
         release = self.release_on(color)
