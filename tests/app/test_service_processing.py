@@ -7,6 +7,7 @@ that were never processed are found; "database unavailable" is recognised by cla
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 from collections.abc import Iterator, Sequence
@@ -205,6 +206,53 @@ def test_raw_encoding_round_trips_every_byte_string_as_storable_text(raw: bytes)
 def test_storable_text_escapes_nul_and_lone_surrogates() -> None:
     assert dlq.storable_text("a\x00b\udc80") == "a\\x00b\\udc80"
     assert dlq.storable_text("plain") == "plain"
+
+
+# -- sharing the event loop -----------------------------------------------------------------------------
+@pytest.mark.parametrize("slice_s", [0.0, 3600.0])
+async def test_detection_of_a_batch_hands_the_event_loop_back_between_events(
+    database: Database, monkeypatch: pytest.MonkeyPatch, slice_s: float
+) -> None:
+    """The HTTP API shares the loop with detection: a batch must not hold it from first event to last.
+
+    A concurrent task counts its turns; each detection notes the count. With a slice of 0 the loop is
+    handed back before every event (the count moves between every two detections); with
+    a slice longer than the batch it is held throughout (the count never moves) -- the bad case, which
+    is what every batch did before slicing. Verdicts are the same either way.
+    """
+    events = port_scan("198.51.100.41", ports=12)
+    consumer, engine = _consumer(database)
+    consumer._detection_slice_s = slice_s
+    turns = 0
+    seen: list[int] = []
+    real_detect = EngineHost.detect
+
+    def detect(self: EngineHost, event: Any, lane: str) -> Any:
+        seen.append(turns)
+        return real_detect(self, event, lane)
+
+    async def ticker() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    monkeypatch.setattr(EngineHost, "detect", detect)
+    task = asyncio.create_task(ticker())
+    try:
+        result = await consumer.handle(_messages(events))
+    finally:
+        task.cancel()
+    assert len(seen) == len(events) and len(result.claimed) == len(events)
+    moved = [later > earlier for earlier, later in itertools.pairwise(seen)]
+    if slice_s == 0.0:
+        assert all(moved), seen
+    else:
+        assert not any(moved), seen
+    _, reference = _consumer(database)
+    for event in events:
+        reference.detect(parse_event(event), EngineHost.lane(FLOWS, 0))
+    assert _cell_counters(engine) == _cell_counters(reference)
 
 
 # -- redelivery -----------------------------------------------------------------------------------------

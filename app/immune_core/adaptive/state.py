@@ -220,6 +220,7 @@ class AdaptiveState:
     )
     threat_level: int = 0
     memory_version: int = 0  # bumped whenever a memory bank gains or changes a detector
+    self_version: int = 0  # bumped whenever a self set changes (``learn_self``)
     damping: Damping | None = None
     tolerance: Tolerance | None = None
     critical_proposed: deque[datetime] = field(default_factory=deque)
@@ -272,6 +273,11 @@ class AdaptiveState:
         self.expansions.append(expansion)
         if len(self.expansions) > self.max_pending:
             del self.expansions[0]
+
+    def learn_self(self, space: str, vector: tuple[float, ...]) -> None:
+        """Offer a self sample of ``space`` (a regulatory T cell's training)."""
+        if self.self_sets[space].learn(vector):
+            self.self_version += 1
 
     def is_self(self, space: str, vector: FloatArray) -> bool:
         """True when a regulatory T cell is present and ``vector`` lies within its radius of self."""

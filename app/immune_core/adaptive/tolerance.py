@@ -40,10 +40,11 @@ class SelfSet:
     def __len__(self) -> int:
         return len(self._rows)
 
-    def learn(self, vector: tuple[float, ...]) -> None:
-        key = tuple(round(x, 2) for x in vector)
+    def learn(self, vector: tuple[float, ...]) -> bool:
+        """Offer one self sample; True when the set changed (a new sample kept, or one replaced)."""
+        key = tuple([round(x, 2) for x in vector])
         if key in self._keys:
-            return
+            return False
         self.seen += 1
         if len(self._rows) < self.capacity:
             self._keys[key] = len(self._rows)
@@ -51,11 +52,12 @@ class SelfSet:
         else:
             slot = int(self._rng.integers(0, self.seen))
             if slot >= self.capacity:
-                return
+                return False
             del self._keys[self._rows[slot]]
             self._rows[slot] = key
             self._keys[key] = slot
         self._matrix = None
+        return True
 
     def matrix(self) -> FloatArray | None:
         if self._matrix is None and self._rows:

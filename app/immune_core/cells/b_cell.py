@@ -139,11 +139,13 @@ class BCell(Cell[BCellParams]):
 
     def _enough(self, observation: Observation) -> bool:
         p = self.params
-        needed = {
-            "source_ip": p.min_source_flows,
-            "host": p.min_host_observations,
-            "process": p.min_host_process_starts,
-        }[observation.antigen.type]
+        kind = observation.antigen.type
+        if kind == "source_ip":
+            needed = p.min_source_flows
+        elif kind == "host":
+            needed = p.min_host_observations
+        else:
+            needed = p.min_host_process_starts
         return observation.observations >= needed
 
     # -- primary response ---------------------------------------------------------------------------

@@ -66,9 +66,11 @@ class HelperT(Cell[HelperTParams]):
             candidates[finding.antigen] = None
         threshold = p.activation_threshold / (1.0 + p.sensitivity_per_level * state.threat_level)
         for antigen in candidates:
+            live = state.cytokines.by_antigen.get(antigen)
+            if live is None:
+                continue  # nothing presents it: a score of 0 is below any threshold (which is > 0)
             if state.licence(antigen, context.now) is not None:
                 continue
-            live = state.cytokines.about(antigen)
             score = sum(live[kind] for kind in _PRESENTING) + p.il10_weight * live["il10"]
             if score < threshold:
                 continue

@@ -54,6 +54,10 @@ class RegulatoryT(Cell[RegulatoryTParams]):
         super().__init__(params, cell_id)
         self._censored: dict[str, int] = {}  # detector id -> self-set size when last censored
         self._stamp: tuple[int, int] = (-1, -1)
+        # What this cell lends the state on every event; rebuilt only when the threat level moves (one
+        # object per event showed in profiles of the ingest path).
+        self._tolerance = Tolerance(self_radius=params.self_radius, by=cell_id)
+        self._damping: tuple[int, Damping] | None = None
 
     def state_summary(self) -> dict[str, int]:
         return {"censored": self.counters["censored"], "suppressed": self.counters["suppressed"]}
@@ -63,31 +67,40 @@ class RegulatoryT(Cell[RegulatoryTParams]):
         if state is None:
             return CellOutput()
         p = self.params
-        state.damping = Damping(
-            active=state.threat_level >= p.damping_level,
-            max_critical=p.max_critical_per_window,
-            window_s=p.damping_window_s,
-            min_confidence=p.damping_min_confidence,
-            by=self.cell_id,
-        )
-        if state.in_training(context.now, p.training_s):
+        state.damping = self._damping_at(state.threat_level)
+        if state.observations and state.in_training(context.now, p.training_s):
             hostile = {f.antigen for f in context.findings}
             for observation in state.observations:
                 if (
                     observation.antigen not in hostile
                     and state.licence(observation.antigen, context.now) is None
                 ):
-                    state.self_sets[observation.space].learn(observation.vector)
+                    state.learn_self(observation.space, observation.vector)
         self._negative_selection(state)
         # Checked by the B cells only when a detector recognises something (a distance to every self
         # sample on every event would cost more than the rest of the adaptive layer).
-        state.tolerance = Tolerance(self_radius=p.self_radius, by=self.cell_id)
+        if self._tolerance.by != self.cell_id:  # a clone starts with its original's
+            self._tolerance = Tolerance(self_radius=p.self_radius, by=self.cell_id)
+        state.tolerance = self._tolerance
         return CellOutput()
+
+    def _damping_at(self, level: int) -> Damping:
+        if self._damping is None or self._damping[0] != level or self._damping[1].by != self.cell_id:
+            p = self.params
+            damping = Damping(
+                active=level >= p.damping_level,
+                max_critical=p.max_critical_per_window,
+                window_s=p.damping_window_s,
+                min_confidence=p.damping_min_confidence,
+                by=self.cell_id,
+            )
+            self._damping = (level, damping)
+        return self._damping[1]
 
     def _negative_selection(self, state: AdaptiveState) -> None:
         p = self.params
         # Nothing to do unless a detector is new or self has grown since the last pass (cheap check).
-        stamp = (state.memory_version, sum(len(s) for s in state.self_sets.values()))
+        stamp = (state.memory_version, state.self_version)
         if stamp == self._stamp:
             return
         self._stamp = stamp

@@ -123,6 +123,8 @@ class DetectionEngine:
         self.config = config or DetectionConfig()
         self.intel = IntelStore(self.config.max_intel_items)
         self._cells: list[Cell[Any]] = []
+        # The population by stage, in population order; rebuilt after a change (``_population_changed``).
+        self._staged: list[tuple[int, list[Cell[Any]]]] | None = None
         self._next_cell_number: dict[str, int] = {}
         self._wall_clock = wall_clock
         self._max_skew = timedelta(seconds=self.config.max_clock_skew_s)
@@ -217,6 +219,7 @@ class DetectionEngine:
         self.check_room_for(cell_type)
         cell = Cell.create(cell_type, params, self._new_cell_id(cell_type))
         self._cells.append(cell)
+        self._staged = None
         return cell
 
     def get_cell(self, cell_id: str) -> Cell[Any]:
@@ -228,12 +231,14 @@ class DetectionEngine:
     def remove_cell(self, cell_id: str, *, force: bool = False) -> None:
         self.check_removable(cell_id, force=force)
         self._cells.remove(self.get_cell(cell_id))
+        self._staged = None
 
     def clone_cell(self, cell_id: str) -> Cell[Any]:
         original = self.get_cell(cell_id)
         self.check_room_for(original.cell_type)
         twin = original.clone(self._new_cell_id(original.cell_type))
         self._cells.append(twin)
+        self._staged = None
         return twin
 
     def describe(self) -> list[dict[str, Any]]:
@@ -305,11 +310,17 @@ class DetectionEngine:
         sensed = CellOutput()
         context = CellContext(now=evaluated_at, intel=self.intel)
         lineages: set[str] = set()
-        for cell in self._cells:
-            if cell.stage == 0:
-                self._collect(sensed, lineages, cell, self._observe_safely(cell, event, context))
+        if self._staged is None:
+            by_stage: dict[int, list[Cell[Any]]] = {}
+            for cell in self._cells:
+                by_stage.setdefault(cell.stage, []).append(cell)
+            self._staged = sorted(by_stage.items(), key=lambda item: item[0])
         adaptive: AdaptiveState | None = None
-        for stage in sorted({cell.stage for cell in self._cells if cell.stage > 0}):
+        for stage, cells in self._staged:
+            if stage == 0:
+                for cell in cells:
+                    self._collect(sensed, lineages, cell, self._observe_safely(cell, event, context))
+                continue
             if stage >= 2 and adaptive is None:
                 # The adaptive stages read the antigens' long-window profiles and every cytokine so far.
                 adaptive = self.adaptive
@@ -323,9 +334,8 @@ class DetectionEngine:
                 adaptive=adaptive,
             )
             emitted = len(sensed.cytokines)
-            for cell in self._cells:
-                if cell.stage == stage:
-                    self._collect(sensed, lineages, cell, self._observe_safely(cell, event, staged))
+            for cell in cells:
+                self._collect(sensed, lineages, cell, self._observe_safely(cell, event, staged))
             if adaptive is not None:
                 for cytokine in sensed.cytokines[emitted:]:
                     adaptive.cytokines.add(cytokine, evaluated_at)
@@ -360,7 +370,8 @@ class DetectionEngine:
             sensed.findings.extend(output.findings)
             return
         lineages.add(cell.lineage)
-        sensed.extend(output)
+        if output.findings or output.signals or output.cytokines:
+            sensed.extend(output)
 
     def _observe_safely(self, cell: Cell[Any], event: AnyEvent, context: CellContext) -> CellOutput:
         # One faulty cell (a bug, or a cell type added at run time) must not blind the others; the
