@@ -29,6 +29,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from immune_suite.metrics.provider import MetricProvider, NoDataError, ProviderError
 from immune_suite.stack_config import MetricsConfig
@@ -175,13 +176,43 @@ def judge_color(
         passed = value is not None and (value >= limit if comparator == ">=" else value <= limit)
         measurements.append(Measurement(name, value, limit, comparator, passed, unit))
     failed = [m for m in measurements if not m.passed]
-    details = {**base, "queries": planned, "evaluated_at": at, "window_s": window_s, "no_data": no_data}
+    details = {
+        **base,
+        "queries": planned,
+        "evaluated_at": at,
+        "window_s": window_s,
+        "no_data": no_data,
+        "series": series(provider, selectors, config, start, at),
+    }
     if not failed:
         summary = f"metrics of {selectors.color}: " + ", ".join(_shown(m) for m in measurements)
         return Verdict(GATE, Status.PASS, summary, measurements, details=details)
     reasons = [no_data.get(m.name) or f"{_shown(m)} (limit {m.comparator} {m.threshold:g})" for m in failed]
     summary = f"metrics of {selectors.color} fail: " + "; ".join(reasons)
     return Verdict(GATE, Status.FAIL, summary, measurements, details=details)
+
+
+def series(
+    provider: MetricProvider, selectors: ColorSelectors, config: MetricsConfig, start: float, end: float
+) -> dict[str, Any]:
+    """The colour's request rate (req/s) and error ratio, second by second over the window (range
+    queries over 5 s rates), for the record and the report. They show, they do not decide: the
+    instant checks above do; a series without data is recorded as its reason."""
+    routes = f"route!~{label_value(config.exclude_routes)}"
+    count = f"{APP_HISTOGRAM}_count{{{selectors.app},{routes}"
+    wanted = {
+        "app_request_rate": f"sum(rate({count}}}[5s]))",
+        "app_error_ratio": (
+            f'(sum(rate({count},status=~"5.."}}[5s])) or vector(0)) / sum(rate({count}}}[5s]))'
+        ),
+    }
+    found: dict[str, Any] = {}
+    for name, query in wanted.items():
+        try:
+            found[name] = [[round(t, 3), v] for t, v in provider.run_range_query(query, start, end, 1.0)]
+        except (NoDataError, ProviderError) as error:
+            found[name] = str(error)
+    return found
 
 
 def _shown(measurement: Measurement) -> str:

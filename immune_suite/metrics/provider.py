@@ -1,4 +1,5 @@
-"""The metric provider interface, after Flagger's (`pkg/metrics/providers`: `RunQuery`, `IsOnline`).
+"""The metric provider interface, after Flagger's (`pkg/metrics/providers`: `RunQuery`, `IsOnline`),
+plus a range query for the series a record shows.
 
 A provider answers one query with one number. Anything else is an exception, so no caller can read
 a missing value as zero:
@@ -27,6 +28,15 @@ class MetricProvider(Protocol):
 
     def run_query(self, query: str, at: float) -> float:
         """The single value of `query` evaluated at Unix time `at` (s); NoDataError, ProviderError."""
+        ...
+
+    def run_range_query(
+        self, query: str, start: float, end: float, step_s: float
+    ) -> list[tuple[float, float]]:
+        """`(unix_s, value)` points of `query` over [start, end] (Unix s) every `step_s` s.
+
+        NoDataError, ProviderError as `run_query`.
+        """
         ...
 
     def is_online(self) -> None:

@@ -62,6 +62,8 @@ def test_a_healthy_colour_passes_with_every_measurement_recorded() -> None:
     assert verdict.status is Status.PASS, verdict.summary
     assert {m.name: m.value for m in verdict.measurements} == HEALTHY
     assert verdict.details["window_s"] >= 30 and "router_error_ratio" in verdict.details["queries"]
+    # The second-by-second series come from range queries (the fake's matrix; its NaN point dropped).
+    assert verdict.details["series"]["app_request_rate"] == [[2.0, 3.0], [3.0, 4.5]]
 
 
 @pytest.mark.parametrize(

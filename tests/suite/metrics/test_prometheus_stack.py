@@ -141,6 +141,8 @@ def test_a_colour_serving_500s_fails_by_the_apps_and_the_routers_metrics(scraped
     assert values["app_error_ratio"] is not None and values["app_error_ratio"] > 0.2, values
     assert values["router_error_ratio"] is not None and values["router_error_ratio"] > 0.2, values
     assert values["app_requests"] is not None and values["app_requests"] >= CONFIG.min_requests
+    # The record's series (range queries) show the errors second by second too.
+    assert max(v for _, v in verdict.details["series"]["app_error_ratio"]) > 0.2
 
 
 def test_a_healthy_colour_passes(scraped: Scraped) -> None:
@@ -152,6 +154,7 @@ def test_a_healthy_colour_passes(scraped: Scraped) -> None:
     assert (
         values["app_latency_p99_ms"] is not None and 0 < values["app_latency_p99_ms"] <= CONFIG.max_latency_ms
     )
+    assert max(v for _, v in verdict.details["series"]["app_request_rate"]) > 0
 
 
 def test_a_release_nobody_scrapes_is_no_data_and_fails(scraped: Scraped) -> None:

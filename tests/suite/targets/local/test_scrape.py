@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
-from immune_suite.stack_config import LocalTargetConfig
+from immune_suite.stack_config import LocalTargetConfig, load_stack
+from immune_suite.state_dir import write_json_atomic
 from immune_suite.targets.base import Color, TargetError, TrafficState
+from immune_suite.targets.local import LocalTarget
 from immune_suite.targets.local.haproxy import render_config
 from immune_suite.targets.local.layout import StackLayout
 from immune_suite.targets.local.scrape import SCRAPE_JOB, file_sd_dir, render_targets, selectors
+from tests.suite.metrics.fake_prometheus import FakePrometheus, serving
 
 CONFIG = f"""
 scrape_configs:
@@ -90,3 +94,41 @@ def test_haproxy_serves_its_exporter_only_when_a_port_is_configured() -> None:
     with_port = render_config(layout(18085), traffic)
     assert "bind 127.0.0.1:18085" in with_port and "use-service prometheus-exporter" in with_port
     assert "prometheus-exporter" not in render_config(layout(None), traffic)
+
+
+def target_with_metrics(url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> LocalTarget:
+    monkeypatch.setenv("IMMUNE_STATE_DIR", str(tmp_path / "state"))
+    stack = load_stack("local").with_overrides(name="scrape-test", metrics={"url": url, "attempts": 1})
+    target = LocalTarget(stack)
+    target.layout.root.mkdir(parents=True)
+    write_json_atomic(
+        target.layout.colors_file,
+        {"blue": {"release": {"version": "v1", "ref": "r", "digest": "d"}, "running": True}},
+    )
+    return target
+
+
+def test_the_target_publishes_what_runs_where_prometheus_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory = tmp_path / "file_sd"
+    discovery = f"file_sd_configs: [{{files: ['{directory}/*.json']}}]"
+    config = f"scrape_configs: [{{job_name: {SCRAPE_JOB}, {discovery}}}]\n"
+    with serving(FakePrometheus(config_yaml=config)) as fake:
+        target_with_metrics(fake.url, tmp_path, monkeypatch)._publish_scrape_targets(strict=True)
+    published = directory / "scrape-test.json"
+    groups = json.loads(published.read_text())
+    assert {g["labels"].get("replica") for g in groups} == {"blue-0", "blue-1", None}  # None: the router
+    assert published.stat().st_mode & 0o777 == 0o644  # Prometheus may run as another user
+
+
+def test_a_deploy_fails_when_prometheus_cannot_see_the_stack_and_a_rollback_does_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with serving(FakePrometheus(config_yaml="scrape_configs: []\n")) as fake:
+        target = target_with_metrics(fake.url, tmp_path, monkeypatch)
+        with pytest.raises(TargetError, match=r"cannot publish.*no scrape job"):
+            target._publish_scrape_targets(strict=True)
+        target._publish_scrape_targets(strict=False)  # the way down never waits on Prometheus
+    with pytest.raises(TargetError, match="unreachable"):
+        target._publish_scrape_targets(strict=True)  # the fake is gone: Prometheus down
