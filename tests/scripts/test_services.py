@@ -266,6 +266,38 @@ def test_prometheus_runs_a_caller_supplied_config(tmp_path: Path) -> None:
     assert not prometheus.is_running()
 
 
+def _loaded_config(base: str) -> str:
+    with urllib.request.urlopen(f"{base}/api/v1/status/config", timeout=10) as response:
+        return str(json.load(response)["data"]["yaml"])
+
+
+def test_prometheus_generated_config_reads_local_stacks_and_is_brought_up_to_date(tmp_path: Path) -> None:
+    """The generated config has the file_sd job the local stacks publish to (immune-local-stacks);
+    `start` on a running Prometheus whose generated config is older rewrites it and reloads; a
+    config a caller put there (no generated mark) is never overwritten."""
+    service_set = ServiceSet.private(["prometheus"], tmp_path / "state")
+    prometheus = LocalService("prometheus", service_set.overrides)
+    prometheus.start()
+    try:
+        base = prometheus.env()["IMMUNE_PROMETHEUS_URL"]
+        config = tmp_path / "state" / "prometheus" / "prometheus.yml"
+        assert "immune-local-stacks" in _loaded_config(base)
+        assert f"{tmp_path / 'state' / 'prometheus' / 'file_sd'}/*.json" in _loaded_config(base)
+        # An older generated config (as an earlier version of the script wrote it), loaded.
+        old = config.read_text().split("  - job_name: immune-local-stacks")[0]
+        config.write_text(old)
+        urllib.request.urlopen(urllib.request.Request(f"{base}/-/reload", method="POST"), timeout=10).close()
+        assert "immune-local-stacks" not in _loaded_config(base)
+        prometheus.start()  # already running: brings the generated config up to date and reloads
+        assert "immune-local-stacks" in _loaded_config(base)
+        custom = "global: {scrape_interval: 5s}\nscrape_configs: []\n"
+        config.write_text(custom)
+        prometheus.start()
+        assert config.read_text() == custom
+    finally:
+        prometheus.stop()
+
+
 async def test_a_pid_file_naming_an_unrelated_live_process_is_stale(
     private_services: PrivateServices,
 ) -> None:

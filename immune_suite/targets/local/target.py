@@ -100,6 +100,7 @@ class LocalTarget:
     def shutdown(self) -> None:
         """Stop every process of this stack (the state stays, so the next run starts clean from it)."""
         self.supervisor.shutdown()
+        self._publish_scrape_targets(strict=False, running={})  # nothing to scrape any more
 
     # -- secrets ---------------------------------------------------------------------------------
     def _client_tokens(self) -> dict[str, str]:
@@ -251,7 +252,7 @@ class LocalTarget:
         router = self.stack.local.router_metrics_port is not None
         return selectors(self.stack.name, color.value, release.version, router)
 
-    def _publish_scrape_targets(self, strict: bool) -> None:
+    def _publish_scrape_targets(self, strict: bool, running: dict[str, str] | None = None) -> None:
         """Rewrite this stack's file_sd file from what runs now (no `metrics:` config: nothing to do).
 
         Strict on the way up (deploy, baseline): a stack whose canary will need metrics fails its deploy
@@ -260,16 +261,18 @@ class LocalTarget:
         """
         if self.stack.metrics is None:
             return
-        running = {
-            group: str(entry["release"]["version"])
-            for group, entry in self._colors().items()
-            if entry.get("running") and entry.get("release")
-        }
+        if running is None:
+            running = {
+                group: str(entry["release"]["version"])
+                for group, entry in self._colors().items()
+                if entry.get("running") and entry.get("release")
+            }
         config = self.stack.metrics
         try:
             prometheus = PrometheusProvider(provider_url(config), config.timeout_s, config.attempts)
             directory = file_sd_dir(prometheus.config_yaml())
-            groups = render_targets(self.layout, self.stack.name, running)
+            # A stopped stack publishes nothing (not even its router): no target left to fail scrapes.
+            groups = render_targets(self.layout, self.stack.name, running) if running else []
             # 0644: the Prometheus reading it may run as another user (a system service).
             write_json_atomic(directory / f"{self.stack.name}.json", groups, mode=0o644)
         except (ProviderError, TargetError, OSError) as error:

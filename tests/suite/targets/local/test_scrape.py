@@ -114,12 +114,15 @@ def test_the_target_publishes_what_runs_where_prometheus_reads(
     directory = tmp_path / "file_sd"
     discovery = f"file_sd_configs: [{{files: ['{directory}/*.json']}}]"
     config = f"scrape_configs: [{{job_name: {SCRAPE_JOB}, {discovery}}}]\n"
-    with serving(FakePrometheus(config_yaml=config)) as fake:
-        target_with_metrics(fake.url, tmp_path, monkeypatch)._publish_scrape_targets(strict=True)
     published = directory / "scrape-test.json"
-    groups = json.loads(published.read_text())
-    assert {g["labels"].get("replica") for g in groups} == {"blue-0", "blue-1", None}  # None: the router
-    assert published.stat().st_mode & 0o777 == 0o644  # Prometheus may run as another user
+    with serving(FakePrometheus(config_yaml=config)) as fake:
+        target = target_with_metrics(fake.url, tmp_path, monkeypatch)
+        target._publish_scrape_targets(strict=True)
+        groups = json.loads(published.read_text())
+        assert {g["labels"].get("replica") for g in groups} == {"blue-0", "blue-1", None}  # None: router
+        assert published.stat().st_mode & 0o777 == 0o644  # Prometheus may run as another user
+        target._publish_scrape_targets(strict=True, running={})  # what `down` publishes
+    assert json.loads(published.read_text()) == []  # not even the router: nothing left to scrape
 
 
 def test_a_deploy_fails_when_prometheus_cannot_see_the_stack_and_a_rollback_does_not(
