@@ -110,7 +110,7 @@ def wait_fresh(
     poll_s: float = 0.5,
     clock: Callable[[], float] = time.time,
 ) -> float:
-    """Wait until every scrape target of the colour has a scrape newer than `after` (Unix s).
+    """Wait until every scrape target of the colour has a successful scrape newer than `after` (Unix s).
 
     Returns the time (Unix s) at which that held, to evaluate the window's queries at. NoDataError when
     some selector matches no target, or some target's last scrape is still older than `after`, after
@@ -138,6 +138,9 @@ def _staleness(provider: MetricProvider, selectors: ColorSelectors, after: float
             return (
                 f"a target of {{{matchers}}} was last scraped {after - oldest:.1f} s before the window's end"
             )
+        # A target whose last scrape failed (up == 0) holds counts nobody read: missing data.
+        if provider.run_query(f"min(up{{{matchers}}})", now) < 1:
+            return f"a target of {{{matchers}}} is down (its last scrape failed): its counts are missing"
     return None
 
 

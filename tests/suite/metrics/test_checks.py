@@ -33,13 +33,18 @@ HEALTHY = {
 }
 
 
-def answering(values: dict[str, float | Reply | None], fresh_at: float | None = None) -> FakePrometheus:
-    """A fake whose answer to each planned query is `values[name]`; scrapes fresh as of `fresh_at`."""
+def answering(
+    values: dict[str, float | Reply | None], fresh_at: float | None = None, up: float = 1.0
+) -> FakePrometheus:
+    """A fake whose answer to each planned query is `values[name]`; scrapes fresh as of `fresh_at`,
+    the last scrape of every target `up` (1: succeeded)."""
     planned = {query: name for name, query in queries(SELECTORS, CONFIG, 1).items()}
 
     def answer(query: str) -> float | Reply | None:
         if query.startswith("min(timestamp(up"):
             return fresh_at if fresh_at is not None else time.time()
+        if query.startswith("min(up"):
+            return up
         # The window's length differs run to run: match the query with it set to 1 s.
         name = planned.get(re.sub(r"\[\d+s\]", "[1s]", query))
         if name is None:
@@ -103,6 +108,12 @@ def test_stale_data_fails() -> None:
     assert verdict.status is Status.FAIL and "stale data" in verdict.summary
 
 
+def test_a_target_down_fails_its_counts_are_missing() -> None:
+    with serving(answering(dict(HEALTHY), up=0.0)) as fake:
+        verdict = judge(fake)
+    assert verdict.status is Status.FAIL and "is down" in verdict.summary
+
+
 def test_no_scrape_target_fails() -> None:
     fake = answering(dict(HEALTHY))
     fake.answer = lambda query: None
@@ -125,10 +136,15 @@ def test_a_provider_failing_mid_way_fails() -> None:
 
 
 def test_wait_fresh_returns_once_every_target_was_scraped_after_the_window() -> None:
-    stamps = iter([10.0, 10.0, 25.0, 25.0])
-    with serving(FakePrometheus(answer=lambda query: next(stamps))) as fake:
+    stamps = iter([10.0, 25.0, 25.0])
+
+    def answer(query: str) -> float:
+        return 1.0 if query.startswith("min(up") else next(stamps)
+
+    with serving(FakePrometheus(answer=answer)) as fake:
         at = wait_fresh(PrometheusProvider(fake.url), SELECTORS, after=20.0, timeout_s=5, poll_s=0.01)
-    assert at > 20 and len(fake.requests) == 4  # first poll: stale; second: both selectors fresh
+    # First poll: stale; second: each selector fresh and up.
+    assert at > 20 and len(fake.requests) == 5
 
 
 def test_wait_fresh_gives_up_on_stale_data() -> None:
