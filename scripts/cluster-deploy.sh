@@ -5,7 +5,8 @@
 #   up       writes the project copy's Pulumi.<stack>.yaml (the committed one + the local cluster's
 #            overrides, third-party images by digest from scripts/images.sh's images.json), sets the
 #            stack's secrets, and runs `pulumi up` (the Kubernetes provider waits for every workload
-#            to be Ready; a failed rollout makes `up` fail).
+#            to be Ready; a failed rollout makes `up` fail), then waits until every autoscaled
+#            Deployment is Ready at its HPA's floor (IMMUNE_READY_WAIT_S, default 300 s).
 #   check    a second `pulumi up --expect-no-changes`, then asserts the engine's change summary of that
 #            update is all `same` (exit 1 and the summary otherwise).
 #   destroy  `pulumi destroy`, then waits for the namespace and its pods to be gone (exit 1 if not).
@@ -29,6 +30,7 @@ PYTHON="$REPO_ROOT/.venv/bin/python"
 # The Gateway the router declares (cluster/router/objects.yaml, docs/infra.md "Router").
 GATEWAY_NAMESPACE="${IMMUNE_GATEWAY_NAMESPACE:-immune-gateway}"
 DESTROY_WAIT_S="${IMMUNE_DESTROY_WAIT_S:-180}"
+READY_WAIT_S="${IMMUNE_READY_WAIT_S:-300}"
 
 log() { printf '[cluster-deploy] %s\n' "$*" >&2; }
 die() {
@@ -111,6 +113,32 @@ set_secrets() {
     done <"$SECRETS"
 }
 
+# `pulumi up` returns once each Deployment's rollout is done at the count it had then. A Deployment the
+# program leaves to its HorizontalPodAutoscaler is created at the API server's default of 1 replica and
+# the HPA, created after it, raises it to its floor only afterwards (prod: 3 pods per colour seen not
+# Ready when `up` returned). So `up` also waits until every autoscaled Deployment runs at least its
+# HPA's floor, all updated and Ready (exit 1 naming the Deployment and its pods otherwise).
+wait_autoscaled() {
+    local deadline=$((SECONDS + READY_WAIT_S)) target floor state replicas ready updated pending
+    while :; do
+        pending=""
+        while read -r target floor; do
+            [[ -n "$target" ]] || continue
+            state="$(kubectl get deployment "$target" -n "$NAMESPACE" \
+                -o jsonpath='{.spec.replicas} {.status.readyReplicas} {.status.updatedReplicas}')"
+            read -r replicas ready updated <<<"$state"
+            if ((${replicas:-0} < floor || ${ready:-0} < ${replicas:-0} || ${updated:-0} < ${replicas:-0})); then
+                pending+=" $target(replicas=${replicas:-0} floor=$floor ready=${ready:-0} updated=${updated:-0})"
+            fi
+        done < <(kubectl get hpa -n "$NAMESPACE" \
+            -o jsonpath='{range .items[*]}{.spec.scaleTargetRef.name} {.spec.minReplicas}{"\n"}{end}')
+        [[ -z "$pending" ]] && break
+        ((SECONDS < deadline)) || die "not Ready at the HPA floor after ${READY_WAIT_S}s:$pending; pods: $(kubectl get pods -n "$NAMESPACE" --no-headers 2>&1 | awk '{ split($2, n, "/") } (n[1] != n[2] || $3 != "Running") && $3 != "Completed"' | head -10 | tr '\n' ';')"
+        sleep 2
+    done
+    log "every autoscaled Deployment Ready at its HPA floor"
+}
+
 case "$ACTION" in
 up)
     make_project
@@ -120,6 +148,7 @@ up)
     set_secrets
     log "pulumi up $STACK (namespace $NAMESPACE)"
     pulumi_stack up --yes --skip-preview
+    wait_autoscaled
     ;;
 check)
     log "second pulumi up $STACK: must change nothing"

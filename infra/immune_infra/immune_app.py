@@ -63,9 +63,12 @@ BASELINE = "baseline"
 BASELINE_SERVICE = f"{APP_NAME}-{BASELINE}"
 # pulumi-kubernetes: apply with force, taking over fields another field manager (the HPA) last wrote.
 PATCH_FORCE_ANNOTATION = "pulumi.com/patchForce"
-# The provider's wait for readiness (app.rolloutTimeoutSeconds): a colour that cannot become Ready (an
-# image that cannot be pulled) then fails `pulumi up` in that time, the other colour still serving.
+# The provider's wait for readiness (app.rolloutTimeoutSeconds) on each colour's Deployment: a colour
+# that cannot become Ready then fails `pulumi up` in that time, the other colour still serving. The
+# migration Job before it is bounded by its activeDeadlineSeconds instead (see _migration_job).
 TIMEOUT_ANNOTATION = "pulumi.com/timeoutSeconds"
+# A migration's run time when app.rolloutTimeoutSeconds is unset (the Job's activeDeadlineSeconds).
+MIGRATION_DEADLINE_S = 900
 
 
 def deployment_name(color: Color) -> str:
@@ -233,6 +236,12 @@ class ImmuneApp(pulumi.ComponentResource):
         seconds = self._settings.app.rollout_timeout_seconds
         return {} if seconds is None else {TIMEOUT_ANNOTATION: str(seconds)}
 
+    def _migration_deadline(self) -> int:
+        """Seconds the migration Job may run (`spec.activeDeadlineSeconds`): app.rolloutTimeoutSeconds,
+        else MIGRATION_DEADLINE_S."""
+        seconds = self._settings.app.rollout_timeout_seconds
+        return MIGRATION_DEADLINE_S if seconds is None else seconds
+
     def _migration_job(self, color: Color, image: pulumi.Input[str]) -> k8s.batch.v1.Job:
         """`immune-core migrate` with this colour's image, before that colour's pods roll.
 
@@ -256,7 +265,12 @@ class ImmuneApp(pulumi.ComponentResource):
             },
             spec={
                 "backoff_limit": 4,
-                "active_deadline_seconds": 900,
+                # The bound on the migration is Kubernetes' own: past it the Job controller fails the
+                # Job (DeadlineExceeded) and the provider reports that. The provider's Job await does
+                # not bound it: it re-arms its timer on every Job/pod event, and a pod in
+                # ImagePullBackOff emits one at each pull retry, so `pulumi up` waited past 600 s
+                # with a 60 s `pulumi.com/timeoutSeconds` (pulumi-kubernetes pkg/await/job.go).
+                "active_deadline_seconds": self._migration_deadline(),
                 "template": {
                     "metadata": {"labels": job_labels},
                     "spec": {
@@ -293,7 +307,13 @@ class ImmuneApp(pulumi.ComponentResource):
                     },
                 },
             },
-            opts=self._child(depends_on=[*deps.waits_for, self.api_secret, self.service_account]),
+            # Delete before replace: after a failed rollout (the new Job failed, e.g. its image cannot
+            # be pulled) the next `up` with the previous image re-creates the previous Job's name;
+            # created beside the old object it would collide with it (a Server-Side Apply conflict).
+            opts=pulumi.ResourceOptions.merge(
+                self._child(depends_on=[*deps.waits_for, self.api_secret, self.service_account]),
+                pulumi.ResourceOptions(delete_before_replace=True),
+            ),
         )
 
     def _pod_spec(

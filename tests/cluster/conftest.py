@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster.support import REPO, Kube, cluster_env, host_snapshot, run_cluster_sh
+from tests.cluster.deploy_support import IMAGES_SH, ROUTER_SH, must, run
+from tests.cluster.support import REPO, Kube, cluster_env, host_snapshot, read_versions, run_cluster_sh
 
 PROBE_IMAGE = "aic.local/probe:test"
 
@@ -79,3 +80,20 @@ def namespace(cluster: Kube, request: pytest.FixtureRequest) -> Iterator[str]:
     cluster.new_namespace(name)
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="module")
+def images(cluster: Kube) -> None:
+    """The images built and pushed (cached: a warm build only re-pushes); images.json by digest."""
+    must(run("bash", str(IMAGES_SH), "up"), "images.sh up")
+    must(run("bash", str(IMAGES_SH), "build"), "images.sh build")
+    must(run("bash", str(IMAGES_SH), "push"), "images.sh push")
+
+
+@pytest.fixture(scope="module")
+def router(cluster: Kube) -> str:
+    """The router's gateway address (scripts/cluster.sh up starts it when cluster/router/ exists)."""
+    if not ROUTER_SH.exists():
+        pytest.fail(f"{ROUTER_SH} missing: the router has not landed")
+    must(run("bash", str(ROUTER_SH), "up"), "router.sh up")
+    return f"http://127.0.0.1:{read_versions()['ROUTER_GATEWAY_PORT']}"

@@ -3,7 +3,6 @@ test through the router: a port-scan burst posted to the app through Traefik (12
 the stack's routing.host) is detected (a threat on the API), stored in the stack's PostgreSQL (queried in
 its pod), published on its Kafka (consumed in the broker's pod) and counted in its Prometheus (queried
 through the API server's service proxy). A second `up` changes nothing; `destroy` removes everything.
-Bad case: a preview colour whose image digest does not exist fails `up` clearly, the stable colour serving.
 
 Needs root, the cached cluster build, the Pulumi engine and the images (scripts/images.sh build; cached).
 """
@@ -11,84 +10,21 @@ Needs root, the cached cluster build, the Pulumi engine and the images (scripts/
 from __future__ import annotations
 
 import json
-import os
 import secrets
-import subprocess
 import urllib.parse
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.app.support import port_scan, wait_for
-from tests.cluster.support import REPO, Kube, read_versions
+from tests.cluster.deploy_support import deploy, ingest_token, must, stable_host
+from tests.cluster.support import Kube
 
 pytestmark = pytest.mark.cluster
 
-DEPLOY_SH = REPO / "scripts" / "cluster-deploy.sh"
-IMAGES_SH = REPO / "scripts" / "images.sh"
-ROUTER_SH = REPO / "cluster" / "router" / "router.sh"
 THREATS_TOPIC = "immunis.threats.detected"
-
-
-def run(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 3600
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        list(args),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-        env={**os.environ, **(env or {})},
-    )
-
-
-def deploy(action: str, stack: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return run("bash", str(DEPLOY_SH), action, stack, env=env)
-
-
-def must(proc: subprocess.CompletedProcess[str], what: str) -> str:
-    assert proc.returncode == 0, (
-        f"{what} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    )
-    return proc.stdout
-
-
-@pytest.fixture(scope="module")
-def images(cluster: Kube) -> None:
-    """The images built and pushed (cached: a warm build only re-pushes); images.json by digest."""
-    must(run("bash", str(IMAGES_SH), "up"), "images.sh up")
-    must(run("bash", str(IMAGES_SH), "build"), "images.sh build")
-    must(run("bash", str(IMAGES_SH), "push"), "images.sh push")
-
-
-@pytest.fixture(scope="module")
-def router(cluster: Kube) -> str:
-    """The router's gateway address (scripts/cluster.sh up starts it when cluster/router/ exists)."""
-    if not ROUTER_SH.exists():
-        pytest.fail(f"{ROUTER_SH} missing: the router has not landed")
-    must(run("bash", str(ROUTER_SH), "up"), "router.sh up")
-    return f"http://127.0.0.1:{read_versions()['ROUTER_GATEWAY_PORT']}"
-
-
-def secrets_of(stack: str) -> dict[str, str]:
-    env = dict(line.split("=", 1) for line in must(deploy("env", stack), "env").splitlines())
-    return dict(line.split("=", 1) for line in Path(env["SECRETS_FILE"]).read_text().splitlines())
-
-
-def ingest_token(stack: str) -> str:
-    return next(
-        t.split(":")[0] for t in secrets_of(stack)["apiTokens"].split(",") if t.endswith(":ingest+read")
-    )
-
-
-def stable_host(stack: str) -> str:
-    """routing.host, from the stack's `stableUrl` output (the router matches on it)."""
-    outputs = json.loads(must(deploy("outputs", stack), "outputs"))
-    return str(urllib.parse.urlsplit(outputs["stableUrl"]).hostname)
 
 
 class Deployed:

@@ -1,11 +1,14 @@
 """`app.rolloutTimeoutSeconds`: how long `pulumi up` waits for a colour's migration Job and Deployment
-(the Kubernetes provider's `pulumi.com/timeoutSeconds`), so an image that cannot be pulled fails the
-update in that time rather than the provider's 10 minutes. Absent: no annotation (the default stays)."""
+(the Kubernetes provider's `pulumi.com/timeoutSeconds`, and the migration Job's own
+`activeDeadlineSeconds`, which the provider's Job await needs to be bounded), so an image that cannot be
+pulled fails the update in that time rather than the provider's 10 minutes. Absent: no annotation (the
+default stays) and the Job's deadline is 900 s. The real cluster case: tests/cluster/test_deploy.py."""
 
 from __future__ import annotations
 
 import pytest
 from immune_infra.config import ConfigError
+from immune_infra.immune_app import MIGRATION_DEADLINE_S
 
 from tests.infra.support import render
 
@@ -21,12 +24,17 @@ def test_the_timeout_annotates_each_colours_job_and_deployment() -> None:
     jobs = [job for job in rendered.of_kind("Job") if "-migrate-" in job["metadata"]["name"]]
     assert len(jobs) == 2
     assert all(job["metadata"]["annotations"][ANNOTATION] == "90" for job in jobs)
+    # Kubernetes fails the Job past the bound: the provider's own Job await re-arms its timer on
+    # every event, so the annotation alone does not bound a pod stuck in ImagePullBackOff.
+    assert all(job["spec"]["activeDeadlineSeconds"] == 90 for job in jobs)
 
 
 def test_without_a_timeout_the_providers_default_stays() -> None:
     rendered = render("staging")
     for manifest in rendered.manifests:
         assert ANNOTATION not in (manifest["metadata"].get("annotations") or {}), manifest["metadata"]["name"]
+    jobs = [job for job in rendered.of_kind("Job") if "-migrate-" in job["metadata"]["name"]]
+    assert jobs and all(job["spec"]["activeDeadlineSeconds"] == MIGRATION_DEADLINE_S for job in jobs)
 
 
 def test_a_timeout_below_30_seconds_is_refused() -> None:

@@ -1,0 +1,63 @@
+"""Helpers for tests that deploy a stack with scripts/cluster-deploy.sh (test_deploy.py, test_traffic.py):
+the script's actions, a stack's secrets and routing host. Their fixtures (`images`, `router`) live in
+conftest.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import urllib.parse
+from pathlib import Path
+
+from tests.cluster.support import REPO
+
+DEPLOY_SH = REPO / "scripts" / "cluster-deploy.sh"
+IMAGES_SH = REPO / "scripts" / "images.sh"
+ROUTER_SH = REPO / "cluster" / "router" / "router.sh"
+
+
+def run(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 3600
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        list(args),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def deploy(action: str, stack: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return run("bash", str(DEPLOY_SH), action, stack, env=env)
+
+
+def must(proc: subprocess.CompletedProcess[str], what: str) -> str:
+    assert proc.returncode == 0, (
+        f"{what} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    )
+    return proc.stdout
+
+
+def deploy_env(stack: str) -> dict[str, str]:
+    """`cluster-deploy.sh env <stack>`: KUBECONFIG, NAMESPACE, SECRETS_FILE, PROJECT, BACKEND_URL, ..."""
+    return dict(line.split("=", 1) for line in must(deploy("env", stack), "env").splitlines())
+
+
+def secrets_of(stack: str) -> dict[str, str]:
+    env = deploy_env(stack)
+    return dict(line.split("=", 1) for line in Path(env["SECRETS_FILE"]).read_text().splitlines())
+
+
+def ingest_token(stack: str) -> str:
+    return next(
+        t.split(":")[0] for t in secrets_of(stack)["apiTokens"].split(",") if t.endswith(":ingest+read")
+    )
+
+
+def stable_host(stack: str) -> str:
+    """routing.host, from the stack's `stableUrl` output (the router matches on it)."""
+    outputs = json.loads(must(deploy("outputs", stack), "outputs"))
+    return str(urllib.parse.urlsplit(outputs["stableUrl"]).hostname)
