@@ -154,12 +154,15 @@ def judge_color(
 ) -> Verdict:
     """The metric checks of one colour's release over [start, end] (Unix s): PASS only if all pass.
 
-    Details: `queries` (name -> PromQL), `evaluated_at`, `window_s`, `no_data` (name -> reason),
-    `provider`; on a provider failure or stale data, `error`.
+    Details: `queries` (name -> PromQL), `window_start`/`window_end`/`evaluated_at` (Unix s),
+    `window_s`, `freshness_wait_s`, `no_data` (name -> reason), `series`, `provider`; on a provider
+    failure or stale data, `error`.
     """
     base = {"provider": provider.name, "color": selectors.color, "release": selectors.release}
     try:
+        began = time.monotonic()
         at = wait_fresh(provider, selectors, end, config.freshness_timeout_s, poll_s)
+        waited_s = time.monotonic() - began
     except (NoDataError, ProviderError) as error:
         return _failed(f"metrics of {selectors.color}: {error}", base)
     window_s = max(1, math.ceil(at - start))
@@ -182,7 +185,10 @@ def judge_color(
     details = {
         **base,
         "queries": planned,
+        "window_start": start,
+        "window_end": end,
         "evaluated_at": at,
+        "freshness_wait_s": round(waited_s, 3),  # from the window's end to fresh scrapes of every target
         "window_s": window_s,
         "no_data": no_data,
         "series": series(provider, selectors, config, start, at),
