@@ -26,7 +26,8 @@ def test_a_moved_file_with_an_audited_line_is_new_again(tmp_path: Path) -> None:
     shutil.copy2(REPO_ROOT / ".secrets.baseline", tree / ".secrets.baseline")
     moved = tree / "moved" / "place.py"
     moved.parent.mkdir()
-    moved.write_text('DB = "postgresql://user:hunter2hunter2@db/app"\n', encoding="utf-8")  # pragma: allowlist secret
+    audited = 'DB = "postgresql://user:hunter2hunter2@db/app"\n'  # pragma: allowlist secret
+    moved.write_text(audited, encoding="utf-8")
     subprocess.run(["git", "-C", str(tree), "add", "-A"], check=True)
     result = scan(tree, tmp_path / "out")
     assert result.details["new"], result.summary
