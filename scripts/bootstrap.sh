@@ -40,7 +40,8 @@ ensure_uv() {
 
 bootstrap() {
     local uv
-    uv="$(ensure_uv)"
+    # IMMUNE_UV: another uv binary (the tests pass a stand-in that records its arguments).
+    uv="${IMMUNE_UV:-$(ensure_uv)}"
     if [[ ! -x "$venv/bin/python" ]]; then
         echo "bootstrap: creating $venv" >&2
         # --seed: pip in the venv, for the tests that build a release's own venv with it.

@@ -1,5 +1,5 @@
-"""scripts/bootstrap.sh decides when to (re)install from a pyproject.toml hash stamp; a stand-in
-interpreter records what the script asks of it, so these tests never touch the real virtualenv."""
+"""scripts/bootstrap.sh decides when to (re)install from a pyproject.toml hash stamp; a stand-in uv
+(IMMUNE_UV) records what the script asks of it, so these tests never touch the real virtualenv."""
 
 from __future__ import annotations
 
@@ -14,20 +14,24 @@ BOOTSTRAP = REPO_ROOT / "scripts" / "bootstrap.sh"
 
 
 def fake_venv(root: Path, exit_code: int = 0) -> tuple[Path, Path]:
-    """A venv whose python appends its arguments to a log instead of installing anything."""
+    """A venv (its python exists) and a stand-in uv that appends its arguments to a log instead of
+    installing anything, exiting with `exit_code`."""
     venv = root / "venv"
     (venv / "bin").mkdir(parents=True)
-    calls = root / "calls.log"
     python = venv / "bin" / "python"
-    python.write_text(f'#!/usr/bin/env bash\necho "$*" >> {calls}\nexit {exit_code}\n')
+    python.write_text("#!/usr/bin/env bash\nexit 0\n")
     python.chmod(0o755)
+    calls = root / "calls.log"
+    uv = root / "uv"
+    uv.write_text(f'#!/usr/bin/env bash\necho "$*" >> {calls}\nexit {exit_code}\n')
+    uv.chmod(0o755)
     return venv, calls
 
 
 def run_bootstrap(venv: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["bash", str(BOOTSTRAP)],
-        env={**os.environ, "IMMUNE_VENV": str(venv)},
+        env={**os.environ, "IMMUNE_VENV": str(venv), "IMMUNE_UV": str(venv.parent / "uv")},
         capture_output=True,
         text=True,
         timeout=60,
@@ -43,7 +47,16 @@ def test_installs_when_the_stamp_is_missing_then_stays_silent(tmp_path: Path) ->
     venv, calls = fake_venv(tmp_path)
     first = run_bootstrap(venv)
     assert first.returncode == 0, first.stderr
-    assert calls.read_text().split() == ["-m", "pip", "install", "-q", "-e", f"{REPO_ROOT}[dev]"]
+    python = venv / "bin" / "python"
+    assert calls.read_text().split() == [
+        "pip",
+        "install",
+        "-q",
+        "--python",
+        str(python),
+        "-e",
+        f"{REPO_ROOT}[dev]",
+    ]
     assert (venv / ".pyproject.sha256").read_text().strip() == pyproject_hash()
 
     second = run_bootstrap(venv)
