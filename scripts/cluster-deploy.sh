@@ -11,7 +11,8 @@
 #            update is all `same` (exit 1 and the summary otherwise).
 #   destroy  `pulumi destroy`, then waits for the namespace and its pods to be gone (exit 1 if not).
 #   outputs  the stack's outputs as JSON (secrets stay "[secret]").
-#   env      KEY=value lines a caller needs (KUBECONFIG, namespace, the secrets file).
+#   env      KEY=value lines a caller needs (KUBECONFIG, namespace, the secrets file, the project copy,
+#            the backend URL and the passphrase file: what the Automation API needs to drive the stack).
 # IMMUNE_DEPLOY_OVERRIDES=<file.json>: settings merged last by `up` (e.g. a rollout image to try).
 #
 # State (outside the repo): $IMMUNE_STATE_DIR/deploy/ (default ~/.local/state/active-immune-core/deploy):
@@ -180,7 +181,8 @@ outputs)
     pulumi_stack stack output --json
     ;;
 env)
-    printf 'KUBECONFIG=%s\nNAMESPACE=%s\nSECRETS_FILE=%s\nPROJECT=%s\n' "$KUBECONFIG" "$NAMESPACE" "$SECRETS" "$PROJECT"
+    printf 'KUBECONFIG=%s\nNAMESPACE=%s\nSECRETS_FILE=%s\nPROJECT=%s\nBACKEND_URL=%s\nPASSPHRASE_FILE=%s\n' \
+        "$KUBECONFIG" "$NAMESPACE" "$SECRETS" "$PROJECT" "$PULUMI_BACKEND_URL" "$PULUMI_CONFIG_PASSPHRASE_FILE"
     ;;
 *)
     usage
