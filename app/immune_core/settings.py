@@ -59,10 +59,11 @@ class Settings(BaseSettings):
     # Cell population caps (see docs/detection.md): each cell costs a pass per event and its own state.
     max_cells: int = Field(default=16, ge=4, le=256)
     max_cells_per_type: int = Field(default=4, ge=1, le=64)
-    # Start with the adaptive layer (helper T, regulatory T, B, cytotoxic T) besides the innate cells.
-    # Off: the initial population is the four innate types; adaptive cells can still be created at run
-    # time (POST /api/v1/agents). docs/detection.md, "The adaptive layer".
-    adaptive_layer: bool = False
+    # Start with the adaptive layer (helper T, regulatory T, B, cytotoxic T) besides the innate cells:
+    # on by default (eight cells; the caps must hold them). IMMUNE_ADAPTIVE_LAYER=false turns it off: the
+    # initial population is then the four innate types; adaptive cells can still be created at run time
+    # (POST /api/v1/agents). docs/detection.md, "The adaptive layer".
+    adaptive_layer: bool = True
 
     # Identity reported on every response.
     instance_id: str = Field(default_factory=_default_instance_id)

@@ -26,6 +26,8 @@ OPERATOR = "operator-token-0000003"
 ADMIN = "admin-token-0000000004"
 BARE = "bare-token-00000000005"
 HASHED = "hashed-token-000000006"  # configured only as its SHA-256
+INNATE = ("neutrophil", "macrophage", "nk_cell", "dendritic")
+ADAPTIVE = ("helper_t", "regulatory_t", "b_cell", "cytotoxic_t")  # started by default (adaptive_layer)
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -84,7 +86,8 @@ def test_an_ingest_token_can_ingest_but_not_read_delete_or_override(service: Tes
         assert (
             "needs the" in answer.json()["message"] and "this token has: ingest" in answer.json()["message"]
         )
-    assert len(service.get("/api/v1/agents", headers=bearer(ADMIN)).json()["agents"]) == 4
+    # Nothing changed: the default population, the four innate cells and the four adaptive ones.
+    assert len(service.get("/api/v1/agents", headers=bearer(ADMIN)).json()["agents"]) == 8
     assert 'immune_auth_failures_total{reason="missing_role"} 6.0' in service.get("/metrics").text
 
 
@@ -238,7 +241,9 @@ def test_non_finite_parameters_are_refused(service: TestClient) -> None:
 def test_the_population_is_capped_per_type_and_in_total(
     make_settings: Callable[..., Settings], start_client: Callable[[Settings], TestClient]
 ) -> None:
-    client = start_client(make_settings(api_tokens=f"{ADMIN}:admin", max_cells=6, max_cells_per_type=2))
+    # The default population is eight cells (one of each innate and adaptive type): room for two more.
+    client = start_client(make_settings(api_tokens=f"{ADMIN}:admin", max_cells=10, max_cells_per_type=2))
+    assert len(client.get("/api/v1/agents", headers=bearer(ADMIN)).json()["agents"]) == 8
     neutrophil = _first_of(client, "neutrophil")
     assert client.post(f"/api/v1/agents/{neutrophil}/clone", headers=bearer(ADMIN)).status_code == 201
     third = client.post(f"/api/v1/agents/{neutrophil}/clone", headers=bearer(ADMIN))
@@ -252,7 +257,7 @@ def test_the_population_is_capped_per_type_and_in_total(
     )
     total = client.post("/api/v1/agents", json={"type": "nk_cell"}, headers=bearer(ADMIN))
     assert total.status_code == 409 and "max_cells" in total.json()["message"]
-    assert len(client.get("/api/v1/agents", headers=bearer(ADMIN)).json()["agents"]) == 6
+    assert len(client.get("/api/v1/agents", headers=bearer(ADMIN)).json()["agents"]) == 10
 
 
 def test_every_cell_parameter_has_documented_bounds_in_openapi(service: TestClient) -> None:
@@ -296,19 +301,31 @@ def test_every_cell_parameter_has_documented_bounds_in_openapi(service: TestClie
 # -- the last cell of a kind --------------------------------------------------------------------------
 def test_deleting_every_cell_is_refused_and_forcing_it_makes_the_service_unready(service: TestClient) -> None:
     agents = service.get("/api/v1/agents", headers=bearer(ADMIN)).json()["agents"]
-    for agent in agents:
+    assert len(agents) == 8  # the innate four and, by default, the adaptive four
+    innate = [a for a in agents if a["type"] in INNATE]
+    adaptive = [a for a in agents if a["type"] not in INNATE]
+    assert sorted(a["type"] for a in innate) == sorted(INNATE)
+    assert sorted(a["type"] for a in adaptive) == sorted(ADAPTIVE)
+    for agent in innate:
         refused = service.delete(f"/api/v1/agents/{agent['id']}", headers=bearer(OPERATOR))
         assert refused.status_code == 409, agent
         assert refused.json()["error"] == "last_of_kind"
         assert "force" in refused.json()["message"]
-    assert len(service.get("/api/v1/agents", headers=bearer(ADMIN)).json()["agents"]) == 4
+    assert len(service.get("/api/v1/agents", headers=bearer(ADMIN)).json()["agents"]) == 8
     assert service.get("/health/ready").json()["ready"] is True
     forced_by_operator = service.delete(
-        f"/api/v1/agents/{agents[0]['id']}?force=true", headers=bearer(OPERATOR)
+        f"/api/v1/agents/{innate[0]['id']}?force=true", headers=bearer(OPERATOR)
     )
     assert forced_by_operator.status_code == 403, "forcing is the admin's decision"
 
-    for agent in agents:
+    # Detection does not depend on the adaptive cells (required_cell_types is the innate four): an
+    # operator removes them without force, and the replica stays ready.
+    for agent in adaptive:
+        assert service.delete(f"/api/v1/agents/{agent['id']}", headers=bearer(OPERATOR)).status_code == 204
+    assert len(service.get("/api/v1/agents", headers=bearer(ADMIN)).json()["agents"]) == 4
+    assert service.get("/health/ready").status_code == 200
+
+    for agent in innate:
         assert (
             service.delete(f"/api/v1/agents/{agent['id']}?force=true", headers=bearer(ADMIN)).status_code
             == 204

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -36,8 +35,6 @@ from immune_core.responses.validation import (
 )
 from immune_core.settings import Settings
 from immune_core.storage.database import Database
-from immune_core.storage.factory import open_database
-from immune_core.storage.migrations import migrate
 from immune_core.transport.bus import InboundMessage, OutboundMessage
 from immune_core.transport.inprocess import InProcessBus
 
@@ -46,15 +43,6 @@ from tests.app.support import flow
 FLOWS = TOPIC_BY_KIND["network_flow"]
 ADAPTIVE = ("neutrophil", "macrophage", "nk_cell", "dendritic", "helper_t", "b_cell", "cytotoxic_t")
 SCANNER = "45.133.7.10"
-
-
-@pytest.fixture
-async def database(database_settings: Settings) -> AsyncIterator[Database]:
-    db = open_database(database_settings)
-    await db.connect()
-    await migrate(db)
-    yield db
-    await db.close()
 
 
 class Denying:
@@ -228,19 +216,26 @@ async def test_the_cytokine_feed_hands_cytokines_to_the_engines_and_dead_letters
     )
 
 
-def test_the_service_starts_with_the_adaptive_layer_when_asked(make_settings: Any) -> None:
+def test_the_service_starts_with_the_adaptive_layer_unless_turned_off(make_settings: Any) -> None:
     from immune_core.runtime import Runtime
 
-    assert [c.cell_type for c in Runtime(make_settings()).engine.template.cells] == [
-        "neutrophil",
-        "macrophage",
-        "nk_cell",
-        "dendritic",
-    ]
-    adaptive = Runtime(make_settings(adaptive_layer=True)).engine.template.cells
-    assert [c.cell_type for c in adaptive][4:] == ["helper_t", "regulatory_t", "b_cell", "cytotoxic_t"]
+    innate = ["neutrophil", "macrophage", "nk_cell", "dendritic"]
+    assert Settings.model_fields["adaptive_layer"].default is True  # on unless IMMUNE_ADAPTIVE_LAYER=false
+    default = [c.cell_type for c in Runtime(make_settings()).engine.template.cells]
+    assert default == [*innate, "helper_t", "regulatory_t", "b_cell", "cytotoxic_t"]
+    off = Runtime(make_settings(adaptive_layer=False)).engine.template.cells
+    assert [c.cell_type for c in off] == innate
     with pytest.raises(ValueError, match="max_cells"):
-        Runtime(make_settings(adaptive_layer=True, max_cells=6))
+        Runtime(make_settings(max_cells=6))  # the caps must hold the eight default cells
+    assert len(Runtime(make_settings(adaptive_layer=False, max_cells=6)).engine.template.cells) == 4
+
+
+def test_the_environment_turns_the_adaptive_layer_off(monkeypatch: pytest.MonkeyPatch) -> None:
+
+    monkeypatch.delenv("IMMUNE_ADAPTIVE_LAYER", raising=False)
+    assert Settings().adaptive_layer is True
+    monkeypatch.setenv("IMMUNE_ADAPTIVE_LAYER", "false")
+    assert Settings().adaptive_layer is False
 
 
 async def test_the_threat_level_hormone_sets_every_engine_s_level(make_settings: Any) -> None:

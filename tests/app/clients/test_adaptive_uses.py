@@ -41,9 +41,11 @@ def _adaptive_client(
         external_timeout_s=1.0, external_retries=0, external_probe_interval_s=0.0, **urls
     )
     client = start_client(settings)
+    # The service starts the adaptive layer by default (IMMUNE_ADAPTIVE_LAYER): one cell of each type, so
+    # one cytotoxic T proposal (one validation) and one B-cell recall per antigen.
+    agents = client.get("/api/v1/agents", headers=AUTH).json()["agents"]
     for cell in ("helper_t", "cytotoxic_t", "b_cell"):
-        created = client.post("/api/v1/agents", json={"type": cell}, headers=AUTH)
-        assert created.status_code == 201, created.text
+        assert [a["type"] for a in agents].count(cell) == 1, agents
     return client, settings
 
 
