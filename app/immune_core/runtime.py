@@ -39,6 +39,7 @@ from immune_core.processing.commit import ProcessedBatch, commit_batch, commit_s
 from immune_core.processing.consumer import DetectionConsumer
 from immune_core.processing.counters import IntakeCounters
 from immune_core.processing.engine_host import EngineHost
+from immune_core.processing.foreground import Foreground
 from immune_core.processing.retry import retry_while_store_down
 from immune_core.processing.sweeper import UnprocessedSweeper
 from immune_core.responses.validation import RESPONSES_PROPOSED_TOPIC, ActionValidator
@@ -175,6 +176,8 @@ class Runtime:
                 ),
             ]
         )
+        # HTTP requests in flight (api.middleware.ForegroundRequests): detection gives way to them.
+        self.foreground = Foreground()
         self.consumer = DetectionConsumer(
             database=self.database,
             bus=self.bus,
@@ -187,6 +190,7 @@ class Runtime:
             validator=self.validator,
             memory_recall=self.memory_recall,
             live=self.color_gate.is_live,
+            foreground=self.foreground,
         )
         self.sweeper = UnprocessedSweeper(self.database, self.metrics, self.relay.wake)
         self.booted = asyncio.Event()

@@ -13,7 +13,13 @@ from pydantic import TypeAdapter
 from immune_core.agents.router import router as agents_router
 from immune_core.api import health
 from immune_core.api.errors import UnhandledErrors, install_error_handlers
-from immune_core.api.middleware import BodySizeLimit, FaultInjection, IdentityHeaders, RequestMetrics
+from immune_core.api.middleware import (
+    BodySizeLimit,
+    FaultInjection,
+    ForegroundRequests,
+    IdentityHeaders,
+    RequestMetrics,
+)
 from immune_core.api.security import AuthFailureLimiter, TokenBucketLimiter
 from immune_core.coordination.router import router as coordination_router
 from immune_core.events.models import Event
@@ -104,6 +110,8 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         version=settings.version,
         instance_id=settings.instance_id,
     )
+    # Outermost: a request counts as in flight (detection gives way to it) from its first byte to its last.
+    app.add_middleware(ForegroundRequests, foreground=runtime.foreground)
     return app
 
 

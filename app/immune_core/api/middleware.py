@@ -10,6 +10,7 @@ import time
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from immune_core.observability.metrics import Metrics
+from immune_core.processing.foreground import Foreground
 
 
 async def _send_error(
@@ -43,6 +44,24 @@ class IdentityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+class ForegroundRequests:
+    """Counts HTTP requests in flight (not WebSockets) in ``Foreground``: detection gives way to them."""
+
+    def __init__(self, app: ASGIApp, *, foreground: Foreground) -> None:
+        self.app = app
+        self._foreground = foreground
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        self._foreground.enter()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self._foreground.leave()
 
 
 class RequestMetrics:

@@ -34,6 +34,7 @@ from immune_core.processing import dlq
 from immune_core.processing.commit import AnyEvent, CommitResult, ProcessedBatch, commit_batch
 from immune_core.processing.counters import IntakeCounters
 from immune_core.processing.engine_host import EngineHost
+from immune_core.processing.foreground import Foreground
 from immune_core.processing.health import ConsumerHealth
 from immune_core.processing.retry import retry_while_store_down
 from immune_core.responses.proposals import Decision, Proposal
@@ -51,8 +52,11 @@ Review = Callable[[Sequence[Threat]], Awaitable[list[Threat]]]
 INPUT_TOPICS: tuple[str, ...] = tuple(TOPIC_BY_KIND.values())
 # Detection is synchronous CPU work on the event loop that also serves the HTTP API. A batch (up to
 # consumer_batch_size events) hands the loop back at least this often, so a request waits for one slice
-# of detection per step instead of for whole batches (bench/adaptive_overhead.py measures it).
+# of detection at most instead of for whole batches (bench/adaptive_overhead.py measures it) ...
 DETECTION_SLICE_S = 0.005
+# ... and, between two slices, waits while requests are in flight (processing.foreground), this long at
+# most: under continuous requests detection still gets a slice in every five.
+DETECTION_MAX_DEFER_S = 0.02
 
 
 async def _already(verdict: ValidationVerdict) -> ValidationVerdict:
@@ -76,9 +80,11 @@ class DetectionConsumer:
         memory_recall: MemoryRecall | None = None,
         live: Callable[[], Awaitable[bool]] | None = None,
         detection_slice_s: float = DETECTION_SLICE_S,
+        foreground: Foreground | None = None,
     ) -> None:
         self._db = database
         self._detection_slice_s = detection_slice_s
+        self._foreground = foreground
         # Join the group only while this replica's colour is live (coordination/color.py); None: always.
         self._live = live
         self._bus = bus
@@ -136,7 +142,10 @@ class DetectionConsumer:
             if time.perf_counter() - slice_started >= self._detection_slice_s:
                 # Between two events the engines are consistent: what runs meanwhile (requests, the
                 # cytokine feed, cluster sync) sees them exactly as between two batches.
-                await asyncio.sleep(0)
+                if self._foreground is None:
+                    await asyncio.sleep(0)
+                else:
+                    await self._foreground.give_way(DETECTION_MAX_DEFER_S)
                 slice_started = time.perf_counter()
             verdict = self._engine.detect(event, batch.lanes[event_id])
             batch.detected[event_id] = verdict.threats
