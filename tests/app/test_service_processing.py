@@ -15,12 +15,13 @@ from typing import Any
 
 import asyncpg
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, WebSocket
 from fastapi.testclient import TestClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from immune_core.api.app import create_app
 from immune_core.api.errors import install_error_handlers
+from immune_core.api.middleware import ForegroundRequests
 from immune_core.detection.engine import DetectionEngine
 from immune_core.events.models import TOPIC_BY_KIND, parse_event
 from immune_core.observability.metrics import Metrics
@@ -29,6 +30,7 @@ from immune_core.processing import dlq
 from immune_core.processing.consumer import DetectionConsumer
 from immune_core.processing.counters import IntakeCounters
 from immune_core.processing.engine_host import EngineHost
+from immune_core.processing.foreground import Foreground
 from immune_core.processing.health import ConsumerHealth
 from immune_core.processing.sweeper import UnprocessedSweeper
 from immune_core.storage import repository as repo
@@ -253,6 +255,96 @@ async def test_detection_of_a_batch_hands_the_event_loop_back_between_events(
     for event in events:
         reference.detect(parse_event(event), EngineHost.lane(FLOWS, 0))
     assert _cell_counters(engine) == _cell_counters(reference)
+
+
+async def test_the_consumer_gives_way_to_requests_in_flight_between_slices(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events = port_scan("198.51.100.42", ports=6)
+    consumer, _ = _consumer(database)
+    asked = asyncio.Event()
+
+    class Watched(Foreground):
+        async def give_way(self, max_wait_s: float) -> None:
+            asked.set()
+            await super().give_way(max_wait_s)
+
+    foreground = Watched()
+    consumer._foreground = foreground
+    consumer._detection_slice_s = 0.0  # a slice per event
+    monkeypatch.setattr(consumer_module, "DETECTION_MAX_DEFER_S", 60.0)
+    detected: list[str] = []
+    real_detect = EngineHost.detect
+
+    def detect(self: EngineHost, event: Any, lane: str) -> Any:
+        detected.append(str(event.event_id))
+        return real_detect(self, event, lane)
+
+    monkeypatch.setattr(EngineHost, "detect", detect)
+    foreground.enter()  # a request in flight
+    handling = asyncio.create_task(consumer.handle(_messages(events)))
+    await asyncio.wait_for(asked.wait(), 30.0)  # the batch is read and its detection about to start
+    for _ in range(200):
+        await asyncio.sleep(0)
+    assert detected == [] and not handling.done(), "detection waits for the request"
+    foreground.leave()
+    result = await asyncio.wait_for(handling, 30.0)
+    assert len(detected) == len(events) and len(result.claimed) == len(events)
+
+
+async def test_detection_waits_while_requests_are_in_flight_and_never_longer_than_its_bound() -> None:
+    foreground = Foreground()
+    idle = asyncio.create_task(foreground.give_way(60.0))
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert idle.done(), "no request in flight: one turn and on"
+
+    foreground.enter()
+    foreground.enter()
+    waiting = asyncio.create_task(foreground.give_way(60.0))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not waiting.done(), "two requests in flight: detection waits"
+    foreground.leave()
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not waiting.done(), "one still in flight"
+    foreground.leave()
+    await asyncio.wait_for(waiting, 5.0)
+    assert foreground.active == 0
+
+    foreground.enter()  # a request that never ends does not stop detection: the wait is bounded
+    await asyncio.wait_for(foreground.give_way(0.01), 5.0)
+
+
+def test_http_requests_count_as_in_flight_from_first_byte_to_last_and_websockets_do_not() -> None:
+    foreground = Foreground()
+    app = FastAPI()
+    seen: list[int] = []
+
+    @app.get("/busy")
+    async def busy() -> dict[str, int]:
+        seen.append(foreground.active)
+        return {"active": foreground.active}
+
+    @app.get("/broken")
+    async def broken() -> None:
+        seen.append(foreground.active)
+        raise RuntimeError("a route that raises still leaves")
+
+    @app.websocket("/ws")
+    async def ws(socket: WebSocket) -> None:
+        await socket.accept()
+        await socket.send_json({"active": foreground.active})
+        await socket.close()
+
+    app.add_middleware(ForegroundRequests, foreground=foreground)
+    client = TestClient(app, raise_server_exceptions=False)
+    assert client.get("/busy").json() == {"active": 1}
+    assert client.get("/broken").status_code == 500
+    with client.websocket_connect("/ws") as socket:
+        assert socket.receive_json() == {"active": 0}
+    assert seen == [1, 1] and foreground.active == 0
 
 
 # -- redelivery -----------------------------------------------------------------------------------------
