@@ -302,12 +302,15 @@ class EngineHost:
             engine.intel.add(item, engine.clock)
         return []
 
-    def _discard_adaptive_outputs(self) -> None:
-        # A replay rebuilds state; its proposals and expansions were published the first time round.
-        for engine in self.engines.values():
-            engine.drain_proposals()
-            engine.drain_adaptive()
-            engine.drain_recall_queries()
+    def _discard_replay_outputs(self, lane: str) -> None:
+        # A replay rebuilds state; its cytokines, proposals and expansions were published the first
+        # time round. Only the lane's engine ran the event: draining every engine per replayed event
+        # was an eighth of a start-up's replay time.
+        engine = self.engine_for(lane)
+        engine.drain_cytokines()
+        engine.drain_proposals()
+        engine.drain_adaptive()
+        engine.drain_recall_queries()
 
     def drain_cytokines(self) -> list[Cytokine]:
         self.template.drain_cytokines()  # intel-only engine: nothing of interest, keep it bounded
@@ -439,8 +442,7 @@ class EngineHost:
                 event = parse_event(row["payload"])
                 lane = self.lane(TOPIC_BY_KIND[event.kind], self._partition_of(partition_key(event)))
                 self.process(event, lane, replay=True)
-                self.drain_cytokines()
-                self._discard_adaptive_outputs()
+                self._discard_replay_outputs(lane)
             except Exception as exc:
                 self._metrics.detection_errors.inc()
                 log.exception("replay_detection_failed", event_id=str(row["event_id"]))
