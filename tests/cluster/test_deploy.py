@@ -149,9 +149,9 @@ def deployment_image(deployed: Deployed, name: str) -> str:
     return str(spec["template"]["spec"]["containers"][0]["image"])
 
 
-# Runs before the port scan: after it, the staging stable Service was seen with no Ready pod (Traefik:
-# "no available server", 2026-11-30; the app's readiness after a detection, cause not yet known), which
-# is not what this case is about. "Stable serving" is judged here on the fresh deployment.
+# Runs before the port scan: after one, staging's stable pod was seen going NotReady (Traefik: "no
+# available server"; docs/infra.md, cause not yet known), which is not what this case is about. "Stable
+# serving" is judged here on the fresh deployment.
 def test_a_broken_digest_fails_up_within_the_configured_bound_and_stable_keeps_serving(
     deployed: Deployed, tmp_path: Path
 ) -> None:
