@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import random
@@ -48,7 +49,7 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(REPO / "bench"))
 
-from http_latency import Connection, free_port, real_services_env, wait_http  # noqa: E402
+from http_latency import free_port, open_loop, real_services_env, wait_http  # noqa: E402
 from immune_core.detection.engine import DetectionConfig, DetectionEngine  # noqa: E402
 from immune_core.events.models import TOPIC_BY_KIND, parse_event  # noqa: E402
 from immune_core.simulator.quality import ADAPTIVE_CELLS, INNATE_CELLS  # noqa: E402
@@ -196,39 +197,6 @@ def ingest_request(port: int, rng: random.Random) -> bytes:
     ).encode() + body
 
 
-async def open_loop(port: int, rate: float, seconds: float, rng: random.Random) -> tuple[list[float], int]:
-    """Latencies (ms, from the scheduled send time) of ``rate`` requests/s for ``seconds``, and errors."""
-    requests = [ingest_request(port, rng) for _ in range(int(rate * seconds))]
-    idle: list[Connection] = [await Connection.open(port) for _ in range(8)]
-    latencies: list[float] = []
-    errors = 0
-
-    async def one(raw: bytes, scheduled: float) -> None:
-        nonlocal errors
-        conn = idle.pop() if idle else await Connection.open(port)
-        try:
-            status = await conn.request(raw)
-        except (OSError, asyncio.IncompleteReadError):
-            errors += 1
-            return
-        latencies.append((time.perf_counter() - scheduled) * 1000)
-        errors += not 200 <= status < 300
-        idle.append(conn)
-
-    tasks = []
-    start = time.perf_counter() + 0.05
-    for index, raw in enumerate(requests):
-        scheduled = start + index / rate
-        delay = scheduled - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one(raw, scheduled)))
-    await asyncio.gather(*tasks)
-    for conn in idle:
-        conn.writer.close()
-    return latencies, errors
-
-
 def processed(port: int) -> int:
     stats = httpx.get(
         f"http://127.0.0.1:{port}/api/v1/stats", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10
@@ -285,7 +253,9 @@ def http_section(rate: float, seconds: float, rounds: int, real: bool) -> None:
             for layer_on in (False, True):
                 port = ports[layer_on]
                 before = processed(port)
-                latencies, errors = asyncio.run(open_loop(port, rate, seconds, rng))
+                build = functools.partial(ingest_request, rng=rng)
+                result = asyncio.run(open_loop("ingest", port, rate, seconds, build))
+                latencies, errors = result.latencies_ms, result.errors
                 done = wait_drained(port, before + int(rate * seconds) * BATCH)
                 pooled[layer_on] += latencies
                 setting = "on " if layer_on else "off"

@@ -34,7 +34,7 @@ TOKEN = "bench-token-" + uuid.uuid4().hex[:8]
 @dataclass
 class Result:
     target: str
-    rate: int
+    rate: float
     sent: int
     ok: int
     errors: int
@@ -103,7 +103,7 @@ def hello_request(port: int) -> bytes:
     ).encode() + body
 
 
-async def open_loop(target: str, port: int, rate: int, seconds: float, build: object) -> Result:
+async def open_loop(target: str, port: int, rate: float, seconds: float, build: object) -> Result:
     requests = [build(port) for _ in range(int(rate * seconds))]  # type: ignore[operator]
     idle: list[Connection] = [await Connection.open(port) for _ in range(8)]
     latencies: list[float] = []

@@ -22,6 +22,8 @@ from immune_suite.pipeline.exit_codes import ExitCode
 from tests.services import LocalService, ServiceSet
 from tests.suite.local_stack import (
     E2E_MARKS,
+    LOADED_MACHINE_COMPARISON,
+    LOADED_MACHINE_SLO,
     E2EStack,
     local_ports,
     require_haproxy,
@@ -40,15 +42,8 @@ def stack_config(ports: dict[str, int], prometheus_url: str, max_latency_ms: flo
         "replicas": 2,
         # Lenient sample analysis (as tests/suite/targets/local/test_e2e_local.py, a loaded machine):
         # what decides here is the metric checks.
-        "slo": {"p95_ms": 3000, "p99_ms": 6000, "error_ratio": 0.01},
-        "comparison": {
-            "min_samples": 12,
-            "p95_min_samples": 12,
-            "p99_min_samples": 12,
-            "error_detect_ratio": 0.35,
-            "min_effect_ms": 100,
-            "max_median_increase_ratio": 1.0,
-        },
+        "slo": dict(LOADED_MACHINE_SLO),
+        "comparison": dict(LOADED_MACHINE_COMPARISON),
         "canary": {"steps": [50, 100], "step_duration_s": 10, "rps_scale": 0.5},
         "chaos": {"enabled": False},
         "security": {"enabled": False, "fuzz_api": False},

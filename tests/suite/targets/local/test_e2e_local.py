@@ -32,6 +32,8 @@ from immune_suite.pipeline.exit_codes import ExitCode
 from immune_suite.targets.base import Color
 from tests.suite.local_stack import (
     E2E_MARKS,
+    LOADED_MACHINE_COMPARISON,
+    LOADED_MACHINE_SLO,
     E2EStack,
     local_ports,
     require_haproxy,
@@ -54,27 +56,9 @@ def e2e(tmp_path_factory: pytest.TempPathFactory, private_dependencies: dict[str
         "target": "local",
         "dependencies": "services",
         "replicas": 2,
-        "slo": {"p95_ms": 3000, "p99_ms": 6000, "error_ratio": 0.01},
+        "slo": dict(LOADED_MACHINE_SLO),
         "canary": {"steps": [10, 50, 100], "step_duration_s": 10, "rps_scale": 0.5},
-        # A loaded test machine reaches a fraction of the target rate: 12 canary requests at 10%
-        # are still plenty to see a 400 ms shift against hundreds of stable ones.
-        # ... and its replicas do unequal background work (the leader's singleton jobs), so only a
-        # shift of 50 ms and 50% counts as a regression here; the injected fault adds 400 ms.
-        # The same holds for the evidence the analysis wants before it passes a step: a tail
-        # percentile from 12 requests (the SLO here is 6 s, far above anything but a fault), and an
-        # error ratio "below 35 %" at 99 % confidence, which 12 clean requests give (Clopper-Pearson);
-        # the defaults (100 requests for p99, 5 %) would keep a 10 % step inconclusive on this machine.
-        "comparison": {
-            "min_samples": 12,
-            "p95_min_samples": 12,
-            "p99_min_samples": 12,
-            "error_detect_ratio": 0.35,
-            # Instances differ in background work (the leader's jobs, which Kafka partitions each
-            # consumes), canary and fresh baseline alike: seen up to +60 ms (x1.7) between two
-            # equal releases here; the injected fault adds 400 ms.
-            "min_effect_ms": 100,
-            "max_median_increase_ratio": 1.0,
-        },
+        "comparison": dict(LOADED_MACHINE_COMPARISON),
         # kill-leader first: right after kill-candidate-instance the lease may still be held by the
         # killed instance (its TTL not yet run out), and the experiment does not wait for a new leader.
         "chaos": {"enabled": True, "experiments": ["kill-leader", "kill-candidate-instance"]},
