@@ -20,6 +20,28 @@ from tests.cluster.support import REPO, Kube, cluster_env, host_snapshot, read_v
 
 PROBE_IMAGE = "aic.local/probe:test"
 
+# The test whose `down` ends the cluster for good: it runs after every other test of the session,
+# whatever the file names (tests/cluster/test_traffic.py sorts after it).
+LAST_MODULE = "tests/cluster/test_teardown.py"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The teardown module last; tests marked `only_stack(<name>)` kept only for that stack of the
+    `deployed` fixture's parameters (deselected for the others, so no skip stands in for a run)."""
+    kept, dropped = [], []
+    for item in items:
+        only = item.get_closest_marker("only_stack")
+        callspec = getattr(item, "callspec", None)
+        stack = callspec.params.get("deployed") if callspec is not None else None
+        if only is not None and stack is not None and stack not in only.args:
+            dropped.append(item)
+        else:
+            kept.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+    kept.sort(key=lambda item: item.nodeid.startswith(LAST_MODULE))  # stable: file order otherwise
+    items[:] = kept
+
 
 @pytest.fixture(scope="session")
 def host_before_up() -> dict[str, list[str]]:

@@ -152,11 +152,10 @@ def deployment_image(deployed: Deployed, name: str) -> str:
 # Runs before the port scan: after one, staging's stable pod was seen going NotReady (Traefik: "no
 # available server"; docs/infra.md, cause not yet known), which is not what this case is about. "Stable
 # serving" is judged here on the fresh deployment.
+@pytest.mark.only_stack("staging")  # the bad case runs once (tests/cluster/conftest.py deselects prod's)
 def test_a_broken_digest_fails_up_within_the_configured_bound_and_stable_keeps_serving(
     deployed: Deployed, tmp_path: Path
 ) -> None:
-    if deployed.stack != "staging":
-        pytest.skip("the bad case runs once, on staging")
     green_before = deployment_image(deployed, "immune-core-green")
     before = deployed.client.get("/health/live")
     assert before.status_code == 200 and before.headers["x-immune-color"] == "blue", before.text
