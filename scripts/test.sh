@@ -52,6 +52,8 @@ if [ "$#" -gt 0 ]; then
   fi
   step "checkov (own virtualenv, cached)"
   bash scripts/checkov.sh install
+  step "actionlint (Go module, cached)"
+  bash scripts/actionlint.sh >/dev/null
   step "lint: ruff check, ruff format --check, mypy --strict (service, suite, gate tools, Pulumi program)"
   lint
   step "pytest $*"
@@ -136,10 +138,12 @@ setup() {
   # The services are started here so a broken install fails fast; the tests take the URLs from their fixtures.
   bg services bash -c 'bash scripts/ensure-haproxy.sh && bash scripts/services/up.sh postgres redis kafka prometheus'
   bg checkov bash scripts/checkov.sh install
+  bg actionlint bash scripts/actionlint.sh
   local rc=0
   bash scripts/bootstrap.sh || rc=$?
   bg_wait services || rc=$?
   bg_wait checkov || rc=$?
+  bg_wait actionlint || rc=$?
   return "$rc"
 }
 
