@@ -13,6 +13,8 @@ import os
 import sys
 from pathlib import Path
 
+from immune_suite.paths import LOAD_THRESHOLDS as THRESHOLDS
+from immune_suite.paths import REPO_ROOT
 from immune_suite.progress import ConsoleProgress, JsonLinesProgress
 from immune_suite.verdict import Verdict
 
@@ -26,6 +28,13 @@ def _print(verdict: Verdict, as_json: bool) -> int:
             mark = "ok  " if m.passed else "FAIL"
             print(f"  {mark} {m.name} = {m.value} {m.unit} ({m.comparator} {m.threshold})")
     return 0 if verdict.passed else 1
+
+
+def _existing_file(value: str) -> Path:
+    path = Path(value)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{value}: no such file")
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,10 +58,16 @@ def main(argv: list[str] | None = None) -> int:
         "(recorded in the verdict, which becomes WARN)",
     )
     load = sub.add_parser("load", help="one locust scenario against a URL")
-    load.add_argument("--url", required=True)
-    load.add_argument("--out", type=Path, required=True)
-    load.add_argument("--shape", default="baseline")
-    load.add_argument("--duration", type=float, default=30.0)
+    load.add_argument("--url", required=True, help="base URL of the service under load")
+    load.add_argument("--out", type=Path, required=True, help="artifact directory")
+    load.add_argument("--shape", default="baseline", help="load shape (load/immune_load/shapes.py)")
+    load.add_argument("--duration", type=float, default=30.0, help="seconds of load")
+    load.add_argument(
+        "--thresholds",
+        type=_existing_file,
+        default=THRESHOLDS,
+        help=f"k6-style thresholds YAML (default: {THRESHOLDS.relative_to(REPO_ROOT)})",
+    )
     chaos = sub.add_parser("chaos", help="Chaos Toolkit experiments with a stack's chaos config")
     chaos.add_argument("--config", type=Path, required=True, help="JSON: base_url, candidate_url, ...")
     chaos.add_argument("--out", type=Path, required=True)
@@ -71,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     elif args.gate == "load":
         from immune_suite.gates.load import run_load
 
-        verdict = run_load(args.url, token or "", args.out, args.shape, args.duration, progress).verdict
+        verdict = run_load(
+            args.url, token or "", args.out, args.shape, args.duration, progress, thresholds=args.thresholds
+        ).verdict
     else:
         from immune_suite.gates.chaos import run_chaos_gate
 

@@ -22,9 +22,12 @@ TOKEN = "gate-test-token"
 IMMUNE_CORE = Path(sys.executable).parent / "immune-core"
 
 
-def wait_ready(url: str, timeout_s: float = 20.0) -> None:
+def wait_ready(url: str, timeout_s: float = 20.0, process: subprocess.Popen[bytes] | None = None) -> None:
+    """Poll `url`/health/ready until 200; RuntimeError after `timeout_s` s or as soon as `process` exits."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{url}: the service exited with {process.returncode} before it was ready")
         try:
             if httpx.get(f"{url}/health/ready", timeout=1.0).status_code == 200:
                 return
@@ -45,19 +48,28 @@ class RunningService:
 def serving_immune_core(env: dict[str, str], log_path: Path, timeout_s: float) -> Iterator[RunningService]:
     """`immune-core serve` on a free port with exactly `env` (TOKEN among its API tokens), its output in
     `log_path`; yields it once /health/ready answers 200 (RuntimeError after `timeout_s` seconds) and
-    stops it afterwards."""
-    port = free_port()
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [str(IMMUNE_CORE), "serve", "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    stops it afterwards. A start that exits early (the free port taken meanwhile) is tried once more on
+    another port; the error carries the tail of the service's log."""
+    for attempt in (1, 2):
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                [str(IMMUNE_CORE), "serve", "--host", "127.0.0.1", "--port", str(port)],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         try:
-            url = f"http://127.0.0.1:{port}"
-            wait_ready(url, timeout_s=timeout_s)
+            try:
+                wait_ready(url, timeout_s=timeout_s, process=process)
+            except RuntimeError as error:
+                if attempt == 1 and process.poll() is not None:
+                    continue
+                tail = log_path.read_text(encoding="utf-8", errors="replace")[-3000:]
+                raise RuntimeError(f"{error}\n--- {log_path.name} ---\n{tail}") from None
             yield RunningService(url, TOKEN, process)
+            return
         finally:
             process.terminate()
             process.wait(timeout=30)

@@ -26,17 +26,61 @@ def _gates(*args: str, token: str = "") -> subprocess.CompletedProcess[str]:
     )
 
 
+# This test is about the command line, not latency: the CI machine runs other phases beside it, so the
+# latency limits are loosened; errors and "no request at all" still fail it.
+CLI_THRESHOLDS = """
+thresholds:
+  http_req_duration: ["p(95)<5000"]
+  http_req_failed: ["rate<0.001"]
+  http_reqs: ["count>0"]
+"""
+
+
 @pytest.mark.slow
 def test_load_gate_from_the_command_line(mini_service: RunningService, tmp_path: Path) -> None:
+    thresholds = tmp_path / "thresholds.yaml"
+    thresholds.write_text(CLI_THRESHOLDS)
+    out = tmp_path / "out"
     completed = _gates(
-        "load", "--url", mini_service.url, "--out", str(tmp_path), "--duration", "4", token=mini_service.token
+        "load",
+        "--url",
+        mini_service.url,
+        "--out",
+        str(out),
+        "--duration",
+        "4",
+        "--thresholds",
+        str(thresholds),
+        token=mini_service.token,
     )
     assert completed.returncode == 0, completed.stderr[-2000:]
     verdict = json.loads(completed.stdout)
     assert verdict["gate"] == "load" and verdict["status"] == "pass"
-    assert json.loads((tmp_path / "load-verdict.json").read_text()) == verdict
+    assert json.loads((out / "load-verdict.json").read_text()) == verdict
     assert all(json.loads(line) for line in completed.stderr.splitlines() if line.startswith("{"))
     assert mini_service.token not in completed.stdout + completed.stderr
+
+
+@pytest.mark.slow
+def test_load_gate_from_the_command_line_fails_on_a_service_that_is_down(tmp_path: Path) -> None:
+    completed = _gates("load", "--url", "http://127.0.0.1:9", "--out", str(tmp_path), "--duration", "3")
+    assert completed.returncode == 1
+    assert json.loads(completed.stdout)["status"] == "fail"
+
+
+def test_a_missing_thresholds_file_is_refused_before_any_load(tmp_path: Path) -> None:
+    completed = _gates(
+        "load",
+        "--url",
+        "http://127.0.0.1:9",
+        "--out",
+        str(tmp_path),
+        "--thresholds",
+        str(tmp_path / "nope.yaml"),
+    )
+    assert completed.returncode == 2
+    assert "nope.yaml: no such file" in completed.stderr
+    assert not (tmp_path / "load-verdict.json").exists()
 
 
 def test_a_failing_gate_exits_non_zero(tmp_path: Path) -> None:

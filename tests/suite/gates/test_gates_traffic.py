@@ -93,7 +93,7 @@ def real_service(tmp_path: Path) -> Iterator[RunningService]:
     }
     for key in ("IMMUNE_DATABASE_URL", "IMMUNE_REDIS_URL", "IMMUNE_KAFKA_BOOTSTRAP_SERVERS"):
         env.pop(key, None)  # embedded: this test is about the gates, not the backends
-    with serving_immune_core(env, tmp_path / "service.log", timeout_s=60) as service:
+    with serving_immune_core(env, tmp_path / "service.log", timeout_s=120) as service:
         yield service
 
 
