@@ -334,6 +334,7 @@ class Runtime:
                 await self.engine.sync_agents()
                 await self._sync_intel()
                 await self.engine.sync_memory()
+                await self.engine.sync_self()
                 self.metrics.outbox_depth.set(await self.relay.depth())
             except StoreUnavailable:
                 continue

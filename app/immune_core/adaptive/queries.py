@@ -1,4 +1,4 @@
-"""SQL for the adaptive layer: memory detectors and response decisions (the ``repository`` pattern).
+"""SQL for the adaptive layer: memory detectors, self samples and response decisions (``repository`` pattern).
 
 Every function takes an open ``Connection``: the caller's transaction stores a batch's detectors and
 decisions with the events and threats they came from, so they commit (or roll back) together.
@@ -7,6 +7,7 @@ decisions with the events and threats they came from, so they commit (or roll ba
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -15,6 +16,7 @@ import numpy as np
 
 from immune_core.adaptive.clonalg import MemoryDetector
 from immune_core.adaptive.features import FEATURES_BY_SPACE
+from immune_core.adaptive.state import SelfSample
 from immune_core.responses.proposals import Decision
 from immune_core.storage.database import Connection, Row
 
@@ -92,6 +94,65 @@ def detector_from_row(row: Row) -> MemoryDetector | None:
         updated_at=datetime.fromtimestamp(float(row["updated_at"]), UTC),
         base_radius=radius,
     )
+
+
+class SelfSampleRefused(ValueError):
+    """A stored self sample that is not one (unknown space, wrong shape, out of range): it is skipped."""
+
+
+async def store_self_samples(conn: Connection, samples: Sequence[SelfSample]) -> None:
+    """Store self samples learned in a training window; one already stored keeps its first row."""
+    now = time.time()
+    for sample in samples:
+        await conn.execute(
+            "INSERT INTO self_samples (space, vector, training_started_at, stored_at)"
+            " VALUES ($1, $2, $3, $4) ON CONFLICT (space, vector) DO NOTHING",
+            sample.space,
+            json.dumps([round(float(x), 2) for x in sample.vector]),
+            sample.training_started.timestamp(),
+            now,
+        )
+
+
+async def self_samples_since(conn: Connection, since: float) -> list[Row]:
+    """Self-sample rows stored at or after ``since`` (wall clock, epoch s), oldest first."""
+    return await conn.fetch(
+        "SELECT space, vector, training_started_at, stored_at FROM self_samples WHERE stored_at >= $1"
+        " ORDER BY stored_at",
+        since,
+    )
+
+
+def self_sample_from_row(row: Row) -> SelfSample:
+    """The self sample a row holds.
+
+    Raises ``SelfSampleRefused`` naming the reason for a row that is not one: a feature space this
+    release does not know (written by another release, or by hand), a vector that is not a JSON list of
+    that space's width, a feature outside [0, 1] or not finite, a training start that is not a time.
+    Loading it anyway would widen tolerance to points that were never self.
+    """
+    space = str(row["space"])
+    names = FEATURES_BY_SPACE.get(space)
+    if names is None:
+        raise SelfSampleRefused(f"self sample of unknown feature space {space[:60]!r}")
+    try:
+        vector = json.loads(str(row["vector"]))
+    except json.JSONDecodeError as exc:
+        raise SelfSampleRefused(f"self sample of {space}: vector is not JSON ({exc.msg})") from None
+    if not isinstance(vector, list) or len(vector) != len(names):
+        raise SelfSampleRefused(f"self sample of {space}: vector is not a list of {len(names)} features")
+    if not all(
+        isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) and 0 <= x <= 1
+        for x in vector
+    ):
+        raise SelfSampleRefused(f"self sample of {space}: a feature is not a number in [0, 1]")
+    try:
+        started = float(row["training_started_at"])
+    except (TypeError, ValueError):
+        started = math.nan
+    if not math.isfinite(started) or not 0 <= started < 1e11:
+        raise SelfSampleRefused(f"self sample of {space}: the training start is not a time")
+    return SelfSample(space, tuple(float(x) for x in vector), datetime.fromtimestamp(started, UTC))
 
 
 async def record_decisions(conn: Connection, decisions: Sequence[Decision]) -> None:

@@ -9,17 +9,19 @@ The engine owns one ``AdaptiveState`` and lends it to the adaptive cells (``Cell
 * ``licences`` -- antigens a helper T cell has activated on (what they were confirmed to be, until when);
 * ``memory`` -- the B cells' memory detectors per feature space (persisted in PostgreSQL by the service);
 * ``self_sets`` -- self samples per feature space, learned in the training window (the regulatory T
-  cells' tolerance);
+  cells' tolerance; persisted in the store's ``self_samples`` table by the service, so a restart keeps
+  tolerance);
 * ``threat_level`` -- the homeostatic level (0 baseline .. 3 critical) from the threat-level hormone.
 
-Cells leave what the service must publish or persist in ``expansions`` and ``dirty_memory``; the
-engine drains both.
+Cells leave what the service must publish or persist in ``expansions``, ``dirty_memory`` and
+``new_self``; the engine drains them.
 """
 
 from __future__ import annotations
 
 import heapq
 from collections import Counter, OrderedDict, deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -107,6 +109,16 @@ class ClonalExpansion(BaseModel):
 def _region(antigen_type: str, antigen: str) -> str:
     # Parsing an address per lookup showed in profiles: regions of recent antigens are cached.
     return region_of(antigen_type, antigen)
+
+
+@dataclass(frozen=True, slots=True)
+class SelfSample:
+    """One self sample: a vector of ``space`` (features in [0, 1], rounded to 0.01 as the self set keeps
+    them) and the event time its engine's training window started (persisted in ``self_samples``)."""
+
+    space: str
+    vector: tuple[float, ...]
+    training_started: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +242,8 @@ class AdaptiveState:
     first_seen: datetime | None = None
     observations: list[Observation] = field(default_factory=list)
     expansions: list[ClonalExpansion] = field(default_factory=list)
+    # Self samples learned here and not yet stored (the service persists them with their batch).
+    new_self: list[SelfSample] = field(default_factory=list)
     dirty_memory: OrderedDict[str, MemoryDetector] = field(default_factory=OrderedDict)
     max_licences: int = 50_000
     max_pending: int = 10_000
@@ -275,9 +289,37 @@ class AdaptiveState:
             del self.expansions[0]
 
     def learn_self(self, space: str, vector: tuple[float, ...]) -> None:
-        """Offer a self sample of ``space`` (a regulatory T cell's training)."""
+        """Offer a self sample of ``space`` (a regulatory T cell's training); one kept is queued to store."""
         if self.self_sets[space].learn(vector):
             self.self_version += 1
+            if self.first_seen is not None:
+                self.new_self.append(SelfSample(space, tuple(round(x, 2) for x in vector), self.first_seen))
+                if len(self.new_self) > self.max_pending:
+                    del self.new_self[0]
+
+    def load_self(self, samples: Iterable[SelfSample]) -> int:
+        """Self learned before (stored, or by another lane or replica); returns how many were new here.
+
+        The training window goes on from the earliest start among the samples: a restart neither reopens
+        a finished window (fresh traffic learned as self) nor forgets one still open.
+        """
+        added = 0
+        for sample in samples:
+            self_set = self.self_sets[sample.space]
+            if len(sample.vector) != self_set.dimensions:
+                raise ValueError(f"self sample of {sample.space} has {len(sample.vector)} features")
+            if self_set.learn(sample.vector):
+                added += 1
+            if self.first_seen is None or sample.training_started < self.first_seen:
+                self.first_seen = sample.training_started
+        if added:
+            self.self_version += 1
+        return added
+
+    def drain_self(self) -> list[SelfSample]:
+        """Self samples learned since the last drain (to store)."""
+        drained, self.new_self = self.new_self, []
+        return drained
 
     def is_self(self, space: str, vector: FloatArray) -> bool:
         """True when a regulatory T cell is present and ``vector`` lies within its radius of self."""

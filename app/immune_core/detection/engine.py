@@ -39,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from immune_core.adaptive.clonalg import MemoryDetector
 from immune_core.adaptive.recall import RecallQuery
-from immune_core.adaptive.state import AdaptiveState, ClonalExpansion
+from immune_core.adaptive.state import AdaptiveState, ClonalExpansion, SelfSample
 from immune_core.cells.base import AnyEvent, Cell, CellConfigError, CellContext, PopulationError
 from immune_core.cells.cytokine import Cytokine
 from immune_core.cells.observation import CellOutput, Finding
@@ -275,6 +275,14 @@ class DetectionEngine:
                 self.adaptive.memory_version += 1
                 count += 1
         return count
+
+    def load_self(self, samples: Iterable[SelfSample]) -> int:
+        """Self samples learned before (the store, other lanes and replicas); returns how many were new."""
+        return self.adaptive.load_self(samples)
+
+    def drain_self(self) -> list[SelfSample]:
+        """Self samples the regulatory T cells learned since the last drain (to persist)."""
+        return self.adaptive.drain_self()
 
     def forget_memory(self, detector_ids: Iterable[str]) -> None:
         """Drop detectors (deleted by tolerance in another engine or replica)."""

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from immune_core.adaptive import queries as adaptive_queries
 from immune_core.adaptive.clonalg import MemoryDetector
-from immune_core.adaptive.state import ClonalExpansion
+from immune_core.adaptive.state import ClonalExpansion, SelfSample
 from immune_core.cells.cytokine import Cytokine
 from immune_core.detection.threat import Threat
 from immune_core.events.models import EndpointEvent, IntelItem, NetworkFlow
@@ -34,11 +34,13 @@ class ProcessedBatch:
     # Where each event came from (topic, partition, offset, bytes): a dead letter names it.
     origins: dict[str, DeadLetter] = field(default_factory=dict)
     # The adaptive layer's outputs per detected event (kept only if this batch claims the event):
-    # validated response decisions, clonal expansions, memory detectors learned, detectors deleted.
+    # validated response decisions, clonal expansions, memory detectors learned, detectors deleted,
+    # self samples learned in a training window.
     decisions: dict[str, list[Decision]] = field(default_factory=dict)
     expansions: dict[str, list[ClonalExpansion]] = field(default_factory=dict)
     memory: dict[str, list[MemoryDetector]] = field(default_factory=dict)
     forgotten: dict[str, list[str]] = field(default_factory=dict)
+    self_samples: dict[str, list[SelfSample]] = field(default_factory=dict)
 
     def only(self, event: AnyEvent) -> ProcessedBatch:
         """The part of this batch about one event (committing events one by one)."""
@@ -47,7 +49,7 @@ class ProcessedBatch:
         if event_id in self.detected:
             part.detected[event_id] = self.detected[event_id]
             part.cytokines[event_id] = self.cytokines.get(event_id, [])
-            for name in ("decisions", "expansions", "memory", "forgotten"):
+            for name in ("decisions", "expansions", "memory", "forgotten", "self_samples"):
                 outputs = getattr(self, name)
                 if event_id in outputs:
                     getattr(part, name)[event_id] = outputs[event_id]
@@ -90,6 +92,7 @@ async def _adaptive_outputs(
     """Store what the adaptive layer concluded from one claimed event; returns the messages to publish."""
     await adaptive_queries.upsert_detectors(conn, batch.memory.get(event_id, []))
     await adaptive_queries.delete_detectors(conn, batch.forgotten.get(event_id, []))
+    await adaptive_queries.store_self_samples(conn, batch.self_samples.get(event_id, []))
     decisions = batch.decisions.get(event_id, [])
     await adaptive_queries.record_decisions(conn, decisions)
     messages = [repo.expansion_message(e) for e in batch.expansions.get(event_id, [])]

@@ -156,6 +156,7 @@ class DetectionConsumer:
             batch.expansions[event_id] = verdict.expansions
             batch.memory[event_id] = verdict.memory
             batch.forgotten[event_id] = verdict.forgotten
+            batch.self_samples[event_id] = verdict.self_samples
             if verdict.error_type is not None:
                 # Still marked processed (its verdict is "detection failed"): retrying would fail again.
                 origin = batch.origins[event_id]

@@ -28,7 +28,7 @@ from typing import Any
 from immune_core.adaptive import queries as adaptive_queries
 from immune_core.adaptive.clonalg import MemoryDetector
 from immune_core.adaptive.recall import RecallQuery
-from immune_core.adaptive.state import ClonalExpansion
+from immune_core.adaptive.state import ClonalExpansion, SelfSample
 from immune_core.cells.base import CellConfigError
 from immune_core.cells.cytokine import Cytokine
 from immune_core.detection.engine import DetectionEngine
@@ -71,6 +71,7 @@ class Detection:
     expansions: list[ClonalExpansion] = field(default_factory=list)
     memory: list[MemoryDetector] = field(default_factory=list)
     forgotten: list[str] = field(default_factory=list)
+    self_samples: list[SelfSample] = field(default_factory=list)  # learned in a training window
     recall_queries: list[RecallQuery] = field(default_factory=list)
     recalled: list[MemoryDetector] | None = None  # what the external memory answered (asked once)
 
@@ -119,6 +120,9 @@ class EngineHost:
         self.replay_failures: list[ReplayFailure] = []
         self._intel_watermark = 0.0
         self._memory_watermark = 0.0
+        self._self_watermark = 0.0
+        # Stored self samples refused on load (reason per row), for /health and the tests; bounded.
+        self.self_refused: list[str] = []
 
     # -- detection ---------------------------------------------------------------------------------
     @staticmethod
@@ -163,6 +167,7 @@ class EngineHost:
                     expansions=expansions,
                     memory=memory,
                     forgotten=forgotten,
+                    self_samples=engine.drain_self(),
                 )
             for threat in verdict.threats:
                 for cell in threat.cells:
@@ -250,6 +255,30 @@ class EngineHost:
             applied += 1
         return applied
 
+    async def sync_self(self) -> int:
+        """Load self samples stored since the last sync (any lane, any replica) into every engine.
+
+        This is how tolerance survives a restart: the regulatory T cells' self set and the start of
+        their training window come back before the first event. A row that is not a self sample
+        (``adaptive_queries.SelfSampleRefused``) is refused -- logged with the reason, counted in
+        ``self_refused`` -- and the rest still load. Returns the samples loaded.
+        """
+        since = max(0.0, self._self_watermark - 5.0)  # a transaction that started earlier commits later
+        async with self._db.session() as conn:
+            rows = await adaptive_queries.self_samples_since(conn, since)
+        samples: list[SelfSample] = []
+        for row in rows:
+            self._self_watermark = max(self._self_watermark, float(row["stored_at"]))
+            try:
+                samples.append(adaptive_queries.self_sample_from_row(row))
+            except adaptive_queries.SelfSampleRefused as exc:
+                log.warning("self_sample_refused", reason=str(exc))
+                self.self_refused.append(str(exc))
+                del self.self_refused[:-100]
+        for engine in (self.template, *self.engines.values()):
+            engine.load_self(samples)
+        return len(samples)
+
     def forget(self, event_ids: Iterable[str]) -> None:
         """The verdicts on ``event_ids`` are durable (or another replica's won): stop holding them."""
         for event_id in event_ids:
@@ -310,6 +339,7 @@ class EngineHost:
         engine.drain_cytokines()
         engine.drain_proposals()
         engine.drain_adaptive()
+        engine.drain_self()
         engine.drain_recall_queries()
 
     def drain_cytokines(self) -> list[Cytokine]:
@@ -425,6 +455,7 @@ class EngineHost:
         await self.sync_agents()
         replayed = len(await self.sync_intel())
         await self.sync_memory()  # memory first: the replay must not relearn (and re-publish) it
+        await self.sync_self()  # tolerance too, and the training window goes on where it was
         if window_s <= 0 or max_events <= 0:
             return replayed
         since = time.time() - window_s
