@@ -191,6 +191,7 @@ class Runtime:
             memory_recall=self.memory_recall,
             live=self.color_gate.is_live,
             foreground=self.foreground,
+            detection_max_defer_s=s.detection_max_defer_ms / 1000.0,
         )
         self.sweeper = UnprocessedSweeper(self.database, self.metrics, self.relay.wake)
         self.booted = asyncio.Event()

@@ -94,6 +94,11 @@ class Settings(BaseSettings):
     replay_window_s: float = Field(default=900.0, ge=0.0, description="detection warm-up replay on start")
     replay_max_events: int = Field(default=10_000, ge=0)
     ws_queue_size: int = Field(default=256, ge=1)
+    # Between two slices of detection the consumer waits while HTTP requests are in flight, this long at
+    # most (processing.foreground). 0: never waits (one turn of the loop only). The ceiling keeps
+    # detection at least 5 ms in every 255 under continuous requests, so its lag stays bounded by the
+    # load and the consumer's stall check (seconds) never mistakes waiting for a stall.
+    detection_max_defer_ms: float = Field(default=20.0, ge=0.0, le=250.0)
     # Event time (docs/service.md, "Event time"): an event stamped more than this ahead of the service's
     # clock is refused (HTTP 422, Kafka -> DLQ), and the detection watermark never runs further ahead.
     max_clock_skew_s: float = Field(default=300.0, ge=0.0, le=86_400.0)

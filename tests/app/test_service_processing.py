@@ -272,7 +272,7 @@ async def test_the_consumer_gives_way_to_requests_in_flight_between_slices(
     foreground = Watched()
     consumer._foreground = foreground
     consumer._detection_slice_s = 0.0  # a slice per event
-    monkeypatch.setattr(consumer_module, "DETECTION_MAX_DEFER_S", 60.0)
+    consumer._detection_max_defer_s = 60.0  # past any request: only the request's end releases it
     detected: list[str] = []
     real_detect = EngineHost.detect
 
@@ -598,3 +598,47 @@ def test_an_event_that_breaks_the_start_up_replay_is_dead_lettered_and_the_servi
         assert stats["dead_letters"] == 1
         metrics = second.get("/metrics").text
         assert 'immune_dlq_messages_total{reason="detection_error"} 1.0' in metrics
+
+
+def test_the_foreground_wait_bound_is_a_setting_in_milliseconds(make_settings: Any) -> None:
+    from immune_core.runtime import Runtime
+
+    assert Runtime(make_settings()).consumer._detection_max_defer_s == pytest.approx(0.02)  # the default
+    runtime = Runtime(make_settings(detection_max_defer_ms=75))
+    assert runtime.consumer._detection_max_defer_s == pytest.approx(0.075)
+    assert Runtime(make_settings(detection_max_defer_ms=0)).consumer._detection_max_defer_s == 0.0
+
+
+@pytest.mark.parametrize("value", ["251", "-1", "nan", "20ms"])
+def test_an_out_of_range_foreground_wait_bound_is_refused_at_start(value: str, tmp_path: Any) -> None:
+    """The real entry point, as a deployment starts it: it exits before serving, naming the setting."""
+    import os
+    import subprocess
+    import sys
+
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "IMMUNE_DATA_DIR": str(tmp_path),
+        "IMMUNE_DETECTION_MAX_DEFER_MS": value,
+    }
+    started = subprocess.run(
+        [sys.executable, "-m", "immune_core.cli", "serve", "--port", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert started.returncode != 0
+    assert "detection_max_defer_ms" in started.stderr
+    with pytest.raises(ValueError, match="detection_max_defer_s"):
+        DetectionConsumer(
+            database=None,  # type: ignore[arg-type]
+            bus=None,  # type: ignore[arg-type]
+            engine=None,  # type: ignore[arg-type]
+            metrics=Metrics(),
+            counters=IntakeCounters(),
+            group_id="g",
+            batch_size=1,
+            detection_max_defer_s=float(value) / 1000 if value[-1].isdigit() else float("nan"),
+        )

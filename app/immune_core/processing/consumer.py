@@ -56,7 +56,8 @@ INPUT_TOPICS: tuple[str, ...] = tuple(TOPIC_BY_KIND.values())
 # of detection at most instead of for whole batches (bench/adaptive_overhead.py measures it) ...
 DETECTION_SLICE_S = 0.005
 # ... and, between two slices, waits while requests are in flight (processing.foreground), this long at
-# most: under continuous requests detection still gets a slice in every five.
+# most by default (``Settings.detection_max_defer_ms``): under continuous requests detection still gets
+# a slice in every five.
 DETECTION_MAX_DEFER_S = 0.02
 
 
@@ -82,9 +83,13 @@ class DetectionConsumer:
         live: Callable[[], Awaitable[bool]] | None = None,
         detection_slice_s: float = DETECTION_SLICE_S,
         foreground: Foreground | None = None,
+        detection_max_defer_s: float = DETECTION_MAX_DEFER_S,
     ) -> None:
+        if not 0 <= detection_max_defer_s <= 0.25:
+            raise ValueError(f"detection_max_defer_s must be within [0, 0.25] s, got {detection_max_defer_s}")
         self._db = database
         self._detection_slice_s = detection_slice_s
+        self._detection_max_defer_s = detection_max_defer_s
         self._foreground = foreground
         # Join the group only while this replica's colour is live (coordination/color.py); None: always.
         self._live = live
@@ -148,7 +153,7 @@ class DetectionConsumer:
                 if self._foreground is None:
                     await asyncio.sleep(0)
                 else:
-                    await self._foreground.give_way(DETECTION_MAX_DEFER_S)
+                    await self._foreground.give_way(self._detection_max_defer_s)
                 slice_started = time.perf_counter()
             verdict = self._engine.detect(event, batch.lanes[event_id])
             batch.detected[event_id] = verdict.threats
