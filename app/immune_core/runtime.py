@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from immune_core.adaptive.maturation import AffinityScorer
 from immune_core.adaptive.recall import MemoryRecall
 from immune_core.adaptive.state import CLONING_EXPANDED_TOPIC
 from immune_core.cells.cytokine import CYTOKINE_TYPES, cytokine_topic
@@ -136,6 +137,9 @@ class Runtime:
         self.validator: ActionValidator | None = getattr(self.external, "ethical_ai", None)
         # B-cell recall consults the Memory service when it is configured (a MemoryRecall), else local.
         self.memory_recall: MemoryRecall | None = getattr(self.external, "memory", None)
+        # Affinity maturation consults the Adaptive Immunity service when it is configured (an
+        # AffinityScorer), else the internal choice stands (adaptive.maturation).
+        self.affinity: AffinityScorer | None = getattr(self.external, "adaptive_immunity", None)
         self.review = ThreatReview(
             rte=self.external.rte, ip_intel=self.external.ip_intel, feed_intel=self.intake.accept
         )
@@ -189,6 +193,7 @@ class Runtime:
             review=self.review.review if self.review.active else None,
             validator=self.validator,
             memory_recall=self.memory_recall,
+            affinity=self.affinity,
             live=self.color_gate.is_live,
             foreground=self.foreground,
             detection_max_defer_s=s.detection_max_defer_ms / 1000.0,

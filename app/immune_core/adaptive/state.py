@@ -32,6 +32,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from immune_core.adaptive.clonalg import FloatArray, MemoryBank, MemoryDetector
 from immune_core.adaptive.features import FEATURES_BY_SPACE, AntigenProfiles, Observation
+from immune_core.adaptive.maturation import AffinityQuery
 from immune_core.adaptive.recall import RecallQuery
 from immune_core.adaptive.tolerance import SelfSet
 from immune_core.cells.cytokine import Cytokine
@@ -239,6 +240,8 @@ class AdaptiveState:
     deleted_memory: list[str] = field(default_factory=list)
     # What B cells want to ask an external memory (the Memory service) after a primary response.
     recall_queries: list[RecallQuery] = field(default_factory=list)
+    # What B cells want an external affinity scorer (the Adaptive Immunity service) to rank.
+    affinity_queries: list[AffinityQuery] = field(default_factory=list)
     first_seen: datetime | None = None
     observations: list[Observation] = field(default_factory=list)
     expansions: list[ClonalExpansion] = field(default_factory=list)

@@ -15,7 +15,9 @@ long-window feature vectors of ``adaptive.features`` (one space per antigen type
   maturation). Each primary response is a ``ClonalExpansion`` (published on ``immunis.cloning.expanded``)
   and the detector is queued for persistence. An antigen gets one primary response per licence. A
   ``RecallQuery`` (antigen type, space, vector) is queued too: the service asks the external memory
-  (``adaptive.recall.MemoryRecall``, the Memory service) for detectors near it and loads them.
+  (``adaptive.recall.MemoryRecall``, the Memory service) for detectors near it and loads them; and an
+  ``AffinityQuery`` (the detector and the pool's best antibodies): the service may have an external
+  scorer (``adaptive.maturation.AffinityScorer``, the Adaptive Immunity service) re-rank them.
 * **Secondary response** (no help needed: memory cells have a lower activation threshold). For every
   antigen the event touched with enough evidence (``min_source_flows`` flows from an address,
   ``min_host_observations`` outbound observations of a host, ``min_host_process_starts`` process starts
@@ -52,6 +54,7 @@ from immune_core.adaptive.clonalg import (
     stronger,
 )
 from immune_core.adaptive.features import Observation
+from immune_core.adaptive.maturation import query_for
 from immune_core.adaptive.recall import RecallQuery
 from immune_core.adaptive.state import AdaptiveState, ClonalExpansion, Licence
 from immune_core.cells.base import AnyEvent, Cell, CellContext, CellParams
@@ -176,7 +179,7 @@ class BCell(Cell[BCellParams]):
             1.0,
         )
         repertoire = np.vstack([*known, fresh]) if known else fresh
-        result, _ = clonal_selection(vector, repertoire, rng, self._clonalg)
+        result, pool = clonal_selection(vector, repertoire, rng, self._clonalg)
         self.counters["primary"] += 1
         current = bank.closest(vector, licence.category)
         if current is not None and current[1] <= current[0].radius:
@@ -205,6 +208,10 @@ class BCell(Cell[BCellParams]):
                 base_radius=self.params.memory_radius,
             )
         state.remember(detector)
+        # Affinity maturation may consult the platform's scorer (the Adaptive Immunity service): the
+        # service asks it which of the kept detector and the pool's best antibodies binds best.
+        if len(state.affinity_queries) < state.max_pending:
+            state.affinity_queries.append(query_for(detector, vector, pool))
         # Recall: the platform's memory (the Memory service, when configured) may know variants of what
         # was just confirmed; the service asks it and loads what it returns into every engine.
         if len(state.recall_queries) < state.max_pending:

@@ -1,6 +1,9 @@
 """Adaptive Immunity service client: affinity of candidate receptors for an antigen's feature vector.
 
-Fallback ``internal_affinity``: the caller computes affinity with the core's own maturation.
+Used by B-cell affinity maturation (``immune_core.adaptive.maturation``: it implements
+``AffinityScorer``): after a primary response, the service's affinities re-rank the kept detector and
+the best antibodies of the CLONALG pool. Fallback ``internal_affinity``: the detector the core's own
+maturation kept stands.
 """
 
 from __future__ import annotations

@@ -38,6 +38,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from immune_core.adaptive.clonalg import MemoryDetector
+from immune_core.adaptive.maturation import AffinityQuery
 from immune_core.adaptive.recall import RecallQuery
 from immune_core.adaptive.state import AdaptiveState, ClonalExpansion, SelfSample
 from immune_core.cells.base import AnyEvent, Cell, CellConfigError, CellContext, PopulationError
@@ -298,6 +299,11 @@ class DetectionEngine:
     def drain_recall_queries(self) -> list[RecallQuery]:
         """What the B cells want to ask an external memory (see ``adaptive.recall``)."""
         drained, self.adaptive.recall_queries = self.adaptive.recall_queries, []
+        return drained
+
+    def drain_affinity_queries(self) -> list[AffinityQuery]:
+        """What the B cells want an external affinity scorer to rank (see ``adaptive.maturation``)."""
+        drained, self.adaptive.affinity_queries = self.adaptive.affinity_queries, []
         return drained
 
     def drain_proposals(self) -> list[Proposal]:

@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import ParamSpec, TypeVar
 
+from immune_core.adaptive import maturation
 from immune_core.adaptive.recall import MemoryRecall, as_memory_detector
 from immune_core.detection.threat import Threat
 from immune_core.events.models import (
@@ -80,6 +81,7 @@ class DetectionConsumer:
         review: Review | None = None,
         validator: ActionValidator | None = None,
         memory_recall: MemoryRecall | None = None,
+        affinity: maturation.AffinityScorer | None = None,
         live: Callable[[], Awaitable[bool]] | None = None,
         detection_slice_s: float = DETECTION_SLICE_S,
         foreground: Foreground | None = None,
@@ -105,6 +107,9 @@ class DetectionConsumer:
         self._validator = validator
         # B-cell recall consults the platform's memory (the Memory service) after primary responses.
         self._memory_recall = memory_recall
+        # Affinity maturation consults the platform's scorer (the Adaptive Immunity service) after primary
+        # responses; without it (or when it fails) the internal choice stands (``internal_affinity``).
+        self._affinity = affinity
 
     async def run(self) -> None:
         self.health.started()
@@ -176,6 +181,7 @@ class DetectionConsumer:
         await self._review_threats(batch)
         await self._decide_responses(batch)
         await self._recall(batch)
+        await self._mature(batch)
         try:
             # Waits out a database outage (StoreUnavailable) with backoff, however long it lasts.
             result = await self._retry(commit_batch, self._db, batch, "kafka")
@@ -259,6 +265,35 @@ class DetectionConsumer:
                 self._engine.mark_recalled(event_id, held)
             if held:
                 batch.memory.setdefault(event_id, []).extend(held)
+
+    async def _mature(self, batch: ProcessedBatch) -> None:
+        """Detectors of primary responses the external scorer ranks another candidate first for: moved
+        to it (same id), stored with the batch and loaded into every engine. A failure keeps the internal
+        choice (the client counts the fallback); the batch goes on."""
+        for event_id in batch.detected:
+            held = self._engine.matured_of(event_id)
+            if held is None and self._affinity is not None:
+                queries = self._engine.affinity_queries_of(event_id)
+                if not queries:
+                    continue
+                answers = await asyncio.gather(
+                    *(self._affinity.affinities(q.antigen, q.candidates) for q in queries),
+                    return_exceptions=True,
+                )
+                kept = {d.detector_id: d for d in batch.memory.get(event_id, [])}
+                now = datetime.now(UTC)
+                held = []
+                for query, answer in zip(queries, answers, strict=True):
+                    if isinstance(answer, BaseException):
+                        log.warning("affinity_scoring_failed", error_type=type(answer).__name__)
+                        continue
+                    index = maturation.choose(query, answer)
+                    detector = kept.get(query.detector_id)
+                    if index > 0 and detector is not None:
+                        held.append(maturation.moved(detector, query.candidates[index], now))
+                self._engine.mark_matured(event_id, held)
+            if held:
+                batch.memory.setdefault(event_id, []).extend(held)  # stored after (over) the first form
 
     async def _decide(self, proposals: list[Proposal]) -> list[Decision]:
         verdicts = await asyncio.gather(

@@ -27,6 +27,7 @@ from typing import Any
 
 from immune_core.adaptive import queries as adaptive_queries
 from immune_core.adaptive.clonalg import MemoryDetector
+from immune_core.adaptive.maturation import AffinityQuery
 from immune_core.adaptive.recall import RecallQuery
 from immune_core.adaptive.state import ClonalExpansion, SelfSample
 from immune_core.cells.base import CellConfigError
@@ -74,6 +75,8 @@ class Detection:
     self_samples: list[SelfSample] = field(default_factory=list)  # learned in a training window
     recall_queries: list[RecallQuery] = field(default_factory=list)
     recalled: list[MemoryDetector] | None = None  # what the external memory answered (asked once)
+    affinity_queries: list[AffinityQuery] = field(default_factory=list)
+    matured: list[MemoryDetector] | None = None  # detectors the external scorer moved (asked once)
 
 
 @dataclass(frozen=True)
@@ -164,6 +167,7 @@ class EngineHost:
                     verdict,
                     proposals=engine.drain_proposals(),
                     recall_queries=engine.drain_recall_queries(),
+                    affinity_queries=engine.drain_affinity_queries(),
                     expansions=expansions,
                     memory=memory,
                     forgotten=forgotten,
@@ -205,6 +209,23 @@ class EngineHost:
         known = self._uncommitted.get(event_id)
         if known is not None:
             self._uncommitted[event_id] = replace(known, recalled=detectors)
+        for engine in (self.template, *self.engines.values()):
+            engine.load_memory([copy.deepcopy(d) for d in detectors])
+
+    def affinity_queries_of(self, event_id: str) -> list[AffinityQuery]:
+        known = self._uncommitted.get(event_id)
+        return [] if known is None else known.affinity_queries
+
+    def matured_of(self, event_id: str) -> list[MemoryDetector] | None:
+        known = self._uncommitted.get(event_id)
+        return None if known is None else known.matured
+
+    def mark_matured(self, event_id: str, detectors: list[MemoryDetector]) -> None:
+        """Hold the detectors the external scorer moved, and load them into every engine (once; same ids:
+        they replace the detectors as first kept)."""
+        known = self._uncommitted.get(event_id)
+        if known is not None:
+            self._uncommitted[event_id] = replace(known, matured=detectors)
         for engine in (self.template, *self.engines.values()):
             engine.load_memory([copy.deepcopy(d) for d in detectors])
 
@@ -341,6 +362,7 @@ class EngineHost:
         engine.drain_adaptive()
         engine.drain_self()
         engine.drain_recall_queries()
+        engine.drain_affinity_queries()
 
     def drain_cytokines(self) -> list[Cytokine]:
         self.template.drain_cytokines()  # intel-only engine: nothing of interest, keep it bounded

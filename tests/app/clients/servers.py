@@ -305,14 +305,22 @@ class MemoryBehaviour:
         return 201, {"detector_id": request.body["detector_id"]}
 
 
-def _affinity(request: Request) -> tuple[int, Any]:
-    antigen = request.body["antigen"]
-    return 200, {
-        "affinities": [
-            1.0 / (1.0 + math.dist(antigen, c)) if len(c) == len(antigen) else 0.0
-            for c in request.body["candidates"]
-        ]
-    }
+@dataclass
+class AffinityBehaviour:
+    """Affinity ``1 / (1 + distance)`` to the antigen, or, with ``prefer`` set, to that point instead (a
+    scorer that knows where the threat really lies, and so disagrees with the core's own ranking)."""
+
+    prefer: tuple[float, ...] | None = None
+
+    def affinity(self, request: Request) -> tuple[int, Any]:
+        antigen = request.body["antigen"]
+        target = self.prefer if self.prefer is not None and len(self.prefer) == len(antigen) else antigen
+        return 200, {
+            "affinities": [
+                1.0 / (1.0 + math.dist(target, c)) if len(c) == len(target) else 0.0
+                for c in request.body["candidates"]
+            ]
+        }
 
 
 @dataclass
@@ -340,7 +348,7 @@ def build(service: str, behaviour: Any = None) -> ServiceServer:
         "ip_intel": IPIntelBehaviour,
         "ethical_ai": EthicalAIBehaviour,
         "memory": MemoryBehaviour,
-        "adaptive_immunity": lambda: None,
+        "adaptive_immunity": AffinityBehaviour,
         "treg": TregBehaviour,
     }
     if service not in defaults:
@@ -358,8 +366,8 @@ def build(service: str, behaviour: Any = None) -> ServiceServer:
         handlers["remember"] = b.remember
     elif isinstance(b, TregBehaviour):
         handlers["suppression"] = b.suppress
-    else:
-        handlers["affinity"] = _affinity
+    elif isinstance(b, AffinityBehaviour):
+        handlers["affinity"] = b.affinity
     server = ServiceServer(service, handlers)
     server.behaviour = b  # type: ignore[attr-defined]
     return server.start()
