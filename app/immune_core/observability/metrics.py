@@ -36,6 +36,11 @@ class Metrics:
         self.detection_errors = Counter(
             "immune_detection_errors_total", "Events on which the detection engine raised", registry=r
         )
+        self.self_samples_refused = Counter(
+            "immune_self_samples_refused_total",
+            "Stored self samples refused on load (not a self sample of this release), each counted once",
+            registry=r,
+        )
         self.threats = Counter(
             "immune_threats_total", "Threats stored, by severity", ["severity"], registry=r
         )

@@ -124,8 +124,10 @@ class EngineHost:
         self._intel_watermark = 0.0
         self._memory_watermark = 0.0
         self._self_watermark = 0.0
-        # Stored self samples refused on load (reason per row), for /health and the tests; bounded.
+        # Stored self samples refused on load: the reasons (the latest 100) and the rows already refused
+        # (the sync re-reads its last seconds every time: a bad row is logged and counted once).
         self.self_refused: list[str] = []
+        self._refused_rows: OrderedDict[tuple[str, str], None] = OrderedDict()
 
     # -- detection ---------------------------------------------------------------------------------
     @staticmethod
@@ -293,7 +295,14 @@ class EngineHost:
             try:
                 samples.append(adaptive_queries.self_sample_from_row(row))
             except adaptive_queries.SelfSampleRefused as exc:
+                key = (str(row["space"])[:200], str(row["vector"])[:2000])
+                if key in self._refused_rows:
+                    continue
+                self._refused_rows[key] = None
+                if len(self._refused_rows) > 10_000:
+                    self._refused_rows.popitem(last=False)
                 log.warning("self_sample_refused", reason=str(exc))
+                self._metrics.self_samples_refused.inc()
                 self.self_refused.append(str(exc))
                 del self.self_refused[:-100]
         for engine in (self.template, *self.engines.values()):

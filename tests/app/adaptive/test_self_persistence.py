@@ -180,3 +180,9 @@ async def test_a_corrupt_or_foreign_self_row_is_refused_and_the_rest_still_load(
     assert "not a list of 5 features" in reasons[2]
     assert "not a number in [0, 1]" in reasons[3] and "not a number in [0, 1]" in reasons[5]
     assert "training start is not a time" in reasons[4]
+    assert host._metrics.registry.get_sample_value("immune_self_samples_refused_total") == 6
+    await host.sync_self()  # the sync re-reads its last seconds: the same bad rows are not refused twice
+    assert (
+        len(host.self_refused) == 6
+        and host._metrics.registry.get_sample_value("immune_self_samples_refused_total") == 6
+    )
