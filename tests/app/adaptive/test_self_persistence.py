@@ -186,3 +186,31 @@ async def test_a_corrupt_or_foreign_self_row_is_refused_and_the_rest_still_load(
         len(host.self_refused) == 6
         and host._metrics.registry.get_sample_value("immune_self_samples_refused_total") == 6
     )
+
+
+def test_the_running_service_keeps_tolerance_across_a_restart(
+    database_settings: Any, start_client: Any
+) -> None:
+    """The whole service on each store: self learned through the API is back after a restart."""
+    from tests.app.support import AUTH, wait_for
+
+    events = [json.loads(e.model_dump_json()) for e in _workstation(0.0)]
+    first = start_client(database_settings)
+    response = first.post("/api/v1/events", json={"events": events}, headers=AUTH)
+    assert response.status_code == 202, response.text
+    runtime = first.app.state.runtime
+    wait_for(
+        lambda: (
+            sum(e.counters["events"] for e in runtime.engine.engines.values()) == len(events)
+            and runtime.engine.uncommitted == 0
+        ),
+        what="every event detected and its batch committed",
+    )
+    learned = sum(len(s) for e in runtime.engine.engines.values() for s in e.adaptive.self_sets.values())
+    assert learned > 0
+    first.__exit__(None, None, None)  # stopped: every batch committed, self samples with it
+
+    restarted = start_client(database_settings).app.state.runtime
+    template = restarted.engine.template.adaptive
+    assert sum(len(s) for s in template.self_sets.values()) == learned
+    assert template.first_seen == T0
