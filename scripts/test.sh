@@ -10,8 +10,12 @@
 #   build   the Pulumi engine starts in the BACKGROUND at once (log: out/logs/pulumi-engine.log), niced
 #           so that the tests, which wait on real deadlines, keep the CPU they need
 #   setup   venv, haproxy, the shared services, checkov; lint
-#   main    pytest -m "not engine and not cluster"           -> out/junit-main.xml
-#   beside main, niced, one after the other (log: out/logs/later-phases.log, shown after main):
+#   main    pytest -m "not engine and not cluster and not serial", niced (nice 5)   -> out/junit-main.xml
+#   beside main, two more streams:
+#   main-serial  pytest -m "serial and not engine and not cluster": the tests that judge real latencies,
+#           load windows or recovery deadlines (marker `serial`), one at a time at full priority
+#           (log: out/logs/main-serial.log, shown after main)              -> out/junit-main-serial.xml
+#   and, niced (nice 10), one after the other (log: out/logs/later-phases.log, shown after main-serial):
 #   engine  waits for the build (its log tail on failure), then pytest -m engine   -> out/junit-engine.xml
 #   cluster waits for `cluster.sh build` + `images.sh build` (started in the background with the engine),
 #           then pytest -m cluster: cluster up, images push, pulumi up staging+prod, smoke through the
@@ -74,7 +78,7 @@ summary=()
 record() {
   local verdict=ok
   if [ "$3" -ne 0 ]; then verdict="FAILED (exit $3)"; failed=1; fi
-  summary+=("$(printf '%-8s %6ss  %s' "$1" "$(($SECONDS - $2))" "$verdict")")
+  summary+=("$(printf '%-13s %6ss  %s' "$1" "$(($SECONDS - $2))" "$verdict")")
 }
 
 # phase NAME CMD...: runs CMD, records its time and exit code without stopping the run.
@@ -88,14 +92,15 @@ phase() {
 }
 
 # pytest_phase NAME MARK-EXPRESSION [pytest args]: one pytest run with its own JUnit XML (exit 5, nothing
-# collected, fails).
+# collected, fails), at niceness PYTEST_NICE (default 0, relative to the caller's).
 pytest_phase() {
-  phase "$1" .venv/bin/python -m pytest -p no:cacheprovider --durations=25 --junitxml="out/junit-$1.xml" -m "$2" "${@:3}"
+  phase "$1" nice -n "${PYTEST_NICE:-0}" .venv/bin/python -m pytest -p no:cacheprovider --durations=25 \
+    --junitxml="out/junit-$1.xml" -m "$2" "${@:3}"
 }
 
 # pytest-xdist workers for the main and engine phases (IMMUNE_TEST_WORKERS=2: `-n 2 --dist loadgroup`; tests
-# that share a module-scoped fixture, and the local-stack e2e modules, stay on one worker, tests/conftest.py).
-# Serial by default until full parallel runs have passed repeatedly (docs/architecture.md).
+# that share a module-scoped fixture stay on one worker, tests/conftest.py). One by default: main already
+# runs beside main-serial, and 2 cores are shared (docs/architecture.md). main-serial never gets workers.
 workers="${IMMUNE_TEST_WORKERS:-1}"
 parallel=()
 if [ "$workers" -gt 1 ]; then parallel=(-n "$workers" --dist loadgroup); fi
@@ -190,27 +195,54 @@ later_phases() {
   return "$failed"
 }
 
+# main_serial: the tests marked `serial` (they judge real latencies, load windows or recovery deadlines),
+# one at a time in one process at full priority, BESIDE main: main runs niced, so whenever both want the
+# CPU these win it, and no two of them ever overlap (the split replaces one 2100-2300 s serial main
+# phase, docs/architecture.md). Its output goes to out/logs/main-serial.log, shown after main; its timing
+# to out/main-serial.txt.
+main_serial() {
+  summary=()
+  failed=0
+  pytest_phase main-serial "serial and not engine and not cluster"
+  printf '%s\n' "${summary[@]}" >out/main-serial.txt
+  return "$failed"
+}
+
+# add_summary FILE: the timing lines a background stream wrote, added to this run's summary.
+add_summary() {
+  if [ -f "$1" ]; then
+    while IFS= read -r line; do summary+=("$line"); done <"$1"
+  fi
+}
+
 if [ "$setup_rc" -eq 0 ]; then
   phase lint lint  # ruff check, ruff format --check, mypy --strict (service, suite, gate tools, Pulumi program)
   step "engine and cluster phases in the background (log: out/logs/later-phases.log)"
-  rm -f out/later-phases.txt
+  rm -f out/later-phases.txt out/main-serial.txt
   later_phases >out/logs/later-phases.log 2>&1 &
   later_pid=$!
-  pytest_phase main "not engine and not cluster" "${parallel[@]}"
+  step "main-serial in the background (log: out/logs/main-serial.log)"
+  main_serial >out/logs/main-serial.log 2>&1 &
+  serial_pid=$!
+  PYTEST_NICE=5 pytest_phase main "not engine and not cluster and not serial" "${parallel[@]}"
+  step "waiting for main-serial"
+  serial_rc=0
+  wait "$serial_pid" || serial_rc=$?
+  cat out/logs/main-serial.log
+  add_summary out/main-serial.txt
+  [ "$serial_rc" -eq 0 ] || failed=1
   step "waiting for the engine and cluster phases"
   later_rc=0
   wait "$later_pid" || later_rc=$?
   cat out/logs/later-phases.log
-  if [ -f out/later-phases.txt ]; then
-    while IFS= read -r line; do summary+=("$line"); done <out/later-phases.txt
-  fi
+  add_summary out/later-phases.txt
   [ "$later_rc" -eq 0 ] || failed=1
 else
   echo "setup failed: no lint, no tests" >&2
   # The engine build is left to finish (it is cached for the next run) but not waited for.
 fi
 
-summary+=("$(printf '%-8s %6ss  %s' total "$((SECONDS - run_start))" "$([ "$failed" -eq 0 ] && echo ok || echo FAILED)")")
+summary+=("$(printf '%-13s %6ss  %s' total "$((SECONDS - run_start))" "$([ "$failed" -eq 0 ] && echo ok || echo FAILED)")")
 step "phase timings"
 printf '%s\n' "${summary[@]}" | tee out/phases.txt
 exit "$failed"

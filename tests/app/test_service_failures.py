@@ -19,7 +19,8 @@ from tests.app.kafka_tools import read_until
 from tests.app.service_process import ServiceProcess
 from tests.app.support import flow, port_scan, query_postgres, wait_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# serial: a new leader must be elected within 10 s of real time.
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.serial]
 
 FAST_COORDINATION = {"IMMUNE_LEASE_TTL_S": "3", "IMMUNE_LEASE_RENEW_INTERVAL_S": "0.5"}
 

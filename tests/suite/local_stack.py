@@ -31,6 +31,7 @@ E2E_MARKS = [
     pytest.mark.slow,
     pytest.mark.timeout(900),
     pytest.mark.xdist_group("local-stack-e2e"),
+    pytest.mark.serial,
 ]
 
 # The canary analysis of the e2e stacks, tuned for a loaded 2-core test machine (copy before changing):

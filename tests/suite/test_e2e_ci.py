@@ -41,6 +41,7 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.timeout(1200),
     pytest.mark.xdist_group("local-stack-e2e"),
+    pytest.mark.serial,
 ]
 
 CI_STACK = REPO_ROOT / "stacks" / "ci.yaml"

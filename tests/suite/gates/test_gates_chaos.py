@@ -489,7 +489,9 @@ def _mini_instances(count: int) -> dict[str, tuple[list[str], dict[str, str]]]:
 requires_service = pytest.mark.skipif(not IMMUNE_CORE.exists(), reason="immune-core is not installed")
 
 
+# serial: the gate wants a new leader within 10 s of real time.
 @pytest.mark.slow
+@pytest.mark.serial
 @requires_service
 def test_killing_an_instance_and_the_leader_recovers(
     supervise: Callable[..., Supervised], tmp_path: Path

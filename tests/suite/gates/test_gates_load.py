@@ -12,7 +12,8 @@ from immune_suite.gates.load import LoadRun, read_samples, run_load
 from immune_suite.verdict import Status
 from tests.suite.gates.gate_services import RunningService
 
-pytestmark = pytest.mark.slow
+# serial: the load gate judges latency percentiles over real load windows.
+pytestmark = [pytest.mark.slow, pytest.mark.serial]
 
 SMALL = {"IMMUNE_LOAD_RPS_SCALE": "0.2", "IMMUNE_LOAD_WS_SUBSCRIBERS": "1"}
 

@@ -34,7 +34,8 @@ from tests.app.support import wait_for
 from tests.services import LocalService, ServiceSet
 from tests.support.ports import free_port_block
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+# serial: the checks judge latency and error ratios over real scrape windows.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600), pytest.mark.serial]
 
 TOKEN = "metrics-test-token-0123456789"
 STACK = "metrics-it"

@@ -23,7 +23,8 @@ from tests.app.service_process import ServiceProcess
 from tests.app.support import port_scan, wait_for
 from tests.support.ports import free_port_block
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+# serial: the rate limit is per real second; a starved gateway would let a burst through late.
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.serial]
 TOKEN = "gateway-test-token-0123456789"
 RATE_LIMIT = 40
 AUTH_FAILURE_LIMIT = 3  # the core's failed logins per client address per minute
