@@ -91,7 +91,15 @@ svc_start_locked() {
     init_cluster_once
     write_config
     if [[ -s "$DATA/postmaster.pid" ]]; then
-        wait_until_reaped "$(head -n1 "$DATA/postmaster.pid")"
+        local old cmdline
+        old="$(head -n1 "$DATA/postmaster.pid" | tr -d '[:space:]')"
+        cmdline="$(tr '\0' ' ' <"/proc/$old/cmdline" 2>/dev/null || true)"
+        # Only a postmaster going away is waited for (a crashed one is a zombie until reaped, an exiting
+        # one has no command line left): a live pid that is some other program's never goes away, and
+        # waiting the stop timeout out for it would only delay the start.
+        if [[ -z "$cmdline" || "$cmdline" == *"$PG_BIN/postgres -D $DATA"* ]]; then
+            wait_until_reaped "$old"
+        fi
         # Still there, yet not our postmaster (svc_pid failed before we got here): a pid reused after
         # a machine restart. PostgreSQL would refuse to start on it, so drop the stale lock file.
         svc_pid >/dev/null || rm -f "$DATA/postmaster.pid"
