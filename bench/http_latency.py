@@ -5,7 +5,15 @@ from the scheduled send time, so a stalled server shows up as latency (no coordi
 Both servers run as ``uvicorn`` subprocesses with one worker on this machine; the service uses its
 embedded backends by default, or the local real services with ``--real`` (scripts/services env).
 
-    python bench/http_latency.py [--rates 100,500,1000] [--seconds 10] [--real]
+    python bench/http_latency.py [--rates 100,500,1000] [--seconds 10] [--real] [--profile out.txt]
+                                 [--env IMMUNE_X=value ...]
+
+``--env`` passes a setting to the service only (e.g. ``IMMUNE_GC_GEN0_THRESHOLD=0`` for the collector
+as CPython sets it up), so two runs compare a change, each against its own baseline.
+
+``--profile`` runs the service under py-spy (the dev extra) and writes its collapsed stacks (one line per
+stack, sample count last; the format flamegraph.pl and speedscope read) to the file, with a summary of
+the top functions by inclusive share printed after the figures.
 """
 
 from __future__ import annotations
@@ -183,6 +191,35 @@ def real_services_env() -> dict[str, str]:
     return env
 
 
+def start_profiler(out: Path | None, pid: int) -> subprocess.Popen[bytes] | None:
+    """py-spy attached to the service (none without ``--profile``); it writes the file when the service
+    exits at the end of the run."""
+    if out is None:
+        return None
+    command = [str(BIN / "py-spy"), "record", "--format", "raw", "--rate", "200", "--nonblocking"]
+    return subprocess.Popen([*command, "--pid", str(pid), "--output", str(out)], stdout=subprocess.DEVNULL)
+
+
+def summarize_profile(path: Path, top: int = 25) -> None:
+    """Print the functions with the largest inclusive share of samples (a function counted once per stack)."""
+    deadline = time.monotonic() + 30
+    while not path.exists() and time.monotonic() < deadline:  # py-spy writes after its child exits
+        time.sleep(0.2)
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        samples = int(count)
+        total += samples
+        for frame in set(stack.split(";")):
+            inclusive[frame] += samples
+    print(f"\nprofile: {total} samples in {path}; top {top} frames by inclusive share")
+    for frame, samples in inclusive.most_common(top):
+        print(f"  {100 * samples / max(total, 1):5.1f}%  {frame[:150]}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -190,6 +227,8 @@ def main() -> int:
     parser.add_argument("--rates", default="100,500,1000")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--real", action="store_true", help="PostgreSQL/Redis/Kafka from scripts/services")
+    parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for the service only")
+    parser.add_argument("--profile", type=Path, help="py-spy collapsed stacks of the service to this file")
     args = parser.parse_args()
     rates = [int(r) for r in args.rates.split(",")]
 
@@ -205,6 +244,11 @@ def main() -> int:
     }
     if args.real:
         service_env.update(real_services_env())
+    for item in args.env:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            parser.error(f"--env takes KEY=VALUE, got {item!r}")
+        service_env[key] = value
     service_port, hello_port = free_port(), free_port()
     processes = [
         subprocess.Popen(
@@ -228,11 +272,14 @@ def main() -> int:
             env=base_env,
         ),
     ]
+    spy = None
     try:
         wait_http(service_port, "/health/ready")
         wait_http(hello_port, "/")
+        spy = start_profiler(args.profile, processes[0].pid)
         backends = "real PostgreSQL/Redis/Kafka" if args.real else "embedded SQLite + in-process bus"
         print(f"backends: {backends}; {args.seconds:.0f} s per rate; cpu count {os.cpu_count()}")
+        print(f"service env: {' '.join(args.env) or '(defaults)'}; load average {os.getloadavg()[0]:.1f}")
         columns = [("target", "<14"), ("rate/s", ">8"), ("sent", ">7"), ("ok", ">7"), ("err", ">5")]
         columns += [("p50 ms", ">9"), ("p95 ms", ">9"), ("p99 ms", ">9")]
         header = "".join(f"{name:{align}}" for name, align in columns)
@@ -263,7 +310,11 @@ def main() -> int:
             process.terminate()
         for process in processes:
             process.wait(timeout=30)
+        if spy is not None:
+            spy.wait(timeout=60)
         shutil.rmtree(data_dir, ignore_errors=True)
+    if args.profile:
+        summarize_profile(args.profile)
     return 0
 
 

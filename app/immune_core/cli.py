@@ -17,7 +17,7 @@ def _serve(args: argparse.Namespace) -> int:
     from immune_core.settings import Settings
 
     settings = Settings()
-    app = create_app(settings)
+    app = create_app(settings, tune_gc=True)
     uvicorn.run(
         app,
         host=args.host,

@@ -32,6 +32,7 @@ from immune_core.hormones.signal import Hormones
 from immune_core.ingestion.intake import EventIntake
 from immune_core.lymphnodes.coordinator import LymphNodeCoordinator
 from immune_core.lymphnodes.cytokines import CytokineTally, run_cytokine_feed
+from immune_core.observability.gc_tuning import GcPauses, freeze_boot_heap
 from immune_core.observability.logging import get_logger, redact_text
 from immune_core.observability.metrics import Metrics
 from immune_core.outbox.relay import OutboxRelay
@@ -96,6 +97,9 @@ class DependencyStatus:
 class Runtime:
     settings: Settings
     metrics: Metrics = field(default_factory=Metrics)
+    # Set by the process owner (``immune-core serve``): freeze the boot heap and tune the collector once
+    # booted (observability.gc_tuning). Off for services built inside another program (tests).
+    tune_gc: bool = False
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -200,6 +204,7 @@ class Runtime:
         )
         self.sweeper = UnprocessedSweeper(self.database, self.metrics, self.relay.wake)
         self.booted = asyncio.Event()
+        self.gc_pauses = GcPauses(self.metrics.registry)
         self.dependencies = DependencyStatus()
         self.hormone_state: dict[str, Any] | None = None
         self.started_at = time.time()
@@ -220,6 +225,7 @@ class Runtime:
         )
         if not self.settings.api_tokens:
             log.warning("no_api_tokens_configured", effect="every authenticated route answers 401")
+        self.gc_pauses.install()
         self.hormones.listen(self._on_hormone)
         await self.hormones.start()
         await self.bus.start()
@@ -244,6 +250,7 @@ class Runtime:
         await self.hormones.stop()
         await self.external.aclose()
         await self.database.close()
+        self.gc_pauses.uninstall()
         log.info("service_stopped", instance_id=self.settings.instance_id)
 
     def _spawn(self, name: str, body: Callable[[], Awaitable[None]]) -> None:
@@ -276,6 +283,9 @@ class Runtime:
         # Ready: events are accepted and stored from here on, even while Kafka is still unreachable.
         self.booted.set()
         log.info("service_ready", replayed_events=replayed)
+        if self.tune_gc and self.settings.gc_gen0_threshold > 0:
+            frozen = freeze_boot_heap(self.settings.gc_gen0_threshold)
+            log.info("gc_boot_heap_frozen", objects=frozen, gen0_threshold=self.settings.gc_gen0_threshold)
         # Consumers subscribe only once their topics exist with the configured partitions; a consumer
         # that joins its group before a topic exists is not assigned it until the next metadata refresh.
         await self._ensure_topics()

@@ -104,6 +104,10 @@ class Settings(BaseSettings):
     max_clock_skew_s: float = Field(default=300.0, ge=0.0, le=86_400.0)
     # Events this far behind the watermark are still evaluated at their own event time.
     allowed_lateness_s: float = Field(default=600.0, ge=0.0, le=86_400.0)
+    # The serving process's young-generation GC threshold (allocations net of frees between collections;
+    # CPython's default is 700), applied with gc.freeze of the boot heap once booted (``immune-core
+    # serve`` only; immune_core.observability.gc_tuning, docs/performance.md). 0: neither (CPython's).
+    gc_gen0_threshold: int = Field(default=50_000, ge=0, le=10_000_000)
     db_pool_size: int = Field(default=10, ge=1)
     db_timeout_s: float = Field(default=5.0, gt=0.0)
 

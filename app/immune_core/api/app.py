@@ -54,11 +54,15 @@ def _api_router() -> APIRouter:
     return api
 
 
-def create_app(settings: Settings | None = None, *, configure_logs: bool = True) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, configure_logs: bool = True, tune_gc: bool = False
+) -> FastAPI:
+    """The service as an ASGI app. ``tune_gc``: only for the process that owns the interpreter
+    (``immune-core serve``): freezes the boot heap and raises the GC threshold once booted."""
     settings = settings or Settings()
     if configure_logs:
         configure_logging(settings.log_level, settings.log_format)
-    runtime = Runtime(settings)
+    runtime = Runtime(settings, tune_gc=tune_gc)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
