@@ -4,6 +4,7 @@
 #   bash scripts/test.sh                  the full run, in phases (below)
 #   bash scripts/test.sh <pytest args>    setup + lint, then ONE pytest invocation with those args
 # IMMUNE_SKIP_ENGINE=1 skips building the Pulumi engine (and its tests skip, saying so).
+# IMMUNE_MAIN_SERIAL=after runs main-serial after main instead of beside it (for a machine too loaded to share).
 #
 # Phases of the full run. The slow builds overlap the tests that need none of them: on a cold machine
 # the engine's Go build (~30 min on 2 idle cores) would otherwise come before the first test.
@@ -102,6 +103,9 @@ pytest_phase() {
 # that share a module-scoped fixture stay on one worker, tests/conftest.py). One by default: main already
 # runs beside main-serial, and 2 cores are shared (docs/architecture.md). main-serial never gets workers.
 workers="${IMMUNE_TEST_WORKERS:-1}"
+# main-serial runs beside main (default) or, with IMMUNE_MAIN_SERIAL=after, after it.
+serial_mode="${IMMUNE_MAIN_SERIAL:-beside}"
+case "$serial_mode" in beside | after) ;; *) echo "IMMUNE_MAIN_SERIAL must be beside or after, not '$serial_mode'" >&2; exit 2 ;; esac
 parallel=()
 if [ "$workers" -gt 1 ]; then parallel=(-n "$workers" --dist loadgroup); fi
 
@@ -221,16 +225,22 @@ if [ "$setup_rc" -eq 0 ]; then
   rm -f out/later-phases.txt out/main-serial.txt
   later_phases >out/logs/later-phases.log 2>&1 &
   later_pid=$!
-  step "main-serial in the background (log: out/logs/main-serial.log)"
-  main_serial >out/logs/main-serial.log 2>&1 &
-  serial_pid=$!
-  PYTEST_NICE=5 pytest_phase main "not engine and not cluster and not serial" "${parallel[@]}"
-  step "waiting for main-serial"
-  serial_rc=0
-  wait "$serial_pid" || serial_rc=$?
-  cat out/logs/main-serial.log
-  add_summary out/main-serial.txt
-  [ "$serial_rc" -eq 0 ] || failed=1
+  if [ "$serial_mode" = beside ]; then
+    step "main-serial in the background (log: out/logs/main-serial.log)"
+    main_serial >out/logs/main-serial.log 2>&1 &
+    serial_pid=$!
+    PYTEST_NICE=5 pytest_phase main "not engine and not cluster and not serial" "${parallel[@]}"
+    step "waiting for main-serial"
+    serial_rc=0
+    wait "$serial_pid" || serial_rc=$?
+    cat out/logs/main-serial.log
+    add_summary out/main-serial.txt
+    [ "$serial_rc" -eq 0 ] || failed=1
+  else
+    # IMMUNE_MAIN_SERIAL=after: one after the other (slower; for a machine too loaded to share).
+    pytest_phase main "not engine and not cluster and not serial" "${parallel[@]}"
+    pytest_phase main-serial "serial and not engine and not cluster"
+  fi
   step "waiting for the engine and cluster phases"
   later_rc=0
   wait "$later_pid" || later_rc=$?
