@@ -191,6 +191,28 @@ def real_services_env() -> dict[str, str]:
     return env
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (/proc/<pid>/stat fields 14-15, in clock ticks):
+    CPU per request is the figure a shared, contended machine distorts least."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def gc_pauses(port: int) -> dict[str, tuple[float, float]]:
+    """The service's ``immune_gc_pause_seconds`` so far: generation -> (collections, seconds)."""
+    import httpx
+
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    out: dict[str, list[float]] = {}
+    for line in text.splitlines():
+        for suffix, slot in (("_count", 0), ("_sum", 1)):
+            head = f"immune_gc_pause_seconds{suffix}{{generation=" + '"'
+            if line.startswith(head):
+                generation = line[len(head)]
+                out.setdefault(generation, [0.0, 0.0])[slot] = float(line.rsplit(" ", 1)[1])
+    return {g: (v[0], v[1]) for g, v in out.items()}
+
+
 def start_profiler(out: Path | None, pid: int) -> subprocess.Popen[bytes] | None:
     """py-spy attached to the service (none without ``--profile``); it writes the file when the service
     exits at the end of the run."""
@@ -281,7 +303,7 @@ def main() -> int:
         print(f"backends: {backends}; {args.seconds:.0f} s per rate; cpu count {os.cpu_count()}")
         print(f"service env: {' '.join(args.env) or '(defaults)'}; load average {os.getloadavg()[0]:.1f}")
         columns = [("target", "<14"), ("rate/s", ">8"), ("sent", ">7"), ("ok", ">7"), ("err", ">5")]
-        columns += [("p50 ms", ">9"), ("p95 ms", ">9"), ("p99 ms", ">9")]
+        columns += [("p50 ms", ">9"), ("p95 ms", ">9"), ("p99 ms", ">9"), ("cpu ms/req", ">11")]
         header = "".join(f"{name:{align}}" for name, align in columns)
         print(header)
         results: dict[tuple[str, int], Result] = {}
@@ -290,11 +312,25 @@ def main() -> int:
                 ("hello (ASGI)", hello_port, hello_request),
                 ("ingest", service_port, ingest_request),
             ):
+                pid = processes[0 if port == service_port else 1].pid
+                gc_before = gc_pauses(port) if port == service_port else {}
+                cpu_before = cpu_seconds(pid)
                 result = asyncio.run(open_loop(target, port, rate, args.seconds, build))
+                cpu_ms = (cpu_seconds(pid) - cpu_before) * 1000 / max(result.sent, 1)
                 results[(target, rate)] = result
+                gc_note = ""
+                if port == service_port:
+                    gc_after = gc_pauses(port)
+                    gc_note = "  gc " + " ".join(
+                        f"g{g}:{gc_after[g][0] - gc_before.get(g, (0.0, 0.0))[0]:.0f}x/"
+                        f"{1000 * (gc_after[g][1] - gc_before.get(g, (0.0, 0.0))[1]):.0f}ms"
+                        for g in sorted(gc_after)
+                    )
                 print(
                     f"{target:<14}{rate:>8}{result.sent:>7}{result.ok:>7}{result.errors:>5}"
                     f"{result.pct(0.50):>9.2f}{result.pct(0.95):>9.2f}{result.pct(0.99):>9.2f}"
+                    f"{cpu_ms:>11.2f}"
+                    + gc_note
                     + (f"  errors: {dict(result.error_kinds)}" if result.error_kinds else "")
                 )
         print("\nratio ingest / hello")

@@ -100,10 +100,35 @@ class NKCellParams(CellParams):
     max_beacon_pairs: int = Field(default=200_000, ge=1, le=800_000)
 
 
+class _SendWindow:
+    """The flows one host sent to one destination within the window, with their byte total kept as
+    flows enter and leave: the total is O(1) per flow instead of a sum over the window, which at a
+    steady few hundred flows/s to one destination made this cell the hottest code on the event loop
+    (docs/performance.md). Integers: the running total is exact."""
+
+    __slots__ = ("flows", "total")
+
+    def __init__(self) -> None:
+        self.flows: deque[tuple[datetime, int, UUID]] = deque()
+        self.total = 0
+
+    def __len__(self) -> int:
+        return len(self.flows)
+
+    def append(self, at: datetime, size: int, event_id: UUID) -> None:
+        self.flows.append((at, size, event_id))
+        self.total += size
+
+    def evict_before(self, horizon: datetime) -> None:
+        flows = self.flows
+        while flows and flows[0][0] < horizon:
+            self.total -= flows.popleft()[1]
+
+
 @dataclass(slots=True)
 class _HostProfile:
     volume: Ewma
-    sent_to: dict[str, deque[tuple[datetime, int, UUID]]] = field(default_factory=dict)
+    sent_to: dict[str, _SendWindow] = field(default_factory=dict)
     processes: Counter[str] = field(default_factory=Counter)
     parents: Counter[str] = field(default_factory=Counter)  # parents of learned (self) processes
     flows_since_sweep: int = 0
@@ -171,14 +196,15 @@ class NKCell(Cell[NKCellParams]):
     def _judge_volume(self, flow: NetworkFlow, profile: _HostProfile, now: datetime, out: CellOutput) -> None:
         p = self.params
         horizon = now - timedelta(seconds=p.exfil_window_s)
-        window = profile.sent_to.setdefault(flow.dst_ip, deque())
-        while window and window[0][0] < horizon:
-            window.popleft()
+        window = profile.sent_to.get(flow.dst_ip)
+        if window is None:
+            window = profile.sent_to[flow.dst_ip] = _SendWindow()
+        window.evict_before(horizon)
         # Appended after eviction: a late flow (older than the window) still counts as the evidence
         # being judged now, and the window is never empty here.
-        window.append((flow.timestamp, flow.bytes_out, flow.event_id))
+        window.append(flow.timestamp, flow.bytes_out, flow.event_id)
         self._sweep_idle_destinations(profile, horizon)
-        total = sum(size for _, size, _ in window)
+        total = window.total
         # Mean flow size to this destination over the window: chunked exfiltration keeps it high, while
         # many ordinary flows to one busy server (the database) keep it at the host's usual size.
         window_mean = total / len(window)
@@ -209,7 +235,7 @@ class NKCell(Cell[NKCellParams]):
                 confidence,
                 reason,
                 now,
-                tuple(event_id for _, _, event_id in window),
+                tuple(event_id for _, _, event_id in window.flows),
                 flow.host_id,
                 flow.event_id,
             )
@@ -252,8 +278,7 @@ class NKCell(Cell[NKCellParams]):
         profile.flows_since_sweep = 0
         for dst in list(profile.sent_to):
             sends = profile.sent_to[dst]
-            while sends and sends[0][0] < horizon:
-                sends.popleft()
+            sends.evict_before(horizon)
             if not sends:
                 del profile.sent_to[dst]
 

@@ -136,3 +136,16 @@ def test_unsigned_binary_from_an_odd_parent_is_flagged_even_on_a_changing_server
     [finding] = out.findings
     assert finding.category == "unsigned_process"
     assert "(parent bash, never a parent here, user root)" in finding.reason
+
+
+def test_the_windowed_byte_total_drops_flows_that_leave_the_window() -> None:
+    # The reason names the total within exfil_window_s (kept as flows enter and leave, not re-summed):
+    # an early large burst out of the window must not count, and later flows within it must.
+    cell = nk(warmup_flows=30, exfil_min_bytes=20_000_000, exfil_window_s=100)
+    early = [flow(200 + i, dst_ip="146.70.1.1", bytes_out=6_000_000) for i in range(4)]
+    late = [flow(400 + i * 5, dst_ip="146.70.1.1", bytes_out=7_000_000) for i in range(3)]
+    out = feed(cell, [*_baseline(40), *early, *late])
+    reasons = [f.reason for f in out.findings]
+    assert any("sent 24,000,000 bytes to 146.70.1.1 in 4 flows" in r for r in reasons), reasons
+    assert any("sent 21,000,000 bytes to 146.70.1.1 in 3 flows" in r for r in reasons), reasons
+    assert not any("45,000,000" in r or "in 7 flows" in r for r in reasons), reasons
