@@ -4,7 +4,9 @@
 
 Prints median milliseconds per batch for: ``json.loads`` (the parser used before), ``read_json``
 (pydantic-core's bounded parser plus the nesting-depth check), the depth check alone, and
-``parse_event`` over every event (schema, time range, clock bound, storable text).
+``parse_event`` over every event (schema, time range, clock bound, storable text). When orjson or
+msgspec is importable (neither is a dependency: ``uv pip install orjson msgspec`` into a scratch venv),
+their parsers are printed beside, the figures behind keeping pydantic-core (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -53,6 +55,27 @@ def _median_ms(call: Callable[[], Any], repeat: int) -> float:
     return statistics.median(samples)
 
 
+def _alternatives(raw: bytes) -> list[tuple[str, Callable[[], Any]]]:
+    """Other JSON parsers, for comparison only, when installed."""
+    rows: list[tuple[str, Callable[[], Any]]] = [
+        ("pydantic_core.from_json", lambda: pydantic_core.from_json(raw))
+    ]
+    try:
+        import orjson
+
+        rows.append(("orjson.loads", lambda: orjson.loads(raw)))
+    except ImportError:
+        print("orjson not installed: no comparison row")
+    try:
+        import msgspec
+
+        decoder = msgspec.json.Decoder()
+        rows.append(("msgspec.json.decode (untyped)", lambda: decoder.decode(raw)))
+    except ImportError:
+        print("msgspec not installed: no comparison row")
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=500, help="events per batch")
@@ -66,6 +89,7 @@ def main() -> int:
         ("depth check alone", lambda: json_depth_exceeds(parsed)),
         ("parse_event x events", lambda: [parse_event(event) for event in parsed["events"]]),
     ]
+    rows += _alternatives(raw)
     print(f"batch of {args.events} events, {len(raw)} bytes, median of {args.repeat} runs")
     for name, call in rows:
         print(f"  {name:<42} {_median_ms(call, args.repeat):8.3f} ms")
