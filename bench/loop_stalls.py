@@ -67,7 +67,7 @@ def _serve_with_watchdog(port: int, stall_s: float, out: Path) -> None:
         asyncio.get_running_loop().create_task(heartbeat())
         await original_start(self)
 
-    runtime_module.Runtime.start = start
+    runtime_module.Runtime.start = start  # type: ignore[method-assign,unused-ignore]
     threading.Thread(target=watchdog, daemon=True).start()
     sys.argv = ["immune-core", "serve", "--port", str(port)]
     main()
