@@ -172,6 +172,18 @@ class MetricsConfig(_Strict):
         return pattern
 
 
+class KubernetesConfig(_Strict):
+    """How this machine reaches a Kubernetes stack.
+
+    - `router_port`: the router's (Traefik's) port on 127.0.0.1, as on the local cluster
+      (cluster/versions.env ROUTER_GATEWAY_PORT). Set, the target's stable/preview URLs get this port
+      (the stack's host names must resolve to 127.0.0.1, e.g. /etc/hosts), and the baseline's
+      cluster-internal URL is not offered (the host cannot reach a Service). None: the URLs as exported.
+    """
+
+    router_port: int | None = Field(default=None, ge=1, le=65535)
+
+
 class StackConfig(_Strict):
     name: str
     target: Literal["local", "kubernetes"] = "local"
@@ -194,6 +206,7 @@ class StackConfig(_Strict):
     # None: the canary judges the load generator's samples only; set, every step also needs the
     # metric provider's checks (Prometheus) to pass.
     metrics: MetricsConfig | None = None
+    kubernetes: KubernetesConfig = KubernetesConfig()
     pulumi_stack: str | None = None  # Kubernetes stacks: the Pulumi stack whose exports name the URLs
     # Where the key that signs promotion records comes from (see immune_suite/signing.py): "configured"
     # (IMMUNE_SIGNING_KEY / IMMUNE_SIGNING_KEY_FILE, a CI secret, checked against the committed

@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -52,6 +53,9 @@ PROJECT = "active-immune-core"
 SETTINGS = "settings"
 ROLLOUT = f"{SETTINGS}.rollout"
 API_TOKENS_KEY = "apiTokens"
+# A Pulumi project directory other than the repository (the local cluster's project copy).
+PROJECT_DIR_ENV = "IMMUNE_PULUMI_PROJECT_DIR"
+VERSION_ENV = "IMMUNE_VERSION"
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,8 @@ class KubernetesTargetOptions:
     # How long an `up` waits out another update holding the stack (exponential backoff, 1 s .. 30 s):
     # a rollback must not fail just because a guard's or a dying pipeline's update is finishing.
     busy_wait_s: float = 120.0
+    # The router's port on 127.0.0.1 (StackConfig.kubernetes.router_port); None: URLs as exported.
+    router_port: int | None = None
 
 
 def _op_counts(summary: Mapping[Any, Any]) -> dict[str, int]:
@@ -92,14 +98,18 @@ class UpOutcome:
 
 
 def options_for_stack(stack: StackConfig) -> KubernetesTargetOptions:
-    """Options for a pipeline stack (stacks/<name>.yaml): the repository's Pulumi project, the backend
-    the user is logged in to unless PULUMI_BACKEND_URL says otherwise, secrets from the environment."""
+    """Options for a pipeline stack (stacks/<name>.yaml): the repository's Pulumi project unless
+    IMMUNE_PULUMI_PROJECT_DIR names another (scripts/cluster-deploy.sh's project copy), the backend the
+    user is logged in to unless PULUMI_BACKEND_URL says otherwise, secrets from the environment."""
     pulumi_stack = stack.pulumi_stack or stack.name
     render_root = os.environ.get(RENDER_DIR_ENV)
+    project = os.environ.get(PROJECT_DIR_ENV)
     return KubernetesTargetOptions(
         stack=pulumi_stack,
+        project_dir=Path(project) if project else REPO_ROOT,
         backend_url=os.environ.get("PULUMI_BACKEND_URL"),
         render_dir=Path(render_root) / pulumi_stack if render_root else None,
+        router_port=stack.kubernetes.router_port,
     )
 
 
@@ -293,9 +303,10 @@ class KubernetesTarget:
             removed.append(prefix.format("replicas"))
         else:
             values[prefix.format("replicas")] = str(replicas)
-        values.update(
-            {f"{prefix.format('env')}.{name}": value for name, value in sorted(release.env.items())}
-        )
+        # The smoke and post checks require the service to report the release's version
+        # (X-Immune-Version); the image alone does not know which release it was promoted as.
+        env = {VERSION_ENV: release.version, **release.env}
+        values.update({f"{prefix.format('env')}.{name}": value for name, value in sorted(env.items())})
         self._write_rollout(values, tuple(removed))
         self.up()
         self._record(color, release, scaled_down=False)
@@ -374,15 +385,22 @@ class KubernetesTarget:
 
     def endpoints(self) -> Endpoints:
         outputs = self.outputs()
+        port = self.options.router_port
         try:
-            return Endpoints(
-                ingress_url=str(outputs["canaryUrl"]),
-                stable_url=str(outputs["stableUrl"]),
-                preview_url=str(outputs["previewUrl"]),
-                baseline_url=str(outputs["baselineUrl"]) if outputs.get("baselineUrl") else None,
-            )
+            urls = {key: str(outputs[key]) for key in ("canaryUrl", "stableUrl", "previewUrl")}
         except KeyError as exc:
             raise TargetError(f"stack {self.name} does not export {exc.args[0]} (run up first)") from exc
+        baseline = str(outputs["baselineUrl"]) if outputs.get("baselineUrl") else None
+        if port is not None:
+            # Through the router on this machine: same host names (the router matches on them), its port.
+            urls = {key: _with_port(url, port) for key, url in urls.items()}
+            baseline = None  # a cluster-internal Service name: not reachable from here
+        return Endpoints(
+            ingress_url=urls["canaryUrl"],
+            stable_url=urls["stableUrl"],
+            preview_url=urls["previewUrl"],
+            baseline_url=baseline,
+        )
 
     # -- Target: snapshot ------------------------------------------------------------------------
     def snapshot(self) -> TargetSnapshot:
@@ -519,6 +537,14 @@ class KubernetesTarget:
         # The Ingress controller does not name its upstream in responses yet: samples take the colour
         # the service reports (docs/pipeline.md, "remaining").
         return None
+
+
+def _with_port(url: str, port: int) -> str:
+    """`url` with its port set to `port` (http://host/api -> http://host:port/api)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.hostname is None:
+        raise TargetError(f"exported URL {url!r} has no host")
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.hostname}:{port}"))
 
 
 def describe(target: KubernetesTarget) -> str:

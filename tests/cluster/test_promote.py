@@ -1,0 +1,285 @@
+"""`immune-suite promote --stack cluster` END TO END on the local cluster (issue 10 item 1).
+
+The staging Pulumi stack is deployed once for the module (scripts/cluster-deploy.sh), then the real
+pipeline (immune_suite/pipeline, immune_suite/targets/kubernetes/) promotes releases of the image the
+program built, in a subprocess, as an operator would: the target drives the deploy script's project
+copy, backend and passphrase; the gates' requests go through the router (Traefik) to the stack's host
+names, which this module maps to 127.0.0.1 in /etc/hosts while it runs (stacks/cluster.yaml sets the
+router's port). Everything is checked live: the HTTPRoute's weights, the Service selector, each
+colour's Deployment, and the colour/version of responses sent through the router.
+
+Good cases: a first promotion (exit 0, signed record that `immune-suite verify` accepts); a canary
+promotion of a second release through 25 % and 50 % (weights seen on the live HTTPRoute while the run
+moves them) ending with the candidate stable and the old colour scaled away.
+Bad cases: a tampered record is refused by `verify` (exit 7); a candidate failing 30 % of its API
+requests (IMMUNE_FAULT_ERROR_RATIO) and one 500 ms slower (IMMUNE_FAULT_LATENCY_MS, caught by the first
+canary step while it holds 25 % of the live route) are rolled back with exit 3 (gate failed): stable
+at 100 % on the route, only the stable colour answers, the candidate at 0 pods.
+
+Needs root, the cached cluster build, the Pulumi engine and the images (see test_deploy.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+import time
+import urllib.parse
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from immune_infra.immune_app import COLOR_LABEL
+
+from immune_suite.paths import REPO_ROOT
+from tests.app.support import wait_for
+from tests.cluster.deploy_support import deploy, deploy_env, must
+from tests.cluster.support import Kube, read_versions
+
+# A cold cluster, image build and deploy come before the first promotion (module-scoped fixtures).
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(3600)]
+
+STACK = "staging"
+NAMESPACE = f"immune-{STACK}"
+STABLE_ROUTE = "immune-core"
+SUITE = REPO_ROOT / ".venv" / "bin" / "immune-suite"
+HOSTS = Path("/etc/hosts")
+HOSTS_MARK = "# active-immune-core tests/cluster/test_promote.py"
+PROMOTE_TIMEOUT_S = 1800
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """One `immune-suite promote --json` run: its exit code and final payload (record, run, ...)."""
+
+    code: int
+    payload: dict[str, Any]
+    output: str
+
+
+@dataclass(frozen=True)
+class Stack:
+    router: str  # http://127.0.0.1:<gateway port>
+    stable_host: str
+    digest: str  # the image the program built (sha256:...), promoted as every release here
+    env: dict[str, str]  # the promote subprocess's environment
+
+
+def _map_hosts(names: list[str]) -> None:
+    lines = [line for line in HOSTS.read_text().splitlines() if not line.endswith(HOSTS_MARK)]
+    lines += [f"127.0.0.1 {name} {HOSTS_MARK}" for name in names]
+    HOSTS.write_text("\n".join(lines) + "\n")
+
+
+def _unmap_hosts() -> None:
+    lines = [line for line in HOSTS.read_text().splitlines() if not line.endswith(HOSTS_MARK)]
+    HOSTS.write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture(scope="module")
+def stack(
+    cluster: Kube, images: None, router: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    port = int(read_versions()["ROUTER_GATEWAY_PORT"])
+    assert router == f"http://127.0.0.1:{port}"
+    must(deploy("up", STACK), f"pulumi up {STACK}")
+    try:
+        outputs = json.loads(must(deploy("outputs", STACK), "outputs"))
+        hosts = [str(urllib.parse.urlsplit(outputs[key]).hostname) for key in ("stableUrl", "previewUrl")]
+        digest = str(outputs["images"][outputs["activeColor"]]).split("@", 1)[1]
+        env = deploy_env(STACK)
+        promote_env = {
+            **os.environ,
+            # The run store, records, signing key and releases file of these runs only.
+            "IMMUNE_STATE_DIR": str(tmp_path_factory.mktemp("promote-state")),
+            "IMMUNE_PULUMI_PROJECT_DIR": env["PROJECT"],
+            "PULUMI_BACKEND_URL": env["BACKEND_URL"],
+            "PULUMI_CONFIG_PASSPHRASE_FILE": env["PASSPHRASE_FILE"],
+            "KUBECONFIG": env["KUBECONFIG"],
+            "NO_PROXY": "*",
+        }
+        promote_env.pop("PULUMI_CONFIG_PASSPHRASE", None)
+        _map_hosts(hosts)
+        try:
+            yield Stack(router, hosts[0], digest, promote_env)
+        finally:
+            _unmap_hosts()
+    finally:
+        must(deploy("destroy", STACK), f"destroy {STACK}")
+
+
+def suite(stack: Stack, *args: str) -> Promotion:
+    proc = subprocess.run(
+        [str(SUITE), *args, "--json"],
+        capture_output=True,
+        text=True,
+        env=stack.env,
+        cwd=REPO_ROOT,
+        timeout=PROMOTE_TIMEOUT_S,
+        check=False,
+    )
+    try:  # with --json the result is one JSON document on stdout (progress goes to stderr)
+        final = json.loads(proc.stdout)
+    except ValueError:
+        final = {}
+    return Promotion(proc.returncode, final, (proc.stdout + proc.stderr)[-6000:])
+
+
+def promote(stack: Stack, ref: str, *extra: str) -> Promotion:
+    return suite(stack, "promote", "--stack", "cluster", "--ref", ref, "--image-digest", stack.digest, *extra)
+
+
+def version_of(ref: str) -> str:
+    commit = subprocess.run(
+        ["git", "rev-parse", ref], capture_output=True, text=True, check=True, cwd=REPO_ROOT
+    )
+    return commit.stdout.strip()[:10]
+
+
+def route_weights(kube: Kube) -> list[tuple[str, int]]:
+    route = kube.get("httproute", STABLE_ROUTE, "-n", NAMESPACE)
+    return [(ref["name"], int(ref.get("weight", 1))) for ref in route["spec"]["rules"][-1]["backendRefs"]]
+
+
+def selector_colour(kube: Kube) -> str:
+    return str(kube.get("service", "immune-core", "-n", NAMESPACE)["spec"]["selector"][COLOR_LABEL])
+
+
+def deployment_replicas(kube: Kube, colour: str) -> int:
+    deployments = kube.get("deployments", "-n", NAMESPACE)["items"]
+    counts = [
+        int(item["spec"].get("replicas", 0))
+        for item in deployments
+        if item["spec"]["selector"]["matchLabels"].get(COLOR_LABEL) == colour
+    ]
+    assert counts, f"no Deployment of colour {colour}: {[d['metadata']['name'] for d in deployments]}"
+    return sum(counts)
+
+
+def served(stack: Stack, requests: int) -> Counter[tuple[str, str, int]]:
+    """(colour, version, status) of `requests` GET /health/live sent through the router to the stable host."""
+    seen: Counter[tuple[str, str, int]] = Counter()
+    with httpx.Client(base_url=stack.router, headers={"Host": stack.stable_host}, timeout=30) as client:
+        for _ in range(requests):
+            response = client.get("/health/live")
+            key = (response.headers.get("x-immune-color", "-"), response.headers.get("x-immune-version", "-"))
+            seen[(*key, response.status_code)] += 1
+    return seen
+
+
+def only(stack: Stack, colour: str, version: str) -> bool:
+    return set(served(stack, 20)) == {(colour, version, 200)}
+
+
+class RouteWatch:
+    """Polls the stable HTTPRoute's weights (every second) while a promotion runs: what it saw, in order."""
+
+    def __init__(self, kube: Kube) -> None:
+        self.kube = kube
+        self.seen: list[list[tuple[str, int]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            weights = route_weights(self.kube)
+            if not self.seen or self.seen[-1] != weights:
+                self.seen.append(weights)
+            time.sleep(1)
+
+    def __enter__(self) -> RouteWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def active_colour(cluster: Kube) -> str:
+    return selector_colour(cluster)
+
+
+def test_first_promotion_of_a_good_release(cluster: Kube, stack: Stack) -> None:
+    before = active_colour(cluster)
+    version = version_of("HEAD~1")
+    run = promote(stack, "HEAD~1")
+    assert run.code == 0, run.output
+    candidate = "green" if before == "blue" else "blue"
+    assert run.payload["run"]["status"] == "promoted", run.payload
+    # Live: the candidate's colour is the stable Service's, alone on the route, answering as the release.
+    assert selector_colour(cluster) == candidate
+    assert route_weights(cluster) == [("immune-core", 100)]
+    wait_for(lambda: only(stack, candidate, version), timeout_s=120, interval_s=1, what="candidate stable")
+    assert set(served(stack, 100)) == {(candidate, version, 200)}
+
+    verified = suite(stack, "verify", "latest", "--stack", "cluster")
+    assert verified.code == 0 and verified.payload["valid"] is True, verified.output
+    record = json.loads(Path(run.payload["record"]).read_text())
+    # A signed record that no longer matches its content is refused (the check can fail).
+    record["outcome"] = "tampered"
+    tampered = Path(run.payload["record"]).with_name("tampered.json")
+    tampered.write_text(json.dumps(record))
+    refused = suite(stack, "verify", str(tampered))
+    assert refused.code == 7 and refused.payload["valid"] is False, refused.output
+
+
+def test_canary_promotion_of_a_second_release(cluster: Kube, stack: Stack) -> None:
+    stable = active_colour(cluster)
+    candidate = "green" if stable == "blue" else "blue"
+    version = version_of("HEAD")
+    with RouteWatch(cluster) as watch:
+        run = promote(stack, "HEAD")
+    assert run.code == 0, run.output
+    assert run.payload["run"]["status"] == "promoted", run.payload
+    # The weights the run set, read back from the live HTTPRoute while it ran: the candidate (preview
+    # Service) at 25 % then 50 %, then alone after the switch.
+    preview = [dict(weights).get("immune-core-preview") for weights in watch.seen]
+    shares = [share for share in preview if share]
+    assert 25 in shares and 50 in shares and shares.index(25) < shares.index(50), watch.seen
+    assert watch.seen[-1] == [("immune-core", 100)], watch.seen
+    assert selector_colour(cluster) == candidate
+    wait_for(lambda: only(stack, candidate, version), timeout_s=120, interval_s=1, what="candidate stable")
+    assert set(served(stack, 100)) == {(candidate, version, 200)}
+    assert deployment_replicas(cluster, stable) == 0  # the old colour retired
+
+
+def assert_rolled_back_live(cluster: Kube, stack: Stack, stable: str, candidate: str) -> None:
+    """Stable alone on the route and the Service, every answer from it; the candidate at 0 pods."""
+    assert route_weights(cluster) == [("immune-core", 100)]
+    assert selector_colour(cluster) == stable
+    wait_for(lambda: only(stack, stable, version_of("HEAD")), timeout_s=120, interval_s=1, what="stable")
+    assert set(served(stack, 200)) == {(stable, version_of("HEAD"), 200)}
+    assert deployment_replicas(cluster, candidate) == 0
+
+
+def test_a_crashing_candidate_is_rolled_back(cluster: Kube, stack: Stack) -> None:
+    stable = active_colour(cluster)
+    candidate = "green" if stable == "blue" else "blue"
+    # 30 % of its API requests answer 500: the smoke test (a handful of API calls) catches it most of
+    # the time, else the first canary step does; either way the run rolls back.
+    run = promote(stack, "HEAD~1", "--candidate-env", "IMMUNE_FAULT_ERROR_RATIO=0.3")
+    assert run.code == 3, run.output  # a gate failed: rolled back
+    assert run.payload["run"]["status"] == "rolled_back", run.payload
+    assert run.payload["run"]["failure"]["step"] in ("smoke", "canary-25", "canary-50"), run.payload
+    assert_rolled_back_live(cluster, stack, stable, candidate)
+
+
+def test_a_slow_candidate_is_rolled_back_at_the_canary(cluster: Kube, stack: Stack) -> None:
+    stable = active_colour(cluster)
+    candidate = "green" if stable == "blue" else "blue"
+    # 500 ms added to every API request: smoke passes (it checks answers, not speed), the first
+    # canary step's latency comparison fails it while it holds a share of the live route.
+    with RouteWatch(cluster) as watch:
+        run = promote(stack, "HEAD~1", "--candidate-env", "IMMUNE_FAULT_LATENCY_MS=500")
+    assert run.code == 3, run.output
+    assert run.payload["run"]["status"] == "rolled_back", run.payload
+    assert run.payload["run"]["failure"]["step"] == "canary-25", run.payload
+    assert 25 in [dict(weights).get("immune-core-preview") for weights in watch.seen], watch.seen
+    assert_rolled_back_live(cluster, stack, stable, candidate)
