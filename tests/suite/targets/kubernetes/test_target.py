@@ -181,6 +181,7 @@ def test_fault_injection_canary_aborts_to_stable_and_scales_the_candidate_away(r
     }
     green_env = container_env(rollout.last, GREEN_DEPLOYMENT)
     assert {name: green_env[name] for name in FAULT} == FAULT
+    assert green_env["IMMUNE_VERSION"] == "0.3.0"  # the smoke test's X-Immune-Version
     assert not set(FAULT) & set(container_env(rollout.last, BLUE_DEPLOYMENT))
     for key, job in rollout.last.items():
         if key.startswith("Job/"):
@@ -235,10 +236,12 @@ def test_restore_scales_a_retired_colour_away_again(rollout: Rollout) -> None:
     assert without_jobs(changes, GREEN_JOBS) == {
         (GREEN_DEPLOYMENT, "spec.replicas"),
         (GREEN_DEPLOYMENT, "spec.template.spec.containers[0].image"),
-        (GREEN_DEPLOYMENT, "spec.template.spec.containers[0].env[8].value"),  # IMMUNE_LOG_LEVEL in place
+        # IMMUNE_LOG_LEVEL in place, IMMUNE_VERSION (the release's) added: the list changes length.
+        (GREEN_DEPLOYMENT, "spec.template.spec.containers[0].env"),
         (GREEN_HPA, ""),
     }
-    assert container_env(rollout.last, GREEN_DEPLOYMENT)["IMMUNE_LOG_LEVEL"] == "DEBUG"
+    green_env = container_env(rollout.last, GREEN_DEPLOYMENT)
+    assert (green_env["IMMUNE_LOG_LEVEL"], green_env["IMMUNE_VERSION"]) == ("DEBUG", "0.4.0")
     assert "replicas" not in rollout.last[GREEN_DEPLOYMENT]["spec"]
 
     # Abort: back to exactly the retired state (the scale-away is its own, last `up`).
