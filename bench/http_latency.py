@@ -5,8 +5,8 @@ from the scheduled send time, so a stalled server shows up as latency (no coordi
 Both servers run as ``uvicorn`` subprocesses with one worker on this machine; the service uses its
 embedded backends by default, or the local real services with ``--real`` (scripts/services env).
 
-    python bench/http_latency.py [--rates 100,500,1000] [--seconds 10] [--real] [--profile out.txt]
-                                 [--env IMMUNE_X=value ...]
+    python bench/http_latency.py [--rates 100,500,1000] [--seconds 10] [--real] [--batch 1]
+                                 [--profile out.txt] [--env IMMUNE_X=value ...]
 
 ``--env`` passes a setting to the service only (e.g. ``IMMUNE_GC_GEN0_THRESHOLD=0`` for the collector
 as CPython sets it up), so two runs compare a change, each against its own baseline.
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import shutil
@@ -83,8 +84,8 @@ class Connection:
         return status
 
 
-def ingest_request(port: int) -> bytes:
-    event = {
+def _event() -> dict[str, object]:
+    return {
         "event_id": str(uuid.uuid4()),
         "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
         "kind": "network_flow",
@@ -96,7 +97,12 @@ def ingest_request(port: int) -> bytes:
         "bytes_in": 1000,
         "bytes_out": 500,
     }
-    body = json.dumps(event).encode()
+
+
+def ingest_request(port: int, batch: int = 1) -> bytes:
+    """One event, or ``{"events": [...]}`` holding ``batch`` events when ``batch`` > 1."""
+    document = _event() if batch == 1 else {"events": [_event() for _ in range(batch)]}
+    body = json.dumps(document).encode()
     return (
         f"POST /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {TOKEN}\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
@@ -248,6 +254,7 @@ def main() -> int:
     )
     parser.add_argument("--rates", default="100,500,1000")
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--batch", type=int, default=1, help="events per ingest request (1: a single event)")
     parser.add_argument("--real", action="store_true", help="PostgreSQL/Redis/Kafka from scripts/services")
     parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for the service only")
     parser.add_argument("--profile", type=Path, help="py-spy collapsed stacks of the service to this file")
@@ -302,6 +309,8 @@ def main() -> int:
         backends = "real PostgreSQL/Redis/Kafka" if args.real else "embedded SQLite + in-process bus"
         print(f"backends: {backends}; {args.seconds:.0f} s per rate; cpu count {os.cpu_count()}")
         print(f"service env: {' '.join(args.env) or '(defaults)'}; load average {os.getloadavg()[0]:.1f}")
+        if args.batch > 1:
+            print(f"ingest requests hold {args.batch} events each: events/s = rate x {args.batch}")
         columns = [("target", "<14"), ("rate/s", ">8"), ("sent", ">7"), ("ok", ">7"), ("err", ">5")]
         columns += [("p50 ms", ">9"), ("p95 ms", ">9"), ("p99 ms", ">9"), ("cpu ms/req", ">11")]
         header = "".join(f"{name:{align}}" for name, align in columns)
@@ -310,7 +319,7 @@ def main() -> int:
         for rate in rates:
             for target, port, build in (
                 ("hello (ASGI)", hello_port, hello_request),
-                ("ingest", service_port, ingest_request),
+                ("ingest", service_port, functools.partial(ingest_request, batch=args.batch)),
             ):
                 pid = processes[0 if port == service_port else 1].pid
                 gc_before = gc_pauses(port) if port == service_port else {}

@@ -39,6 +39,9 @@ class IntakeResult:
 @dataclass
 class _Pending:
     events: list[AnyEvent]
+    # str(event.event_id) of each event, in order: formatted once per event (a UUID's str() was ~5 %
+    # of the service's CPU on batches when every step formatted it again; docs/performance.md).
+    ids: list[str]
     done: asyncio.Future[set[str]]
 
 
@@ -87,16 +90,17 @@ class EventIntake:
             self._counters.rejected += len(errors)
             raise EventsRejected(errors)
 
-        unique = list({str(e.event_id): e for e in events}.values())
-        pending = _Pending(unique, asyncio.get_running_loop().create_future())
+        by_id = {str(e.event_id): e for e in events}
+        unique, ids = list(by_id.values()), list(by_id)
+        pending = _Pending(unique, ids, asyncio.get_running_loop().create_future())
         self._ensure_writer()
         await self._queue.put(pending)
         fresh = await pending.done
 
-        new_ids = [str(e.event_id) for e in unique if str(e.event_id) in fresh]
-        duplicates = [str(e.event_id) for e in unique if str(e.event_id) not in fresh]
-        for event in unique:
-            outcome = "stored" if str(event.event_id) in fresh else "duplicate"
+        new_ids = [i for i in ids if i in fresh]
+        duplicates = [i for i in ids if i not in fresh]
+        for event_id, event in zip(ids, unique, strict=True):
+            outcome = "stored" if event_id in fresh else "duplicate"
             self._metrics.events.labels(kind=event.kind, outcome=outcome, source="api").inc()
         self._counters.accepted += len(new_ids)
         self._counters.duplicates += len(duplicates)
@@ -126,8 +130,9 @@ class EventIntake:
         try:
             async with self._db.transaction() as conn:
                 events = [e for p in live for e in p.events]
+                ids = [i for p in live for i in p.ids]
                 fresh = set(await repo.insert_events(conn, events, "api"))
-                forwarded = {str(e.event_id): e for e in events if str(e.event_id) in fresh}
+                forwarded = {i: e for i, e in zip(ids, events, strict=True) if i in fresh}
                 await repo.enqueue(conn, [repo.forward_message(e) for e in forwarded.values()])
                 # Acknowledged in the database, with the events: the answers below follow this commit.
                 await repo.record_acknowledged(conn, self._instance_id, "api", len(fresh))
@@ -141,11 +146,7 @@ class EventIntake:
         # Within one group an event_id is new only for the first request that carried it.
         claimed: set[str] = set()
         for p in live:
-            mine = {
-                str(e.event_id)
-                for e in p.events
-                if str(e.event_id) in fresh and str(e.event_id) not in claimed
-            }
+            mine = {i for i in p.ids if i in fresh and i not in claimed}
             claimed |= mine
             if not p.done.done():
                 p.done.set_result(mine)
