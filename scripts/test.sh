@@ -16,10 +16,10 @@
 #   main-serial  pytest -m "serial and not engine and not cluster": the tests that judge real latencies,
 #           load windows or recovery deadlines (marker `serial`), one at a time at full priority
 #           (log: out/logs/main-serial.log, shown after main)              -> out/junit-main-serial.xml
-#   and, niced (nice 10), one after the other (log: out/logs/later-phases.log, shown after main-serial):
+#   and, niced (nice 10), side by side (log: out/logs/later-phases.log, shown after main-serial):
 #   engine  waits for the build (its log tail on failure), then pytest -m engine   -> out/junit-engine.xml
-#   cluster waits for `cluster.sh build` + `images.sh build` (started in the background with the engine),
-#           then pytest -m cluster: cluster up, images push, pulumi up staging+prod, smoke through the
+#   cluster waits for the engine, `cluster.sh build` + `images.sh build` (started in the background with
+#           the engine), then pytest -m cluster: cluster up, images push, pulumi up staging+prod, smoke through the
 #           router, idempotence, destroy, cluster down (tests/cluster/)       -> out/junit-cluster.xml
 # Every phase runs even when an earlier one failed (one CI run shows every failure); any failing phase
 # fails the run, and a phase that collects nothing (pytest exit 5) is a failure too. Timings are printed
@@ -161,41 +161,63 @@ setup_rc=0
 setup || setup_rc=$?
 record setup "$setup_start" "$setup_rc"
 
-# later_phases: the engine phase, then the cluster phase, one after the other (both use the images daemon
-# and its registry, which `cluster.sh down` stops). It runs BESIDE the main phase: on a warm machine the
-# builds are cached and the two phases (about 15 min, mostly waiting on pods and `pulumi up`) would
-# otherwise come after main's ~20 min. Niced, so that main's tests, which measure real latencies, keep
-# the CPU. Its output goes to out/logs/later-phases.log and is shown after main; its timings are
-# appended to out/later-phases.txt (a subshell cannot add to `summary`).
+# later_phases: the engine phase and the cluster phase, side by side once their builds are done. It runs
+# BESIDE the main phases: on a warm machine the builds are cached and these phases (mostly waiting on
+# pods and `pulumi up`) would otherwise come after main. Niced, so that main's tests, which measure real
+# latencies, keep the CPU. Its output goes to out/logs/later-phases.log and is shown after main; its
+# timings are appended to out/later-phases.txt (a subshell cannot add to `summary`).
 later_phases() {
   renice -n 10 -p "$BASHPID" >/dev/null
   summary=()
   failed=0
+  rm -f out/engine-phase.txt
+  local engine_pid="" cluster_rc=0 engine_rc=0
   if [ "$skip_engine" != "1" ]; then
     step "build: waiting for the pulumi engine"
-    engine_rc=0
     bg_wait pulumi-engine || engine_rc=$?
     record build "$engine_start" "$engine_rc"
     if [ "$engine_rc" -eq 0 ]; then
       tail -n 1 out/logs/pulumi-engine.log
-      pytest_phase engine "engine and not cluster" "${parallel[@]}"
+      engine_phase >out/logs/engine-phase.log 2>&1 &
+      engine_pid=$!
     fi
   else
     # IMMUNE_SKIP_ENGINE=1: the engine tests run and skip, saying why (tests/support/engine.py).
-    pytest_phase engine "engine and not cluster" "${parallel[@]}"
+    engine_phase >out/logs/engine-phase.log 2>&1 &
+    engine_pid=$!
   fi
 
-  # The local Kubernetes cluster: its tests' session fixture runs `cluster.sh up` (which starts the
-  # images daemon and the router) and `down`; tests/cluster/test_deploy.py pushes the images, runs
-  # `pulumi up` of staging and prod (scripts/cluster-deploy.sh), smoke-tests both through the router,
-  # checks a second `up` changes nothing and destroys them (per-step times: --durations).
+  # The local Kubernetes cluster, BESIDE the engine tests (they share nothing: the engine tests' Docker
+  # daemon is private, with no bridge and no iptables rules, and its mounts live under pytest's temporary
+  # directory, which the cluster's host snapshot leaves out): its tests' session fixture runs
+  # `cluster.sh up` (which starts the images daemon and the router) and `down`; tests/cluster/ pushes the
+  # images, runs `pulumi up` of staging and prod (scripts/cluster-deploy.sh), promotes through the
+  # pipeline, smoke-tests through the router and destroys (per-step times: --durations). `pulumi up`
+  # needs the engine, so a failed engine build fails this phase too.
   step "build: waiting for the cluster binaries and the images"
-  cluster_rc=0
   bg_wait cluster-build || cluster_rc=$?
   bg_wait images-build || cluster_rc=$?
   record cluster-build "$cluster_start" "$cluster_rc"
-  [ "$cluster_rc" -eq 0 ] && pytest_phase cluster "cluster"
+  if [ "$cluster_rc" -eq 0 ] && [ "$engine_rc" -eq 0 ]; then
+    pytest_phase cluster "cluster"
+  elif [ "$cluster_rc" -eq 0 ]; then
+    record cluster "$SECONDS" 1
+  fi
+  if [ -n "$engine_pid" ]; then
+    wait "$engine_pid" || failed=1
+    cat out/logs/engine-phase.log
+    add_summary out/engine-phase.txt
+  fi
   printf '%s\n' "${summary[@]}" >out/later-phases.txt
+  return "$failed"
+}
+
+# engine_phase: the Pulumi engine tests (one pytest run); its timing goes to out/engine-phase.txt.
+engine_phase() {
+  summary=()
+  failed=0
+  pytest_phase engine "engine and not cluster" "${parallel[@]}"
+  printf '%s\n' "${summary[@]}" >out/engine-phase.txt
   return "$failed"
 }
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,9 +49,15 @@ def cluster_env() -> dict[str, str]:
 
 
 def _images_mount(path: str) -> bool:
-    """Mounts of scripts/images.sh's Docker daemon (its build containers), which tests/cluster/test_images.py
-    covers; they come and go with builds that may run while a cluster session is open."""
-    return "/active-immune-core/docker/" in path or path.startswith("/run/immune-docker")
+    """Mounts of a Docker daemon that is not the cluster's: scripts/images.sh's (its build containers, which
+    tests/cluster/test_images.py covers) and the engine tests' private one under pytest's temporary
+    directory (tests/infra/docker_daemon.py; scripts/test.sh runs those tests beside the cluster's). They
+    come and go with builds that may run while a cluster session is open."""
+    return (
+        "/active-immune-core/docker/" in path
+        or path.startswith("/run/immune-docker")
+        or path.startswith(f"{tempfile.gettempdir()}/pytest-of-")
+    )
 
 
 def host_snapshot() -> dict[str, list[str]]:
