@@ -18,7 +18,7 @@ from immune_core.adaptive import queries as adaptive_queries
 from immune_core.adaptive.recall import MemoryRecall, RecalledDetector, RecallQuery
 from immune_core.adaptive.state import CLONING_EXPANDED_TOPIC, ClonalExpansion
 from immune_core.cells.cytokine import Cytokine
-from immune_core.detection.engine import CellSpec, DetectionConfig, DetectionEngine
+from immune_core.detection.engine import CellSpec
 from immune_core.events.models import TOPIC_BY_KIND
 from immune_core.lymphnodes.cytokines import CytokineTally, run_cytokine_feed
 from immune_core.observability.metrics import Metrics
@@ -38,6 +38,7 @@ from immune_core.storage.database import Database
 from immune_core.transport.bus import InboundMessage, OutboundMessage
 from immune_core.transport.inprocess import InProcessBus
 
+from tests.app.adaptive.consumers import detection_consumer, engine_host
 from tests.app.support import flow
 
 FLOWS = TOPIC_BY_KIND["network_flow"]
@@ -59,21 +60,11 @@ class Denying:
 
 
 def _host(database: Database) -> EngineHost:
-    cells = [CellSpec(type=name) for name in ADAPTIVE]
-    return EngineHost(database, Metrics(), template=DetectionEngine(DetectionConfig(cells=cells)))
+    return engine_host(database, [CellSpec(type=name) for name in ADAPTIVE])
 
 
 def _consumer(database: Database, host: EngineHost, validator: ActionValidator | None) -> DetectionConsumer:
-    return DetectionConsumer(
-        database=database,
-        bus=InProcessBus(),
-        engine=host,
-        metrics=Metrics(),
-        counters=IntakeCounters(),
-        group_id="g",
-        batch_size=1000,
-        validator=validator,
-    )
+    return detection_consumer(database, host, validator=validator)
 
 
 def _vertical_scan(start: datetime, ports: int = 40) -> list[InboundMessage]:

@@ -16,17 +16,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from immune_core.adaptive import queries as adaptive_queries
-from immune_core.detection.engine import CellSpec, DetectionConfig, DetectionEngine
+from immune_core.detection.engine import CellSpec
 from immune_core.events.models import TOPIC_BY_KIND, EndpointEvent, parse_event
-from immune_core.observability.metrics import Metrics
 from immune_core.processing.consumer import DetectionConsumer
-from immune_core.processing.counters import IntakeCounters
 from immune_core.processing.engine_host import EngineHost
 from immune_core.simulator.records import EventFactory
 from immune_core.storage.database import Database
 from immune_core.transport.bus import InboundMessage
-from immune_core.transport.inprocess import InProcessBus
 
+from tests.app.adaptive.consumers import detection_consumer, engine_host
 from tests.app.cells.adaptive_support import detector
 
 ENDPOINTS = TOPIC_BY_KIND["endpoint"]
@@ -41,19 +39,11 @@ def _host(database: Database) -> EngineHost:
         CellSpec(type="regulatory_t", params={"training_s": TRAINING_S}),
         CellSpec(type="b_cell"),
     ]
-    return EngineHost(database, Metrics(), template=DetectionEngine(DetectionConfig(cells=cells)))
+    return engine_host(database, cells)
 
 
 def _consumer(database: Database, host: EngineHost) -> DetectionConsumer:
-    return DetectionConsumer(
-        database=database,
-        bus=InProcessBus(),
-        engine=host,
-        metrics=Metrics(),
-        counters=IntakeCounters(),
-        group_id="g",
-        batch_size=1000,
-    )
+    return detection_consumer(database, host)
 
 
 def _start(seconds: float, process: str, signed: bool, parent: str = "explorer.exe") -> EndpointEvent:

@@ -21,15 +21,13 @@ from fastapi.testclient import TestClient
 from immune_core.adaptive.maturation import AffinityQuery, AffinityScorer, choose
 from immune_core.detection.engine import CellSpec, DetectionConfig, DetectionEngine
 from immune_core.events.models import TOPIC_BY_KIND, parse_event
-from immune_core.observability.metrics import Metrics
 from immune_core.processing.consumer import DetectionConsumer
-from immune_core.processing.counters import IntakeCounters
 from immune_core.processing.engine_host import EngineHost
 from immune_core.settings import Settings
 from immune_core.storage.database import Database
 from immune_core.transport.bus import InboundMessage
-from immune_core.transport.inprocess import InProcessBus
 
+from tests.app.adaptive.consumers import detection_consumer, engine_host
 from tests.app.clients.cases import CASES, make_client, sample
 from tests.app.clients.servers import AffinityBehaviour, ServiceServer, build
 from tests.app.support import AUTH, flow, port_scan, wait_for
@@ -71,21 +69,11 @@ EVENTS = _scan()
 
 
 def _host(database: Database) -> EngineHost:
-    template = DetectionEngine(DetectionConfig(cells=[CellSpec(type=name) for name in CELLS]))
-    return EngineHost(database, Metrics(), template=template)
+    return engine_host(database, [CellSpec(type=name) for name in CELLS])
 
 
 def _consumer(database: Database, host: EngineHost, scorer: AffinityScorer | None) -> DetectionConsumer:
-    return DetectionConsumer(
-        database=database,
-        bus=InProcessBus(),
-        engine=host,
-        metrics=Metrics(),
-        counters=IntakeCounters(),
-        group_id="g",
-        batch_size=1000,
-        affinity=scorer,
-    )
+    return detection_consumer(database, host, affinity=scorer)
 
 
 def _messages() -> list[InboundMessage]:
