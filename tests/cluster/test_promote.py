@@ -14,7 +14,8 @@ moves them) ending with the candidate stable and the old colour scaled away.
 Bad cases: a tampered record is refused by `verify` (exit 7); a candidate failing 30 % of its API
 requests (IMMUNE_FAULT_ERROR_RATIO) and one 500 ms slower (IMMUNE_FAULT_LATENCY_MS, caught by the first
 canary step while it holds 25 % of the live route) are rolled back with exit 3 (gate failed): stable
-at 100 % on the route, only the stable colour answers, the candidate at 0 pods.
+at 100 % on the route, only the stable colour answers, the candidate at 0 pods; so is a run an
+operator aborts (`immune-suite abort`) while its canary holds 25 % of the route (exit 4).
 
 Needs root, the cached cluster build, the Pulumi engine and the images (see test_deploy.py).
 """
@@ -282,4 +283,27 @@ def test_a_slow_candidate_is_rolled_back_at_the_canary(cluster: Kube, stack: Sta
     assert run.payload["run"]["status"] == "rolled_back", run.payload
     assert run.payload["run"]["failure"]["step"] == "canary-25", run.payload
     assert 25 in [dict(weights).get("immune-core-preview") for weights in watch.seen], watch.seen
+    assert_rolled_back_live(cluster, stack, stable, candidate)
+
+
+def test_an_abort_mid_canary_rolls_back(cluster: Kube, stack: Stack) -> None:
+    stable = active_colour(cluster)
+    candidate = "green" if stable == "blue" else "blue"
+    args = ["promote", "--stack", "cluster", "--ref", "HEAD~1", "--image-digest", stack.digest, "--json"]
+    with subprocess.Popen(
+        [str(SUITE), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=stack.env
+    ) as running:
+        # The candidate holds 25 % of the live route: the canary is under way.
+        wait_for(
+            lambda: dict(route_weights(cluster)).get("immune-core-preview") == 25,
+            timeout_s=600,
+            interval_s=1,
+            what="canary at 25 % on the live HTTPRoute",
+        )
+        abort = suite(stack, "abort", "--stack", "cluster", "--reason", "test: abort mid-canary")
+        assert abort.code == 0 and abort.payload.get("abort") == "requested", abort.output
+        out, err = running.communicate(timeout=PROMOTE_TIMEOUT_S)
+    assert running.returncode == 4, (out + err)[-6000:]  # aborted: rolled back
+    payload = json.loads(out)
+    assert payload["run"]["status"] != "promoted" and payload["run"]["finished"], payload
     assert_rolled_back_live(cluster, stack, stable, candidate)
