@@ -14,17 +14,27 @@ from pathlib import Path
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 from fastapi.testclient import TestClient
 from immune_core.coordination.color import set_active_color
 from immune_core.settings import Settings
 from immune_core.storage.factory import open_database
 from immune_core.storage.migrations import migrate
+from tenacity import retry, retry_if_exception, stop_after_delay, wait_fixed
 
 from tests.app.support import query_postgres, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
+# A new group's coordinator is not known at once on a fresh broker (__consumer_offsets is created on first
+# use): retriable errors by Kafka's own classification are asked again, anything else fails the test.
+@retry(
+    retry=retry_if_exception(lambda error: isinstance(error, KafkaError) and error.retriable),
+    stop=stop_after_delay(30),
+    wait=wait_fixed(0.5),
+    reraise=True,
+)
 def group_members(bootstrap: str, group: str) -> set[str]:
     """Client ids of the group's current members, as the group coordinator reports them."""
 
@@ -94,11 +104,13 @@ def test_idle_colour_gets_no_partitions_and_never_leads_until_it_is_switched_in(
     # Bad case: an idle replica beside the live one, watched for a window longer than a group join
     # (heartbeat 3 s + rebalance) and many campaign rounds (renew 0.2 s); a window to observe a "never",
     # not a speed bound. Green joins no group and holds no lease.
+    # What is asserted is "green never": on a starved machine blue may miss a heartbeat or a renewal
+    # for a moment (group empty, lease lapsed), which is exactly when an ungated green would step in.
     deadline = time.monotonic() + 10.0
     while time.monotonic() < deadline:
-        assert group_members(kafka_bootstrap, group) == {"immune-core-blue-1"}
+        assert group_members(kafka_bootstrap, group) <= {"immune-core-blue-1"}
         holder = lease_holder(pg_schema_url)
-        assert holder is not None and holder[0].startswith("blue-1/")
+        assert holder is None or holder[0].startswith("blue-1/"), holder
         assert not green_runtime.elector.is_leader
         time.sleep(0.3)
     assert green_runtime.color_gate._live is False  # it read the active colour and stood aside
