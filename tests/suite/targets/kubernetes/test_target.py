@@ -115,11 +115,14 @@ def test_canary_steps_blue_green_switch_and_abort(rollout: Rollout) -> None:
     assert health.ready_replicas == 0 and "render mode" in health.detail, "nothing runs in render mode"
     assert health.desired_replicas == 2  # staging's app default is 1: the colour's own count wins
     changes = diff(previous, rollout.rendered())
-    # Green's image, green's HPA floor (2) and green's migration Job; nothing of blue, no traffic.
+    # Green's image, its IMMUNE_VERSION (the release's), green's HPA floor (2) and green's migration Job;
+    # nothing of blue, no traffic.
     assert without_jobs(changes, GREEN_JOBS) == {
         (GREEN_DEPLOYMENT, "spec.template.spec.containers[0].image"),
+        (GREEN_DEPLOYMENT, "spec.template.spec.containers[0].env"),
         (GREEN_HPA, "spec.minReplicas"),
     }
+    assert container_env(rollout.last, GREEN_DEPLOYMENT)["IMMUNE_VERSION"] == "0.2.0"
     assert rollout.last[GREEN_HPA]["spec"]["minReplicas"] == 2
     green_image = rollout.last[GREEN_DEPLOYMENT]["spec"]["template"]["spec"]["containers"][0]["image"]
     assert green_image.endswith("@" + GREEN_DIGEST)
