@@ -7,6 +7,8 @@
 #   scripts/cluster.sh down     stop everything by PID and restore the host as it was before `up`
 #   scripts/cluster.sh status   exit 0 only when every process runs, the apiserver is ready and the node Ready
 #   scripts/cluster.sh env      print `export KUBECONFIG=...` etc. for `eval "$(scripts/cluster.sh env)"`
+#   scripts/cluster.sh check-disk  exit 1 with the figures when the disk under the state is too full for
+#                               the kubelet (below AIC_MIN_FREE_DISK_PERCENT, default 8 %); `up` checks it too
 #
 # Pins: cluster/versions.env. Binaries: ~/.cache/active-immune-core/cluster-<hash>/ (outside the repo).
 # Runtime state and logs: ~/.local/state/active-immune-core/cluster/. Nothing listens beyond 127.0.0.1 and
@@ -532,6 +534,21 @@ node_ready() {
     -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" = True ]
 }
 
+# The kubelet taints the node (disk-pressure: every new pod stays Pending) once the free share of the
+# filesystem under its state falls below evictionHard (5 %, kubelet.yaml below); the share counts the
+# filesystem's whole size, which on a thin disk is more than what `df` shows as used + available. Refuse
+# to start below 8 % with the figures, instead of failing later with Pending pods.
+MIN_FREE_DISK_PERCENT=${AIC_MIN_FREE_DISK_PERCENT:-8}
+check_free_disk() { # check_free_disk <dir>
+  local size avail
+  read -r size avail < <(df -P -k "$1" | awk 'NR == 2 {print $2, $4}')
+  if [ $((avail * 100 / size)) -lt "$MIN_FREE_DISK_PERCENT" ]; then
+    die "only $((avail / 1048576)) GiB of $((size / 1048576)) GiB free under $1 ($((avail * 100 / size)) %):" \
+      "the kubelet would taint the node for disk pressure below 5 %; free at least" \
+      "$(((size * MIN_FREE_DISK_PERCENT / 100 - avail) / 1048576 + 1)) GiB (Go build caches: go clean -cache)"
+  fi
+}
+
 cmd_up() {
   local t_all bin dir croot h
   t_all=$(now)
@@ -545,6 +562,7 @@ cmd_up() {
     cmd_down || log "WARNING: continuing; the host snapshot of the first up is kept"
   fi
   mkdir -p "$STATE" "$LOGS" "$PIDS"
+  check_free_disk "$STATE"
   [ -d "$BEFORE" ] || snapshot_host "$BEFORE"
   echo "$bin" >"$STATE/bin-dir"
   croot=$(cgroup_root)
@@ -832,5 +850,6 @@ case "${1:-}" in
   down) cmd_down ;;
   status) cmd_status ;;
   env) cmd_env ;;
-  *) echo "usage: $0 build|up|down|status|env" >&2; exit 2 ;;
+  check-disk) mkdir -p "$STATE" && check_free_disk "$STATE" ;;
+  *) echo "usage: $0 build|up|down|status|env|check-disk" >&2; exit 2 ;;
 esac
