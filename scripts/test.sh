@@ -4,19 +4,18 @@
 #   bash scripts/test.sh                  the full run, in phases (below)
 #   bash scripts/test.sh <pytest args>    setup + lint, then ONE pytest invocation with those args
 # IMMUNE_SKIP_ENGINE=1 skips building the Pulumi engine (and its tests skip, saying so).
-# IMMUNE_MAIN_SERIAL=after runs main-serial after main instead of beside it (for a machine too loaded to share).
+# IMMUNE_MAIN_SERIAL=beside runs main-serial beside main instead of after it (faster, for a machine with room).
 #
 # Phases of the full run. The slow builds overlap the tests that need none of them: on a cold machine
 # the engine's Go build (~30 min on 2 idle cores) would otherwise come before the first test.
 #   build   the Pulumi engine starts in the BACKGROUND at once (log: out/logs/pulumi-engine.log), niced
 #           so that the tests, which wait on real deadlines, keep the CPU they need
 #   setup   venv, haproxy, the shared services, checkov; lint
-#   main    pytest -m "not engine and not cluster and not serial", niced (nice 5)   -> out/junit-main.xml
-#   beside main, two more streams:
-#   main-serial  pytest -m "serial and not engine and not cluster": the tests that judge real latencies,
-#           load windows or recovery deadlines (marker `serial`), one at a time at full priority
-#           (log: out/logs/main-serial.log, shown after main)              -> out/junit-main-serial.xml
-#   and, niced (nice 10), side by side (log: out/logs/later-phases.log, shown after main-serial):
+#   main    pytest -m "not engine and not cluster and not serial"                  -> out/junit-main.xml
+#   main-serial  after main (IMMUNE_MAIN_SERIAL=beside: beside it, main then niced 5) and after the
+#           background builds: pytest -m "serial and not engine and not cluster", the tests that judge real
+#           latencies, load windows or recovery deadlines (marker `serial`)  -> out/junit-main-serial.xml
+#   beside those, niced (nice 10), side by side (log: out/logs/later-phases.log, shown at the end):
 #   engine  waits for the build (its log tail on failure), then pytest -m engine   -> out/junit-engine.xml
 #   cluster waits for the engine, `cluster.sh build` + `images.sh build` (started in the background with
 #           the engine), then pytest -m cluster: cluster up, images push, pulumi up staging+prod, smoke through the
@@ -100,11 +99,13 @@ pytest_phase() {
 }
 
 # pytest-xdist workers for the main and engine phases (IMMUNE_TEST_WORKERS=2: `-n 2 --dist loadgroup`; tests
-# that share a module-scoped fixture stay on one worker, tests/conftest.py). One by default: main already
-# runs beside main-serial, and 2 cores are shared (docs/architecture.md). main-serial never gets workers.
+# that share a module-scoped fixture stay on one worker, tests/conftest.py). One by default: 2 cores are
+# shared with the engine and cluster phases (docs/architecture.md). main-serial never gets workers.
 workers="${IMMUNE_TEST_WORKERS:-1}"
-# main-serial runs beside main (default) or, with IMMUNE_MAIN_SERIAL=after, after it.
-serial_mode="${IMMUNE_MAIN_SERIAL:-beside}"
+# main-serial runs after main (default) or, with IMMUNE_MAIN_SERIAL=beside, beside it: ~8 min faster when
+# warm, but on 2 cores the timing-judging tests then share the CPU with main's outage and chaos tests, whose
+# services detach into their own sessions (kernel autogroups), where `nice` does not reach them.
+serial_mode="${IMMUNE_MAIN_SERIAL:-after}"
 case "$serial_mode" in beside | after) ;; *) echo "IMMUNE_MAIN_SERIAL must be beside or after, not '$serial_mode'" >&2; exit 2 ;; esac
 parallel=()
 if [ "$workers" -gt 1 ]; then parallel=(-n "$workers" --dist loadgroup); fi
@@ -221,18 +222,11 @@ engine_phase() {
   return "$failed"
 }
 
-# main_serial: the tests marked `serial` (they judge real latencies, load windows or recovery deadlines),
-# one at a time in one process at full priority, BESIDE main: main runs niced, so whenever both want the
-# CPU these win it, and no two of them ever overlap (the split replaces one 2100-2300 s serial main
-# phase, docs/architecture.md). Its output goes to out/logs/main-serial.log, shown after main; its timing
-# to out/main-serial.txt.
-main_serial() {
-  summary=()
-  failed=0
-  # On a cold machine the Go builds (engine, cluster) fill both cores for half an hour: latencies measured
-  # beside them judge the builds, not the candidate (a harmless canary was rolled back on a p95 of 1 s).
-  # So these tests start once the builds are over: seconds on a warm machine, and on a cold one the cluster
-  # phase after the builds is longer than this phase anyway. Build failures are reported by later_phases.
+# wait_for_builds: until the background builds are over. On a cold machine the Go builds (engine, cluster)
+# fill both cores for half an hour: latencies measured beside them judge the builds, not the candidate (a
+# harmless canary was rolled back on a p95 of 1 s), so main-serial starts after them: seconds on a warm
+# machine. Build failures are reported by later_phases.
+wait_for_builds() {
   step "main-serial: waiting for the background builds"
   local build
   for build in cluster-build images-build; do
@@ -241,6 +235,16 @@ main_serial() {
   if [ "$skip_engine" != "1" ]; then
     while [ ! -s "out/logs/pulumi-engine.rc" ]; do sleep 2; done
   fi
+}
+
+# main_serial (IMMUNE_MAIN_SERIAL=beside): the tests marked `serial` (they judge real latencies, load
+# windows or recovery deadlines), one at a time in one process at full priority, BESIDE main, which runs
+# niced, so that whenever both want the CPU these win it. Its output goes to out/logs/main-serial.log,
+# shown after main; its timing to out/main-serial.txt.
+main_serial() {
+  summary=()
+  failed=0
+  wait_for_builds
   pytest_phase main-serial "serial and not engine and not cluster"
   printf '%s\n' "${summary[@]}" >out/main-serial.txt
   return "$failed"
@@ -271,8 +275,9 @@ if [ "$setup_rc" -eq 0 ]; then
     add_summary out/main-serial.txt
     [ "$serial_rc" -eq 0 ] || failed=1
   else
-    # IMMUNE_MAIN_SERIAL=after: one after the other (slower; for a machine too loaded to share).
+    # IMMUNE_MAIN_SERIAL=after (the default): one after the other.
     pytest_phase main "not engine and not cluster and not serial" "${parallel[@]}"
+    wait_for_builds
     pytest_phase main-serial "serial and not engine and not cluster"
   fi
   step "waiting for the engine and cluster phases"
