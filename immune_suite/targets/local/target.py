@@ -44,6 +44,14 @@ HAPROXY_PROGRAM = "haproxy"
 GUARD_PROGRAM = "pipeline-guard"
 
 
+def launcher_command(env_file: Path) -> list[str]:
+    """The argv prefix that starts one instance through immune_suite.targets.local.launch (the service's
+    command follows it). `-P` (Python 3.11+): the instance runs in its release's source tree, and without
+    it that directory would come first on sys.path, so an older release's `immune_suite` (another layout)
+    would be imported instead of this suite's launcher."""
+    return [sys.executable, "-P", "-m", "immune_suite.targets.local.launch", str(env_file), "--"]
+
+
 class LocalTarget:
     name = "local"
 
@@ -162,11 +170,7 @@ class LocalTarget:
             write_json_atomic(env_file, self._instance_env(group, instance, release), mode=0o600)
             port = self.layout.instance_port(instance)
             command = [
-                sys.executable,
-                "-m",
-                "immune_suite.targets.local.launch",
-                str(env_file),
-                "--",
+                *launcher_command(env_file),
                 str(binary),
                 "serve",
                 "--host",
