@@ -24,7 +24,6 @@ from immune_core.lymphnodes.cytokines import CytokineTally, run_cytokine_feed
 from immune_core.observability.metrics import Metrics
 from immune_core.processing.commit import ProcessedBatch, commit_batch
 from immune_core.processing.consumer import DetectionConsumer
-from immune_core.processing.counters import IntakeCounters
 from immune_core.processing.engine_host import EngineHost
 from immune_core.responses.proposals import ResponseProposed
 from immune_core.responses.validation import (
@@ -273,16 +272,7 @@ async def test_b_cell_recall_consults_the_external_memory_after_a_primary_respon
     host = _host(database)
     memory = PlatformMemory()
     assert isinstance(memory, MemoryRecall)
-    consumer = DetectionConsumer(
-        database=database,
-        bus=InProcessBus(),
-        engine=host,
-        metrics=Metrics(),
-        counters=IntakeCounters(),
-        group_id="g",
-        batch_size=1000,
-        memory_recall=memory,
-    )
+    consumer = detection_consumer(database, host, memory_recall=memory)
     messages = _vertical_scan(datetime.now(UTC) - timedelta(minutes=5))
     await consumer.handle(messages)
     [query] = memory.asked
@@ -300,16 +290,7 @@ async def test_b_cell_recall_consults_the_external_memory_after_a_primary_respon
 async def test_recall_stays_local_when_the_external_memory_fails(database: Database) -> None:
     host = _host(database)
     memory = PlatformMemory(fail=True)
-    consumer = DetectionConsumer(
-        database=database,
-        bus=InProcessBus(),
-        engine=host,
-        metrics=Metrics(),
-        counters=IntakeCounters(),
-        group_id="g",
-        batch_size=1000,
-        memory_recall=memory,
-    )
+    consumer = detection_consumer(database, host, memory_recall=memory)
     await consumer.handle(_vertical_scan(datetime.now(UTC) - timedelta(minutes=5)))
     assert len(memory.asked) == 1
     [row] = await _rows(database, "SELECT category FROM memory_detectors")
