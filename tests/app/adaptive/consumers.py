@@ -3,6 +3,7 @@ given cells and a consumer on the in-process bus (group "g", batches of up to 10
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
 from immune_core.detection.engine import CellSpec, DetectionConfig, DetectionEngine
@@ -12,6 +13,8 @@ from immune_core.processing.counters import IntakeCounters
 from immune_core.processing.engine_host import EngineHost
 from immune_core.storage.database import Database
 from immune_core.transport.inprocess import InProcessBus
+
+from tests.app.support import flow
 
 
 def engine_host(database: Database, cells: list[CellSpec]) -> EngineHost:
@@ -31,3 +34,20 @@ def detection_consumer(database: Database, host: EngineHost, **options: Any) -> 
         batch_size=1000,
         **options,
     )
+
+
+def vertical_scan(scanner: str, start: datetime, ports: int = 40) -> list[dict[str, Any]]:
+    """A fast scan of one host from `scanner`, one rejected flow every 300 ms from `start`: the
+    neutrophil finds it (il8), the helper T licenses, B cells learn."""
+    return [
+        flow(
+            src_ip=scanner,
+            dst_ip="10.0.0.5",
+            dst_port=1000 + i,
+            at=start + timedelta(milliseconds=300 * i),
+            conn_state="rejected",
+            bytes_in=0,
+            bytes_out=60,
+        )
+        for i in range(ports)
+    ]

@@ -37,8 +37,7 @@ from immune_core.storage.database import Database
 from immune_core.transport.bus import InboundMessage, OutboundMessage
 from immune_core.transport.inprocess import InProcessBus
 
-from tests.app.adaptive.consumers import detection_consumer, engine_host
-from tests.app.support import flow
+from tests.app.adaptive.consumers import detection_consumer, engine_host, vertical_scan
 
 FLOWS = TOPIC_BY_KIND["network_flow"]
 ADAPTIVE = ("neutrophil", "macrophage", "nk_cell", "dendritic", "helper_t", "b_cell", "cytotoxic_t")
@@ -68,18 +67,7 @@ def _consumer(database: Database, host: EngineHost, validator: ActionValidator |
 
 def _vertical_scan(start: datetime, ports: int = 40) -> list[InboundMessage]:
     """A fast scan of one host: the neutrophil finds it (il8), the helper T licenses, B cells learn."""
-    events = [
-        flow(
-            src_ip=SCANNER,
-            dst_ip="10.0.0.5",
-            dst_port=1000 + i,
-            at=start + timedelta(milliseconds=300 * i),
-            conn_state="rejected",
-            bytes_in=0,
-            bytes_out=60,
-        )
-        for i in range(ports)
-    ]
+    events = vertical_scan(SCANNER, start, ports)
     return [InboundMessage(FLOWS, 0, offset, None, json.dumps(e).encode()) for offset, e in enumerate(events)]
 
 

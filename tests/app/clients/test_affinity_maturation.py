@@ -14,7 +14,6 @@ import json
 import math
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -27,10 +26,10 @@ from immune_core.settings import Settings
 from immune_core.storage.database import Database
 from immune_core.transport.bus import InboundMessage
 
-from tests.app.adaptive.consumers import detection_consumer, engine_host
+from tests.app.adaptive.consumers import detection_consumer, engine_host, vertical_scan
 from tests.app.clients.cases import CASES, make_client, sample
 from tests.app.clients.servers import AffinityBehaviour, ServiceServer, build
-from tests.app.support import AUTH, flow, port_scan, wait_for
+from tests.app.support import AUTH, port_scan, wait_for
 
 ADAPTIVE = next(c for c in CASES if c.service == "adaptive_immunity")
 CELLS = ("neutrophil", "macrophage", "nk_cell", "dendritic", "helper_t", "b_cell", "cytotoxic_t")
@@ -49,23 +48,7 @@ def adaptive() -> Iterator[ServiceServer]:
     server.stop()
 
 
-def _scan() -> list[dict[str, Any]]:
-    start = datetime.now(UTC) - timedelta(minutes=5)
-    return [
-        flow(
-            src_ip=SCANNER,
-            dst_ip="10.0.0.5",
-            dst_port=1000 + i,
-            at=start + timedelta(milliseconds=300 * i),
-            conn_state="rejected",
-            bytes_in=0,
-            bytes_out=60,
-        )
-        for i in range(40)
-    ]
-
-
-EVENTS = _scan()
+EVENTS = vertical_scan(SCANNER, datetime.now(UTC) - timedelta(minutes=5))
 
 
 def _host(database: Database) -> EngineHost:
