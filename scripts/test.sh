@@ -205,9 +205,7 @@ later_phases() {
     record cluster "$SECONDS" 1
   fi
   if [ -n "$engine_pid" ]; then
-    wait "$engine_pid" || failed=1
-    cat out/logs/engine-phase.log
-    add_summary out/engine-phase.txt
+    collect "the engine tests" "$engine_pid" out/logs/engine-phase.log out/engine-phase.txt
   fi
   printf '%s\n' "${summary[@]}" >out/later-phases.txt
   return "$failed"
@@ -257,6 +255,17 @@ add_summary() {
   fi
 }
 
+# collect NAME PID LOG TIMINGS: waits for a background stream, shows its log, adds its timing lines to this
+# run's summary; a failed stream fails the run.
+collect() {
+  local rc=0
+  step "waiting for $1"
+  wait "$2" || rc=$?
+  cat "$3"
+  add_summary "$4"
+  [ "$rc" -eq 0 ] || failed=1
+}
+
 if [ "$setup_rc" -eq 0 ]; then
   phase lint lint  # ruff check, ruff format --check, mypy --strict (service, suite, gate tools, Pulumi program)
   step "engine and cluster phases in the background (log: out/logs/later-phases.log)"
@@ -268,24 +277,14 @@ if [ "$setup_rc" -eq 0 ]; then
     main_serial >out/logs/main-serial.log 2>&1 &
     serial_pid=$!
     PYTEST_NICE=5 pytest_phase main "not engine and not cluster and not serial" "${parallel[@]}"
-    step "waiting for main-serial"
-    serial_rc=0
-    wait "$serial_pid" || serial_rc=$?
-    cat out/logs/main-serial.log
-    add_summary out/main-serial.txt
-    [ "$serial_rc" -eq 0 ] || failed=1
+    collect main-serial "$serial_pid" out/logs/main-serial.log out/main-serial.txt
   else
     # IMMUNE_MAIN_SERIAL=after (the default): one after the other.
     pytest_phase main "not engine and not cluster and not serial" "${parallel[@]}"
     wait_for_builds
     pytest_phase main-serial "serial and not engine and not cluster"
   fi
-  step "waiting for the engine and cluster phases"
-  later_rc=0
-  wait "$later_pid" || later_rc=$?
-  cat out/logs/later-phases.log
-  add_summary out/later-phases.txt
-  [ "$later_rc" -eq 0 ] || failed=1
+  collect "the engine and cluster phases" "$later_pid" out/logs/later-phases.log out/later-phases.txt
 else
   echo "setup failed: no lint, no tests" >&2
   # The engine build is left to finish (it is cached for the next run) but not waited for.
