@@ -172,6 +172,32 @@ class Kafka(pulumi.ComponentResource):
             data={"start-kafka.sh": script, "create-topics.sh": TOPICS_SCRIPT},
             opts=child,
         )
+        self._services(name, namespace, broker_labels)
+        if dns:
+            self.bootstrap_servers = pulumi.Output.from_input(bootstrap_servers(settings.namespace))
+            broker_addresses: pulumi.Output[str] | None = None
+        else:
+            self.bootstrap_servers = pulumi.Output.concat(
+                service_address(self.service, STATEFULSET_NAME, settings.namespace, dns=False),
+                f":{CLIENT_PORT}",
+            )
+            broker_addresses = self._broker_addresses(name, settings, namespace, broker_labels)
+        self.statefulset = self._statefulset(
+            name,
+            settings,
+            namespace,
+            broker_labels,
+            broker_addresses,
+            depends_on=[scripts, self.headless_service],
+        )
+        self.pdb = self._pdb(name, kafka, namespace, broker_labels)
+        self.topics_job = self._topics_job(name, settings, namespace, scripts)
+        self.exporter = self._exporter(name, settings, namespace)
+        self.register_outputs({"bootstrap_servers": self.bootstrap_servers})
+
+    def _services(self, name: str, namespace: pulumi.Input[str], broker_labels: dict[str, str]) -> None:
+        """The headless Service the brokers find each other by, and the client Service."""
+        child = pulumi.ResourceOptions(parent=self, provider=self._provider)
         self.headless_service = k8s.core.v1.Service(
             f"{name}-headless",
             metadata={"name": HEADLESS_NAME, "namespace": namespace, "labels": broker_labels},
@@ -197,17 +223,21 @@ class Kafka(pulumi.ComponentResource):
             },
             opts=child,
         )
-        if dns:
-            self.bootstrap_servers = pulumi.Output.from_input(bootstrap_servers(settings.namespace))
-            broker_addresses: pulumi.Output[str] | None = None
-        else:
-            self.bootstrap_servers = pulumi.Output.concat(
-                service_address(self.service, STATEFULSET_NAME, settings.namespace, dns=False),
-                f":{CLIENT_PORT}",
-            )
-            broker_addresses = self._broker_addresses(name, settings, namespace, broker_labels)
+
+    def _statefulset(
+        self,
+        name: str,
+        settings: StackSettings,
+        namespace: pulumi.Input[str],
+        broker_labels: dict[str, str],
+        broker_addresses: pulumi.Output[str] | None,
+        depends_on: list[pulumi.Resource],
+    ) -> k8s.apps.v1.StatefulSet:
+        """The brokers, rolled when their start script or settings change (the config-hash annotation)."""
+        kafka = settings.kafka
+        script = start_script(settings.cluster.dns)
         config_hash = content_hash(script, kafka.model_dump(mode="json"))
-        self.statefulset = k8s.apps.v1.StatefulSet(
+        return k8s.apps.v1.StatefulSet(
             f"{name}-statefulset",
             metadata={"name": STATEFULSET_NAME, "namespace": namespace, "labels": broker_labels},
             spec={
@@ -232,10 +262,12 @@ class Kafka(pulumi.ComponentResource):
                     settings.cluster.persistent_volumes, kafka.storage, kafka.storage_class
                 ),
             },
-            opts=pulumi.ResourceOptions(
-                parent=self, provider=provider, depends_on=[scripts, self.headless_service]
-            ),
+            opts=pulumi.ResourceOptions(parent=self, provider=self._provider, depends_on=depends_on),
         )
+
+    def _pdb(
+        self, name: str, kafka: KafkaSettings, namespace: pulumi.Input[str], broker_labels: dict[str, str]
+    ) -> k8s.policy.v1.PodDisruptionBudget:
         pdb_spec: k8s.policy.v1.PodDisruptionBudgetSpecArgsDict = {
             "selector": {"match_labels": broker_labels}
         }
@@ -245,15 +277,12 @@ class Kafka(pulumi.ComponentResource):
         else:
             # A single broker cannot stay available through a drain; don't block node maintenance.
             pdb_spec["max_unavailable"] = 1
-        self.pdb = k8s.policy.v1.PodDisruptionBudget(
+        return k8s.policy.v1.PodDisruptionBudget(
             f"{name}-pdb",
             metadata={"name": "kafka", "namespace": namespace, "labels": broker_labels},
             spec=pdb_spec,
-            opts=child,
+            opts=pulumi.ResourceOptions(parent=self, provider=self._provider),
         )
-        self.topics_job = self._topics_job(name, settings, namespace, scripts)
-        self.exporter = self._exporter(name, settings, namespace)
-        self.register_outputs({"bootstrap_servers": self.bootstrap_servers})
 
     def _broker_addresses(
         self, name: str, settings: StackSettings, namespace: pulumi.Input[str], broker_labels: dict[str, str]

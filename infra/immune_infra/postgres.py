@@ -10,6 +10,7 @@ import pulumi_kubernetes as k8s
 
 from immune_infra.config import PostgresSettings, StackSettings
 from immune_infra.credentials import StackCredentials, url_secret
+from immune_infra.store import StoreComponent, StoreSpec
 from immune_infra.workload import (
     MOUNT_API_TOKEN,
     TMP_PATH,
@@ -22,8 +23,6 @@ from immune_infra.workload import (
     pod_security_context,
     resources,
     secret_env,
-    service_address,
-    single_pod_statefulset,
 )
 
 PORT = 5432
@@ -33,11 +32,7 @@ SECRET_NAME = "postgres-auth"  # noqa: S105  # nosec B105 # pragma: allowlist se
 URL_KEY = "url"
 
 
-class Postgres(pulumi.ComponentResource):
-    secret_name: str
-    url_key: str
-    host: pulumi.Output[str]
-
+class Postgres(StoreComponent):
     def __init__(
         self,
         name: str,
@@ -49,54 +44,26 @@ class Postgres(pulumi.ComponentResource):
     ) -> None:
         super().__init__("immune:postgres:Postgres", name, None, opts)
         postgres = settings.postgres
-        child = pulumi.ResourceOptions(parent=self, provider=provider)
-        pg_labels = labels("postgres", "database")
         password = credentials.postgres_password
         self.secret_name = SECRET_NAME
         self.url_key = URL_KEY
-        self.service = k8s.core.v1.Service(
-            f"{name}-service",
-            metadata={"name": SERVICE_NAME, "namespace": namespace, "labels": pg_labels},
-            spec={
-                "selector": pg_labels,
-                "ports": [
-                    {"name": "postgres", "port": PORT, "target_port": "postgres"},
-                    {"name": "metrics", "port": EXPORTER_PORT, "target_port": "metrics"},
-                ],
-            },
-            opts=child,
+        spec = StoreSpec(
+            service_name=SERVICE_NAME,
+            secret_name=SECRET_NAME,
+            port_name="postgres",
+            port=PORT,
+            exporter_port=EXPORTER_PORT,
+            labels=labels("postgres", "database"),
+            pod_spec=_pod_spec(postgres),
+            storage=postgres.storage,
+            storage_class=postgres.storage_class,
         )
-        # A DNS name, or the ClusterIP without cluster DNS (settings.cluster.dns).
-        self.host = service_address(self.service, SERVICE_NAME, settings.namespace, settings.cluster.dns)
-        self.secret = k8s.core.v1.Secret(
-            f"{name}-auth",
-            metadata={"name": SECRET_NAME, "namespace": namespace, "labels": pg_labels},
-            type="Opaque",
-            string_data={
-                "username": postgres.user,
-                "password": password,
-                URL_KEY: url_secret(
-                    f"postgresql://{postgres.user}:{{password}}@{{host}}:{PORT}/{postgres.database}",
-                    password,
-                    self.host,
-                ),
-            },
-            opts=child,
-        )
-        self.statefulset = k8s.apps.v1.StatefulSet(
-            f"{name}-statefulset",
-            metadata={"name": SERVICE_NAME, "namespace": namespace, "labels": pg_labels},
-            spec=single_pod_statefulset(
-                SERVICE_NAME,
-                pg_labels,
-                _pod_spec(postgres),
-                settings.cluster.persistent_volumes,
-                postgres.storage,
-                postgres.storage_class,
-            ),
-            opts=pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[self.secret]),
-        )
-        self.register_outputs({"host": self.host})
+
+        def secret_data(host: pulumi.Output[str]) -> dict[str, pulumi.Input[str]]:
+            url = f"postgresql://{postgres.user}:{{password}}@{{host}}:{PORT}/{postgres.database}"
+            return {"username": postgres.user, "password": password, URL_KEY: url_secret(url, password, host)}
+
+        self._declare_store(name, spec, settings, namespace, provider, secret_data)
 
 
 def _pod_spec(postgres: PostgresSettings) -> k8s.core.v1.PodSpecArgsDict:

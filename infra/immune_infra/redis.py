@@ -11,6 +11,7 @@ import pulumi_kubernetes as k8s
 
 from immune_infra.config import RedisSettings, StackSettings
 from immune_infra.credentials import StackCredentials, url_secret
+from immune_infra.store import StoreComponent, StoreSpec
 from immune_infra.workload import (
     MOUNT_API_TOKEN,
     TMP_PATH,
@@ -23,8 +24,6 @@ from immune_infra.workload import (
     pod_security_context,
     resources,
     secret_env,
-    service_address,
-    single_pod_statefulset,
 )
 
 PORT = 6379
@@ -46,11 +45,7 @@ def _server_config(password: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-class Redis(pulumi.ComponentResource):
-    secret_name: str
-    url_key: str
-    host: pulumi.Output[str]
-
+class Redis(StoreComponent):
     def __init__(
         self,
         name: str,
@@ -62,51 +57,27 @@ class Redis(pulumi.ComponentResource):
     ) -> None:
         super().__init__("immune:redis:Redis", name, None, opts)
         redis = settings.redis
-        child = pulumi.ResourceOptions(parent=self, provider=provider)
-        redis_labels = labels("redis", "cache")
         password = credentials.redis_password
         config_file: pulumi.Output[str] = pulumi.Output.secret(password.apply(_server_config))
         self.secret_name = SECRET_NAME
         self.url_key = URL_KEY
-        self.service = k8s.core.v1.Service(
-            f"{name}-service",
-            metadata={"name": SERVICE_NAME, "namespace": namespace, "labels": redis_labels},
-            spec={
-                "selector": redis_labels,
-                "ports": [
-                    {"name": "redis", "port": PORT, "target_port": "redis"},
-                    {"name": "metrics", "port": EXPORTER_PORT, "target_port": "metrics"},
-                ],
-            },
-            opts=child,
+        spec = StoreSpec(
+            service_name=SERVICE_NAME,
+            secret_name=SECRET_NAME,
+            port_name="redis",
+            port=PORT,
+            exporter_port=EXPORTER_PORT,
+            labels=labels("redis", "cache"),
+            pod_spec=_pod_spec(redis),
+            storage=redis.storage,
+            storage_class=redis.storage_class,
         )
-        # A DNS name, or the ClusterIP without cluster DNS (settings.cluster.dns).
-        self.host = service_address(self.service, SERVICE_NAME, settings.namespace, settings.cluster.dns)
-        self.secret = k8s.core.v1.Secret(
-            f"{name}-auth",
-            metadata={"name": SECRET_NAME, "namespace": namespace, "labels": redis_labels},
-            type="Opaque",
-            string_data={
-                "password": password,
-                "redis.conf": config_file,
-                URL_KEY: url_secret(f"redis://:{{password}}@{{host}}:{PORT}/0", password, self.host),
-            },
-            opts=child,
-        )
-        self.statefulset = k8s.apps.v1.StatefulSet(
-            f"{name}-statefulset",
-            metadata={"name": SERVICE_NAME, "namespace": namespace, "labels": redis_labels},
-            spec=single_pod_statefulset(
-                SERVICE_NAME,
-                redis_labels,
-                _pod_spec(redis),
-                settings.cluster.persistent_volumes,
-                redis.storage,
-                redis.storage_class,
-            ),
-            opts=pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[self.secret]),
-        )
-        self.register_outputs({"host": self.host})
+
+        def secret_data(host: pulumi.Output[str]) -> dict[str, pulumi.Input[str]]:
+            url = url_secret(f"redis://:{{password}}@{{host}}:{PORT}/0", password, host)
+            return {"password": password, "redis.conf": config_file, URL_KEY: url}
+
+        self._declare_store(name, spec, settings, namespace, provider, secret_data)
 
 
 def _pod_spec(redis: RedisSettings) -> k8s.core.v1.PodSpecArgsDict:
