@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+from fastapi.testclient import TestClient
 
 TOKEN = "test-token-0123456789"
 OTHER_TOKEN = "other-token-9876543210"
@@ -84,3 +85,11 @@ def wait_for(
             return last
         time.sleep(interval_s)
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what or check}; last={last!r}")
+
+
+def post_events(client: TestClient, events: list[dict[str, Any]], batch_size: int = 200) -> None:
+    """POSTs `events` to /api/v1/events in batches of at most `batch_size`; each must be accepted (202)."""
+    for start in range(0, len(events), batch_size):
+        batch = {"events": events[start : start + batch_size]}
+        response = client.post("/api/v1/events", json=batch, headers=AUTH)
+        assert response.status_code == 202, response.text

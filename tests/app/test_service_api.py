@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from immune_core.settings import Settings
 from starlette.websockets import WebSocketDisconnect
 
-from tests.app.support import AUTH, OTHER_TOKEN, TOKEN, flow, port_scan, wait_for
+from tests.app.support import AUTH, OTHER_TOKEN, TOKEN, flow, port_scan, post_events, wait_for
 
 
 def test_live_and_ready_report_identity_and_dependencies(client: TestClient) -> None:
@@ -201,13 +201,7 @@ def _threats(client: TestClient, **params: Any) -> dict[str, Any]:
 def test_port_scan_becomes_a_threat_with_filters_pagination_and_memory(client: TestClient) -> None:
     attacker = "198.51.100.66"
     events = port_scan(attacker)
-    for start in range(0, len(events), 50):
-        assert (
-            client.post(
-                "/api/v1/events", json={"events": events[start : start + 50]}, headers=AUTH
-            ).status_code
-            == 202
-        )
+    post_events(client, events, batch_size=50)
     page = wait_for(lambda: _threats(client, antigen=attacker)["items"], what="port scan threat")
     threat = page[0]
     assert threat["category"] == "port_scan"

@@ -14,7 +14,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 from immune_core.settings import Settings
 
-from tests.app.support import AUTH, port_scan, wait_for
+from tests.app.support import AUTH, port_scan, post_events, wait_for
 
 ATTACKER = "198.51.100.66"
 
@@ -26,9 +26,7 @@ def test_a_scan_posted_to_the_service_gets_a_proposed_block(
     types = [agent["type"] for agent in client.get("/api/v1/agents", headers=AUTH).json()["agents"]]
     assert types[4:] == ["helper_t", "regulatory_t", "b_cell", "cytotoxic_t"]
     events = port_scan(ATTACKER, ports=60)
-    for start in range(0, len(events), 50):
-        batch = {"events": events[start : start + 50]}
-        assert client.post("/api/v1/events", json=batch, headers=AUTH).status_code == 202
+    post_events(client, events, batch_size=50)
 
     def proposed() -> list[dict[str, Any]]:
         answer = client.get("/api/v1/responses", headers=AUTH)

@@ -140,3 +140,19 @@ def make_client(case: Case, url: str, **overrides: Any) -> tuple[ServiceClient, 
 
 def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
     return registry.get_sample_value(name, labels) or 0.0
+
+
+def failures(registry: CollectorRegistry, case: Case, reason: str) -> float:
+    """How many of `case`'s calls failed for `reason` (immune_dependency_failures_total)."""
+    return sample(registry, "immune_dependency_failures_total", dependency=case.service, reason=reason)
+
+
+def calls(registry: CollectorRegistry, case: Case, outcome: str) -> float:
+    """How many of `case`'s calls ended in `outcome` (immune_dependency_calls_total)."""
+    return sample(
+        registry,
+        "immune_dependency_calls_total",
+        dependency=case.service,
+        operation=case.operation,
+        outcome=outcome,
+    )

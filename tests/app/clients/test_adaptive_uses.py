@@ -7,31 +7,16 @@ documented default and lose nothing."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-import pytest
 from fastapi.testclient import TestClient
 from immune_core.settings import Settings
 
-from tests.app.clients.servers import EthicalAIBehaviour, MemoryBehaviour, ServiceServer, build
-from tests.app.support import AUTH, port_scan, wait_for
+from tests.app.clients.servers import EthicalAIBehaviour, MemoryBehaviour
+from tests.app.support import AUTH, port_scan, post_events, wait_for
 
 INTERNAL_SCANNER = "10.0.9.66"  # blocking an internal address is a critical action
-
-
-@pytest.fixture
-def servers() -> Iterator[Callable[..., ServiceServer]]:
-    started: list[ServiceServer] = []
-
-    def start(service: str, behaviour: Any = None) -> ServiceServer:
-        server = build(service, behaviour)
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
 
 
 def _adaptive_client(
@@ -49,12 +34,6 @@ def _adaptive_client(
     for cell in ("helper_t", "cytotoxic_t", "b_cell"):
         assert [a["type"] for a in agents].count(cell) == 1, agents
     return client, settings
-
-
-def _ingest(client: TestClient, events: list[dict[str, Any]]) -> None:
-    for start in range(0, len(events), 200):
-        response = client.post("/api/v1/events", json={"events": events[start : start + 200]}, headers=AUTH)
-        assert response.status_code == 202, response.text
 
 
 def _rows(settings: Settings, sql: str) -> list[dict[str, Any]]:
@@ -77,7 +56,7 @@ def test_a_critical_action_denied_by_ethical_ai_is_recorded_with_its_reason_and_
 ) -> None:
     ethical = servers("ethical_ai", EthicalAIBehaviour(blocked_never={INTERNAL_SCANNER}))
     client, settings = _adaptive_client(make_settings, start_client, ethical_ai_url=ethical.url)
-    _ingest(client, port_scan(INTERNAL_SCANNER))
+    post_events(client, port_scan(INTERNAL_SCANNER))
     [decision] = wait_for(lambda: _decisions(settings, INTERNAL_SCANNER), what="the proposal's decision")
     assert (decision["kind"], decision["critical"], decision["decision"]) == ("block_source", 1, "deny")
     assert decision["validator"] == "ethical-ai" and decision["degraded"] == 0
@@ -92,7 +71,7 @@ def test_an_action_ethical_ai_approves_is_allowed_by_it(
 ) -> None:
     ethical = servers("ethical_ai")
     client, settings = _adaptive_client(make_settings, start_client, ethical_ai_url=ethical.url)
-    _ingest(client, port_scan(INTERNAL_SCANNER))
+    post_events(client, port_scan(INTERNAL_SCANNER))
     [decision] = wait_for(lambda: _decisions(settings, INTERNAL_SCANNER), what="the proposal's decision")
     assert (decision["decision"], decision["validator"], decision["reason"]) == (
         "allow",
@@ -107,7 +86,7 @@ def test_with_ethical_ai_down_a_critical_action_is_denied_pending_a_validator(
     ethical = servers("ethical_ai")
     ethical.stop()
     client, settings = _adaptive_client(make_settings, start_client, ethical_ai_url=ethical.url)
-    _ingest(client, port_scan(INTERNAL_SCANNER))
+    post_events(client, port_scan(INTERNAL_SCANNER))
     [decision] = wait_for(lambda: _decisions(settings, INTERNAL_SCANNER), what="the proposal's decision")
     assert (decision["decision"], decision["validator"], decision["degraded"]) == (
         "deny",
@@ -134,7 +113,7 @@ def test_b_cell_recall_consults_the_memory_service_and_keeps_what_it_answers(
 ) -> None:
     memory = servers("memory", MemoryBehaviour(known_category="network_sweep"))
     client, settings = _adaptive_client(make_settings, start_client, memory_service_url=memory.url)
-    _ingest(client, port_scan("198.51.100.90"))
+    post_events(client, port_scan("198.51.100.90"))
     wait_for(lambda: memory.count("recall") >= 1, what="the B cell's recall reaching the Memory service")
     asked = memory.requests[0].body
     assert (asked["antigen_type"], asked["space"]) == ("source_ip", "source_ip")
@@ -149,7 +128,7 @@ def test_without_the_memory_service_recall_stays_local(
     memory = servers("memory", MemoryBehaviour(known_category="network_sweep"))
     memory.stop()
     client, settings = _adaptive_client(make_settings, start_client, memory_service_url=memory.url)
-    _ingest(client, port_scan("198.51.100.91"))
+    post_events(client, port_scan("198.51.100.91"))
     wait_for(
         lambda: (
             "local_memory_only" in client.get("/metrics").text

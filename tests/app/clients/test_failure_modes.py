@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.app.clients.cases import CASES, Case, make_client, sample
+from tests.app.clients.cases import CASES, Case, calls, failures, make_client, sample
 from tests.app.clients.servers import ServiceServer, build
 
 pytestmark = pytest.mark.parametrize("case", CASES, ids=str)
@@ -34,16 +34,7 @@ async def test_an_answer_within_the_contract_is_returned(case: Case, server: Ser
         assert await case.invoke(client) is not None
         assert await client.state() == "up"
         assert server.bad_requests == []  # what the client sends is what the contract asks for
-        assert (
-            sample(
-                registry,
-                "immune_dependency_calls_total",
-                dependency=case.service,
-                operation=case.operation,
-                outcome="ok",
-            )
-            == 1
-        )
+        assert calls(registry, case, "ok") == 1
         assert await client.probe()
     finally:
         await client.aclose()
@@ -54,10 +45,7 @@ async def test_down_takes_the_fallback_after_retrying(case: Case, server: Servic
     client, registry = make_client(case, server.url, retries=2)
     try:
         assert await case.invoke(client) is None
-        assert (
-            sample(registry, "immune_dependency_failures_total", dependency=case.service, reason="connect")
-            == 3
-        )
+        assert failures(registry, case, "connect") == 3
         assert (
             sample(
                 registry, "immune_dependency_fallbacks_total", dependency=case.service, fallback=case.fallback
@@ -74,10 +62,7 @@ async def test_slow_beyond_the_timeout_is_a_timeout(case: Case, server: ServiceS
     client, registry = make_client(case, server.url, timeout_s=0.2, retries=1)
     try:
         assert await case.invoke(client) is None
-        assert (
-            sample(registry, "immune_dependency_failures_total", dependency=case.service, reason="timeout")
-            == 2
-        )
+        assert failures(registry, case, "timeout") == 2
         assert server.count(case.operation) == 2  # idempotent: retried once
     finally:
         await client.aclose()
@@ -89,10 +74,7 @@ async def test_5xx_is_retried_then_the_fallback_is_taken(case: Case, server: Ser
     try:
         assert await case.invoke(client) is None
         assert server.count(case.operation) == 3
-        assert (
-            sample(registry, "immune_dependency_failures_total", dependency=case.service, reason="http_5xx")
-            == 3
-        )
+        assert failures(registry, case, "http_5xx") == 3
     finally:
         await client.aclose()
 
@@ -106,10 +88,7 @@ async def test_a_body_outside_the_contract_fails_the_call_and_counts_for_the_bre
     try:
         assert await case.invoke(client) is None
         assert server.count(case.operation) == 1  # a wrong answer is not transient: no retry
-        assert (
-            sample(registry, "immune_dependency_failures_total", dependency=case.service, reason="contract")
-            == 1
-        )
+        assert failures(registry, case, "contract") == 1
         assert await case.invoke(client) is None
         assert await client.state() == "open_circuit"
     finally:
@@ -127,15 +106,9 @@ async def test_flapping_is_absorbed_by_the_retries(case: Case, server: ServiceSe
         for _ in range(3):
             assert await case.invoke(client) is not None
         assert server.count(case.operation) == 6
-        assert (
-            sample(registry, "immune_dependency_failures_total", dependency=case.service, reason="http_5xx")
-            == 3
-        )
+        assert failures(registry, case, "http_5xx") == 3
         assert await client.circuit() == "closed"  # never two failures in a row
-        assert (
-            sample(registry, "immune_dependency_failures_total", dependency=case.service, reason="timeout")
-            == 0
-        )
+        assert failures(registry, case, "timeout") == 0
     finally:
         await client.aclose()
 
@@ -153,22 +126,8 @@ async def test_consecutive_failures_open_the_circuit_and_calls_fail_fast(
         reached = server.count(case.operation)
         assert await case.invoke(client) is None
         assert server.count(case.operation) == reached  # failed fast, the service was not called
-        assert (
-            sample(
-                registry, "immune_dependency_failures_total", dependency=case.service, reason="circuit_open"
-            )
-            == 1
-        )
-        assert (
-            sample(
-                registry,
-                "immune_dependency_calls_total",
-                dependency=case.service,
-                operation=case.operation,
-                outcome="rejected",
-            )
-            == 1
-        )
+        assert failures(registry, case, "circuit_open") == 1
+        assert calls(registry, case, "rejected") == 1
     finally:
         await client.aclose()
 
@@ -224,12 +183,7 @@ async def test_the_bulkhead_bounds_concurrent_calls(case: Case, server: ServiceS
     try:
         first, second = await asyncio.gather(case.invoke(client), case.invoke(client))
         assert [first is None, second is None].count(True) == 1
-        assert (
-            sample(
-                registry, "immune_dependency_failures_total", dependency=case.service, reason="bulkhead_full"
-            )
-            == 1
-        )
+        assert failures(registry, case, "bulkhead_full") == 1
         assert server.count(case.operation) == 1
     finally:
         await client.aclose()
@@ -244,10 +198,7 @@ async def test_a_4xx_is_not_the_services_fault_and_does_not_open_the_circuit(
         assert await case.invoke(client) is None
         assert await case.invoke(client) is None
         assert server.count(case.operation) == 2  # not retried either
-        assert (
-            sample(registry, "immune_dependency_failures_total", dependency=case.service, reason="http_4xx")
-            == 2
-        )
+        assert failures(registry, case, "http_4xx") == 2
         assert await client.circuit() == "closed"
     finally:
         await client.aclose()

@@ -7,7 +7,7 @@ and loses nothing: events are accepted and stored, threats are raised as the cel
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,24 +18,10 @@ from immune_core.homeostasis.levels import SEVERITY_WEIGHT
 from immune_core.settings import Settings
 from immune_core.simulator import generate
 
-from tests.app.clients.servers import IPIntelBehaviour, RTEBehaviour, ServiceServer, TregBehaviour, build
-from tests.app.support import AUTH, flow, port_scan, wait_for
+from tests.app.clients.servers import IPIntelBehaviour, RTEBehaviour, TregBehaviour
+from tests.app.support import AUTH, flow, port_scan, post_events, wait_for
 
 ATTACKER = "198.51.100.66"
-
-
-@pytest.fixture
-def servers() -> Iterator[Callable[..., ServiceServer]]:
-    started: list[ServiceServer] = []
-
-    def start(service: str, behaviour: Any = None) -> ServiceServer:
-        server = build(service, behaviour)
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
 
 
 def _settings(make_settings: Callable[..., Settings], **overrides: Any) -> Settings:
@@ -50,12 +36,6 @@ def _settings(make_settings: Callable[..., Settings], **overrides: Any) -> Setti
     }
     values.update(overrides)
     return make_settings(**values)
-
-
-def _ingest(client: TestClient, events: list[dict[str, Any]]) -> None:
-    for start in range(0, len(events), 200):
-        response = client.post("/api/v1/events", json={"events": events[start : start + 200]}, headers=AUTH)
-        assert response.status_code == 202, response.text
 
 
 def _threat(client: TestClient, category: str, antigen: str) -> dict[str, Any]:
@@ -92,7 +72,7 @@ def test_rte_escalates_a_neutrophil_port_scan(
     rte = servers("rte", RTEBehaviour(escalate_to="critical"))
     # On PostgreSQL too: the reviewed threat is what is stored.
     client = start_client(_settings(make_settings, rte_url=rte.url, **store))
-    _ingest(client, port_scan(ATTACKER))
+    post_events(client, port_scan(ATTACKER))
     threat = _threat(client, "port_scan", ATTACKER)
     assert threat["severity"] == "critical"  # the neutrophil alone says medium or high
     assert [(a["service"], a["verdict"]) for a in threat["advice"]] == [("rte", "escalate")]
@@ -106,7 +86,7 @@ def test_rte_dismissal_lowers_the_threat_but_keeps_it(
 ) -> None:
     rte = servers("rte", RTEBehaviour(allowed={ATTACKER}))
     client = start_client(_settings(make_settings, rte_url=rte.url))
-    _ingest(client, port_scan(ATTACKER))
+    post_events(client, port_scan(ATTACKER))
     threat = _threat(client, "port_scan", ATTACKER)
     assert threat["severity"] == "low"
     assert threat["advice"][0]["verdict"] == "dismiss"
@@ -119,7 +99,7 @@ def test_without_rte_the_cells_verdict_stands_and_nothing_is_lost(
     rte.stop()  # configured, but down
     client = start_client(_settings(make_settings, rte_url=rte.url))
     events = port_scan(ATTACKER)
-    _ingest(client, events)
+    post_events(client, events)
     threat = _threat(client, "port_scan", ATTACKER)
     assert threat["severity"] in ("medium", "high")
     assert threat["advice"] == []
@@ -142,7 +122,7 @@ def test_ip_intelligence_enriches_the_threat_and_feeds_the_intel(
 ) -> None:
     intel = servers("ip_intel", IPIntelBehaviour(malicious={ATTACKER: ["scanner", "botnet"]}, ttl_s=3600))
     client = start_client(_settings(make_settings, ip_intel_url=intel.url, **store))
-    _ingest(client, port_scan(ATTACKER))
+    post_events(client, port_scan(ATTACKER))
     threat = _threat(client, "port_scan", ATTACKER)
     assert [(a["service"], a["verdict"]) for a in threat["advice"]] == [("ip_intel", "malicious")]
     assert "scanner, botnet" in threat["advice"][0]["detail"]
@@ -159,7 +139,7 @@ def test_ip_intelligence_enriches_the_threat_and_feeds_the_intel(
     fed = wait_for(live, what="the fed intel item")
     assert fed[0]["source"] == "ip-intel:test-intel"
     # ... so one ordinary connection from it, later, is a known-bad indicator.
-    _ingest(client, [flow(src_ip=ATTACKER, dst_port=443)])
+    post_events(client, [flow(src_ip=ATTACKER, dst_port=443)])
     known = _threat(client, "known_bad_indicator", ATTACKER)
     assert "ip-intel" in str(known["evidence"])
 
@@ -172,7 +152,7 @@ def test_without_ip_intelligence_the_threat_is_stored_unenriched(
     # A generous timeout: the malformed answer is prompt, but under CPU load it can take longer than the
     # 1 s the other bad cases use, and would then count as a timeout, not as the contract failure checked.
     client = start_client(_settings(make_settings, ip_intel_url=intel.url, external_timeout_s=30.0))
-    _ingest(client, port_scan(ATTACKER))
+    post_events(client, port_scan(ATTACKER))
     threat = _threat(client, "port_scan", ATTACKER)
     assert threat["advice"] == []
     # Polled with a generous deadline rather than read once, so a busy machine cannot turn this into a race.
@@ -219,7 +199,7 @@ def test_the_homeostatic_controller_applies_treg_suppression_within_its_cap(
             make_settings, treg_url=treg.url, homeostasis_half_life_s=1e9, treg_max_suppression=0.5, **store
         )
     )
-    _ingest(client, port_scan(ATTACKER))
+    post_events(client, port_scan(ATTACKER))
     _threat(client, "port_scan", ATTACKER)
 
     def halved() -> bool:
@@ -236,7 +216,7 @@ def test_without_treg_the_score_is_not_suppressed(
     treg = servers("treg", TregBehaviour(suppression=0.9, always=True))
     treg.mode = "error"
     client = start_client(_settings(make_settings, treg_url=treg.url, homeostasis_half_life_s=1e9))
-    _ingest(client, port_scan(ATTACKER))
+    post_events(client, port_scan(ATTACKER))
     _threat(client, "port_scan", ATTACKER)
 
     def undamped() -> bool:
@@ -259,7 +239,7 @@ def test_rte_triages_nk_decisions_too_and_only_neutrophil_or_nk_ones(
     client = start_client(_settings(make_settings, rte_url=rte.url))
     begin = datetime.now(UTC) - timedelta(minutes=31)
     events = [labelled.event for labelled in generate("exfiltration", start=begin)]
-    _ingest(client, events)
+    post_events(client, events)
 
     def nk_threat() -> dict[str, Any] | None:
         page = client.get("/api/v1/threats", params={"category": "exfiltration"}, headers=AUTH).json()
@@ -279,7 +259,7 @@ def test_rte_triages_nk_decisions_too_and_only_neutrophil_or_nk_ones(
         "source": "test-feed",
         "expires_at": (datetime.now(UTC) + timedelta(hours=1)).isoformat(),
     }
-    _ingest(client, [intel])
+    post_events(client, [intel])
     wait_for(
         lambda: any(
             i["indicator"] == "192.0.2.250"
@@ -287,7 +267,7 @@ def test_rte_triages_nk_decisions_too_and_only_neutrophil_or_nk_ones(
         ),
         what="the intel item learned",
     )
-    _ingest(client, [flow(src_ip="192.0.2.250")])
+    post_events(client, [flow(src_ip="192.0.2.250")])
     known = _threat(client, "known_bad_indicator", "192.0.2.250")
     assert not {"neutrophil", "nk_cell"} & set(known["cells"])
     assert known["advice"] == []
