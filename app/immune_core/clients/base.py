@@ -82,6 +82,19 @@ class ClientConfig:
     bulkhead_wait_s: float = 0.05
 
 
+@dataclass(frozen=True)
+class _Request:
+    """One call's request, as every attempt of it sends it."""
+
+    op: Operation
+    path_params: dict[str, str] | None
+    query: dict[str, str] | None
+    body: Any
+    headers: dict[str, str] | None
+    # What a schema cannot say about the answer: a description of what is wrong, or None.
+    check: Callable[[Any], str | None] | None
+
+
 def _not_the_services_fault(exc: BaseException) -> bool:
     return isinstance(exc, DependencyFailure) and exc.reason == "http_4xx"
 
@@ -137,6 +150,7 @@ class ServiceClient:
         description of what is wrong, or None, and a wrong answer is a ``contract`` failure like any
         other (counted, seen by the breaker)."""
         op = self.contract.operation(operation_id)
+        request = _Request(op, path_params, query, body, headers, check)
         attempts = 1 + (self.config.retries if op.idempotent else 0)
         retrying = AsyncRetrying(
             stop=stop_after_attempt(attempts),
@@ -149,7 +163,7 @@ class ServiceClient:
         try:
             async for attempt in retrying:
                 with attempt:
-                    answer = await self._attempt(op, path_params, query, body, headers, check)
+                    answer = await self._attempt(request)
         except DependencyFailure as exc:
             self._last_outcome = "failed"
             outcome = "rejected" if exc.reason in ("circuit_open", "bulkhead_full") else "failed"
@@ -166,15 +180,8 @@ class ServiceClient:
         self._metrics.calls.labels(dependency=self.service, operation=operation_id, outcome="ok").inc()
         return answer
 
-    async def _attempt(
-        self,
-        op: Operation,
-        path_params: dict[str, str] | None,
-        query: dict[str, str] | None,
-        body: Any,
-        headers: dict[str, str] | None,
-        check: Callable[[Any], str | None] | None,
-    ) -> Any:
+    async def _attempt(self, request: _Request) -> Any:
+        op = request.op
         try:
             async with asyncio.timeout(self.config.bulkhead_wait_s):
                 await self._slots.acquire()
@@ -188,7 +195,7 @@ class ServiceClient:
             breaker = await self._breakers.get_breaker(self.service)
             try:
                 async with breaker:
-                    return await self._exchange(op, path_params, query, body, headers, check)
+                    return await self._exchange(request)
             except OpenedState:
                 raise self._failed(op, "circuit_open", "circuit breaker open") from None
         finally:
@@ -196,20 +203,15 @@ class ServiceClient:
             self._metrics.in_flight.labels(dependency=self.service).set(self._in_flight)
             self._slots.release()
 
-    async def _exchange(
-        self,
-        op: Operation,
-        path_params: dict[str, str] | None,
-        query: dict[str, str] | None,
-        body: Any,
-        headers: dict[str, str] | None,
-        check: Callable[[Any], str | None] | None,
-    ) -> Any:
-        path = op.path.format(**{k: quote(v, safe="") for k, v in (path_params or {}).items()})
+    async def _exchange(self, request: _Request) -> Any:
+        op = request.op
+        path = op.path.format(**{k: quote(v, safe="") for k, v in (request.path_params or {}).items()})
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self.config.timeout_s):
-                response = await self._http.request(op.method, path, params=query, json=body, headers=headers)
+                response = await self._http.request(
+                    op.method, path, params=request.query, json=request.body, headers=request.headers
+                )
         except (TimeoutError, httpx.TimeoutException):
             raise self._failed(op, "timeout", f"no answer within {self.config.timeout_s}s") from None
         except httpx.ConnectError as exc:
@@ -233,7 +235,7 @@ class ServiceClient:
             self.contract.check(op.operation_id, status, decoded)
         except ContractViolation as exc:
             raise self._failed(op, "contract", exc.detail) from None
-        problem = check(decoded) if check is not None else None
+        problem = request.check(decoded) if request.check is not None else None
         if problem is not None:
             raise self._failed(op, "contract", problem)
         return decoded
