@@ -5,27 +5,15 @@ program writes the addresses it knows. With DNS (the default) the DNS discovery 
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from immune_infra.render import REPOSITORY_ROOT, RenderedStack, fake_cluster_ip
+from immune_infra.render import RenderedStack, fake_cluster_ip
 
 from tests.infra.support import render
-
-
-@pytest.fixture(scope="module")
-def promtool() -> str:
-    """Debian's promtool (the package the Prometheus image is built from), installed when absent."""
-    found = shutil.which("promtool")
-    if found is None:
-        subprocess.run([str(REPOSITORY_ROOT / "scripts/services/prometheus.sh"), "install"], check=True)
-        found = shutil.which("promtool")
-    assert found, "promtool not available after scripts/services/prometheus.sh install"
-    return found
 
 
 @pytest.fixture(scope="module", params=["staging", "prod"])

@@ -6,25 +6,12 @@ when its condition holds for its `for` duration, and stays silent otherwise.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
-from immune_infra.render import REPOSITORY_ROOT, RenderedStack
-
-
-@pytest.fixture(scope="module")
-def promtool() -> str:
-    found = shutil.which("promtool")
-    if found is None:
-        # The project's own installer (Debian's prometheus package ships promtool).
-        subprocess.run([str(REPOSITORY_ROOT / "scripts/services/prometheus.sh"), "install"], check=True)
-        found = shutil.which("promtool")
-    assert found, "promtool not available after scripts/services/prometheus.sh install"
-    return found
+from immune_infra.render import RenderedStack
 
 
 def _rules(stack: RenderedStack) -> dict[str, Any]:
