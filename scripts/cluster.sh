@@ -844,10 +844,15 @@ cmd_env() {
 # Sourcing the script (for debugging a step) defines the functions without running a command.
 [ "${BASH_SOURCE[0]}" = "$0" ] || return 0
 
+# up/down change the host (bridges, iptables chains, mounts, cgroups, sysctls): root, asked for, never assumed.
+require_root() {
+  [ "$(id -u)" -eq 0 ] || die "'$1' changes the host's network, mounts and cgroups: run it as root (sudo bash $0 $1)"
+}
+
 case "${1:-}" in
   build) cmd_build ;;
-  up) cmd_up ;;
-  down) cmd_down ;;
+  up) require_root up && cmd_up ;;
+  down) require_root down && cmd_down ;;
   status) cmd_status ;;
   env) cmd_env ;;
   check-disk) mkdir -p "$STATE" && check_free_disk "$STATE" ;;

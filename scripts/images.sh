@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The images this project builds itself, and the Docker daemon + local registry that build and serve them.
 #
-# Usage: images.sh {up|down|status|env|build [name...]|push|context|list|prune}
+# Usage: images.sh {up|down|status|env|build [name...]|push|context|list|ref NAME|prune}
 #   up      installs Debian's docker.io / docker-registry / debootstrap if absent, starts a private dockerd
 #           (own data root, exec root and socket; --bridge=none, no iptables, no masquerade: containers get
 #           a loopback interface only) and a registry on 127.0.0.1:$IMAGES_REGISTRY_PORT. Idempotent.
@@ -11,6 +11,7 @@
 #   build   builds the named images (default: all, in dependency order); docs/engine.md "Cluster images".
 #   push    pushes every built image, prints name@digest, writes $IMAGES_STATE/images.json.
 #   context assembles the app build context (sources + hash-checked wheels) and prints its path.
+#   ref     the reference (registry/name:tag) a built image was tagged with, e.g. `ref python`.
 #   list    the image names, in build order.   prune   removes untagged (superseded) layers.
 #
 # Pins come from cluster/versions.env; any of them can be overridden from the environment.
@@ -480,8 +481,9 @@ main() {
         prune) with_images_lock prune ;;
         context) with_images_lock app_context ;;
         list) printf '%s\n' "${ALL_IMAGES[@]}" ;;
+        ref) built_ref "${1:-}" || die "image '${1:-}' is not built (images.sh build ${1:-<name>})" ;;
         *)
-            echo "usage: $(basename "$0") {up|down|status|env|build [name...]|push|context|list|prune}" >&2
+            echo "usage: $(basename "$0") {up|down|status|env|build [name...]|push|context|list|ref NAME|prune}" >&2
             exit 2
             ;;
     esac

@@ -135,6 +135,12 @@ class Settings(BaseSettings):
         default=0.5, ge=0.0, le=1.0, description="the most of the threat score Treg may take away"
     )
 
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_or_package(cls, value: object) -> object:
+        # An image built without a release version has IMMUNE_VERSION empty (app/Dockerfile's ARG).
+        return __version__ if value == "" else value
+
     @field_validator("api_tokens", mode="before")
     @classmethod
     def _split_tokens(cls, value: object) -> object:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from immune_core import __version__
 from immune_core.api.errors import ApiError
 from immune_core.api.security import TokenBucketLimiter, authenticate
 from immune_core.api.tokens import TokenRegistry
@@ -109,6 +110,15 @@ def test_settings_parse_tokens_prefix_and_embedded_mode(monkeypatch: pytest.Monk
     assert "tok-alpha-1" not in repr(settings)
     monkeypatch.setenv("IMMUNE_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
     assert not Settings().embedded
+
+
+def test_version_is_the_release_an_image_was_built_as(monkeypatch: pytest.MonkeyPatch) -> None:
+    # app/Dockerfile sets IMMUNE_VERSION from its build argument: the release when built by
+    # scripts/ci/build-image.sh, empty otherwise (then the package's own version, never "").
+    monkeypatch.setenv("IMMUNE_VERSION", "")
+    assert Settings().version == __version__
+    monkeypatch.setenv("IMMUNE_VERSION", "3f9c1a2b7d")
+    assert Settings().version == "3f9c1a2b7d"
 
 
 def test_log_redaction_hides_url_passwords() -> None:

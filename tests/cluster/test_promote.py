@@ -10,7 +10,10 @@ colour's Deployment, and the colour/version of responses sent through the router
 
 Good cases: a first promotion (exit 0, signed record that `immune-suite verify` accepts); a canary
 promotion of a second release through 25 % and 50 % (weights seen on the live HTTPRoute while the run
-moves them) ending with the candidate stable and the old colour scaled away.
+moves them) ending with the candidate stable and the old colour scaled away. That second release goes
+through the promote workflow's own job scripts (issue 10 item 7): scripts/ci/build-image.sh builds and
+pushes HEAD's image once (offline, with the images daemon), scripts/ci/promote.sh promotes its digest,
+verifies the record and writes the report.
 Bad cases: a tampered record is refused by `verify` (exit 7); a candidate failing 30 % of its API
 requests (IMMUNE_FAULT_ERROR_RATIO) and one 500 ms slower (IMMUNE_FAULT_LATENCY_MS, caught by the first
 canary step while it holds 25 % of the live route) are rolled back with exit 3 (gate failed): stable
@@ -69,6 +72,7 @@ class Stack:
     router: str  # http://127.0.0.1:<gateway port>
     stable_host: str
     digest: str  # the image the program built (sha256:...), promoted as every release here
+    repository: str  # where the program deploys from (settings.imageBuild.repository)
     env: dict[str, str]  # the promote subprocess's environment
 
 
@@ -93,7 +97,7 @@ def stack(
     try:
         outputs = json.loads(must(deploy("outputs", STACK), "outputs"))
         hosts = [str(urllib.parse.urlsplit(outputs[key]).hostname) for key in ("stableUrl", "previewUrl")]
-        digest = str(outputs["images"][outputs["activeColor"]]).split("@", 1)[1]
+        repository, digest = str(outputs["images"][outputs["activeColor"]]).split("@", 1)
         env = deploy_env(STACK)
         promote_env = {
             **os.environ,
@@ -108,7 +112,7 @@ def stack(
         promote_env.pop("PULUMI_CONFIG_PASSPHRASE", None)
         _map_hosts(hosts)
         try:
-            yield Stack(router, hosts[0], digest, promote_env)
+            yield Stack(router, hosts[0], digest, repository, promote_env)
         finally:
             _unmap_hosts()
     finally:
@@ -134,6 +138,21 @@ def suite(stack: Stack, *args: str) -> Promotion:
 
 def promote(stack: Stack, ref: str, *extra: str) -> Promotion:
     return suite(stack, "promote", "--stack", "cluster", "--ref", ref, "--image-digest", stack.digest, *extra)
+
+
+def job_script(stack: Stack, name: str, *args: str, env: dict[str, str] | None = None) -> str:
+    """Run scripts/ci/<name> as the workflow does; its stdout, or the test fails with its output."""
+    proc = subprocess.run(
+        ["bash", str(REPO_ROOT / "scripts" / "ci" / name), *args],
+        capture_output=True,
+        text=True,
+        env={**stack.env, **(env or {})},
+        cwd=REPO_ROOT,
+        timeout=PROMOTE_TIMEOUT_S,
+        check=False,
+    )
+    assert proc.returncode == 0, f"{name} exit {proc.returncode}:\n{(proc.stdout + proc.stderr)[-6000:]}"
+    return proc.stdout
 
 
 def version_of(ref: str) -> str:
@@ -231,16 +250,33 @@ def test_first_promotion_of_a_good_release(cluster: Kube, stack: Stack) -> None:
     assert refused.code == 7 and refused.payload["valid"] is False, refused.output
 
 
-def test_canary_promotion_of_a_second_release(cluster: Kube, stack: Stack) -> None:
+def test_canary_promotion_of_a_second_release_through_the_workflow_jobs(
+    cluster: Kube, stack: Stack, tmp_path: Path
+) -> None:
     stable = active_colour(cluster)
     candidate = "green" if stable == "blue" else "blue"
     version = version_of("HEAD")
+    commit = subprocess.run(
+        ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, cwd=REPO_ROOT
+    ).stdout.strip()
+    # The build job: one image of HEAD, pushed where the program deploys from; its digest is new.
+    built = job_script(
+        stack, "build-image.sh", "--revision", commit, "--repository", stack.repository, "--offline"
+    )
+    outputs = dict(line.split("=", 1) for line in built.splitlines() if "=" in line)
+    assert outputs["image"] == f"{stack.repository}@{outputs['digest']}"
+    assert outputs["digest"] != stack.digest
+    # The promote job: the digest from the build job, the stack's backend and passphrase.
     with RouteWatch(cluster) as watch:
-        run = promote(stack, "HEAD")
-    assert run.code == 0, run.output
-    assert run.payload["run"]["status"] == "promoted", run.payload
-    # The weights the run set, read back from the live HTTPRoute while it ran: the candidate (preview
-    # Service) at 25 % then 50 %, then alone after the switch.
+        job_script(
+            stack,
+            "promote.sh",
+            *("--stack", "cluster", "--ref", "HEAD", "--out", str(tmp_path), "--by", "test_promote"),
+            env={"IMMUNE_IMAGE_DIGEST": outputs["digest"]},
+        )
+    assert (tmp_path / "promotion-cluster.html").is_file()
+    status = suite(stack, "status", "--stack", "cluster")
+    assert status.code == 0 and status.payload["run"]["status"] == "promoted", status.output
     preview = [dict(weights).get("immune-core-preview") for weights in watch.seen]
     shares = [share for share in preview if share]
     assert 25 in shares and 50 in shares and shares.index(25) < shares.index(50), watch.seen
@@ -249,6 +285,10 @@ def test_canary_promotion_of_a_second_release(cluster: Kube, stack: Stack) -> No
     wait_for(lambda: only(stack, candidate, version), timeout_s=120, interval_s=1, what="candidate stable")
     assert set(served(stack, 100)) == {(candidate, version, 200)}
     assert deployment_replicas(cluster, stable) == 0  # the old colour retired
+    # The candidate runs the job's image, by digest.
+    assert outputs["digest"] in json.dumps(
+        cluster.get("deployment", f"immune-core-{candidate}", "-n", NAMESPACE)
+    )
 
 
 def assert_rolled_back_live(cluster: Kube, stack: Stack, stable: str, candidate: str) -> None:

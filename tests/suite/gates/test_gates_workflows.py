@@ -41,11 +41,11 @@ def test_ci_runs_the_tests_and_the_security_gate() -> None:
     test_runs = [s.get("run", "") for s in _steps(ci["jobs"]["test"])]
     assert any("scripts/test.sh" in run for run in test_runs)
     security_runs = [s.get("run", "") for s in _steps(ci["jobs"]["security"])]
-    assert any("immune_suite.gates security" in run for run in security_runs)
+    assert any("scripts/ci/security-gate.sh" in run for run in security_runs)
     # With a network, the current upstream advisory database replaces the vendored snapshot.
     steps = _steps(ci["jobs"]["security"])
     assert {"repo", "advisory-database"} <= {s.get("with", {}).get("path") for s in steps}
-    gate = next(s for s in steps if "immune_suite.gates security" in s.get("run", ""))
+    gate = next(s for s in steps if "scripts/ci/security-gate.sh" in s.get("run", ""))
     assert gate["env"]["IMMUNE_ADVISORY_DB"].endswith("/advisory-database")
 
 
@@ -60,15 +60,69 @@ def test_promote_builds_once_and_ships_the_same_digest_to_staging_then_prod() ->
         (name, s)
         for name, job in jobs.items()
         for s in _steps(job)
-        if str(s.get("uses", "")).startswith("docker/build-push-action")
+        if "scripts/ci/build-image.sh" in s.get("run", "") or "build-push-action" in str(s.get("uses", ""))
     ]
     assert [name for name, _ in builds] == ["build"], "the image is built exactly once"
+    assert builds[0][1]["id"] == "image"
     assert jobs["build"]["outputs"]["digest"] == "${{ steps.image.outputs.digest }}"
     for stack in ("staging", "prod"):
-        assert jobs[stack]["env"]["IMMUNE_IMAGE_DIGEST"] == "${{ needs.build.outputs.digest }}"
+        env = jobs[stack]["env"]
+        assert env["IMMUNE_IMAGE_DIGEST"] == "${{ needs.build.outputs.digest }}"
         runs = " ".join(s.get("run", "") for s in _steps(jobs[stack]))
-        assert f"immune-suite promote --stack {stack}" in runs
-        assert f"immune-suite verify latest --stack {stack}" in runs
+        assert f"scripts/ci/promote.sh --stack {stack}" in runs
+        # The shared state backend, the secrets provider and the stack's signing key reach the job.
+        assert env["PULUMI_BACKEND_URL"] == "${{ vars.PULUMI_BACKEND_URL }}"
+        assert env["PULUMI_CONFIG_PASSPHRASE"] == "${{ secrets.PULUMI_CONFIG_PASSPHRASE }}"
+        assert env["IMMUNE_SIGNING_KEY"] == f"${{{{ secrets.IMMUNE_SIGNING_KEY_{stack.upper()} }}}}"
+        assert env["KUBECONFIG_DATA"] == f"${{{{ secrets.KUBECONFIG_{stack.upper()} }}}}"
+
+
+def test_jobs_call_the_projects_scripts_and_hold_no_logic() -> None:
+    """Every `run:` is one call of a script under scripts/ (runnable locally), never steps in YAML."""
+    for path in sorted(WORKFLOWS.glob("*.yml")):
+        for name, job in _load(path.name)["jobs"].items():
+            for step in _steps(job):
+                run = step.get("run")
+                if run is None:
+                    continue
+                lines = [line for line in run.strip().splitlines() if line.strip()]
+                assert len(lines) == 1 and "&&" not in run and ";" not in run, f"{path.name}:{name}: {run!r}"
+                assert "bash scripts/" in run, f"{path.name}:{name}: {run!r}"
+                script = REPO_ROOT / run.split("bash ", 1)[1].split()[0]
+                assert script.is_file(), f"{path.name}:{name}: {script} does not exist"
+
+
+def test_jobs_that_build_the_engine_set_up_go_from_the_modules_version() -> None:
+    """The Pulumi engine (and the cluster) build from Go modules: those jobs install Go first."""
+    for workflow, job_name in (("ci.yml", "test"), ("promote.yml", "staging"), ("promote.yml", "prod")):
+        steps = _steps(_load(workflow)["jobs"][job_name])
+        go = [s for s in steps if str(s.get("uses", "")).startswith("actions/setup-go")]
+        assert go, f"{workflow}:{job_name} has no actions/setup-go"
+        version_file = go[0]["with"]["go-version-file"].removeprefix("repo/")
+        assert (REPO_ROOT / version_file).is_file()
+        assert "\ngo " in "\n" + (REPO_ROOT / version_file).read_text()
+
+
+def test_no_job_assumes_root() -> None:
+    """Root is asked for where the host is changed (the cluster phase of the tests), never assumed."""
+    test = _load("ci.yml")["jobs"]["test"]
+    runs = [s["run"] for s in _steps(test) if "run" in s]
+    assert any(run.startswith("sudo ") and "scripts/test.sh" in run for run in runs), runs
+    promote = _load("promote.yml")["jobs"]
+    for job in ("build", "staging", "prod"):
+        assert not any(s.get("run", "").startswith("sudo") for s in _steps(promote[job])), job
+
+
+def test_the_image_repository_is_the_programs() -> None:
+    """One repository name: the build job pushes where the program deploys from (no second name here)."""
+    promote = _load("promote.yml")
+    text = (WORKFLOWS / "promote.yml").read_text()
+    assert "IMAGE" not in promote.get("env", {})
+    assert "ghcr.io/${{ github.repository }}" not in text
+    build = next(s for s in _steps(promote["jobs"]["build"]) if "build-image.sh" in s.get("run", ""))
+    assert (
+        "--repository" not in build["run"]
+    )  # build-image.sh reads Pulumi.<stack>.yaml's imageBuild.repository
 
 
 def test_prod_waits_for_a_manual_approval() -> None:
