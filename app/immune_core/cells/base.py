@@ -72,6 +72,8 @@ class CellContext:
     adaptive: AdaptiveState | None = None
 
 
+_OUTPUT_COUNTERS = ("findings", "signals", "cytokines")
+
 P = TypeVar("P", bound=CellParams)
 AnyEvent = NetworkFlow | EndpointEvent | IntelItem
 
@@ -146,11 +148,17 @@ class Cell(ABC, Generic[P]):
 
     # -- behaviour ------------------------------------------------------------------------------
     def observe(self, event: AnyEvent, context: CellContext) -> CellOutput:
-        self.counters["events_observed"] += 1
+        # Runs once per cell per event: the output counters are touched only when there is something to
+        # count (most events yield nothing); ``describe`` shows the zeros (docs/performance.md).
+        counters = self.counters
+        counters["events_observed"] += 1
         output = self._observe(event, context)
-        self.counters["findings"] += len(output.findings)
-        self.counters["signals"] += len(output.signals)
-        self.counters["cytokines"] += len(output.cytokines)
+        if output.findings:
+            counters["findings"] += len(output.findings)
+        if output.signals:
+            counters["signals"] += len(output.signals)
+        if output.cytokines:
+            counters["cytokines"] += len(output.cytokines)
         return output
 
     @abstractmethod
@@ -176,9 +184,17 @@ class Cell(ABC, Generic[P]):
             "stage": self.stage,
             "description": self.description,
             "params": self.params.model_dump(mode="json"),
-            "counters": dict(sorted(self.counters.items())),
+            "counters": dict(sorted(self._counters_shown().items())),
             "state": self.state_summary(),
         }
+
+    def _counters_shown(self) -> dict[str, int]:
+        # ``observe`` skips adding zero outputs: a cell that observed events shows them as 0.
+        shown = dict(self.counters)
+        if shown.get("events_observed"):
+            for name in _OUTPUT_COUNTERS:
+                shown.setdefault(name, 0)
+        return shown
 
     def clone(self, cell_id: str) -> Cell[Any]:
         """Clonal expansion: a copy with the same parameters, learned state and lineage, fresh counters."""

@@ -110,9 +110,16 @@ class AntigenTissue:
 
 
 def signal_totals(signals: list[Signal]) -> tuple[float, float, float]:
-    pamp = sum(s.strength for s in signals if s.kind == "pamp")
-    danger = sum(s.strength for s in signals if s.kind == "danger")
-    safe = sum(s.strength for s in signals if s.kind == "safe")
+    """Summed strengths of the PAMP, danger and safe signals (one pass: this runs once per antigen and
+    event; the sums are added in the signals' order, as three filtered sums would)."""
+    pamp = danger = safe = 0.0
+    for s in signals:
+        if s.kind == "pamp":
+            pamp += s.strength
+        elif s.kind == "danger":
+            danger += s.strength
+        elif s.kind == "safe":
+            safe += s.strength
     return pamp, danger, safe
 
 

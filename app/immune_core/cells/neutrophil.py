@@ -123,6 +123,7 @@ class Neutrophil(Cell[NeutrophilParams]):
         self._sources: OrderedDict[str, _SourceWindow] = OrderedDict()
         self._auth_ports = frozenset(params.auth_ports)
         self._guess_ports = frozenset(params.guess_ports)
+        self._window = timedelta(seconds=params.window_s)
 
     def state_summary(self) -> dict[str, int]:
         return {"tracked_sources": len(self._sources)}
@@ -133,7 +134,7 @@ class Neutrophil(Cell[NeutrophilParams]):
             return CellOutput()
         source, contact = sourced
         window = self._window_for(source)
-        window.evict_before(context.now - timedelta(seconds=self.params.window_s))
+        window.evict_before(context.now - self._window)
         window.add(contact)
         return self._assess(source, window, event, contact, context.now)
 
@@ -175,33 +176,27 @@ class Neutrophil(Cell[NeutrophilParams]):
         ports_host, ports = _widest(window.ports_by_host)
         sweep_port, hosts = _widest(window.hosts_by_port)
         target, attempts = window.attempts.most_common(1)[0] if window.attempts else (None, 0)
-        patterns: list[tuple[ThreatCategory, int, int, str]] = [
-            (
-                "port_scan",
-                ports,
-                p.port_scan_ports,
-                f"{ports} distinct ports probed on {ports_host} within {p.window_s:g} s",
-            ),
-            (
-                "network_sweep",
-                hosts,
-                p.sweep_hosts,
-                f"{hosts} distinct hosts contacted on port {sweep_port} within {p.window_s:g} s",
-            ),
-            (
-                "brute_force",
-                attempts,
-                p.brute_force_attempts,
-                f"{attempts} short or failed authentication attempts against "
-                f"{_target_text(target)} within {p.window_s:g} s",
-            ),
+        patterns: list[tuple[ThreatCategory, int, int]] = [
+            ("port_scan", ports, p.port_scan_ports),
+            ("network_sweep", hosts, p.sweep_hosts),
+            ("brute_force", attempts, p.brute_force_attempts),
         ]
-        ratio = max(count / threshold for _, count, threshold, _ in patterns)
+        ratio = max(count / threshold for _, count, threshold in patterns)
         ratio = max(ratio, window.failed / p.port_scan_ports)
 
-        for category, count, threshold, reason in patterns:
+        for category, count, threshold in patterns:
             if count < threshold:
                 continue
+            # Formatted only for a pattern that fires: on every event it was a fifth of this cell's time.
+            if category == "port_scan":
+                reason = f"{ports} distinct ports probed on {ports_host} within {p.window_s:g} s"
+            elif category == "network_sweep":
+                reason = f"{hosts} distinct hosts contacted on port {sweep_port} within {p.window_s:g} s"
+            else:
+                reason = (
+                    f"{attempts} short or failed authentication attempts against "
+                    f"{_target_text(target)} within {p.window_s:g} s"
+                )
             confidence = round(min(0.99, 1.0 - 0.4 * threshold / count), 3)
             output.signals.append(
                 Signal(
@@ -209,7 +204,7 @@ class Neutrophil(Cell[NeutrophilParams]):
                 )
             )
             last = window.last_reported.get(category)
-            if last is not None and now - last < timedelta(seconds=p.window_s):
+            if last is not None and now - last < self._window:
                 continue
             window.last_reported[category] = now
             evidence_ids = tuple(c.event_id for c in window.contacts)[-50:]
@@ -281,7 +276,7 @@ def _widest(table: dict[K, Counter[V]]) -> tuple[str, int]:
     return best_key, best
 
 
-def _leading_category(patterns: list[tuple[ThreatCategory, int, int, str]]) -> ThreatCategory:
+def _leading_category(patterns: list[tuple[ThreatCategory, int, int]]) -> ThreatCategory:
     return max(patterns, key=lambda pattern: pattern[1] / pattern[2])[0]
 
 

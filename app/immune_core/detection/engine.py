@@ -331,26 +331,39 @@ class DetectionEngine:
             self._staged = sorted(by_stage.items(), key=lambda item: item[0])
         adaptive: AdaptiveState | None = None
         for stage, cells in self._staged:
-            if stage == 0:
-                for cell in cells:
-                    self._collect(sensed, lineages, cell, self._observe_safely(cell, event, context))
-                continue
-            if stage >= 2 and adaptive is None:
-                # The adaptive stages read the antigens' long-window profiles and every cytokine so far.
-                adaptive = self.adaptive
-                adaptive.begin_event(evaluated_at, adaptive.profiles.observe(event), sensed.cytokines)
-            staged = CellContext(
-                now=evaluated_at,
-                intel=self.intel,
-                signals=tuple(sensed.signals),
-                findings=tuple(sensed.findings) if adaptive is not None else (),
-                cytokines=tuple(sensed.cytokines) if adaptive is not None else (),
-                adaptive=adaptive,
-            )
+            staged = context
             emitted = len(sensed.cytokines)
+            if stage != 0:
+                if stage >= 2 and adaptive is None:
+                    # The adaptive stages read the antigens' long-window profiles and every cytokine so far.
+                    adaptive = self.adaptive
+                    adaptive.begin_event(evaluated_at, adaptive.profiles.observe(event), sensed.cytokines)
+                staged = CellContext(
+                    now=evaluated_at,
+                    intel=self.intel,
+                    signals=tuple(sensed.signals),
+                    findings=tuple(sensed.findings) if adaptive is not None else (),
+                    cytokines=tuple(sensed.cytokines) if adaptive is not None else (),
+                    adaptive=adaptive,
+                )
             for cell in cells:
-                self._collect(sensed, lineages, cell, self._observe_safely(cell, event, staged))
-            if adaptive is not None:
+                # Inline, not helper methods: this loop runs once per cell and event and is the engine's
+                # own hottest code (docs/performance.md). One faulty cell (a bug, or a cell type added
+                # at run time) must not blind the others: its failure is counted and logged.
+                try:
+                    output = cell.observe(event, staged)
+                except Exception:
+                    output = self._observe_failed(cell, event)
+                # A clone repeats its lineage's signals and cytokines: counting them again would make
+                # dendritic cells and lymph nodes see one observation as several. Findings are kept for
+                # the evidence list; their confidence is merged per lineage in ``_merge``.
+                if cell.lineage in lineages:
+                    sensed.findings.extend(output.findings)
+                else:
+                    lineages.add(cell.lineage)
+                    if output.findings or output.signals or output.cytokines:
+                        sensed.extend(output)
+            if stage != 0 and adaptive is not None:
                 for cytokine in sensed.cytokines[emitted:]:
                     adaptive.cytokines.add(cytokine, evaluated_at)
 
@@ -375,28 +388,12 @@ class DetectionEngine:
             del self._pending_proposals[:overflow]
             self.counters["proposals_dropped"] += overflow
 
-    @staticmethod
-    def _collect(sensed: CellOutput, lineages: set[str], cell: Cell[Any], output: CellOutput) -> None:
-        # A clone repeats its lineage's signals and cytokines: counting them again would make dendritic
-        # cells and lymph nodes see one observation as several. Findings are kept for the evidence list;
-        # their confidence is merged per lineage in ``_merge``.
-        if cell.lineage in lineages:
-            sensed.findings.extend(output.findings)
-            return
-        lineages.add(cell.lineage)
-        if output.findings or output.signals or output.cytokines:
-            sensed.extend(output)
-
-    def _observe_safely(self, cell: Cell[Any], event: AnyEvent, context: CellContext) -> CellOutput:
-        # One faulty cell (a bug, or a cell type added at run time) must not blind the others; the
-        # failure is counted on the cell, where /api/v1/agents shows it, and logged with the event id.
-        try:
-            return cell.observe(event, context)
-        except Exception:
-            cell.counters["errors"] += 1
-            self.counters["cell_errors"] += 1
-            _log.exception("cell %s failed on event %s", cell.cell_id, event.event_id)
-            return CellOutput()
+    def _observe_failed(self, cell: Cell[Any], event: AnyEvent) -> CellOutput:
+        """Counts and logs the exception being handled (called from an ``except`` block)."""
+        cell.counters["errors"] += 1
+        self.counters["cell_errors"] += 1
+        _log.exception("cell %s failed on event %s", cell.cell_id, event.event_id)
+        return CellOutput()
 
     def _queue_cytokines(self, cytokines: list[Cytokine]) -> None:
         self._pending_cytokines.extend(cytokines)
