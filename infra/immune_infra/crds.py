@@ -16,7 +16,6 @@ whose operator or controller installs these CRDs itself (a Helm chart's own copi
 from __future__ import annotations
 
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import pulumi
@@ -24,8 +23,9 @@ import pulumi_kubernetes as k8s
 import yaml
 
 from immune_infra.config import StackSettings
+from immune_infra.paths import REPOSITORY_ROOT
 
-CRD_DIR = Path(__file__).resolve().parents[1] / "crds"
+CRD_DIR = REPOSITORY_ROOT / "infra" / "crds"
 GATEWAY_API = "gateway-api"
 PROMETHEUS_OPERATOR = "prometheus-operator"
 CRD_GROUPS = (GATEWAY_API, PROMETHEUS_OPERATOR)

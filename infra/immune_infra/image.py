@@ -20,8 +20,8 @@ from pathlib import Path
 import pulumi
 
 from immune_infra.config import BUILD_IMAGE, COLORS, Color, ImageBuild, StackSettings
+from immune_infra.paths import REPOSITORY_ROOT
 
-REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
 DOCKER_PLUGIN = "pulumi-resource-docker"
 
 

@@ -24,7 +24,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
+from immune_infra.paths import REPOSITORY_ROOT
+
 VERSIONS = REPOSITORY_ROOT / "cluster" / "versions.env"
 
 # settings path -> the image name scripts/images.sh builds.

@@ -30,8 +30,8 @@ from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
 from immune_infra.config import PROJECT_NAME, REGISTRY_PASSWORD_KEY, SECRET_KEYS, SETTINGS_KEY
+from immune_infra.paths import REPOSITORY_ROOT
 
-REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
 PROGRAM = REPOSITORY_ROOT / "infra" / "__main__.py"
 FAKE_DIGEST = "sha256:" + "0" * 64
 # Every Python dynamic provider's resources have this type; their own inputs tell them apart.

@@ -6,13 +6,14 @@ bound changed in code without the docs (or the reverse) fails this test.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 from immune_core.cells.base import Cell, CellConfigError
 
-DOCS = Path(__file__).resolve().parents[3] / "docs" / "detection.md"
+from immune_suite.paths import REPO_ROOT
+
+DOCS = REPO_ROOT / "docs" / "detection.md"
 
 
 def _side(prop: dict[str, Any], inclusive: str, exclusive: str, op: str) -> str:

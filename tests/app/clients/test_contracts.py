@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import yaml
 from immune_core.clients.contract import Contract, ContractViolation
@@ -11,7 +9,9 @@ from immune_core.settings import Settings
 from jsonschema import Draft202012Validator
 from pydantic import ValidationError
 
-CONTRACTS = Path(__file__).resolve().parents[3] / "app/immune_core/clients/contracts"
+from immune_suite.paths import REPO_ROOT
+
+CONTRACTS = REPO_ROOT / "app/immune_core/clients/contracts"
 SERVICES = ["rte", "ip_intel", "ethical_ai", "memory", "adaptive_immunity", "treg"]
 
 

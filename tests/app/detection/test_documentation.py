@@ -1,12 +1,12 @@
 """docs/detection.md documents every cell parameter; a new parameter without a line there fails."""
 
-from pathlib import Path
-
 import pytest
 from immune_core.cells.base import Cell
 from immune_core.detection.engine import DetectionConfig
 
-DOC = (Path(__file__).resolve().parents[3] / "docs" / "detection.md").read_text(encoding="utf-8")
+from immune_suite.paths import REPO_ROOT
+
+DOC = (REPO_ROOT / "docs" / "detection.md").read_text(encoding="utf-8")
 
 
 @pytest.mark.parametrize("cell_type", sorted(Cell.types()))
