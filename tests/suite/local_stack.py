@@ -1,6 +1,6 @@
 """The local stack for the end-to-end tests (tests/suite/targets/local/test_e2e_local.py,
-tests/suite/test_e2e_rollback_failed.py, tests/suite/test_e2e_ci.py): a two-release snapshot of this
-working tree, a private port block, the stack driven through the real CLI."""
+tests/suite/test_e2e_rollback_failed.py, tests/suite/metrics/test_e2e_metrics.py, tests/suite/test_e2e_ci.py):
+a two-release snapshot of this working tree, a private port block, the stack driven through the real CLI."""
 
 from __future__ import annotations
 
@@ -10,12 +10,15 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from immune_suite.paths import REPO_ROOT
 from immune_suite.source import resolve_source
@@ -23,16 +26,22 @@ from immune_suite.stack_config import load_stack
 from immune_suite.targets.local import LocalTarget
 from tests.support.ports import free_port_block
 
-# The local-stack e2e modules' marks. One pytest-xdist group for all of them: each runs whole stacks whose
-# canary analysis compares latencies, so they run one after another, never beside each other.
-E2E_MARKS = [
-    pytest.mark.e2e,
-    pytest.mark.integration,
-    pytest.mark.slow,
-    pytest.mark.timeout(900),
-    pytest.mark.xdist_group("local-stack-e2e"),
-    pytest.mark.serial,
-]
+
+def e2e_marks(timeout_s: int) -> list[pytest.MarkDecorator]:
+    """The local-stack e2e modules' marks, with a whole-test timeout of `timeout_s` seconds. One pytest-xdist
+    group for all of them: each runs whole stacks whose canary analysis compares latencies, so they run one
+    after another, never beside each other."""
+    return [
+        pytest.mark.e2e,
+        pytest.mark.integration,
+        pytest.mark.slow,
+        pytest.mark.timeout(timeout_s),
+        pytest.mark.xdist_group("local-stack-e2e"),
+        pytest.mark.serial,
+    ]
+
+
+E2E_MARKS = e2e_marks(900)
 
 # The canary analysis of the e2e stacks, tuned for a loaded 2-core test machine (copy before changing):
 # - it reaches a fraction of the target rate: 12 canary requests at 10 % are still plenty to see a
@@ -157,3 +166,29 @@ def wait_for(condition: Any, timeout_s: float, what: str) -> None:
 
 def version_of(stack: E2EStack, ref: str) -> str:
     return resolve_source(stack.repo, ref).version
+
+
+@contextmanager
+def e2e_stack(
+    root: Path, name: str, config: Callable[[dict[str, int]], dict[str, Any]], env: Mapping[str, str]
+) -> Iterator[E2EStack]:
+    """A local stack under `root`: two releases of this tree (`snapshot_repo`), a free port block, the stack
+    file `<root>/<name>.yaml` holding `config(ports)`, and a private state dir (`<root>/state`) in an
+    environment of this process's plus `env`. Brought `down` on exit, and IMMUNE_STATE_DIR (which
+    `E2EStack.target` sets) restored. Fails (never skips) without HAProxy."""
+    require_haproxy()
+    v1, v2 = snapshot_repo(root / "repo")
+    ports = local_ports()
+    stack_file = root / f"{name}.yaml"
+    stack_file.write_text(yaml.safe_dump(config(ports)))
+    stack_env = {**os.environ, **env, "IMMUNE_STATE_DIR": str(root / "state")}
+    stack = E2EStack(root, root / "repo", stack_file, stack_env, ports, v1, v2)
+    previous = os.environ.get("IMMUNE_STATE_DIR")
+    try:
+        yield stack
+    finally:
+        stack.cli("down", "--stack", str(stack_file), timeout=120)
+        if previous is None:
+            os.environ.pop("IMMUNE_STATE_DIR", None)
+        else:
+            os.environ["IMMUNE_STATE_DIR"] = previous

@@ -16,8 +16,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -30,19 +28,10 @@ import yaml
 from immune_suite.paths import REPO_ROOT
 from immune_suite.pipeline.exit_codes import ExitCode
 from tests.services import ServiceSet
-from tests.suite.local_stack import local_ports, require_haproxy, snapshot_repo
+from tests.suite.local_stack import E2EStack, e2e_marks, local_ports, require_haproxy, snapshot_repo
 from tests.support.ports import free_tcp_ports
 
-# One pytest-xdist group for the three local-stack e2e modules: each runs whole stacks whose canary
-# analysis compares latencies, so they run one after another, never beside each other.
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.integration,
-    pytest.mark.slow,
-    pytest.mark.timeout(1200),
-    pytest.mark.xdist_group("local-stack-e2e"),
-    pytest.mark.serial,
-]
+pytestmark = e2e_marks(1200)
 
 CI_STACK = REPO_ROOT / "stacks" / "ci.yaml"
 DEPENDENCY_EXPERIMENTS = {
@@ -89,21 +78,19 @@ def test_ci_stack_promotion_runs_every_chaos_experiment_for_real(
     # chaos actions run acts on this set only.
     env = {**os.environ, **services.overrides, **urls, "IMMUNE_CHAOS_REDIS_RELOCATED_PORT": str(relocated)}
 
-    def cli(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "immune_suite.cli", *args],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            cwd=REPO_ROOT,
-            check=False,
-        )
-
+    stack = E2EStack(ci_root, ci_root / "repo", stack_file, env, config["local"])
     started = time.monotonic()
     try:
-        result = cli(
-            "promote", "--stack", str(stack_file), "--repo", str(ci_root / "repo"), "--ref", v1, "--json"
+        result = stack.cli(
+            "promote",
+            "--stack",
+            str(stack_file),
+            "--repo",
+            str(stack.repo),
+            "--ref",
+            v1,
+            "--json",
+            timeout=900,
         )
         wall = time.monotonic() - started
         payload = json.loads(result.stdout) if result.stdout.strip() else {}
@@ -129,4 +116,4 @@ def test_ci_stack_promotion_runs_every_chaos_experiment_for_real(
         durations = {name: entry["duration_s"] for name, entry in timeline.items()}
         print(f"\nFIGURE ci stack promotion wall time: {wall:.1f}s; chaos experiments (s): {durations}")
     finally:
-        cli("down", "--stack", str(stack_file), timeout=120)
+        stack.cli("down", "--stack", str(stack_file), timeout=120)

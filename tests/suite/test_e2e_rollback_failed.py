@@ -9,7 +9,6 @@ a smaller stack of its own.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,16 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from immune_suite.pipeline.exit_codes import ExitCode
 from immune_suite.targets.base import Color
 from tests.suite.local_stack import (
     E2E_MARKS,
     E2EStack,
-    local_ports,
-    require_haproxy,
-    snapshot_repo,
+    e2e_stack,
     version_of,
     wait_for,
 )
@@ -34,16 +30,8 @@ from tests.suite.local_stack import (
 pytestmark = E2E_MARKS
 
 
-@pytest.fixture(scope="module")
-def stack(
-    tmp_path_factory: pytest.TempPathFactory,
-    private_dependencies: dict[str, str],
-) -> Iterator[E2EStack]:
-    require_haproxy()
-    root = tmp_path_factory.mktemp("e2e-rollback-failed")
-    v1, v2 = snapshot_repo(root / "repo")
-    ports = local_ports()
-    config = {
+def rbf_config(ports: dict[str, int]) -> dict[str, Any]:
+    return {
         "name": "e2e-rbf",
         "target": "local",
         "dependencies": "services",
@@ -57,16 +45,16 @@ def stack(
         "rollback_retry_s": 3,
         "local": ports,
     }
-    stack_file = root / "e2e-rbf.yaml"
-    stack_file.write_text(yaml.safe_dump(config))
-    env = {**os.environ, **private_dependencies, "IMMUNE_STATE_DIR": str(root / "state")}
-    previous = os.environ.get("IMMUNE_STATE_DIR")
-    yield E2EStack(root, root / "repo", stack_file, env, ports, v1, v2)
-    E2EStack(root, root / "repo", stack_file, env, ports).cli("down", "--stack", str(stack_file), timeout=120)
-    if previous is None:
-        os.environ.pop("IMMUNE_STATE_DIR", None)
-    else:
-        os.environ["IMMUNE_STATE_DIR"] = previous
+
+
+@pytest.fixture(scope="module")
+def stack(
+    tmp_path_factory: pytest.TempPathFactory,
+    private_dependencies: dict[str, str],
+) -> Iterator[E2EStack]:
+    root = tmp_path_factory.mktemp("e2e-rollback-failed")
+    with e2e_stack(root, "e2e-rbf", rbf_config, private_dependencies) as running:
+        yield running
 
 
 def run_json(stack: E2EStack) -> dict[str, Any]:

@@ -10,7 +10,6 @@ the first step on the metrics alone (its samples pass) and rolls back.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,9 +24,7 @@ from tests.suite.local_stack import (
     LOADED_MACHINE_COMPARISON,
     LOADED_MACHINE_SLO,
     E2EStack,
-    local_ports,
-    require_haproxy,
-    snapshot_repo,
+    e2e_stack,
     version_of,
 )
 
@@ -61,23 +58,21 @@ def stack_config(ports: dict[str, int], prometheus_url: str, max_latency_ms: flo
 
 @pytest.fixture(scope="module")
 def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2EStack]:
-    require_haproxy()
     root = tmp_path_factory.mktemp("e2e-metrics")
     services = ServiceSet.private(["prometheus"])
     prometheus = LocalService("prometheus", services.overrides)
     prometheus.start()
     try:
         url = prometheus.env()["IMMUNE_PROMETHEUS_URL"]
-        v1, v2 = snapshot_repo(root / "repo")
-        ports = local_ports()
-        stack_file = root / "e2e-metrics.yaml"
-        # A limit far above anything a healthy replica shows (the histogram's last finite bucket is 10 s).
-        stack_file.write_text(yaml.safe_dump(stack_config(ports, url, max_latency_ms=10_000)))
-        (root / "strict.yaml").write_text(yaml.safe_dump(stack_config(ports, url, max_latency_ms=0.001)))
-        env = {**os.environ, "IMMUNE_STATE_DIR": str(root / "state"), "IMMUNE_PROMETHEUS_URL": url}
-        stack = E2EStack(root, root / "repo", stack_file, env, ports, v1, v2)
-        yield stack
-        stack.cli("down", "--stack", str(stack_file), timeout=120)
+
+        def config(ports: dict[str, int]) -> dict[str, Any]:
+            # A limit far above anything a healthy replica shows (the histogram's last finite bucket is 10 s).
+            return stack_config(ports, url, max_latency_ms=10_000)
+
+        with e2e_stack(root, "e2e-metrics", config, {"IMMUNE_PROMETHEUS_URL": url}) as stack:
+            strict = stack_config(stack.ports, url, max_latency_ms=0.001)
+            (root / "strict.yaml").write_text(yaml.safe_dump(strict))
+            yield stack
     finally:
         services.discard()
 

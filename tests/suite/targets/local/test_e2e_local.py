@@ -16,7 +16,6 @@ comparison with stable, which machine load does not fool.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -26,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from immune_suite.pipeline.exit_codes import ExitCode
 from immune_suite.targets.base import Color
@@ -35,9 +33,7 @@ from tests.suite.local_stack import (
     LOADED_MACHINE_COMPARISON,
     LOADED_MACHINE_SLO,
     E2EStack,
-    local_ports,
-    require_haproxy,
-    snapshot_repo,
+    e2e_stack,
     version_of,
     wait_for,
 )
@@ -45,13 +41,8 @@ from tests.suite.local_stack import (
 pytestmark = E2E_MARKS
 
 
-@pytest.fixture(scope="module")
-def e2e(tmp_path_factory: pytest.TempPathFactory, private_dependencies: dict[str, str]) -> Iterator[E2EStack]:
-    require_haproxy()
-    root = tmp_path_factory.mktemp("e2e")
-    v1, v2 = snapshot_repo(root / "repo")
-    ports = local_ports()
-    config = {
+def e2e_config(ports: dict[str, int]) -> dict[str, Any]:
+    return {
         "name": "e2e",
         "target": "local",
         "dependencies": "services",
@@ -66,17 +57,12 @@ def e2e(tmp_path_factory: pytest.TempPathFactory, private_dependencies: dict[str
         "retire_delay_s": 1,
         "local": ports,
     }
-    stack_file = root / "e2e.yaml"
-    stack_file.write_text(yaml.safe_dump(config))
-    env = {**os.environ, **private_dependencies, "IMMUNE_STATE_DIR": str(root / "state")}
-    stack = E2EStack(root, root / "repo", stack_file, env, ports, v1, v2)
-    previous = os.environ.get("IMMUNE_STATE_DIR")
-    yield stack
-    stack.cli("down", "--stack", str(stack_file), timeout=120)
-    if previous is None:
-        os.environ.pop("IMMUNE_STATE_DIR", None)
-    else:
-        os.environ["IMMUNE_STATE_DIR"] = previous
+
+
+@pytest.fixture(scope="module")
+def e2e(tmp_path_factory: pytest.TempPathFactory, private_dependencies: dict[str, str]) -> Iterator[E2EStack]:
+    with e2e_stack(tmp_path_factory.mktemp("e2e"), "e2e", e2e_config, private_dependencies) as stack:
+        yield stack
 
 
 def canary_samples(record: dict[str, Any], step_id: str) -> list[dict[str, Any]]:
