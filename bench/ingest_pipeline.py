@@ -28,12 +28,14 @@ import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
+# The repository root: the tests' helpers import by their package path (tests.services), as in the tests.
+sys.path.insert(0, str(REPO))
 
 from immune_core.events.models import TOPIC_BY_KIND, parse_event, partition_key  # noqa: E402
 from immune_core.simulator import generate  # noqa: E402
 from immune_core.simulator.scenarios import DEFAULT_DURATION_S  # noqa: E402
-from services import ServiceSet  # noqa: E402  (tests/services.py drives scripts/services)
+
+from tests.services import ServiceSet  # noqa: E402  (drives scripts/services)
 
 TOKEN = "bench-" + uuid.uuid4().hex
 

@@ -65,3 +65,35 @@ def test_a_missing_row_or_a_stale_path_is_found(tmp_path: Path) -> None:
     ]
     fixed = "| `app/` | the service, `app/core/` |\n| `tools/` | tools |\n"
     assert map_problems(fixed, tmp_path) == []
+
+
+# A work-assignment label ("Helper D", "helper B2") says who did a piece, which a reader cannot use; the
+# cell type "helper T" is not one.
+_LABEL = re.compile(r"\b[Hh]elpers?\b(?! T\b)(?:\s+[A-Z]\d*\b)|\bother helpers\b|\bhelpers'")
+
+
+def label_problems(text: str, name: str) -> list[str]:
+    """The work-assignment labels in `text` (the document `name`), one line each."""
+    return [
+        f"{name}:{number}: {match.group(0)!r}"
+        for number, line in enumerate(text.splitlines(), 1)
+        for match in _LABEL.finditer(line)
+    ]
+
+
+def test_the_docs_carry_no_work_assignment_labels() -> None:
+    documents = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
+    assert len(documents) > 5  # the walk reaches the docs
+    found = [p for doc in documents for p in label_problems(doc.read_text(encoding="utf-8"), doc.name)]
+    assert found == []
+
+
+def test_a_work_assignment_label_is_found_and_the_helper_t_cell_is_not() -> None:
+    bad = "Done by Helper D.\nhelper B2 moved it.\nShared with two other helpers.\n"
+    assert label_problems(bad, "x.md") == [
+        "x.md:1: 'Helper D'",
+        "x.md:2: 'helper B2'",
+        "x.md:3: 'other helpers'",
+    ]
+    good = "A helper T cell licenses B cells; helper T runs at stage 2.\nTest helpers live in support.py.\n"
+    assert label_problems(good, "x.md") == []
