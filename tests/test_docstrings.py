@@ -1,5 +1,6 @@
-"""Public functions of the chaos activities, the gates and the suite's HTTP client (smoke) are documented
-with units and errors (tests/support/docstrings.py holds the rule; docs/architecture.md, "House style")."""
+"""Public functions of the chaos activities, the gates, the suite's HTTP client (smoke) and the service's
+external-service clients are documented with units and errors (tests/support/docstrings.py holds the rule;
+docs/architecture.md, "House style")."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ from pathlib import Path
 from immune_suite.paths import REPO_ROOT
 from tests.support.docstrings import problems
 
-# The public surface the rule covers: what `chaos discover` shows, what the pipeline calls, what talks HTTP.
+# The public surface the rule covers: what `chaos discover` shows, what the pipeline calls, what talks HTTP
+# (the suite's smoke client, the service's clients of the platform's services).
 DOCUMENTED = (
     REPO_ROOT / "chaos" / "immune_chaos",
     REPO_ROOT / "immune_suite" / "gates",
     REPO_ROOT / "immune_suite" / "smoke.py",
+    REPO_ROOT / "app" / "immune_core" / "clients",
 )
 
 
@@ -25,6 +28,7 @@ def test_the_documented_packages_keep_the_rule() -> None:
     # The walk must reach the modules it is about, or an empty list would pass for a clean tree.
     assert REPO_ROOT / "chaos" / "immune_chaos" / "local.py" in modules
     assert REPO_ROOT / "immune_suite" / "gates" / "scanners" / "pip_audit.py" in modules
+    assert REPO_ROOT / "app" / "immune_core" / "clients" / "base.py" in modules
     found = [
         problem
         for path in modules

@@ -17,6 +17,9 @@ FALLBACK = "internal_affinity"
 
 
 class AdaptiveImmunityClient(ServiceClient):
+    """The Adaptive Immunity service: affinities of candidate detectors to an antigen (fallback
+    ``internal_affinity``: the core computes them itself)."""
+
     service = "adaptive_immunity"
 
     async def affinities(

@@ -63,6 +63,7 @@ class DependencyFailure(Exception):
 
     @property
     def transient(self) -> bool:
+        """True for a failure a retry may cure (timeout, connect, transport, HTTP 5xx or 429)."""
         return self.reason in _TRANSIENT
 
 
@@ -284,4 +285,5 @@ class ServiceClient:
         return True
 
     async def aclose(self) -> None:
+        """Closes the client's HTTP connections; the client is not used after."""
         await self._http.aclose()

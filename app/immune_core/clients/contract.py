@@ -34,6 +34,8 @@ class ContractViolation(ValueError):
 
 @dataclass(frozen=True)
 class Operation:
+    """One operation of a contract, as the client calls it and checks its answer."""
+
     operation_id: str
     method: str  # upper case
     path: str  # template, e.g. /v1/ip/{ip}
@@ -119,10 +121,12 @@ class Contract:
         return cls(service, yaml.safe_load(text))
 
     def operation(self, operation_id: str) -> Operation:
+        """The operation ``operation_id``; raises KeyError for one the contract does not declare."""
         return self._operations[operation_id]
 
     @property
     def operations(self) -> dict[str, Operation]:
+        """Every operation by its id (a copy)."""
         return dict(self._operations)
 
     def check(self, operation_id: str, status: int, body: Any) -> None:

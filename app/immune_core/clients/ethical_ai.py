@@ -17,11 +17,15 @@ FALLBACK = "safe_default"
 
 
 class EthicalAIClient(ServiceClient):
+    """The Ethical AI service, the core's ``ActionValidator`` (module docstring: its safe default)."""
+
     service = "ethical_ai"
     name = "ethical-ai"
 
     async def validate(self, action: ProposedAction) -> ValidationVerdict:
-        """Ethical AI's verdict on ``action``: approved -> allow, denied -> deny, with its reason."""
+        """Ethical AI's verdict on ``action``: approved -> allow, denied -> deny, with its reason (at most
+        2,000 characters). Raises ``ValidatorUnavailable`` (fallback counted) when the service gave no valid
+        answer: the caller then applies the safe default, never an approval."""
         action_id = str(action.action_id)
 
         def about_this_action(raw: dict[str, str]) -> str | None:

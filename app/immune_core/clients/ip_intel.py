@@ -21,6 +21,8 @@ _CACHE_LIMIT = 10_000
 
 @dataclass(frozen=True)
 class Reputation:
+    """IP intelligence's verdict on one address, reusable for ``ttl_s`` seconds; ``score`` in [0, 1]."""
+
     ip: str
     reputation: Literal["malicious", "suspicious", "benign", "unknown"]
     score: float
@@ -30,6 +32,9 @@ class Reputation:
 
 
 class IPIntelClient(ServiceClient):
+    """The IP intelligence service: reputations of addresses, cached for each verdict's ``ttl_s`` seconds
+    (at most 10,000 addresses; fallback ``no_enrichment``)."""
+
     service = "ip_intel"
 
     def __init__(

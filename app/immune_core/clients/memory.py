@@ -28,6 +28,8 @@ def _detector(raw: dict[str, Any]) -> RecalledDetector:
 
 
 class MemoryServiceClient(ServiceClient):
+    """The platform's Memory service, the core's ``MemoryRecall`` (module docstring: its fallbacks)."""
+
     service = "memory"
     name = "memory-service"
 

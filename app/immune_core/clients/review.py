@@ -37,6 +37,9 @@ FeedIntel = Callable[[Sequence[object]], Awaitable[Any]]
 
 
 class ThreatReview:
+    """RTE triage and IP-intelligence enrichment of a batch's threats (module docstring); either client
+    may be None (not configured), and ``feed_intel`` publishes the intel events a malicious verdict makes."""
+
     def __init__(
         self, *, rte: RTEClient | None, ip_intel: IPIntelClient | None, feed_intel: FeedIntel | None
     ) -> None:
@@ -47,6 +50,7 @@ class ThreatReview:
 
     @property
     def active(self) -> bool:
+        """True when RTE or IP intelligence (or both) is configured; else ``review`` changes nothing."""
         return self._rte is not None or self._ip_intel is not None
 
     async def review(self, threats: Sequence[Threat]) -> list[Threat]:

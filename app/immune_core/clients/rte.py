@@ -16,6 +16,8 @@ FALLBACK = "keep_innate_verdict"
 
 @dataclass(frozen=True)
 class TriageDecision:
+    """RTE's triage of one threat; ``confidence`` in [0, 1]."""
+
     decision: Literal["escalate", "confirm", "dismiss"]
     severity: ThreatSeverity
     confidence: float
@@ -23,6 +25,8 @@ class TriageDecision:
 
 
 class RTEClient(ServiceClient):
+    """The RTE (reflex triage engine) service (fallback ``keep_innate_verdict``)."""
+
     service = "rte"
 
     async def triage(self, threat: Threat) -> TriageDecision | None:

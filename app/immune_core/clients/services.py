@@ -26,6 +26,8 @@ C = TypeVar("C", bound=ServiceClient)
 
 
 def client_config(settings: Settings, url: str) -> ClientConfig:
+    """The client settings (timeouts and backoff in seconds, retries, breaker, bulkhead) of the
+    ``IMMUNE_EXTERNAL_*`` settings, for the service at ``url``."""
     s = settings
     return ClientConfig(
         base_url=url,
@@ -43,6 +45,8 @@ def client_config(settings: Settings, url: str) -> ClientConfig:
 
 @dataclass
 class ExternalServices:
+    """The six clients by service name; None where the service's URL is unset."""
+
     rte: RTEClient | None = None
     ip_intel: IPIntelClient | None = None
     ethical_ai: EthicalAIClient | None = None
@@ -52,6 +56,7 @@ class ExternalServices:
 
     @classmethod
     def from_settings(cls, settings: Settings, metrics: ClientMetrics) -> ExternalServices:
+        """A client for each ``IMMUNE_*_URL`` set, all counting into ``metrics``."""
 
         def build(kind: type[C], url: str | None) -> C | None:
             return None if url is None else kind(client_config(settings, url), metrics)
@@ -67,6 +72,7 @@ class ExternalServices:
         )
 
     def configured(self) -> list[ServiceClient]:
+        """The clients that are set, in field order."""
         return [client for f in fields(self) if (client := getattr(self, f.name)) is not None]
 
     async def states(self) -> dict[str, ServiceState]:
@@ -82,5 +88,6 @@ class ExternalServices:
         await asyncio.gather(*(client.probe() for client in self.configured()))
 
     async def aclose(self) -> None:
+        """Closes every configured client's connections."""
         for client in self.configured():
             await client.aclose()

@@ -15,11 +15,15 @@ FALLBACK = "no_suppression"
 
 @dataclass(frozen=True)
 class Suppression:
+    """How much to damp the threat score (``suppression`` in [0, 1]) and why."""
+
     suppression: float  # in [0, 1]
     reason: str
 
 
 class TregClient(ServiceClient):
+    """The Treg service (fallback ``no_suppression``: no answer never silences detection)."""
+
     service = "treg"
 
     async def suppression(self, level: int, score: float, threats: dict[str, int]) -> Suppression | None:
