@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
-from immune_core.api.deps import RuntimeDep
+from immune_core.api.deps import ElectorDep, LeaseDep, SettingsDep
 from immune_core.api.errors import responses
 from immune_core.api.security import require_read
 
@@ -24,14 +24,14 @@ class CoordinationResponse(BaseModel):
 
 
 @router.get("/coordination", response_model=CoordinationResponse, responses=responses(401, 403, 429, 503))
-async def coordination(runtime: RuntimeDep) -> CoordinationResponse:
-    state = await runtime.lease.current()
+async def coordination(lease: LeaseDep, elector: ElectorDep, settings: SettingsDep) -> CoordinationResponse:
+    state = await lease.current()
     live = state is not None and state.expires_in_s > 0
     return CoordinationResponse(
         leader=state.holder.split("/", 1)[0] if state is not None and live else None,
         term=state.token if state is not None else None,
-        is_leader=runtime.elector.is_leader,
-        instance_id=runtime.settings.instance_id,
+        is_leader=elector.is_leader,
+        instance_id=settings.instance_id,
         holder=state.holder if state is not None else None,
         lease_expires_in_s=round(state.expires_in_s, 3) if state is not None else None,
     )

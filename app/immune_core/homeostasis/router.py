@@ -8,7 +8,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from immune_core.api.deps import DatabaseDep, RuntimeDep
+from immune_core.api.deps import DatabaseDep, HormoneStateDep
 from immune_core.api.errors import responses
 from immune_core.api.security import require_operate, require_read
 from immune_core.events.text import STORABLE_TEXT_PATTERN, check_storable
@@ -65,8 +65,8 @@ class OverrideRequest(BaseModel):
     responses=responses(401, 403, 429, 503),
     dependencies=[Depends(require_read)],
 )
-async def homeostasis(runtime: RuntimeDep) -> HomeostasisResponse:
-    state = await current_state(runtime.database)
+async def homeostasis(database: DatabaseDep, hormone: HormoneStateDep) -> HomeostasisResponse:
+    state = await current_state(database)
     if state is None:
         return HomeostasisResponse(
             level=0,
@@ -76,11 +76,9 @@ async def homeostasis(runtime: RuntimeDep) -> HomeostasisResponse:
             updated_at=None,
             term=None,
             override=None,
-            hormone=runtime.hormone_state,
+            hormone=hormone,
         )
-    return HomeostasisResponse.model_validate(
-        {**state.as_dict(time.time()), "hormone": runtime.hormone_state}
-    )
+    return HomeostasisResponse.model_validate({**state.as_dict(time.time()), "hormone": hormone})
 
 
 @router.put(

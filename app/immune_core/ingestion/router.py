@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
-from immune_core.api.deps import IntakeDep, RuntimeDep, SettingsDep
+from immune_core.api.deps import CountersDep, DatabaseDep, IntakeDep, SettingsDep, UptimeDep
 from immune_core.api.errors import ApiError, responses
 from immune_core.api.security import Principal, authorize, require_ingest, require_read
 from immune_core.events.models import EventValidationError, parse_event
@@ -169,13 +168,15 @@ async def ingest(
     responses=responses(401, 403, 429, 503),
     dependencies=[Depends(require_read)],
 )
-async def stats(runtime: RuntimeDep) -> StatsResponse:
-    counts = await queries.stored_counts(runtime.database)
+async def stats(
+    database: DatabaseDep, counters: CountersDep, settings: SettingsDep, uptime_s: UptimeDep
+) -> StatsResponse:
+    counts = await queries.stored_counts(database)
     if counts is None:  # an aggregate SELECT always returns a row; guard for the type checker
         raise ApiError(503, "storage_unavailable", "no answer from storage")
-    c = runtime.counters
+    c = counters
     return StatsResponse(
-        instance_id=runtime.settings.instance_id,
+        instance_id=settings.instance_id,
         events_accepted=c.accepted,
         events_duplicate=c.duplicates,
         events_rejected=c.rejected,
@@ -186,5 +187,5 @@ async def stats(runtime: RuntimeDep) -> StatsResponse:
         threats=int(counts["threats"]),
         dead_letters=int(counts["dead_letters"]),
         outbox_pending=int(counts["outbox"]),
-        uptime_s=round(time.time() - runtime.started_at, 3),
+        uptime_s=round(uptime_s, 3),
     )
