@@ -149,33 +149,33 @@ class NetworkPolicies(pulumi.ComponentResource):
             )
 
         policy("default-deny", "default-deny-all", {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]})
-        policy(
-            "dns",
-            "allow-dns-egress",
-            {
-                "podSelector": {},
-                "policyTypes": ["Egress"],
-                "egress": [
-                    {
-                        "to": [
-                            {
-                                **namespace("kube-system"),
-                                "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
-                            }
-                        ],
-                        "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
-                    }
-                ],
-            },
-        )
+        policy("dns", "allow-dns-egress", _dns_egress())
         for flow in flows(settings):
-            policy_types = [
-                kind for kind, rules in (("Ingress", flow.ingress), ("Egress", flow.egress)) if rules
-            ]
-            spec: dict[str, Any] = {"podSelector": {"matchLabels": flow.pods}, "policyTypes": policy_types}
-            if flow.ingress:
-                spec["ingress"] = _rules("ingress", flow.ingress)
-            if flow.egress:
-                spec["egress"] = _rules("egress", flow.egress)
-            policy(flow.name, f"allow-{flow.name}", spec)
+            policy(flow.name, f"allow-{flow.name}", _flow_spec(flow))
         self.register_outputs({})
+
+
+def _dns_egress() -> dict[str, Any]:
+    """Every pod may ask the cluster DNS (kube-dns in kube-system), UDP and TCP port 53."""
+    return {
+        "podSelector": {},
+        "policyTypes": ["Egress"],
+        "egress": [
+            {
+                "to": [{**namespace("kube-system"), "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+                "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+            }
+        ],
+    }
+
+
+def _flow_spec(flow: Flow) -> dict[str, Any]:
+    """The policy of one flow: its pods, and the ingress and egress rules it has (a side without rules
+    is left out of policyTypes, so the default deny still holds there)."""
+    policy_types = [kind for kind, rules in (("Ingress", flow.ingress), ("Egress", flow.egress)) if rules]
+    spec: dict[str, Any] = {"podSelector": {"matchLabels": flow.pods}, "policyTypes": policy_types}
+    if flow.ingress:
+        spec["ingress"] = _rules("ingress", flow.ingress)
+    if flow.egress:
+        spec["egress"] = _rules("egress", flow.egress)
+    return spec
