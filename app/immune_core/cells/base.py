@@ -13,9 +13,8 @@ import inspect
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, NamedTuple, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -58,9 +57,8 @@ class CellConfigError(ValueError):
         self.errors = errors or []
 
 
-@dataclass(frozen=True, slots=True)
-class CellContext:
-    """What the engine lends a cell for one event."""
+class CellContext(NamedTuple):
+    """What the engine lends a cell for one event (a named tuple: built per event and stage, see Antigen)."""
 
     now: datetime  # when the event is evaluated: its event time, or the watermark if it is too late
     intel: IntelStore
