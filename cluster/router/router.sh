@@ -16,6 +16,10 @@
 # KUBECONFIG: taken from the environment, else from `scripts/cluster.sh env`.
 # AIC_CLUSTER_STATE (default ~/.local/state/active-immune-core/cluster): logs/ and router/ (pid,
 # config) live there. ROUTER_GATEWAY_NAMESPACE/ROUTER_GATEWAY_NAME: where `up` declares the Gateway.
+# The platform gateway's auth, aggregated health and rate limit (docs/infra.md "The platform gateway")
+# are Traefik Middleware objects of the Pulumi program: `up` applies Traefik's CRDs (crds/, vendored
+# for TRAEFIK_VERSION), enables the kubernetesCRD provider (which serves Middlewares to the Gateway API
+# provider's ExtensionRef filters) and loads the local plugin plugins-local/ (Yaegi, nothing fetched).
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -38,6 +42,10 @@ logs="$state/logs"
 run="$state/router"
 pidfile="$run/router.pid"
 config="$run/traefik.yaml"
+traefik_crds="$here/crds/traefik-${TRAEFIK_VERSION}.yaml"
+# The platform gateway's plugin (module name = its path under plugins-local/src/).
+PLUGIN_NAME=immunegateway
+PLUGIN_MODULE=github.com/active-immune-core/immunegateway
 
 log() { printf '[router] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -188,6 +196,13 @@ providers:
   kubernetesGateway:
     statusAddress:
       ip: "127.0.0.1"
+  # Middleware objects (traefik.io/v1alpha1) for the HTTPRoutes' ExtensionRef filters.
+  kubernetesCRD: {}
+experimental:
+  # Read from ./plugins-local/src/<moduleName>/ in the working directory (\$run); interpreted by Yaegi.
+  localPlugins:
+    ${PLUGIN_NAME}:
+      moduleName: ${PLUGIN_MODULE}
   kubernetesIngressNGINX:
     ingressClass: nginx
     controllerClass: k8s.io/ingress-nginx
@@ -216,8 +231,26 @@ gateway_crds() {
         crd/httproutes.gateway.networking.k8s.io > /dev/null
 }
 
+# Traefik's own CRDs (Middleware, ...), vendored for the pinned version: the kubernetesCRD provider
+# needs them all installed to start its informers.
+traefik_crds() {
+    [[ -f "$traefik_crds" ]] || die "$traefik_crds missing: vendor the CRDs of Traefik ${TRAEFIK_VERSION} (see crds/)"
+    kubectl_cmd apply --server-side -f "$traefik_crds" > /dev/null
+    kubectl_cmd wait --for condition=Established --timeout 60s crd/middlewares.traefik.io > /dev/null
+}
+
+# The local plugin's source in the router's working directory (a copy: `up` refreshes it).
+plugin_source() {
+    local target="$run/plugins-local/src/$PLUGIN_MODULE"
+    rm -rf "$run/plugins-local"
+    mkdir -p "$(dirname "$target")"
+    cp -r "$here/plugins-local/src/$PLUGIN_MODULE" "$target"
+    rm -f "$target"/*_test.go
+}
+
 declare_objects() {
     gateway_crds
+    traefik_crds
     sed -e "s/@GATEWAY_PORT@/${ROUTER_GATEWAY_PORT}/g" \
         -e "s/@GATEWAY_NAMESPACE@/${ROUTER_GATEWAY_NAMESPACE}/g" \
         -e "s/@GATEWAY_NAME@/${ROUTER_GATEWAY_NAME}/g" \
@@ -233,8 +266,10 @@ up() {
     else
         write_config
         declare_objects
-        # setsid: the router outlives this shell and is stopped only by `down` (by PID).
-        setsid "$binary" --configFile="$config" >> "$logs/router.log" 2>&1 < /dev/null &
+        plugin_source
+        # setsid: the router outlives this shell and is stopped only by `down` (by PID). Its working
+        # directory is $run: Traefik reads local plugins from ./plugins-local/.
+        (cd "$run" && exec setsid "$binary" --configFile="$config" >> "$logs/router.log" 2>&1 < /dev/null) &
         pid=$!
         echo "$pid" > "$pidfile"
         log "started pid $pid (log $logs/router.log)"

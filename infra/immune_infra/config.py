@@ -300,6 +300,17 @@ class Routing(_Model):
     gateway_namespace: str | None = None
     # Namespace of the ingress controller / gateway pods: the only source admitted to the app's port.
     ingress_namespace: str = "ingress-nginx"
+    # Gateway mode, the platform path /api/immune/* (docs/infra.md "The platform gateway"): how its auth,
+    # aggregated health and rate limit are enforced. "traefik": Middleware objects (traefik.io/v1alpha1)
+    # attached to HTTPRoute immune-core-platform by ExtensionRef filters (the local cluster's router,
+    # cluster/router/); "none": left to a platform Gateway implementation configured elsewhere.
+    gateway_middlewares: Literal["traefik", "none"] = "traefik"
+    # Requests per client address per 10 s on /api/immune/* (beyond: 429 with Retry-After); the local
+    # stack's `gateway_rate_limit_per_10s` (immune_suite/stack_config.py), same default.
+    # (Explicit alias: the generated one would be ...Per10S.)
+    gateway_rate_limit_per_10s: Annotated[int, Field(ge=1, le=1_000_000, alias="gatewayRateLimitPer10s")] = (
+        1000
+    )
 
     @field_validator("host", "preview_host")
     @classmethod

@@ -31,7 +31,7 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-from immune_infra.config import COLORS, Color, StackSettings
+from immune_infra.config import COLORS, Color, Routing, StackSettings
 from immune_infra.credentials import service_token_entries
 from immune_infra.workload import (
     MOUNT_API_TOKEN,
@@ -56,6 +56,15 @@ SERVICE_PORT = 80
 STABLE_SERVICE = APP_NAME
 PREVIEW_SERVICE = f"{APP_NAME}-preview"
 PLATFORM_PREFIX = "/api/immune"  # the platform gateway's path to the core (local: targets/local/gateway.py)
+PLATFORM_ROUTE = f"{APP_NAME}-platform"
+# The platform gateway's Traefik Middlewares (routing.gatewayMiddlewares: traefik; docs/infra.md).
+TRAEFIK_GROUP = "traefik.io"
+GATEWAY_PLUGIN = "immunegateway"  # the router's local plugin (cluster/router/router.sh, plugins-local/)
+PLATFORM_API = f"{PLATFORM_ROUTE}-api"
+PLATFORM_RATE_LIMIT = f"{PLATFORM_ROUTE}-rate-limit"
+PLATFORM_HEALTH = f"{PLATFORM_ROUTE}-health"
+HEALTH_SERVICE_NAME = "immune_core"  # the core's name in the gateway's aggregated health
+RATE_WINDOW_S = 10
 API_SECRET = f"{APP_NAME}-api"
 CANARY_HEADER = "X-Immune-Canary"
 KAFKA_GROUP_ID = APP_NAME
@@ -580,7 +589,14 @@ class ImmuneApp(pulumi.ComponentResource):
                 },
             )
 
-    def _http_route(self, suffix: str, route_name: str, host: str, rules: list[dict[str, Any]]) -> None:
+    def _http_route(
+        self,
+        suffix: str,
+        route_name: str,
+        host: str,
+        rules: list[dict[str, Any]],
+        depends_on: Sequence[pulumi.Resource] = (),
+    ) -> None:
         routing = self._settings.routing
         parent: dict[str, Any] = {"name": routing.gateway_name}
         if routing.gateway_namespace:
@@ -591,8 +607,23 @@ class ImmuneApp(pulumi.ComponentResource):
             kind="HTTPRoute",
             metadata={"name": route_name, "namespace": self._namespace, "labels": app_labels()},
             spec={"parentRefs": [parent], "hostnames": [host], "rules": rules},
-            opts=self._child(depends_on=self._crds),
+            opts=self._child(depends_on=[*self._crds, *depends_on]),
         )
+
+    def _platform_middlewares(self) -> list[pulumi.Resource]:
+        """The Traefik Middleware objects the platform route's ExtensionRef filters name (same namespace:
+        an ExtensionRef is a local reference). Traefik's CRDs are the router's (cluster/router/crds/)."""
+        return [
+            k8s.apiextensions.CustomResource(
+                f"{self._name}-{name}",
+                api_version=f"{TRAEFIK_GROUP}/v1alpha1",
+                kind="Middleware",
+                metadata={"name": name, "namespace": self._namespace, "labels": app_labels()},
+                spec=spec,
+                opts=self._child(),
+            )
+            for name, spec in platform_middlewares(self._settings.routing).items()
+        ]
 
     def _gateway_routes(self) -> None:
         routing = self._settings.routing
@@ -631,23 +662,89 @@ class ImmuneApp(pulumi.ComponentResource):
         # The platform's API path (docs/service.md, "Behind the platform gateway"): /api/immune/* on the
         # same host reaches the stable core's /api/v1/*, its probes under /api/immune/health/. A route
         # of its own, always to stable: the canary's weights above stay the only thing a rollout moves.
-        self._http_route("platform-route", f"{APP_NAME}-platform", routing.host, platform_rules())
+        middlewares = self._platform_middlewares()
+        self._http_route(
+            "platform-route", PLATFORM_ROUTE, routing.host, platform_rules(routing), depends_on=middlewares
+        )
 
 
-def platform_rules() -> list[dict[str, Any]]:
-    """HTTPRoute rules of ``/api/immune`` (Gateway API v1: PathPrefix matches whole path elements, the
-    longest prefix wins, and a URLRewrite ReplacePrefixMatch swaps the matched prefix)."""
+def platform_middlewares(routing: Routing) -> dict[str, dict[str, Any]]:
+    """name -> `spec` of each Traefik Middleware of the platform gateway (none unless gateway mode with
+    `routing.gatewayMiddlewares: traefik`).
 
-    def rewrite(prefix: str, replacement: str) -> dict[str, Any]:
+    - PLATFORM_API: the gateway plugin (cluster/router/plugins-local, mode "api"): 401 without
+      `Authorization: Bearer`, never forwarded; names the answering pod in X-Immune-Served-By;
+    - PLATFORM_RATE_LIMIT: Traefik's rateLimit (a token bucket per source: `average` requests per
+      `period`, `burst` at once; 429 with Retry-After), the source being the client's address (the
+      connection's remote address: `ipStrategy` without depth or exclusions);
+    - PLATFORM_HEALTH: the plugin in mode "health": the core's readiness as the gateway's GET /health.
+    Upstream: doc.traefik.io/traefik/v3.7 middlewares/http/ratelimit and plugins (local plugins).
+    """
+    if routing.mode != "gateway" or routing.gateway_middlewares != "traefik":
+        return {}
+    limit = routing.gateway_rate_limit_per_10s
+
+    def plugin(mode: str) -> dict[str, Any]:
+        return {"plugin": {GATEWAY_PLUGIN: {"mode": mode, "service": HEALTH_SERVICE_NAME}}}
+
+    return {
+        PLATFORM_API: plugin("api"),
+        PLATFORM_RATE_LIMIT: {
+            "rateLimit": {
+                "average": limit,
+                "period": f"{RATE_WINDOW_S}s",
+                "burst": limit,
+                "sourceCriterion": {"ipStrategy": {"depth": 0}},
+            }
+        },
+        PLATFORM_HEALTH: plugin("health"),
+    }
+
+
+def _extension(name: str) -> dict[str, Any]:
+    return {
+        "type": "ExtensionRef",
+        "extensionRef": {"group": TRAEFIK_GROUP, "kind": "Middleware", "name": name},
+    }
+
+
+def platform_rules(routing: Routing) -> list[dict[str, Any]]:
+    """HTTPRoute rules of ``/api/immune`` (Gateway API v1: PathPrefix matches whole path elements, an
+    Exact match beats any prefix, the longest prefix wins, and a URLRewrite ReplacePrefixMatch swaps the
+    matched prefix). With the gateway's middlewares: the API rule is checked (bearer, then rate limit),
+    its probes only rate-limited, and ``GET /health`` is the aggregated health (the stable Service's
+    /health/ready through the health plugin)."""
+    guarded = bool(platform_middlewares(routing))
+    stable = [{"name": STABLE_SERVICE, "port": SERVICE_PORT}]
+
+    def rewrite(prefix: str, replacement: str, before: list[str]) -> dict[str, Any]:
         return {
             "matches": [{"path": {"type": "PathPrefix", "value": prefix}}],
             "filters": [
+                *[_extension(name) for name in before],
                 {
                     "type": "URLRewrite",
                     "urlRewrite": {"path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": replacement}},
-                }
+                },
             ],
-            "backendRefs": [{"name": STABLE_SERVICE, "port": SERVICE_PORT}],
+            "backendRefs": stable,
         }
 
-    return [rewrite(f"{PLATFORM_PREFIX}/health", "/health"), rewrite(PLATFORM_PREFIX, "/api/v1")]
+    if not guarded:
+        return [rewrite(f"{PLATFORM_PREFIX}/health", "/health", []), rewrite(PLATFORM_PREFIX, "/api/v1", [])]
+    health = {
+        "matches": [{"path": {"type": "Exact", "value": "/health"}, "method": "GET"}],
+        "filters": [
+            _extension(PLATFORM_HEALTH),
+            {
+                "type": "URLRewrite",
+                "urlRewrite": {"path": {"type": "ReplaceFullPath", "replaceFullPath": "/health/ready"}},
+            },
+        ],
+        "backendRefs": stable,
+    }
+    return [
+        rewrite(f"{PLATFORM_PREFIX}/health", "/health", [PLATFORM_RATE_LIMIT]),
+        rewrite(PLATFORM_PREFIX, "/api/v1", [PLATFORM_API, PLATFORM_RATE_LIMIT]),
+        health,
+    ]

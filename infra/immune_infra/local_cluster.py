@@ -58,6 +58,11 @@ FOOTPRINT: dict[str, Any] = {
 }
 
 
+# The platform gateway's per-address limit on /api/immune/* on this cluster: small, so the end-to-end
+# test's burst past it stays short (tests/cluster/test_deploy.py). Nothing else here uses that path.
+LOCAL_GATEWAY_RATE_LIMIT_PER_10S = 60
+
+
 class LocalClusterError(RuntimeError):
     """A prerequisite of the local cluster is missing; the message says which and how to make it."""
 
@@ -113,7 +118,11 @@ def overrides(
         result.setdefault(section, {})[key] = built[name]
     result["monitoring"]["grafana"] = False
     result["cluster"] = {"dns": False, "persistentVolumes": False, "singleNode": True}
-    result["routing"] = {"mode": "gateway", "gatewayName": gateway_name}
+    result["routing"] = {
+        "mode": "gateway",
+        "gatewayName": gateway_name,
+        "gatewayRateLimitPer10s": LOCAL_GATEWAY_RATE_LIMIT_PER_10S,
+    }
     if gateway_namespace:
         result["routing"]["gatewayNamespace"] = gateway_namespace
         result["routing"]["ingressNamespace"] = gateway_namespace

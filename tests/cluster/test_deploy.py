@@ -19,11 +19,13 @@ import signal
 import subprocess
 import urllib.parse
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from immune_infra.local_cluster import LOCAL_GATEWAY_RATE_LIMIT_PER_10S
 
 from tests.app.support import port_scan, wait_for
 from tests.cluster.deploy_support import DEPLOY_SH, deploy, ingest_token, must, stable_host
@@ -191,6 +193,117 @@ def test_a_broken_digest_fails_up_within_the_configured_bound_and_stable_keeps_s
     must(deploy("up", deployed.stack), "up after the bad case")
     assert deployment_image(deployed, "immune-core-green") == green_before
     must(deploy("check", deployed.stack), "second up after the bad case")
+
+
+PLATFORM_RATE_LIMIT = "immune-core-platform-rate-limit"
+THREATS_ROUTE = "/api/v1/threats"
+
+
+def _served_to(deployed: Deployed, route: str) -> float:
+    """Requests the stable colour's pods (blue) have counted on ``route`` (every status): the sum of
+    `immune_http_request_duration_seconds_count` read from each pod's /metrics through the API server."""
+    pods = deployed.kube.get("pods", "-n", deployed.namespace, "-l", "immune.vertice.dev/color=blue")["items"]
+    total = 0.0
+    for pod in (p for p in pods if _ready(p)):
+        name = pod["metadata"]["name"]
+        text = deployed.kube.kubectl(
+            "get", "--raw", f"/api/v1/namespaces/{deployed.namespace}/pods/{name}:8080/proxy/metrics"
+        ).stdout
+        total += sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("immune_http_request_duration_seconds_count{") and f'route="{route}"' in line
+        )
+    return total
+
+
+def _gateway_health(anonymous: httpx.Client) -> tuple[int, dict[str, Any]]:
+    answer = anonymous.get("/health")
+    return answer.status_code, answer.json()
+
+
+# Before the port scan (see the broken-digest case above: the scan was once seen making the stable pod
+# NotReady, which would be read here as the gateway's 503).
+@pytest.mark.only_stack("staging")
+def test_the_platform_gateway_checks_limits_and_aggregates_the_cores_health(deployed: Deployed) -> None:
+    """The Pulumi program's platform route (HTTPRoute immune-core-platform with its Traefik Middlewares,
+    docs/infra.md "The platform gateway") on the real router: /api/immune/* with a token reaches the
+    stable core; without one the gateway answers 401 and the core never sees it; past the configured
+    per-address limit the gateway answers 429; GET /health follows the stable core's readiness."""
+    anonymous = httpx.Client(
+        base_url=str(deployed.client.base_url), headers={"Host": deployed.client.headers["Host"]}, timeout=30
+    )
+    limit = deployed.kube.get("middlewares.traefik.io", PLATFORM_RATE_LIMIT, "-n", deployed.namespace)[
+        "spec"
+    ]["rateLimit"]["average"]
+    assert limit == LOCAL_GATEWAY_RATE_LIMIT_PER_10S  # this cluster's setting, as deployed
+
+    # With a token: the stable core's /api/v1/threats, the answering pod named by the gateway.
+    ok = deployed.client.get("/api/immune/threats", params={"category": "port_scan"})
+    assert ok.status_code == 200, ok.text
+    assert ok.headers["x-immune-color"] == "blue"
+    assert ok.headers["x-immune-served-by"] == f"blue/{ok.headers['x-immune-instance']}"
+    probe = anonymous.get("/api/immune/health/live")  # probes need no token
+    assert probe.status_code == 200 and probe.json()["color"] == "blue", probe.text
+
+    # Without one (or with another scheme): 401 from the gateway, not forwarded (the core's count of
+    # /api/v1/threats requests does not move; a forwarded request would be counted with its 401).
+    before = _served_to(deployed, THREATS_ROUTE)
+    for headers in ({}, {"Authorization": "Basic dXNlcjpwdw=="}, {"Authorization": "Bearer"}):
+        refused = anonymous.get("/api/immune/threats", headers=headers)
+        assert refused.status_code == 401, refused.text
+        assert refused.headers["www-authenticate"] == "Bearer"
+        assert refused.headers["x-immune-served-by"] == "gateway"
+        assert refused.json()["error"] == "unauthorized"
+        assert "x-immune-instance" not in refused.headers
+    assert _served_to(deployed, THREATS_ROUTE) == before
+    deployed.client.get("/api/immune/threats", params={"category": "port_scan"}).raise_for_status()
+    assert _served_to(deployed, THREATS_ROUTE) == before + 1  # the counter does see forwarded requests
+
+    # A burst past the limit, from one address, at full speed (8 in flight): the gateway's 429.
+    def one(_: int) -> httpx.Response:
+        return deployed.client.get("/api/immune/no-such-resource")
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(one, range(4 * limit)))
+    limited = [a for a in answers if a.status_code == 429]
+    assert limited, sorted({a.status_code for a in answers})
+    assert all(a.headers["x-immune-served-by"] == "gateway" for a in limited)
+    assert all(int(a.headers["retry-after"]) >= 1 for a in limited)
+    assert sum(a.status_code == 404 and a.headers["x-immune-color"] == "blue" for a in answers) >= limit // 2
+
+    # The gateway's aggregated health: up with a Ready stable pod; 503 once none is; up again after.
+    status, body = _gateway_health(anonymous)
+    assert status == 200, body
+    assert body["status"] == "up" and body["services"]["immune_core"]["status"] == "up", body
+    assert body["services"]["immune_core"]["colour"] == "blue"
+    scale = deployed.kube.get("deployment", "immune-core-blue", "-n", deployed.namespace)["spec"]["replicas"]
+    deployed.kube.kubectl("scale", "deployment", "immune-core-blue", "-n", deployed.namespace, "--replicas=0")
+    try:
+        status, body = wait_for(
+            lambda: (h := _gateway_health(anonymous))[0] == 503 and h,
+            timeout_s=180,
+            interval_s=1,
+            what="the gateway's 503 with no stable pod",
+        )
+        assert body == {
+            "status": "degraded",
+            "services": {
+                "immune_core": {
+                    "status": "down",
+                    "upstream_status": body["services"]["immune_core"]["upstream_status"],
+                }
+            },
+        }, body
+        assert body["services"]["immune_core"]["upstream_status"] >= 500
+    finally:
+        deployed.kube.kubectl(
+            "scale", "deployment", "immune-core-blue", "-n", deployed.namespace, f"--replicas={scale}"
+        )
+    wait_for(
+        lambda: _gateway_health(anonymous)[0] == 200, timeout_s=300, interval_s=2, what="the gateway up again"
+    )
+    wait_for(lambda: not _not_ready(deployed.pods()), timeout_s=300, interval_s=2, what="every pod Ready")
 
 
 def test_a_port_scan_through_the_router_is_detected_stored_published_and_counted(deployed: Deployed) -> None:

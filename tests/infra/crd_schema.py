@@ -15,7 +15,9 @@ from functools import cache
 from typing import Any
 
 import jsonschema
+import yaml
 from immune_infra.crds import openapi_schema
+from immune_infra.render import REPOSITORY_ROOT
 
 _LATE_FLAGS = re.compile(r"^\^\(\?([a-z]+)\)")
 
@@ -35,9 +37,31 @@ def _rewrite(node: Any) -> Any:
     return node
 
 
+# Traefik's CRDs are the router's, vendored beside it for its pinned version (cluster/router/crds/); the
+# program declares Middleware objects of theirs for the platform gateway.
+ROUTER_CRDS = REPOSITORY_ROOT / "cluster" / "router" / "crds"
+ROUTER_KINDS = ("Middleware",)
+
+
+def _router_schema(kind: str, version: str) -> dict[str, Any]:
+    pin = next(
+        line.split("=", 1)[1]
+        for line in (REPOSITORY_ROOT / "cluster" / "versions.env").read_text().splitlines()
+        if line.startswith("TRAEFIK_VERSION=")
+    )
+    for document in yaml.safe_load_all((ROUTER_CRDS / f"traefik-{pin}.yaml").read_text()):
+        if document and document["spec"]["names"]["kind"] == kind:
+            for served in document["spec"]["versions"]:
+                if served["name"] == version:
+                    schema: dict[str, Any] = served["schema"]["openAPIV3Schema"]
+                    return schema
+    raise KeyError(f"the router's vendored CRDs have no {kind} {version}")
+
+
 @cache
 def validator(kind: str, version: str) -> jsonschema.protocols.Validator:
-    schema = _rewrite(copy.deepcopy(openapi_schema(kind, version)))
+    source = _router_schema(kind, version) if kind in ROUTER_KINDS else openapi_schema(kind, version)
+    schema = _rewrite(copy.deepcopy(source))
     cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
     return cls(schema)
 

@@ -14,7 +14,7 @@ KUBERNETES_VERSION = "1.34"
 CHECKOV = REPOSITORY_ROOT / "scripts" / "checkov.sh"
 CHECK_LIST = REPOSITORY_ROOT / "security" / "checkov" / "k8s-checks.yaml"
 DOCKERFILE = REPOSITORY_ROOT / "app" / "Dockerfile"
-CUSTOM_KINDS = {"HTTPRoute", "ServiceMonitor", "PrometheusRule"}
+CUSTOM_KINDS = {"HTTPRoute", "ServiceMonitor", "PrometheusRule", "Middleware"}
 
 
 def _check_list() -> dict[str, Any]:

@@ -21,6 +21,7 @@ from immune_infra.local_cluster import (
 from immune_infra.policies import pod_spec, violations
 from immune_infra.render import REPOSITORY_ROOT, RenderedStack
 
+from tests.infra.crd_schema import errors as crd_errors
 from tests.infra.scan_support import KUBERNETES_VERSION
 from tests.infra.support import render
 
@@ -89,7 +90,9 @@ def test_local_stack_uses_only_images_built_here_and_passes_the_checks(stack: st
     assert "svc.cluster.local" not in str(rendered.find("Secret", "postgres-auth"))
     assert rendered.of_kind("HTTPRoute") and rendered.of_kind("CustomResourceDefinition")
     for manifest in rendered.manifests:
-        if manifest["kind"] not in ("HTTPRoute",):
+        if manifest["kind"] in ("HTTPRoute", "Middleware"):
+            assert crd_errors(manifest) == [], manifest["metadata"]["name"]
+        else:
             kubernetes_validate.validate(manifest, KUBERNETES_VERSION, strict=True)
         assert violations(manifest) == []
 

@@ -1,0 +1,3 @@
+module github.com/active-immune-core/immunegateway
+
+go 1.24
