@@ -198,17 +198,17 @@ providers:
       ip: "127.0.0.1"
   # Middleware objects (traefik.io/v1alpha1) for the HTTPRoutes' ExtensionRef filters.
   kubernetesCRD: {}
-experimental:
-  # Read from ./plugins-local/src/<moduleName>/ in the working directory (\$run); interpreted by Yaegi.
-  localPlugins:
-    ${PLUGIN_NAME}:
-      moduleName: ${PLUGIN_MODULE}
   kubernetesIngressNGINX:
     ingressClass: nginx
     controllerClass: k8s.io/ingress-nginx
     httpEntryPoint: ingress
     publishStatusAddress:
       - "127.0.0.1"
+experimental:
+  # Read from ./plugins-local/src/<moduleName>/ in the working directory (\$run); interpreted by Yaegi.
+  localPlugins:
+    ${PLUGIN_NAME}:
+      moduleName: ${PLUGIN_MODULE}
 EOF
 }
 

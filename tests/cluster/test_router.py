@@ -25,10 +25,17 @@ from typing import Any
 
 import httpx
 import pytest
-from immune_infra.immune_app import CANARY_HEADER, PREVIEW_SERVICE, SERVICE_PORT, STABLE_SERVICE
+from immune_infra.immune_app import (
+    CANARY_HEADER,
+    PLATFORM_ROUTE,
+    PREVIEW_SERVICE,
+    SERVICE_PORT,
+    STABLE_SERVICE,
+)
 from immune_infra.render import render_stack
 from scipy.stats import binomtest
 
+from tests.app.support import wait_for
 from tests.cluster.router_harness import (
     ColourServer,
     ControlPlane,
@@ -105,6 +112,7 @@ class Cluster:
             "EndpointSlice": "endpointslices",
             "HTTPRoute": "httproutes",
             "Ingress": "ingresses",
+            "Middleware": "middlewares",
         }[manifest["kind"]]
         name = manifest["metadata"]["name"]
         namespace = manifest["metadata"].get("namespace")
@@ -280,6 +288,34 @@ def test_weighted_httproute_splits_within_binomial_bound(routed: dict[str, str],
     assert split_matches(served["green"], REQUESTS, 0.10), served
     # The program's header rule forces the canary.
     assert forced == Counter({"green": 50}), forced
+
+
+def test_platform_route_middlewares_resolve_through_extension_refs(
+    routed: dict[str, str], cluster: Cluster
+) -> None:
+    """The program's platform route with its Traefik Middlewares (docs/infra.md "The platform gateway"):
+    the router resolves the ExtensionRef filters (kubernetesCRD provider, CRDs applied by router.sh) and
+    runs the local plugin: 401 at the gateway without a token, the blue backend with one. The whole
+    behaviour against the real core: tests/cluster/test_deploy.py."""
+    stack = render_stack(STACK, {
+        "rollout": {"activeColor": "blue", "canaryWeight": 0},
+        "routing": {"mode": "gateway", "gatewayName": GATEWAY_NAME, "gatewayNamespace": GATEWAY_NAMESPACE},
+    })  # fmt: skip
+    for manifest in stack.of_kind("Middleware"):
+        cluster.apply(manifest)
+    route = stack.find("HTTPRoute", PLATFORM_ROUTE)
+    cluster.apply(route)
+    with gateway(routed, route["spec"]["hostnames"][0]) as client:
+
+        def refused() -> httpx.Response | None:
+            answer = client.get("/api/immune/threats")
+            return answer if answer.status_code == 401 else None
+
+        answer = wait_for(refused, timeout_s=APPLY_TIMEOUT_S, what="the platform route's bearer check")
+        assert answer.headers["www-authenticate"] == "Bearer"
+        assert answer.headers["x-immune-served-by"] == "gateway" and "blue" not in answer.text
+        allowed = client.get("/api/immune/threats", headers={"Authorization": "Bearer t"})
+        assert allowed.status_code == 200 and allowed.text == "blue", allowed.text
 
 
 def test_full_canary_weight_sends_every_request_to_green(routed: dict[str, str], cluster: Cluster) -> None:
