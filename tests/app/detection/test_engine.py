@@ -9,8 +9,9 @@ from immune_core.detection.engine import CellSpec, DetectionConfig, DetectionEng
 from immune_core.events.models import parse_event
 from immune_core.simulator.records import EventFactory
 
+from tests.app.detection.support import SCANNER, scan_flows
+
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-SCANNER = "45.133.7.7"
 
 
 def _factory() -> EventFactory:
@@ -18,21 +19,7 @@ def _factory() -> EventFactory:
 
 
 def scan(make: EventFactory, start_s: float, ports: int, src: str = SCANNER) -> list[Any]:
-    return [
-        parse_event(
-            make.flow(
-                T0 + timedelta(seconds=start_s + i * 0.5),
-                "srv-web-1",
-                src,
-                "10.20.2.10",
-                1000 + i,
-                60,
-                0,
-                conn_state="rejected",
-            )
-        )
-        for i in range(ports)
-    ]
+    return [parse_event(e) for e in scan_flows(make, T0 + timedelta(seconds=start_s), ports, src)]
 
 
 def run(engine: DetectionEngine, events: list[Any]) -> list[Any]:

@@ -10,8 +10,9 @@ from immune_core.detection.engine import DetectionConfig, DetectionEngine
 from immune_core.events.models import IntelItem, NetworkFlow, parse_event
 from immune_core.simulator.records import EventFactory
 
+from tests.app.detection.support import SCANNER, scan_flows
+
 WALL = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-SCANNER = "45.133.7.7"
 
 
 def _engine(**config: Any) -> DetectionEngine:
@@ -19,22 +20,7 @@ def _engine(**config: Any) -> DetectionEngine:
 
 
 def _scan(make: EventFactory, start: datetime, ports: int = 30, src: str = SCANNER) -> list[Any]:
-    return [
-        parse_event(
-            make.flow(
-                start + timedelta(seconds=i * 0.5),
-                "srv-web-1",
-                src,
-                "10.20.2.10",
-                1000 + i,
-                60,
-                0,
-                conn_state="rejected",
-            ),
-            now=WALL,
-        )
-        for i in range(ports)
-    ]
+    return [parse_event(e, now=WALL) for e in scan_flows(make, start, ports, src)]
 
 
 def _unchecked_flow(make: EventFactory, at: datetime, src: str = "192.0.2.66") -> NetworkFlow:
