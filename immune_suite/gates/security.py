@@ -74,17 +74,7 @@ def run_security_gate(
         artifacts=[a for r in results for a in r.artifacts],
         started_at=started,
         details={
-            "tools": {
-                r.tool: {
-                    "summary": r.summary,
-                    "error": r.error,
-                    "findings": r.findings,
-                    "warnings": r.warnings,
-                    "seconds": timings[r.tool],
-                    **r.details,
-                }
-                for r in results
-            },
+            "tools": {r.tool: r.record(seconds=timings[r.tool]) for r in results},
             "source_dir": str(source_dir),
             "fuzzed_url": base_url,
         },
@@ -119,15 +109,7 @@ def run_api_fuzz(base_url: str, token: str | None, out_dir: Path, progress: Call
         artifacts=list(result.artifacts),
         started_at=started,
         details={
-            "tools": {
-                result.tool: {
-                    "summary": result.summary,
-                    "error": result.error,
-                    "findings": result.findings,
-                    "warnings": result.warnings,
-                    **result.details,
-                }
-            },
+            "tools": {result.tool: result.record()},
             "fuzzed_url": base_url,
         },
     )

@@ -46,6 +46,18 @@ class ScanResult:
             passed=self.passed,
         )
 
+    def record(self, **extra: Any) -> dict[str, Any]:
+        """What a verdict's details keep of this result: summary, error, findings, warnings, then `extra`
+        (e.g. the tool's run time in seconds) and the tool's own details."""
+        return {
+            "summary": self.summary,
+            "error": self.error,
+            "findings": self.findings,
+            "warnings": self.warnings,
+            **extra,
+            **self.details,
+        }
+
     @classmethod
     def failed(
         cls,
