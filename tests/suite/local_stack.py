@@ -83,6 +83,9 @@ def local_ports() -> dict[str, int]:
     }
 
 
+_CLI = [sys.executable, "-m", "immune_suite.cli"]
+
+
 @dataclass
 class E2EStack:
     root: Path
@@ -93,9 +96,15 @@ class E2EStack:
     v1: str = ""  # commit of the first release
     v2: str = ""  # commit of the second release
 
+    def promote_command(self, *args: str) -> list[str]:
+        """The argv of `immune-suite promote` on this stack and repo plus `args`, for a run a test drives as
+        a process of its own (to kill it, or to act while it runs)."""
+        return [*_CLI, "promote", "--stack", str(self.stack_file), "--repo", str(self.repo), *args]
+
     def cli(self, *args: str, timeout: float = 400) -> subprocess.CompletedProcess[str]:
+        """`immune-suite <args>` in this stack's environment; `timeout` in seconds."""
         return subprocess.run(
-            [sys.executable, "-m", "immune_suite.cli", *args],
+            [*_CLI, *args],
             env=self.env,
             capture_output=True,
             text=True,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -69,21 +68,9 @@ def test_a_refused_rollback_is_finished_by_the_guard(stack: E2EStack) -> None:
     target = stack.target()
     admin = target.layout.haproxy_socket
     away = admin.with_name("haproxy.sock.away")
-    command = [
-        sys.executable,
-        "-m",
-        "immune_suite.cli",
-        "promote",
-        "--stack",
-        str(stack.stack_file),
-        "--repo",
-        str(stack.repo),
-        "--json",
-        "--ref",
-        stack.v2,
-        "--candidate-env",
-        "IMMUNE_FAULT_LATENCY_MS=400",
-    ]
+    command = stack.promote_command(
+        "--json", "--ref", stack.v2, "--candidate-env", "IMMUNE_FAULT_LATENCY_MS=400"
+    )
     process = subprocess.Popen(command, env=stack.env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
         wait_for(

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -184,18 +183,7 @@ def test_tampered_record_fails_verification(e2e: E2EStack, tmp_path: Path) -> No
 
 
 def test_pipeline_killed_mid_canary_recovers(e2e: E2EStack) -> None:
-    command = [
-        sys.executable,
-        "-m",
-        "immune_suite.cli",
-        "promote",
-        "--stack",
-        str(e2e.stack_file),
-        "--repo",
-        str(e2e.repo),
-        "--ref",
-        e2e.v1,
-    ]
+    command = e2e.promote_command("--ref", e2e.v1)
     run_file = Path(e2e.env["IMMUNE_STATE_DIR"]) / "pipeline" / "e2e" / "run.json"
     process = subprocess.Popen(command, env=e2e.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     target = e2e.target()
