@@ -10,7 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[2]
+from immune_suite.paths import REPO_ROOT
+
+REPO = REPO_ROOT
 CLUSTER_SH = REPO / "scripts" / "cluster.sh"
 
 
