@@ -144,24 +144,7 @@ class ImmuneApp(pulumi.ComponentResource):
         self._namespace = namespace
         self._provider = provider
         self._dependencies = dependencies
-        child = self._child()
-
-        self.service_account = k8s.core.v1.ServiceAccount(
-            f"{name}-sa",
-            metadata={"name": APP_NAME, "namespace": namespace, "labels": app_labels()},
-            # The service never talks to the Kubernetes API; no token in its pods.
-            automount_service_account_token=MOUNT_API_TOKEN,
-            opts=child,
-        )
-        # Digests only (credentials.service_token_entries): no plain token in the cluster.
-        token_entries: pulumi.Output[str] = pulumi.Output.secret(api_tokens.apply(service_token_entries))
-        self.api_secret = k8s.core.v1.Secret(
-            f"{name}-api-tokens",
-            metadata={"name": API_SECRET, "namespace": namespace, "labels": app_labels()},
-            type="Opaque",
-            string_data={"tokens": token_entries},
-            opts=child,
-        )
+        self._identity(api_tokens)
         self.migrations: dict[Color, k8s.batch.v1.Job] = {}
         self.deployments: dict[Color, k8s.apps.v1.Deployment] = {}
         self.pods_services: dict[Color, k8s.core.v1.Service] = {}
@@ -189,6 +172,34 @@ class ImmuneApp(pulumi.ComponentResource):
         else:
             self._gateway_routes()
 
+        self._urls()
+        self.register_outputs(
+            {"stable_url": self.stable_url, "preview_url": self.preview_url, "canary_url": self.canary_url}
+        )
+
+    def _identity(self, api_tokens: pulumi.Output[str]) -> None:
+        """The pods' ServiceAccount (no API token mounted) and the Secret of the API tokens' digests."""
+        child = self._child()
+        self.service_account = k8s.core.v1.ServiceAccount(
+            f"{self._name}-sa",
+            metadata={"name": APP_NAME, "namespace": self._namespace, "labels": app_labels()},
+            # The service never talks to the Kubernetes API; no token in its pods.
+            automount_service_account_token=MOUNT_API_TOKEN,
+            opts=child,
+        )
+        # Digests only (credentials.service_token_entries): no plain token in the cluster.
+        token_entries: pulumi.Output[str] = pulumi.Output.secret(api_tokens.apply(service_token_entries))
+        self.api_secret = k8s.core.v1.Secret(
+            f"{self._name}-api-tokens",
+            metadata={"name": API_SECRET, "namespace": self._namespace, "labels": app_labels()},
+            type="Opaque",
+            string_data={"tokens": token_entries},
+            opts=child,
+        )
+
+    def _urls(self) -> None:
+        """Where the pipeline reaches each Service: the stable, preview and canary URLs, the baseline's."""
+        settings = self._settings
         routing = settings.routing
         scheme = "https" if routing.tls_certificate else "http"
         self.stable_url = f"{scheme}://{routing.host}{settings.app.api_prefix}"
@@ -202,9 +213,6 @@ class ImmuneApp(pulumi.ComponentResource):
             self.baseline_url = (
                 f"http://{service_dns(BASELINE_SERVICE, settings.namespace)}{settings.app.api_prefix}"
             )
-        self.register_outputs(
-            {"stable_url": self.stable_url, "preview_url": self.preview_url, "canary_url": self.canary_url}
-        )
 
     def _child(self, depends_on: list[pulumi.Resource] | None = None) -> pulumi.ResourceOptions:
         return pulumi.ResourceOptions(parent=self, provider=self._provider, depends_on=depends_on or [])
