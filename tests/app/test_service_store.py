@@ -45,6 +45,22 @@ async def test_events_are_stored_once_per_event_id(database: Database) -> None:
         assert await conn.fetchval("SELECT count(*) FROM events") == 1
 
 
+async def test_events_are_stored_with_the_payloads_the_caller_serialised_once(database: Database) -> None:
+    # The intake serialises each event once for the row and its forward: what is stored is that text.
+    events = [parse_event(flow()) for _ in range(3)]
+    payloads = [repo.event_json(e) for e in events]
+    async with database.transaction() as conn:
+        with pytest.raises(ValueError, match="2 payloads for 3 events"):
+            await repo.insert_events(conn, events, "api", payloads[:2])
+        assert len(await repo.insert_events(conn, events, "api", payloads)) == 3
+    async with database.session() as conn:
+        stored = await conn.fetch("SELECT payload FROM events ORDER BY payload")
+    assert sorted(str(row["payload"]) for row in stored) == sorted(payloads)
+    assert [repo.forward_message(e, t).payload for e, t in zip(events, payloads, strict=True)] == [
+        repo.forward_message(e).payload for e in events
+    ]
+
+
 async def test_a_failed_transaction_stores_nothing(database: Database) -> None:
     event = parse_event(flow())
     with pytest.raises(RuntimeError):

@@ -131,9 +131,12 @@ class EventIntake:
             async with self._db.transaction() as conn:
                 events = [e for p in live for e in p.events]
                 ids = [i for p in live for i in p.ids]
-                fresh = set(await repo.insert_events(conn, events, "api"))
-                forwarded = {i: e for i, e in zip(ids, events, strict=True) if i in fresh}
-                await repo.enqueue(conn, [repo.forward_message(e) for e in forwarded.values()])
+                payloads = [repo.event_json(e) for e in events]  # stored and forwarded: serialised once
+                fresh = set(await repo.insert_events(conn, events, "api", payloads))
+                forwarded = {
+                    i: (e, text) for i, e, text in zip(ids, events, payloads, strict=True) if i in fresh
+                }
+                await repo.enqueue(conn, [repo.forward_message(e, text) for e, text in forwarded.values()])
                 # Acknowledged in the database, with the events: the answers below follow this commit.
                 await repo.record_acknowledged(conn, self._instance_id, "api", len(fresh))
         except Exception as exc:
