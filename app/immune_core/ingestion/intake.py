@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -99,9 +100,13 @@ class EventIntake:
 
         new_ids = [i for i in ids if i in fresh]
         duplicates = [i for i in ids if i not in fresh]
-        for event_id, event in zip(ids, unique, strict=True):
-            outcome = "stored" if event_id in fresh else "duplicate"
-            self._metrics.events.labels(kind=event.kind, outcome=outcome, source="api").inc()
+        # One increment per (kind, outcome), not per event: the same totals without a look-up per event.
+        outcomes = Counter(
+            (event.kind, "stored" if event_id in fresh else "duplicate")
+            for event_id, event in zip(ids, unique, strict=True)
+        )
+        for (kind, outcome), count in outcomes.items():
+            self._metrics.events.labels(kind=kind, outcome=outcome, source="api").inc(count)
         self._counters.accepted += len(new_ids)
         self._counters.duplicates += len(duplicates)
         return IntakeResult(accepted=new_ids, duplicates=duplicates)

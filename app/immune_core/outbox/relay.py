@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import Counter
 
 from immune_core.observability.logging import get_logger
 from immune_core.observability.metrics import Metrics
@@ -70,8 +71,9 @@ class OutboxRelay:
                 [OutboundMessage(r["topic"], r["message_key"], str(r["payload"]).encode()) for r in rows]
             )
             await conn.executemany("DELETE FROM outbox WHERE id = $1", [(r["id"],) for r in rows])
-        for row in rows:
-            self._metrics.outbox_published.labels(topic_family=_family(str(row["topic"]))).inc()
+        # One increment per topic family, not per row (the same totals, without a label look-up per row).
+        for family, count in Counter(_family(str(row["topic"])) for row in rows).items():
+            self._metrics.outbox_published.labels(topic_family=family).inc(count)
         return len(rows)
 
     async def depth(self) -> int:

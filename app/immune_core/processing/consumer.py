@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import ParamSpec, TypeVar
@@ -414,9 +415,13 @@ class DetectionConsumer:
 
     def _account(self, batch: ProcessedBatch, result: CommitResult) -> None:
         new = set(result.new_event_ids)
-        for event in batch.events:
-            outcome = "stored" if str(event.event_id) in new else "duplicate"
-            self._metrics.events.labels(kind=event.kind, outcome=outcome, source="kafka").inc()
+        # Counted per (kind, outcome), then one increment each: a labelled child's look-up per event
+        # was ~2 % of a batch's CPU (docs/performance.md); the counters end at the same values.
+        outcomes = Counter(
+            (event.kind, "stored" if str(event.event_id) in new else "duplicate") for event in batch.events
+        )
+        for (kind, outcome), count in outcomes.items():
+            self._metrics.events.labels(kind=kind, outcome=outcome, source="kafka").inc(count)
         self._counters.accepted += len(new)
         self._counters.dead_lettered += len(batch.dead_letters)
         for threat in result.threats:
