@@ -210,6 +210,29 @@ class RolloutEnv(_Model):
         return self.blue if color == "blue" else self.green
 
 
+_GIT_REF = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._/~^@{}+-]{0,199}$")
+
+
+def _git_ref(value: str) -> str:
+    if not _GIT_REF.match(value):
+        raise ValueError(f"{value!r} is not a git revision (letters, digits and . _ / ~ ^ @ {{ }} + -)")
+    return value
+
+
+class RolloutRelease(_Model):
+    """The release a colour runs, as the pipeline promoted it: kept in the stack so that every run (on
+    any runner, from any checkout) knows what serves. `digest` is the image's (`sha256:<64 hex>`)."""
+
+    version: Annotated[str, AfterValidator(_version_value)]
+    ref: Annotated[str, AfterValidator(_git_ref)]
+    digest: Annotated[str, Field(pattern=r"^sha256:[0-9a-f]{64}$")]
+
+
+class RolloutReleases(_Model):
+    blue: RolloutRelease | None = None
+    green: RolloutRelease | None = None
+
+
 class Baseline(_Model):
     """Kayenta's fresh baseline: `replicas` new pods of the stable release beside a canary.
 
@@ -229,6 +252,7 @@ class Rollout(_Model):
     images: RolloutImages
     replicas: RolloutReplicas = RolloutReplicas()
     env: RolloutEnv = RolloutEnv()
+    releases: RolloutReleases = RolloutReleases()
     baseline: Baseline | None = None
 
     @property

@@ -107,4 +107,7 @@ def deploy() -> dict[str, Any]:
         "imageBuilder": image.builder or "none",
         "prometheusUrl": monitoring.prometheus_url,
         "monitoringMode": settings.monitoring.mode,
+        # The rollout this update applied, kept with the stack's state in the backend: the pipeline reads
+        # its state from here, never from a checked-out Pulumi.<stack>.yaml (immune_suite/targets/kubernetes).
+        "rollout": rollout.model_dump(mode="json", by_alias=True, exclude_none=True),
     }

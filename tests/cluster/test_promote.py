@@ -140,13 +140,13 @@ def promote(stack: Stack, ref: str, *extra: str) -> Promotion:
     return suite(stack, "promote", "--stack", "cluster", "--ref", ref, "--image-digest", stack.digest, *extra)
 
 
-def job_script(stack: Stack, name: str, *args: str, env: dict[str, str] | None = None) -> str:
+def job_script(name: str, *args: str, env: dict[str, str]) -> str:
     """Run scripts/ci/<name> as the workflow does; its stdout, or the test fails with its output."""
     proc = subprocess.run(
         ["bash", str(REPO_ROOT / "scripts" / "ci" / name), *args],
         capture_output=True,
         text=True,
-        env={**stack.env, **(env or {})},
+        env=env,
         cwd=REPO_ROOT,
         timeout=PROMOTE_TIMEOUT_S,
         check=False,
@@ -260,8 +260,11 @@ def test_canary_promotion_of_a_second_release_through_the_workflow_jobs(
         ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, cwd=REPO_ROOT
     ).stdout.strip()
     # The build job: one image of HEAD, pushed where the program deploys from; its digest is new.
+    # Its environment is the machine's (the images daemon's state dir), not the promotions' own.
     built = job_script(
-        stack, "build-image.sh", "--revision", commit, "--repository", stack.repository, "--offline"
+        "build-image.sh",
+        *("--revision", commit, "--repository", stack.repository, "--offline"),
+        env={**os.environ, "NO_PROXY": "*"},
     )
     outputs = dict(line.split("=", 1) for line in built.splitlines() if "=" in line)
     assert outputs["image"] == f"{stack.repository}@{outputs['digest']}"
@@ -269,10 +272,9 @@ def test_canary_promotion_of_a_second_release_through_the_workflow_jobs(
     # The promote job: the digest from the build job, the stack's backend and passphrase.
     with RouteWatch(cluster) as watch:
         job_script(
-            stack,
             "promote.sh",
             *("--stack", "cluster", "--ref", "HEAD", "--out", str(tmp_path), "--by", "test_promote"),
-            env={"IMMUNE_IMAGE_DIGEST": outputs["digest"]},
+            env={**stack.env, "IMMUNE_IMAGE_DIGEST": outputs["digest"]},
         )
     assert (tmp_path / "promotion-cluster.html").is_file()
     status = suite(stack, "status", "--stack", "cluster")
@@ -347,3 +349,24 @@ def test_an_abort_mid_canary_rolls_back(cluster: Kube, stack: Stack) -> None:
     payload = json.loads(out)
     assert payload["run"]["status"] != "promoted" and payload["run"]["finished"], payload
     assert_rolled_back_live(cluster, stack, stable, candidate)
+
+
+def test_rollback_returns_to_the_previous_release(cluster: Kube, stack: Stack) -> None:
+    """`immune-suite rollback`: the last successful record (the workflow jobs' image of HEAD) is replaced
+    by the one before it whose image differs (the first promotion: the program's image, HEAD~1), through
+    deploy, smoke, switch and post-check, recorded as a rollback."""
+    stable = active_colour(cluster)
+    candidate = "green" if stable == "blue" else "blue"
+    previous = version_of("HEAD~1")
+    run = suite(stack, "rollback", "--stack", "cluster", "--by", "test_promote")
+    assert run.code == 0, run.output
+    assert run.payload["run"]["status"] == "promoted" and run.payload["run"]["kind"] == "rollback", (
+        run.payload
+    )
+    assert selector_colour(cluster) == candidate
+    assert route_weights(cluster) == [("immune-core", 100)]
+    wait_for(lambda: only(stack, candidate, previous), timeout_s=120, interval_s=1, what="previous release")
+    assert set(served(stack, 100)) == {(candidate, previous, 200)}
+    assert stack.digest in json.dumps(cluster.get("deployment", f"immune-core-{candidate}", "-n", NAMESPACE))
+    record = json.loads(Path(run.payload["record"]).read_text())
+    assert record["kind"] == "rollback"

@@ -58,7 +58,6 @@ def target(deployed: str, tmp_path_factory: pytest.TempPathFactory) -> Kubernete
             stack=STACK,
             project_dir=Path(env["PROJECT"]),
             backend_url=env["BACKEND_URL"],
-            state_dir=tmp_path_factory.mktemp("kubernetes-state"),
             extra_env={
                 "PULUMI_CONFIG_PASSPHRASE_FILE": env["PASSPHRASE_FILE"],
                 "KUBECONFIG": env["KUBECONFIG"],

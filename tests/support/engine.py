@@ -68,7 +68,6 @@ class EngineProject:
             project_dir=self.dir,
             backend_url=self.backend.as_uri(),
             render_dir=render_dir if render_dir is not None else self.root / "render" / stack,
-            state_dir=self.root / "suite-state",
             engine_env=self.engine_env,
             extra_env={"PULUMI_CONFIG_PASSPHRASE": self.passphrase},
         )

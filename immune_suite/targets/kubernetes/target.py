@@ -2,9 +2,16 @@
 
 Rollout state is stack config owned by the pipeline (`settings.rollout.activeColor`,
 `settings.rollout.canaryWeight`, and per colour `settings.rollout.images.<colour>`,
-`settings.rollout.replicas.<colour>`, `settings.rollout.env.<colour>`, and Kayenta's
-`settings.rollout.baseline`): every change is a config
-write followed by `pulumi up`, so the stack's history records each traffic move. The program turns
+`settings.rollout.replicas.<colour>`, `settings.rollout.env.<colour>`, the release it runs
+`settings.rollout.releases.<colour>`, and Kayenta's `settings.rollout.baseline`): every change is a config
+write followed by `pulumi up`, so the stack's history records each traffic move.
+
+Where that state is read from: the stack itself, never a checked-out file or a runner's directory. The
+program exports the rollout it applied (output `rollout`, kept in the Pulumi backend with the stack's
+state); `ensure_running` (the start of every run) replaces the project file's `settings.rollout` with it,
+so a fresh checkout whose `Pulumi.<stack>.yaml` carries an old committed rollout neither flips traffic
+back nor forgets which release serves; the releases on each colour and the traffic are read from the
+outputs of the last update (https://www.pulumi.com/docs/iac/concepts/stacks/#outputs). The program turns
 that config into the stable Service selector, the canary Ingress weight, each colour's image, count
 (0 = scaled away, no autoscaler) and allow-listed environment overrides; its exports give the gates
 their URLs. Every write is validated with the program's own settings model first, so a refused value
@@ -35,7 +42,6 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_e
 
 from immune_suite.paths import REPO_ROOT
 from immune_suite.stack_config import StackConfig
-from immune_suite.state_dir import read_json, state_root, write_json_atomic
 from immune_suite.targets.base import (
     Color,
     ColorHealth,
@@ -52,6 +58,8 @@ from immune_suite.targets.tokens import Client, pick_token
 PROJECT = "active-immune-core"
 SETTINGS = "settings"
 ROLLOUT = f"{SETTINGS}.rollout"
+# The program's export of the rollout it applied (infra/immune_infra/program.py).
+ROLLOUT_OUTPUT = "rollout"
 API_TOKENS_KEY = "apiTokens"
 # A Pulumi project directory other than the repository (the local cluster's project copy).
 PROJECT_DIR_ENV = "IMMUNE_PULUMI_PROJECT_DIR"
@@ -71,7 +79,6 @@ class KubernetesTargetOptions:
     project_dir: Path = REPO_ROOT
     backend_url: str | None = None
     render_dir: Path | None = None
-    state_dir: Path | None = None
     engine_env: Mapping[str, str] | None = None
     extra_env: Mapping[str, str] = field(default_factory=dict, repr=False)
     # How long an `up` waits out another update holding the stack (exponential backoff, 1 s .. 30 s):
@@ -130,8 +137,6 @@ class KubernetesTarget:
         self.name = options.stack
         self._log = log or (lambda _line: None)
         self._stack: auto.Stack | None = None
-        state_dir = options.state_dir or state_root() / "kubernetes"
-        self._releases_file = state_dir / f"{options.stack}-releases.json"
 
     # -- the stack -------------------------------------------------------------------------------
     def _env(self) -> dict[str, str]:
@@ -252,8 +257,33 @@ class KubernetesTarget:
 
     # -- Target: machinery -----------------------------------------------------------------------
     def ensure_running(self) -> None:
-        """Nothing of ours runs beside a cluster; selecting the stack checks the engine and backend."""
+        """Select the stack (checks the engine and the backend) and adopt the rollout it last applied.
+
+        Nothing of ours runs beside a cluster. Called at the start of every run, under the stack's lock.
+        """
         self.stack()
+        self._adopt_deployed_rollout()
+
+    def _deployed_rollout(self) -> dict[str, Any]:
+        """The rollout the last update applied (the `rollout` output); {} for a stack never deployed."""
+        value = self.outputs().get(ROLLOUT_OUTPUT)
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise TargetError(f"stack {self.name}: output {ROLLOUT_OUTPUT!r} is not an object")
+        return value
+
+    def _adopt_deployed_rollout(self) -> None:
+        """Replace the project file's `settings.rollout` with the deployed one, when they differ.
+
+        A stack never deployed keeps the file's rollout: that is its starting point.
+        """
+        deployed = self._deployed_rollout()
+        if not deployed or _leaves(deployed) == _leaves(self._rollout_tree()):
+            return
+        values = {f"{ROLLOUT}.{path}": value for path, value in _leaves(deployed).items()}
+        self._write_rollout(values, removed=(ROLLOUT,))
+        self._log(f"stack {self.name}: rollout config taken from the last update (the file's differed)")
 
     def api_token(self, client: Client = "smoke") -> str | None:
         """The `apiTokens` entry (`<token>[:<roles>]`) with the least roles that `client` needs."""
@@ -263,19 +293,15 @@ class KubernetesTarget:
         return pick_token([entry for entry in raw.split(",") if entry.strip()], client)
 
     # -- Target: releases ------------------------------------------------------------------------
-    def _releases(self) -> dict[str, Any]:
-        return read_json(self._releases_file) if self._releases_file.exists() else {}
-
-    def _record(self, color: Color, release: Release | None, scaled_down: bool) -> None:
-        data = self._releases()
-        data[color.value] = {"release": release.to_dict() if release else None, "scaled_down": scaled_down}
-        write_json_atomic(self._releases_file, data)
-
     def release_on(self, color: Color) -> Release | None:
-        entry = self._releases().get(color.value)
-        if not entry or not entry.get("release"):
+        """The release the last update deployed on `color` (the stack's `rollout` output), or None."""
+        deployed = self._deployed_rollout()
+        entry = (deployed.get("releases") or {}).get(color.value)
+        if not entry:
             return None
-        return Release.from_dict(entry["release"])
+        env = dict((deployed.get("env") or {}).get(color.value) or {})
+        env.pop(VERSION_ENV, None)  # set by deploy from the release itself, not part of its overrides
+        return Release(version=entry["version"], ref=entry["ref"], digest=entry["digest"], env=env)
 
     def image_for(self, release: Release) -> str:
         """The image reference for a release: the program's repository pinned to the release digest."""
@@ -307,9 +333,9 @@ class KubernetesTarget:
         # (X-Immune-Version); the image alone does not know which release it was promoted as.
         env = {VERSION_ENV: release.version, **release.env}
         values.update({f"{prefix.format('env')}.{name}": value for name, value in sorted(env.items())})
+        values.update(_release_values(color, release))
         self._write_rollout(values, tuple(removed))
         self.up()
-        self._record(color, release, scaled_down=False)
         return self.health(color)
 
     def scale_down(self, color: Color) -> None:
@@ -329,7 +355,6 @@ class KubernetesTarget:
             self.set_traffic(current.active, 0)
         self._write_rollout({f"{ROLLOUT}.replicas.{color.value}": "0"})
         self.up()
-        self._record(color, self.release_on(color), scaled_down=True)
 
     def desired_replicas(self, color: Color) -> int:
         """The colour's declared count: its rollout override, else the app's HPA minimum."""
@@ -341,9 +366,8 @@ class KubernetesTarget:
 
     def health(self, color: Color) -> ColorHealth:
         release = self.release_on(color)
-        entry = self._releases().get(color.value) or {}
         desired = self.desired_replicas(color)
-        deployed = release is not None and not entry.get("scaled_down", False) and desired > 0
+        deployed = release is not None and desired > 0  # replicas 0: scaled away
         if self.options.render_dir is not None:
             # Nothing runs in render mode: report the declared replicas, none of them live.
             return ColorHealth(
@@ -408,8 +432,9 @@ class KubernetesTarget:
         rollout = self._rollout_tree()
         releases: dict[str, dict[str, Any] | None] = {}
         for color in Color:
-            entry = self._releases().get(color.value) or {}
-            releases[color.value] = entry.get("release") if not entry.get("scaled_down") else None
+            release = self.release_on(color)
+            scaled_away = self.desired_replicas(color) == 0
+            releases[color.value] = release.to_dict() if release and not scaled_away else None
 
         def section(key: str) -> dict[str, Any]:
             value = rollout.get(key)
@@ -460,6 +485,11 @@ class KubernetesTarget:
             values.update(
                 {f"{ROLLOUT}.env.{color}.{name}": str(value) for name, value in sorted(env.items())}
             )
+        for color in Color:  # the releases as they were: none where none ran (or the colour was away)
+            wanted = snapshot.releases.get(color.value)
+            removed.append(f"{ROLLOUT}.releases.{color.value}")
+            if wanted:
+                values.update(_release_values(color, Release.from_dict(wanted)))
         # A snapshot never holds a baseline: it lives only as long as a canary (as on the local stack).
         removed.append(f"{ROLLOUT}.baseline")
         self._write_rollout(values, tuple(removed))
@@ -467,13 +497,6 @@ class KubernetesTarget:
         if scale_away:
             self._write_rollout(scale_away)
             self.up()
-        for color in Color:
-            wanted = snapshot.releases.get(color.value)
-            self._record(
-                color,
-                Release.from_dict(wanted) if wanted else self.release_on(color),
-                scaled_down=wanted is None,
-            )
 
     # -- Target: chaos ---------------------------------------------------------------------------
     def chaos_config(self, candidate: Color) -> dict[str, Any]:
@@ -537,6 +560,28 @@ class KubernetesTarget:
         # The Ingress controller does not name its upstream in responses yet: samples take the colour
         # the service reports (docs/pipeline.md, "remaining").
         return None
+
+
+def _release_values(color: Color, release: Release) -> dict[str, str]:
+    """Config paths recording `release` as what `color` runs (its env overrides live in rollout.env)."""
+    prefix = f"{ROLLOUT}.releases.{color.value}"
+    return {
+        f"{prefix}.version": release.version,
+        f"{prefix}.ref": release.ref,
+        f"{prefix}.digest": release.digest,
+    }
+
+
+def _leaves(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """`tree` as `a.b.c` paths to string leaves (config stores strings; an output keeps numbers)."""
+    leaves: dict[str, str] = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            leaves.update(_leaves(value, f"{path}."))
+        elif value is not None:
+            leaves[path] = str(value).lower() if isinstance(value, bool) else str(value)
+    return leaves
 
 
 def _with_port(url: str, port: int) -> str:

@@ -6,13 +6,16 @@ The tests share one stack and run in order; each ends with the stack back where 
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
+import yaml
 
-from immune_suite.targets.base import Color, Release, TargetError
+from immune_suite.paths import REPO_ROOT
+from immune_suite.targets.base import Color, Release, TargetError, TrafficState
 from immune_suite.targets.kubernetes import KubernetesTarget
-from tests.support.engine import EngineProject
+from tests.support.engine import EngineProject, make_project
 from tests.support.manifests import Change, Documents, diff, load_rendered, summary
 
 pytestmark = pytest.mark.engine
@@ -327,3 +330,54 @@ def test_baseline_start_and_stop_add_and_remove_exactly_its_objects(
     assert diff(before_all, rollout.rendered()) == []
     assert not target.baseline_running()
     assert target.up().changed is False
+
+
+def checkout_of(engine_project: EngineProject, root: Path, render_dir: Path) -> KubernetesTarget:
+    """A second project on the same backend, as a fresh CI checkout: the stack file's encrypted secrets,
+    but the committed (old) `settings.rollout`, not the one the first project wrote. Same render
+    directory: it is part of the provider's configuration (another one would replace every object)."""
+    project = make_project(root)
+    stack_file = project / "Pulumi.staging.yaml"
+    written = yaml.safe_load(engine_project.stack_file("staging").read_text())
+    committed = yaml.safe_load((REPO_ROOT / "Pulumi.staging.yaml").read_text())
+    key = "active-immune-core:settings"
+    written["config"][key]["rollout"] = committed["config"][key]["rollout"]
+    stack_file.write_text(yaml.safe_dump(written))
+    options = dataclasses.replace(
+        engine_project.target("staging").options, project_dir=project, render_dir=render_dir
+    )
+    return KubernetesTarget(options)
+
+
+def test_a_fresh_checkout_takes_its_rollout_state_from_the_stack(
+    rollout: Rollout, engine_project: EngineProject, tmp_path: Path
+) -> None:
+    """Issue 10 item 2: colour, releases and images come from the stack's last update (its `rollout`
+    output, in the backend), never from a checked-out Pulumi.<stack>.yaml or a runner's directory."""
+    target = rollout.target
+    before = target.snapshot()
+    with pytest.raises(TargetError, match="is not a git revision"):
+        target.deploy(Color.GREEN, Release("2.0.0", "HEAD\nX-Injected: 1", GREEN_DIGEST))
+    release = Release("2.0.0", "0123456789abcdef", GREEN_DIGEST)
+    target.deploy(Color.GREEN, release, replicas=1)
+    target.set_traffic(Color.GREEN, 0)
+    try:
+        fresh = checkout_of(engine_project, tmp_path, rollout.render_dir)
+        # The checked-out file is stale: it still says blue, and knows no release.
+        assert fresh._rollout_tree()["activeColor"] == "blue"
+        # Bad case, what today's checkouts did: an `up` from that file would move traffic back to blue.
+        assert fresh.preview().changed
+        # Read from the stack, the truth: green serves release 2.0.0, by digest.
+        assert fresh.traffic() == TrafficState(active=Color.GREEN, canary_weight=0)
+        assert fresh.release_on(Color.GREEN) == release
+        assert fresh.health(Color.GREEN).deployed
+        # A run starts by adopting the deployed rollout: then an `up` changes nothing.
+        fresh.ensure_running()
+        assert fresh._rollout_tree()["activeColor"] == "green"
+        assert fresh._rollout_tree()["releases"]["green"]["version"] == "2.0.0"
+        assert fresh.up().changed is False
+        assert fresh.snapshot() == target.snapshot()
+    finally:
+        target.restore(before)
+    assert target.traffic() == before.traffic
+    assert target.snapshot() == before
