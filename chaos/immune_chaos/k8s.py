@@ -6,9 +6,14 @@ The experiments under chaos/experiments/kubernetes call these instead of `chaosk
 - the fault timer of `immune_chaos.local` (recovery probes measure from it) starts when the fault is in
   place: after the pods were deleted, after the StatefulSet was scaled to zero;
 - an action that affects nothing fails: `chaosk8s.pod.actions.terminate_pods` returns an empty list
-  when the selector matched no pod, and `chaosk8s.statefulset.actions.scale_statefulset` returns nothing
-  at all, even when the StatefulSet already had that many replicas. These wrappers raise then, and
-  return `{"affected": [...]}` otherwise (the chaos gate also rejects an action that reports no effect).
+  when the selector matched no pod, and `chaosk8s.statefulset.actions.scale_statefulset` /
+  `chaosk8s.deployment.actions.scale_deployment` return nothing at all, even when the workload already
+  had that many replicas. These wrappers raise then, and return `{"affected": [...]}` otherwise (the
+  chaos gate also rejects an action that reports no effect).
+
+`pods_replaced` is the proof that a terminated pod came back: the pods the fault removed are gone and as
+many pods as before match the selector, all Running and ready (asked of the API, not of the URL: the
+Service keeps answering from the surviving pods while the replacement starts).
 
 The Kubernetes client is the one chaostoolkit-kubernetes builds (`chaosk8s.create_k8s_api_client`:
 KUBECONFIG, in-cluster config, or the `secrets` of the experiment).
@@ -20,13 +25,22 @@ import time
 from typing import Any
 
 from chaosk8s import create_k8s_api_client
+from chaosk8s.deployment.actions import scale_deployment as chaosk8s_scale_deployment
 from chaosk8s.pod.actions import terminate_pods as chaosk8s_terminate_pods
 from chaosk8s.statefulset.actions import scale_statefulset as chaosk8s_scale_statefulset
 from kubernetes import client
 
 from immune_chaos.local import ChaosActivityError, current_fault, mark_fault, mark_restored
 
-__all__ = ["ensure_statefulset_replicas", "pods_alive", "scale_statefulset", "terminate_pods"]
+__all__ = [
+    "ensure_deployment_replicas",
+    "ensure_statefulset_replicas",
+    "pods_alive",
+    "pods_replaced",
+    "scale_deployment",
+    "scale_statefulset",
+    "terminate_pods",
+]
 
 POLL_S = 1.0
 
@@ -42,14 +56,17 @@ def terminate_pods(
     """Delete `qty` pods matching `label_selector` in `ns` (chaosk8s `terminate_pods`), picked at random
     with `rand`, else the first listed; `grace_period` in seconds, -1 for each pod's own grace period.
 
-    Returns {"affected": [pod names], "namespace": ns}; raises ChaosActivityError when no pod was deleted.
+    Starts the fault timer with the terminated pods' names and how many pods matched before (what
+    `pods_replaced` waits for). Returns {"affected": [pod names], "namespace": ns}; raises
+    ChaosActivityError when no pod was deleted.
     """
+    before = [pod for pod in _pods(label_selector, ns, secrets) if pod.metadata.deletion_timestamp is None]
     deleted = chaosk8s_terminate_pods(
         label_selector=label_selector, ns=ns, qty=qty, rand=rand, grace_period=grace_period, secrets=secrets
     )
     if not deleted:
         raise ChaosActivityError(f"no pod matched {label_selector!r} in {ns}: nothing was terminated")
-    mark_fault("terminate-pods", pods=list(deleted), namespace=ns)
+    mark_fault("terminate-pods", pods=list(deleted), namespace=ns, pods_before=len(before))
     return {"affected": list(deleted), "namespace": ns}
 
 
@@ -167,4 +184,97 @@ def ensure_statefulset_replicas(
         "affected": [f"{ns}/{name}: {before} -> {replicas}"],
         "before": before,
         "after": _statefulset_replicas(name, ns, secrets),
+    }
+
+
+def _ready(pod: Any) -> bool:
+    """Running, not being deleted, and every container ready (the kubelet's readiness probe passed)."""
+    statuses = pod.status.container_statuses or []
+    return (
+        pod.metadata.deletion_timestamp is None
+        and pod.status.phase == "Running"
+        and bool(statuses)
+        and all(bool(status.ready) for status in statuses)
+    )
+
+
+def pods_replaced(
+    label_selector: str,
+    ns: str = "default",
+    timeout_s: float = 60.0,
+    secrets: dict[str, Any] | None = None,
+) -> float:
+    """Seconds from the fault until the pods it removed were replaced (polled every POLL_S seconds).
+
+    Replaced: none of the pods the fault named still exists, and at least as many pods as matched
+    `label_selector` before the fault are Running and ready (`terminate_pods` records both). A
+    ReplicaSet that does not recreate them (its Deployment scaled to 0, a pod that cannot start)
+    raises ChaosActivityError after `timeout_s` seconds naming what is missing.
+    """
+    fault = current_fault("pods_replaced")
+    gone = set(fault.details.get("pods") or [])
+    wanted = int(fault.details.get("pods_before") or 0)
+    if not gone or wanted < 1:
+        raise ChaosActivityError(f"pods_replaced: the last fault ({fault.kind}) terminated no pod")
+    deadline = time.monotonic() + float(timeout_s)
+    while True:
+        pods = _pods(label_selector, ns, secrets)
+        lingering = sorted(gone & {pod.metadata.name for pod in pods})
+        ready = [pod.metadata.name for pod in pods if _ready(pod) and pod.metadata.name not in gone]
+        if not lingering and len(ready) >= wanted:
+            return round(time.monotonic() - fault.at, 3)
+        if time.monotonic() >= deadline:
+            raise ChaosActivityError(
+                f"pods not replaced within {float(timeout_s):.0f}s: {len(ready)} of {wanted} pods matching "
+                f"{label_selector!r} in {ns} ready (new: {sorted(ready)})"
+                + (f", terminated pods still present: {lingering}" if lingering else "")
+            )
+        time.sleep(POLL_S)
+
+
+def _deployment_replicas(name: str, ns: str, secrets: dict[str, Any] | None) -> int:
+    apps = client.AppsV1Api(create_k8s_api_client(secrets))
+    try:
+        scale = apps.read_namespaced_deployment_scale(name, ns)
+    except client.ApiException as exc:
+        raise ChaosActivityError(
+            f"deployment {ns}/{name} cannot be read: {exc.status} {exc.reason}"
+        ) from None
+    return int(scale.spec.replicas or 0) if scale.spec is not None else 0
+
+
+def scale_deployment(
+    name: str, replicas: int, ns: str = "default", secrets: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Scale Deployment `ns`/`name` to `replicas` (chaosk8s `scale_deployment`).
+
+    Does not start a fault timer of its own: it is the fault that stops a ReplicaSet from replacing
+    pods another action removed (its HorizontalPodAutoscaler leaves a Deployment at 0 alone). Raises
+    ChaosActivityError when the Deployment does not exist, already had `replicas`, or does not report
+    `replicas` afterwards. Returns {"affected": ["<ns>/<name>: a -> b"], "before": a, "after": b}.
+    """
+    before = _deployment_replicas(name, ns, secrets)
+    if before == int(replicas):
+        raise ChaosActivityError(f"deployment {ns}/{name} already has {before} replicas: nothing to change")
+    chaosk8s_scale_deployment(name=name, replicas=int(replicas), ns=ns, secrets=secrets)
+    after = _deployment_replicas(name, ns, secrets)
+    if after != int(replicas):
+        raise ChaosActivityError(
+            f"deployment {ns}/{name} reports {after} replicas after scaling to {replicas}"
+        )
+    return {"affected": [f"{ns}/{name}: {before} -> {replicas}"], "before": before, "after": after}
+
+
+def ensure_deployment_replicas(
+    name: str, replicas: int, ns: str = "default", secrets: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Rollback: make sure Deployment `ns`/`name` has `replicas` (`affected` empty when it already has)."""
+    before = _deployment_replicas(name, ns, secrets)
+    if before == int(replicas):
+        return {"affected": [], "before": before, "after": before}
+    chaosk8s_scale_deployment(name=name, replicas=int(replicas), ns=ns, secrets=secrets)
+    return {
+        "affected": [f"{ns}/{name}: {before} -> {replicas}"],
+        "before": before,
+        "after": _deployment_replicas(name, ns, secrets),
     }

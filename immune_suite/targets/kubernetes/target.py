@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from immune_infra.config import ConfigError, parse_settings
-from immune_infra.immune_app import color_labels
+from immune_infra.immune_app import color_labels, deployment_name
 from pulumi import automation as auto
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
@@ -500,6 +500,10 @@ class KubernetesTarget:
 
     # -- Target: chaos ---------------------------------------------------------------------------
     def chaos_config(self, candidate: Color) -> dict[str, Any]:
+        """The experiments' configuration (chaos/experiments/kubernetes/): the URLs through the router,
+        the stack's namespace, the candidate's pod selector (its colour's `api` pods, not the migration
+        Job's) and Deployment. The `chaos` process reaches the API with KUBECONFIG from the environment
+        (chaostoolkit-kubernetes' `create_k8s_api_client`)."""
         endpoints = self.endpoints()
         outputs = self.outputs()
         selector = ",".join(f"{key}={value}" for key, value in color_labels(candidate.value).items())
@@ -510,6 +514,7 @@ class KubernetesTarget:
             "api_token": self.api_token("chaos"),
             "namespace": outputs.get("namespace"),
             "candidate_label_selector": selector,
+            "candidate_deployment": deployment_name("green" if candidate is Color.GREEN else "blue"),
         }
 
     # -- Target: baseline (Kayenta) and attribution ---------------------------------------------
