@@ -21,18 +21,21 @@ KUBECONFIG, in-cluster config, or the `secrets` of the experiment).
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
+import urllib3
 from chaosk8s import create_k8s_api_client
 from chaosk8s.deployment.actions import scale_deployment as chaosk8s_scale_deployment
 from chaosk8s.pod.actions import terminate_pods as chaosk8s_terminate_pods
 from chaosk8s.statefulset.actions import scale_statefulset as chaosk8s_scale_statefulset
 from kubernetes import client
 
-from immune_chaos.local import ChaosActivityError, current_fault, mark_fault, mark_restored
+from immune_chaos.local import ChaosActivityError, current_fault, mark_fault, mark_restored, since_restored
 
 __all__ = [
+    "dependency_recovery_seconds",
     "ensure_deployment_replicas",
     "ensure_statefulset_replicas",
     "pods_alive",
@@ -43,6 +46,9 @@ __all__ = [
 ]
 
 POLL_S = 1.0
+# The endpoints controller drops a deleted pod from its Services' EndpointSlices within about a second.
+ENDPOINTS_TIMEOUT_S = 30.0
+ENDPOINTS_POLL_S = 0.1
 
 
 def terminate_pods(
@@ -56,9 +62,11 @@ def terminate_pods(
     """Delete `qty` pods matching `label_selector` in `ns` (chaosk8s `terminate_pods`), picked at random
     with `rand`, else the first listed; `grace_period` in seconds, -1 for each pod's own grace period.
 
-    Starts the fault timer with the terminated pods' names and how many pods matched before (what
-    `pods_replaced` waits for). Returns {"affected": [pod names], "namespace": ns}; raises
-    ChaosActivityError when no pod was deleted.
+    The fault is in place once no EndpointSlice of `ns` lists a deleted pod (the Services stopped
+    sending to it); then the fault timer starts, with the terminated pods' names and how many pods
+    matched before (what `pods_replaced` waits for). Returns {"affected": [pod names], "namespace":
+    ns, "out_of_endpoints_s": seconds}; raises ChaosActivityError when no pod was deleted or one stays
+    in the endpoints for ENDPOINTS_TIMEOUT_S seconds.
     """
     before = [pod for pod in _pods(label_selector, ns, secrets) if pod.metadata.deletion_timestamp is None]
     deleted = chaosk8s_terminate_pods(
@@ -66,8 +74,33 @@ def terminate_pods(
     )
     if not deleted:
         raise ChaosActivityError(f"no pod matched {label_selector!r} in {ns}: nothing was terminated")
+    out_s = _wait_out_of_endpoints(set(deleted), ns, ENDPOINTS_TIMEOUT_S, secrets)
     mark_fault("terminate-pods", pods=list(deleted), namespace=ns, pods_before=len(before))
-    return {"affected": list(deleted), "namespace": ns}
+    return {"affected": list(deleted), "namespace": ns, "out_of_endpoints_s": out_s}
+
+
+def _wait_out_of_endpoints(
+    pods: set[str], ns: str, timeout_s: float, secrets: dict[str, Any] | None
+) -> float:
+    """Seconds until no EndpointSlice of `ns` lists one of `pods` any more: the kill has reached the
+    Services (what a router routes by), as a local kill waits for its pid to be gone. Raises
+    ChaosActivityError after `timeout_s` seconds naming the pods still listed."""
+    discovery = client.DiscoveryV1Api(create_k8s_api_client(secrets))
+    started = time.monotonic()
+    while True:
+        listed = {
+            endpoint.target_ref.name
+            for endpoint_slice in discovery.list_namespaced_endpoint_slice(ns).items
+            for endpoint in endpoint_slice.endpoints or []
+            if endpoint.target_ref is not None and endpoint.target_ref.name in pods
+        }
+        if not listed:
+            return round(time.monotonic() - started, 3)
+        if time.monotonic() - started >= timeout_s:
+            raise ChaosActivityError(
+                f"terminated pods still in the endpoints of {ns} after {timeout_s:.0f}s: {sorted(listed)}"
+            )
+        time.sleep(ENDPOINTS_POLL_S)
 
 
 def _statefulset_replicas(name: str, ns: str, secrets: dict[str, Any] | None) -> int:
@@ -278,3 +311,69 @@ def ensure_deployment_replicas(
         "before": before,
         "after": _deployment_replicas(name, ns, secrets),
     }
+
+
+def _pod_port(pod: Any, port_name: str) -> int | None:
+    for container in pod.spec.containers or []:
+        for port in container.ports or []:
+            if port.name == port_name:
+                return int(port.container_port)
+    return None
+
+
+def _readiness_body(core: Any, pod: Any, ns: str, port_name: str) -> dict[str, Any] | None:
+    """The pod's own `GET /health/ready` answer (200 or 503, both JSON), asked through the API server's
+    pod proxy; None when the pod has no such port or does not answer."""
+    port = _pod_port(pod, port_name)
+    if port is None:
+        return None
+    try:
+        raw = core.connect_get_namespaced_pod_proxy_with_path(
+            f"{pod.metadata.name}:{port}", ns, "health/ready", _preload_content=False
+        ).data
+    except client.ApiException as exc:
+        raw = exc.body if exc.status == 503 else None
+    except (urllib3.exceptions.HTTPError, OSError):  # unreachable: simply not recovered yet
+        raw = None
+    try:
+        body = json.loads(raw) if raw else None
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def dependency_recovery_seconds(
+    label_selector: str,
+    dependency: str,
+    ns: str = "default",
+    timeout_s: float = 120.0,
+    port_name: str = "http",
+    secrets: dict[str, Any] | None = None,
+) -> float:
+    """Seconds from the dependency's return (`mark_restored`, else the fault) until EVERY pod matching
+    `label_selector` reports `dependencies[dependency] == "ok"` on its own `/health/ready`.
+
+    The service stays ready without Redis or Kafka (docs/service.md: events are still stored), so
+    readiness alone cannot tell that its client reconnected; each pod's readiness body names each
+    dependency's state. Each pod is asked through the API server's pod proxy (port `port_name`), not
+    through the candidate URL, which answers from one pod at a time. Raises ChaosActivityError after
+    `timeout_s` seconds naming each pod's last state (no pod at all is a failure too).
+    """
+    current_fault("dependency_recovery_seconds")
+    core = client.CoreV1Api(create_k8s_api_client(secrets))
+    deadline = time.monotonic() + float(timeout_s)
+    while True:
+        pods = [pod for pod in _pods(label_selector, ns, secrets) if pod.metadata.deletion_timestamp is None]
+        states = {}
+        for pod in pods:
+            body = _readiness_body(core, pod, ns, port_name)
+            deps = body.get("dependencies") if body else None
+            states[pod.metadata.name] = deps.get(dependency) if isinstance(deps, dict) else None
+        if states and all(state == "ok" for state in states.values()):
+            return since_restored("dependency_recovery_seconds")
+        if time.monotonic() >= deadline:
+            raise ChaosActivityError(
+                f"{dependency} not ok on every pod matching {label_selector!r} in {ns} within "
+                f"{float(timeout_s):.0f}s: {states or 'no pod'}"
+            )
+        time.sleep(POLL_S)

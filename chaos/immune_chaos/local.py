@@ -109,8 +109,9 @@ def _since_fault(probe: str) -> float:
     return round(time.monotonic() - current_fault(probe).at, 3)
 
 
-def _since_restored(probe: str) -> float:
-    """From the moment the injected fault was undone (a dependency started again), else from the fault."""
+def since_restored(probe: str) -> float:
+    """Seconds from the moment the injected fault was undone (a dependency started again), else from
+    the fault; raises ChaosActivityError when no fault came before `probe`."""
     fault = current_fault(probe)
     restored = fault.details.get("restored_at")
     return round(time.monotonic() - (restored if restored is not None else fault.at), 3)
@@ -440,7 +441,7 @@ def readiness_recovery_seconds(url: str, timeout_s: float = 60.0) -> float:
     current_fault("readiness_recovery_seconds")
     if not _wait(lambda: _ready(url), timeout_s):
         raise ChaosActivityError(f"{url} not ready within {timeout_s:.0f}s")
-    return _since_restored("readiness_recovery_seconds")
+    return since_restored("readiness_recovery_seconds")
 
 
 # Events this `chaos run` process got acknowledged (2xx, new), and the database-wide count of stored

@@ -96,6 +96,24 @@ def _pod(namespace: str, name: str, labels: dict[str, str], restarts: int = 0) -
     }
 
 
+def _endpoint_slices(namespace: str, pods: list[str]) -> dict[str, Any]:
+    """One EndpointSlice listing every pod that exists: a deleted pod leaves it at once."""
+    endpoint_slice = {
+        "metadata": {"name": "immune-core-preview-abcde", "namespace": namespace},
+        "addressType": "IPv4",
+        "endpoints": [
+            {"addresses": ["10.0.0.1"], "targetRef": {"kind": "Pod", "name": name, "namespace": namespace}}
+            for name in pods
+        ],
+    }
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSliceList",
+        "metadata": {},
+        "items": [endpoint_slice],
+    }
+
+
 def _scale(namespace: str, statefulset: StatefulSet) -> dict[str, Any]:
     return {
         "apiVersion": "autoscaling/v1",
@@ -146,6 +164,7 @@ def _matches(labels: dict[str, str], selector: str) -> bool:
 def _handler(cluster: Cluster) -> type[BaseHTTPRequestHandler]:
     pods_path = re.compile(r"^/api/v1/namespaces/([^/]+)/pods(?:/([^/]+))?$")
     sts_path = re.compile(r"^/apis/apps/v1/namespaces/([^/]+)/statefulsets/([^/]+)(/scale)?$")
+    slices_path = re.compile(r"^/apis/discovery.k8s.io/v1/namespaces/([^/]+)/endpointslices$")
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, format: str, *args: Any) -> None:
@@ -195,6 +214,10 @@ def _handler(cluster: Cluster) -> type[BaseHTTPRequestHandler]:
                 statefulset = cluster.statefulsets[match.group(2)]
                 render = _scale if match.group(3) else _statefulset
                 self._send(200, render(cluster.namespace, statefulset))
+            elif (match := slices_path.match(url.path)) and match.group(1) == cluster.namespace:
+                with cluster.lock:
+                    names = sorted(cluster.pods)
+                self._send(200, _endpoint_slices(cluster.namespace, names))
             else:
                 self._not_found()
 
