@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 import pytest
+from immune_infra.immune_app import HTTP_PORT
 from immune_infra.local_cluster import LOCAL_GATEWAY_RATE_LIMIT_PER_10S
 
 from tests.app.support import port_scan, wait_for
@@ -201,19 +202,26 @@ THREATS_ROUTE = "/api/v1/threats"
 
 def _served_to(deployed: Deployed, route: str) -> float:
     """Requests the stable colour's pods (blue) have counted on ``route`` (every status): the sum of
-    `immune_http_request_duration_seconds_count` read from each pod's /metrics through the API server."""
+    `immune_http_request_duration_seconds_count` read from each Ready pod's /metrics through the API
+    server's pod proxy. Fails (with what was read) if no pod's metrics could be read."""
     pods = deployed.kube.get("pods", "-n", deployed.namespace, "-l", "immune.vertice.dev/color=blue")["items"]
-    total = 0.0
+    total, read, seen = 0.0, 0, []
     for pod in (p for p in pods if _ready(p)):
         name = pod["metadata"]["name"]
         text = deployed.kube.kubectl(
-            "get", "--raw", f"/api/v1/namespaces/{deployed.namespace}/pods/{name}:8080/proxy/metrics"
+            "get", "--raw", f"/api/v1/namespaces/{deployed.namespace}/pods/{name}:{HTTP_PORT}/proxy/metrics"
         ).stdout
-        total += sum(
-            float(line.rsplit(" ", 1)[1])
+        counts = [
+            line
             for line in text.splitlines()
-            if line.startswith("immune_http_request_duration_seconds_count{") and f'route="{route}"' in line
-        )
+            if line.startswith("immune_http_request_duration_seconds_count{")
+        ]
+        assert counts, f"{name}: no request counts in its /metrics: {text[:500]!r}"
+        read += 1
+        seen.extend(counts)
+        total += sum(float(line.rsplit(" ", 1)[1]) for line in counts if f'route="{route}"' in line)
+    assert read, f"no Ready blue pod among {[p['metadata']['name'] for p in pods]}"
+    print(f"{route}: {total} ({read} pods; {seen})")
     return total
 
 
