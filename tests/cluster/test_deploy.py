@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -219,7 +220,15 @@ def _served_to(deployed: Deployed, route: str) -> float:
         assert counts, f"{name}: no request counts in its /metrics: {text[:500]!r}"
         read += 1
         seen.extend(counts)
-        total += sum(float(line.rsplit(" ", 1)[1]) for line in counts if f'route="{route}"' in line)
+        # The label is the matched route's template: "/threats" (the threats router's own path, as this
+        # image's Starlette reports it) or the full "/api/v1/threats"; either is the same endpoint.
+        total += sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in counts
+            if (label := re.search(r'route="([^"]*)"', line))
+            and label.group(1).startswith("/")
+            and route.endswith(label.group(1))
+        )
     assert read, f"no Ready blue pod among {[p['metadata']['name'] for p in pods]}"
     print(f"{route}: {total} ({read} pods; {seen})")
     return total
