@@ -40,7 +40,7 @@ class IntakeResult:
 @dataclass
 class _Pending:
     events: list[AnyEvent]
-    # str(event.event_id) of each event, in order: formatted once per event (a UUID's str() was ~5 %
+    # str(event_id) of each event (``event_key``), in order: formatted once per event (a UUID's str() was ~5 %
     # of the service's CPU on batches when every step formatted it again; docs/performance.md).
     ids: list[str]
     done: asyncio.Future[set[str]]
@@ -91,7 +91,7 @@ class EventIntake:
             self._counters.rejected += len(errors)
             raise EventsRejected(errors)
 
-        by_id = {str(e.event_id): e for e in events}
+        by_id = {e.event_key: e for e in events}
         unique, ids = list(by_id.values()), list(by_id)
         pending = _Pending(unique, ids, asyncio.get_running_loop().create_future())
         self._ensure_writer()

@@ -44,7 +44,7 @@ class ProcessedBatch:
 
     def only(self, event: AnyEvent) -> ProcessedBatch:
         """The part of this batch about one event (committing events one by one)."""
-        event_id = str(event.event_id)
+        event_id = event.event_key
         part = ProcessedBatch(events=[event], lanes={event_id: self.lanes.get(event_id, "")})
         if event_id in self.detected:
             part.detected[event_id] = self.detected[event_id]

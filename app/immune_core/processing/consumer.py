@@ -150,7 +150,7 @@ class DetectionConsumer:
         # never reach a slice boundary, yet their detection still competes with requests in flight.
         slice_started = -math.inf
         for event in sorted(batch.events, key=lambda e: e.timestamp):
-            event_id = str(event.event_id)
+            event_id = event.event_key
             if event_id in already_done or event_id in batch.detected:
                 continue
             if time.perf_counter() - slice_started >= self._detection_slice_s:
@@ -312,7 +312,7 @@ class DetectionConsumer:
         letters = list(batch.dead_letters)
         refused: list[AnyEvent] = []
         for event in batch.events:
-            event_id = str(event.event_id)
+            event_id = event.event_key
             part = batch.only(event)
             try:
                 result = await self._retry(commit_batch, self._db, part, "kafka")
@@ -358,7 +358,7 @@ class DetectionConsumer:
                 reason = f"event kind {event.kind!r} does not belong on topic {message.topic!r}"
                 batch.dead_letters.append(self._letter(origin, dlq.KIND_MISMATCH, reason))
                 continue
-            event_id = str(event.event_id)
+            event_id = event.event_key
             if event_id in batch.origins:
                 continue  # the same event twice in one batch: stored and detected once
             batch.origins[event_id] = origin
@@ -385,7 +385,7 @@ class DetectionConsumer:
     async def _already_processed(self, batch: ProcessedBatch) -> set[str]:
         """Events of ``batch`` processed before; an event the database cannot even look up (a value it
         refuses as a parameter) is dead-lettered and dropped from the batch instead of failing it."""
-        ids = [str(e.event_id) for e in batch.events]
+        ids = [e.event_key for e in batch.events]
         try:
             return await self._retry(self._processed_among, ids)
         except Exception as exc:
@@ -394,7 +394,7 @@ class DetectionConsumer:
             log.warning("batch_lookup_refused_by_database", events=len(ids))
         done: set[str] = set()
         for event in list(batch.events):
-            event_id = str(event.event_id)
+            event_id = event.event_key
             try:
                 done |= await self._retry(self._processed_among, [event_id])
             except Exception as exc:
@@ -418,7 +418,7 @@ class DetectionConsumer:
         # Counted per (kind, outcome), then one increment each: a labelled child's look-up per event
         # was ~2 % of a batch's CPU (docs/performance.md); the counters end at the same values.
         outcomes = Counter(
-            (event.kind, "stored" if str(event.event_id) in new else "duplicate") for event in batch.events
+            (event.kind, "stored" if event.event_key in new else "duplicate") for event in batch.events
         )
         for (kind, outcome), count in outcomes.items():
             self._metrics.events.labels(kind=kind, outcome=outcome, source="kafka").inc(count)

@@ -150,7 +150,7 @@ class EngineHost:
         Never raises: an exception while detecting is the verdict (``error_type``), and the caller
         dead-letters the event rather than stalling its partition.
         """
-        event_id = str(event.event_id)
+        event_id = event.event_key
         known = self._uncommitted.get(event_id)
         if known is not None:
             return known
@@ -338,7 +338,7 @@ class EngineHost:
             # A detection bug on one event must not stall the partition behind it (the consumer would
             # retry the same batch forever): the event is dead-lettered with the exception type.
             self._metrics.detection_errors.inc()
-            log.exception("detection_failed", event_id=str(event.event_id), kind=event.kind)
+            log.exception("detection_failed", event_id=event.event_key, kind=event.kind)
             return Detection([], [], error_type=type(exc).__name__, error=str(exc))
         return Detection(threats, cytokines)
 

@@ -124,7 +124,7 @@ async def insert_events(
         args: list[object] = []
         for event, payload in zip(chunk, payloads[start : start + _CHUNK], strict=True):
             args += [
-                str(event.event_id),
+                event.event_key,
                 event.kind,
                 event.timestamp.timestamp(),
                 received_at,

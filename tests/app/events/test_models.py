@@ -113,3 +113,15 @@ def test_events_are_immutable() -> None:
     assert isinstance(event, NetworkFlow)
     with pytest.raises(Exception, match="frozen"):
         event.dst_port = 1
+
+
+def test_the_event_key_is_the_id_as_text_and_no_field() -> None:
+    # Cached once per event for the intake, storage and the consumer; never part of what is stored.
+    event = parse_event(flow_dict())
+    twin = parse_event(flow_dict(event_id=str(event.event_id)))
+    assert event.event_key == str(event.event_id)
+    assert "event_key" not in event_to_json_dict(event)
+    assert "event_key" not in json.loads(event.model_dump_json())
+    assert event == twin  # one with its key cached, one without
+    other = parse_event(flow_dict(event_id="0d6f1a52-3c1e-4b7a-9f00-5d2c9e8b1a11"))
+    assert other.event_key == "0d6f1a52-3c1e-4b7a-9f00-5d2c9e8b1a11" != event.event_key
