@@ -26,10 +26,10 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+import immune_core.storage.repository as repo
 from immune_core.events.models import parse_event
 from immune_core.events.text import read_json
 from immune_core.simulator import generate
-from immune_core.storage import repository as repo
 
 _FAR_FUTURE = datetime.fromisoformat("2100-01-01T00:00:00+00:00")
 BATCH = 100
