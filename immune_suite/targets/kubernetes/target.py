@@ -19,8 +19,8 @@ never reaches the stack.
 
 Render mode (`render_dir` set) turns on the program's `renderYamlToDirectory` option: the Kubernetes
 provider writes manifests instead of talking to a cluster, which is how the tests exercise the whole
-path without one. With a cluster, the provider's await logic makes `up` return only once the
-Deployments are rolled out, so a successful `deploy` means the colour's replicas are ready.
+path without one. With a cluster, readiness is read from the live status (`live.py`: observed
+generation, updated and available replicas, the HPA's count), and `deploy` waits for it after `up`.
 """
 
 from __future__ import annotations
@@ -38,7 +38,14 @@ from typing import Any
 from immune_infra.config import ConfigError, parse_settings
 from immune_infra.immune_app import color_labels, deployment_name
 from pulumi import automation as auto
-from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
+from tenacity import (
+    Retrying,
+    retry_if_exception_type,
+    retry_if_result,
+    stop_after_delay,
+    wait_exponential,
+    wait_fixed,
+)
 
 from immune_suite.paths import REPO_ROOT
 from immune_suite.stack_config import StackConfig
@@ -53,6 +60,7 @@ from immune_suite.targets.base import (
 )
 from immune_suite.targets.kubernetes.config_tree import has_path, remove_path, set_path
 from immune_suite.targets.kubernetes.engine import RENDER_DIR_ENV, engine_environment
+from immune_suite.targets.kubernetes.live import LiveStatus, deployment_status
 from immune_suite.targets.tokens import Client, pick_token
 
 PROJECT = "active-immune-core"
@@ -86,6 +94,10 @@ class KubernetesTargetOptions:
     busy_wait_s: float = 120.0
     # The router's port on 127.0.0.1 (StackConfig.kubernetes.router_port); None: URLs as exported.
     router_port: int | None = None
+    # How long `deploy` waits for the colour to be rolled out in the live status (its HPA's count included)
+    # after `up` returned, polling every `ready_poll_s`.
+    ready_timeout_s: float = 300.0
+    ready_poll_s: float = 2.0
 
 
 def _op_counts(summary: Mapping[Any, Any]) -> dict[str, int]:
@@ -336,7 +348,34 @@ class KubernetesTarget:
         values.update(_release_values(color, release))
         self._write_rollout(values, tuple(removed))
         self.up()
+        if self.options.render_dir is None:
+            self._await_rollout(color)
         return self.health(color)
+
+    def _await_rollout(self, color: Color) -> LiveStatus:
+        """Poll the colour's live status until it is rolled out at its full count (the HPA's included),
+        for `ready_timeout_s`; the last status either way (`deploy` then reports it, healthy or not)."""
+        wanted = self.desired_replicas(color)
+
+        def done(status: LiveStatus) -> bool:
+            return status.complete and status.ready >= wanted
+
+        retry = Retrying(
+            # A transient API error is polled through too; at the deadline the last one is raised.
+            retry=retry_if_result(lambda status: not done(status)) | retry_if_exception_type(TargetError),
+            stop=stop_after_delay(self.options.ready_timeout_s),
+            wait=wait_fixed(self.options.ready_poll_s),
+            retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
+        )
+        status: LiveStatus = retry(self._live, color)
+        self._log(f"{color.value}: {status.detail}")
+        return status
+
+    def _live(self, color: Color) -> LiveStatus:
+        namespace = str(self.outputs().get("namespace") or "")
+        if not namespace:
+            raise TargetError(f"stack {self.name} exports no namespace: deploy it first")
+        return deployment_status(deployment_name(color.value), namespace, self._env().get("KUBECONFIG"))
 
     def scale_down(self, color: Color) -> None:
         """Scale `color` away: traffic off it first (its own `up`), then `replicas: 0` and no HPA.
@@ -379,15 +418,17 @@ class KubernetesTarget:
                 release=release,
                 detail=f"render mode: manifests in {self.options.render_dir}",
             )
-        ready = desired if deployed else 0  # `up` returned only after the provider awaited the rollout
+        if not deployed:
+            return ColorHealth(color, False, 0, 0, desired, release, detail="no release running")
+        live = self._live(color)
         return ColorHealth(
             color=color,
-            deployed=deployed,
-            live_replicas=ready,
-            ready_replicas=ready,
-            desired_replicas=desired,
+            deployed=True,
+            live_replicas=live.live,
+            ready_replicas=live.ready,
+            desired_replicas=max(desired, live.desired),
             release=release,
-            detail="ready as awaited by pulumi up",
+            detail=live.detail,
         )
 
     # -- Target: traffic -------------------------------------------------------------------------
