@@ -40,12 +40,15 @@ def colour_shares(traffic: TrafficState) -> dict[str, int]:
 
 
 def live_shares(target: Target) -> dict[str, int] | None:
-    """Percent of ingress traffic per colour from the proxy's own weights, where the target can read
-    them back (the local stack's HAProxy: server name `<colour>-<n>` -> weight); None otherwise."""
+    """Percent of ingress traffic per colour from the router's own weights, where the target can read
+    them back (the local stack's HAProxy, Kubernetes' routing objects: `<colour>-<name>` -> weight);
+    None otherwise."""
     read = getattr(target, "live_weights", None)
     if read is None:
         return None
-    weights: dict[str, int] = read()
+    weights: dict[str, int] | None = read()
+    if weights is None:
+        return None
     per_colour = {
         group: sum(w for name, w in weights.items() if name.startswith(f"{group}-"))
         for group in (*(c.value for c in Color), BASELINE)

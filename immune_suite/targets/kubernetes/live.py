@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from immune_infra.immune_app import BASELINE_SERVICE, COLOR_LABEL, PREVIEW_SERVICE, STABLE_SERVICE
 from kubernetes import client, config
 from urllib3.exceptions import HTTPError
 
@@ -21,6 +22,7 @@ from immune_suite.targets.base import TargetError
 
 # Requests to the API server: a slow or unreachable one is a target error, never a hang.
 REQUEST_TIMEOUT_S = 10.0
+NGINX_CANARY_WEIGHT = "nginx.ingress.kubernetes.io/canary-weight"
 
 
 @dataclass(frozen=True)
@@ -80,32 +82,23 @@ def deployment_status(
     `timeout_s`: per request, in seconds.
     Raises TargetError when the API cannot be reached, refuses the request or the Deployment is missing.
     """
-    try:
-        api_client = config.new_client_from_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
-    except (config.ConfigException, OSError, TypeError, ValueError) as exc:
-        raise TargetError(f"no usable kubeconfig ({kubeconfig or 'default'}): {exc}") from exc
-    with api_client:
-        apps, autoscaling = client.AppsV1Api(api_client), client.AutoscalingV2Api(api_client)
-        try:
-            deployment = apps.read_namespaced_deployment(name, namespace, _request_timeout=timeout_s)
-        except client.ApiException as exc:
-            raise TargetError(f"deployment {namespace}/{name}: HTTP {exc.status} {exc.reason}") from exc
-        except (HTTPError, OSError) as exc:  # connection refused, timeout, a broken connection
-            raise TargetError(f"deployment {namespace}/{name}: the API server is unreachable: {exc}") from exc
-        except ValueError as exc:  # the client's models refuse an answer that is not a Deployment
-            raise TargetError(f"deployment {namespace}/{name}: the API server's answer is malformed") from exc
-        try:
-            hpa = autoscaling.read_namespaced_horizontal_pod_autoscaler(
-                name, namespace, _request_timeout=timeout_s
-            )
-        except client.ApiException as exc:
-            if exc.status != 404:  # 404: a colour scaled away has no autoscaler
-                raise TargetError(f"autoscaler {namespace}/{name}: HTTP {exc.status} {exc.reason}") from exc
-            hpa = None
-        except (HTTPError, OSError) as exc:
-            raise TargetError(f"autoscaler {namespace}/{name}: the API server is unreachable: {exc}") from exc
-        except ValueError as exc:
-            raise TargetError(f"autoscaler {namespace}/{name}: the API server's answer is malformed") from exc
+    with _api_client(kubeconfig) as api_client:
+        where = f"{namespace}/{name}"
+        deployment = _read(
+            f"deployment {where}",
+            client.AppsV1Api(api_client).read_namespaced_deployment,
+            name,
+            namespace,
+            timeout_s=timeout_s,
+        )
+        hpa = _read(  # a colour scaled away has no autoscaler
+            f"autoscaler {where}",
+            client.AutoscalingV2Api(api_client).read_namespaced_horizontal_pod_autoscaler,
+            name,
+            namespace,
+            timeout_s=timeout_s,
+            missing_ok=True,
+        )
     # The client hands back the raw text when an answer is not the JSON of its type.
     if (
         not isinstance(deployment, client.V1Deployment)
@@ -116,3 +109,88 @@ def deployment_status(
     ):
         raise TargetError(f"deployment {namespace}/{name}: the API server's answer is malformed")
     return judge(deployment, hpa)
+
+
+def _api_client(kubeconfig: str | None) -> Any:
+    try:
+        return config.new_client_from_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
+    except (config.ConfigException, OSError, TypeError, ValueError) as exc:
+        raise TargetError(f"no usable kubeconfig ({kubeconfig or 'default'}): {exc}") from exc
+
+
+def _read(what: str, call: Any, *args: Any, timeout_s: float, missing_ok: bool = False) -> Any:
+    """One API read; None for a 404 when `missing_ok`; every other failure a TargetError naming `what`."""
+    try:
+        return call(*args, _request_timeout=timeout_s)
+    except client.ApiException as exc:
+        if missing_ok and exc.status == 404:
+            return None
+        raise TargetError(f"{what}: HTTP {exc.status} {exc.reason}") from exc
+    except (HTTPError, OSError) as exc:
+        raise TargetError(f"{what}: the API server is unreachable: {exc}") from exc
+    except ValueError as exc:
+        raise TargetError(f"{what}: the API server's answer is malformed") from exc
+
+
+def route_weights(
+    namespace: str,
+    routing_mode: str,
+    kubeconfig: str | None,
+    timeout_s: float = REQUEST_TIMEOUT_S,
+) -> dict[str, int]:
+    """The stable host's traffic per backend as the routing objects hold it now, keyed
+    `<colour or baseline>-<Service>`: what the router is told, read back, not what was asked.
+
+    `gateway`: the weighted rule (the last) of HTTPRoute `immune-core` (Gateway API: a backendRef without
+    `weight` weighs 1); `nginx`: the canary Ingress' `canary-weight` (no canary Ingress: 0). Each Service's
+    colour is its live selector. Raises TargetError when an object is missing or unreadable.
+    """
+    with _api_client(kubeconfig) as api_client:
+        core = client.CoreV1Api(api_client)
+
+        def colour_of(service: str) -> str:
+            found = _read(
+                f"service {namespace}/{service}",
+                core.read_namespaced_service,
+                service,
+                namespace,
+                timeout_s=timeout_s,
+            )
+            selector = (found.spec.selector or {}) if found is not None and found.spec is not None else {}
+            colour = selector.get(COLOR_LABEL)
+            if colour not in ("blue", "green"):
+                raise TargetError(f"service {namespace}/{service} selects no colour ({selector})")
+            return str(colour)
+
+        stable, preview = colour_of(STABLE_SERVICE), colour_of(PREVIEW_SERVICE)
+        name_of = {STABLE_SERVICE: stable, PREVIEW_SERVICE: preview, BASELINE_SERVICE: "baseline"}
+        if routing_mode == "gateway":
+            route = _read(
+                f"httproute {namespace}/{STABLE_SERVICE}",
+                client.CustomObjectsApi(api_client).get_namespaced_custom_object,
+                "gateway.networking.k8s.io",
+                "v1",
+                namespace,
+                "httproutes",
+                STABLE_SERVICE,
+                timeout_s=timeout_s,
+            )
+            try:
+                refs = route["spec"]["rules"][-1]["backendRefs"]
+                weights = {f"{name_of[ref['name']]}-{ref['name']}": int(ref.get("weight", 1)) for ref in refs}
+            except (KeyError, IndexError, TypeError, ValueError) as exc:
+                raise TargetError(
+                    f"httproute {namespace}/{STABLE_SERVICE}: unexpected shape ({exc!r})"
+                ) from exc
+            return weights
+        canary = _read(
+            f"ingress {namespace}/{STABLE_SERVICE}-canary",
+            client.NetworkingV1Api(api_client).read_namespaced_ingress,
+            f"{STABLE_SERVICE}-canary",
+            namespace,
+            timeout_s=timeout_s,
+            missing_ok=True,
+        )
+        annotations = (canary.metadata.annotations or {}) if canary is not None and canary.metadata else {}
+        share = int(annotations.get(NGINX_CANARY_WEIGHT, 0)) if canary is not None else 0
+        return {f"{stable}-{STABLE_SERVICE}": 100 - share, f"{preview}-{PREVIEW_SERVICE}": share}

@@ -60,7 +60,7 @@ from immune_suite.targets.base import (
 )
 from immune_suite.targets.kubernetes.config_tree import has_path, remove_path, set_path
 from immune_suite.targets.kubernetes.engine import RENDER_DIR_ENV, engine_environment
-from immune_suite.targets.kubernetes.live import LiveStatus, deployment_status
+from immune_suite.targets.kubernetes.live import LiveStatus, deployment_status, route_weights
 from immune_suite.targets.tokens import Client, pick_token
 
 PROJECT = "active-immune-core"
@@ -440,6 +440,18 @@ class KubernetesTarget:
             return None
         paired = int(outputs.get("baselineWeight") or 0)  # HTTPRoute share only; nginx routes none
         return TrafficState(active=Color(str(active)), canary_weight=int(weight), baseline_weight=paired)
+
+    def live_weights(self) -> dict[str, int] | None:
+        """The stable host's weights per `<colour>-<Service>` read back from the live routing objects
+        (HTTPRoute or canary Ingress, and the Services' selectors); None in render mode (nothing runs).
+        The pipeline compares them with what it set after every move back to stable (restore.py)."""
+        if self.options.render_dir is not None:
+            return None
+        outputs = self.outputs()
+        namespace = str(outputs.get("namespace") or "")
+        if not namespace:
+            raise TargetError(f"stack {self.name} exports no namespace: deploy it first")
+        return route_weights(namespace, str(outputs.get("routingMode")), self._env().get("KUBECONFIG"))
 
     def set_traffic(self, active: Color, canary_weight: int) -> TrafficState:
         if not 0 <= canary_weight <= 100:

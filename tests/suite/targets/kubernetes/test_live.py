@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from immune_infra.immune_app import COLOR_LABEL
 from kubernetes import client
 
 from immune_suite.targets.base import TargetError
-from immune_suite.targets.kubernetes.live import deployment_status, judge
+from immune_suite.targets.kubernetes.live import NGINX_CANARY_WEIGHT, deployment_status, judge, route_weights
 
 NS, NAME = "immune-staging", "immune-core-green"
 DEPLOYMENT_PATH = f"/apis/apps/v1/namespaces/{NS}/deployments/{NAME}"
@@ -240,3 +241,89 @@ def test_an_api_server_that_is_down_is_a_target_error(tmp_path: Path) -> None:
 def test_a_missing_kubeconfig_is_a_target_error(tmp_path: Path) -> None:
     with pytest.raises(TargetError, match="no usable kubeconfig"):
         deployment_status(NAME, NS, str(tmp_path / "absent"))
+
+
+def service(name: str, colour: str | None) -> dict[str, Any]:
+    selector = {"app": "immune-core", **({COLOR_LABEL: colour} if colour else {})}
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name}, "spec": {"selector": selector}}
+
+
+def route(*refs: tuple[str, int | None]) -> dict[str, Any]:
+    backends = [{"name": name, "port": 80, **({"weight": w} if w is not None else {})} for name, w in refs]
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": "immune-core"},
+        "spec": {
+            "rules": [
+                {"matches": [{"headers": []}], "backendRefs": [{"name": "immune-core-preview"}]},
+                {"backendRefs": backends},
+            ]
+        },
+    }
+
+
+SERVICES = f"/api/v1/namespaces/{NS}/services"
+ROUTE_PATH = f"/apis/gateway.networking.k8s.io/v1/namespaces/{NS}/httproutes/immune-core"
+CANARY_PATH = f"/apis/networking.k8s.io/v1/namespaces/{NS}/ingresses/immune-core-canary"
+
+
+def colours(server: ApiServer, stable: str | None = "blue", preview: str | None = "green") -> None:
+    server.answer(f"{SERVICES}/immune-core", service("immune-core", stable))
+    server.answer(f"{SERVICES}/immune-core-preview", service("immune-core-preview", preview))
+
+
+def test_gateway_weights_are_read_back_from_the_live_httproute(api: tuple[ApiServer, str]) -> None:
+    server, config = api
+    colours(server)
+    server.answer(
+        ROUTE_PATH, route(("immune-core", 50), ("immune-core-preview", 25), ("immune-core-baseline", 25))
+    )
+    assert route_weights(NS, "gateway", config) == {
+        "blue-immune-core": 50,
+        "green-immune-core-preview": 25,
+        "baseline-immune-core-baseline": 25,
+    }
+    # The selectors name the colours: after a switch the stable Service selects green.
+    colours(server, stable="green", preview="blue")
+    server.answer(ROUTE_PATH, route(("immune-core", None)))  # no weight: Gateway API's default, 1
+    assert route_weights(NS, "gateway", config) == {"green-immune-core": 1}
+
+
+def test_nginx_weights_are_the_canary_ingress_annotation(api: tuple[ApiServer, str]) -> None:
+    server, config = api
+    colours(server)
+    assert route_weights(NS, "nginx", config) == {"blue-immune-core": 100, "green-immune-core-preview": 0}
+    server.answer(
+        CANARY_PATH,
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "Ingress",
+            "metadata": {"name": "immune-core-canary", "annotations": {NGINX_CANARY_WEIGHT: "10"}},
+            "spec": {},
+        },
+    )
+    assert route_weights(NS, "nginx", config) == {"blue-immune-core": 90, "green-immune-core-preview": 10}
+
+
+@pytest.mark.parametrize(
+    ("stable", "route_body", "route_status", "says"),
+    [
+        (None, route(("immune-core", 100)), 200, "selects no colour"),
+        ("blue", b'{"kind":"Status","code":404}', 404, "HTTP 404"),
+        ("blue", {"kind": "HTTPRoute", "spec": {"rules": []}}, 200, "unexpected shape"),
+        ("blue", route(("someone-else", 100)), 200, "unexpected shape"),
+    ],
+)
+def test_routing_objects_that_cannot_be_read_back_are_target_errors(
+    api: tuple[ApiServer, str],
+    stable: str | None,
+    route_body: dict[str, Any] | bytes,
+    route_status: int,
+    says: str,
+) -> None:
+    server, config = api
+    colours(server, stable=stable)
+    server.answer(ROUTE_PATH, route_body, route_status)
+    with pytest.raises(TargetError, match=says):
+        route_weights(NS, "gateway", config)
