@@ -448,6 +448,27 @@ def cmd_down(args: argparse.Namespace) -> ExitCode:
     return ExitCode.OK
 
 
+def cmd_recover(args: argparse.Namespace) -> ExitCode:
+    """A stack whose `pulumi up` was killed (its runner died, a timeout): cancel, clear, refresh.
+
+    Taken under the stack's lock, so never while a pipeline of ours runs. An interrupted pipeline run is
+    continued by `resume` afterwards; this only repairs the stack itself.
+    """
+    session = Session(args)
+    with StackLock(session.stack.name, wait_s=LOCK_WAIT_S):
+        recover_stack = getattr(session.target, "recover_stack", None)
+        if recover_stack is None:
+            _emit(
+                args,
+                {"recovered": False},
+                f"target {session.target.name} has no infrastructure stack to recover",
+            )
+            return ExitCode.NOTHING_TO_DO
+        report: dict[str, Any] = recover_stack()
+    _emit(args, {"recovered": True, **report}, f"stack {session.stack.name} recovered: {report}")
+    return ExitCode.OK
+
+
 def cmd_guard(args: argparse.Namespace) -> ExitCode:
     stack = load_stack(args.stack)
     guard_forever(stack.name, lambda: make_target(stack), ConsoleProgress(prefix="guard: "), args.interval)
@@ -550,6 +571,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     guard.add_argument("--interval", type=float, default=1.0, help="seconds between checks")
     add("down", cmd_down, "stop the local stack's processes (supervisord, HAProxy, replicas)", [stack])
+    add(
+        "recover",
+        cmd_recover,
+        "after a killed `pulumi up`: remove the stack's lock, drop pending operations, refresh (Kubernetes)",
+        [stack],
+    )
     return parser
 
 

@@ -256,6 +256,70 @@ class KubernetesTarget:
             raise TargetError(f"pulumi up failed on {self.name}: {exc}") from exc
         return UpOutcome(changes=_op_counts(result.summary.resource_changes or {}))
 
+    def recover_stack(self) -> dict[str, Any]:
+        """Bring a stack whose `pulumi up` was killed back to a state an `up` can converge from.
+
+        A killed update leaves the stack locked and its checkpoint with pending operations, and the
+        next `up` fails. In order (Pulumi's recovery of an interrupted update,
+        https://www.pulumi.com/docs/iac/concepts/state-and-backends/#interrupted-updates):
+        `pulumi cancel` removes the lock (its error, e.g. "no update in progress" on a service backend, is
+        reported, not raised); the
+        checkpoint's `pending_operations` are dropped (`stack export` / `stack import`); with a
+        cluster, `pulumi refresh --clear-pending-creates` reads every object back (render mode has no
+        cluster to read). Returns {"cancel": "ok" | <its error>, "pending_operations_cleared": n,
+        "refresh": {operation: count} | "skipped: render mode", "repaired": [files]}. Raises TargetError
+        when the state cannot be read or written or the refresh fails.
+        """
+        stack = self.stack()
+        report: dict[str, Any] = {"repaired": self._repair_file_backend()}
+        try:
+            stack.cancel()
+            report["cancel"] = "ok"
+        except auto.errors.CommandError as exc:
+            report["cancel"] = _last_line(str(exc))
+        try:
+            state = stack.export_stack()
+            deployment = dict(state.deployment or {})
+            pending = list(deployment.get("pending_operations") or [])
+            if pending:
+                deployment["pending_operations"] = []
+                stack.import_stack(auto.Deployment(version=state.version, deployment=deployment))
+        except auto.errors.CommandError as exc:
+            raise TargetError(
+                f"could not clear the pending operations of {self.name}: {_last_line(str(exc))}"
+            ) from exc
+        report["pending_operations_cleared"] = len(pending)
+        if self.options.render_dir is not None:
+            report["refresh"] = "skipped: render mode"
+        else:
+            try:
+                result = stack.refresh(
+                    clear_pending_creates=True, on_output=self._log, color="never", suppress_progress=True
+                )
+            except auto.errors.CommandError as exc:
+                raise TargetError(f"pulumi refresh failed on {self.name}: {_last_line(str(exc))}") from exc
+            report["refresh"] = _op_counts(result.summary.resource_changes or {})
+        self._log(f"stack {self.name} recovered: {report}")
+        return report
+
+    def _repair_file_backend(self) -> list[str]:
+        """A file backend's stack files a kill left unreadable: the checkpoint's `.attrs` sidecar (blob
+        attributes, written beside the checkpoint without a rename) truncated to nothing, which makes
+        every command fail with "failed to load checkpoint: EOF". Such a sidecar is removed (the
+        checkpoint reads without one); the names removed. Other backends: nothing to do here."""
+        url = self._env().get("PULUMI_BACKEND_URL", "")
+        if not url.startswith("file://"):
+            return []
+        stacks = Path(urllib.parse.urlsplit(url).path) / ".pulumi" / "stacks" / PROJECT
+        removed = []
+        for attrs in sorted(stacks.glob(f"{self.name}.json*.attrs")):
+            try:
+                json.loads(attrs.read_text(encoding="utf-8"))
+            except (ValueError, OSError):
+                attrs.unlink()
+                removed.append(attrs.name)
+        return removed
+
     def preview(self, policy_packs: list[str] | None = None) -> UpOutcome:
         stack = self.stack()
         try:
@@ -618,6 +682,12 @@ class KubernetesTarget:
         # The Ingress controller does not name its upstream in responses yet: samples take the colour
         # the service reports (docs/pipeline.md, "remaining").
         return None
+
+
+def _last_line(text: str) -> str:
+    """The last non-empty line of an engine error (its summary), at most 300 characters."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return (lines[-1] if lines else text)[:300]
 
 
 def _release_values(color: Color, release: Release) -> dict[str, str]:
