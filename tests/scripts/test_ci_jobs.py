@@ -65,19 +65,23 @@ def test_promote_job_help_explains_usage_and_environment() -> None:
         assert word in completed.stdout
 
 
-@pytest.mark.engine
-def test_promote_job_stops_on_a_backend_it_cannot_use(tmp_path: Path, engine_env: dict[str, str]) -> None:
-    missing = tmp_path / "no-such-backend"
-    completed = run(
+def promote_staging(tmp_path: Path, backend: Path) -> subprocess.CompletedProcess[str]:
+    """promote.sh for staging with every required input, against the file backend `backend`."""
+    return run(
         PROMOTE,
         *("--stack", "staging", "--ref", "HEAD", "--out", str(tmp_path / "out")),
         env={
             "IMMUNE_IMAGE_DIGEST": DIGEST,
-            "PULUMI_BACKEND_URL": missing.as_uri(),
+            "PULUMI_BACKEND_URL": backend.as_uri(),
             "PULUMI_CONFIG_PASSPHRASE": "x",
             "IMMUNE_STATE_DIR": str(tmp_path / "state"),
         },
     )
+
+
+@pytest.mark.engine
+def test_promote_job_stops_on_a_backend_it_cannot_use(tmp_path: Path, engine_env: dict[str, str]) -> None:
+    completed = promote_staging(tmp_path, tmp_path / "no-such-backend")
     assert completed.returncode == 2, completed.stdout[-2000:] + completed.stderr[-2000:]
     assert "cannot be used" in completed.stderr
     assert "immune-suite promote" not in completed.stdout
@@ -91,16 +95,7 @@ def test_promote_job_without_its_signing_key_changes_nothing(
     # promotion refuses to start (exit 2) and nothing is verified or reported.
     backend = tmp_path / "backend"
     backend.mkdir()
-    completed = run(
-        PROMOTE,
-        *("--stack", "staging", "--ref", "HEAD", "--out", str(tmp_path / "out")),
-        env={
-            "IMMUNE_IMAGE_DIGEST": DIGEST,
-            "PULUMI_BACKEND_URL": backend.as_uri(),
-            "PULUMI_CONFIG_PASSPHRASE": "x",
-            "IMMUNE_STATE_DIR": str(tmp_path / "state"),
-        },
-    )
+    completed = promote_staging(tmp_path, backend)
     assert completed.returncode == 2, completed.stdout[-2000:] + completed.stderr[-2000:]
     assert "IMMUNE_SIGNING_KEY" in completed.stderr
     assert "nothing was promoted" in completed.stderr
