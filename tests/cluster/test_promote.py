@@ -25,6 +25,7 @@ Needs root, the cached cluster build, the Pulumi engine and the images (see test
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -92,6 +93,8 @@ def stack(
     cluster: Kube, images: None, router: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
     port = int(read_versions()["ROUTER_GATEWAY_PORT"])
+    for ref in ("HEAD", "HEAD~1"):  # the releases of this module, fixed now
+        commit_of(ref)
     assert router == f"http://127.0.0.1:{port}"
     must(deploy("up", STACK), f"pulumi up {STACK}")
     try:
@@ -137,7 +140,17 @@ def suite(stack: Stack, *args: str) -> Promotion:
 
 
 def promote(stack: Stack, ref: str, *extra: str) -> Promotion:
-    return suite(stack, "promote", "--stack", "cluster", "--ref", ref, "--image-digest", stack.digest, *extra)
+    return suite(
+        stack,
+        "promote",
+        "--stack",
+        "cluster",
+        "--ref",
+        commit_of(ref),
+        "--image-digest",
+        stack.digest,
+        *extra,
+    )
 
 
 def job_script(name: str, *args: str, env: dict[str, str]) -> str:
@@ -155,11 +168,18 @@ def job_script(name: str, *args: str, env: dict[str, str]) -> str:
     return proc.stdout
 
 
-def version_of(ref: str) -> str:
+@functools.cache
+def commit_of(ref: str) -> str:
+    """The commit `ref` names, resolved once: a commit made in this checkout while the module runs must
+    not change which release a later test expects."""
     commit = subprocess.run(
         ["git", "rev-parse", ref], capture_output=True, text=True, check=True, cwd=REPO_ROOT
     )
-    return commit.stdout.strip()[:10]
+    return commit.stdout.strip()
+
+
+def version_of(ref: str) -> str:
+    return commit_of(ref)[:10]
 
 
 def route_weights(kube: Kube) -> list[tuple[str, int]]:
@@ -256,9 +276,7 @@ def test_canary_promotion_of_a_second_release_through_the_workflow_jobs(
     stable = active_colour(cluster)
     candidate = "green" if stable == "blue" else "blue"
     version = version_of("HEAD")
-    commit = subprocess.run(
-        ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, cwd=REPO_ROOT
-    ).stdout.strip()
+    commit = commit_of("HEAD")
     # The build job: one image of HEAD, pushed where the program deploys from; its digest is new.
     # Its environment is the machine's (the images daemon's state dir), not the promotions' own.
     built = job_script(
@@ -273,7 +291,7 @@ def test_canary_promotion_of_a_second_release_through_the_workflow_jobs(
     with RouteWatch(cluster) as watch:
         job_script(
             "promote.sh",
-            *("--stack", "cluster", "--ref", "HEAD", "--out", str(tmp_path), "--by", "test_promote"),
+            *("--stack", "cluster", "--ref", commit, "--out", str(tmp_path), "--by", "test_promote"),
             env={**stack.env, "IMMUNE_IMAGE_DIGEST": outputs["digest"]},
         )
     assert (tmp_path / "promotion-cluster.html").is_file()
@@ -297,7 +315,19 @@ def assert_rolled_back_live(cluster: Kube, stack: Stack, stable: str, candidate:
     """Stable alone on the route and the Service, every answer from it; the candidate at 0 pods."""
     assert route_weights(cluster) == [("immune-core", 100)]
     assert selector_colour(cluster) == stable
-    wait_for(lambda: only(stack, stable, version_of("HEAD")), timeout_s=120, interval_s=1, what="stable")
+    try:
+        wait_for(lambda: only(stack, stable, version_of("HEAD")), timeout_s=120, interval_s=1, what="stable")
+    except AssertionError as exc:  # say what answered instead, and how the cluster looked
+        pods = cluster.get("pods", "-n", NAMESPACE)["items"]
+        states = [
+            (
+                p["metadata"]["name"],
+                p["status"].get("phase"),
+                p["metadata"].get("labels", {}).get(COLOR_LABEL),
+            )
+            for p in pods
+        ]
+        raise AssertionError(f"{exc}; answers: {served(stack, 20)}; pods: {states}") from None
     assert set(served(stack, 200)) == {(stable, version_of("HEAD"), 200)}
     assert deployment_replicas(cluster, candidate) == 0
 
@@ -331,7 +361,8 @@ def test_a_slow_candidate_is_rolled_back_at_the_canary(cluster: Kube, stack: Sta
 def test_an_abort_mid_canary_rolls_back(cluster: Kube, stack: Stack) -> None:
     stable = active_colour(cluster)
     candidate = "green" if stable == "blue" else "blue"
-    args = ["promote", "--stack", "cluster", "--ref", "HEAD~1", "--image-digest", stack.digest, "--json"]
+    args = ["promote", "--stack", "cluster", "--ref", commit_of("HEAD~1"), "--image-digest", stack.digest]
+    args.append("--json")
     with subprocess.Popen(
         [str(SUITE), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=stack.env
     ) as running:
