@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import json
+import subprocess
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,8 +34,10 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from immune_suite.gates.chaos import resolve_experiment, run_chaos_gate
+from immune_suite.paths import REPO_ROOT
 from immune_suite.stack_config import load_stack
 from immune_suite.targets.base import Color
 from immune_suite.targets.factory import make_target
@@ -61,6 +64,7 @@ class ChaosStack:
     config: dict[str, Any]  # KubernetesTarget.chaos_config(candidate) of the `cluster` stack
     experiments: tuple[str, ...]  # stacks/cluster.yaml chaos.experiments
     candidate: str  # the preview colour
+    digest: str  # the image the program built (sha256:...), promoted by the pipeline test
 
     def selector(self) -> str:
         return str(self.config["candidate_label_selector"])
@@ -147,7 +151,8 @@ def chaos_stack(
                 stack_config = load_stack("cluster")
                 config = make_target(stack_config).chaos_config(Color.GREEN)
                 assert config["namespace"] == NAMESPACE
-                chaos = ChaosStack(cluster, config, stack_config.chaos.experiments, "green")
+                digest = str(outputs["images"][outputs["activeColor"]]).split("@", 1)[1]
+                chaos = ChaosStack(cluster, config, stack_config.chaos.experiments, "green", digest)
                 chaos.wait_settled()
                 yield chaos
             finally:
@@ -346,3 +351,32 @@ def test_redis_left_at_zero_fails(chaos_stack: ChaosStack, tmp_path: Path) -> No
     run = activities["k8s-scale-redis-to-zero-variant"]
     assert run["scale-redis-to-zero"]["output"]["affected"] == [f"{NAMESPACE}/redis: 1 -> 0"]
     chaos_stack.wait_settled()  # and Redis back, the candidate recovers
+
+
+# -- the pipeline ------------------------------------------------------------------------------------
+
+
+def test_a_promotion_runs_the_chaos_gate_on_the_cluster(chaos_stack: ChaosStack, tmp_path: Path) -> None:
+    """`immune-suite promote` with the `cluster` stack's chaos gate switched on (and a 2-pod candidate):
+    the first promotion runs both experiments between smoke and switch, and promotes. Last in the
+    module: the candidate colour becomes the stable one."""
+    chaos_stack.wait_settled()
+    config = yaml.safe_load((REPO_ROOT / "stacks" / "cluster.yaml").read_text(encoding="utf-8"))
+    config["chaos"]["enabled"] = True
+    config["replicas"] = CANDIDATE_PODS
+    stack_file = tmp_path / "cluster.yaml"
+    stack_file.write_text(yaml.safe_dump(config), encoding="utf-8")
+    command = [str(REPO_ROOT / ".venv" / "bin" / "immune-suite"), "promote", "--stack", str(stack_file)]
+    command += ["--ref", "HEAD", "--image-digest", chaos_stack.digest, "--json"]
+    proc = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT, timeout=1800, check=False)
+    output = (proc.stdout + proc.stderr)[-6000:]
+    assert proc.returncode == 0, output
+    payload = json.loads(proc.stdout)
+    assert payload["run"]["status"] == "promoted", output
+    record = json.loads(Path(payload["record"]).read_text(encoding="utf-8"))
+    chaos = next(s for s in record["stages"] if s.get("kind") == "chaos")
+    assert chaos["verdict"]["status"] == "pass", chaos["verdict"]["summary"]
+    passed = {m["name"]: m["passed"] for m in chaos["verdict"]["measurements"]}
+    assert passed["k8s-terminate-candidate-pod: passed"] is True
+    assert passed["k8s-scale-redis-to-zero: passed"] is True
+    assert chaos_stack.statefulset_replicas("redis") == 1
