@@ -8,6 +8,8 @@ import json
 import os
 import subprocess
 import urllib.parse
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from tests.cluster.support import REPO
@@ -61,3 +63,25 @@ def stable_host(stack: str) -> str:
     """routing.host, from the stack's `stableUrl` output (the router matches on it)."""
     outputs = json.loads(must(deploy("outputs", stack), "outputs"))
     return str(urllib.parse.urlsplit(outputs["stableUrl"]).hostname)
+
+
+HOSTS = Path("/etc/hosts")
+
+
+def _hosts_without(mark: str) -> list[str]:
+    return [line for line in HOSTS.read_text().splitlines() if not line.endswith(mark)]
+
+
+@contextmanager
+def hosts_on_loopback(names: list[str], owner: str) -> Iterator[None]:
+    """`names` resolve to 127.0.0.1 (lines in /etc/hosts tagged with `owner`) while the block runs, so
+    requests carry the stack's host names through the router on 127.0.0.1; the lines are removed after,
+    and lines a killed earlier run of `owner` left are replaced, never added twice."""
+    mark = f"# active-immune-core {owner}"
+    HOSTS.write_text(
+        "\n".join([*_hosts_without(mark), *(f"127.0.0.1 {name} {mark}" for name in names)]) + "\n"
+    )
+    try:
+        yield
+    finally:
+        HOSTS.write_text("\n".join(_hosts_without(mark)) + "\n")

@@ -43,7 +43,7 @@ from immune_suite.targets.base import Color
 from immune_suite.targets.factory import make_target
 from immune_suite.verdict import Status, Verdict
 from tests.app.support import wait_for
-from tests.cluster.deploy_support import deploy, deploy_env, must
+from tests.cluster.deploy_support import deploy, deploy_env, hosts_on_loopback, must
 from tests.cluster.support import Kube
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(3600)]
@@ -51,8 +51,6 @@ pytestmark = [pytest.mark.cluster, pytest.mark.timeout(3600)]
 STACK = "staging"
 NAMESPACE = f"immune-{STACK}"
 CANDIDATE_PODS = 2
-HOSTS = Path("/etc/hosts")
-HOSTS_MARK = "# active-immune-core tests/cluster/test_chaos.py"
 # The bad cases need no 40 s watch nor a 2-minute drain to fail: they only shorten how long the
 # experiments wait for what never comes.
 GIVE_UP = {"alive_observe_s": 5, "recovery_timeout_s": 20, "replacement_timeout_s": 20, "drain_s": 20}
@@ -111,17 +109,6 @@ def _ready(pod: dict[str, Any]) -> bool:
     )
 
 
-def _map_hosts(names: list[str]) -> None:
-    lines = [line for line in HOSTS.read_text().splitlines() if not line.endswith(HOSTS_MARK)]
-    lines += [f"127.0.0.1 {name} {HOSTS_MARK}" for name in names]
-    HOSTS.write_text("\n".join(lines) + "\n")
-
-
-def _unmap_hosts() -> None:
-    lines = [line for line in HOSTS.read_text().splitlines() if not line.endswith(HOSTS_MARK)]
-    HOSTS.write_text("\n".join(lines) + "\n")
-
-
 @pytest.fixture(scope="module")
 def chaos_stack(
     cluster: Kube, images: None, router: str, tmp_path_factory: pytest.TempPathFactory
@@ -146,8 +133,7 @@ def chaos_stack(
             patch.setenv("KUBECONFIG", env["KUBECONFIG"])
             patch.setenv("IMMUNE_STATE_DIR", str(tmp_path_factory.mktemp("chaos-state")))
             patch.setenv("NO_PROXY", "*")
-            _map_hosts(hosts)
-            try:
+            with hosts_on_loopback(hosts, "tests/cluster/test_chaos.py"):
                 stack_config = load_stack("cluster")
                 config = make_target(stack_config).chaos_config(Color.GREEN)
                 assert config["namespace"] == NAMESPACE
@@ -155,8 +141,6 @@ def chaos_stack(
                 chaos = ChaosStack(cluster, config, stack_config.chaos.experiments, "green", digest)
                 chaos.wait_settled()
                 yield chaos
-            finally:
-                _unmap_hosts()
     finally:
         must(deploy("destroy", STACK), f"destroy {STACK}")
 

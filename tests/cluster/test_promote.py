@@ -44,7 +44,7 @@ from immune_infra.immune_app import COLOR_LABEL
 
 from immune_suite.paths import REPO_ROOT
 from tests.app.support import wait_for
-from tests.cluster.deploy_support import deploy, deploy_env, must
+from tests.cluster.deploy_support import deploy, deploy_env, hosts_on_loopback, must
 from tests.cluster.support import Kube, read_versions
 
 # A cold cluster, image build and deploy come before the first promotion (module-scoped fixtures).
@@ -54,8 +54,6 @@ STACK = "staging"
 NAMESPACE = f"immune-{STACK}"
 STABLE_ROUTE = "immune-core"
 SUITE = REPO_ROOT / ".venv" / "bin" / "immune-suite"
-HOSTS = Path("/etc/hosts")
-HOSTS_MARK = "# active-immune-core tests/cluster/test_promote.py"
 PROMOTE_TIMEOUT_S = 1800
 
 
@@ -75,17 +73,6 @@ class Stack:
     digest: str  # the image the program built (sha256:...), promoted as every release here
     repository: str  # where the program deploys from (settings.imageBuild.repository)
     env: dict[str, str]  # the promote subprocess's environment
-
-
-def _map_hosts(names: list[str]) -> None:
-    lines = [line for line in HOSTS.read_text().splitlines() if not line.endswith(HOSTS_MARK)]
-    lines += [f"127.0.0.1 {name} {HOSTS_MARK}" for name in names]
-    HOSTS.write_text("\n".join(lines) + "\n")
-
-
-def _unmap_hosts() -> None:
-    lines = [line for line in HOSTS.read_text().splitlines() if not line.endswith(HOSTS_MARK)]
-    HOSTS.write_text("\n".join(lines) + "\n")
 
 
 @pytest.fixture(scope="module")
@@ -113,11 +100,8 @@ def stack(
             "NO_PROXY": "*",
         }
         promote_env.pop("PULUMI_CONFIG_PASSPHRASE", None)
-        _map_hosts(hosts)
-        try:
+        with hosts_on_loopback(hosts, "tests/cluster/test_promote.py"):
             yield Stack(router, hosts[0], digest, repository, promote_env)
-        finally:
-            _unmap_hosts()
     finally:
         must(deploy("destroy", STACK), f"destroy {STACK}")
 
