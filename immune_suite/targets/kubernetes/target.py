@@ -270,8 +270,9 @@ class KubernetesTarget:
         "refresh": {operation: count} | "skipped: render mode", "repaired": [files]}. Raises TargetError
         when the state cannot be read or written or the refresh fails.
         """
-        stack = self.stack()
+        # First: a truncated checkpoint-attributes file makes even selecting the stack fail.
         report: dict[str, Any] = {"repaired": self._repair_file_backend()}
+        stack = self.stack()
         try:
             stack.cancel()
             report["cancel"] = "ok"
