@@ -117,8 +117,8 @@ def test_version_is_the_release_an_image_was_built_as(monkeypatch: pytest.Monkey
     # scripts/ci/build-image.sh, empty otherwise (then the package's own version, never "").
     monkeypatch.setenv("IMMUNE_VERSION", "")
     assert Settings().version == __version__
-    monkeypatch.setenv("IMMUNE_VERSION", "3f9c1a2b7d")
-    assert Settings().version == "3f9c1a2b7d"
+    monkeypatch.setenv("IMMUNE_VERSION", "release-42")
+    assert Settings().version == "release-42"
 
 
 def test_log_redaction_hides_url_passwords() -> None:

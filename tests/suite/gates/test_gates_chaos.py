@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kubernetes.config import kube_config
 
 from immune_suite.gates.chaos import resolve_experiment, run_chaos_gate, write_var_file
 from immune_suite.gates.chaos_journal import summarise
@@ -769,6 +770,9 @@ def test_the_kubernetes_actions_refuse_to_affect_nothing(
 ) -> None:
     """The wrappers themselves: an empty selector and a no-op scale raise; real effects start the timer."""
     monkeypatch.setenv("KUBECONFIG", str(kube.kubeconfig))
+    # The client reads KUBECONFIG once, when kubernetes.config is first imported (by any earlier test of
+    # this process): point its default at the fake API as well (a `chaos` process reads it at start).
+    monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(kube.kubeconfig))
     monkeypatch.syspath_prepend(str(REPO_ROOT / "chaos"))
     from immune_chaos import k8s, local
 
