@@ -158,6 +158,7 @@ class ImmuneApp(pulumi.ComponentResource):
             self._disruption_budget(color)
 
         rollout = settings.rollout
+        self.activation = self._activation_job(rollout.active_color, images[rollout.active_color])
         self.baseline_deployment: k8s.apps.v1.Deployment | None = None
         self.baseline_service: k8s.core.v1.Service | None = None
         if rollout.baseline is not None and rollout.baseline.replicas > 0:
@@ -329,6 +330,56 @@ class ImmuneApp(pulumi.ComponentResource):
             # created beside the old object it would collide with it (a Server-Side Apply conflict).
             opts=pulumi.ResourceOptions.merge(
                 self._child(depends_on=[*deps.waits_for, self.api_secret, self.service_account]),
+                pulumi.ResourceOptions(delete_before_replace=True),
+            ),
+        )
+
+    def _activation_job(self, color: Color, image: pulumi.Input[str]) -> k8s.batch.v1.Job:
+        """`immune-core activate COLOR` once the active colour's pods are up: the row the services read
+        (docs/service.md, "the idle colour is idle") so that only the active colour's replicas join the
+        consumer group and campaign for the lease. Without it every colour is live and each candidate
+        coming and going rebalances the stable colour's consumer.
+
+        The name carries the colour: a switch is a new Job (Jobs are immutable), and one that ran for
+        the same colour before is simply replaced (`activate` is idempotent).
+        """
+        job_labels = {**app_labels("activate"), COLOR_LABEL: color}
+        return k8s.batch.v1.Job(
+            f"{self._name}-activate",
+            metadata={
+                "name": f"{APP_NAME}-activate-{color}",
+                "namespace": self._namespace,
+                "labels": job_labels,
+                "annotations": self._timeout_annotation(),
+            },
+            spec={
+                "backoff_limit": 4,
+                "active_deadline_seconds": self._migration_deadline(),
+                "template": {
+                    "metadata": {"labels": job_labels},
+                    "spec": {
+                        "restart_policy": "Never",
+                        "service_account_name": APP_NAME,
+                        "automount_service_account_token": MOUNT_API_TOKEN,
+                        "security_context": pod_security_context(fs_group=False),
+                        "containers": [
+                            {
+                                "name": "activate",
+                                "image": image,
+                                "image_pull_policy": "IfNotPresent",
+                                "command": ["immune-core", "activate", color],
+                                "env": self._app_env(color),
+                                "resources": resources(self._settings.app.migrate_resources),
+                                "security_context": container_security_context(),
+                                "volume_mounts": [mount("tmp", TMP_PATH)],
+                            }
+                        ],
+                        "volumes": [empty_dir("tmp")],
+                    },
+                },
+            },
+            opts=pulumi.ResourceOptions.merge(
+                self._child(depends_on=[self.deployments[color], self.migrations[color]]),
                 pulumi.ResourceOptions(delete_before_replace=True),
             ),
         )

@@ -24,7 +24,12 @@ def test_switching_active_colour_only_moves_service_selectors(stack: str, weight
     assert changes == {
         ("Service", "immune-core"): [".spec.selector.immune.vertice.dev/color"],
         ("Service", "immune-core-preview"): [".spec.selector.immune.vertice.dev/color"],
+        # The services' side of the switch: the activation Job names the new colour.
+        ("Job", "immune-core-activate-blue"): ["<removed>"],
+        ("Job", "immune-core-activate-green"): ["<added>"],
     }
+    job = green.find("Job", "immune-core-activate-green")["spec"]["template"]["spec"]["containers"][0]
+    assert job["command"] == ["immune-core", "activate", "green"]
     assert blue.find("Service", "immune-core")["spec"]["selector"]["immune.vertice.dev/color"] == "blue"
     assert green.find("Service", "immune-core")["spec"]["selector"]["immune.vertice.dev/color"] == "green"
     # The preview Service is, by definition, the other colour.
@@ -122,4 +127,9 @@ def test_gateway_mode_weights_httproute_backends(weight: int, expected: list[tup
 def test_gateway_mode_colour_switch_still_only_moves_selectors() -> None:
     blue = render("staging", rollout("blue", 50, mode="gateway"))
     green = render("staging", rollout("green", 50, mode="gateway"))
-    assert set(stack_diff(blue, green)) == {("Service", "immune-core"), ("Service", "immune-core-preview")}
+    assert set(stack_diff(blue, green)) == {
+        ("Service", "immune-core"),
+        ("Service", "immune-core-preview"),
+        ("Job", "immune-core-activate-blue"),
+        ("Job", "immune-core-activate-green"),
+    }

@@ -157,6 +157,9 @@ def test_canary_steps_blue_green_switch_and_abort(rollout: Rollout) -> None:
         (STABLE_SERVICE, f"spec.selector.{COLOR_LABEL}"),
         (PREVIEW_SERVICE, f"spec.selector.{COLOR_LABEL}"),
         (CANARY_INGRESS, ""),
+        # The services' side of the switch: the activation Job now names green.
+        (f"Job/{NAMESPACE}/immune-core-activate-blue", ""),
+        (f"Job/{NAMESPACE}/immune-core-activate-green", ""),
     }
     by_obj = {change.obj: change for change in changes}
     assert (by_obj[STABLE_SERVICE].before, by_obj[STABLE_SERVICE].after) == ("blue", "green")
