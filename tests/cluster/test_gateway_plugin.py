@@ -55,6 +55,14 @@ class Core(BaseHTTPRequestHandler):
         pass
 
 
+def _answers(url: str) -> bool:
+    """200 from `url`; False while nothing listens yet (the router is still starting)."""
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
 @pytest.fixture
 def gateway(tmp_path: Path) -> Iterator[str]:
     binary = (
@@ -118,11 +126,7 @@ def gateway(tmp_path: Path) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_for(
-            lambda: httpx.get(f"{url}/health", timeout=2).status_code == 200,
-            timeout_s=60,
-            what="the router with the plugin",
-        )
+        wait_for(lambda: _answers(f"{url}/health"), timeout_s=60, what="the router with the plugin")
         yield url
     finally:
         router.terminate()
