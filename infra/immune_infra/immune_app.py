@@ -291,12 +291,11 @@ class ImmuneApp(pulumi.ComponentResource):
                 "active_deadline_seconds": self._migration_deadline(),
                 "template": {
                     "metadata": {"labels": job_labels},
-                    "spec": {
-                        "restart_policy": "Never",
-                        "service_account_name": APP_NAME,
-                        "automount_service_account_token": MOUNT_API_TOKEN,
-                        "security_context": pod_security_context(fs_group=False),
-                        "init_containers": [
+                    "spec": self._one_shot_pod_spec(
+                        color,
+                        image,
+                        ["immune-core", "migrate"],
+                        init_containers=[
                             {
                                 "name": "wait-for-postgres",
                                 "image": deps.postgres_image,
@@ -309,20 +308,7 @@ class ImmuneApp(pulumi.ComponentResource):
                                 "security_context": container_security_context(),
                             }
                         ],
-                        "containers": [
-                            {
-                                "name": "migrate",
-                                "image": image,
-                                "image_pull_policy": "IfNotPresent",
-                                "command": ["immune-core", "migrate"],
-                                "env": self._app_env(color),
-                                "resources": resources(self._settings.app.migrate_resources),
-                                "security_context": container_security_context(),
-                                "volume_mounts": [mount("tmp", TMP_PATH)],
-                            }
-                        ],
-                        "volumes": [empty_dir("tmp")],
-                    },
+                    ),
                 },
             },
             # Delete before replace: after a failed rollout (the new Job failed, e.g. its image cannot
@@ -333,6 +319,38 @@ class ImmuneApp(pulumi.ComponentResource):
                 pulumi.ResourceOptions(delete_before_replace=True),
             ),
         )
+
+    def _one_shot_pod_spec(
+        self,
+        color: Color,
+        image: pulumi.Input[str],
+        command: list[str],
+        init_containers: list[Any] | None = None,
+    ) -> dict[str, Any]:
+        """The pod of a one-shot `immune-core` command Job (migrate, activate): `color`'s image and env."""
+        name = command[1]
+        spec: dict[str, Any] = {
+            "restart_policy": "Never",
+            "service_account_name": APP_NAME,
+            "automount_service_account_token": MOUNT_API_TOKEN,
+            "security_context": pod_security_context(fs_group=False),
+        }
+        if init_containers:
+            spec["init_containers"] = init_containers
+        spec["containers"] = [
+            {
+                "name": name,
+                "image": image,
+                "image_pull_policy": "IfNotPresent",
+                "command": command,
+                "env": self._app_env(color),
+                "resources": resources(self._settings.app.migrate_resources),
+                "security_context": container_security_context(),
+                "volume_mounts": [mount("tmp", TMP_PATH)],
+            }
+        ]
+        spec["volumes"] = [empty_dir("tmp")]
+        return spec
 
     def _activation_job(self, color: Color, image: pulumi.Input[str]) -> k8s.batch.v1.Job:
         """`immune-core activate COLOR` once the active colour's pods are up: the row the services read
@@ -357,25 +375,7 @@ class ImmuneApp(pulumi.ComponentResource):
                 "active_deadline_seconds": self._migration_deadline(),
                 "template": {
                     "metadata": {"labels": job_labels},
-                    "spec": {
-                        "restart_policy": "Never",
-                        "service_account_name": APP_NAME,
-                        "automount_service_account_token": MOUNT_API_TOKEN,
-                        "security_context": pod_security_context(fs_group=False),
-                        "containers": [
-                            {
-                                "name": "activate",
-                                "image": image,
-                                "image_pull_policy": "IfNotPresent",
-                                "command": ["immune-core", "activate", color],
-                                "env": self._app_env(color),
-                                "resources": resources(self._settings.app.migrate_resources),
-                                "security_context": container_security_context(),
-                                "volume_mounts": [mount("tmp", TMP_PATH)],
-                            }
-                        ],
-                        "volumes": [empty_dir("tmp")],
-                    },
+                    "spec": self._one_shot_pod_spec(color, image, ["immune-core", "activate", color]),
                 },
             },
             opts=pulumi.ResourceOptions.merge(
