@@ -57,6 +57,8 @@ from immune_core.transport.bus import Bus, BusUnavailable
 from immune_core.transport.inprocess import InProcessBus
 from immune_core.transport.kafka import KafkaBus
 
+# Bounds /health/ready's database ping; the pod's readiness probe timeout must exceed it (infra).
+READINESS_DATABASE_TIMEOUT_S = 2.0
 log = get_logger(__name__)
 
 ALL_TOPICS: tuple[str, ...] = (
@@ -391,7 +393,7 @@ class Runtime:
 
     async def readiness(self) -> tuple[bool, dict[str, str]]:
         try:
-            database_ok = await asyncio.wait_for(self.database.ping(), timeout=2.0)
+            database_ok = await asyncio.wait_for(self.database.ping(), timeout=READINESS_DATABASE_TIMEOUT_S)
         except TimeoutError:
             database_ok = False
         self.metrics.dependency_up.labels(dependency="database").set(int(database_ok))

@@ -76,6 +76,8 @@ PATCH_FORCE_ANNOTATION = "pulumi.com/patchForce"
 # that cannot become Ready then fails `pulumi up` in that time, the other colour still serving. The
 # migration Job before it is bounded by its activeDeadlineSeconds instead (see _migration_job).
 TIMEOUT_ANNOTATION = "pulumi.com/timeoutSeconds"
+# Above the readiness handler's own 2 s bound on its database ping (app runtime.readiness).
+READY_PROBE_TIMEOUT_S = 4
 # A migration's run time when app.rolloutTimeoutSeconds is unset (the Job's activeDeadlineSeconds).
 MIGRATION_DEADLINE_S = 900
 
@@ -392,7 +394,10 @@ class ImmuneApp(pulumi.ComponentResource):
     ) -> k8s.core.v1.PodSpecArgsDict:
         """The serving pod: one spec for both colours and the baseline, so they differ only in labels,
         image and env (a baseline that differed in anything else would not be a fair comparison)."""
-        http_probe: Any = {"http_get": {"path": "/health/live", "port": "http"}}
+        # Probe timeouts above the kubelet's 1 s default: /health/ready bounds its database ping at
+        # 2 s (runtime.readiness), and a replica busy catching up a backlog answers in more than 1 s
+        # without being unready; a 1 s timeout took such a pod out of every Service until it idled.
+        http_probe: Any = {"http_get": {"path": "/health/live", "port": "http"}, "timeout_seconds": 3}
         pod_spec: k8s.core.v1.PodSpecArgsDict = {
             "service_account_name": APP_NAME,
             "automount_service_account_token": MOUNT_API_TOKEN,
@@ -429,6 +434,7 @@ class ImmuneApp(pulumi.ComponentResource):
                     "liveness_probe": {**http_probe, "period_seconds": 10, "failure_threshold": 3},
                     "readiness_probe": {
                         "http_get": {"path": "/health/ready", "port": "http"},
+                        "timeout_seconds": READY_PROBE_TIMEOUT_S,
                         "period_seconds": 5,
                         "failure_threshold": 2,
                     },

@@ -40,7 +40,7 @@ from typing import Any
 
 import httpx
 import pytest
-from immune_infra.immune_app import COLOR_LABEL
+from immune_infra.immune_app import COLOR_LABEL, color_labels
 
 from immune_suite.paths import REPO_ROOT
 from tests.app.support import wait_for
@@ -295,6 +295,28 @@ def test_canary_promotion_of_a_second_release_through_the_workflow_jobs(
     )
 
 
+def cluster_state(cluster: Kube, colour: str) -> str:
+    """Pods (phase, Ready), the namespace's warnings (failed probes say why) and `colour`'s log tail."""
+    pods = cluster.get("pods", "-n", NAMESPACE)["items"]
+    states = [
+        (
+            p["metadata"]["name"],
+            p["status"].get("phase"),
+            p["metadata"].get("labels", {}).get(COLOR_LABEL),
+            {c["type"]: c["status"] for c in p["status"].get("conditions", [])}.get("Ready"),
+        )
+        for p in pods
+    ]
+    events = cluster.get("events", "-n", NAMESPACE, "--field-selector", "type=Warning")["items"]
+    warnings = [
+        (e["involvedObject"]["name"], e.get("reason"), e.get("message"), e.get("count")) for e in events
+    ]
+    selector = ",".join(f"{k}={v}" for k, v in color_labels(colour).items())
+    logs = cluster.kubectl("logs", "-n", NAMESPACE, "-l", selector, "--tail", "15", "--prefix", check=False)
+    tail = logs.stdout[-4000:] + logs.stderr[-500:]
+    return f"pods: {states}; warnings: {warnings[-15:]}; {colour} logs: {tail}"
+
+
 def assert_rolled_back_live(cluster: Kube, stack: Stack, stable: str, candidate: str) -> None:
     """Stable alone on the route and the Service, every answer from it; the candidate at 0 pods."""
     assert route_weights(cluster) == [("immune-core", 100)]
@@ -302,16 +324,9 @@ def assert_rolled_back_live(cluster: Kube, stack: Stack, stable: str, candidate:
     try:
         wait_for(lambda: only(stack, stable, version_of("HEAD")), timeout_s=120, interval_s=1, what="stable")
     except AssertionError as exc:  # say what answered instead, and how the cluster looked
-        pods = cluster.get("pods", "-n", NAMESPACE)["items"]
-        states = [
-            (
-                p["metadata"]["name"],
-                p["status"].get("phase"),
-                p["metadata"].get("labels", {}).get(COLOR_LABEL),
-            )
-            for p in pods
-        ]
-        raise AssertionError(f"{exc}; answers: {served(stack, 20)}; pods: {states}") from None
+        raise AssertionError(
+            f"{exc}; answers: {served(stack, 20)}; {cluster_state(cluster, stable)}"
+        ) from None
     assert set(served(stack, 200)) == {(stable, version_of("HEAD"), 200)}
     assert deployment_replicas(cluster, candidate) == 0
 

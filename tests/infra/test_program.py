@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import yaml
+from immune_core.runtime import READINESS_DATABASE_TIMEOUT_S
 from immune_infra.kafka import cluster_id
 from immune_infra.policies import containers, pod_spec
 from immune_infra.render import RenderedStack, render_only_secrets, render_stack
@@ -150,6 +151,10 @@ def test_app_deployments_follow_the_service_contract(stack: RenderedStack) -> No
         assert container["ports"] == [{"name": "http", "containerPort": 8080}]
         assert container["livenessProbe"]["httpGet"]["path"] == "/health/live"
         assert container["readinessProbe"]["httpGet"]["path"] == "/health/ready"
+        # The readiness handler may take its database ping's 2 s bound: a probe that gives up sooner
+        # (the kubelet's 1 s default) takes a busy but healthy replica out of the Service.
+        assert container["readinessProbe"]["timeoutSeconds"] > READINESS_DATABASE_TIMEOUT_S
+        assert container["livenessProbe"]["timeoutSeconds"] > 1
         env = env_of(deployment, "immune-core")
         for name, (secret, key) in {
             "IMMUNE_DATABASE_URL": ("postgres-auth", "url"),
