@@ -126,8 +126,9 @@ class MetricsConfig(_Strict):
     histogram, the router's per-server responses). No data, stale data or an unreachable provider
     fails the step; it never passes it.
 
-    - `url`: the Prometheus HTTP API base; None: `IMMUNE_PROMETHEUS_URL`, else http://127.0.0.1:19090
-      (the shared service of scripts/services/prometheus.sh).
+    - `url`: the Prometheus HTTP API base; None: the target's own when it names one (Kubernetes: the
+      stack's bundled Prometheus at its Service's ClusterIP), else `IMMUNE_PROMETHEUS_URL`, else
+      http://127.0.0.1:19090 (the shared service of scripts/services/prometheus.sh).
     - `timeout_s` / `attempts`: per HTTP request, and how many tries (tenacity, exponential backoff)
       before the provider counts as down.
     - `freshness_timeout_s`: how long to wait after a window for a scrape of every candidate target

@@ -14,6 +14,9 @@ def provider_url(config: MetricsConfig) -> str:
     return config.url or os.environ.get("IMMUNE_PROMETHEUS_URL") or DEFAULT_URL
 
 
-def provider_for(config: MetricsConfig) -> MetricProvider:
+def provider_for(config: MetricsConfig, url: str | None = None) -> MetricProvider:
+    """The provider at `url` (a target's own Prometheus), else at `provider_url(config)`."""
     # One provider type so far; `config.provider` is a Literal, validated when the stack is loaded.
-    return PrometheusProvider(provider_url(config), timeout_s=config.timeout_s, attempts=config.attempts)
+    return PrometheusProvider(
+        url or provider_url(config), timeout_s=config.timeout_s, attempts=config.attempts
+    )

@@ -18,7 +18,7 @@ from immune_suite.metrics.checks import GATE, ColorSelectors, judge_color
 from immune_suite.metrics.factory import provider_for
 from immune_suite.metrics.provider import MetricProvider
 from immune_suite.stack_config import MetricsConfig
-from immune_suite.targets.base import Color, Release
+from immune_suite.targets.base import Color, Release, TargetError
 from immune_suite.verdict import Measurement, Status, Verdict
 
 
@@ -33,15 +33,27 @@ def judge_step_metrics(
 ) -> Verdict:
     """The metric checks of the candidate over [start, end] (Unix s) on `target`.
 
-    `target` must offer `metric_selectors(color, release) -> ColorSelectors` (the local target does);
-    one that does not fails the check: no selectors, no data.
+    `target` must offer `metric_selectors(color, release) -> ColorSelectors` (the local and Kubernetes
+    targets do); one that does not fails the check: no selectors, no data. Without `metrics.url`, a
+    target offering `metrics_url()` names its own Prometheus (Kubernetes: the stack's); a target
+    that cannot say where it is fails the check too.
     """
+    name = getattr(target, "name", "?")
     selectors_of = getattr(target, "metric_selectors", None)
     if selectors_of is None:
-        summary = f"no metric data: the {getattr(target, 'name', '?')} target names no series for a colour"
-        return Verdict(GATE, Status.FAIL, summary, details={"error": summary})
-    selectors: ColorSelectors = selectors_of(candidate, release)
-    return judge_color(provider or provider_for(config), selectors, config, start, end)
+        return _no_data(f"no metric data: the {name} target names no series for a colour")
+    url_of = getattr(target, "metrics_url", None)
+    try:
+        selectors: ColorSelectors = selectors_of(candidate, release)
+        if provider is None:
+            provider = provider_for(config, None if config.url or url_of is None else url_of())
+    except TargetError as error:
+        return _no_data(f"no metric data: the {name} target cannot name its metrics: {error}")
+    return judge_color(provider, selectors, config, start, end)
+
+
+def _no_data(summary: str) -> Verdict:
+    return Verdict(GATE, Status.FAIL, summary, details={"error": summary})
 
 
 def with_metrics(step: Verdict, metrics: Verdict | None) -> Verdict:

@@ -63,6 +63,9 @@ FOOTPRINT: dict[str, Any] = {
 LOCAL_GATEWAY_RATE_LIMIT_PER_10S = 60
 
 
+LOCAL_SCRAPE_INTERVAL = "5s"
+
+
 class LocalClusterError(RuntimeError):
     """A prerequisite of the local cluster is missing; the message says which and how to make it."""
 
@@ -117,6 +120,10 @@ def overrides(
     for (section, key), name in IMAGES.items():
         result.setdefault(section, {})[key] = built[name]
     result["monitoring"]["grafana"] = False
+    # The promotions here judge each 40 s canary step on Prometheus too, after a scrape newer than
+    # the step's end (immune_suite/metrics/checks.py wait_fresh): 15 s scrapes would add up to 15 s
+    # per step and leave only two or three points in a step's window.
+    result["monitoring"]["scrapeInterval"] = LOCAL_SCRAPE_INTERVAL
     result["cluster"] = {"dns": False, "persistentVolumes": False, "singleNode": True}
     result["routing"] = {
         "mode": "gateway",

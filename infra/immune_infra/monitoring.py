@@ -41,6 +41,7 @@ from immune_infra.workload import (
 )
 
 PROMETHEUS_PORT = 9090
+PROMETHEUS_SERVICE = "prometheus"  # the bundled Prometheus's Service (and StatefulSet)
 GRAFANA_PORT = 3000
 DASHBOARD_FILE = "immune-core.json"
 # Grafana's file provider: loads the dashboards mounted from the ConfigMap into one folder.
@@ -157,7 +158,9 @@ class Monitoring(pulumi.ComponentResource):
             self.prometheus_url = settings.monitoring.operator_prometheus_url
             self._operator_objects()
         else:
-            self.prometheus_url = f"http://{service_dns('prometheus', settings.namespace)}:{PROMETHEUS_PORT}"
+            self.prometheus_url = (
+                f"http://{service_dns(PROMETHEUS_SERVICE, settings.namespace)}:{PROMETHEUS_PORT}"
+            )
             self._prometheus()
             if settings.monitoring.grafana:
                 self._grafana(grafana_admin_password)
@@ -191,7 +194,7 @@ class Monitoring(pulumi.ComponentResource):
         )
         k8s.core.v1.Service(
             f"{self._name}-prometheus-service",
-            metadata={"name": "prometheus", "namespace": self._namespace, "labels": prom_labels},
+            metadata={"name": PROMETHEUS_SERVICE, "namespace": self._namespace, "labels": prom_labels},
             spec={
                 "selector": prom_labels,
                 "ports": [{"name": "web", "port": PROMETHEUS_PORT, "target_port": "web"}],
@@ -200,9 +203,9 @@ class Monitoring(pulumi.ComponentResource):
         )
         self.prometheus = k8s.apps.v1.StatefulSet(
             f"{self._name}-prometheus",
-            metadata={"name": "prometheus", "namespace": self._namespace, "labels": prom_labels},
+            metadata={"name": PROMETHEUS_SERVICE, "namespace": self._namespace, "labels": prom_labels},
             spec={
-                "service_name": "prometheus",
+                "service_name": PROMETHEUS_SERVICE,
                 "replicas": 1,
                 "selector": {"match_labels": prom_labels},
                 "template": {

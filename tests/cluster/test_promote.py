@@ -279,6 +279,16 @@ def test_canary_promotion_of_a_second_release_through_the_workflow_jobs(
             env={**stack.env, "IMMUNE_IMAGE_DIGEST": outputs["digest"]},
         )
     assert (tmp_path / "promotion-cluster.html").is_file()
+    # Each canary step was judged on the stack's own Prometheus too (stacks/cluster.yaml `metrics:`):
+    # the candidate colour's requests, errors and latency as the cluster's Prometheus scraped them.
+    verified = suite(stack, "verify", "latest", "--stack", "cluster")
+    record = json.loads(Path(verified.payload["record"]).read_text())
+    canaries = [stage["verdict"] for stage in record["stages"] if stage["kind"] == "canary"]
+    assert canaries and all(v["details"]["metrics"]["judged"] for v in canaries), canaries
+    for verdict in canaries:
+        seen = {m["name"]: m for m in verdict["measurements"]}
+        assert seen["metrics.app_requests"]["value"] >= 20 and seen["metrics.app_requests"]["passed"], seen
+        assert verdict["details"]["metrics"]["details"]["color"] == candidate, verdict["details"]["metrics"]
     status = suite(stack, "status", "--stack", "cluster")
     assert status.code == 0 and status.payload["run"]["status"] == "promoted", status.output
     preview = [dict(weights).get("immune-core-preview") for weights in watch.seen]

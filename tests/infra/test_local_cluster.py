@@ -12,6 +12,7 @@ import yaml
 from immune_infra.config import parse_settings
 from immune_infra.local_cluster import (
     IMAGES,
+    LOCAL_SCRAPE_INTERVAL,
     LocalClusterError,
     built_images,
     main,
@@ -88,6 +89,9 @@ def test_local_stack_uses_only_images_built_here_and_passes_the_checks(stack: st
         if m["kind"] == "PersistentVolumeClaim" or m.get("spec", {}).get("volumeClaimTemplates")
     ]
     assert "svc.cluster.local" not in str(rendered.find("Secret", "postgres-auth"))
+    # Scrapes every 5 s: a 40 s canary step's metric checks wait for one after the step's end.
+    scrapes = yaml.safe_load(rendered.find("ConfigMap", "prometheus-config")["data"]["prometheus.yml"])
+    assert scrapes["global"]["scrape_interval"] == LOCAL_SCRAPE_INTERVAL == "5s"
     assert rendered.of_kind("HTTPRoute") and rendered.of_kind("CustomResourceDefinition")
     for manifest in rendered.manifests:
         if manifest["kind"] in ("HTTPRoute", "Middleware"):

@@ -194,3 +194,27 @@ def route_weights(
         annotations = (canary.metadata.annotations or {}) if canary is not None and canary.metadata else {}
         share = int(annotations.get(NGINX_CANARY_WEIGHT, 0)) if canary is not None else 0
         return {f"{stable}-{STABLE_SERVICE}": 100 - share, f"{preview}-{PREVIEW_SERVICE}": share}
+
+
+def service_url(
+    name: str, namespace: str, kubeconfig: str | None, timeout_s: float = REQUEST_TIMEOUT_S
+) -> str:
+    """`http://<ClusterIP>:<first port>` of Service `namespace/name`: how a process on a cluster node
+    reaches it without cluster DNS (kube-proxy routes the node's own traffic to ClusterIPs).
+
+    Raises TargetError when the Service is missing or unreadable, or has no ClusterIP (headless) or port.
+    """
+    with _api_client(kubeconfig) as api_client:
+        found = _read(
+            f"service {namespace}/{name}",
+            client.CoreV1Api(api_client).read_namespaced_service,
+            name,
+            namespace,
+            timeout_s=timeout_s,
+        )
+    spec = found.spec if found is not None else None
+    address = spec.cluster_ip if spec is not None else None
+    ports = (spec.ports or []) if spec is not None else []
+    if not address or address == "None" or not ports:
+        raise TargetError(f"service {namespace}/{name} has no ClusterIP and port to reach it by")
+    return f"http://{address}:{int(ports[0].port)}"

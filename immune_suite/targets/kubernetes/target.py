@@ -36,7 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from immune_infra.config import ConfigError, parse_settings
-from immune_infra.immune_app import color_labels, deployment_name
+from immune_infra.immune_app import APP_NAME, color_labels, deployment_name
+from immune_infra.monitoring import PROMETHEUS_SERVICE
 from pulumi import automation as auto
 from tenacity import (
     Retrying,
@@ -47,6 +48,7 @@ from tenacity import (
     wait_fixed,
 )
 
+from immune_suite.metrics.checks import ColorSelectors, label_value
 from immune_suite.paths import REPO_ROOT
 from immune_suite.stack_config import StackConfig
 from immune_suite.targets.base import (
@@ -60,7 +62,7 @@ from immune_suite.targets.base import (
 )
 from immune_suite.targets.kubernetes.config_tree import has_path, remove_path, set_path
 from immune_suite.targets.kubernetes.engine import RENDER_DIR_ENV, engine_environment
-from immune_suite.targets.kubernetes.live import LiveStatus, deployment_status, route_weights
+from immune_suite.targets.kubernetes.live import LiveStatus, deployment_status, route_weights, service_url
 from immune_suite.targets.tokens import Client, pick_token
 
 PROJECT = "active-immune-core"
@@ -437,10 +439,9 @@ class KubernetesTarget:
         return status
 
     def _live(self, color: Color) -> LiveStatus:
-        namespace = str(self.outputs().get("namespace") or "")
-        if not namespace:
-            raise TargetError(f"stack {self.name} exports no namespace: deploy it first")
-        return deployment_status(deployment_name(color.value), namespace, self._env().get("KUBECONFIG"))
+        return deployment_status(
+            deployment_name(color.value), self._namespace(), self._env().get("KUBECONFIG")
+        )
 
     def scale_down(self, color: Color) -> None:
         """Scale `color` away: traffic off it first (its own `up`), then `replicas: 0` and no HPA.
@@ -506,17 +507,41 @@ class KubernetesTarget:
         paired = int(outputs.get("baselineWeight") or 0)  # HTTPRoute share only; nginx routes none
         return TrafficState(active=Color(str(active)), canary_weight=int(weight), baseline_weight=paired)
 
+    # -- metrics: what the stack's own Prometheus scrapes (immune_infra.monitoring) -------------------
+    def metric_selectors(self, color: Color, release: Release) -> ColorSelectors:
+        """PromQL matchers of `color`'s replicas: the bundled Prometheus's app job labels each target with
+        its colour and namespace (one colour runs one release at a time, so the colour names it). No
+        router series: the router's metrics are not scraped by the stack's Prometheus."""
+        scope = f"job={label_value(APP_NAME)},namespace={label_value(self._namespace())}"
+        app = f"{scope},color={label_value(color.value)}"
+        return ColorSelectors(color=color.value, release=release.version, app=app, targets=(app,))
+
+    def metrics_url(self) -> str:
+        """The stack's Prometheus as this machine reaches it: the bundled one's Service ClusterIP (the
+        exported `prometheusUrl` is a cluster DNS name, which a node without cluster DNS cannot
+        resolve), else the exported URL (operator mode: the platform's Prometheus). TargetError when
+        neither can be had."""
+        outputs = self.outputs()
+        if outputs.get("monitoringMode") == "operator":
+            if not outputs.get("prometheusUrl"):
+                raise TargetError(f"stack {self.name} exports no prometheusUrl")
+            return str(outputs["prometheusUrl"])
+        return service_url(PROMETHEUS_SERVICE, self._namespace(), self._env().get("KUBECONFIG"))
+
+    def _namespace(self) -> str:
+        namespace = str(self.outputs().get("namespace") or "")
+        if not namespace:
+            raise TargetError(f"stack {self.name} exports no namespace: deploy it first")
+        return namespace
+
     def live_weights(self) -> dict[str, int] | None:
         """The stable host's weights per `<colour>-<Service>` read back from the live routing objects
         (HTTPRoute or canary Ingress, and the Services' selectors); None in render mode (nothing runs).
         The pipeline compares them with what it set after every move back to stable (restore.py)."""
         if self.options.render_dir is not None:
             return None
-        outputs = self.outputs()
-        namespace = str(outputs.get("namespace") or "")
-        if not namespace:
-            raise TargetError(f"stack {self.name} exports no namespace: deploy it first")
-        return route_weights(namespace, str(outputs.get("routingMode")), self._env().get("KUBECONFIG"))
+        routing_mode = str(self.outputs().get("routingMode"))
+        return route_weights(self._namespace(), routing_mode, self._env().get("KUBECONFIG"))
 
     def set_traffic(self, active: Color, canary_weight: int) -> TrafficState:
         if not 0 <= canary_weight <= 100:

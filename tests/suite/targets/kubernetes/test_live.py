@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
-import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +18,14 @@ from immune_infra.immune_app import COLOR_LABEL
 from kubernetes import client
 
 from immune_suite.targets.base import TargetError
-from immune_suite.targets.kubernetes.live import NGINX_CANARY_WEIGHT, deployment_status, judge, route_weights
+from immune_suite.targets.kubernetes.live import (
+    NGINX_CANARY_WEIGHT,
+    deployment_status,
+    judge,
+    route_weights,
+    service_url,
+)
+from tests.suite.targets.kubernetes.api_server import ApiServer, kubeconfig
 
 NS, NAME = "immune-staging", "immune-core-green"
 DEPLOYMENT_PATH = f"/apis/apps/v1/namespaces/{NS}/deployments/{NAME}"
@@ -109,63 +113,6 @@ def test_the_rollout_is_judged_like_kubectl_with_the_autoscalers_count(
     )
     assert (status.complete, status.ready, status.desired) == (complete, ready, desired), status
     assert says in status.detail
-
-
-class ApiServer:
-    """A real HTTP server answering the two reads; `answers[path] = (status, body)`, `delay_s` per request."""
-
-    def __init__(self) -> None:
-        self.answers: dict[str, tuple[int, bytes]] = {}
-        self.delay_s = 0.0
-        self.requests: list[str] = []
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                owner.requests.append(self.path)
-                time.sleep(owner.delay_s)
-                status, body = owner.answers.get(
-                    self.path.split("?")[0], (404, b'{"kind":"Status","code":404}')
-                )
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *_: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def answer(self, path: str, body: dict[str, Any] | bytes, status: int = 200) -> None:
-        self.answers[path] = (status, body if isinstance(body, bytes) else json.dumps(body).encode())
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-def kubeconfig(path: Path, server: str) -> str:
-    path.write_text(
-        json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "c", "cluster": {"server": server}}],
-                "users": [{"name": "u", "user": {"token": "test-token"}}],
-                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
-                "current-context": "x",
-            }
-        )
-    )
-    return str(path)
 
 
 @pytest.fixture()
@@ -327,3 +274,34 @@ def test_routing_objects_that_cannot_be_read_back_are_target_errors(
     server.answer(ROUTE_PATH, route_body, route_status)
     with pytest.raises(TargetError, match=says):
         route_weights(NS, "gateway", config)
+
+
+def prometheus_service(cluster_ip: str | None, ports: list[int]) -> dict[str, Any]:
+    spec: dict[str, Any] = {"ports": [{"port": port} for port in ports]}
+    if cluster_ip is not None:
+        spec["clusterIP"] = cluster_ip
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "prometheus"}, "spec": spec}
+
+
+def test_a_service_is_reached_by_its_cluster_ip(api: tuple[ApiServer, str]) -> None:
+    server, config = api
+    server.answer(f"{SERVICES}/prometheus", prometheus_service("10.96.0.42", [9090, 9091]))
+    assert service_url("prometheus", NS, config) == "http://10.96.0.42:9090"
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "says"),
+    [
+        (b'{"kind":"Status","code":404}', 404, "HTTP 404"),
+        (prometheus_service("None", [9090]), 200, "no ClusterIP"),  # headless
+        (prometheus_service(None, [9090]), 200, "no ClusterIP"),
+        (prometheus_service("10.96.0.42", []), 200, "no ClusterIP and port"),
+    ],
+)
+def test_a_service_without_an_address_is_a_target_error(
+    api: tuple[ApiServer, str], body: dict[str, Any] | bytes, status: int, says: str
+) -> None:
+    server, config = api
+    server.answer(f"{SERVICES}/prometheus", body, status)
+    with pytest.raises(TargetError, match=says):
+        service_url("prometheus", NS, config)

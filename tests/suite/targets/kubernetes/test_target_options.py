@@ -8,9 +8,10 @@ import pytest
 
 from immune_suite.paths import REPO_ROOT
 from immune_suite.stack_config import load_stack
-from immune_suite.targets.base import Target, TargetError
+from immune_suite.targets.base import Color, Release, Target, TargetError
 from immune_suite.targets.factory import make_target
 from immune_suite.targets.kubernetes import KubernetesTarget, KubernetesTargetOptions
+from tests.suite.targets.kubernetes.api_server import ApiServer, kubeconfig
 
 
 def test_factory_builds_a_kubernetes_target_for_the_staging_stack(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -34,3 +35,49 @@ def test_render_dir_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch, 
 def test_only_the_program_stacks_are_accepted() -> None:
     with pytest.raises(TargetError, match="unknown Kubernetes stack"):
         KubernetesTarget(KubernetesTargetOptions(stack="local"))
+
+
+def deployed(
+    monkeypatch: pytest.MonkeyPatch, outputs: dict[str, str], kubeconfig: str = ""
+) -> KubernetesTarget:
+    """A staging target whose stack outputs are `outputs` (no engine) and whose kubeconfig is `kubeconfig`."""
+    target = KubernetesTarget(
+        KubernetesTargetOptions(stack="staging", engine_env={}, extra_env={"KUBECONFIG": kubeconfig})
+    )
+    monkeypatch.setattr(target, "outputs", lambda: outputs)
+    return target
+
+
+def test_metric_selectors_name_the_colours_series_in_the_stacks_prometheus(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    target = deployed(monkeypatch, {"namespace": "immune-staging"})
+    selectors = target.metric_selectors(Color.GREEN, Release("2.0.0", "abc", "x"))
+    # The labels the bundled Prometheus's app job gives each target (immune_infra.monitoring).
+    assert selectors.app == 'job="immune-core",namespace="immune-staging",color="green"'
+    assert selectors.targets == (selectors.app,) and selectors.router is None
+    with pytest.raises(TargetError, match="exports no namespace"):
+        deployed(monkeypatch, {}).metric_selectors(Color.GREEN, Release("2.0.0", "abc", "x"))
+
+
+def test_metrics_url_is_the_bundled_prometheus_service_or_the_operators(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    server = ApiServer()
+    try:
+        config = kubeconfig(tmp_path / "kubeconfig", server.url)
+        server.answer(
+            "/api/v1/namespaces/immune-staging/services/prometheus",
+            {"kind": "Service", "spec": {"clusterIP": "10.96.0.84", "ports": [{"port": 9090}]}},
+        )
+        bundled = {"namespace": "immune-staging", "monitoringMode": "bundled"}
+        assert deployed(monkeypatch, bundled, config).metrics_url() == "http://10.96.0.84:9090"
+        # Bad case: the Service is gone (404): the target cannot say where its metrics are.
+        with pytest.raises(TargetError, match="HTTP 404"):
+            deployed(monkeypatch, {**bundled, "namespace": "elsewhere"}, config).metrics_url()
+    finally:
+        server.close()
+    operator = {"namespace": "immune-prod", "monitoringMode": "operator", "prometheusUrl": "http://prom:9090"}
+    assert deployed(monkeypatch, operator).metrics_url() == "http://prom:9090"
+    with pytest.raises(TargetError, match="no prometheusUrl"):
+        deployed(monkeypatch, {**operator, "prometheusUrl": ""}).metrics_url()
