@@ -9,11 +9,12 @@ router's port). Everything is checked live: the HTTPRoute's weights, the Service
 colour's Deployment, and the colour/version of responses sent through the router.
 
 Good cases: a first promotion (exit 0, signed record that `immune-suite verify` accepts); a canary
-promotion of a second release through 25 % and 50 % (weights seen on the live HTTPRoute while the run
-moves them) ending with the candidate stable and the old colour scaled away. That second release goes
-through the promote workflow's own job scripts (issue 10 item 7): scripts/ci/build-image.sh builds and
-pushes HEAD's image once (offline, with the images daemon), scripts/ci/promote.sh promotes its digest,
-verifies the record and writes the report.
+promotion of a second release through 25 %, 50 % and 100 % (weights seen on the live HTTPRoute while
+the run moves them; at 100 % the comparison load goes to the fresh baseline's ClusterIP; every step
+also judged on the stack's own Prometheus) ending with the candidate stable and the old colour scaled
+away. That second release goes through the promote workflow's own job scripts (issue 10 item 7):
+scripts/ci/build-image.sh builds and pushes HEAD's image once (offline, with the images daemon),
+scripts/ci/promote.sh promotes its digest, verifies the record and writes the report.
 Bad cases: a tampered record is refused by `verify` (exit 7); a candidate failing 30 % of its API
 requests (IMMUNE_FAULT_ERROR_RATIO) and one 500 ms slower (IMMUNE_FAULT_LATENCY_MS, caught by the first
 canary step while it holds 25 % of the live route) are rolled back with exit 3 (gate failed): stable
@@ -293,7 +294,7 @@ def test_canary_promotion_of_a_second_release_through_the_workflow_jobs(
     assert status.code == 0 and status.payload["run"]["status"] == "promoted", status.output
     preview = [dict(weights).get("immune-core-preview") for weights in watch.seen]
     shares = [share for share in preview if share]
-    assert 25 in shares and 50 in shares and shares.index(25) < shares.index(50), watch.seen
+    assert [25, 50, 100] == sorted(set(shares), key=shares.index), watch.seen
     assert watch.seen[-1] == [("immune-core", 100)], watch.seen
     assert selector_colour(cluster) == candidate
     wait_for(lambda: only(stack, candidate, version), timeout_s=120, interval_s=1, what="candidate stable")

@@ -561,13 +561,27 @@ class KubernetesTarget:
         if port is not None:
             # Through the router on this machine: same host names (the router matches on them), its port.
             urls = {key: _with_port(url, port) for key, url in urls.items()}
-            baseline = None  # a cluster-internal Service name: not reachable from here
+            if baseline is not None:
+                baseline = self._node_url(baseline)
         return Endpoints(
             ingress_url=urls["canaryUrl"],
             stable_url=urls["stableUrl"],
             preview_url=urls["previewUrl"],
             baseline_url=baseline,
         )
+
+    def _node_url(self, url: str) -> str | None:
+        """`url` (`http://<service>.<namespace>.svc.cluster.local[:port]/<path>`, a cluster DNS name) as
+        this node reaches it without cluster DNS: the Service's ClusterIP (kube-proxy), same path.
+        None while the Service does not exist (a baseline not started)."""
+        parts = urllib.parse.urlsplit(url)
+        service = (parts.hostname or "").split(".")[0]
+        try:
+            base = service_url(service, self._namespace(), self._env().get("KUBECONFIG"))
+        except TargetError as error:
+            self._log(f"{service} not reachable from this machine: {error}")
+            return None
+        return base + parts.path
 
     # -- Target: snapshot ------------------------------------------------------------------------
     def snapshot(self) -> TargetSnapshot:

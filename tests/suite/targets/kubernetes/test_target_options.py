@@ -38,12 +38,16 @@ def test_only_the_program_stacks_are_accepted() -> None:
 
 
 def deployed(
-    monkeypatch: pytest.MonkeyPatch, outputs: dict[str, str], kubeconfig: str = ""
+    monkeypatch: pytest.MonkeyPatch,
+    outputs: dict[str, str],
+    kubeconfig: str = "",
+    router_port: int | None = None,
 ) -> KubernetesTarget:
     """A staging target whose stack outputs are `outputs` (no engine) and whose kubeconfig is `kubeconfig`."""
-    target = KubernetesTarget(
-        KubernetesTargetOptions(stack="staging", engine_env={}, extra_env={"KUBECONFIG": kubeconfig})
+    options = KubernetesTargetOptions(
+        stack="staging", engine_env={}, extra_env={"KUBECONFIG": kubeconfig}, router_port=router_port
     )
+    target = KubernetesTarget(options)
     monkeypatch.setattr(target, "outputs", lambda: outputs)
     return target
 
@@ -81,3 +85,31 @@ def test_metrics_url_is_the_bundled_prometheus_service_or_the_operators(
     assert deployed(monkeypatch, operator).metrics_url() == "http://prom:9090"
     with pytest.raises(TargetError, match="no prometheusUrl"):
         deployed(monkeypatch, {**operator, "prometheusUrl": ""}).metrics_url()
+
+
+def test_through_the_router_the_baseline_is_reached_at_its_cluster_ip(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    outputs = {
+        "namespace": "immune-staging",
+        "canaryUrl": "http://immune.staging.example/api/v1",
+        "stableUrl": "http://immune.staging.example/api/v1",
+        "previewUrl": "http://preview.immune.staging.example/api/v1",
+        "baselineUrl": "http://immune-core-baseline.immune-staging.svc.cluster.local/api/v1",
+    }
+    server = ApiServer()
+    try:
+        config = kubeconfig(tmp_path / "kubeconfig", server.url)
+        target = deployed(monkeypatch, outputs, config, router_port=18480)
+        # Bad case first: no baseline Service (none started): no baseline URL, not a DNS name that
+        # this machine cannot resolve.
+        assert target.endpoints().baseline_url is None
+        server.answer(
+            "/api/v1/namespaces/immune-staging/services/immune-core-baseline",
+            {"kind": "Service", "spec": {"clusterIP": "10.96.0.50", "ports": [{"port": 80}]}},
+        )
+        endpoints = target.endpoints()
+    finally:
+        server.close()
+    assert endpoints.baseline_url == "http://10.96.0.50:80/api/v1"
+    assert endpoints.stable_url == "http://immune.staging.example:18480/api/v1"
