@@ -317,6 +317,10 @@ class Routing(_Model):
     mode: Literal["nginx", "gateway"] = "nginx"
     host: str
     preview_host: str
+    # Gateway mode: while a fresh baseline runs, its own HTTPRoute on this host, so the 100 % step's
+    # comparison load reaches it through the router as the canary is reached (and attributed by it).
+    # None: no such route; the pipeline reaches the baseline's Service from inside the cluster.
+    baseline_host: str | None = None
     ingress_class_name: str = "nginx"
     # Name of the kubernetes.io/tls Secret for the hosts (managed outside this program, e.g. cert-manager).
     tls_certificate: str | None = None
@@ -336,10 +340,10 @@ class Routing(_Model):
         1000
     )
 
-    @field_validator("host", "preview_host")
+    @field_validator("host", "preview_host", "baseline_host")
     @classmethod
-    def _hostname(cls, value: str) -> str:
-        if not _HOSTNAME.match(value):
+    def _hostname(cls, value: str | None) -> str | None:
+        if value is not None and not _HOSTNAME.match(value):
             raise ValueError(f"{value!r} is not a DNS host name")
         return value
 

@@ -67,6 +67,11 @@ HEALTH_SERVICE_NAME = "immune_core"  # the core's name in the gateway's aggregat
 RATE_WINDOW_S = 10
 API_SECRET = f"{APP_NAME}-api"
 CANARY_HEADER = "X-Immune-Canary"
+# Gateway mode: the router sets this on every response it sends through a backend of the app's routes,
+# to that backend's Service name, its own 502/503/504 included, replacing any value the pod sent: the
+# pipeline attributes each request from the router's view, never from a header the candidate sets
+# (immune_suite/gates/attribution.py; Gateway API backendRef filter ResponseHeaderModifier).
+SERVED_BY_HEADER = "X-Immune-Served-By"
 KAFKA_GROUP_ID = APP_NAME
 BASELINE = "baseline"
 BASELINE_SERVICE = f"{APP_NAME}-{BASELINE}"
@@ -209,13 +214,17 @@ class ImmuneApp(pulumi.ComponentResource):
         self.preview_url = f"{scheme}://{routing.preview_host}{settings.app.api_prefix}"
         # Canary traffic shares the stable host: a weighted share, or all of it with the header.
         self.canary_url = self.stable_url
-        # The baseline has no host of its own: its Service, reached from inside the cluster (the
-        # pipeline's second load at 100 %, and its only load with an nginx canary Ingress).
+        # The baseline (the pipeline's second load at 100 %, and its only load with an nginx canary
+        # Ingress): its own host through the router in gateway mode with `routing.baselineHost`, else
+        # its Service, reached from inside the cluster.
         self.baseline_url: str | None = None
         if self.baseline_service is not None:
-            self.baseline_url = (
-                f"http://{service_dns(BASELINE_SERVICE, settings.namespace)}{settings.app.api_prefix}"
-            )
+            if routing.mode == "gateway" and routing.baseline_host:
+                self.baseline_url = f"{scheme}://{routing.baseline_host}{settings.app.api_prefix}"
+            else:
+                self.baseline_url = (
+                    f"http://{service_dns(BASELINE_SERVICE, settings.namespace)}{settings.app.api_prefix}"
+                )
 
     def _child(self, depends_on: list[pulumi.Resource] | None = None) -> pulumi.ResourceOptions:
         return pulumi.ResourceOptions(parent=self, provider=self._provider, depends_on=depends_on or [])
@@ -697,7 +706,7 @@ class ImmuneApp(pulumi.ComponentResource):
         prefix: dict[str, Any] = {"path": {"type": "PathPrefix", "value": "/"}}
 
         def backend(service: str, backend_weight: int | None = None) -> dict[str, Any]:
-            ref: dict[str, Any] = {"name": service, "port": SERVICE_PORT}
+            ref: dict[str, Any] = {"name": service, "port": SERVICE_PORT, "filters": [served_by(service)]}
             if backend_weight is not None:
                 ref["weight"] = backend_weight
             return ref
@@ -724,6 +733,13 @@ class ImmuneApp(pulumi.ComponentResource):
             routing.preview_host,
             [{"matches": [prefix], "backendRefs": [backend(PREVIEW_SERVICE)]}],
         )
+        if self.baseline_service is not None and routing.baseline_host:
+            self._http_route(
+                "baseline-route",
+                BASELINE_SERVICE,
+                routing.baseline_host,
+                [{"matches": [prefix], "backendRefs": [backend(BASELINE_SERVICE)]}],
+            )
         # The platform's API path (docs/service.md, "Behind the platform gateway"): /api/immune/* on the
         # same host reaches the stable core's /api/v1/*, its probes under /api/immune/health/. A route
         # of its own, always to stable: the canary's weights above stay the only thing a rollout moves.
@@ -770,6 +786,14 @@ def _extension(name: str) -> dict[str, Any]:
     return {
         "type": "ExtensionRef",
         "extensionRef": {"group": TRAEFIK_GROUP, "kind": "Middleware", "name": name},
+    }
+
+
+def served_by(service: str) -> dict[str, Any]:
+    """The backendRef filter that names `service` in SERVED_BY_HEADER on every response through it."""
+    return {
+        "type": "ResponseHeaderModifier",
+        "responseHeaderModifier": {"set": [{"name": SERVED_BY_HEADER, "value": service}]},
     }
 
 

@@ -100,6 +100,8 @@ def deploy() -> dict[str, Any]:
         # Kayenta's fresh baseline: its pod count (0 = none) and its routed share (HTTPRoute only).
         "baselineReplicas": rollout.baseline_replicas,
         "baselineUrl": app.baseline_url,
+        # The baseline's host through the router (gateway mode with routing.baselineHost), else none.
+        "baselineHost": settings.routing.baseline_host if settings.routing.mode == "gateway" else None,
         "baselineWeight": rollout.baseline_weight if settings.routing.mode == "gateway" else 0,
         "routingMode": settings.routing.mode,
         "images": {"blue": image.by_color["blue"], "green": image.by_color["green"]},

@@ -11,6 +11,7 @@ import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from tests.cluster.support import REPO
 
@@ -66,6 +67,13 @@ def stable_host(stack: str) -> str:
 
 
 HOSTS = Path("/etc/hosts")
+
+
+def router_hosts(outputs: dict[str, Any]) -> list[str]:
+    """The host names the router matches for a deployed stack: stable, preview and, when the stack
+    routes one, the fresh baseline's (`baselineHost`)."""
+    hosts = [str(urllib.parse.urlsplit(outputs[key]).hostname) for key in ("stableUrl", "previewUrl")]
+    return [*hosts, str(outputs["baselineHost"])] if outputs.get("baselineHost") else hosts
 
 
 def _hosts_without(mark: str) -> list[str]:

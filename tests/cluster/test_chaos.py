@@ -26,7 +26,6 @@ from __future__ import annotations
 import copy
 import json
 import subprocess
-import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +42,7 @@ from immune_suite.targets.base import Color
 from immune_suite.targets.factory import make_target
 from immune_suite.verdict import Status, Verdict
 from tests.app.support import wait_for
-from tests.cluster.deploy_support import deploy, deploy_env, hosts_on_loopback, must
+from tests.cluster.deploy_support import deploy, deploy_env, hosts_on_loopback, must, router_hosts
 from tests.cluster.support import Kube
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(3600)]
@@ -120,7 +119,7 @@ def chaos_stack(
     try:
         outputs = json.loads(must(deploy("outputs", STACK), "outputs"))
         assert outputs["activeColor"] == "blue", outputs["activeColor"]
-        hosts = [str(urllib.parse.urlsplit(outputs[key]).hostname) for key in ("stableUrl", "previewUrl")]
+        hosts = router_hosts(outputs)
         env = deploy_env(STACK)
         with pytest.MonkeyPatch.context() as patch:
             # What `immune-suite promote --stack cluster` runs with (test_promote.py): the deploy

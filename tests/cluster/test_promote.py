@@ -32,7 +32,6 @@ import os
 import subprocess
 import threading
 import time
-import urllib.parse
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -45,7 +44,7 @@ from immune_infra.immune_app import COLOR_LABEL, color_labels
 
 from immune_suite.paths import REPO_ROOT
 from tests.app.support import wait_for
-from tests.cluster.deploy_support import deploy, deploy_env, hosts_on_loopback, must
+from tests.cluster.deploy_support import deploy, deploy_env, hosts_on_loopback, must, router_hosts
 from tests.cluster.support import Kube, read_versions
 
 # A cold cluster, image build and deploy come before the first promotion (module-scoped fixtures).
@@ -87,7 +86,7 @@ def stack(
     must(deploy("up", STACK), f"pulumi up {STACK}")
     try:
         outputs = json.loads(must(deploy("outputs", STACK), "outputs"))
-        hosts = [str(urllib.parse.urlsplit(outputs[key]).hostname) for key in ("stableUrl", "previewUrl")]
+        hosts = router_hosts(outputs)
         repository, digest = str(outputs["images"][outputs["activeColor"]]).split("@", 1)
         env = deploy_env(STACK)
         promote_env = {
@@ -290,6 +289,9 @@ def test_canary_promotion_of_a_second_release_through_the_workflow_jobs(
         seen = {m["name"]: m for m in verdict["measurements"]}
         assert seen["metrics.app_requests"]["value"] >= 20 and seen["metrics.app_requests"]["passed"], seen
         assert verdict["details"]["metrics"]["details"]["color"] == candidate, verdict["details"]["metrics"]
+        # Every sample coloured by the router's own view (X-Immune-Served-By: the Service it chose).
+        attributed = verdict["details"]["ingress_attribution"]["requests_by_color"]
+        assert attributed.get(candidate, 0) > 0 and "unattributed" not in attributed, attributed
     status = suite(stack, "status", "--stack", "cluster")
     assert status.code == 0 and status.payload["run"]["status"] == "promoted", status.output
     preview = [dict(weights).get("immune-core-preview") for weights in watch.seen]

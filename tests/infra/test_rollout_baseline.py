@@ -147,7 +147,9 @@ def test_gateway_without_canary_routes_nothing_to_the_baseline() -> None:
     assert route["spec"]["rules"] == [
         {
             "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
-            "backendRefs": [{"name": "immune-core", "port": 80, "weight": 100}],
+            "backendRefs": [
+                {"name": "immune-core", "port": 80, "weight": 100, "filters": [served_by("immune-core")]}
+            ],
         }
     ]
 
@@ -158,8 +160,45 @@ def test_gateway_baseline_changes_only_the_route_weights_and_adds_its_objects() 
     changes = stack_diff(base, paired)
     assert changes.pop(("Deployment", "immune-core-baseline")) == ["<added>"]
     assert changes.pop(("Service", "immune-core-baseline")) == ["<added>"]
+    # Its own host through the router (routing.baselineHost), for the 100 % step's comparison load.
+    assert changes.pop(("HTTPRoute", "immune-core-baseline")) == ["<added>"]
     # One more backendRef (the list grows) and stable's weight drops: the rule is the only change.
     assert list(changes) == [("HTTPRoute", "immune-core")]
+
+
+def served_by(service: str) -> dict[str, Any]:
+    return {
+        "type": "ResponseHeaderModifier",
+        "responseHeaderModifier": {"set": [{"name": "X-Immune-Served-By", "value": service}]},
+    }
+
+
+def test_every_gateway_backend_names_itself_in_the_routers_served_by_header() -> None:
+    """The router, not the pod, says which Service answered (issue 14 item 2): every backendRef of the
+    stable, preview and baseline routes sets X-Immune-Served-By to its Service's name."""
+    rendered = render("staging", with_baseline(routed(20)))
+    names = {"immune-core": "stable", "immune-core-preview": "preview", "immune-core-baseline": "baseline"}
+    seen = set()
+    for route in names:
+        for rule in rendered.find("HTTPRoute", route)["spec"]["rules"]:
+            for ref in rule["backendRefs"]:
+                assert ref["filters"] == [served_by(ref["name"])], ref
+                seen.add(ref["name"])
+    assert seen == set(names)
+    baseline = rendered.find("HTTPRoute", "immune-core-baseline")["spec"]
+    assert baseline["hostnames"] == ["baseline.immune.staging.example.com"]
+    assert rendered.exports["baselineUrl"] == "http://baseline.immune.staging.example.com"
+    assert rendered.exports["baselineHost"] == "baseline.immune.staging.example.com"
+
+
+def test_without_a_baseline_host_the_baseline_is_its_service() -> None:
+    rendered = render("staging", with_baseline(routed(20, baselineHost=None)))
+    assert not [
+        m
+        for m in rendered.manifests
+        if m["metadata"]["name"] == "immune-core-baseline" and m["kind"] == "HTTPRoute"
+    ]
+    assert rendered.exports["baselineUrl"].startswith("http://immune-core-baseline.")
 
 
 def _settings_with(baseline: dict[str, Any]) -> dict[str, Any]:

@@ -132,6 +132,35 @@ def _read(what: str, call: Any, *args: Any, timeout_s: float, missing_ok: bool =
         raise TargetError(f"{what}: the API server's answer is malformed") from exc
 
 
+def service_colours(
+    namespace: str, kubeconfig: str | None, timeout_s: float = REQUEST_TIMEOUT_S
+) -> dict[str, str]:
+    """`{stable Service: colour, preview Service: colour}` from their live selectors. Raises TargetError
+    when a Service is missing, unreadable or selects no colour."""
+    with _api_client(kubeconfig) as api_client:
+        return _service_colours(api_client, namespace, timeout_s)
+
+
+def _service_colours(api_client: Any, namespace: str, timeout_s: float) -> dict[str, str]:
+    core = client.CoreV1Api(api_client)
+
+    def colour_of(service: str) -> str:
+        found = _read(
+            f"service {namespace}/{service}",
+            core.read_namespaced_service,
+            service,
+            namespace,
+            timeout_s=timeout_s,
+        )
+        selector = (found.spec.selector or {}) if found is not None and found.spec is not None else {}
+        colour = selector.get(COLOR_LABEL)
+        if colour not in ("blue", "green"):
+            raise TargetError(f"service {namespace}/{service} selects no colour ({selector})")
+        return str(colour)
+
+    return {STABLE_SERVICE: colour_of(STABLE_SERVICE), PREVIEW_SERVICE: colour_of(PREVIEW_SERVICE)}
+
+
 def route_weights(
     namespace: str,
     routing_mode: str,
@@ -146,24 +175,8 @@ def route_weights(
     colour is its live selector. Raises TargetError when an object is missing or unreadable.
     """
     with _api_client(kubeconfig) as api_client:
-        core = client.CoreV1Api(api_client)
-
-        def colour_of(service: str) -> str:
-            found = _read(
-                f"service {namespace}/{service}",
-                core.read_namespaced_service,
-                service,
-                namespace,
-                timeout_s=timeout_s,
-            )
-            selector = (found.spec.selector or {}) if found is not None and found.spec is not None else {}
-            colour = selector.get(COLOR_LABEL)
-            if colour not in ("blue", "green"):
-                raise TargetError(f"service {namespace}/{service} selects no colour ({selector})")
-            return str(colour)
-
-        stable, preview = colour_of(STABLE_SERVICE), colour_of(PREVIEW_SERVICE)
-        name_of = {STABLE_SERVICE: stable, PREVIEW_SERVICE: preview, BASELINE_SERVICE: "baseline"}
+        name_of = {**_service_colours(api_client, namespace, timeout_s), BASELINE_SERVICE: "baseline"}
+        stable, preview = name_of[STABLE_SERVICE], name_of[PREVIEW_SERVICE]
         if routing_mode == "gateway":
             route = _read(
                 f"httproute {namespace}/{STABLE_SERVICE}",

@@ -36,7 +36,13 @@ from pathlib import Path
 from typing import Any
 
 from immune_infra.config import ConfigError, parse_settings
-from immune_infra.immune_app import APP_NAME, color_labels, deployment_name
+from immune_infra.immune_app import (
+    APP_NAME,
+    BASELINE_SERVICE,
+    SERVED_BY_HEADER,
+    color_labels,
+    deployment_name,
+)
 from immune_infra.monitoring import PROMETHEUS_SERVICE
 from pulumi import automation as auto
 from tenacity import (
@@ -48,6 +54,7 @@ from tenacity import (
     wait_fixed,
 )
 
+from immune_suite.gates.attribution import BASELINE, Attribution
 from immune_suite.metrics.checks import ColorSelectors, label_value
 from immune_suite.paths import REPO_ROOT
 from immune_suite.stack_config import StackConfig
@@ -62,7 +69,13 @@ from immune_suite.targets.base import (
 )
 from immune_suite.targets.kubernetes.config_tree import has_path, remove_path, set_path
 from immune_suite.targets.kubernetes.engine import RENDER_DIR_ENV, engine_environment
-from immune_suite.targets.kubernetes.live import LiveStatus, deployment_status, route_weights, service_url
+from immune_suite.targets.kubernetes.live import (
+    LiveStatus,
+    deployment_status,
+    route_weights,
+    service_colours,
+    service_url,
+)
 from immune_suite.targets.tokens import Client, pick_token
 
 PROJECT = "active-immune-core"
@@ -562,7 +575,11 @@ class KubernetesTarget:
             # Through the router on this machine: same host names (the router matches on them), its port.
             urls = {key: _with_port(url, port) for key, url in urls.items()}
             if baseline is not None:
-                baseline = self._node_url(baseline)
+                # Its own host through the router when the stack routes one (routing.baselineHost),
+                # else its Service, which only a cluster node reaches.
+                baseline = (
+                    _with_port(baseline, port) if outputs.get("baselineHost") else self._node_url(baseline)
+                )
         return Endpoints(
             ingress_url=urls["canaryUrl"],
             stable_url=urls["stableUrl"],
@@ -718,10 +735,16 @@ class KubernetesTarget:
         baseline = self._rollout_tree().get("baseline")
         return isinstance(baseline, dict) and int(baseline.get("replicas") or 0) > 0
 
-    def attribution(self) -> None:
-        # The Ingress controller does not name its upstream in responses yet: samples take the colour
-        # the service reports (docs/pipeline.md, "remaining").
-        return None
+    def attribution(self) -> Attribution | None:
+        """Gateway mode: the router names the Service behind every response it sends, its own
+        502/503/504 included (`X-Immune-Served-By`, set by each backendRef's filter: immune_infra
+        immune_app.served_by), and the Services' live selectors say which colour that is; the baseline
+        Service is the baseline. None in nginx mode (ingress-nginx names no upstream in responses:
+        samples take the colour the service reports) and in render mode (nothing runs)."""
+        if self.options.render_dir is not None or self.outputs().get("routingMode") != "gateway":
+            return None
+        colours = service_colours(self._namespace(), self._env().get("KUBECONFIG"))
+        return Attribution(header=SERVED_BY_HEADER, servers={**colours, BASELINE_SERVICE: BASELINE})
 
 
 def _last_line(text: str) -> str:

@@ -5,7 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from immune_infra.immune_app import COLOR_LABEL
+from immune_infra.immune_app import SERVED_BY_HEADER as INFRA_SERVED_BY_HEADER
 
+from immune_suite.gates.attribution import SERVED_BY_HEADER
 from immune_suite.paths import REPO_ROOT
 from immune_suite.stack_config import load_stack
 from immune_suite.targets.base import Color, Release, Target, TargetError
@@ -113,3 +116,51 @@ def test_through_the_router_the_baseline_is_reached_at_its_cluster_ip(
         server.close()
     assert endpoints.baseline_url == "http://10.96.0.50:80/api/v1"
     assert endpoints.stable_url == "http://immune.staging.example:18480/api/v1"
+
+
+def test_gateway_attribution_is_the_routers_header_and_the_live_selectors(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    assert SERVED_BY_HEADER == INFRA_SERVED_BY_HEADER  # what the program's route filters set
+    server = ApiServer()
+    try:
+        config = kubeconfig(tmp_path / "kubeconfig", server.url)
+        services = "/api/v1/namespaces/immune-staging/services"
+        for name, colour in (("immune-core", "green"), ("immune-core-preview", "blue")):
+            server.answer(
+                f"{services}/{name}",
+                {"kind": "Service", "spec": {"selector": {"app": "immune-core", COLOR_LABEL: colour}}},
+            )
+        gateway = {"namespace": "immune-staging", "routingMode": "gateway"}
+        attribution = deployed(monkeypatch, gateway, config).attribution()
+        assert attribution is not None and attribution.header == SERVED_BY_HEADER
+        # The router's value names the Service; the Service's live selector names the colour.
+        assert attribution.color_of({SERVED_BY_HEADER: "immune-core"}) == "green"
+        assert attribution.color_of({SERVED_BY_HEADER: "immune-core-preview"}) == "blue"
+        assert attribution.color_of({SERVED_BY_HEADER: "immune-core-baseline"}) == "baseline"
+        # A response the router did not name (or named something else) is unattributed, never a colour.
+        assert attribution.color_of({}) == attribution.color_of({SERVED_BY_HEADER: "x"}) == "unattributed"
+        # Bad case: a stable Service that selects no colour is an error, not a guess.
+        server.answer(f"{services}/immune-core", {"kind": "Service", "spec": {"selector": {"app": "x"}}})
+        with pytest.raises(TargetError, match="selects no colour"):
+            deployed(monkeypatch, gateway, config).attribution()
+    finally:
+        server.close()
+    # ingress-nginx names no upstream: no attribution (samples take the colour the service reports).
+    assert (
+        deployed(monkeypatch, {"namespace": "immune-staging", "routingMode": "nginx"}).attribution() is None
+    )
+
+
+def test_a_baseline_with_its_own_host_is_reached_through_the_router(monkeypatch: pytest.MonkeyPatch) -> None:
+    outputs = {
+        "namespace": "immune-staging",
+        "canaryUrl": "http://immune.staging.example/api/v1",
+        "stableUrl": "http://immune.staging.example/api/v1",
+        "previewUrl": "http://preview.immune.staging.example/api/v1",
+        "baselineUrl": "http://baseline.immune.staging.example/api/v1",
+        "baselineHost": "baseline.immune.staging.example",
+    }
+    # No API server needed: the router's port on the baseline's own host, like the other routes.
+    endpoints = deployed(monkeypatch, outputs, router_port=18480).endpoints()
+    assert endpoints.baseline_url == "http://baseline.immune.staging.example:18480/api/v1"
