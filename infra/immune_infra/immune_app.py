@@ -174,11 +174,19 @@ class ImmuneApp(pulumi.ComponentResource):
             )
             self.baseline_service = self._labelled_service(BASELINE_SERVICE, BASELINE, baseline_labels())
         self.stable_service = self._service(STABLE_SERVICE, "stable", rollout.active_color)
-        self.preview_service = self._service(PREVIEW_SERVICE, "preview", rollout.preview_color)
         if settings.routing.mode == "nginx":
+            self.preview_service = self._service(PREVIEW_SERVICE, "preview", rollout.preview_color)
             self._nginx_routes()
         else:
-            self._gateway_routes()
+            # The switch is one `up`, ordered by these dependencies (Pulumi updates a resource only
+            # after the ones it depends on): the stable Service moves to the new colour first (its
+            # canary share already went there), then the stable route drops the preview backend, and
+            # only then does the preview Service move to the old colour. At no point does the stable
+            # route name a Service that selects the old colour.
+            stable_route = self._gateway_routes()
+            self.preview_service = self._service(
+                PREVIEW_SERVICE, "preview", rollout.preview_color, depends_on=[stable_route]
+            )
 
         self._urls()
         self.register_outputs(
@@ -585,11 +593,17 @@ class ImmuneApp(pulumi.ComponentResource):
             opts=self._child(),
         )
 
-    def _service(self, service_name: str, role: str, color: Color) -> k8s.core.v1.Service:
-        return self._labelled_service(service_name, role, color_labels(color))
+    def _service(
+        self, service_name: str, role: str, color: Color, depends_on: list[pulumi.Resource] | None = None
+    ) -> k8s.core.v1.Service:
+        return self._labelled_service(service_name, role, color_labels(color), depends_on)
 
     def _labelled_service(
-        self, service_name: str, role: str, selector: dict[str, str]
+        self,
+        service_name: str,
+        role: str,
+        selector: dict[str, str],
+        depends_on: list[pulumi.Resource] | None = None,
     ) -> k8s.core.v1.Service:
         return k8s.core.v1.Service(
             f"{self._name}-{role}",
@@ -603,7 +617,7 @@ class ImmuneApp(pulumi.ComponentResource):
                 "selector": selector,
                 "ports": [{"name": "http", "port": SERVICE_PORT, "target_port": "http"}],
             },
-            opts=self._child(),
+            opts=self._child(depends_on=depends_on),
         )
 
     def _ingress(
@@ -670,12 +684,12 @@ class ImmuneApp(pulumi.ComponentResource):
         host: str,
         rules: list[dict[str, Any]],
         depends_on: Sequence[pulumi.Resource] = (),
-    ) -> None:
+    ) -> k8s.apiextensions.CustomResource:
         routing = self._settings.routing
         parent: dict[str, Any] = {"name": routing.gateway_name}
         if routing.gateway_namespace:
             parent["namespace"] = routing.gateway_namespace
-        k8s.apiextensions.CustomResource(
+        return k8s.apiextensions.CustomResource(
             f"{self._name}-{suffix}",
             api_version="gateway.networking.k8s.io/v1",
             kind="HTTPRoute",
@@ -699,7 +713,8 @@ class ImmuneApp(pulumi.ComponentResource):
             for name, spec in platform_middlewares(self._settings.routing).items()
         ]
 
-    def _gateway_routes(self) -> None:
+    def _gateway_routes(self) -> k8s.apiextensions.CustomResource:
+        """The stable, preview, baseline and platform HTTPRoutes; returns the stable one."""
         routing = self._settings.routing
         weight = self._settings.rollout.canary_weight
         paired = self._settings.rollout.baseline_weight
@@ -726,7 +741,9 @@ class ImmuneApp(pulumi.ComponentResource):
             ]
         else:
             stable_rules = [{"matches": [prefix], "backendRefs": [backend(STABLE_SERVICE, 100)]}]
-        self._http_route("stable-route", APP_NAME, routing.host, stable_rules)
+        stable_route = self._http_route(
+            "stable-route", APP_NAME, routing.host, stable_rules, depends_on=[self.stable_service]
+        )
         self._http_route(
             "preview-route",
             PREVIEW_SERVICE,
@@ -747,6 +764,7 @@ class ImmuneApp(pulumi.ComponentResource):
         self._http_route(
             "platform-route", PLATFORM_ROUTE, routing.host, platform_rules(routing), depends_on=middlewares
         )
+        return stable_route
 
 
 def platform_middlewares(routing: Routing) -> dict[str, dict[str, Any]]:
