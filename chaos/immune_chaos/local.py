@@ -409,10 +409,20 @@ def start_service(services_dir: str, name: str) -> dict[str, Any]:
     return {"started": name, "pid": pid, "affected": [] if was_running else [f"{name} (pid {pid})"]}
 
 
-def service_alive(url: str) -> bool:
-    """The process still answers its liveness probe (degraded is fine, crashed is not)."""
-    response = _get(f"{url.rstrip('/')}/health/live")
-    return response is not None and response.status_code == 200
+def service_alive(url: str, within_s: float = 0.0) -> bool:
+    """The process still answers its liveness probe (degraded is fine, crashed is not), waiting up to
+    `within_s` seconds for it (0: one try).
+
+    A wait is for a router in front of several pods: one killed without grace stays in the router's
+    endpoints until it learns of the removal (Kubernetes: the EndpointSlice update, then the router's
+    own reload), and a request sent there meanwhile fails although the other pods serve.
+    """
+
+    def answers() -> bool:
+        response = _get(f"{url.rstrip('/')}/health/live")
+        return response is not None and response.status_code == 200
+
+    return _wait(answers, float(within_s))
 
 
 def instances_alive(urls: list[str] | str) -> bool:

@@ -314,6 +314,44 @@ def test_no_event_lost_needs_database_wide_figures_that_agree(
         server.server_close()
 
 
+@pytest.mark.parametrize(
+    ("failures_first", "within_s", "alive"),
+    [
+        (0, 0.0, True),  # good case: answers at once
+        (3, 0.0, False),  # one try, routed to the killed pod: not alive
+        (3, 5.0, True),  # the router drops the killed pod within the wait: alive
+        (10_000, 1.0, False),  # bad case: nothing serves within the wait
+    ],
+)
+def test_service_alive_waits_for_the_router_to_drop_a_killed_pod(
+    failures_first: int, within_s: float, alive: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "chaos"))
+    from immune_chaos import local
+
+    answered: list[int] = []
+
+    class Router(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            status = 502 if len(answered) < failures_first else 200  # 502: the router's "bad gateway"
+            answered.append(status)
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Router)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        assert local.service_alive(url, within_s=within_s) is alive, answered
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_the_var_file_never_holds_the_token(tmp_path: Path) -> None:
     config = {
         "candidate_url": "http://x",
