@@ -25,7 +25,7 @@ from immune_suite.targets.kubernetes.live import (
     route_weights,
     service_url,
 )
-from tests.suite.targets.kubernetes.api_server import ApiServer, kubeconfig
+from tests.suite.targets.kubernetes.support import ApiServer, kubeconfig
 
 NS, NAME = "immune-staging", "immune-core-green"
 DEPLOYMENT_PATH = f"/apis/apps/v1/namespaces/{NS}/deployments/{NAME}"

@@ -14,7 +14,7 @@ from immune_suite.stack_config import load_stack
 from immune_suite.targets.base import Color, Release, Target, TargetError
 from immune_suite.targets.factory import make_target
 from immune_suite.targets.kubernetes import KubernetesTarget, KubernetesTargetOptions
-from tests.suite.targets.kubernetes.api_server import ApiServer, kubeconfig
+from tests.suite.targets.kubernetes.support import ApiServer, kubeconfig
 
 
 def test_factory_builds_a_kubernetes_target_for_the_staging_stack(monkeypatch: pytest.MonkeyPatch) -> None:
