@@ -409,18 +409,23 @@ def start_service(services_dir: str, name: str) -> dict[str, Any]:
     return {"started": name, "pid": pid, "affected": [] if was_running else [f"{name} (pid {pid})"]}
 
 
-def service_alive(url: str, within_s: float = 0.0) -> bool:
-    """The process still answers its liveness probe (degraded is fine, crashed is not), waiting up to
-    `within_s` seconds for it (0: one try).
+def service_alive(url: str, within_s: float = 0.0, consecutive: int = 1) -> bool:
+    """The process still answers its liveness probe (degraded is fine, crashed is not): `consecutive`
+    answers 200 in a row, waiting up to `within_s` seconds for them (defaults: one try, one answer).
 
-    A wait is for a router in front of several pods: one killed without grace stays in the router's
-    endpoints until it learns of the removal (Kubernetes: the EndpointSlice update, then the router's
-    own reload), and a request sent there meanwhile fails although the other pods serve.
+    The wait and the run are for a router in front of several pods: one killed without grace stays in
+    the router's endpoints until it learns of the removal (Kubernetes: the EndpointSlice update, then
+    the router's own reload), and a request sent there meanwhile fails although the other pods serve.
+    A run of answers (a round robin over the endpoints) shows the router has dropped the dead one, so
+    the probes after this one measure the remaining pods, not the router's lag.
     """
+    in_a_row = 0
 
     def answers() -> bool:
+        nonlocal in_a_row
         response = _get(f"{url.rstrip('/')}/health/live")
-        return response is not None and response.status_code == 200
+        in_a_row = in_a_row + 1 if response is not None and response.status_code == 200 else 0
+        return in_a_row >= int(consecutive)
 
     return _wait(answers, float(within_s))
 

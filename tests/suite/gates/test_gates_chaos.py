@@ -315,16 +315,18 @@ def test_no_event_lost_needs_database_wide_figures_that_agree(
 
 
 @pytest.mark.parametrize(
-    ("failures_first", "within_s", "alive"),
+    ("failures_first", "within_s", "consecutive", "alive"),
     [
-        (0, 0.0, True),  # good case: answers at once
-        (3, 0.0, False),  # one try, routed to the killed pod: not alive
-        (3, 5.0, True),  # the router drops the killed pod within the wait: alive
-        (10_000, 1.0, False),  # bad case: nothing serves within the wait
+        (0, 0.0, 1, True),  # good case: answers at once
+        (3, 0.0, 1, False),  # one try, routed to the killed pod: not alive
+        (3, 5.0, 1, True),  # the router drops the killed pod within the wait: alive
+        (6, 5.0, 5, True),  # ... and then answers 5 times in a row
+        (10_000, 1.0, 1, False),  # bad case: nothing serves within the wait
+        (-1, 2.0, 3, False),  # bad case: a dead pod still in the round robin (every other answer fails)
     ],
 )
 def test_service_alive_waits_for_the_router_to_drop_a_killed_pod(
-    failures_first: int, within_s: float, alive: bool, monkeypatch: pytest.MonkeyPatch
+    failures_first: int, within_s: float, consecutive: int, alive: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.syspath_prepend(str(REPO_ROOT / "chaos"))
     from immune_chaos import local
@@ -333,7 +335,9 @@ def test_service_alive_waits_for_the_router_to_drop_a_killed_pod(
 
     class Router(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            status = 502 if len(answered) < failures_first else 200  # 502: the router's "bad gateway"
+            # 502: the router's "bad gateway"; -1: a round robin over a live and a killed pod, for ever.
+            failing = len(answered) % 2 == 0 if failures_first < 0 else len(answered) < failures_first
+            status = 502 if failing else 200
             answered.append(status)
             self.send_response(status)
             self.send_header("Content-Length", "0")
@@ -346,7 +350,7 @@ def test_service_alive_waits_for_the_router_to_drop_a_killed_pod(
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}"
-        assert local.service_alive(url, within_s=within_s) is alive, answered
+        assert local.service_alive(url, within_s=within_s, consecutive=consecutive) is alive, answered
     finally:
         server.shutdown()
         server.server_close()
