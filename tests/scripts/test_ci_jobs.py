@@ -1,11 +1,14 @@
 """The workflow jobs' scripts (scripts/ci/): what each refuses before it changes anything.
 
 Their good cases run against the local cluster (tests/cluster/test_promote.py builds the candidate with
-build-image.sh and promotes it with promote.sh); here the bad input, each a clear message and exit 2.
+build-image.sh and promotes it with promote.sh); here the bad input, each a clear message and exit 2,
+and the security job (security-gate.sh) for real on this checkout: it passes (WARN while the vendored
+advisory snapshot is accepted past its age), and fails when pip-audit has no advisories to audit with.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -132,3 +135,37 @@ def test_the_committed_stacks_name_one_image_repository() -> None:
         after = text.split("imageBuild:", 1)[1]
         repositories.add(after.split("repository:", 1)[1].split()[0])
     assert len(repositories) == 1, repositories
+
+
+# ---------------------------------------------------------------------------------------- security job
+
+SECURITY = REPO_ROOT / "scripts" / "ci" / "security-gate.sh"
+
+
+def test_security_job_scans_the_tree_and_writes_its_verdict(tmp_path: Path) -> None:
+    """The security job as the workflow runs it, on this checkout: every scanner scanned something."""
+    out = tmp_path / "security"
+    proc = run(SECURITY, "--out", str(out))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    verdict = json.loads((out / "security-verdict.json").read_text())
+    # WARN, not PASS, while the vendored advisory snapshot is older than its age limit and accepted
+    # (security/advisories/policy.yaml): the acceptance is in the verdict.
+    assert verdict["status"] in ("pass", "warn"), verdict["summary"]
+    assert verdict["status"] == "pass" or "accept" in json.dumps(verdict).lower(), verdict["summary"]
+    assert list(out.rglob("*.sarif")), sorted(p.name for p in out.rglob("*"))
+
+
+def test_security_job_fails_when_pip_audit_has_no_advisories(tmp_path: Path) -> None:
+    """Bad case: the advisory database the job is pointed at is missing, so pip-audit audits nothing:
+    the job fails (exit 1), it never passes on a scanner that scanned nothing."""
+    out = tmp_path / "security"
+    absent = tmp_path / "absent-advisory-db.json.xz"
+    proc = run(SECURITY, "--out", str(out), env={"IMMUNE_ADVISORY_DB": str(absent)})
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    verdict = json.loads((out / "security-verdict.json").read_text())
+    assert verdict["status"] == "fail" and "pip-audit" in verdict["summary"], verdict["summary"]
+
+
+def test_security_job_refuses_an_unknown_argument() -> None:
+    proc = run(SECURITY, "--source", "/elsewhere")
+    assert proc.returncode == 2 and "unknown argument '--source'" in proc.stderr
