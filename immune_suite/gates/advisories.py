@@ -67,11 +67,18 @@ def locate_advisory_db(*roots: Path) -> Snapshot:
     """The snapshot named by IMMUNE_ADVISORY_DB, else the one vendored at `<root>/security/advisories/`.
 
     Roots are tried in order (the candidate's tree, then the suite's own). Raises AdvisoryDatabaseMissing
-    when none is there or the one found cannot be read.
+    when none is there or the one found cannot be read, and when IMMUNE_ADVISORY_DB names neither a
+    snapshot file nor an advisory-database checkout: a database asked for by name is never silently
+    replaced by an older vendored one.
     """
     candidates: list[Path] = []
     if os.environ.get(ADVISORY_DB_ENV):
-        candidates.append(Path(os.environ[ADVISORY_DB_ENV]))
+        named = Path(os.environ[ADVISORY_DB_ENV])
+        if not named.is_file() and not (named / "vulns").is_dir():
+            raise AdvisoryDatabaseMissing(
+                f"{ADVISORY_DB_ENV}={named} is neither a snapshot file nor an advisory-database checkout"
+            )
+        candidates.append(named)
     candidates += [root.resolve() / SNAPSHOT_FILE for root in roots]
     try:
         for path in candidates:

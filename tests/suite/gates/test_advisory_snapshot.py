@@ -18,6 +18,7 @@ from immune_suite.gates.advisories import (
     ADVISORY_DB_ENV,
     MAX_AGE_ENV,
     POLICY_FILE,
+    AdvisoryDatabaseMissing,
     AdvisoryIndex,
     Snapshot,
     judge_age,
@@ -75,6 +76,17 @@ def test_the_repository_carries_its_snapshot_with_attribution() -> None:
     assert "CC-BY-4.0" in notice and advisory_snapshot.UPSTREAM_URL in notice
     assert "Attribution 4.0 International" in (snapshot.path.parent / "LICENSE").read_text()
     assert AdvisoryIndex(snapshot).package_count > 500
+
+
+def test_a_database_named_but_missing_is_an_error_not_the_vendored_snapshot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("IMMUNE_ADVISORY_DB", str(tmp_path / "absent"))
+    with pytest.raises(AdvisoryDatabaseMissing, match=r"IMMUNE_ADVISORY_DB=.*absent is neither"):
+        locate_advisory_db(REPO_ROOT)
+    # Good case: a snapshot file named there is the one used.
+    monkeypatch.setenv("IMMUNE_ADVISORY_DB", str(REPO_ROOT / advisory_snapshot.SNAPSHOT_FILE))
+    assert locate_advisory_db(tmp_path).path == REPO_ROOT / advisory_snapshot.SNAPSHOT_FILE
 
 
 def test_build_reads_a_git_checkout_and_round_trips(tmp_path: Path) -> None:
