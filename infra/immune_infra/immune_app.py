@@ -282,12 +282,17 @@ class ImmuneApp(pulumi.ComponentResource):
     def _migration_job(self, color: Color, image: pulumi.Input[str]) -> k8s.batch.v1.Job:
         """`immune-core migrate` with this colour's image, before that colour's pods roll.
 
-        Jobs are immutable, so the name carries a digest of the image: a new image is a new Job.
+        Jobs are immutable, so the name carries a digest of the image and of the deadline: a new image
+        is a new Job, and so is a new deadline. A deadline changed in place on a finished Job did not
+        always stay changed back (an `up` after a failed one with another `app.rolloutTimeoutSeconds`
+        then found the Job's spec still differing: tests/cluster/test_deploy.py); a new Job re-runs the
+        migration, which is idempotent.
         """
         deps = self._dependencies
         job_labels = {**app_labels("migrate"), COLOR_LABEL: color}
+        deadline = self._migration_deadline()
         job_name = pulumi.Output.from_input(image).apply(
-            lambda ref: f"{APP_NAME}-migrate-{color}-{content_hash(ref, length=8)}"
+            lambda ref: f"{APP_NAME}-migrate-{color}-{content_hash(f'{ref} {deadline}', length=8)}"
         )
         wait_command = pulumi.Output.from_input(deps.postgres_host).apply(
             lambda host: f"until pg_isready -h {host} -p 5432 -U {deps.postgres_user}; do sleep 2; done"
@@ -307,7 +312,7 @@ class ImmuneApp(pulumi.ComponentResource):
                 # not bound it: it re-arms its timer on every Job/pod event, and a pod in
                 # ImagePullBackOff emits one at each pull retry, so `pulumi up` waited past 600 s
                 # with a 60 s `pulumi.com/timeoutSeconds` (pulumi-kubernetes pkg/await/job.go).
-                "active_deadline_seconds": self._migration_deadline(),
+                "active_deadline_seconds": deadline,
                 "template": {
                     "metadata": {"labels": job_labels},
                     "spec": self._one_shot_pod_spec(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 from immune_infra.config import ConfigError
 from immune_infra.immune_app import MIGRATION_DEADLINE_S
+from immune_infra.render import RenderedStack
 
 from tests.infra.support import render
 
@@ -35,6 +36,22 @@ def test_without_a_timeout_the_providers_default_stays() -> None:
         assert ANNOTATION not in (manifest["metadata"].get("annotations") or {}), manifest["metadata"]["name"]
     jobs = [job for job in rendered.of_kind("Job") if "-migrate-" in job["metadata"]["name"]]
     assert jobs and all(job["spec"]["activeDeadlineSeconds"] == MIGRATION_DEADLINE_S for job in jobs)
+
+
+def test_a_new_deadline_is_a_new_migration_job_not_an_edit_of_a_finished_one() -> None:
+    """A finished Job's deadline edited in place did not always stay changed back after a failed `up`
+    (tests/cluster/test_deploy.py): the deadline is part of the Job's name, like its image."""
+
+    def names(rendered: RenderedStack) -> set[str]:
+        return {
+            job["metadata"]["name"]
+            for job in rendered.of_kind("Job")
+            if "-migrate-" in job["metadata"]["name"]
+        }
+
+    default, bounded = render("staging"), render("staging", {"app": {"rolloutTimeoutSeconds": 90}})
+    assert names(default).isdisjoint(names(bounded))
+    assert names(render("staging")) == names(default)  # and nothing else renames it
 
 
 def test_a_timeout_below_30_seconds_is_refused() -> None:
