@@ -396,7 +396,10 @@ class ImmuneApp(pulumi.ComponentResource):
             },
             spec={
                 "backoff_limit": 4,
-                "active_deadline_seconds": self._migration_deadline(),
+                # A fixed deadline, not app.rolloutTimeoutSeconds: a finished Job's deadline edited in
+                # place did not stay changed back after a failed `up` (tests/cluster/test_deploy.py), and
+                # this Job runs an image its colour's pods already run (no pull to bound).
+                "active_deadline_seconds": MIGRATION_DEADLINE_S,
                 "template": {
                     "metadata": {"labels": job_labels},
                     "spec": self._one_shot_pod_spec(color, image, ["immune-core", "activate", color]),
