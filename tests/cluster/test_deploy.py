@@ -347,8 +347,11 @@ def test_a_port_scan_through_the_router_is_detected_stored_published_and_counted
     assert stored.strip() == "port_scan"
 
     def published() -> bool:
+        # A small heap for the tool's JVM: the exec inherits the broker's KAFKA_HEAP_OPTS, and two JVMs
+        # at the broker's heap in one container went past its memory limit (prod: killed, exit 137).
         out = deployed.exec(
-            "kafka-0", "kafka", "kafka-console-consumer.sh", "--bootstrap-server", "127.0.0.1:9092",
+            "kafka-0", "kafka", "env", "KAFKA_HEAP_OPTS=-Xms32m -Xmx96m",
+            "kafka-console-consumer.sh", "--bootstrap-server", "127.0.0.1:9092",
             "--topic", THREATS_TOPIC, "--from-beginning", "--timeout-ms", "15000",
         )  # fmt: skip
         return any(threat_id in line for line in out.splitlines())
