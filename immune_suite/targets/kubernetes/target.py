@@ -539,10 +539,12 @@ class KubernetesTarget:
             if not outputs.get("prometheusUrl"):
                 raise TargetError(f"stack {self.name} exports no prometheusUrl")
             return str(outputs["prometheusUrl"])
-        return service_url(PROMETHEUS_SERVICE, self._namespace(), self._env().get("KUBECONFIG"))
+        return service_url(PROMETHEUS_SERVICE, self._namespace(outputs), self._env().get("KUBECONFIG"))
 
-    def _namespace(self) -> str:
-        namespace = str(self.outputs().get("namespace") or "")
+    def _namespace(self, outputs: Mapping[str, Any] | None = None) -> str:
+        """The stack's namespace, from `outputs` when the caller already read them (each read of the
+        outputs runs the engine)."""
+        namespace = str((self.outputs() if outputs is None else outputs).get("namespace") or "")
         if not namespace:
             raise TargetError(f"stack {self.name} exports no namespace: deploy it first")
         return namespace
@@ -553,8 +555,9 @@ class KubernetesTarget:
         The pipeline compares them with what it set after every move back to stable (restore.py)."""
         if self.options.render_dir is not None:
             return None
-        routing_mode = str(self.outputs().get("routingMode"))
-        return route_weights(self._namespace(), routing_mode, self._env().get("KUBECONFIG"))
+        outputs = self.outputs()
+        routing_mode = str(outputs.get("routingMode"))
+        return route_weights(self._namespace(outputs), routing_mode, self._env().get("KUBECONFIG"))
 
     def set_traffic(self, active: Color, canary_weight: int) -> TrafficState:
         if not 0 <= canary_weight <= 100:
@@ -578,7 +581,9 @@ class KubernetesTarget:
                 # Its own host through the router when the stack routes one (routing.baselineHost),
                 # else its Service, which only a cluster node reaches.
                 baseline = (
-                    _with_port(baseline, port) if outputs.get("baselineHost") else self._node_url(baseline)
+                    _with_port(baseline, port)
+                    if outputs.get("baselineHost")
+                    else self._node_url(baseline, self._namespace(outputs))
                 )
         return Endpoints(
             ingress_url=urls["canaryUrl"],
@@ -587,14 +592,14 @@ class KubernetesTarget:
             baseline_url=baseline,
         )
 
-    def _node_url(self, url: str) -> str | None:
+    def _node_url(self, url: str, namespace: str) -> str | None:
         """`url` (`http://<service>.<namespace>.svc.cluster.local[:port]/<path>`, a cluster DNS name) as
         this node reaches it without cluster DNS: the Service's ClusterIP (kube-proxy), same path.
         None while the Service does not exist (a baseline not started)."""
         parts = urllib.parse.urlsplit(url)
         service = (parts.hostname or "").split(".")[0]
         try:
-            base = service_url(service, self._namespace(), self._env().get("KUBECONFIG"))
+            base = service_url(service, namespace, self._env().get("KUBECONFIG"))
         except TargetError as error:
             self._log(f"{service} not reachable from this machine: {error}")
             return None
@@ -741,9 +746,12 @@ class KubernetesTarget:
         immune_app.served_by), and the Services' live selectors say which colour that is; the baseline
         Service is the baseline. None in nginx mode (ingress-nginx names no upstream in responses:
         samples take the colour the service reports) and in render mode (nothing runs)."""
-        if self.options.render_dir is not None or self.outputs().get("routingMode") != "gateway":
+        if self.options.render_dir is not None:
             return None
-        colours = service_colours(self._namespace(), self._env().get("KUBECONFIG"))
+        outputs = self.outputs()
+        if outputs.get("routingMode") != "gateway":
+            return None
+        colours = service_colours(self._namespace(outputs), self._env().get("KUBECONFIG"))
         return Attribution(header=SERVED_BY_HEADER, servers={**colours, BASELINE_SERVICE: BASELINE})
 
 
