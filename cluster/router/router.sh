@@ -12,7 +12,13 @@
 #
 # Pins (cluster/versions.env; the environment wins, which is how the tests use private ports):
 # TRAEFIK_VERSION, ROUTER_GATEWAY_PORT (Gateway listener = entry point "gateway"), ROUTER_INGRESS_PORT
-# (Ingress entry point "ingress"), ROUTER_ADMIN_PORT (ping, metrics, read-only API). All on 127.0.0.1.
+# (Ingress entry point "ingress"), ROUTER_ADMIN_PORT (entry point "traefik": ping and the read-only
+# API), all three on 127.0.0.1; ROUTER_METRICS_PORT (entry point "metrics": Prometheus /metrics with
+# per-service and per-entry-point labels) on ROUTER_METRICS_HOST, default CNI_BRIDGE_IP (the cluster
+# bridge's gateway = the node IP, there once `scripts/cluster.sh up` has run): the stack's Prometheus
+# runs in a pod and cannot reach the host's 127.0.0.1, so the router's series are served on the
+# project's own bridge address (monitoring.routerScrapeTarget, docs/infra.md "Router (local cluster)").
+# The tests with a private control plane and no bridge set ROUTER_METRICS_HOST=127.0.0.1.
 # KUBECONFIG: taken from the environment, else from `scripts/cluster.sh env`.
 # AIC_CLUSTER_STATE (default ~/.local/state/active-immune-core/cluster): logs/ and router/ (pid,
 # config) live there. ROUTER_GATEWAY_NAMESPACE/ROUTER_GATEWAY_NAME: where `up` declares the Gateway.
@@ -31,7 +37,8 @@ while IFS='=' read -r key value; do
     [[ -n "${!key+x}" ]] || export "$key=$value"
 done < "$repo/cluster/versions.env"
 : "${TRAEFIK_VERSION:?} ${ROUTER_GATEWAY_PORT:?} ${ROUTER_INGRESS_PORT:?} ${ROUTER_ADMIN_PORT:?}"
-: "${GATEWAY_API_VERSION:?}"
+: "${GATEWAY_API_VERSION:?} ${ROUTER_METRICS_PORT:?} ${CNI_BRIDGE_IP:?}"
+ROUTER_METRICS_HOST="${ROUTER_METRICS_HOST:-$CNI_BRIDGE_IP}"
 ROUTER_GATEWAY_NAMESPACE="${ROUTER_GATEWAY_NAMESPACE:-immune-gateway}"
 ROUTER_GATEWAY_NAME="${ROUTER_GATEWAY_NAME:-immune-gateway}"
 
@@ -181,6 +188,9 @@ entryPoints:
       aliasHeadersStrategy: delete
   traefik:
     address: "127.0.0.1:${ROUTER_ADMIN_PORT}"
+  # Only /metrics: reachable from the cluster's pods (the stack's Prometheus), nothing else served here.
+  metrics:
+    address: "${ROUTER_METRICS_HOST}:${ROUTER_METRICS_PORT}"
 ping:
   entryPoint: traefik
 api:
@@ -188,7 +198,11 @@ api:
   dashboard: false
 metrics:
   prometheus:
-    entryPoint: traefik
+    entryPoint: metrics
+    # traefik_service_* per Service (the canary analysis splits by colour on the service label) and
+    # traefik_entrypoint_* per entry point: Traefik v3's defaults, stated so they cannot drift.
+    addServicesLabels: true
+    addEntryPointsLabels: true
 log:
   level: INFO
   noColor: true
@@ -257,6 +271,12 @@ declare_objects() {
         "$here/objects.yaml" | kubectl_cmd apply --server-side -f - > /dev/null
 }
 
+# Traefik exits at start when an entry point cannot bind: say why before starting it.
+metrics_address_present() {
+    command -v ip > /dev/null 2>&1 || return 0
+    ip -o -4 addr show | grep -qF " ${ROUTER_METRICS_HOST}/"
+}
+
 up() {
     build
     kubeconfig
@@ -264,6 +284,8 @@ up() {
     if pid=$(running_pid); then
         log "already running (pid $pid)"
     else
+        metrics_address_present ||
+            die "no interface has ${ROUTER_METRICS_HOST} (ROUTER_METRICS_HOST): bring the cluster up first (scripts/cluster.sh up creates its bridge)"
         write_config
         declare_objects
         plugin_source
@@ -277,7 +299,7 @@ up() {
     local i
     for i in $(seq 1 300); do
         if answering; then
-            log "ready: gateway http://127.0.0.1:${ROUTER_GATEWAY_PORT}, ingress http://127.0.0.1:${ROUTER_INGRESS_PORT}"
+            log "ready: gateway http://127.0.0.1:${ROUTER_GATEWAY_PORT}, ingress http://127.0.0.1:${ROUTER_INGRESS_PORT}, metrics http://${ROUTER_METRICS_HOST}:${ROUTER_METRICS_PORT}/metrics"
             return 0
         fi
         kill -0 "$pid" 2> /dev/null || die "router exited; see $logs/router.log"
@@ -313,7 +335,7 @@ status() {
         return 3
     fi
     if answering; then
-        echo "router: running pid $pid, gateway 127.0.0.1:${ROUTER_GATEWAY_PORT}, ingress 127.0.0.1:${ROUTER_INGRESS_PORT}, admin 127.0.0.1:${ROUTER_ADMIN_PORT}"
+        echo "router: running pid $pid, gateway 127.0.0.1:${ROUTER_GATEWAY_PORT}, ingress 127.0.0.1:${ROUTER_INGRESS_PORT}, admin 127.0.0.1:${ROUTER_ADMIN_PORT}, metrics ${ROUTER_METRICS_HOST}:${ROUTER_METRICS_PORT}"
         return 0
     fi
     echo "router: pid $pid is not answering on 127.0.0.1:${ROUTER_ADMIN_PORT}"

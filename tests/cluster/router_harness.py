@@ -227,7 +227,8 @@ class ColourServer(ThreadingHTTPServer):
 
 
 def router_env(plane: ControlPlane, state_dir: Path, gateway_namespace: str) -> dict[str, str]:
-    """Environment for cluster/router/router.sh: this control plane, private ports and state."""
+    """Environment for cluster/router/router.sh: this control plane, private ports (metrics on 127.0.0.1)
+    and state."""
     env = dict(os.environ)
     env.update(
         {
@@ -236,6 +237,9 @@ def router_env(plane: ControlPlane, state_dir: Path, gateway_namespace: str) -> 
             "ROUTER_GATEWAY_PORT": str(free_port()),
             "ROUTER_INGRESS_PORT": str(free_port()),
             "ROUTER_ADMIN_PORT": str(free_port()),
+            # No cluster bridge with a private control plane: /metrics on loopback, a private port.
+            "ROUTER_METRICS_HOST": "127.0.0.1",
+            "ROUTER_METRICS_PORT": str(free_port()),
             "ROUTER_GATEWAY_NAMESPACE": gateway_namespace,
         }
     )

@@ -19,7 +19,7 @@ def local_stack_ports(name: str) -> set[int]:
 
 def test_the_router_ports_are_not_the_local_stacks() -> None:
     versions = read_versions()
-    keys = ("ROUTER_GATEWAY_PORT", "ROUTER_INGRESS_PORT", "ROUTER_ADMIN_PORT")
+    keys = ("ROUTER_GATEWAY_PORT", "ROUTER_INGRESS_PORT", "ROUTER_ADMIN_PORT", "ROUTER_METRICS_PORT")
     router = {int(versions[key]) for key in keys}
     for stack in ("local", "ci"):
         assert router.isdisjoint(local_stack_ports(stack)), stack
