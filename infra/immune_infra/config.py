@@ -7,6 +7,7 @@ exact path of each problem, because an operator reading ``pulumi up`` output has
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -434,6 +435,35 @@ class SloThresholds(_Model):
     outbox_depth_max: Annotated[int, Field(ge=1)] = 500
 
 
+def split_host_port(value: str) -> tuple[str, int]:
+    """`host:port` -> (host, port). The host is an IPv4 address or a DNS name, the port 1..65535;
+    raises ValueError saying which part is wrong."""
+    host, separator, port_text = value.rpartition(":")
+    if not separator or not host:
+        raise ValueError(f"{value!r} is not host:port (e.g. 10.244.0.1:18483)")
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ValueError(f"{value!r}: the port must be a number from 1 to 65535")
+    if not (is_ipv4(host) or _HOSTNAME.match(host)):
+        raise ValueError(f"{value!r}: the host must be an IPv4 address or a DNS name")
+    return host, int(port_text)
+
+
+def is_ipv4(host: str) -> bool:
+    try:
+        ipaddress.IPv4Address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _scrape_target(value: str) -> str:
+    split_host_port(value)
+    return value
+
+
+ScrapeTarget = Annotated[str, AfterValidator(_scrape_target)]
+
+
 class MonitoringSettings(_Model):
     mode: Literal["bundled", "operator"] = "bundled"
     prometheus_image: PinnedImage
@@ -451,6 +481,19 @@ class MonitoringSettings(_Model):
     operator_namespace: str = "monitoring"
     operator_prometheus_url: str = "http://prometheus-operated.monitoring.svc.cluster.local:9090"
     slo: SloThresholds = SloThresholds()
+    # The cluster's router's Prometheus endpoint (`host:port`, e.g. the local cluster's Traefik on its
+    # bridge address): the bundled Prometheus scrapes it as job `router`, keeping only the series of this
+    # namespace's Services (immune_infra.monitoring.router_job). None: no router job.
+    router_scrape_target: ScrapeTarget | None = None
+
+    @model_validator(mode="after")
+    def _router_job_is_bundled(self) -> MonitoringSettings:
+        # The operator's Prometheus is configured elsewhere: a job here would be a promise nobody keeps.
+        if self.router_scrape_target is not None and self.mode != "bundled":
+            raise ValueError(
+                "routerScrapeTarget needs mode bundled (the operator's Prometheus is configured elsewhere)"
+            )
+        return self
 
 
 class ClusterSettings(_Model):

@@ -66,6 +66,11 @@ LOCAL_GATEWAY_RATE_LIMIT_PER_10S = 60
 LOCAL_SCRAPE_INTERVAL = "5s"
 
 
+def router_scrape_target(versions: Mapping[str, str]) -> str:
+    """`CNI_BRIDGE_IP:ROUTER_METRICS_PORT` from cluster/versions.env: the router's metrics entry point."""
+    return f"{versions['CNI_BRIDGE_IP']}:{versions['ROUTER_METRICS_PORT']}"
+
+
 class LocalClusterError(RuntimeError):
     """A prerequisite of the local cluster is missing; the message says which and how to make it."""
 
@@ -124,6 +129,9 @@ def overrides(
     # the step's end (immune_suite/metrics/checks.py wait_fresh): 15 s scrapes would add up to 15 s
     # per step and leave only two or three points in a step's window.
     result["monitoring"]["scrapeInterval"] = LOCAL_SCRAPE_INTERVAL
+    # The router is a host process (cluster/router/router.sh): its /metrics are served on the bridge's
+    # gateway address, which the pods reach (127.0.0.1 would be the pod itself).
+    result["monitoring"]["routerScrapeTarget"] = router_scrape_target(versions)
     result["cluster"] = {"dns": False, "persistentVolumes": False, "singleNode": True}
     result["routing"] = {
         "mode": "gateway",

@@ -41,6 +41,10 @@ from immune_infra.workload import (
 )
 
 PROMETHEUS_PORT = 9090
+ROUTER_JOB = "router"
+# Traefik's provider suffixes on its `service` label (tests/cluster/test_router.py reads them live).
+GATEWAY_PROVIDER = "kubernetesgateway"
+INGRESS_NGINX_PROVIDER = "kubernetesingressnginx"
 PROMETHEUS_SERVICE = "prometheus"  # the bundled Prometheus's Service (and StatefulSet)
 GRAFANA_PORT = 3000
 DASHBOARD_FILE = "immune-core.json"
@@ -67,6 +71,40 @@ def dashboard_json() -> str:
 # exporters' Services. Debian's Prometheus (the image built here) has no kubernetes_sd, so the program
 # writes the ClusterIPs it knows into the config instead of DNS names that would never resolve.
 SCRAPE_HOST_KEYS = (*COLORS, "kafka-exporter", "redis", "postgres")
+
+
+def router_service_regex(namespace: str) -> str:
+    """Which values of Traefik's `service` label are this namespace's Services (a regex, anchored at
+    both ends as Prometheus anchors it; Python: `re.fullmatch`).
+
+    Seen live on Traefik v3.7.13 (tests/cluster/test_router.py): Gateway API leaves are
+    `httproute-<route ns>-<route>-gw-<gateway ns>-<gateway>-ep-<entry point>-<i>-<hash>-svc-<ns>-<service>-<i>
+    @kubernetesgateway` (the backend Service's namespace follows `-svc-`); the ingress-nginx provider's are
+    `<ns>-<ingress>-<service>-<port name>@kubernetesingressnginx`, and `...-canary@...` for a canary Ingress's
+    backend (named after the primary's). The router serves every namespace; the rest is not ours.
+    """
+    return f".+-svc-{namespace}-.+@{GATEWAY_PROVIDER}|{namespace}-.+@{INGRESS_NGINX_PROVIDER}"
+
+
+def router_job(target: str, namespace: str) -> dict[str, Any]:
+    """The scrape job of the cluster's router at `target` (host:port): its traefik_service_* series of this
+    namespace's Services, labelled with the namespace. Everything else the router exports is dropped at
+    ingestion (metric_relabel_configs); the job's own `up` and scrape_* series are synthetic, never
+    relabelled, so a router that does not answer still shows as `up == 0`."""
+    return {
+        "job_name": ROUTER_JOB,
+        "metrics_path": "/metrics",
+        "static_configs": [{"targets": [target]}],
+        "relabel_configs": [{"target_label": "namespace", "replacement": namespace}],
+        "metric_relabel_configs": [
+            {
+                "source_labels": ["__name__", "service"],
+                "separator": ";",
+                "regex": f"traefik_service_[a-z_]+;({router_service_regex(namespace)})",
+                "action": "keep",
+            }
+        ],
+    }
 
 
 def prometheus_config(settings: StackSettings, hosts: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -106,6 +144,7 @@ def prometheus_config(settings: StackSettings, hosts: Mapping[str, str] | None =
             "relabel_configs": [namespace_label],
         }
 
+    router = monitoring.router_scrape_target
     return {
         "global": {
             "scrape_interval": monitoring.scrape_interval,
@@ -123,6 +162,7 @@ def prometheus_config(settings: StackSettings, hosts: Mapping[str, str] | None =
                 "static_configs": [{"targets": [f"127.0.0.1:{PROMETHEUS_PORT}"]}],
                 "relabel_configs": [namespace_label],
             },
+            *([router_job(router, namespace)] if router is not None else []),
         ],
     }
 

@@ -15,7 +15,7 @@ import pulumi_kubernetes as k8s
 from immune_infra import kafka as kafka_module
 from immune_infra import postgres as postgres_module
 from immune_infra import redis as redis_module
-from immune_infra.config import StackSettings
+from immune_infra.config import StackSettings, is_ipv4, split_host_port
 from immune_infra.immune_app import APP_NAME, HTTP_PORT
 from immune_infra.monitoring import PROMETHEUS_PORT
 from immune_infra.workload import COMPONENT_LABEL, NAME_LABEL
@@ -36,6 +36,12 @@ NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 
 def pods(match: dict[str, str]) -> Selector:
     return {"podSelector": {"matchLabels": match}}
+
+
+def address(host: str) -> Selector:
+    """An IPv4 address as a peer (/32). A DNS name cannot be a peer (policies match addresses, resolved
+    by nobody here): any address, so only the rule's port limits it."""
+    return {"ipBlock": {"cidr": f"{host}/32" if is_ipv4(host) else "0.0.0.0/0"}}
 
 
 def namespace(name: str) -> Selector:
@@ -102,6 +108,12 @@ def flows(settings: StackSettings) -> list[Flow]:
         ),
     ]
     if not operator_mode:
+        # The cluster's router (outside the cluster's pods: e.g. the local cluster's host process).
+        router = settings.monitoring.router_scrape_target
+        router_rule = []
+        if router is not None:
+            host, port = split_host_port(router)
+            router_rule = [([address(host)], [port])]
         result += [
             Flow(
                 "prometheus",
@@ -112,6 +124,7 @@ def flows(settings: StackSettings) -> list[Flow]:
                     ([pods(KAFKA_EXPORTER)], [kafka_module.EXPORTER_PORT]),
                     ([pods(REDIS)], [redis_module.EXPORTER_PORT]),
                     ([pods(POSTGRES)], [postgres_module.EXPORTER_PORT]),
+                    *router_rule,
                 ],
             ),
         ]

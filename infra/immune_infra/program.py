@@ -13,7 +13,7 @@ from immune_infra.credentials import StackCredentials, registry_password
 from immune_infra.image import ServiceImage
 from immune_infra.immune_app import CANARY_HEADER, AppDependencies, ImmuneApp
 from immune_infra.kafka import Kafka
-from immune_infra.monitoring import Monitoring
+from immune_infra.monitoring import ROUTER_JOB, Monitoring
 from immune_infra.namespace import ImmuneNamespace
 from immune_infra.network_policy import NetworkPolicies
 from immune_infra.postgres import Postgres
@@ -109,6 +109,9 @@ def deploy() -> dict[str, Any]:
         "imageBuilder": image.builder or "none",
         "prometheusUrl": monitoring.prometheus_url,
         "monitoringMode": settings.monitoring.mode,
+        # "router" when the bundled Prometheus scrapes the cluster's router (its traefik_service_* series
+        # of this namespace carry job="router"), else none: the pipeline then has no router series.
+        "routerScrapeJob": ROUTER_JOB if settings.monitoring.router_scrape_target is not None else None,
         # The rollout this update applied, kept with the stack's state in the backend: the pipeline reads
         # its state from here, never from a checked-out Pulumi.<stack>.yaml (immune_suite/targets/kubernetes).
         "rollout": rollout.model_dump(mode="json", by_alias=True, exclude_none=True),

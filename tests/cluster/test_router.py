@@ -32,7 +32,9 @@ from immune_infra.immune_app import (
     SERVICE_PORT,
     STABLE_SERVICE,
 )
+from immune_infra.monitoring import router_service_regex
 from immune_infra.render import render_stack
+from prometheus_client.parser import text_string_to_metric_families
 from scipy.stats import binomtest
 
 from tests.app.support import wait_for
@@ -385,6 +387,63 @@ def test_nginx_canary_ingress_weight_moves_traffic(routed: dict[str, str], clust
         forced = colours(client, 50, headers={CANARY_HEADER: "always"})
     assert split_matches(served["green"], REQUESTS, 0.10), served
     assert forced == Counter({"green": 50}), forced
+
+
+def service_request_counts(env: dict[str, str]) -> dict[str, float]:
+    """`traefik_service_requests_total` summed per `service` label, from the router's metrics entry
+    point (ROUTER_METRICS_HOST:ROUTER_METRICS_PORT, the address the stack's Prometheus scrapes)."""
+    url = f"http://{env['ROUTER_METRICS_HOST']}:{env['ROUTER_METRICS_PORT']}/metrics"
+    response = httpx.get(url, timeout=NO_HANG_TIMEOUT_S)
+    response.raise_for_status()
+    counts: Counter[str] = Counter()
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            if sample.name == "traefik_service_requests_total":
+                counts[sample.labels["service"]] += sample.value
+    return dict(counts)
+
+
+def test_metrics_entry_point_counts_requests_per_service(routed: dict[str, str], cluster: Cluster) -> None:
+    """The router's series are on its metrics entry point, one `traefik_service_requests_total` per
+    leaf Service it sent requests to, under the names the stack's Prometheus keeps (infra
+    monitoring.router_service_regex). Seen on Traefik v3.7.13, namespace immune-staging:
+    Gateway API `httproute-immune-staging-immune-core-gw-<gateway ns>-<gateway>-ep-gateway-<i>-<hash>-svc-
+    immune-staging-immune-core-0@kubernetesgateway` (stable; the last number is the backendRef's index)
+    and `...-svc-immune-staging-immune-core-preview-1@kubernetesgateway`; ingress-nginx
+    `immune-staging-immune-core-immune-core-http@kubernetesingressnginx` (stable) and `...-http-canary@...`
+    (the canary Ingress's backend, named after the primary's). Bad case: the admin entry point
+    (127.0.0.1 only) no longer serves /metrics."""
+    for route in rendered("gateway", 50):
+        cluster.apply(route)
+    wait_for_weights(routed, GATEWAY_PROVIDER, cluster.namespace, {STABLE_SERVICE: 50, PREVIEW_SERVICE: 50})
+    host = next(r for r in rendered("gateway", 50) if r["metadata"]["name"] == STABLE_SERVICE)
+    with gateway(routed, host["spec"]["hostnames"][0]) as client:
+        assert set(colours(client, 100)) == {"blue", "green"}
+    ingresses = rendered("nginx", 10)
+    for manifest in ingresses:
+        cluster.apply(manifest)
+    wait_for_weights(routed, INGRESS_PROVIDER, cluster.namespace, {STABLE_SERVICE: 90, PREVIEW_SERVICE: 10})
+    stable_ingress = next(item for item in ingresses if item["metadata"]["name"] == STABLE_SERVICE)
+    with ingress(routed, stable_ingress["spec"]["rules"][0]["host"]) as client:
+        assert colours(client, 20, headers={CANARY_HEADER: "always"}) == Counter({"green": 20})
+        assert "blue" in colours(client, 40)  # 90 % stable: 40 misses have odds 1e-40
+    counts = service_request_counts(routed)
+    print("router service labels:", sorted(counts))
+    keep = re.compile(router_service_regex(cluster.namespace))
+    kept = {name: value for name, value in counts.items() if keep.fullmatch(name)}
+    ns = re.escape(cluster.namespace)
+    expected = {
+        "gateway stable": rf".+-svc-{ns}-{re.escape(STABLE_SERVICE)}-\d+@{GATEWAY_PROVIDER}",
+        "gateway preview": rf".+-svc-{ns}-{re.escape(PREVIEW_SERVICE)}-\d+@{GATEWAY_PROVIDER}",
+        "nginx stable": rf"{ns}-{re.escape(STABLE_SERVICE)}-.+-http@{INGRESS_PROVIDER}",
+        "nginx canary": rf"{ns}-{re.escape(STABLE_SERVICE)}-.+-http-canary@{INGRESS_PROVIDER}",
+    }
+    for what, pattern in expected.items():
+        assert any(re.fullmatch(pattern, name) and value > 0 for name, value in kept.items()), (what, counts)
+    # Another namespace's Services are not kept by the stack's filter.
+    assert not keep.fullmatch(next(iter(kept)).replace(cluster.namespace, "other-ns"))
+    admin = httpx.get(f"http://127.0.0.1:{routed['ROUTER_ADMIN_PORT']}/metrics", timeout=NO_HANG_TIMEOUT_S)
+    assert admin.status_code == 404, admin.text[:200]
 
 
 def test_blue_green_switch_moves_every_request(

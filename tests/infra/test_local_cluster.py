@@ -92,6 +92,10 @@ def test_local_stack_uses_only_images_built_here_and_passes_the_checks(stack: st
     # Scrapes every 5 s: a 40 s canary step's metric checks wait for one after the step's end.
     scrapes = yaml.safe_load(rendered.find("ConfigMap", "prometheus-config")["data"]["prometheus.yml"])
     assert scrapes["global"]["scrape_interval"] == LOCAL_SCRAPE_INTERVAL == "5s"
+    # The router (a host process) on its bridge address: CNI_BRIDGE_IP:ROUTER_METRICS_PORT.
+    router = next(job for job in scrapes["scrape_configs"] if job["job_name"] == "router")
+    assert router["static_configs"] == [{"targets": ["10.244.0.1:18483"]}]
+    assert rendered.exports["routerScrapeJob"] == "router"
     assert rendered.of_kind("HTTPRoute") and rendered.of_kind("CustomResourceDefinition")
     for manifest in rendered.manifests:
         if manifest["kind"] in ("HTTPRoute", "Middleware"):
