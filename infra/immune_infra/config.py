@@ -593,6 +593,25 @@ class StackSettings(_Model):
             )
         return self
 
+    @model_validator(mode="after")
+    def _worst_case_within_quota(self) -> StackSettings:
+        # Pods beyond the ResourceQuota are refused at admission, one by one: `up` would then wait for
+        # them until it times out. Refuse here instead, naming the numbers. (Imported here: the footprint
+        # module sizes its pods with this module's models.)
+        from immune_infra.footprint import over_quota, settings_footprint
+
+        excess = over_quota(settings_footprint(self), self.quota)
+        if excess:
+            baseline = self.rollout.baseline_replicas
+            raise ValueError(
+                "the worst case does not fit the ResourceQuota (both colours at app.replicas.max "
+                f"{self.app.replicas.max} plus a surge pod, every StatefulSet and Job"
+                + (f", the baseline's {baseline} pods" if baseline else "")
+                + "): "
+                + "; ".join(excess)
+            )
+        return self
+
     def replicas_for(self, color: Color) -> int | None:
         return self.rollout.replicas.for_color(color)
 

@@ -33,6 +33,7 @@ import pulumi_kubernetes as k8s
 
 from immune_infra.config import COLORS, Color, Routing, StackSettings
 from immune_infra.credentials import service_token_entries
+from immune_infra.footprint import WAIT_FOR_POSTGRES
 from immune_infra.workload import (
     MOUNT_API_TOKEN,
     TMP_PATH,
@@ -325,10 +326,7 @@ class ImmuneApp(pulumi.ComponentResource):
                                 "image": deps.postgres_image,
                                 "image_pull_policy": "IfNotPresent",
                                 "command": ["sh", "-c", wait_command],
-                                "resources": {
-                                    "requests": {"cpu": "10m", "memory": "16Mi"},
-                                    "limits": {"cpu": "100m", "memory": "64Mi"},
-                                },
+                                "resources": resources(WAIT_FOR_POSTGRES),
                                 "security_context": container_security_context(),
                             }
                         ],

@@ -15,6 +15,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from immune_infra.config import KafkaSettings, StackSettings
+from immune_infra.footprint import KAFKA_EXPORTER, KAFKA_TOPICS_JOB
 from immune_infra.workload import (
     MOUNT_API_TOKEN,
     TMP_PATH,
@@ -446,10 +447,7 @@ class Kafka(pulumi.ComponentResource):
                                     plain_env("KAFKA_HEAP_OPTS", "-Xms64m -Xmx256m"),
                                     plain_env("LOG_DIR", f"{TMP_PATH}/kafka-logs"),
                                 ],
-                                "resources": {
-                                    "requests": {"cpu": "50m", "memory": "256Mi"},
-                                    "limits": {"cpu": "500m", "memory": "384Mi"},
-                                },
+                                "resources": resources(KAFKA_TOPICS_JOB),
                                 "security_context": container_security_context(),
                                 "volume_mounts": [
                                     mount("scripts", "/opt/immune", read_only=True),
@@ -501,10 +499,7 @@ class Kafka(pulumi.ComponentResource):
                                     "initial_delay_seconds": 30,
                                     "period_seconds": 30,
                                 },
-                                "resources": {
-                                    "requests": {"cpu": "20m", "memory": "32Mi"},
-                                    "limits": {"cpu": "200m", "memory": "128Mi"},
-                                },
+                                "resources": resources(KAFKA_EXPORTER),
                                 "security_context": container_security_context(),
                             }
                         ],

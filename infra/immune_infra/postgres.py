@@ -10,6 +10,7 @@ import pulumi_kubernetes as k8s
 
 from immune_infra.config import PostgresSettings, StackSettings
 from immune_infra.credentials import StackCredentials, url_secret
+from immune_infra.footprint import POSTGRES_EXPORTER
 from immune_infra.store import StoreComponent, StoreSpec
 from immune_infra.workload import (
     MOUNT_API_TOKEN,
@@ -117,4 +118,6 @@ def _exporter_container(postgres: PostgresSettings) -> k8s.core.v1.ContainerArgs
         secret_env("DATA_SOURCE_USER", SECRET_NAME, "username"),
         secret_env("DATA_SOURCE_PASS", SECRET_NAME, "password"),
     ]
-    return exporter_container("postgres-exporter", postgres.exporter_image, env, EXPORTER_PORT, "/", "128Mi")
+    return exporter_container(
+        "postgres-exporter", postgres.exporter_image, env, EXPORTER_PORT, "/", POSTGRES_EXPORTER
+    )

@@ -11,6 +11,7 @@ import pulumi_kubernetes as k8s
 
 from immune_infra.config import RedisSettings, StackSettings
 from immune_infra.credentials import StackCredentials, url_secret
+from immune_infra.footprint import REDIS_EXPORTER
 from immune_infra.store import StoreComponent, StoreSpec
 from immune_infra.workload import (
     MOUNT_API_TOKEN,
@@ -131,4 +132,6 @@ def _exporter_container(redis: RedisSettings) -> k8s.core.v1.ContainerArgsDict:
         plain_env("REDIS_ADDR", f"redis://127.0.0.1:{PORT}"),
         secret_env("REDIS_PASSWORD", SECRET_NAME, "password"),
     ]
-    return exporter_container("redis-exporter", redis.exporter_image, env, EXPORTER_PORT, "/health", "64Mi")
+    return exporter_container(
+        "redis-exporter", redis.exporter_image, env, EXPORTER_PORT, "/health", REDIS_EXPORTER
+    )

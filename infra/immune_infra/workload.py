@@ -183,10 +183,10 @@ def exporter_container(
     env: list[k8s.core.v1.EnvVarArgsDict],
     port: int,
     health_path: str,
-    memory_limit: str,
+    size: ComputeResources,
 ) -> k8s.core.v1.ContainerArgsDict:
     """A Prometheus exporter sidecar: serves port `port` as `metrics`, probed over HTTP on `health_path`,
-    with small fixed resources (requests 10m CPU / 32Mi, limits 100m CPU / `memory_limit`)."""
+    with its fixed `size` (immune_infra.footprint: counted against the quota there)."""
     return {
         "name": name,
         "image": image,
@@ -199,9 +199,6 @@ def exporter_container(
             "initial_delay_seconds": 20,
             "period_seconds": 30,
         },
-        "resources": {
-            "requests": {"cpu": "10m", "memory": "32Mi"},
-            "limits": {"cpu": "100m", "memory": memory_limit},
-        },
+        "resources": resources(size),
         "security_context": container_security_context(),
     }

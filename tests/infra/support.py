@@ -7,7 +7,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from immune_infra.policies import pod_spec
+from immune_infra.footprint import QUOTA_KEYS, quantity, workloads_footprint
 from immune_infra.render import RenderedStack, render_stack
 
 Render = Callable[..., RenderedStack]
@@ -65,58 +65,12 @@ def stack_diff(before: RenderedStack, after: RenderedStack) -> dict[Key, list[st
     return changes
 
 
-_SUFFIX = {
-    "m": 1e-3,
-    "k": 1e3,
-    "M": 1e6,
-    "G": 1e9,
-    "T": 1e12,
-    "Ki": 2**10,
-    "Mi": 2**20,
-    "Gi": 2**30,
-    "Ti": 2**40,
-}
-
-
-def quantity(value: str | int) -> float:
-    text = str(value)
-    for suffix in sorted(_SUFFIX, key=len, reverse=True):
-        if text.endswith(suffix):
-            return float(text[: -len(suffix)]) * _SUFFIX[suffix]
-    return float(text)
-
-
 def assert_fits_the_quota(stack: RenderedStack) -> None:
-    """Both colours at HPA max plus a surge pod each, every StatefulSet, exporters and all Jobs."""
-    max_replicas = {
-        hpa["spec"]["scaleTargetRef"]["name"]: hpa["spec"]["maxReplicas"] + 1
-        for hpa in stack.of_kind("HorizontalPodAutoscaler")
-    }
-    totals = {
-        "pods": 0.0,
-        "requests.cpu": 0.0,
-        "requests.memory": 0.0,
-        "limits.cpu": 0.0,
-        "limits.memory": 0.0,
-    }
-    for manifest in stack.manifests:
-        spec = pod_spec(manifest)
-        if spec is None:
-            continue
-        name = manifest["metadata"]["name"]
-        replicas = max_replicas.get(name, manifest["spec"].get("replicas", 1))
-        totals["pods"] += replicas
-        for section in ("requests", "limits"):
-            for resource in ("cpu", "memory"):
-                # Init containers run before the others, so a pod needs the larger of the two.
-                main = sum(quantity(c["resources"][section][resource]) for c in spec["containers"])
-                init = max(
-                    (quantity(c["resources"][section][resource]) for c in spec.get("initContainers", [])),
-                    default=0,
-                )
-                totals[f"{section}.{resource}"] += replicas * max(main, init)
+    """Both colours at HPA max plus a surge pod each, every StatefulSet, exporters and all Jobs
+    (immune_infra.footprint.workloads_footprint) within the rendered ResourceQuota."""
+    used = workloads_footprint(stack.manifests)
     hard = stack.find("ResourceQuota", "immune-quota")["spec"]["hard"]
-    for key, used in totals.items():
-        assert used <= quantity(hard[key]), (
-            f"{stack.stack}: worst case {key} {used:g} exceeds quota {hard[key]}"
+    for key in QUOTA_KEYS:
+        assert used[key] <= quantity(hard[key]), (
+            f"{stack.stack}: worst case {key} {used[key]:g} exceeds quota {hard[key]}"
         )
