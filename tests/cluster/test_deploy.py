@@ -2,7 +2,9 @@
 test through the router: a port-scan burst posted to the app through Traefik (127.0.0.1, Host header of
 the stack's routing.host) is detected (a threat on the API), stored in the stack's PostgreSQL (queried in
 its pod), published on its Kafka (consumed in the broker's pod) and counted in its Prometheus (queried
-through the API server's service proxy). A second `up` changes nothing; `destroy` removes everything.
+through the API server's service proxy), by the app and by the router (job `router`: Traefik's metrics
+entry point on the bridge, monitoring.routerScrapeTarget; only the stack's own Services' series). A wait
+on a series that times out names every scrape target's health and last error. A second `up` changes nothing; `destroy` removes everything.
 Bad case: a preview colour whose image digest does not exist fails `up` within the bound its config sets
 (`app.rolloutTimeoutSeconds`; before, `up` hung past 600 s), naming the colour's migration Job and the
 pull error, the preview Deployment untouched and the stable colour serving; the next `up` recovers.
@@ -68,6 +70,71 @@ class Deployed:
         answer = json.loads(self.kube.kubectl("get", "--raw", path).stdout)
         assert answer["status"] == "success", answer
         result: list[dict[str, Any]] = answer["data"]["result"]
+        return result
+
+    def prometheus_targets(self) -> str:
+        """Prometheus's active targets, one line each (job, scrapeUrl, health, lastError), for a failure
+        message: what a wait on a series could not see (through the same API-server proxy)."""
+        path = (
+            f"/api/v1/namespaces/{self.namespace}/services/prometheus:9090/proxy/api/v1/targets?state=active"
+        )
+        proc = self.kube.kubectl("get", "--raw", path, check=False)
+        if proc.returncode != 0:
+            return f"(no target list: {proc.stderr.strip()[:500]})"
+        targets = json.loads(proc.stdout)["data"]["activeTargets"]
+        return (
+            "\n".join(
+                f"  {t['labels'].get('job')} {t['scrapeUrl']} {t['health']} {t.get('lastError') or '-'}"
+                for t in targets
+            )
+            or "  (no active targets)"
+        )
+
+    def pod_counts(self, metric: str) -> str:
+        """`metric` summed over its series in each Ready app pod's own /metrics (the API server's pod
+        proxy), one line per pod: which pod counted what, beside what Prometheus scraped. Without
+        cluster DNS, Prometheus scrapes each colour through its pods Service's ClusterIP, one pod per
+        (kept-alive) connection, so a counter only another pod holds can stay invisible to it."""
+        lines = []
+        for pod in self.kube.get("pods", "-n", self.namespace, "-l", "app.kubernetes.io/component=api")[
+            "items"
+        ]:
+            if not _ready(pod):
+                continue
+            name = pod["metadata"]["name"]
+            path = f"/api/v1/namespaces/{self.namespace}/pods/{name}:{HTTP_PORT}/proxy/metrics"
+            proc = self.kube.kubectl("get", "--raw", path, check=False)
+            if proc.returncode != 0:
+                lines.append(
+                    f"  {name} {pod['status'].get('podIP')}: unreadable ({proc.stderr.strip()[:200]})"
+                )
+                continue
+            total = sum(
+                float(line.rsplit(" ", 1)[1])
+                for line in proc.stdout.splitlines()
+                if line.startswith((f"{metric} ", f"{metric}{{"))
+            )
+            lines.append(f"  {name} {pod['status'].get('podIP')}: {metric} = {total:g}")
+        return "\n".join(lines) or "  (no Ready app pod)"
+
+    def wait_for_series(
+        self, query: str, enough: float, what: str, pods_metric: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Until `query`'s first sample is >= `enough`; on timeout the failure names every target's
+        health and last scrape error (an empty result says nothing by itself) and, with `pods_metric`,
+        each app pod's own count of it."""
+        try:
+            result: list[dict[str, Any]] = wait_for(
+                lambda: (r := self.prometheus(query)) and float(r[0]["value"][1]) >= enough and r,
+                timeout_s=180,
+                interval_s=3,
+                what=what,
+            )
+        except AssertionError as exc:
+            found = f"{exc}\nPrometheus's active targets:\n{self.prometheus_targets()}"
+            if pods_metric is not None:
+                found += f"\nEach app pod's own /metrics:\n{self.pod_counts(pods_metric)}"
+            raise AssertionError(found) from exc
         return result
 
 
@@ -359,20 +426,27 @@ def test_a_port_scan_through_the_router_is_detected_stored_published_and_counted
     wait_for(published, timeout_s=120, interval_s=2, what=f"{threat_id} on {THREATS_TOPIC}")
 
     query = f'sum(immune_events_total{{namespace="{deployed.namespace}"}})'
-    counted = wait_for(
-        lambda: (r := deployed.prometheus(query)) and float(r[0]["value"][1]) >= len(events) and r,
-        timeout_s=180,
-        interval_s=3,
-        what="the ingest counter in Prometheus",
+    counted = deployed.wait_for_series(
+        query, len(events), "the ingest counter in Prometheus", pods_metric="immune_events_total"
     )
     assert float(counted[0]["value"][1]) >= len(events)
+    # The router's view of the requests above (monitoring.routerScrapeTarget: its metrics entry point
+    # on the bridge; only this namespace's Services are kept).
+    routed = f'sum(traefik_service_requests_total{{namespace="{deployed.namespace}", job="router"}})'
+    assert float(deployed.wait_for_series(routed, 1, "the router's request counter")[0]["value"][1]) > 0
+    services = deployed.prometheus(
+        f'sum by (service) (traefik_service_requests_total{{namespace="{deployed.namespace}"}})'
+    )
+    print(f"{deployed.namespace}: router service labels:", sorted(r["metric"]["service"] for r in services))
+    assert all(f"-svc-{deployed.namespace}-" in r["metric"]["service"] for r in services), services
     up = deployed.prometheus(f'up{{namespace="{deployed.namespace}"}}')
     assert {r["metric"]["job"] for r in up if r["value"][1] == "1"} >= {
         "immune-core",
         "kafka",
         "redis",
         "postgres",
-    }
+        "router",
+    }, deployed.prometheus_targets()
 
 
 def test_a_second_up_changes_nothing(deployed: Deployed) -> None:

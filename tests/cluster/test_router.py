@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 import pytest
 from immune_infra.immune_app import (
+    BASELINE_SERVICE,
     CANARY_HEADER,
     PLATFORM_ROUTE,
     PREVIEW_SERVICE,
@@ -61,6 +62,7 @@ REQUESTS = 1000
 ALPHA = 1e-3
 APPLY_TIMEOUT_S = 60.0
 NO_HANG_TIMEOUT_S = 5.0
+BASELINE_IMAGE = "ghcr.io/active-immune-core/immune-core@sha256:" + "ab" * 32
 
 
 def split_matches(hits: int, total: int, share: float, alpha: float = ALPHA) -> bool:
@@ -86,12 +88,15 @@ def test_split_check_accepts_the_weight_and_rejects_ignored_weights() -> None:
 
 
 @functools.cache
-def rendered(mode: str, weight: int) -> list[dict[str, Any]]:
-    """The program's routing objects for staging at `weight`% canary (HTTPRoutes or Ingresses)."""
+def rendered(mode: str, weight: int, baseline: int = 0) -> list[dict[str, Any]]:
+    """The program's routing objects for staging at `weight`% canary (HTTPRoutes or Ingresses), with a
+    fresh baseline of `baseline` pods (0: none)."""
     overrides: dict[str, Any] = {
         "rollout": {"activeColor": "blue", "canaryWeight": weight},
         "routing": {"mode": mode, "gatewayName": GATEWAY_NAME, "gatewayNamespace": GATEWAY_NAMESPACE},
     }
+    if baseline:
+        overrides["rollout"]["baseline"] = {"image": BASELINE_IMAGE, "replicas": baseline}
     stack = render_stack(STACK, overrides)
     kinds = {"gateway": "HTTPRoute", "nginx": "Ingress"}[mode]
     return [manifest for manifest in stack.manifests if manifest.get("kind") == kinds]
@@ -403,7 +408,9 @@ def service_request_counts(env: dict[str, str]) -> dict[str, float]:
     return dict(counts)
 
 
-def test_metrics_entry_point_counts_requests_per_service(routed: dict[str, str], cluster: Cluster) -> None:
+def test_metrics_entry_point_counts_requests_per_service(
+    routed: dict[str, str], cluster: Cluster, backends: dict[str, ColourServer]
+) -> None:
     """The router's series are on its metrics entry point, one `traefik_service_requests_total` per
     leaf Service it sent requests to, under the names the stack's Prometheus keeps (infra
     monitoring.router_service_regex). Seen on Traefik v3.7.13, namespace immune-staging:
@@ -411,14 +418,19 @@ def test_metrics_entry_point_counts_requests_per_service(routed: dict[str, str],
     immune-staging-immune-core-0@kubernetesgateway` (stable; the last number is the backendRef's index)
     and `...-svc-immune-staging-immune-core-preview-1@kubernetesgateway`; ingress-nginx
     `immune-staging-immune-core-immune-core-http@kubernetesingressnginx` (stable) and `...-http-canary@...`
-    (the canary Ingress's backend, named after the primary's). Bad case: the admin entry point
+    (the canary Ingress's backend, named after the primary's); the baseline's leaf in the stable route
+    `...-svc-immune-staging-immune-core-baseline-2@kubernetesgateway`. Bad case: the admin entry point
     (127.0.0.1 only) no longer serves /metrics."""
-    for route in rendered("gateway", 50):
+    # A canary at 20 % with a fresh baseline (20 % of the stable host, taken from stable's 80 %); the
+    # baseline's Service answers as the blue backend does (it runs the stable release).
+    cluster.service(BASELINE_SERVICE, backends["blue"])
+    routes = rendered("gateway", 20, baseline=1)
+    for route in routes:
         cluster.apply(route)
-    wait_for_weights(routed, GATEWAY_PROVIDER, cluster.namespace, {STABLE_SERVICE: 50, PREVIEW_SERVICE: 50})
-    host = next(r for r in rendered("gateway", 50) if r["metadata"]["name"] == STABLE_SERVICE)
+    wait_for_weights(routed, GATEWAY_PROVIDER, cluster.namespace, {STABLE_SERVICE: 60, PREVIEW_SERVICE: 20})
+    host = next(r for r in routes if r["metadata"]["name"] == STABLE_SERVICE)
     with gateway(routed, host["spec"]["hostnames"][0]) as client:
-        assert set(colours(client, 100)) == {"blue", "green"}
+        assert set(colours(client, 200)) == {"blue", "green"}
     ingresses = rendered("nginx", 10)
     for manifest in ingresses:
         cluster.apply(manifest)
@@ -435,6 +447,7 @@ def test_metrics_entry_point_counts_requests_per_service(routed: dict[str, str],
     expected = {
         "gateway stable": rf".+-svc-{ns}-{re.escape(STABLE_SERVICE)}-\d+@{GATEWAY_PROVIDER}",
         "gateway preview": rf".+-svc-{ns}-{re.escape(PREVIEW_SERVICE)}-\d+@{GATEWAY_PROVIDER}",
+        "gateway baseline": rf".+-svc-{ns}-{re.escape(BASELINE_SERVICE)}-\d+@{GATEWAY_PROVIDER}",
         "nginx stable": rf"{ns}-{re.escape(STABLE_SERVICE)}-.+-http@{INGRESS_PROVIDER}",
         "nginx canary": rf"{ns}-{re.escape(STABLE_SERVICE)}-.+-http-canary@{INGRESS_PROVIDER}",
     }

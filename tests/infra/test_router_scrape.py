@@ -21,13 +21,15 @@ from tests.infra.support import render
 TARGET = "10.244.0.1:18483"
 NAMESPACE = "immune-staging"
 # The `service` label values the router exported on the local cluster (tests/cluster/test_router.py,
-# Traefik v3.7.13): the Gateway API leaves of the stable and preview Services, the ingress-nginx ones.
+# Traefik v3.7.13): the Gateway API leaves of the stable, preview and baseline Services (the last number
+# is the backendRef's index in the route, `ep-gateway-<i>` the route rule's), the ingress-nginx ones.
 GATEWAY_PREFIX = (
     "httproute-immune-staging-immune-core-gw-immune-gateway-immune-gateway-ep-gateway-1-5dfd3e7cabcfd72ee1d8"
 )
 OURS = (
     f"{GATEWAY_PREFIX}-svc-immune-staging-immune-core-0@kubernetesgateway",
     f"{GATEWAY_PREFIX}-svc-immune-staging-immune-core-preview-1@kubernetesgateway",
+    f"{GATEWAY_PREFIX}-svc-immune-staging-immune-core-baseline-2@kubernetesgateway",
     "immune-staging-immune-core-immune-core-http@kubernetesingressnginx",
     "immune-staging-immune-core-immune-core-http-canary@kubernetesingressnginx",
 )
