@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
 
 from immune_suite.paths import REPO_ROOT, STACKS_DIR
 
@@ -180,9 +180,14 @@ class KubernetesConfig(_Strict):
       (cluster/versions.env ROUTER_GATEWAY_PORT). Set, the target's stable/preview URLs get this port
       (the stack's host names must resolve to 127.0.0.1, e.g. /etc/hosts), and the baseline's
       cluster-internal URL is not offered (the host cannot reach a Service). None: the URLs as exported.
+    - `router_metrics_url`: the router's Prometheus metrics page (Traefik; the local cluster's
+      `http://<CNI_BRIDGE_IP>:<ROUTER_METRICS_PORT>/metrics`, cluster/versions.env). Set, each canary
+      step records the router's own per-colour counters (requests, 5xx, its own 502/504, retries) over
+      the step beside the samples; unreadable there fails the step. None: no router counters.
     """
 
     router_port: int | None = Field(default=None, ge=1, le=65535)
+    router_metrics_url: HttpUrl | None = None
 
 
 class StackConfig(_Strict):

@@ -110,6 +110,34 @@ def unattributed_check(counts: Mapping[str, int], max_ratio: float = MAX_UNATTRI
     )
 
 
+@dataclass(frozen=True)
+class IngressCounters:
+    """What the ingress counted for one group's servers over some time: responses, 5xx among them, and
+    the failures it saw itself (connection/response errors, retries; what counts is the ingress's own
+    definition: targets/local/haproxy.py, targets/kubernetes/router_metrics.py)."""
+
+    responses: int = 0
+    responses_5xx: int = 0
+    failures: int = 0
+
+    def __add__(self, other: IngressCounters) -> IngressCounters:
+        return IngressCounters(
+            self.responses + other.responses,
+            self.responses_5xx + other.responses_5xx,
+            self.failures + other.failures,
+        )
+
+    def __sub__(self, other: IngressCounters) -> IngressCounters:
+        return IngressCounters(
+            self.responses - other.responses,
+            self.responses_5xx - other.responses_5xx,
+            self.failures - other.failures,
+        )
+
+    def to_dict(self) -> dict[str, int]:
+        return {"responses": self.responses, "responses_5xx": self.responses_5xx, "failures": self.failures}
+
+
 def counter_deltas(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, dict[str, int]]:
     """Per group, what the ingress counted between two `ingress_counters()` readings (as dicts)."""
     deltas: dict[str, dict[str, int]] = {}

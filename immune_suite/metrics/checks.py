@@ -37,7 +37,12 @@ from immune_suite.verdict import Measurement, Status, Verdict
 
 GATE = "canary-metrics"
 APP_HISTOGRAM = "immune_http_request_duration_seconds"
+# The router's responses counter and the matcher of its 5xx among them, per router: HAProxy's
+# exporter counts by class (`code="5xx"`), Traefik by status (`code="502"`).
 ROUTER_RESPONSES = "haproxy_server_http_responses_total"
+ROUTER_5XX = 'code="5xx"'
+TRAEFIK_RESPONSES = "traefik_service_requests_total"
+TRAEFIK_5XX = 'code=~"5.."'
 
 
 def label_value(value: str) -> str:
@@ -53,7 +58,8 @@ class ColorSelectors:
     `app`: the app's request histogram series of that release; `targets`: selectors of the `up`
     series of every scrape target whose data the checks use (freshness; a scrape target is fresh
     once scraped after the window); `router`: the router's per-server series for
-    that colour, None when the target has no router metrics.
+    that colour, None when the target has no router metrics; `router_metric` and `router_5xx`: that
+    router's responses counter and the matcher of its 5xx responses.
     """
 
     color: str
@@ -61,6 +67,8 @@ class ColorSelectors:
     app: str
     targets: tuple[str, ...]
     router: str | None = None
+    router_metric: str = ROUTER_RESPONSES
+    router_5xx: str = ROUTER_5XX
 
 
 def queries(selectors: ColorSelectors, config: MetricsConfig, window_s: int) -> dict[str, str]:
@@ -84,11 +92,11 @@ def queries(selectors: ColorSelectors, config: MetricsConfig, window_s: int) -> 
         ),
     }
     if selectors.router is not None:
-        router = selectors.router
-        found["router_requests"] = f"sum(increase({ROUTER_RESPONSES}{{{router}}}{w}))"
+        router, metric = selectors.router, selectors.router_metric
+        found["router_requests"] = f"sum(increase({metric}{{{router}}}{w}))"
         found["router_error_ratio"] = (
-            f'(sum(increase({ROUTER_RESPONSES}{{{router},code="5xx"}}{w})) or vector(0))'
-            f" / sum(increase({ROUTER_RESPONSES}{{{router}}}{w}))"
+            f"(sum(increase({metric}{{{router},{selectors.router_5xx}}}{w})) or vector(0))"
+            f" / sum(increase({metric}{{{router}}}{w}))"
         )
     return found
 

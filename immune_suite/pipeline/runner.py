@@ -458,7 +458,12 @@ class Pipeline:
         )
         if attribution is not None:
             # Every request counted by who the ingress says served it; too many it could not name fail.
-            deltas = counter_deltas(counters_before, counters()) if counters and counters_before else None
+            counters_after = counters() if counters and counters_before is not None else None
+            deltas = (
+                counter_deltas(counters_before, counters_after)
+                if counters_before is not None and counters_after is not None
+                else None
+            )
             verdict = judge_attribution(result.verdict, sorted(out.rglob("samples.jsonl")), deltas)
             result = replace(result, verdict=verdict)
         if self.stack.metrics is not None:

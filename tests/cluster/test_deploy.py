@@ -4,7 +4,8 @@ the stack's routing.host) is detected (a threat on the API), stored in the stack
 its pod), published on its Kafka (consumed in the broker's pod) and counted in its Prometheus (queried
 through the API server's service proxy), by the app and by the router (job `router`: Traefik's metrics
 entry point on the bridge, monitoring.routerScrapeTarget; only the stack's own Services' series). A wait
-on a series that times out names every scrape target's health and last error. A second `up` changes nothing; `destroy` removes everything.
+on a series that times out names every scrape target's health and last error. A second `up` changes
+nothing; `destroy` removes everything.
 Bad case: a preview colour whose image digest does not exist fails `up` within the bound its config sets
 (`app.rolloutTimeoutSeconds`; before, `up` hung past 600 s), naming the colour's migration Job and the
 pull error, the preview Deployment untouched and the stable colour serving; the next `up` recovers.

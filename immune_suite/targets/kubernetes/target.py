@@ -54,8 +54,8 @@ from tenacity import (
     wait_fixed,
 )
 
-from immune_suite.gates.attribution import BASELINE, Attribution
-from immune_suite.metrics.checks import ColorSelectors, label_value
+from immune_suite.gates.attribution import BASELINE, Attribution, IngressCounters
+from immune_suite.metrics.checks import TRAEFIK_5XX, TRAEFIK_RESPONSES, ColorSelectors, label_value
 from immune_suite.paths import REPO_ROOT
 from immune_suite.stack_config import StackConfig
 from immune_suite.targets.base import (
@@ -67,6 +67,7 @@ from immune_suite.targets.base import (
     TargetSnapshot,
     TrafficState,
 )
+from immune_suite.targets.kubernetes import router_metrics
 from immune_suite.targets.kubernetes.config_tree import has_path, remove_path, set_path
 from immune_suite.targets.kubernetes.engine import RENDER_DIR_ENV, engine_environment
 from immune_suite.targets.kubernetes.live import (
@@ -109,6 +110,8 @@ class KubernetesTargetOptions:
     busy_wait_s: float = 120.0
     # The router's port on 127.0.0.1 (StackConfig.kubernetes.router_port); None: URLs as exported.
     router_port: int | None = None
+    # The router's metrics page (StackConfig.kubernetes.router_metrics_url); None: no router counters.
+    router_metrics_url: str | None = None
     # How long `deploy` waits for the colour to be rolled out in the live status (its HPA's count included)
     # after `up` returned, polling every `ready_poll_s`.
     ready_timeout_s: float = 300.0
@@ -144,6 +147,9 @@ def options_for_stack(stack: StackConfig) -> KubernetesTargetOptions:
         backend_url=os.environ.get("PULUMI_BACKEND_URL"),
         render_dir=Path(render_root) / pulumi_stack if render_root else None,
         router_port=stack.kubernetes.router_port,
+        router_metrics_url=(
+            str(stack.kubernetes.router_metrics_url) if stack.kubernetes.router_metrics_url else None
+        ),
     )
 
 
@@ -523,11 +529,32 @@ class KubernetesTarget:
     # -- metrics: what the stack's own Prometheus scrapes (immune_infra.monitoring) -------------------
     def metric_selectors(self, color: Color, release: Release) -> ColorSelectors:
         """PromQL matchers of `color`'s replicas: the bundled Prometheus's app job labels each target with
-        its colour and namespace (one colour runs one release at a time, so the colour names it). No
-        router series: the router's metrics are not scraped by the stack's Prometheus."""
-        scope = f"job={label_value(APP_NAME)},namespace={label_value(self._namespace())}"
+        its colour and namespace (one colour runs one release at a time, so the colour names it).
+
+        Router series when the stack's Prometheus scrapes the router (output `routerScrapeJob`,
+        `monitoring.routerScrapeTarget`): Traefik counts per Service, so the colour's series are those
+        of the Services that select it now (live selectors; during a canary the preview Service, and
+        the stable host's canary backend in nginx mode: router_metrics.service_regex)."""
+        outputs = self.outputs()
+        namespace = self._namespace(outputs)
+        scope = f"job={label_value(APP_NAME)},namespace={label_value(namespace)}"
         app = f"{scope},color={label_value(color.value)}"
-        return ColorSelectors(color=color.value, release=release.version, app=app, targets=(app,))
+        job = outputs.get("routerScrapeJob")
+        if not job or self.options.render_dir is not None:
+            return ColorSelectors(color=color.value, release=release.version, app=app, targets=(app,))
+        colours = service_colours(namespace, self._env().get("KUBECONFIG"))
+        services = sorted(service for service, owner in colours.items() if owner == color.value)
+        router_scope = f"job={label_value(str(job))},namespace={label_value(namespace)}"
+        regex = router_metrics.service_regex(namespace, services)
+        return ColorSelectors(
+            color=color.value,
+            release=release.version,
+            app=app,
+            targets=(app, router_scope),  # both scraped after the window
+            router=f"{router_scope},service=~{label_value(regex)}",
+            router_metric=TRAEFIK_RESPONSES,
+            router_5xx=TRAEFIK_5XX,
+        )
 
     def metrics_url(self) -> str:
         """The stack's Prometheus as this machine reaches it: the bundled one's Service ClusterIP (the
@@ -753,6 +780,18 @@ class KubernetesTarget:
             return None
         colours = service_colours(self._namespace(outputs), self._env().get("KUBECONFIG"))
         return Attribution(header=SERVED_BY_HEADER, servers={**colours, BASELINE_SERVICE: BASELINE})
+
+    def ingress_counters(self) -> dict[str, IngressCounters] | None:
+        """Per group (`blue`, `green`, `baseline`): the router's cumulative counters of the Services
+        that select it now (router_metrics.py), None without a router metrics URL or in render mode.
+        Raises TargetError when the page cannot be read or carries no per-service counters."""
+        url = self.options.router_metrics_url
+        if url is None or self.options.render_dir is not None:
+            return None
+        namespace = self._namespace()
+        counters = router_metrics.per_service(router_metrics.fetch(url), namespace)
+        colours = service_colours(namespace, self._env().get("KUBECONFIG"))
+        return router_metrics.per_group(counters, colours)
 
 
 def _last_line(text: str) -> str:

@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import shutil
 import socket
-from dataclasses import dataclass
 from pathlib import Path
 
-from immune_suite.gates.attribution import BASELINE, SERVED_BY_HEADER, Attribution
+from immune_suite.gates.attribution import BASELINE, SERVED_BY_HEADER, Attribution, IngressCounters
 from immune_suite.state_dir import write_atomic
 from immune_suite.targets.base import Color, TargetError, TrafficState
 from immune_suite.targets.local.gateway import gateway_frontend
@@ -272,40 +271,17 @@ class HAProxy:
                 continue
             group = self.layout.group_of(row["svname"])
             current = totals.get(group, IngressCounters())
-            totals[group] = current + IngressCounters.of_row(row)
+            totals[group] = current + counters_of_row(row)
         return totals
 
 
-@dataclass(frozen=True)
-class IngressCounters:
-    """What the ingress counted for one group's servers: responses by class and failures it saw."""
+def counters_of_row(row: dict[str, str]) -> IngressCounters:
+    """One server's counters from a `show stat` row: responses by class, 5xx, and the failures HAProxy
+    saw itself (ERROR_COUNTERS)."""
 
-    responses: int = 0
-    responses_5xx: int = 0
-    failures: int = 0  # connection errors + response errors + retries + redispatches
+    def number(name: str) -> int:
+        value = row.get(name, "")
+        return int(value) if value.isdigit() else 0
 
-    @classmethod
-    def of_row(cls, row: dict[str, str]) -> IngressCounters:
-        def number(name: str) -> int:
-            value = row.get(name, "")
-            return int(value) if value.isdigit() else 0
-
-        responses = sum(number(f"hrsp_{c}") for c in ("1xx", "2xx", "3xx", "4xx", "5xx", "other"))
-        return cls(responses, number("hrsp_5xx"), sum(number(name) for name in ERROR_COUNTERS))
-
-    def __add__(self, other: IngressCounters) -> IngressCounters:
-        return IngressCounters(
-            self.responses + other.responses,
-            self.responses_5xx + other.responses_5xx,
-            self.failures + other.failures,
-        )
-
-    def __sub__(self, other: IngressCounters) -> IngressCounters:
-        return IngressCounters(
-            self.responses - other.responses,
-            self.responses_5xx - other.responses_5xx,
-            self.failures - other.failures,
-        )
-
-    def to_dict(self) -> dict[str, int]:
-        return {"responses": self.responses, "responses_5xx": self.responses_5xx, "failures": self.failures}
+    responses = sum(number(f"hrsp_{c}") for c in ("1xx", "2xx", "3xx", "4xx", "5xx", "other"))
+    return IngressCounters(responses, number("hrsp_5xx"), sum(number(name) for name in ERROR_COUNTERS))

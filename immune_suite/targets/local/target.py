@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from immune_suite.gates.attribution import BASELINE, Attribution
+from immune_suite.gates.attribution import BASELINE, Attribution, IngressCounters
 from immune_suite.metrics.checks import ColorSelectors
 from immune_suite.metrics.factory import provider_url
 from immune_suite.metrics.prometheus import PrometheusProvider
@@ -33,7 +33,7 @@ from immune_suite.targets.base import (
     TrafficState,
 )
 from immune_suite.targets.local.dependencies import services_env
-from immune_suite.targets.local.haproxy import HAProxy, IngressCounters, attribution
+from immune_suite.targets.local.haproxy import HAProxy, attribution
 from immune_suite.targets.local.layout import StackLayout
 from immune_suite.targets.local.releases import build_release, service_binary
 from immune_suite.targets.local.scrape import file_sd_dir, render_targets, selectors
