@@ -289,9 +289,16 @@ def test_canary_promotion_of_a_second_release_through_the_workflow_jobs(
         seen = {m["name"]: m for m in verdict["measurements"]}
         assert seen["metrics.app_requests"]["value"] >= 20 and seen["metrics.app_requests"]["passed"], seen
         assert verdict["details"]["metrics"]["details"]["color"] == candidate, verdict["details"]["metrics"]
+        # The router's own series in the stack's Prometheus (job `router`): the candidate's Services.
+        routed, router_errors = seen["metrics.router_requests"], seen["metrics.router_error_ratio"]
+        assert routed["value"] >= 20 and routed["passed"] and router_errors["passed"], seen
         # Every sample coloured by the router's own view (X-Immune-Served-By: the Service it chose).
         attributed = verdict["details"]["ingress_attribution"]["requests_by_color"]
         assert attributed.get(candidate, 0) > 0 and "unattributed" not in attributed, attributed
+        # ... and the router's own counters over the step (its metrics page): it sent the candidate
+        # requests and neither it nor the candidate failed any.
+        counted = verdict["details"]["ingress_attribution"]["proxy_counters"][candidate]
+        assert counted["responses"] > 0 and counted["responses_5xx"] == counted["failures"] == 0, counted
     status = suite(stack, "status", "--stack", "cluster")
     assert status.code == 0 and status.payload["run"]["status"] == "promoted", status.output
     preview = [dict(weights).get("immune-core-preview") for weights in watch.seen]
@@ -354,6 +361,12 @@ def test_a_crashing_candidate_is_rolled_back(cluster: Kube, stack: Stack) -> Non
     assert run.payload["run"]["status"] == "rolled_back", run.payload
     assert run.payload["run"]["failure"]["step"] in ("smoke", "canary-25", "canary-50"), run.payload
     assert_rolled_back_live(cluster, stack, stable, candidate)
+    if run.payload["run"]["failure"]["step"].startswith("canary"):
+        # The router's own counters over the failed step name the candidate's 500s (its metrics page).
+        record = json.loads(Path(run.payload["record"]).read_text())
+        failed = [s["verdict"] for s in record["stages"] if s["kind"] == "canary"][-1]
+        counted = failed["details"]["ingress_attribution"]["proxy_counters"][candidate]
+        assert counted["responses_5xx"] > 0, counted
 
 
 def test_a_slow_candidate_is_rolled_back_at_the_canary(cluster: Kube, stack: Stack) -> None:
