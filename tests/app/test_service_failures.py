@@ -123,7 +123,9 @@ def test_postgres_down_means_not_ready_503_and_nothing_acknowledged_unstored(
         assert send_one() == 202
     services["postgres"].stop()
     wait_for(lambda: service.client.get("/health/ready").status_code == 503, timeout_s=60, what="not ready")
-    assert service.client.get("/health/ready").json()["dependencies"]["database"] == "down"
+    not_ready = service.client.get("/health/ready").json()
+    assert not_ready["dependencies"]["database"] == "down"
+    assert not_ready["reasons"] == ["database down (no answer to a ping within the readiness bound)"]
     assert service.client.get("/health/live").status_code == 200
     for _ in range(10):
         assert send_one() == 503

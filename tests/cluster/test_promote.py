@@ -334,7 +334,24 @@ def cluster_state(cluster: Kube, colour: str) -> str:
     selector = ",".join(f"{k}={v}" for k, v in color_labels(colour).items())
     logs = cluster.kubectl("logs", "-n", NAMESPACE, "-l", selector, "--tail", "15", "--prefix", check=False)
     tail = logs.stdout[-4000:] + logs.stderr[-500:]
-    return f"pods: {states}; warnings: {warnings[-15:]}; {colour} logs: {tail}"
+    # Each of the colour's pods' own answer to its readiness probe (the body names what failed).
+    ready = {
+        name: cluster.kubectl(
+            "exec", "-n", NAMESPACE, name, "-c", "immune-core", "--", "python", "-c", READY_BODY, check=False
+        ).stdout[-1500:]
+        for name, _, pod_colour, _ in states
+        if pod_colour == colour and name.startswith(f"immune-core-{colour}-")
+    }
+    return f"pods: {states}; ready: {ready}; warnings: {warnings[-15:]}; {colour} logs: {tail}"
+
+
+# /health/ready's status and body from inside a pod (urllib: the image has no curl; a 503 has a body too).
+READY_BODY = (
+    "import urllib.request, urllib.error\n"
+    "try:\n r = urllib.request.urlopen('http://127.0.0.1:8080/health/ready', timeout=10)\n"
+    " print(r.status, r.read().decode())\n"
+    "except urllib.error.HTTPError as e:\n print(e.code, e.read().decode())\n"
+)
 
 
 def assert_rolled_back_live(cluster: Kube, stack: Stack, stable: str, candidate: str) -> None:

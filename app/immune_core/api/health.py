@@ -71,7 +71,7 @@ async def live(runtime: RuntimeDep) -> LiveResponse:
 )
 async def ready(runtime: RuntimeDep) -> JSONResponse:
     is_ready, dependencies = await runtime.readiness()
-    reasons = [] if is_ready else ["database down or still booting"]
+    reasons = [] if is_ready else not_ready_reasons(dependencies, booted=runtime.booted.is_set())
     # The population is the one every replica applies from the agent_ops log (synced every second);
     # one without, say, neutrophils stores events that no cell will ever flag as a scan.
     missing = runtime.engine.template.missing_types()
@@ -100,3 +100,16 @@ async def ready(runtime: RuntimeDep) -> JSONResponse:
 )
 async def metrics(runtime: RuntimeDep) -> Response:
     return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def not_ready_reasons(dependencies: dict[str, str], *, booted: bool) -> list[str]:
+    """Why `Runtime.readiness()` said no, one reason per failed condition, in the probe's own words."""
+    reasons = []
+    if dependencies.get("database") != "ok":
+        reasons.append("database down (no answer to a ping within the readiness bound)")
+    if not booted:
+        reasons.append("still booting (replay and detection state)")
+    consumer = dependencies.get("consumer")
+    if consumer not in ("ok", "starting"):
+        reasons.append(f"detection consumer {consumer}: accepted events are not being processed")
+    return reasons or ["not ready"]
