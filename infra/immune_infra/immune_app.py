@@ -4,9 +4,10 @@ Blue/green invariants (tests/infra check them on the rendered objects):
 - the colour is part of each Deployment's selector and pod labels and never changes;
 - `rollout.activeColor` only moves Service selectors: the stable Service follows it and the preview
   Service is, by definition, on the other colour. Nothing else depends on it;
-- `rollout.canaryWeight` only changes the canary route: 0 means no canary route at all (no canary
-  Ingress, no weighted backend), 1..100 sends that share of the stable host's traffic to the preview
-  colour, and the `X-Immune-Canary: always` header forces it;
+- `rollout.canaryWeight` only changes the canary route: 0 means no canary route at all (gateway: no
+  weighted backend; nginx: the canary Ingress stays, at weight 0 and without the header rule, so the
+  switch updates it in order instead of deleting it last), 1..100 sends that share of the stable
+  host's traffic to the preview colour, and the `X-Immune-Canary: always` header forces it;
 - `rollout.replicas.<colour>` changes only that colour's Deployment and HPA: unset, the HPA owns the
   count within `app.replicas`; N > 0 sets the HPA's floor to N; 0 declares `replicas: 0` and no HPA
   at all for the colour, so nothing scales a retired or aborted colour back up;
@@ -175,15 +176,18 @@ class ImmuneApp(pulumi.ComponentResource):
             )
             self.baseline_service = self._labelled_service(BASELINE_SERVICE, BASELINE, baseline_labels())
         self.stable_service = self._service(STABLE_SERVICE, "stable", rollout.active_color)
+        # The switch is one `up`, ordered by these dependencies (Pulumi updates a resource only after
+        # the ones it depends on): the stable Service moves to the new colour first (its canary share
+        # already went there), then the stable host's canary route lets go of the preview Service
+        # (gateway: the stable HTTPRoute drops the preview backend; nginx: the canary Ingress drops to
+        # weight 0), and only then does the preview Service move to the old colour. At no point does
+        # the stable host route to a Service that selects the old colour (tests/infra/test_switch_order.py).
         if settings.routing.mode == "nginx":
-            self.preview_service = self._service(PREVIEW_SERVICE, "preview", rollout.preview_color)
-            self._nginx_routes()
+            canary_ingress = self._nginx_routes()
+            self.preview_service = self._service(
+                PREVIEW_SERVICE, "preview", rollout.preview_color, depends_on=[canary_ingress]
+            )
         else:
-            # The switch is one `up`, ordered by these dependencies (Pulumi updates a resource only
-            # after the ones it depends on): the stable Service moves to the new colour first (its
-            # canary share already went there), then the stable route drops the preview backend, and
-            # only then does the preview Service move to the old colour. At no point does the stable
-            # route name a Service that selects the old colour.
             stable_route = self._gateway_routes()
             self.preview_service = self._service(
                 PREVIEW_SERVICE, "preview", rollout.preview_color, depends_on=[stable_route]
@@ -627,7 +631,13 @@ class ImmuneApp(pulumi.ComponentResource):
         )
 
     def _ingress(
-        self, suffix: str, ingress_name: str, host: str, service: str, annotations: dict[str, str]
+        self,
+        suffix: str,
+        ingress_name: str,
+        host: str,
+        service: str,
+        annotations: dict[str, str],
+        depends_on: list[pulumi.Resource] | None = None,
     ) -> k8s.networking.v1.Ingress:
         routing = self._settings.routing
         spec: k8s.networking.v1.IngressSpecArgsDict = {
@@ -658,30 +668,44 @@ class ImmuneApp(pulumi.ComponentResource):
                 "annotations": annotations,
             },
             spec=spec,
-            opts=self._child(),
+            opts=self._child(depends_on=depends_on),
         )
 
-    def _nginx_routes(self) -> None:
+    def _nginx_routes(self) -> k8s.networking.v1.Ingress:
+        """The stable, preview and canary Ingresses; returns the canary one.
+
+        The canary Ingress always exists, so that the switch updates it (ordered: after the stable
+        Service, before the preview Service) rather than deleting it (Pulumi runs deletes last, after
+        the preview Service has moved to the old colour). Outside a canary it has weight 0 and no
+        header rule: ingress-nginx sends a canary Ingress at `canary-weight: "0"` no weighted traffic
+        (kubernetes.github.io/ingress-nginx, annotations, "Canary"), Traefik's ingress-nginx provider
+        gives its backend weight 0, which its weighted round robin never picks
+        (pkg/provider/kubernetes/ingress-nginx/translator.go, pkg/server/service/loadbalancer/wrr), and
+        without `canary-by-header` neither builds a header route: no request reaches the preview Service
+        through the stable host.
+        """
         routing = self._settings.routing
         weight = self._settings.rollout.canary_weight
         self.stable_ingress = self._ingress("stable-ingress", APP_NAME, routing.host, STABLE_SERVICE, {})
         self.preview_ingress = self._ingress(
             "preview-ingress", PREVIEW_SERVICE, routing.preview_host, PREVIEW_SERVICE, {}
         )
-        self.canary_ingress: k8s.networking.v1.Ingress | None = None
+        annotations = {
+            "nginx.ingress.kubernetes.io/canary": "true",
+            "nginx.ingress.kubernetes.io/canary-weight": str(weight),
+            "nginx.ingress.kubernetes.io/canary-weight-total": "100",
+        }
         if weight > 0:
-            self.canary_ingress = self._ingress(
-                "canary-ingress",
-                f"{APP_NAME}-canary",
-                routing.host,
-                PREVIEW_SERVICE,
-                {
-                    "nginx.ingress.kubernetes.io/canary": "true",
-                    "nginx.ingress.kubernetes.io/canary-weight": str(weight),
-                    "nginx.ingress.kubernetes.io/canary-weight-total": "100",
-                    "nginx.ingress.kubernetes.io/canary-by-header": CANARY_HEADER,
-                },
-            )
+            annotations["nginx.ingress.kubernetes.io/canary-by-header"] = CANARY_HEADER
+        self.canary_ingress = self._ingress(
+            "canary-ingress",
+            f"{APP_NAME}-canary",
+            routing.host,
+            PREVIEW_SERVICE,
+            annotations,
+            depends_on=[self.stable_service],
+        )
+        return self.canary_ingress
 
     def _http_route(
         self,

@@ -392,6 +392,21 @@ def test_nginx_canary_ingress_weight_moves_traffic(routed: dict[str, str], clust
         forced = colours(client, 50, headers={CANARY_HEADER: "always"})
     assert split_matches(served["green"], REQUESTS, 0.10), served
     assert forced == Counter({"green": 50}), forced
+    # Out of the canary (as at the switch): the canary Ingress stays, at weight 0 without its header
+    # rule, and the stable host sends nothing to the preview Service, header or not. Bad case: a
+    # weight-0 canary Ingress that kept `canary-by-header` still sends forced requests to green.
+    for manifest in rendered("nginx", 0):
+        cluster.apply(manifest)
+    wait_for_weights(routed, INGRESS_PROVIDER, cluster.namespace, {STABLE_SERVICE: 100, PREVIEW_SERVICE: 0})
+    with ingress(routed, host) as client:
+        wait_for(
+            lambda: colours(client, 20, headers={CANARY_HEADER: "always"}) == Counter({"blue": 20}),
+            timeout_s=APPLY_TIMEOUT_S,
+            interval_s=0.5,
+            what="the header rule gone with the canary",
+        )
+        served = colours(client, REQUESTS)
+    assert served == Counter({"blue": REQUESTS}), served
 
 
 def service_request_counts(env: dict[str, str]) -> dict[str, float]:

@@ -62,9 +62,17 @@ def test_new_image_for_one_colour_changes_only_that_colour() -> None:
 
 @pytest.mark.parametrize("stack", ["staging", "prod"])
 def test_canary_weight_zero_declares_no_canary_route(stack: str) -> None:
+    """The canary Ingress stays (the switch updates it in order, tests/infra/test_switch_order.py) but
+    routes nothing: weight 0, and no header rule that would force requests to the preview colour."""
     rendered = render(stack, rollout("blue", 0))
     names = {m["metadata"]["name"] for m in rendered.of_kind("Ingress")}
-    assert names == {"immune-core", "immune-core-preview"}
+    assert names == {"immune-core", "immune-core-preview", "immune-core-canary"}
+    annotations = rendered.find("Ingress", "immune-core-canary")["metadata"]["annotations"]
+    assert annotations == {
+        "nginx.ingress.kubernetes.io/canary": "true",
+        "nginx.ingress.kubernetes.io/canary-weight": "0",
+        "nginx.ingress.kubernetes.io/canary-weight-total": "100",
+    }
 
 
 @pytest.mark.parametrize("weight", [10, 50, 100])
@@ -87,7 +95,13 @@ def test_canary_weight_sets_nginx_canary_ingress(weight: int) -> None:
 
 def test_canary_steps_change_only_the_canary_ingress() -> None:
     steps = [render("staging", rollout("blue", weight)) for weight in (0, 10, 50, 100)]
-    assert stack_diff(steps[0], steps[1]) == {("Ingress", "immune-core-canary"): ["<added>"]}
+    # Into a canary: the weight, and the header rule that forces the preview colour.
+    assert stack_diff(steps[0], steps[1]) == {
+        ("Ingress", "immune-core-canary"): [
+            ".metadata.annotations.nginx.ingress.kubernetes.io/canary-by-header",
+            ".metadata.annotations.nginx.ingress.kubernetes.io/canary-weight",
+        ]
+    }
     for before, after in itertools.pairwise(steps[1:]):
         assert stack_diff(before, after) == {
             ("Ingress", "immune-core-canary"): [

@@ -31,6 +31,12 @@ GREEN_JOBS = f"Job/{NAMESPACE}/immune-core-migrate-green-"
 FAULT = {"IMMUNE_FAULT_LATENCY_MS": "300", "IMMUNE_FAULT_ERROR_RATIO": "0.25"}
 COLOR_LABEL = "immune.vertice.dev/color"
 WEIGHT_ANNOTATION = "nginx.ingress.kubernetes.io/canary-weight"
+HEADER_ANNOTATION = "nginx.ingress.kubernetes.io/canary-by-header"
+# Into or out of a canary, the canary Ingress (always declared) changes its weight and its header rule.
+CANARY_ROUTE_CHANGES = {
+    (CANARY_INGRESS, f"metadata.annotations.{WEIGHT_ANNOTATION}"),
+    (CANARY_INGRESS, f"metadata.annotations.{HEADER_ANNOTATION}"),
+}
 GREEN_DIGEST = "sha256:" + "c0ffee" * 10 + "c0ff"
 
 
@@ -68,7 +74,10 @@ def test_initial_state_is_read_from_the_stack_exports(rollout: Rollout) -> None:
     assert endpoints.preview_url != endpoints.stable_url
     token = rollout.target.api_token()
     assert token and len(token) >= 24
-    assert CANARY_INGRESS not in rollout.last, "weight 0 means no canary route at all"
+    # Weight 0 means no canary route at all: the canary Ingress (kept, so that the switch can order
+    # it) has weight 0 and no header rule.
+    annotations = rollout.last[CANARY_INGRESS]["metadata"]["annotations"]
+    assert annotations[WEIGHT_ANNOTATION] == "0" and HEADER_ANNOTATION not in annotations
 
 
 def container_env(documents: Documents, deployment: str) -> dict[str, str | None]:
@@ -130,13 +139,15 @@ def test_canary_steps_blue_green_switch_and_abort(rollout: Rollout) -> None:
     green_image = rollout.last[GREEN_DEPLOYMENT]["spec"]["template"]["spec"]["containers"][0]["image"]
     assert green_image.endswith("@" + GREEN_DIGEST)
 
-    # Canary 10 %: exactly one new object, the canary Ingress, weighted 10, routing to the preview Service.
+    # Canary 10 %: only the canary Ingress moves, weighted 10 with its header rule, routing to the preview
+    # Service.
     previous = rollout.last
     assert target.set_traffic(Color.BLUE, 10).canary_weight == 10
     changes = diff(previous, rollout.rendered())
-    assert summary(changes) == {(CANARY_INGRESS, "")}
+    assert summary(changes) == CANARY_ROUTE_CHANGES
     canary = rollout.last[CANARY_INGRESS]
     assert canary["metadata"]["annotations"][WEIGHT_ANNOTATION] == "10"
+    assert canary["metadata"]["annotations"][HEADER_ANNOTATION] == "X-Immune-Canary"
     backend = canary["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"]
     assert backend == "immune-core-preview"
 
@@ -149,14 +160,15 @@ def test_canary_steps_blue_green_switch_and_abort(rollout: Rollout) -> None:
         assert changes[0].after == str(weight)
         assert target.traffic() is not None and target.traffic().canary_weight == weight  # type: ignore[union-attr]
 
-    # Blue/green switch: the stable Service selects green, the preview Service blue, the canary route goes.
+    # Blue/green switch: the stable Service selects green, the preview Service blue, the canary route
+    # drops to 0 (in that order: tests/infra/test_switch_order.py).
     previous = rollout.last
     target.set_traffic(Color.GREEN, 0)
     changes = diff(previous, rollout.rendered())
     assert summary(changes) == {
         (STABLE_SERVICE, f"spec.selector.{COLOR_LABEL}"),
         (PREVIEW_SERVICE, f"spec.selector.{COLOR_LABEL}"),
-        (CANARY_INGRESS, ""),
+        *CANARY_ROUTE_CHANGES,
         # The services' side of the switch: the activation Job now names green.
         (f"Job/{NAMESPACE}/immune-core-activate-blue", ""),
         (f"Job/{NAMESPACE}/immune-core-activate-green", ""),
@@ -197,14 +209,14 @@ def test_fault_injection_canary_aborts_to_stable_and_scales_the_candidate_away(r
             job_env = {item["name"] for item in job["spec"]["template"]["spec"]["containers"][0]["env"]}
             assert not job_env & set(FAULT), f"{key}: migrations never get the faults"
     target.set_traffic(Color.BLUE, 10)
-    assert CANARY_INGRESS in rollout.rendered()
+    assert rollout.rendered()[CANARY_INGRESS]["metadata"]["annotations"][WEIGHT_ANNOTATION] == "10"
 
     # The gate fails: scale_down takes the canary route away first, then the candidate's pods.
     previous = rollout.last
     target.scale_down(Color.GREEN)
     changes = diff(previous, rollout.rendered())
     assert summary(changes) == {
-        (CANARY_INGRESS, ""),
+        *CANARY_ROUTE_CHANGES,
         (GREEN_DEPLOYMENT, "spec.replicas"),
         (GREEN_HPA, ""),  # no autoscaler left to scale the aborted colour back up
     }
