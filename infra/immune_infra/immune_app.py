@@ -683,6 +683,13 @@ class ImmuneApp(pulumi.ComponentResource):
         (pkg/provider/kubernetes/ingress-nginx/translator.go, pkg/server/service/loadbalancer/wrr), and
         without `canary-by-header` neither builds a header route: no request reaches the preview Service
         through the stable host.
+
+        Pulumi does not await it (`pulumi.com/skipAwait`): its Ingress await wants
+        `.status.loadBalancer.ingress`, which Traefik's ingress-nginx provider publishes for a canary
+        Ingress only once the preview Service has endpoints (build.go skips it before), and on a new
+        stack that Service is created after it (it depends on it), while a retired colour has none:
+        the `up` would wait out the await's timeout. The switch's order needs the API writes ordered,
+        which the dependencies give, as with the HTTPRoutes (custom resources, never awaited).
         """
         routing = self._settings.routing
         weight = self._settings.rollout.canary_weight
@@ -691,6 +698,7 @@ class ImmuneApp(pulumi.ComponentResource):
             "preview-ingress", PREVIEW_SERVICE, routing.preview_host, PREVIEW_SERVICE, {}
         )
         annotations = {
+            "pulumi.com/skipAwait": "true",
             "nginx.ingress.kubernetes.io/canary": "true",
             "nginx.ingress.kubernetes.io/canary-weight": str(weight),
             "nginx.ingress.kubernetes.io/canary-weight-total": "100",
