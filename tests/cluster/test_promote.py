@@ -40,6 +40,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 from immune_infra.immune_app import COLOR_LABEL, color_labels
 
 from immune_suite.paths import REPO_ROOT
@@ -51,6 +52,7 @@ from tests.cluster.support import Kube, read_versions
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(3600)]
 
 STACK = "staging"
+STACK_CONFIG = "cluster"  # stacks/cluster.yaml: the pipeline stack promoted here
 NAMESPACE = f"immune-{STACK}"
 STABLE_ROUTE = "immune-core"
 SUITE = REPO_ROOT / ".venv" / "bin" / "immune-suite"
@@ -123,12 +125,12 @@ def suite(stack: Stack, *args: str) -> Promotion:
     return Promotion(proc.returncode, final, (proc.stdout + proc.stderr)[-6000:])
 
 
-def promote(stack: Stack, ref: str, *extra: str) -> Promotion:
+def promote(stack: Stack, ref: str, *extra: str, stack_config: str = "cluster") -> Promotion:
     return suite(
         stack,
         "promote",
         "--stack",
-        "cluster",
+        stack_config,
         "--ref",
         commit_of(ref),
         "--image-digest",
@@ -230,11 +232,21 @@ def active_colour(cluster: Kube) -> str:
     return selector_colour(cluster)
 
 
-def test_first_promotion_of_a_good_release(cluster: Kube, stack: Stack) -> None:
+def test_first_promotion_of_a_good_release(cluster: Kube, stack: Stack, tmp_path: Path) -> None:
     before = active_colour(cluster)
     version = version_of("HEAD~1")
-    run = promote(stack, "HEAD~1")
+    # With the security gate on (off in the other promotions for time): the candidate's source
+    # scanners before deploy, then the API fuzzer against its preview host through the router.
+    config = yaml.safe_load((REPO_ROOT / "stacks" / f"{STACK_CONFIG}.yaml").read_text())
+    config["security"] = {"enabled": True, "fuzz_api": True}
+    secured = tmp_path / "cluster-security.yaml"
+    secured.write_text(yaml.safe_dump(config))
+    run = promote(stack, "HEAD~1", stack_config=str(secured))
     assert run.code == 0, run.output
+    record = json.loads(Path(run.payload["record"]).read_text())
+    gates = {stage["kind"]: stage["verdict"] for stage in record["stages"]}
+    for kind in ("security", "api_fuzz"):
+        assert gates[kind]["status"] == "pass" and gates[kind]["measurements"], gates.get(kind)
     candidate = "green" if before == "blue" else "blue"
     assert run.payload["run"]["status"] == "promoted", run.payload
     # Live: the candidate's colour is the stable Service's, alone on the route, answering as the release.
@@ -245,7 +257,6 @@ def test_first_promotion_of_a_good_release(cluster: Kube, stack: Stack) -> None:
 
     verified = suite(stack, "verify", "latest", "--stack", "cluster")
     assert verified.code == 0 and verified.payload["valid"] is True, verified.output
-    record = json.loads(Path(run.payload["record"]).read_text())
     # A signed record that no longer matches its content is refused (the check can fail).
     record["outcome"] = "tampered"
     tampered = Path(run.payload["record"]).with_name("tampered.json")
