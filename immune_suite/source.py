@@ -13,7 +13,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from immune_suite.targets.base import Release
+
 WORKTREE = "WORKTREE"
+TREE_PREFIX = "git-tree:"  # a local-stack release's digest: its source tree hash
 
 
 @dataclass(frozen=True)
@@ -25,7 +28,7 @@ class SourceTree:
 
     @property
     def digest(self) -> str:
-        return f"git-tree:{self.tree}"
+        return f"{TREE_PREFIX}{self.tree}"
 
 
 def _git(repo: Path, *args: str, env: dict[str, str] | None = None, stdin: bytes | None = None) -> str:
@@ -70,3 +73,13 @@ def export_source(repo: Path, tree: str, destination: Path) -> None:
         capture_output=True,
     ).stdout
     subprocess.run(["tar", "-x", "-C", str(destination)], input=archive, check=True)  # noqa: S603,S607
+
+
+def source_tree_of(repo: Path, release: Release) -> str:
+    """The git tree a release was built from: its digest on the local stack (`git-tree:<hash>`); on
+    image-based stacks the digest names the image (`sha256:...`) and the release's ref (the commit CI
+    built it from, or WORKTREE) names the source. Raises subprocess.CalledProcessError for a ref git
+    does not know."""
+    if release.digest.startswith(TREE_PREFIX):
+        return release.digest.removeprefix(TREE_PREFIX)
+    return resolve_source(repo, None if release.ref == WORKTREE else release.ref).tree

@@ -48,7 +48,7 @@ from immune_suite.pipeline.restore import (
 )
 from immune_suite.pipeline.run_state import RunState, RunStore, StepResult, now_iso
 from immune_suite.progress import Progress
-from immune_suite.source import export_source
+from immune_suite.source import export_source, source_tree_of
 from immune_suite.stack_config import StackConfig
 from immune_suite.state_dir import state_root
 from immune_suite.targets.base import Color, Release, Target, TargetError, TrafficState
@@ -359,9 +359,8 @@ class Pipeline:
     def _security(self, run: RunState, step: Step) -> Outcome:
         source = self._artifacts(run, "source")
         if not any(source.iterdir()):
-            tree = run.candidate.digest.removeprefix("git-tree:")
             source.rmdir()
-            export_source(self.repo, tree, source)
+            export_source(self.repo, source_tree_of(self.repo, run.candidate), source)
         verdict = self.gates.security(source, self._artifacts(run, "security"), None, None, self.progress)
         return Outcome(verdict.passed, verdict)
 

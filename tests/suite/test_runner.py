@@ -4,19 +4,22 @@ crash recovery, and the signed record each run leaves."""
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from immune_suite.cli import Session
+from immune_suite.paths import REPO_ROOT
 from immune_suite.pipeline.exit_codes import ExitCode
 from immune_suite.pipeline.run_state import RunStore
 from immune_suite.pipeline.runner import Pipeline
 from immune_suite.progress import RecordingProgress
 from immune_suite.record import write_signed_record
 from immune_suite.signing import load_public_key, verify_record
+from immune_suite.source import resolve_source, source_tree_of
 from immune_suite.stack_config import StackConfig
-from immune_suite.targets.base import Color, TrafficState
+from immune_suite.targets.base import Color, Release, TrafficState
 from immune_suite.verdict import Status
 from tests.suite.support import MemoryTarget, ScriptedGates, promote, release, restarted_after_crash
 
@@ -242,3 +245,24 @@ def test_a_rolled_back_canary_leaves_no_baseline_running(
     assert code is ExitCode.GATE_FAILED and run.status == "rolled_back"
     assert ("start_baseline", "v1") in memory_target.calls
     assert memory_target.baseline is None
+
+
+def test_an_image_release_is_scanned_from_the_commit_it_was_built_from(
+    state_dir: Path, stack_config: StackConfig, memory_target: MemoryTarget
+) -> None:
+    # On image-based stacks the digest names the image; the security gate scans the ref's source.
+    commit = resolve_source(REPO_ROOT, "HEAD~1")
+    image = Release(commit.version, commit.commit, "sha256:" + "ab" * 32)
+    assert source_tree_of(REPO_ROOT, image) == commit.tree
+    gates = ScriptedGates(memory_target)
+    pipeline = Pipeline(stack_config, memory_target, gates.as_gates(), RecordingProgress(), poll_s=0.01)
+    run = pipeline.new_run(image)
+    outcome = pipeline._run_step(run, run.plan[0])
+    assert run.plan[0].id == "security" and outcome.passed
+    scanned = next(state_dir.rglob("source"))
+    assert (scanned / "pyproject.toml").is_file()
+    # Bad case: a ref git does not know is an error, never a scan of nothing.
+    with pytest.raises(subprocess.CalledProcessError):
+        source_tree_of(REPO_ROOT, Release("x", "no-such-ref-anywhere", "sha256:" + "cd" * 32))
+    # The local stack's digest is its tree: taken as it is.
+    assert source_tree_of(REPO_ROOT, Release("x", "WORKTREE", "git-tree:abc")) == "abc"
