@@ -245,8 +245,14 @@ def test_first_promotion_of_a_good_release(cluster: Kube, stack: Stack, tmp_path
     assert run.code == 0, run.output
     record = json.loads(Path(run.payload["record"]).read_text())
     gates = {stage["kind"]: stage["verdict"] for stage in record["stages"]}
-    for kind in ("security", "api_fuzz"):
-        assert gates[kind]["status"] == "pass" and gates[kind]["measurements"], gates.get(kind)
+    # WARN, not FAIL: the vendored advisory snapshot is older than 90 days and accepted by
+    # security/advisories/policy.yaml (the gate says so); every scanner really scanned.
+    security, fuzz = gates["security"], gates["api_fuzz"]
+    assert security["status"] in ("pass", "warn") and security["measurements"], security["summary"]
+    tools = security["details"]["tools"]
+    assert tools["bandit"]["files_scanned"] > 0 and not tools["bandit"]["errors"], tools["bandit"]
+    assert tools["checkov"]["results"]["kubernetes"]["resources"] == tools["checkov"]["expected"]["resources"]
+    assert fuzz["status"] == "pass" and fuzz["measurements"], fuzz["summary"]
     candidate = "green" if before == "blue" else "blue"
     assert run.payload["run"]["status"] == "promoted", run.payload
     # Live: the candidate's colour is the stable Service's, alone on the route, answering as the release.
