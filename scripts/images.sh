@@ -122,10 +122,12 @@ start_registry() {
     wait_until_ready "$(cat "$REGISTRY_PIDFILE")" "$IMAGES_STATE/registry.log" registry_answers
 }
 
-# Mounts dockerd or its containerd may leave after an unclean end (overlay layers, shm, netns files).
+# Mounts dockerd or its containerd may leave after an unclean end (overlay layers, shm, netns files),
+# and the data root itself: dockerd bind-mounts it onto itself to make it a private mount, and that
+# bind stays after dockerd exits (seen: /dev/vda on .../docker after `down`).
 leftover_mounts() {
-    findmnt -rn -o TARGET | awk -v a="$DOCKER_DATA/" -v b="$EXEC_ROOT/" -v c="$EXEC_ROOT" \
-        'index($0, a) == 1 || index($0, b) == 1 || $0 == c' | sort -r
+    findmnt -rn -o TARGET | awk -v a="$DOCKER_DATA/" -v b="$EXEC_ROOT/" -v c="$EXEC_ROOT" -v d="$DOCKER_DATA" \
+        'index($0, a) == 1 || index($0, b) == 1 || $0 == c || $0 == d' | sort -r
 }
 
 stop_all() {
