@@ -17,6 +17,8 @@ from immune_core.transport.bus import BusConsumer, BusUnavailable, InboundMessag
 
 log = get_logger(__name__)
 _SEND_TIMEOUT_S = 10.0
+# A known position answers at once; bounded so an unknown one (a reset pending) never holds a poll up.
+_POSITION_TIMEOUT_S = 0.5
 # A replica that dies mid-transaction blocks read_committed readers of its partitions until this passes
 # (or until it restarts and fences its old transaction): short, but well above one publish.
 _TRANSACTION_TIMEOUT_MS = 30_000
@@ -201,6 +203,10 @@ class KafkaConsumer:
         # The group's committed position per partition: lag counts from here, so messages fetched but
         # not yet durably processed (a batch that keeps failing) still count as lag.
         self._committed: dict[TopicPartition, int] = {}
+        # Where the consumer will fetch next per partition, read after each poll. It runs ahead of the
+        # last record by the transaction markers (control batches) the fetcher skipped: every
+        # transaction of the outbox's transactional producer ends with one, which takes an offset.
+        self._fetch_position: dict[TopicPartition, int] = {}
         self._asked: set[TopicPartition] = set()
 
     async def start(self) -> None:
@@ -248,6 +254,7 @@ class KafkaConsumer:
             await asyncio.sleep(timeout_s)
             return []
         await self._learn_committed(consumer)
+        await self._learn_fetch_positions(consumer)
         received: list[InboundMessage] = []
         for tp, records in batches.items():
             if records:
@@ -289,6 +296,17 @@ class KafkaConsumer:
             if committed is not None:
                 self._committed.setdefault(tp, committed)
 
+    async def _learn_fetch_positions(self, consumer: AIOKafkaConsumer) -> None:
+        assigned = consumer.assignment()
+        self._fetch_position = {tp: p for tp, p in self._fetch_position.items() if tp in assigned}
+        for tp in assigned:
+            if tp not in self._next_offset and tp not in self._committed:
+                continue  # no position of ours yet: asking could wait for a reset on the broker
+            try:
+                self._fetch_position[tp] = await asyncio.wait_for(consumer.position(tp), _POSITION_TIMEOUT_S)
+            except (KafkaError, TimeoutError):
+                continue  # kept from the last poll; learnt again on the next
+
     async def attached(self) -> bool:
         consumer = await self._ensure()
         if consumer is None or not consumer.assignment():
@@ -310,5 +328,11 @@ class KafkaConsumer:
             position = self._committed.get(tp, self._next_offset.get(tp))
             if highwater is None or position is None:
                 continue
+            fetched = self._fetch_position.get(tp)
+            if fetched is not None and position >= self._next_offset.get(tp, position):
+                # Every record read is committed, so what lies between it and the fetch position are
+                # transaction markers, not messages: without this a transactional topic shows a lag of
+                # one per partition for ever once it goes quiet (and the consumer looks stuck).
+                position = max(position, fetched)
             lag[tp.topic] = lag.get(tp.topic, 0) + max(0, highwater - position)
         return lag
