@@ -135,6 +135,7 @@ class IngressCounters:
         )
 
     def to_dict(self) -> dict[str, int]:
+        """`{"responses": n, "responses_5xx": n, "failures": n}`: counts, as the step record keeps them."""
         return {"responses": self.responses, "responses_5xx": self.responses_5xx, "failures": self.failures}
 
 
