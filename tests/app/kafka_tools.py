@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 
 def produce(bootstrap: str, topic: str, values: list[bytes], key: bytes | None = None) -> None:
@@ -89,3 +90,17 @@ def read_committed_to_end(bootstrap: str, topic: str) -> list[bytes]:
             await consumer.stop()
 
     return asyncio.run(run())
+
+
+def delete_topic(bootstrap: str, topic: str) -> None:
+    """Delete `topic` (the broker is shared: a test leaves nothing behind)."""
+
+    async def delete() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            await admin.delete_topics([topic])
+        finally:
+            await admin.close()
+
+    asyncio.run(delete())

@@ -13,12 +13,11 @@ import uuid
 from typing import Any
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import OutOfOrderSequenceNumber
 from immune_core.transport.bus import BusUnavailable, OutboundMessage
 from immune_core.transport.kafka import KafkaBus
 
-from tests.app.kafka_tools import read_committed_to_end
+from tests.app.kafka_tools import delete_topic, read_committed_to_end
 
 pytestmark = [pytest.mark.integration]
 
@@ -29,7 +28,7 @@ def test_a_producer_whose_sequence_broke_is_replaced_and_its_attempt_never_seen(
         asyncio.run(_publish_through_a_broken_producer(kafka_bootstrap, topic))
         seen = read_committed_to_end(kafka_bootstrap, topic)
     finally:
-        asyncio.run(_delete_topic(kafka_bootstrap, topic))  # the broker is shared: leave nothing behind
+        delete_topic(kafka_bootstrap, topic)  # the broker is shared: leave nothing behind
     assert seen == [b"first", b"second", b"third"], "the failed attempt is aborted, the retry published once"
 
 
@@ -61,12 +60,3 @@ async def _publish_through_a_broken_producer(kafka_bootstrap: str, topic: str) -
         assert bus._producer is not broken
     finally:
         await bus.stop()
-
-
-async def _delete_topic(kafka_bootstrap: str, topic: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-    await admin.start()
-    try:
-        await admin.delete_topics([topic])
-    finally:
-        await admin.close()

@@ -13,9 +13,10 @@ import asyncio
 import uuid
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
 from immune_core.transport.bus import OutboundMessage
 from immune_core.transport.kafka import KafkaBus
+
+from tests.app.kafka_tools import delete_topic
 
 pytestmark = [pytest.mark.integration]
 
@@ -25,7 +26,7 @@ def test_a_quiet_transactional_topic_read_and_committed_to_its_end_has_no_lag(ka
     try:
         lags = asyncio.run(_read_everything(kafka_bootstrap, topic))
     finally:
-        asyncio.run(_delete_topic(kafka_bootstrap, topic))
+        delete_topic(kafka_bootstrap, topic)
     before, after = lags
     # Messages waiting are lag (the bad case): the five not read yet at least (markers still ahead of
     # a record not committed count too: they are not known to be only markers yet).
@@ -59,12 +60,3 @@ async def _read_everything(kafka_bootstrap: str, topic: str) -> tuple[int, int]:
     finally:
         await consumer.stop()
         await bus.stop()
-
-
-async def _delete_topic(kafka_bootstrap: str, topic: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-    await admin.start()
-    try:
-        await admin.delete_topics([topic])
-    finally:
-        await admin.close()

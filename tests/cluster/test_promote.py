@@ -41,7 +41,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from immune_infra.immune_app import COLOR_LABEL, color_labels
+from immune_infra.immune_app import COLOR_LABEL, HTTP_PORT, color_labels
 
 from immune_suite.paths import REPO_ROOT
 from tests.app.support import wait_for
@@ -365,7 +365,7 @@ def cluster_state(cluster: Kube, colour: str) -> str:
 # /health/ready's status and body from inside a pod (urllib: the image has no curl; a 503 has a body too).
 READY_BODY = (
     "import urllib.request, urllib.error\n"
-    "try:\n r = urllib.request.urlopen('http://127.0.0.1:8080/health/ready', timeout=10)\n"
+    f"try:\n r = urllib.request.urlopen('http://127.0.0.1:{HTTP_PORT}/health/ready', timeout=10)\n"
     " print(r.status, r.read().decode())\n"
     "except urllib.error.HTTPError as e:\n print(e.code, e.read().decode())\n"
 )
