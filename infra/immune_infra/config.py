@@ -464,6 +464,17 @@ def _scrape_target(value: str) -> str:
 ScrapeTarget = Annotated[str, AfterValidator(_scrape_target)]
 
 
+class EndpointsDiscovery(_Model):
+    """The bundled Prometheus's endpoint discovery on a cluster without DNS (immune_infra.endpoints_sd): a
+    sidecar that lists the service's EndpointSlices and writes them for Prometheus's file_sd."""
+
+    # An image with python3 (the local cluster: scripts/images.sh's Python base); the program is mounted.
+    image: PinnedImage
+    # The API server as the pods reach it behind the `kubernetes` Service (`host:port`, e.g. the local
+    # cluster's node address): the Prometheus pod's NetworkPolicy admits that one address and port.
+    api_server: ScrapeTarget
+
+
 class MonitoringSettings(_Model):
     mode: Literal["bundled", "operator"] = "bundled"
     prometheus_image: PinnedImage
@@ -485,6 +496,8 @@ class MonitoringSettings(_Model):
     # bridge address): the bundled Prometheus scrapes it as job `router`, keeping only the series of this
     # namespace's Services (immune_infra.monitoring.router_job). None: no router job.
     router_scrape_target: ScrapeTarget | None = None
+    # Required with `cluster.dns: false` in bundled mode (StackSettings checks it), unused otherwise.
+    endpoints_discovery: EndpointsDiscovery | None = None
 
     @model_validator(mode="after")
     def _router_job_is_bundled(self) -> MonitoringSettings:
@@ -571,6 +584,18 @@ class StackSettings(_Model):
             raise ValueError(
                 "cluster.dns false needs a cluster (its addresses are allocated ClusterIPs); "
                 "renderYamlToDirectory has none: render with cluster.dns true"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _discovery_without_dns(self) -> StackSettings:
+        # Without DNS the bundled Prometheus finds the service's pods only through the discovery sidecar:
+        # without it a colour would be scraped through its Service, one pod of several per scrape.
+        needed = not self.cluster.dns and self.monitoring.mode == "bundled"
+        if needed and self.monitoring.endpoints_discovery is None:
+            raise ValueError(
+                "cluster.dns false with bundled monitoring needs monitoring.endpointsDiscovery "
+                "(image, apiServer): Prometheus finds each pod through the API, not DNS"
             )
         return self
 

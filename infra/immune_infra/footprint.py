@@ -42,6 +42,8 @@ KAFKA_EXPORTER = _size("20m", "200m", "32Mi", "128Mi")
 # Exporter sidecars in the Redis and PostgreSQL pods.
 REDIS_EXPORTER = _size("10m", "100m", "32Mi", "64Mi")
 POSTGRES_EXPORTER = _size("10m", "100m", "32Mi", "128Mi")
+# The endpoint-discovery sidecar in the Prometheus pod (cluster.dns false: immune_infra.endpoints_sd).
+ENDPOINTS_DISCOVERY = _size("10m", "100m", "24Mi", "64Mi")
 
 _SUFFIX = {
     "m": 1e-3,
@@ -122,7 +124,8 @@ def settings_footprint(settings: StackSettings) -> dict[str, float]:
     _add(total, _pod([settings.postgres.resources, POSTGRES_EXPORTER]), 1)
     monitoring = settings.monitoring
     if monitoring.mode == "bundled":
-        _add(total, _pod([monitoring.prometheus_resources]), 1)
+        discovery = [ENDPOINTS_DISCOVERY] if monitoring.endpoints_discovery is not None else []
+        _add(total, _pod([monitoring.prometheus_resources, *discovery]), 1)
         if monitoring.grafana:
             _add(total, _pod([monitoring.grafana_resources]), 1)
     return total

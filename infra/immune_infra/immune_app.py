@@ -539,9 +539,9 @@ class ImmuneApp(pulumi.ComponentResource):
                 "labels": {**app_labels("api-pods"), COLOR_LABEL: color},
             },
             spec={
-                # Headless: Prometheus resolves each pod by DNS. Without cluster DNS it scrapes the
-                # colour through this Service's ClusterIP instead (immune_infra.monitoring).
-                **({"cluster_ip": "None"} if self._settings.cluster.dns else {}),
+                # Headless: Prometheus resolves each pod by DNS, or, without cluster DNS, reads this
+                # Service's EndpointSlices through its discovery sidecar (immune_infra.monitoring).
+                "cluster_ip": "None",
                 "selector": color_labels(color),
                 "ports": [{"name": "http", "port": HTTP_PORT, "target_port": "http"}],
             },

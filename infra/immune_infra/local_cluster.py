@@ -132,6 +132,12 @@ def overrides(
     # The router is a host process (cluster/router/router.sh): its /metrics are served on the bridge's
     # gateway address, which the pods reach (127.0.0.1 would be the pod itself).
     result["monitoring"]["routerScrapeTarget"] = router_scrape_target(versions)
+    # No CoreDNS: Prometheus finds each app pod through the API (immune_infra.endpoints_sd), run on the
+    # Python base; the API server answers the pods on the node address (scripts/cluster.sh).
+    result["monitoring"]["endpointsDiscovery"] = {
+        "image": built[BASE_IMAGE],
+        "apiServer": f"{versions['CNI_BRIDGE_IP']}:{versions['APISERVER_PORT']}",
+    }
     result["cluster"] = {"dns": False, "persistentVolumes": False, "singleNode": True}
     result["routing"] = {
         "mode": "gateway",

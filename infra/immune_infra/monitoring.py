@@ -3,7 +3,10 @@ service's dashboard), or, with `monitoring.mode: operator`, ServiceMonitor / Pro
 a dashboard ConfigMap for clusters that already run the Prometheus Operator and Grafana's sidecar.
 
 Prometheus finds the service's pods through DNS (one headless Service per colour) rather than the
-Kubernetes API, so it needs no ServiceAccount token and no RBAC.
+Kubernetes API, so it needs no ServiceAccount token and no RBAC. On a cluster without DNS
+(`cluster.dns: false`) a sidecar reads the colours' EndpointSlices from the API instead
+(immune_infra.endpoints_sd, file_sd): a Role to list EndpointSlices in the namespace, and a projected
+token mounted in that sidecar only.
 """
 
 from __future__ import annotations
@@ -11,16 +14,19 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from importlib import resources as package_files
+from pathlib import Path
 from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
 import yaml
 
+from immune_infra import endpoints_sd
 from immune_infra import kafka as kafka_module
 from immune_infra import postgres as postgres_module
 from immune_infra import redis as redis_module
-from immune_infra.config import COLORS, MonitoringSettings, StackSettings
+from immune_infra.config import COLORS, EndpointsDiscovery, MonitoringSettings, StackSettings
+from immune_infra.footprint import ENDPOINTS_DISCOVERY
 from immune_infra.immune_app import APP_NAME, COLOR_LABEL, HTTP_PORT, pods_service_name
 from immune_infra.slo_rules import alert_rules
 from immune_infra.workload import (
@@ -67,10 +73,17 @@ def dashboard_json() -> str:
     return (package_files.files("immune_infra") / "dashboards" / DASHBOARD_FILE).read_text()
 
 
-# `cluster.dns: false`: the scrape targets' hosts (Service ClusterIPs) by key: each colour, and the
-# exporters' Services. Debian's Prometheus (the image built here) has no kubernetes_sd, so the program
-# writes the ClusterIPs it knows into the config instead of DNS names that would never resolve.
-SCRAPE_HOST_KEYS = (*COLORS, "kafka-exporter", "redis", "postgres")
+# `cluster.dns: false`: the single-pod exporters' hosts (Service ClusterIPs) by key. The program writes
+# the ClusterIPs it knows into the config instead of DNS names that would never resolve; the service's
+# own pods (several per colour) come from the discovery sidecar instead (DISCOVERY_DIR).
+SCRAPE_HOST_KEYS = ("kafka-exporter", "redis", "postgres")
+# The discovery sidecar writes DISCOVERY_FILE there; Prometheus reads it through file_sd_configs.
+DISCOVERY_DIR = "/etc/prometheus-discovery"
+DISCOVERY_FILE = "app.json"
+DISCOVERY_SCRIPT = Path(endpoints_sd.__file__).name
+DISCOVERY_INTERVAL_S = 5
+DISCOVERY_NAME = "prometheus-discovery"  # its ServiceAccount, Role, RoleBinding and ConfigMap
+TOKEN_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"  # noqa: S105 (a path, not a secret)
 
 
 def router_service_regex(namespace: str) -> str:
@@ -108,9 +121,10 @@ def router_job(target: str, namespace: str) -> dict[str, Any]:
 
 
 def prometheus_config(settings: StackSettings, hosts: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """The bundled Prometheus's configuration. `hosts` (one per SCRAPE_HOST_KEYS) replaces the DNS
-    discovery: each colour is then scraped through its pods Service's ClusterIP (one target per
-    colour, labelled with it; with several replicas a scrape reaches one of them)."""
+    """The bundled Prometheus's configuration. `hosts` (one per SCRAPE_HOST_KEYS) replaces the DNS names
+    of the exporters' Services; the service's pods then come from the discovery sidecar's file
+    (file_sd, `__meta_kubernetes_*` labels as kubernetes_sd gives them): one target per pod, labelled
+    with its colour and pod name."""
     namespace = settings.namespace
     monitoring = settings.monitoring
     namespace_label = {"target_label": "namespace", "replacement": namespace}
@@ -131,10 +145,20 @@ def prometheus_config(settings: StackSettings, hosts: Mapping[str, str] | None =
             namespace_label,
         ]
     else:
-        app_job["static_configs"] = [
-            {"targets": [f"{hosts[color]}:{HTTP_PORT}"], "labels": {"color": color}} for color in COLORS
+        app_job["file_sd_configs"] = [
+            # fsnotify picks up each rewrite at once; the refresh is the fallback.
+            {"files": [f"{DISCOVERY_DIR}/{DISCOVERY_FILE}"], "refresh_interval": "30s"}
         ]
-        app_job["relabel_configs"] = [namespace_label]
+        app_job["relabel_configs"] = [
+            {
+                "source_labels": ["__meta_kubernetes_service_name"],
+                "regex": f"{APP_NAME}-(blue|green)-pods",
+                "target_label": "color",
+                "replacement": "$1",
+            },
+            {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
+            namespace_label,
+        ]
 
     def static_job(job: str, service: str, port: int) -> dict[str, Any]:
         host = service_dns(service, namespace) if hosts is None else hosts[service]
@@ -232,6 +256,8 @@ class Monitoring(pulumi.ComponentResource):
             data={"immune-core-slo.yaml": rules_text},
             opts=self._child(),
         )
+        discovery = monitoring.endpoints_discovery if self._scrape_hosts is not None else None
+        discovery_objects = self._discovery_objects() if discovery is not None else []
         k8s.core.v1.Service(
             f"{self._name}-prometheus-service",
             metadata={"name": PROMETHEUS_SERVICE, "namespace": self._namespace, "labels": prom_labels},
@@ -254,12 +280,12 @@ class Monitoring(pulumi.ComponentResource):
                         # Prometheus reads its files at start: roll it when they change.
                         "annotations": {
                             "immune.vertice.dev/config-hash": config_text.apply(
-                                lambda text: content_hash(text, rules_text)
+                                lambda text: content_hash(text, rules_text, discovery_script())
                             )
                         },
                     },
                     "spec": with_data(
-                        _prometheus_pod_spec(monitoring),
+                        _prometheus_pod_spec(monitoring, settings.namespace, discovery),
                         settings.cluster.persistent_volumes,
                         monitoring.storage,
                     ),
@@ -268,8 +294,41 @@ class Monitoring(pulumi.ComponentResource):
                     settings.cluster.persistent_volumes, monitoring.storage, None
                 ),
             },
-            opts=self._child(depends_on=[config_map, rules_map]),
+            opts=self._child(depends_on=[config_map, rules_map, *discovery_objects]),
         )
+
+    def _discovery_objects(self) -> list[pulumi.Resource]:
+        """The discovery sidecar's program (a ConfigMap) and its right to list the namespace's
+        EndpointSlices, nothing else (a ServiceAccount without an automounted token, a Role, a
+        RoleBinding)."""
+        discovery_labels = labels(DISCOVERY_NAME, "monitoring")
+        metadata = {"name": DISCOVERY_NAME, "namespace": self._namespace, "labels": discovery_labels}
+        script = k8s.core.v1.ConfigMap(
+            f"{self._name}-discovery-script",
+            metadata=metadata,
+            data={DISCOVERY_SCRIPT: discovery_script()},
+            opts=self._child(),
+        )
+        account = k8s.core.v1.ServiceAccount(
+            f"{self._name}-discovery-account",
+            metadata=metadata,
+            automount_service_account_token=MOUNT_API_TOKEN,
+            opts=self._child(),
+        )
+        role = k8s.rbac.v1.Role(
+            f"{self._name}-discovery-role",
+            metadata=metadata,
+            rules=[{"api_groups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list"]}],
+            opts=self._child(),
+        )
+        binding = k8s.rbac.v1.RoleBinding(
+            f"{self._name}-discovery-binding",
+            metadata=metadata,
+            role_ref={"api_group": "rbac.authorization.k8s.io", "kind": "Role", "name": DISCOVERY_NAME},
+            subjects=[{"kind": "ServiceAccount", "name": DISCOVERY_NAME, "namespace": self._namespace}],
+            opts=self._child(depends_on=[role, account]),
+        )
+        return [script, account, role, binding]
 
     def _grafana(self, admin_password: pulumi.Output[str]) -> None:
         monitoring = self._settings.monitoring
@@ -399,8 +458,57 @@ class Monitoring(pulumi.ComponentResource):
         )
 
 
-def _prometheus_pod_spec(monitoring: MonitoringSettings) -> k8s.core.v1.PodSpecArgsDict:
+def discovery_script() -> str:
+    """The discovery sidecar's program (immune_infra/endpoints_sd.py, standard library only)."""
+    return Path(endpoints_sd.__file__).read_text(encoding="utf-8")
+
+
+def _discovery_container(discovery: EndpointsDiscovery, namespace: str) -> k8s.core.v1.ContainerArgsDict:
+    services = [arg for color in COLORS for arg in ("--service", pods_service_name(color))]
+    command = ["python3", f"/opt/discovery/{DISCOVERY_SCRIPT}"]
+    files = [f"--output={DISCOVERY_DIR}/{DISCOVERY_FILE}", f"--interval={DISCOVERY_INTERVAL_S}"]
+
+    def probe(kind: str, period_s: int) -> k8s.core.v1.ProbeArgsDict:
+        return {"exec": {"command": [*command, *files, f"--probe={kind}"]}, "period_seconds": period_s}
+
     return {
+        "name": "discovery",
+        "image": discovery.image,
+        "image_pull_policy": "IfNotPresent",
+        "command": command,
+        "args": [f"--namespace={namespace}", *services, "--port=http", *files],
+        "readiness_probe": probe("ready", 10),
+        "liveness_probe": {**probe("alive", 30), "initial_delay_seconds": 30},
+        "resources": resources(ENDPOINTS_DISCOVERY),
+        "security_context": container_security_context(),
+        "volume_mounts": [
+            mount("discovery-script", "/opt/discovery", read_only=True),
+            mount("discovered", DISCOVERY_DIR),
+            mount("api-token", TOKEN_DIR, read_only=True),
+        ],
+    }
+
+
+def _discovery_volumes() -> list[k8s.core.v1.VolumeArgsDict]:
+    # The token is projected into the sidecar alone (the pod automounts none): short-lived, bound to
+    # the pod, rotated by the kubelet (the sidecar re-reads it on every poll).
+    token_sources: list[k8s.core.v1.VolumeProjectionArgsDict] = [
+        {"service_account_token": {"path": "token", "expiration_seconds": 3600}},
+        {"config_map": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+    ]
+    return [
+        {"name": "discovery-script", "config_map": {"name": DISCOVERY_NAME}},
+        empty_dir("discovered", "8Mi"),
+        {"name": "api-token", "projected": {"sources": token_sources}},
+    ]
+
+
+def _prometheus_pod_spec(
+    monitoring: MonitoringSettings, namespace: str, discovery: EndpointsDiscovery | None = None
+) -> k8s.core.v1.PodSpecArgsDict:
+    sidecars = [_discovery_container(discovery, namespace)] if discovery is not None else []
+    return {
+        **({"service_account_name": DISCOVERY_NAME} if discovery is not None else {}),
         "automount_service_account_token": MOUNT_API_TOKEN,
         "security_context": pod_security_context(),
         "containers": [
@@ -430,12 +538,15 @@ def _prometheus_pod_spec(monitoring: MonitoringSettings) -> k8s.core.v1.PodSpecA
                     mount("data", "/prometheus"),
                     mount("config", "/etc/prometheus", read_only=True),
                     mount("rules", "/etc/prometheus/rules", read_only=True),
+                    *([mount("discovered", DISCOVERY_DIR, read_only=True)] if discovery else []),
                 ],
-            }
+            },
+            *sidecars,
         ],
         "volumes": [
             {"name": "config", "config_map": {"name": "prometheus-config"}},
             {"name": "rules", "config_map": {"name": "prometheus-rules"}},
+            *(_discovery_volumes() if discovery is not None else []),
         ],
     }
 

@@ -114,6 +114,13 @@ def flows(settings: StackSettings) -> list[Flow]:
         if router is not None:
             host, port = split_host_port(router)
             router_rule = [([address(host)], [port])]
+        # The discovery sidecar (no DNS) lists EndpointSlices: the API server behind the `kubernetes`
+        # Service, matched at its endpoint (policies see the address after the Service's translation).
+        discovery = settings.monitoring.endpoints_discovery
+        api_rule = []
+        if discovery is not None and not settings.cluster.dns:
+            host, port = split_host_port(discovery.api_server)
+            api_rule = [([address(host)], [port])]
         result += [
             Flow(
                 "prometheus",
@@ -125,6 +132,7 @@ def flows(settings: StackSettings) -> list[Flow]:
                     ([pods(REDIS)], [redis_module.EXPORTER_PORT]),
                     ([pods(POSTGRES)], [postgres_module.EXPORTER_PORT]),
                     *router_rule,
+                    *api_rule,
                 ],
             ),
         ]

@@ -7,7 +7,7 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-from immune_infra.config import COLORS, SETTINGS_KEY, StackSettings, parse_settings
+from immune_infra.config import SETTINGS_KEY, StackSettings, parse_settings
 from immune_infra.crds import CustomResourceDefinitions, groups_needed
 from immune_infra.credentials import StackCredentials, registry_password
 from immune_infra.image import ServiceImage
@@ -78,9 +78,9 @@ def deploy() -> dict[str, Any]:
         credentials.grafana_admin_password,
         provider,
         crds=crds,
-        # Without cluster DNS Prometheus scrapes these Services at their ClusterIPs.
+        # Without cluster DNS Prometheus scrapes these Services at their ClusterIPs (the service's own
+        # pods: through the discovery sidecar).
         scrape_hosts={
-            **{color: app.pods_services[color].spec.cluster_ip for color in COLORS},
             "kafka-exporter": kafka.exporter_service.spec.cluster_ip,
             "redis": redis.host,
             "postgres": postgres.host,

@@ -21,7 +21,8 @@ PART_OF = "active-immune-core"
 NAME_LABEL = "app.kubernetes.io/name"
 COMPONENT_LABEL = "app.kubernetes.io/component"
 PART_OF_LABEL = "app.kubernetes.io/part-of"
-# No workload here calls the Kubernetes API, so no pod gets a ServiceAccount token.
+# No pod gets the automounted ServiceAccount token. The one caller of the Kubernetes API (Prometheus's
+# endpoint discovery without DNS, immune_infra.monitoring) mounts a projected token in its sidecar only.
 MOUNT_API_TOKEN = False
 # Scratch space inside the container: an emptyDir mounted there, not the node's /tmp.
 TMP_PATH = "/tmp"  # noqa: S108  # nosec B108

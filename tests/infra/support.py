@@ -11,6 +11,10 @@ from immune_infra.footprint import QUOTA_KEYS, quantity, workloads_footprint
 from immune_infra.render import RenderedStack, render_stack
 
 Render = Callable[..., RenderedStack]
+# A cluster without DNS (cluster.dns false) and what bundled monitoring then needs: the endpoint
+# discovery sidecar's image and the API server's address as the pods reach it.
+DISCOVERY = {"image": "python:3.11.2@sha256:" + "cd" * 32, "apiServer": "10.244.0.1:16443"}
+NO_DNS: dict[str, Any] = {"cluster": {"dns": False}, "monitoring": {"endpointsDiscovery": DISCOVERY}}
 _cache: dict[str, RenderedStack] = {}
 
 

@@ -15,9 +15,7 @@ from immune_infra.kafka import NO_DNS_START_SCRIPT, START_SCRIPT
 from immune_infra.render import RenderedStack, fake_cluster_ip, render_only_secrets
 
 from tests.infra.kafka_support import fake_kafka_home, pod_environment, properties
-from tests.infra.support import render
-
-NO_DNS = {"cluster": {"dns": False}}
+from tests.infra.support import NO_DNS, render
 
 
 def _env(manifest: dict[str, Any], container: int = 0, group: str = "containers") -> dict[str, Any]:
@@ -156,7 +154,7 @@ def test_cluster_dns_must_be_a_boolean() -> None:
 
 
 def test_without_persistent_volumes_statefulsets_keep_data_in_an_emptydir() -> None:
-    local = render("prod", {"cluster": {"dns": False, "persistentVolumes": False}})
+    local = render("prod", {**NO_DNS, "cluster": {"dns": False, "persistentVolumes": False}})
     default = render("prod")
     statefulsets = {sts["metadata"]["name"]: sts for sts in local.of_kind("StatefulSet")}
     assert {"kafka", "redis", "postgres", "prometheus"} <= set(statefulsets)
@@ -173,7 +171,9 @@ def test_without_persistent_volumes_statefulsets_keep_data_in_an_emptydir() -> N
 
         # The containers mount the same `data` volume as before; only its source changed.
         def mounts(spec: dict[str, Any]) -> list[Any]:
-            return [c.get("volumeMounts") for c in spec["template"]["spec"]["containers"]]
+            containers = spec["template"]["spec"]["containers"]
+            data = [[m for m in c.get("volumeMounts", []) if m["name"] == "data"] for c in containers]
+            return [found for found in data if found]
 
         assert mounts(sts["spec"]) == mounts(before["spec"]), name
     # The default keeps its claims and has no data emptyDir.
@@ -188,4 +188,4 @@ def test_no_dns_cannot_be_rendered_without_a_cluster(tmp_path: Path) -> None:
     from immune_infra.render import render_stack
 
     with pytest.raises(ConfigError, match=r"cluster\.dns false needs a cluster"):
-        render_stack("staging", {"cluster": {"dns": False}, "renderYamlToDirectory": str(tmp_path)})
+        render_stack("staging", {**NO_DNS, "renderYamlToDirectory": str(tmp_path)})

@@ -1,7 +1,8 @@
-"""`cluster.dns: false`: the bundled Prometheus scrapes each colour and each exporter at its Service's
-ClusterIP (the mocks answer what an API server would allocate), instead of DNS names that would never
-resolve. Debian's Prometheus (the image built here) has no kubernetes_sd (promtool refuses it), so the
-program writes the addresses it knows. With DNS (the default) the DNS discovery stays."""
+"""`cluster.dns: false`: the bundled Prometheus scrapes each exporter at its Service's ClusterIP (the
+mocks answer what an API server would allocate), instead of DNS names that would never resolve, and each
+pod of each colour through the discovery sidecar's file (immune_infra.endpoints_sd: EndpointSlices from
+the API, file_sd). Debian's Prometheus (the image built here) has no kubernetes_sd (promtool refuses
+it). With DNS (the default) the DNS discovery stays and no sidecar, token or Role exists."""
 
 from __future__ import annotations
 
@@ -13,12 +14,12 @@ import pytest
 import yaml
 from immune_infra.render import RenderedStack, fake_cluster_ip
 
-from tests.infra.support import render
+from tests.infra.support import DISCOVERY, NO_DNS, render
 
 
 @pytest.fixture(scope="module", params=["staging", "prod"])
 def no_dns(request: pytest.FixtureRequest) -> RenderedStack:
-    return render(request.param, {"cluster": {"dns": False}})
+    return render(request.param, NO_DNS)
 
 
 def _config(stack: RenderedStack) -> dict[str, Any]:
@@ -38,21 +39,81 @@ def test_without_dns_prometheus_scrapes_cluster_ips(no_dns: RenderedStack) -> No
     assert "svc.cluster.local" not in text and "dns_sd_configs" not in text
     jobs = _jobs(no_dns)
     ip = {name: fake_cluster_ip(namespace, name) for name in ("kafka-exporter", "redis", "postgres")}
-    assert jobs["immune-core"]["static_configs"] == [
-        {
-            "targets": [f"{fake_cluster_ip(namespace, f'immune-core-{color}-pods')}:8080"],
-            "labels": {"color": color},
-        }
-        for color in ("blue", "green")
+    app = jobs["immune-core"]
+    assert "static_configs" not in app
+    assert app["file_sd_configs"] == [
+        {"files": ["/etc/prometheus-discovery/app.json"], "refresh_interval": "30s"}
     ]
+    # kubernetes_sd's meta labels, as the sidecar writes them: the colour from the Service, the pod.
+    assert {
+        "source_labels": ["__meta_kubernetes_service_name"],
+        "regex": "immune-core-(blue|green)-pods",
+        "target_label": "color",
+        "replacement": "$1",
+    } in app["relabel_configs"]
+    assert {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"} in app["relabel_configs"]
     assert jobs["kafka"]["static_configs"] == [{"targets": [f"{ip['kafka-exporter']}:9308"]}]
     assert jobs["redis"]["static_configs"] == [{"targets": [f"{ip['redis']}:9121"]}]
     assert jobs["postgres"]["static_configs"] == [{"targets": [f"{ip['postgres']}:9187"]}]
     for job in jobs.values():
         assert {"target_label": "namespace", "replacement": namespace} in job["relabel_configs"]
-    # The colour Services get a ClusterIP (headless ones have none to scrape).
+    # The colour Services stay headless: their EndpointSlices list every pod.
     for color in ("blue", "green"):
-        assert "clusterIP" not in no_dns.find("Service", f"immune-core-{color}-pods")["spec"]
+        assert no_dns.find("Service", f"immune-core-{color}-pods")["spec"]["clusterIP"] == "None"
+
+
+def test_without_dns_the_sidecar_lists_endpointslices_and_nothing_else(no_dns: RenderedStack) -> None:
+    namespace = no_dns.exports["namespace"]
+    pod = no_dns.find("StatefulSet", "prometheus")["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["serviceAccountName"] == "prometheus-discovery"
+    containers = {container["name"]: container for container in pod["containers"]}
+    sidecar = containers["discovery"]
+    assert sidecar["image"] == DISCOVERY["image"]
+    assert sidecar["command"] == ["python3", "/opt/discovery/endpoints_sd.py"]
+    assert f"--namespace={namespace}" in sidecar["args"]
+    assert sidecar["args"].count("--service") == 2 and "immune-core-green-pods" in sidecar["args"]
+    assert sidecar["securityContext"]["readOnlyRootFilesystem"] is True
+    # The token is mounted in the sidecar only; Prometheus reads the file, read-only.
+    token_mounts = [m for m in sidecar["volumeMounts"] if m["name"] == "api-token"]
+    assert token_mounts == [
+        {"name": "api-token", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount", "readOnly": True}
+    ]
+    prometheus_mounts = {m["name"]: m for m in containers["prometheus"]["volumeMounts"]}
+    assert "api-token" not in prometheus_mounts
+    assert prometheus_mounts["discovered"]["readOnly"] is True
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+    sources = volumes["api-token"]["projected"]["sources"]
+    assert {"serviceAccountToken": {"path": "token", "expirationSeconds": 3600}} in sources
+    script = no_dns.find("ConfigMap", "prometheus-discovery")["data"]["endpoints_sd.py"]
+    assert "def discover(" in script
+    role = no_dns.find("Role", "prometheus-discovery")
+    assert role["rules"] == [
+        {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list"]}
+    ]
+    binding = no_dns.find("RoleBinding", "prometheus-discovery")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "prometheus-discovery", "namespace": namespace}
+    ]
+    assert no_dns.find("ServiceAccount", "prometheus-discovery")["automountServiceAccountToken"] is False
+    # Its NetworkPolicy admits the API server's address and port, nothing wider.
+    policy = no_dns.find("NetworkPolicy", "allow-prometheus")["spec"]
+    assert {
+        "to": [{"ipBlock": {"cidr": "10.244.0.1/32"}}],
+        "ports": [{"protocol": "TCP", "port": 16443}],
+    } in policy["egress"]
+
+
+def test_without_dns_bundled_monitoring_needs_the_discovery() -> None:
+    from immune_infra.config import ConfigError
+    from immune_infra.render import render_stack
+
+    with pytest.raises(ConfigError, match=r"needs monitoring\.endpointsDiscovery"):
+        render_stack("staging", {"cluster": {"dns": False}})
+    with pytest.raises(ConfigError, match=r"endpointsDiscovery\.image"):
+        render_stack(
+            "staging", {**NO_DNS, "monitoring": {"endpointsDiscovery": {**DISCOVERY, "image": "py:latest"}}}
+        )
 
 
 def test_without_dns_a_changed_address_rolls_prometheus(no_dns: RenderedStack) -> None:
@@ -77,6 +138,10 @@ def test_with_dns_the_dns_discovery_stays(stack: RenderedStack) -> None:
     assert jobs["redis"]["static_configs"] == [{"targets": [f"redis.{namespace}.svc.cluster.local:9121"]}]
     for color in ("blue", "green"):
         assert stack.find("Service", f"immune-core-{color}-pods")["spec"]["clusterIP"] == "None"
+    assert not [m for m in stack.manifests if m["kind"] in ("Role", "RoleBinding")]
+    pod = stack.find("StatefulSet", "prometheus")["spec"]["template"]["spec"]
+    assert [container["name"] for container in pod["containers"]] == ["prometheus"]
+    assert "serviceAccountName" not in pod
 
 
 def test_without_dns_the_config_passes_promtool(no_dns: RenderedStack, promtool: str, tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from tests.infra.scan_support import (
     _check_list,
     _passed_ids,
 )
-from tests.infra.support import render, rollout
+from tests.infra.support import DISCOVERY, render, rollout
 
 # Every variant the program can produce: both stacks, both routing modes, both monitoring modes.
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -51,6 +51,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
         "prod",
         {
             "cluster": {"dns": False, "persistentVolumes": False},
+            "monitoring": {"endpointsDiscovery": DISCOVERY},
             "routing": {"mode": "gateway"},
             "imageBuild": {
                 "enabled": True,
