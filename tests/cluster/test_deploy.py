@@ -29,7 +29,7 @@ from typing import Any
 
 import httpx
 import pytest
-from immune_infra.immune_app import HTTP_PORT
+from immune_infra.immune_app import COLOR_LABEL, HTTP_PORT
 from immune_infra.local_cluster import LOCAL_GATEWAY_RATE_LIMIT_PER_10S
 
 from tests.app.support import port_scan, wait_for
@@ -93,9 +93,8 @@ class Deployed:
 
     def pod_counts(self, metric: str) -> str:
         """`metric` summed over its series in each Ready app pod's own /metrics (the API server's pod
-        proxy), one line per pod: which pod counted what, beside what Prometheus scraped. Without
-        cluster DNS, Prometheus scrapes each colour through its pods Service's ClusterIP, one pod per
-        (kept-alive) connection, so a counter only another pod holds can stay invisible to it."""
+        proxy), one line per pod: which pod counted what, beside what Prometheus scraped (each pod, found
+        by the discovery sidecar: immune_infra.endpoints_sd)."""
         lines = []
         for pod in self.kube.get("pods", "-n", self.namespace, "-l", "app.kubernetes.io/component=api")[
             "items"
@@ -183,6 +182,27 @@ def test_every_workload_is_running_and_ready(deployed: Deployed) -> None:
         assert any(name.startswith(prefix) for name in names), (prefix, sorted(names))
     jobs = [p for p in pods if p not in long_running]
     assert jobs and all(p["status"]["phase"] == "Succeeded" for p in jobs)
+
+
+def test_prometheus_scrapes_every_app_pod_of_both_colours(deployed: Deployed) -> None:
+    """No cluster DNS here: the discovery sidecar turns the colours' EndpointSlices into one target per
+    pod (a colour's Service would reach one pod of several per scrape: prod runs 3 per colour)."""
+    wait_for(lambda: not _not_ready(deployed.pods()), timeout_s=300, interval_s=2, what="every pod Ready")
+    app_pods = {
+        p["metadata"]["name"]: p["metadata"]["labels"][COLOR_LABEL]
+        for p in deployed.pods()
+        if p["metadata"]["name"].startswith(("immune-core-blue-", "immune-core-green-")) and _ready(p)
+    }
+    assert len(app_pods) >= 2, app_pods
+
+    def scraped() -> dict[str, str]:
+        up = deployed.prometheus(f'up{{namespace="{deployed.namespace}", job="immune-core"}} == 1')
+        return {r["metric"].get("pod", "?"): r["metric"].get("color", "?") for r in up}
+
+    found = wait_for(
+        lambda: (seen := scraped()) == app_pods and seen, timeout_s=120, interval_s=3, what="a target per pod"
+    )
+    assert found == app_pods, deployed.prometheus_targets()
 
 
 # The bound the bad case configures, and the test's safety net around its `up`: a multiple of the bound
