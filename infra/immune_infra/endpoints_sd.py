@@ -120,12 +120,17 @@ Fetch = Callable[[str], Any]
 def http_fetch(api_url: str, token_file: Path | None, ca_file: Path | None) -> Fetch:
     """GET `api_url + path` as JSON, with the bearer token read from `token_file` at each call."""
     secure = ca_file is not None and api_url.startswith("https:")
-    context = ssl.create_default_context(cafile=str(ca_file)) if secure else None
 
     def fetch(path: str) -> Any:
+        # The token and the CA are read at each call: the kubelet rotates the one and may publish the
+        # other late; a missing file fails this poll, never the loop.
         headers = {"Accept": "application/json"}
-        if token_file is not None:
-            headers["Authorization"] = f"Bearer {token_file.read_text(encoding='utf-8').strip()}"
+        try:
+            context = ssl.create_default_context(cafile=str(ca_file)) if secure else None
+            if token_file is not None:
+                headers["Authorization"] = f"Bearer {token_file.read_text(encoding='utf-8').strip()}"
+        except (OSError, ssl.SSLError) as exc:
+            raise DiscoveryError(f"credentials: {exc}") from exc
         # The scheme is http(s) only: parse_args refuses any other.
         request = urllib.request.Request(api_url + path, headers=headers)  # noqa: S310
         try:
@@ -240,6 +245,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--ca-file", type=Path, default=SERVICE_ACCOUNT_DIR / "ca.crt", help="the API's CA")
     args = parser.parse_args(argv)
+    if args.probe:
+        return args  # a probe reads the status file only
     if not args.api_url:
         parser.error("no --api-url and KUBERNETES_SERVICE_HOST is unset (not in a pod?)")
     if urllib.parse.urlparse(args.api_url).scheme not in ("http", "https"):

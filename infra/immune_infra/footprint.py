@@ -43,7 +43,7 @@ KAFKA_EXPORTER = _size("20m", "200m", "32Mi", "128Mi")
 REDIS_EXPORTER = _size("10m", "100m", "32Mi", "64Mi")
 POSTGRES_EXPORTER = _size("10m", "100m", "32Mi", "128Mi")
 # The endpoint-discovery sidecar in the Prometheus pod (cluster.dns false: immune_infra.endpoints_sd).
-ENDPOINTS_DISCOVERY = _size("10m", "100m", "24Mi", "64Mi")
+ENDPOINTS_DISCOVERY = _size("10m", "250m", "24Mi", "64Mi")
 
 _SUFFIX = {
     "m": 1e-3,

@@ -466,17 +466,29 @@ def discovery_script() -> str:
 def _discovery_container(discovery: EndpointsDiscovery, namespace: str) -> k8s.core.v1.ContainerArgsDict:
     services = [arg for color in COLORS for arg in ("--service", pods_service_name(color))]
     command = ["python3", f"/opt/discovery/{DISCOVERY_SCRIPT}"]
-    files = [f"--output={DISCOVERY_DIR}/{DISCOVERY_FILE}", f"--interval={DISCOVERY_INTERVAL_S}"]
+    args = [
+        f"--namespace={namespace}",
+        *services,
+        "--port=http",
+        f"--output={DISCOVERY_DIR}/{DISCOVERY_FILE}",
+        f"--interval={DISCOVERY_INTERVAL_S}",
+    ]
 
     def probe(kind: str, period_s: int) -> k8s.core.v1.ProbeArgsDict:
-        return {"exec": {"command": [*command, *files, f"--probe={kind}"]}, "period_seconds": period_s}
+        # A Python start on a loaded node under the container's CPU limit took over 1 s (the default
+        # timeout): the probe failed, and the liveness probe restarted a healthy sidecar.
+        return {
+            "exec": {"command": [*command, *args, f"--probe={kind}"]},
+            "period_seconds": period_s,
+            "timeout_seconds": 10,
+        }
 
     return {
         "name": "discovery",
         "image": discovery.image,
         "image_pull_policy": "IfNotPresent",
         "command": command,
-        "args": [f"--namespace={namespace}", *services, "--port=http", *files],
+        "args": args,
         "readiness_probe": probe("ready", 10),
         "liveness_probe": {**probe("alive", 30), "initial_delay_seconds": 30},
         "resources": resources(ENDPOINTS_DISCOVERY),

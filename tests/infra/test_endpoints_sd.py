@@ -228,3 +228,20 @@ def test_the_probes_follow_the_last_poll(api: tuple[FakeApi, str], tmp_path: Pat
     # A loop that stopped polling is not alive.
     passed, why = endpoints_sd.probe(output, "alive", 5.0, now=time.time() + 600)
     assert not passed and why.startswith("last poll 6") and why.endswith(" s ago")
+
+
+def test_missing_credentials_fail_the_poll_not_the_loop(api: tuple[FakeApi, str], tmp_path: Path) -> None:
+    _, url = api
+    output = tmp_path / "app.json"
+    services = [arg for service in SERVICES for arg in ("--service", service)]
+    for credentials in ([f"--token-file={tmp_path}/absent"], [f"--ca-file={tmp_path}/absent"]):
+        done = subprocess.run(
+            [
+                sys.executable, "-I", str(SCRIPT), "--once", f"--api-url={url.replace('http:', 'https:')}",
+                f"--namespace={NAMESPACE}", *services, "--port=http", f"--output={output}", *credentials,
+            ],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert done.returncode == 1, done.stderr
+        failure = json.loads(done.stderr.strip().splitlines()[-1])
+        assert failure["event"] == "discovery_failed" and "credentials" in failure["error"], failure

@@ -7,11 +7,13 @@ it). With DNS (the default) the DNS discovery stays and no sidecar, token or Rol
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from immune_infra import endpoints_sd
 from immune_infra.render import RenderedStack, fake_cluster_ip
 
 from tests.infra.support import DISCOVERY, NO_DNS, render
@@ -102,6 +104,29 @@ def test_without_dns_the_sidecar_lists_endpointslices_and_nothing_else(no_dns: R
         "to": [{"ipBlock": {"cidr": "10.244.0.1/32"}}],
         "ports": [{"protocol": "TCP", "port": 16443}],
     } in policy["egress"]
+
+
+def test_the_rendered_sidecar_command_and_probes_run(no_dns: RenderedStack, tmp_path: Path) -> None:
+    """The sidecar's command line and its probes' exec commands as rendered, run here against the
+    script (paths moved to tmp_path): the probes must fail on "no status yet", not on their arguments."""
+    pod = no_dns.find("StatefulSet", "prometheus")["spec"]["template"]["spec"]
+    sidecar = next(container for container in pod["containers"] if container["name"] == "discovery")
+
+    def local(argv: list[str]) -> list[str]:
+        moved = [arg.replace("/etc/prometheus-discovery", str(tmp_path)) for arg in argv]
+        return [sys.executable, "-I", str(Path(endpoints_sd.__file__)), *moved[2:]]
+
+    assert sidecar["livenessProbe"]["timeoutSeconds"] >= 5
+    for kind in ("readinessProbe", "livenessProbe"):
+        done = subprocess.run(
+            local(sidecar[kind]["exec"]["command"]), capture_output=True, text=True, timeout=60, check=False
+        )
+        assert done.returncode == 1 and "no status yet" in done.stderr, (kind, done.stderr)
+    polled = subprocess.run(
+        [*local([*sidecar["command"], *sidecar["args"]]), "--once", "--api-url=http://127.0.0.1:9"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert polled.returncode == 1 and "discovery_failed" in polled.stderr, polled.stderr
 
 
 def test_without_dns_bundled_monitoring_needs_the_discovery() -> None:
