@@ -9,17 +9,17 @@ router's port). Everything is checked live: the HTTPRoute's weights, the Service
 colour's Deployment, and the colour/version of responses sent through the router.
 
 Good cases: a first promotion (exit 0, signed record that `immune-suite verify` accepts); a canary
-promotion of a second release through 25 %, 50 % and 100 % (weights seen on the live HTTPRoute while
-the run moves them; at 100 % the comparison load goes to the fresh baseline's ClusterIP; every step
-also judged on the stack's own Prometheus) ending with the candidate stable and the old colour scaled
-away. That second release goes through the promote workflow's own job scripts (issue 10 item 7):
-scripts/ci/build-image.sh builds and pushes HEAD's image once (offline, with the images daemon),
-scripts/ci/promote.sh promotes its digest, verifies the record and writes the report.
+promotion of a second release through 10 %, 50 % and 100 % (stacks/cluster.yaml; weights seen on the
+live HTTPRoute while the run moves them; at 100 % the comparison load goes to the fresh baseline's
+ClusterIP; every step also judged on the stack's own Prometheus) ending with the candidate stable and
+the old colour scaled away. That second release goes through the promote workflow's own job scripts
+(issue 10 item 7): scripts/ci/build-image.sh builds and pushes HEAD's image once (offline, with the
+images daemon), scripts/ci/promote.sh promotes its digest, verifies the record and writes the report.
 Bad cases: a tampered record is refused by `verify` (exit 7); a candidate failing 30 % of its API
 requests (IMMUNE_FAULT_ERROR_RATIO) and one 500 ms slower (IMMUNE_FAULT_LATENCY_MS, caught by the first
-canary step while it holds 25 % of the live route) are rolled back with exit 3 (gate failed): stable
+canary step while it holds 10 % of the live route) are rolled back with exit 3 (gate failed): stable
 at 100 % on the route, only the stable colour answers, the candidate at 0 pods; so is a run an
-operator aborts (`immune-suite abort`) while its canary holds 25 % of the route (exit 4).
+operator aborts (`immune-suite abort`) while its canary holds 10 % of the route (exit 4).
 
 Needs root, the cached cluster build, the Pulumi engine and the images (see test_deploy.py).
 """
@@ -44,6 +44,7 @@ import yaml
 from immune_infra.immune_app import COLOR_LABEL, HTTP_PORT, color_labels
 
 from immune_suite.paths import REPO_ROOT
+from immune_suite.stack_config import load_stack
 from tests.app.support import wait_for
 from tests.cluster.deploy_support import deploy, deploy_env, hosts_on_loopback, must, router_hosts
 from tests.cluster.support import Kube, read_versions
@@ -57,6 +58,9 @@ NAMESPACE = f"immune-{STACK}"
 STABLE_ROUTE = "immune-core"
 SUITE = REPO_ROOT / ".venv" / "bin" / "immune-suite"
 PROMOTE_TIMEOUT_S = 1800
+# The canary's weights as the stack declares them (issue 10: 10/50/100): the tests follow the config.
+STEPS: list[int] = list(load_stack(STACK_CONFIG).canary.steps)
+FIRST_STEP = STEPS[0]
 
 
 @dataclass(frozen=True)
@@ -320,7 +324,7 @@ def test_canary_promotion_of_a_second_release_through_the_workflow_jobs(
     assert status.code == 0 and status.payload["run"]["status"] == "promoted", status.output
     preview = [dict(weights).get("immune-core-preview") for weights in watch.seen]
     shares = [share for share in preview if share]
-    assert [25, 50, 100] == sorted(set(shares), key=shares.index), watch.seen
+    assert sorted(set(shares), key=shares.index) == STEPS, watch.seen
     assert watch.seen[-1] == [("immune-core", 100)], watch.seen
     assert selector_colour(cluster) == candidate
     wait_for(lambda: only(stack, candidate, version), timeout_s=120, interval_s=1, what="candidate stable")
@@ -393,7 +397,8 @@ def test_a_crashing_candidate_is_rolled_back(cluster: Kube, stack: Stack) -> Non
     run = promote(stack, "HEAD~1", "--candidate-env", "IMMUNE_FAULT_ERROR_RATIO=0.3")
     assert run.code == 3, run.output  # a gate failed: rolled back
     assert run.payload["run"]["status"] == "rolled_back", run.payload
-    assert run.payload["run"]["failure"]["step"] in ("smoke", "canary-25", "canary-50"), run.payload
+    early = ("smoke", *(f"canary-{weight}" for weight in STEPS[:2]))
+    assert run.payload["run"]["failure"]["step"] in early, run.payload
     assert_rolled_back_live(cluster, stack, stable, candidate)
     if run.payload["run"]["failure"]["step"].startswith("canary"):
         # The router's own counters over the failed step name the candidate's 500s (its metrics page).
@@ -412,8 +417,8 @@ def test_a_slow_candidate_is_rolled_back_at_the_canary(cluster: Kube, stack: Sta
         run = promote(stack, "HEAD~1", "--candidate-env", "IMMUNE_FAULT_LATENCY_MS=500")
     assert run.code == 3, run.output
     assert run.payload["run"]["status"] == "rolled_back", run.payload
-    assert run.payload["run"]["failure"]["step"] == "canary-25", run.payload
-    assert 25 in [dict(weights).get("immune-core-preview") for weights in watch.seen], watch.seen
+    assert run.payload["run"]["failure"]["step"] == f"canary-{FIRST_STEP}", run.payload
+    assert FIRST_STEP in [dict(weights).get("immune-core-preview") for weights in watch.seen], watch.seen
     assert_rolled_back_live(cluster, stack, stable, candidate)
 
 
@@ -425,12 +430,12 @@ def test_an_abort_mid_canary_rolls_back(cluster: Kube, stack: Stack) -> None:
     with subprocess.Popen(
         [str(SUITE), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=stack.env
     ) as running:
-        # The candidate holds 25 % of the live route: the canary is under way.
+        # The candidate holds the first step's share of the live route: the canary is under way.
         wait_for(
-            lambda: dict(route_weights(cluster)).get("immune-core-preview") == 25,
+            lambda: dict(route_weights(cluster)).get("immune-core-preview") == FIRST_STEP,
             timeout_s=600,
             interval_s=1,
-            what="canary at 25 % on the live HTTPRoute",
+            what=f"canary at {FIRST_STEP} % on the live HTTPRoute",
         )
         abort = suite(stack, "abort", "--stack", "cluster", "--reason", "test: abort mid-canary")
         assert abort.code == 0 and abort.payload.get("abort") == "requested", abort.output
