@@ -55,6 +55,11 @@ eval "$(bash "$REPO_ROOT/scripts/cluster.sh" env)"
 [[ -n "${KUBECONFIG:-}" && -f "$KUBECONFIG" ]] || die "no cluster kubeconfig: bash scripts/cluster.sh up"
 
 export PULUMI_BACKEND_URL="file://$DEPLOY/backend"
+# The Kubernetes provider writes the kubeconfig it is given into a new temporary file each time it is
+# configured (for Helm) and never removes it: a private TMPDIR, removed on exit, keeps /tmp clean.
+TMPDIR="$(mktemp -d -t immune-deploy.XXXXXX)"
+export TMPDIR
+trap 'rm -rf "$TMPDIR"' EXIT
 export PULUMI_SKIP_UPDATE_CHECK=true PULUMI_DIY_BACKEND_NO_LEGACY_WARNING=true
 if [[ ! -s "$DEPLOY/passphrase" ]]; then
     (umask 077 && openssl rand -hex 32 >"$DEPLOY/passphrase")

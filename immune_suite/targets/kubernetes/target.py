@@ -28,6 +28,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import tempfile
 import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -170,6 +171,10 @@ class KubernetesTarget:
         self.name = options.stack
         self._log = log or (lambda _line: None)
         self._stack: auto.Stack | None = None
+        # The Kubernetes provider writes its kubeconfig into a new temporary file each time it is
+        # configured (for Helm, pulumi-kubernetes pkg/provider) and never removes it: the engine gets a
+        # private TMPDIR, removed with this object or at exit.
+        self._scratch = tempfile.TemporaryDirectory(prefix="immune-pulumi-")
 
     # -- the stack -------------------------------------------------------------------------------
     def _env(self) -> dict[str, str]:
@@ -177,6 +182,7 @@ class KubernetesTarget:
         if self.options.backend_url:
             env["PULUMI_BACKEND_URL"] = self.options.backend_url
         env.update(self.options.extra_env)
+        env.setdefault("TMPDIR", self._scratch.name)
         return env
 
     def stack(self) -> auto.Stack:
