@@ -129,3 +129,65 @@ async def test_outbox_keeps_messages_while_the_bus_is_down_and_drains_after(data
         pass
     assert await relay.depth() == 0
     assert [m.value for m in bus.sent] == [f'{{"n":{i}}}'.encode() for i in range(5)]
+
+
+class _ConnectionKillingBus(InProcessBus):
+    """Acknowledges the publish, then kills the relay's database connection before its delete commits."""
+
+    def __init__(self, admin_url: str, schema: str) -> None:
+        super().__init__()
+        self._admin_url, self._schema = admin_url, schema
+        self.kill_next = True
+        self.sent: list[OutboundMessage] = []
+
+    async def publish(self, messages: Sequence[OutboundMessage]) -> None:
+        import asyncpg
+
+        self.sent.extend(messages)
+        await super().publish(messages)
+        if not self.kill_next:
+            return
+        self.kill_next = False
+        admin = await asyncpg.connect(self._admin_url)
+        try:
+            killed = await admin.fetchval(
+                "SELECT count(pg_terminate_backend(l.pid)) FROM pg_locks l"
+                " JOIN pg_class c ON c.oid = l.relation JOIN pg_namespace n ON n.oid = c.relnamespace"
+                " WHERE n.nspname = $1 AND c.relname = 'outbox' AND l.pid <> pg_backend_pid()",
+                self._schema,
+            )
+        finally:
+            await admin.close()
+        assert killed == 1, "the relay's transaction holds the outbox rows"
+
+
+@pytest.mark.integration
+async def test_a_database_lost_after_the_publish_does_not_send_the_rows_twice(
+    pg_url: str, pg_schema_url: str
+) -> None:
+    from immune_core.storage.database import StoreUnavailable
+    from immune_core.storage.postgres import PostgresDatabase
+
+    database = PostgresDatabase(pg_schema_url)
+    await database.connect()
+    try:
+        await migrate(database)
+        schema = await _current_schema(database)
+        bus = _ConnectionKillingBus(pg_url, schema)
+        relay = OutboxRelay(database, bus, Metrics(), batch_size=2, poll_interval_s=0.05)
+        async with database.transaction() as conn:
+            await repo.enqueue(conn, [repo.OutboxMessage("t.one", f"k{i}", f'{{"n":{i}}}') for i in range(5)])
+        with pytest.raises(StoreUnavailable):
+            await relay.drain_once()
+        assert await relay.depth() == 5, "the delete did not commit"
+        while await relay.drain_once():
+            pass
+        assert await relay.depth() == 0
+        assert [m.value for m in bus.sent] == [f'{{"n":{i}}}'.encode() for i in range(5)]
+    finally:
+        await database.close()
+
+
+async def _current_schema(database: Database) -> str:
+    async with database.session() as conn:
+        return str(await conn.fetchval("SELECT current_schema()"))

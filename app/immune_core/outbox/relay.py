@@ -1,6 +1,11 @@
 """Drains the outbox to the bus. Rows are deleted only in the transaction that saw them published, so
 a bus outage (or a crash mid-publish) leaves them to be sent again: at-least-once, nothing lost.
 Several replicas may relay at once: ``FOR UPDATE SKIP LOCKED`` gives each its own rows.
+
+A database outage between the publish and the commit of its delete would send the rows again once the
+database is back. The relay remembers such rows (published, delete not committed) and deletes them
+first, without publishing, in its next transaction: no duplicate on the topic while the process lives.
+A process killed in that window still republishes (at-least-once); consumers key on the message key.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ class OutboxRelay:
         self._poll = poll_interval_s
         self._wake = asyncio.Event()
         self.last_error: str | None = None
+        # Outbox ids the bus acknowledged whose delete has not committed yet.
+        self._published: set[int] = set()
 
     def wake(self) -> None:
         """Something was just written to the outbox: don't wait for the next poll."""
@@ -59,21 +66,30 @@ class OutboxRelay:
                 await asyncio.wait_for(self._wake.wait(), self._poll)
 
     async def drain_once(self) -> int:
+        """Publish up to ``batch_size`` outbox rows and delete them; returns how many were published.
+
+        Raises ``BusUnavailable`` or ``StoreUnavailable``; what was not deleted is sent at the next call,
+        except rows already published (see the module docstring).
+        """
         async with self._db.transaction() as conn:
+            if self._published:
+                done = [(i,) for i in sorted(self._published)]
+                await conn.executemany("DELETE FROM outbox WHERE id = $1", done)
             rows = await conn.fetch(
                 "SELECT id, topic, message_key, payload FROM outbox ORDER BY id LIMIT $1"  # noqa: S608  # nosec B608
                 + self._db.skip_locked,
                 self._batch_size,
             )
-            if not rows:
-                return 0
-            await self._bus.publish(
-                [OutboundMessage(r["topic"], r["message_key"], str(r["payload"]).encode()) for r in rows]
-            )
-            await conn.executemany("DELETE FROM outbox WHERE id = $1", [(r["id"],) for r in rows])
-        # One increment per topic family, not per row (the same totals, without a label look-up per row).
-        for family, count in Counter(_family(str(row["topic"])) for row in rows).items():
-            self._metrics.outbox_published.labels(topic_family=family).inc(count)
+            if rows:
+                await self._bus.publish(
+                    [OutboundMessage(r["topic"], r["message_key"], str(r["payload"]).encode()) for r in rows]
+                )
+                self._published.update(int(r["id"]) for r in rows)
+                # One increment per topic family, not per row (no label look-up per row).
+                for family, count in Counter(_family(str(row["topic"])) for row in rows).items():
+                    self._metrics.outbox_published.labels(topic_family=family).inc(count)
+                await conn.executemany("DELETE FROM outbox WHERE id = $1", [(r["id"],) for r in rows])
+        self._published.clear()  # committed: every remembered row is gone
         return len(rows)
 
     async def depth(self) -> int:
