@@ -197,6 +197,32 @@ def real_services_env() -> dict[str, str]:
     return env
 
 
+def service_environment(
+    data_dir: str, *, real: bool, overrides: list[str], group_prefix: str
+) -> dict[str, str]:
+    """The environment of a benchmarked ``immune-core serve``: this process's, minus its IMMUNE_* settings,
+    with the bench token, no rate limit, its own consumer group, the real services' settings when ``real``,
+    then ``overrides`` (``KEY=VALUE`` strings). Raises ValueError on an override that is not ``KEY=VALUE``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMMUNE_")}
+    env.update(
+        {
+            "IMMUNE_API_TOKENS": TOKEN,
+            "IMMUNE_DATA_DIR": data_dir,
+            "IMMUNE_RATE_LIMIT_PER_S": "0",
+            "IMMUNE_LOG_LEVEL": "WARNING",
+            "IMMUNE_KAFKA_GROUP_ID": f"{group_prefix}-{uuid.uuid4().hex[:8]}",
+        }
+    )
+    if real:
+        env.update(real_services_env())
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--env takes KEY=VALUE, got {item!r}")
+        env[key] = value
+    return env
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of a process so far (/proc/<pid>/stat fields 14-15, in clock ticks):
     CPU per request is the figure a shared, contended machine distorts least."""
@@ -262,22 +288,10 @@ def main() -> int:
     rates = [int(r) for r in args.rates.split(",")]
 
     data_dir = tempfile.mkdtemp(prefix="immune-bench-")
-    base_env = {k: v for k, v in os.environ.items() if not k.startswith("IMMUNE_")}
-    service_env = {
-        **base_env,
-        "IMMUNE_API_TOKENS": TOKEN,
-        "IMMUNE_DATA_DIR": data_dir,
-        "IMMUNE_RATE_LIMIT_PER_S": "0",
-        "IMMUNE_LOG_LEVEL": "WARNING",
-        "IMMUNE_KAFKA_GROUP_ID": f"bench-{uuid.uuid4().hex[:8]}",
-    }
-    if args.real:
-        service_env.update(real_services_env())
-    for item in args.env:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            parser.error(f"--env takes KEY=VALUE, got {item!r}")
-        service_env[key] = value
+    try:
+        service_env = service_environment(data_dir, real=args.real, overrides=args.env, group_prefix="bench")
+    except ValueError as exc:
+        parser.error(str(exc))
     service_port, hello_port = free_port(), free_port()
     processes = [
         subprocess.Popen(
@@ -298,7 +312,7 @@ def main() -> int:
                 "--log-level",
                 "warning",
             ],
-            env=base_env,
+            env={k: v for k, v in os.environ.items() if not k.startswith("IMMUNE_")},
         ),
     ]
     spy = None
