@@ -148,7 +148,7 @@ bg images-build nice -n 10 bash -c 'bash scripts/images.sh up && bash scripts/im
 setup() {
   step "setup: haproxy + local services (postgres redis kafka prometheus), checkov (own venv), python venv"
   # The services are started here so a broken install fails fast; the tests take the URLs from their fixtures.
-  bg services bash -c 'bash scripts/ensure-haproxy.sh && bash scripts/services/up.sh postgres redis kafka prometheus'
+  bg services bash -c 'bash scripts/ensure-haproxy.sh && bash scripts/services/up.sh postgres redis kafka prometheus >/dev/null'
   bg checkov bash scripts/checkov.sh install
   bg actionlint bash scripts/actionlint.sh
   local rc=0
