@@ -9,7 +9,8 @@ profile of ``immune_load.shapes.soak`` (a 30 s ramp, then a constant rate) scale
 time, so a stalled server shows up as latency (no coordinated omission).
 
     python bench/memory_soak.py [--real | --embedded] [--rate 100] [--minutes 60] [--sample-s 30]
-                                [--warmup-minutes 5] [--json out.json] [--env IMMUNE_X=value ...]
+                                [--warmup-minutes 5] [--json out.json] [--service-log soak.log]
+                                [--env IMMUNE_X=value ...]
 
 Every ``--sample-s`` seconds the bench reads the resident set size (VmRSS in /proc/<pid>/status) of the
 service's whole process tree and prints a progress line (elapsed s, sent, errors, RSS MB). The first
@@ -265,6 +266,9 @@ def main() -> int:
     parser.add_argument("--warmup-minutes", type=float, default=5.0)
     parser.add_argument("--json", type=Path, help="write the samples and the summary here")
     parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for the service only")
+    parser.add_argument(
+        "--service-log", type=Path, help="the service's own log (JSON lines, WARNING and up) goes here"
+    )
     args = parser.parse_args()
     if args.rate <= 0 or args.minutes <= 0 or args.sample_s <= 0 or args.warmup_minutes < 0:
         parser.error("--rate, --minutes and --sample-s must be positive, --warmup-minutes not negative")
@@ -281,11 +285,12 @@ def main() -> int:
     stages = scaled_soak(duration_s, args.rate)
     plan = send_times(stages)
     port = free_port()
+    log_file = args.service_log.open("ab") if args.service_log else None
     service = subprocess.Popen(
         [str(BIN / "immune-core"), "serve", "--port", str(port)],
         env=service_env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=log_file or subprocess.DEVNULL,
+        stderr=subprocess.STDOUT if log_file else subprocess.DEVNULL,
     )
     load_start = os.getloadavg()
     started_at = datetime.now(UTC)
@@ -314,6 +319,8 @@ def main() -> int:
             service.kill()
             service.wait(timeout=30)
         shutil.rmtree(data_dir, ignore_errors=True)
+        if log_file:
+            log_file.close()
     load_end = os.getloadavg()
 
     summary = summarize(run.samples, warmup_s)
