@@ -6,7 +6,7 @@ first; then ``immune-core serve`` starts with an empty consumer group and the cl
 it is ready until every event is stored and processed and the last threat is on
 ``immunis.threats.detected``.
 
-    python bench/ingest_pipeline.py [--scenario mixed] [--seeds 4] [--keep-services]
+    python bench/ingest_pipeline.py [--scenario mixed] [--seeds 4] [--timeout 900]
 """
 
 from __future__ import annotations

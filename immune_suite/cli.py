@@ -484,7 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
-        "--json", action="store_true", help="machine-readable output on stdout (progress as JSON lines)"
+        "--json", action="store_true", help="machine-readable result on stdout; progress goes to stderr as JSON lines"
     )
     stack = argparse.ArgumentParser(add_help=False)
     stack.add_argument(
@@ -515,7 +515,15 @@ def build_parser() -> argparse.ArgumentParser:
         return command
 
     plan = add("plan", cmd_plan, "print the promotion state machine: steps and transitions", [stack])
-    plan.add_argument("--first", action="store_true", default=None, help="show the first-promotion plan")
+    which = plan.add_mutually_exclusive_group()
+    which.add_argument("--first", action="store_true", default=None, help="show the first-promotion plan")
+    which.add_argument(
+        "--with-stable",
+        dest="first",
+        action="store_false",
+        help="show the plan of a promotion that has a stable release (the canary steps); "
+        "default: whichever the target's live state calls for",
+    )
     promote = add(
         "promote", cmd_promote, "promote the working tree (or --ref) through every gate", [stack, who]
     )

@@ -79,6 +79,15 @@ def _activate(args: argparse.Namespace) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
+    if args.list:
+        from immune_core.simulator.scenarios import SCENARIOS
+
+        for name, description in SCENARIOS.items():
+            print(f"{name:<22} {description}")
+        return 0
+    if not args.scenario:
+        print("immune-core simulate: --scenario is required (see --list)", file=sys.stderr)
+        return 2
     from immune_core.simulation_cli import run_simulation
 
     return run_simulation(args)
@@ -114,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     activate.set_defaults(handler=_activate)
 
     simulate = commands.add_parser("simulate", help="generate labelled, seeded traffic for a scenario")
-    simulate.add_argument("--scenario", required=True, help="scenario name (see --list)")
+    simulate.add_argument("--scenario", help="scenario name (see --list)")
+    simulate.add_argument("--list", action="store_true", help="print the scenarios, one per line, and exit")
     simulate.add_argument("--seed", type=int, default=7)
     simulate.add_argument("--output", default=None, help="write JSON lines to FILE ('-' for stdout)")
     simulate.add_argument(

@@ -16,7 +16,7 @@ def make_target(stack: StackConfig, repo: Path = REPO_ROOT) -> Target:
         from immune_suite.targets.local import LocalTarget
 
         return LocalTarget(stack, repo=repo)
-    # Kubernetes stacks: implemented in immune_suite/targets/kubernetes.py (driven by the Pulumi program).
+    # Kubernetes stacks: implemented in immune_suite/targets/kubernetes/ (driven by the Pulumi program).
     module = importlib.import_module("immune_suite.targets.kubernetes")
     target: Target = module.KubernetesTarget(stack)
     return target

@@ -50,6 +50,19 @@ def test_plan_json_is_the_state_machine(state_dir: Path, capsys: pytest.CaptureF
     )
 
 
+def test_plan_with_a_stable_release_shows_the_stacks_canary_steps(
+    state_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["plan", "--stack", "local", "--with-stable", "--json"]) == ExitCode.OK
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["first_promotion"] is False
+    canaries = [s["id"] for s in plan["steps"] if s["id"].startswith("canary-")]
+    assert canaries == [f"canary-{w}" for w in load_stack("local").canary.steps]
+    assert main(["plan", "--stack", "local", "--first", "--json"]) == ExitCode.OK
+    first = json.loads(capsys.readouterr().out)
+    assert first["first_promotion"] is True and not any(s["id"].startswith("canary-") for s in first["steps"])
+
+
 def test_verify_exit_codes(state_dir: Path, tmp_path: Path) -> None:
     record = sign_record({"run_id": "r", "outcome": "promoted"}, load_or_create_private_key())
     good = tmp_path / "good.json"

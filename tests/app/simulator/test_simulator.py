@@ -48,3 +48,14 @@ def test_start_time_and_duration_are_honoured() -> None:
 def test_bad_arguments_are_refused(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         generate(seed=0, **kwargs)
+
+
+def test_the_cli_lists_the_scenarios_and_wants_one_to_simulate(capsys: pytest.CaptureFixture[str]) -> None:
+    from immune_core.cli import main
+    from immune_core.simulator.scenarios import SCENARIOS
+
+    assert main(["simulate", "--list"]) == 0
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert listed == list(SCENARIOS)
+    assert main(["simulate"]) == 2
+    assert "--scenario is required" in capsys.readouterr().err
