@@ -484,7 +484,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
-        "--json", action="store_true", help="machine-readable result on stdout; progress goes to stderr as JSON lines"
+        "--json",
+        action="store_true",
+        help="machine-readable result on stdout; progress goes to stderr as JSON lines",
     )
     stack = argparse.ArgumentParser(add_help=False)
     stack.add_argument(

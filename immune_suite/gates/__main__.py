@@ -45,7 +45,9 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--json", action="store_true", help="verdict as JSON on stdout; progress goes to stderr as JSON lines")
+    parser.add_argument(
+        "--json", action="store_true", help="verdict as JSON on stdout; progress goes to stderr as JSON lines"
+    )
     sub = parser.add_subparsers(dest="gate", required=True)
     security = sub.add_parser("security", help="bandit, pip-audit, detect-secrets, checkov (+ schemathesis)")
     security.add_argument("--source", type=Path, default=Path.cwd(), help="the candidate's tree")
