@@ -49,7 +49,7 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(REPO / "bench"))
 
-from http_latency import free_port, open_loop, real_services_env, wait_http  # noqa: E402
+from http_latency import free_port, open_loop, pct, real_services_env, wait_http  # noqa: E402
 from immune_core.detection.engine import DetectionConfig, DetectionEngine  # noqa: E402
 from immune_core.events.models import TOPIC_BY_KIND, parse_event  # noqa: E402
 from immune_core.simulator.quality import ADAPTIVE_CELLS, INNATE_CELLS  # noqa: E402
@@ -58,13 +58,6 @@ from immune_suite.gates import sample_events  # noqa: E402
 
 TOKEN = "bench-token-" + uuid.uuid4().hex[:8]
 BATCH = 20  # events per request, the load gate's default (IMMUNE_LOAD_BATCH_SIZE)
-
-
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 # -- engine ------------------------------------------------------------------------------------------

@@ -52,10 +52,15 @@ class Result:
     error_kinds: Counter[str]
 
     def pct(self, q: float) -> float:
-        if not self.latencies_ms:
-            return float("nan")
-        ordered = sorted(self.latencies_ms)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+        return pct(self.latencies_ms, q)
+
+
+def pct(values: list[float], q: float) -> float:
+    """The ``q`` quantile (0..1) of ``values`` by nearest rank; NaN when there is none."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 class Connection:
@@ -197,13 +202,18 @@ def real_services_env() -> dict[str, str]:
     return env
 
 
+def host_environment() -> dict[str, str]:
+    """This process's environment without its IMMUNE_* settings (a bench's servers get only their own)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("IMMUNE_")}
+
+
 def service_environment(
     data_dir: str, *, real: bool, overrides: list[str], group_prefix: str
 ) -> dict[str, str]:
     """The environment of a benchmarked ``immune-core serve``: this process's, minus its IMMUNE_* settings,
     with the bench token, no rate limit, its own consumer group, the real services' settings when ``real``,
     then ``overrides`` (``KEY=VALUE`` strings). Raises ValueError on an override that is not ``KEY=VALUE``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("IMMUNE_")}
+    env = host_environment()
     env.update(
         {
             "IMMUNE_API_TOKENS": TOKEN,
@@ -312,7 +322,7 @@ def main() -> int:
                 "--log-level",
                 "warning",
             ],
-            env={k: v for k, v in os.environ.items() if not k.startswith("IMMUNE_")},
+            env=host_environment(),
         ),
     ]
     spy = None

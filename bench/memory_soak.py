@@ -51,7 +51,14 @@ BIN = Path(sys.executable).parent
 sys.path.insert(0, str(REPO / "bench"))
 sys.path.insert(0, str(REPO / "load"))
 
-from http_latency import Connection, free_port, ingest_request, service_environment, wait_http  # noqa: E402
+from http_latency import (  # noqa: E402
+    Connection,
+    free_port,
+    ingest_request,
+    pct,
+    service_environment,
+    wait_http,
+)
 from immune_load.shapes import Stage, soak  # noqa: E402
 
 TARGET_GROWTH_PCT = 10.0
@@ -180,13 +187,6 @@ class Run:
 def load_text(load: tuple[float, float, float]) -> str:
     """The 1/5/15-minute load averages, as ``uptime`` prints them."""
     return " / ".join(f"{value:.2f}" for value in load)
-
-
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 async def soak_run(port: int, service_pid: int, plan: list[float], duration_s: float, sample_s: float) -> Run:
