@@ -150,7 +150,8 @@ class Runtime:
             rte=self.external.rte, ip_intel=self.external.ip_intel, feed_intel=self.intake.accept
         )
         self.hub = StreamHub(self.metrics, s.ws_queue_size)
-        self.lease = DatabaseLease(self.database)
+        # A paused holder's lock goes at half the TTL: a successor still takes over when the lease expires.
+        self.lease = DatabaseLease(self.database, hold_limit_s=s.lease_ttl_s / 2)
         self.tally = CytokineTally(self.metrics)
         # Only the live colour consumes input and leads (blue/green: coordination/color.py).
         self.color_gate = ColorGate(self.database, s.deployment_color, s.active_color_refresh_s)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 
 import pytest
@@ -101,6 +102,50 @@ async def test_release_lets_a_successor_take_over_at_once(database: Database) ->
     assert await lease.acquire("a", ttl_s=60) == 1
     await lease.release("a")
     assert await lease.acquire("b", ttl_s=60) == 2
+
+
+@pytest.mark.integration
+async def test_a_holder_paused_inside_a_lease_transaction_does_not_block_the_takeover(
+    pg_schema_url: str,
+) -> None:
+    from immune_core.storage.database import StoreUnavailable
+    from immune_core.storage.postgres import PostgresDatabase
+
+    # Two processes' pools: "a" stops answering inside a fenced transaction (its row lock held), the way
+    # a SIGSTOPped leader does; "b" must still take the lease once it expires.
+    db_a, db_b = PostgresDatabase(pg_schema_url, timeout=2.0), PostgresDatabase(pg_schema_url, timeout=2.0)
+    await db_a.connect()
+    await db_b.connect()
+    try:
+        await migrate(db_a)
+        lease_a = DatabaseLease(db_a, name="paused-lease", hold_limit_s=0.5)
+        lease_b = DatabaseLease(db_b, name="paused-lease", hold_limit_s=0.5)
+        first = await lease_a.acquire("a", ttl_s=1.0)
+        assert first == 1
+        taken = asyncio.Event()
+
+        async def paused_holder() -> None:
+            async with lease_a.fenced(first) as conn:
+                await asyncio.wait_for(taken.wait(), 30)  # silent mid-transaction until "b" leads
+                await conn.execute("UPDATE leases SET holder = 'a-stale' WHERE name = 'paused-lease'")
+
+        holder = asyncio.create_task(paused_holder())
+        second = None
+        for _ in range(10):  # each try waits at most the 2 s statement timeout on a's lock
+            await asyncio.sleep(0.5)
+            with contextlib.suppress(StoreUnavailable, TimeoutError):
+                second = await lease_b.acquire("b", ttl_s=30)
+            if second is not None:
+                break
+        taken.set()
+        assert second == 2, "the paused holder's lock kept the lease from its successor"
+        with pytest.raises(StoreUnavailable):
+            await holder  # the server ended the paused session: its write never lands
+        current = await lease_b.current()
+        assert current is not None and (current.holder, current.token) == ("b", 2)
+    finally:
+        await db_a.close()
+        await db_b.close()
 
 
 class _FlakyBus(InProcessBus):

@@ -42,6 +42,10 @@ class Database(Protocol):
     lock_table: str
     # SQL expression for the database's own clock in epoch seconds: leases compare against one clock.
     now_sql: str
+    # Statement run first in a transaction that holds a lock others wait for: the server ends the session
+    # when its client goes quiet mid-transaction for longer than "{ms}" milliseconds (a paused process must
+    # not hold the lock for ever). Empty where no other process waits on this one.
+    idle_in_transaction_limit: str
 
     async def connect(self) -> None: ...
 

@@ -86,6 +86,8 @@ class PostgresDatabase:
     share_lock = " FOR SHARE"
     lock_table = "LOCK TABLE {table} IN EXCLUSIVE MODE"
     now_sql = "extract(epoch from clock_timestamp())::double precision"
+    # https://www.postgresql.org/docs/current/runtime-config-client.html#GUC-IDLE-IN-TRANSACTION-SESSION-TIMEOUT
+    idle_in_transaction_limit = "SET LOCAL idle_in_transaction_session_timeout = {ms}"
 
     def __init__(self, dsn: str, *, pool_size: int = 10, timeout: float = 5.0) -> None:
         self._dsn = dsn

@@ -55,6 +55,7 @@ class SqliteDatabase:
     share_lock = ""
     lock_table = ""
     now_sql = "((julianday('now') - 2440587.5) * 86400.0)"
+    idle_in_transaction_limit = ""  # one process owns the file (embedded mode)
 
     def __init__(self, path: Path) -> None:
         self._path = path

@@ -39,7 +39,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(600), pytest.mark.ser
 
 TOKEN = "metrics-test-token-0123456789"
 STACK = "metrics-it"
-CONFIG = MetricsConfig(min_requests=20, max_error_ratio=0.05, max_latency_ms=500, freshness_timeout_s=30)
+# The latency limit is generous: this module judges error ratios and no data (a slow release fails on
+# latency in test_e2e_metrics.py). Over ~100 requests, two that a loaded CI host held for 0.3 s put the
+# histogram's interpolated p99 at 580 ms (seen in CI beside the cluster phase) though the colour is healthy.
+CONFIG = MetricsConfig(min_requests=20, max_error_ratio=0.05, max_latency_ms=2500, freshness_timeout_s=30)
 
 
 @dataclass
