@@ -24,7 +24,6 @@ from immune_suite.pipeline.run_state import LockHeld, RunState, RunStore, StackL
 from immune_suite.pipeline.runner import Pipeline, describe, operator
 from immune_suite.progress import ConsoleProgress, JsonLinesProgress, Progress
 from immune_suite.record import record_index, resolve_record, write_signed_record
-from immune_suite.report import write_report
 from immune_suite.signing import (
     SigningKeyError,
     load_public_key,
@@ -97,6 +96,8 @@ class Session:
         payload: dict[str, Any] = {"exit_code": int(code), "run": describe(run), "metrics": run.metrics}
         if run.finished:
             record = write_signed_record(run, self.stack, self.target.name)
+            from immune_suite.report import write_report  # matplotlib: only where a report is written
+
             report = write_report(record)
             run.record_path = str(record)
             self.store.save(run)
@@ -385,7 +386,11 @@ def cmd_status(args: argparse.Namespace) -> ExitCode:
         )
     if run:
         lines.append(
-            f"{'run' if not run.finished else 'last run'} {run.run_id}: {run.status} at {run.current}"
+            (
+                f"last run {run.run_id}: {run.status}"
+                if run.finished
+                else f"run {run.run_id}: {run.status} at {run.current}"
+            )
             + (f" ({run.failure.get('reason')})" if run.failure else "")
         )
         if not run.finished and not in_charge:
@@ -431,6 +436,8 @@ def cmd_verify(args: argparse.Namespace) -> ExitCode:
 
 def cmd_report(args: argparse.Namespace) -> ExitCode:
     path = resolve_record(args.record, args.stack)
+    from immune_suite.report import write_report
+
     out = write_report(path, Path(args.out) if args.out else None)
     _emit(args, {"report": str(out)}, str(out))
     return ExitCode.OK

@@ -103,7 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser("serve", help="run the HTTP/WebSocket service and its background work")
+    serve = commands.add_parser(
+        "serve",
+        help="run the HTTP/WebSocket service and its background work",
+        description="Run the REST + WebSocket API (uvicorn) with the Kafka consumers, the outbox relay and "
+        "the leader's duties. Configuration comes from IMMUNE_* environment variables "
+        "(docs/service.md).",
+    )
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     serve.add_argument(
@@ -125,7 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     simulate = commands.add_parser("simulate", help="generate labelled, seeded traffic for a scenario")
     simulate.add_argument("--scenario", help="scenario name (see --list)")
     simulate.add_argument("--list", action="store_true", help="print the scenarios, one per line, and exit")
-    simulate.add_argument("--seed", type=int, default=7)
+    simulate.add_argument(
+        "--seed", type=int, default=7, help="random seed: the same seed gives the same events (default 7)"
+    )
     simulate.add_argument("--output", default=None, help="write JSON lines to FILE ('-' for stdout)")
     simulate.add_argument(
         "--target", default=None, help="send to a service URL (http://host:port[/prefix]) or 'kafka'"
@@ -133,7 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument(
         "--token", default=None, help="bearer token for --target URL (default: IMMUNE_API_TOKENS)"
     )
-    simulate.add_argument("--batch-size", type=int, default=100)
+    simulate.add_argument(
+        "--batch-size", type=int, default=100, help="events per POST to a --target URL (default 100)"
+    )
     simulate.add_argument("--labels", action="store_true", help="include the ground-truth label in --output")
     simulate.set_defaults(handler=_simulate)
     return parser

@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     auth_failure_window_s: int = Field(default=60, ge=1, le=86_400)
     api_prefix: str = ""
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    body_timeout_s: float = Field(
+        default=30.0, gt=0.0, le=600.0, description="a request body not received in this time: 408"
+    )
     max_batch_events: int = Field(default=500, ge=1)
     rate_limit_per_s: float = Field(default=500.0, ge=0.0, description="per token; 0 disables")
     rate_limit_burst: int = Field(default=1000, ge=1)

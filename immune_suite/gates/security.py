@@ -60,7 +60,8 @@ def run_security_gate(
         f"{r.tool}: {r.summary}" for r in (failed or results)
     )
     if not base_url:
-        summary += " (API fuzzing not run: no candidate URL)"
+        # In a promotion the api-fuzz stage fuzzes the deployed candidate; this gate runs before it.
+        summary += " (API not fuzzed here: no candidate URL)"
     warnings = [f"{r.tool}: {w}" for r in results for w in r.warnings]
     if warnings:
         summary += "; WARNING: " + "; ".join(warnings)

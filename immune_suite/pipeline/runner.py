@@ -24,7 +24,6 @@ from typing import Any
 
 from immune_suite.gates.attribution import counter_deltas, judge_attribution
 from immune_suite.paths import REPO_ROOT
-from immune_suite.pipeline.canary import run_canary_step
 from immune_suite.pipeline.canary_metrics import judge_step_metrics, with_metrics
 from immune_suite.pipeline.exit_codes import ExitCode
 from immune_suite.pipeline.gates import Gates, LoadResult, run_dir
@@ -440,6 +439,9 @@ class Pipeline:
             run.note("traffic", active=run.stable_color.value, canary_weight=0, reason="interim look failed")
 
         step_started = time.time()  # the metric checks' window starts with the traffic shift
+        # Imported here: the statistics (scipy) cost seconds that every other command would pay.
+        from immune_suite.pipeline.canary import run_canary_step
+
         result = run_canary_step(
             percent,
             run.candidate_color,

@@ -298,3 +298,64 @@ def test_websocket_token_from_the_protocol_header_and_never_from_the_url(client:
             with client.websocket_connect(url, headers=AUTH) as ws:
                 ws.receive_json()
         assert refused.value.code == 1008 and why in refused.value.reason, refused.value.reason
+
+
+def _chunked(total: int, piece: int = 65_536) -> Any:
+    """A body without Content-Length (Transfer-Encoding: chunked): its size shows only as it streams."""
+    sent = 0
+    while sent < total:
+        chunk = b" " * min(piece, total - sent)
+        sent += len(chunk)
+        yield chunk
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("POST", EVENTS), ("POST", "/api/v1/agents"), ("PUT", "/api/v1/homeostasis/override")],
+)
+def test_an_oversized_chunked_body_is_413_on_every_route(
+    make_settings: Callable[..., Settings],
+    start_client: Callable[[Settings], TestClient],
+    method: str,
+    path: str,
+) -> None:
+    # Before: a 500 on /events (the body read failed inside the route) and FastAPI's 400 "error
+    # parsing the body" on the model routes.
+    client = start_client(make_settings(max_body_bytes=4096))
+    answer = client.request(
+        method, path, content=_chunked(20_000, 1000), headers={**AUTH, "Content-Type": "application/json"}
+    )
+    assert answer.status_code == 413, answer.text
+    assert answer.json()["error"] == "payload_too_large"
+    # Under the limit, chunked is read whole and judged on what it says.
+    small = client.request(
+        method, path, content=_chunked(100, 10), headers={**AUTH, "Content-Type": "application/json"}
+    )
+    assert small.status_code in (400, 422), small.text
+
+
+@pytest.mark.integration
+def test_a_body_that_never_arrives_is_408_and_a_chunked_one_too_large_is_413_on_the_real_server(
+    launch: Callable[..., Any],
+) -> None:
+    import socket
+
+    service = launch("slow-body", {"IMMUNE_BODY_TIMEOUT_S": "1", "IMMUNE_MAX_BODY_BYTES": "4096"})
+
+    def exchange(head: str, body: bytes) -> bytes:
+        with socket.create_connection(("127.0.0.1", service.port), timeout=30) as conn:
+            conn.sendall(head.encode() + body)
+            answer = b""
+            while chunk := conn.recv(65_536):  # the server closes the connection after its answer
+                answer += chunk
+            return answer
+
+    request = f"POST {EVENTS} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+    # Declares 100 bytes and sends 5 (a slow-loris): before, no answer for as long as the client waited.
+    stalled = exchange(request + "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n", b'{"ev')
+    assert stalled.startswith(b"HTTP/1.1 408 "), stalled[:200]
+    assert b"request_timeout" in stalled
+    chunks = b"".join(b"%x\r\n%s\r\n" % (1000, b" " * 1000) for _ in range(10)) + b"0\r\n\r\n"
+    chunked = exchange(request + "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n", chunks)
+    assert chunked.startswith(b"HTTP/1.1 413 "), chunked[:200]
+    assert service.client.get("/health/ready").status_code == 200  # and it keeps serving

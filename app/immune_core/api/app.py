@@ -103,7 +103,7 @@ def create_app(
         latency_ms=settings.fault_latency_ms,
         error_ratio=settings.fault_error_ratio,
     )
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s)
     app.add_middleware(RequestMetrics, metrics=runtime.metrics)
     # Unhandled exceptions become a 500 inside IdentityHeaders (see errors.UnhandledErrors): the
     # routes' are caught by the one install_error_handlers added, our middlewares' by this one.

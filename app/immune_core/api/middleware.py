@@ -95,51 +95,64 @@ class RequestMetrics:
 
 
 class BodySizeLimit:
-    """413 for bodies over ``max_bytes``: by Content-Length up front, or while streaming if it lies."""
+    """Reads each request's body before the route sees it, bounded in size and in time.
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    Over ``max_bytes``: 413, by Content-Length up front or while a chunked body streams in. A body that
+    does not arrive within ``timeout_s`` (a client that declared 100 bytes and sent 5, a slow-loris):
+    408 and the connection closed (RFC 9110 §15.5.9). Reading here, rather than failing the route's own
+    ``receive``, keeps those answers out of the routes' error handling: FastAPI turns a failed body read
+    into a 400 "error parsing the body", our routes' catch-all into a 500. The route then gets the whole
+    body in one message; later ``receive`` calls reach the server (disconnects).
+    """
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int, timeout_s: float = 30.0) -> None:
         self.app = app
         self._max = max_bytes
+        self._timeout_s = timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = dict(scope.get("headers", []))
-        declared = headers.get(b"content-length")
+        declared = dict(scope.get("headers", [])).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self._max:
             await _send_error(send, 413, "payload_too_large", f"body exceeds {self._max} bytes", [])
             return
-        received = 0
-        too_large = False
-        response_started = False
-
-        async def counting_receive() -> Message:
-            nonlocal received, too_large
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self._max:
-                    too_large = True
-                    raise _BodyTooLarge
-            return message
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal response_started
-            if message["type"] == "http.response.start":
-                response_started = True
-            await send(message)
-
         try:
-            await self.app(scope, counting_receive, tracking_send)
+            first = await asyncio.wait_for(self._read_body(receive), self._timeout_s)
         except _BodyTooLarge:
-            if not response_started:
-                await _send_error(send, 413, "payload_too_large", f"body exceeds {self._max} bytes", [])
-        except Exception:
-            if too_large and not response_started:
-                await _send_error(send, 413, "payload_too_large", f"body exceeds {self._max} bytes", [])
-                return
-            raise
+            await _send_error(send, 413, "payload_too_large", f"body exceeds {self._max} bytes", [])
+            return
+        except TimeoutError:
+            message = f"the request body did not arrive within {self._timeout_s:g} s"
+            await _send_error(send, 408, "request_timeout", message, [(b"connection", b"close")])
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return first
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _read_body(self, receive: Receive) -> Message:
+        """The body as one ``http.request`` message (or the ``http.disconnect`` that cut it short)."""
+        chunks: list[bytes] = []
+        received = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return message
+            chunk = message.get("body", b"")
+            received += len(chunk)
+            if received > self._max:
+                raise _BodyTooLarge
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
 
 
 class _BodyTooLarge(Exception):
