@@ -63,7 +63,7 @@ class Scraped:
 def scraped() -> Iterator[Scraped]:
     if shutil.which("haproxy") is None and not Path("/usr/sbin/haproxy").exists():
         pytest.fail("haproxy is required: apt-get install haproxy")
-    base = free_port_block(100, first=42000, step=250)
+    base = free_port_block(100, step=250)
     ports = LocalTargetConfig(
         ingress_port=base,
         stable_port=base + 1,

@@ -124,7 +124,7 @@ class Ingress:
     """HAProxy with the local stack's config, and one test server per instance of the layout."""
 
     def __init__(self, behaviours: dict[str, Behaviour], traffic: TrafficState, replicas: int = 1) -> None:
-        base = free_port_block(100, first=40000, step=250)
+        base = free_port_block(100, step=250)
         ports = LocalTargetConfig(
             ingress_port=base, stable_port=base + 1, preview_port=base + 2, instance_base_port=base + 50
         )

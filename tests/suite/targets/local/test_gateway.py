@@ -39,7 +39,7 @@ class Gateway:
 
 @pytest.fixture(scope="module")
 def gateway() -> Iterator[Gateway]:
-    base = free_port_block(100, first=40000, step=250)
+    base = free_port_block(100, step=250)
     ports = LocalTargetConfig(
         ingress_port=base,
         stable_port=base + 1,
