@@ -8,12 +8,13 @@ real, the objects go to files (a cluster changes nothing of the engine's recover
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import signal
 import subprocess
 import time
 
+import psutil
 import pytest
 
 from immune_suite.paths import REPO_ROOT
@@ -25,8 +26,18 @@ pytestmark = pytest.mark.engine
 STACK = "prod"
 
 
+def kill_session(sid: int) -> None:
+    """SIGKILL every process of session `sid`. Not just the process group: pulumi starts its plugins
+    (the language host, providers) in process groups of their own, and a language host missed by
+    `killpg` lived on as an orphan after the test (seen after a CI run)."""
+    for proc in psutil.process_iter():
+        with contextlib.suppress(psutil.Error, ProcessLookupError):
+            if os.getsid(proc.pid) == sid:
+                proc.kill()
+
+
 def kill_up_midway(engine_project: EngineProject, after: str, timeout_s: float = 300) -> str:
-    """Start `pulumi up` of the stack in its own process group and SIGKILL the whole group once its
+    """Start `pulumi up` of the stack in its own session and SIGKILL the whole session once its
     output shows `after` (the update is under way); the output seen so far."""
     env = {
         **os.environ,
@@ -52,7 +63,7 @@ def kill_up_midway(engine_project: EngineProject, after: str, timeout_s: float =
             if after in line or time.monotonic() > deadline:
                 break
     finally:
-        os.killpg(process.pid, signal.SIGKILL)
+        kill_session(process.pid)
         process.wait(timeout=30)
     output = "".join(seen)
     assert after in output, output[-3000:]
