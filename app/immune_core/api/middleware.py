@@ -116,13 +116,13 @@ class BodySizeLimit:
             return
         declared = dict(scope.get("headers", [])).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self._max:
-            await _send_error(send, 413, "payload_too_large", f"body exceeds {self._max} bytes", [])
+            await self._too_large(send)
             return
         try:
             async with asyncio.timeout(self._timeout_s):  # no task per request, unlike wait_for
                 first = await self._read_body(receive)
         except _BodyTooLarge:
-            await _send_error(send, 413, "payload_too_large", f"body exceeds {self._max} bytes", [])
+            await self._too_large(send)
             return
         except TimeoutError:
             message = f"the request body did not arrive within {self._timeout_s:g} s"
@@ -138,6 +138,9 @@ class BodySizeLimit:
             return await receive()
 
         await self.app(scope, replay, send)
+
+    async def _too_large(self, send: Send) -> None:
+        await _send_error(send, 413, "payload_too_large", f"body exceeds {self._max} bytes", [])
 
     async def _read_body(self, receive: Receive) -> Message:
         """The body as one ``http.request`` message (or the ``http.disconnect`` that cut it short)."""
