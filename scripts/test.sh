@@ -18,8 +18,10 @@
 #   beside those, niced (nice 10), side by side (log: out/logs/later-phases.log, shown at the end):
 #   engine  waits for the build (its log tail on failure), then pytest -m engine   -> out/junit-engine.xml
 #   cluster waits for the engine, `cluster.sh build` + `images.sh build` (started in the background with
-#           the engine), then pytest -m cluster: cluster up, images push, pulumi up staging+prod, smoke through the
-#           router, idempotence, destroy, cluster down (tests/cluster/)       -> out/junit-cluster.xml
+#           the engine), then `cluster.sh up` once and pytest -m cluster in streams on that cluster
+#           (cluster_phase below): images push, pulumi up staging+prod, smoke through the router,
+#           promotions, idempotence, destroy, cluster down (tests/cluster/)
+#           -> out/junit-cluster-{staging,rest,last}.xml
 # Every phase runs even when an earlier one failed (one CI run shows every failure); any failing phase
 # fails the run, and a phase that collects nothing (pytest exit 5) is a failure too. Timings are printed
 # at the end and written to out/phases.txt.
@@ -202,7 +204,7 @@ later_phases() {
   bg_wait images-build || cluster_rc=$?
   record cluster-build "$cluster_start" "$cluster_rc"
   if [ "$cluster_rc" -eq 0 ] && [ "$engine_rc" -eq 0 ]; then
-    pytest_phase cluster "cluster"
+    cluster_phase
   elif [ "$cluster_rc" -eq 0 ]; then
     record cluster "$SECONDS" 1
   fi
@@ -211,6 +213,66 @@ later_phases() {
   fi
   printf '%s\n' "${summary[@]}" >out/later-phases.txt
   return "$failed"
+}
+
+# The cluster tests in streams on ONE cluster (tests/cluster/shared.py): the staging stack's modules (they
+# deploy, promote and destroy the same Pulumi stack, so one at a time) beside the prod stack's half of
+# test_deploy.py and the modules that deploy no stack; then, alone, the modules that stop parts of the
+# cluster (test_status kills the API server, test_teardown runs `down`). One stream after the other took
+# about an hour on 2 cores; the staging stream is now the longest part.
+CLUSTER_STAGING=(tests/cluster/test_chaos.py tests/cluster/test_deploy.py tests/cluster/test_promote.py
+  tests/cluster/test_traffic.py)
+CLUSTER_LAST=(tests/cluster/test_status.py tests/cluster/test_teardown.py)
+
+# cluster_rest: every other module of tests/cluster/ (a new module runs there unless listed above).
+cluster_rest() {
+  local file listed
+  for file in tests/cluster/test_*.py; do
+    listed=0
+    for other in "${CLUSTER_STAGING[@]}" "${CLUSTER_LAST[@]}"; do
+      [ "$file" = "$other" ] && listed=1
+    done
+    if [ "$listed" -eq 0 ] || [ "$file" = tests/cluster/test_deploy.py ]; then echo "$file"; fi
+  done
+}
+
+# cluster_stream NAME STACKS FILES...: one pytest run of the cluster phase, keeping only the STACKS ("" for
+# all) of test_deploy.py's parameters; its timing line goes to out/NAME.txt (it may run in the background).
+cluster_stream() {
+  local name="$1" stacks="$2"
+  shift 2
+  summary=()
+  failed=0
+  IMMUNE_CLUSTER_STACKS="$stacks" pytest_phase "$name" "cluster" "$@"
+  printf '%s\n' "${summary[@]}" >"out/$name.txt"
+  return "$failed"
+}
+
+# cluster_phase: host snapshot and `cluster.sh up` once, the two streams side by side, the last modules,
+# then `cluster.sh down` (again: test_teardown's `down` may not have been reached).
+cluster_phase() {
+  local start=$SECONDS rc=0 staging_pid rest=()
+  step "cluster: host snapshot, cluster.sh up (shared by the cluster streams)"
+  rm -f out/cluster-*.txt
+  if ! .venv/bin/python -m tests.cluster.shared up out/cluster-host-before-up.json; then
+    record cluster-up "$start" 1
+    return 0
+  fi
+  record cluster-up "$start" 0
+  export IMMUNE_SHARED_CLUSTER="$PWD/out/cluster-host-before-up.json"
+  mapfile -t rest < <(cluster_rest)
+  step "cluster streams: staging (log: out/logs/cluster-staging.log) beside the rest"
+  cluster_stream cluster-staging staging "${CLUSTER_STAGING[@]}" >out/logs/cluster-staging.log 2>&1 &
+  staging_pid=$!
+  # In subshells: a stream's own `summary` and `failed` must not replace this phase's.
+  (cluster_stream cluster-rest prod "${rest[@]}") || failed=1
+  add_summary out/cluster-rest.txt
+  collect "the staging stream" "$staging_pid" out/logs/cluster-staging.log out/cluster-staging.txt
+  (cluster_stream cluster-last "" "${CLUSTER_LAST[@]}") || failed=1
+  add_summary out/cluster-last.txt
+  unset IMMUNE_SHARED_CLUSTER
+  bash scripts/cluster.sh down >/dev/null 2>&1 || rc=$?
+  record cluster "$start" "$rc"
 }
 
 # engine_phase: the Pulumi engine tests (one pytest run); its timing goes to out/engine-phase.txt.

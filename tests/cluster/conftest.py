@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.cluster.deploy_support import IMAGES_SH, ROUTER_SH, must, run
+from tests.cluster.shared import kept_stacks, shared_snapshot
 from tests.cluster.support import REPO, Kube, cluster_env, host_snapshot, read_versions, run_cluster_sh
 
 PROBE_IMAGE = "aic.local/probe:test"
@@ -27,13 +28,17 @@ LAST_MODULE = "tests/cluster/test_teardown.py"
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """The teardown module last; tests marked `only_stack(<name>)` kept only for that stack of the
-    `deployed` fixture's parameters (deselected for the others, so no skip stands in for a run)."""
+    `deployed` fixture's parameters, and only the stacks IMMUNE_CLUSTER_STACKS names when it is set
+    (tests/cluster/shared.py); the others are deselected, so no skip stands in for a run."""
     kept, dropped = [], []
+    streams = kept_stacks()
     for item in items:
         only = item.get_closest_marker("only_stack")
         callspec = getattr(item, "callspec", None)
         stack = callspec.params.get("deployed") if callspec is not None else None
-        if only is not None and stack is not None and stack not in only.args:
+        if stack is not None and (
+            (only is not None and stack not in only.args) or (streams is not None and stack not in streams)
+        ):
             dropped.append(item)
         else:
             kept.append(item)
@@ -45,7 +50,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def host_before_up() -> dict[str, list[str]]:
-    """The host as it was before this session's `up` (taken before the `cluster` fixture starts it)."""
+    """The host as it was before this session's `up` (taken before the `cluster` fixture starts it), or
+    before the shared cluster's `up` (IMMUNE_SHARED_CLUSTER, tests/cluster/shared.py)."""
+    shared = shared_snapshot()
+    if shared is not None:
+        return shared
     if run_cluster_sh("status", check=False).returncode == 0:
         # A cluster left running by someone else would make this snapshot meaningless.
         pytest.fail("a cluster is already running: run `bash scripts/cluster.sh down` first")
@@ -54,7 +63,13 @@ def host_before_up() -> dict[str, list[str]]:
 
 @pytest.fixture(scope="session")
 def cluster(host_before_up: dict[str, list[str]]) -> Iterator[Kube]:
-    """Brings the cluster up for the session (build cached) and takes it down at the end."""
+    """Brings the cluster up for the session (build cached) and takes it down at the end; a shared
+    cluster (IMMUNE_SHARED_CLUSTER) must be running already and is left running."""
+    if shared_snapshot() is not None:
+        if run_cluster_sh("status", check=False).returncode != 0:
+            pytest.fail("IMMUNE_SHARED_CLUSTER is set but no cluster runs: python -m tests.cluster.shared up")
+        yield Kube(cluster_env())
+        return
     try:
         run_cluster_sh("up")
         kube = Kube(cluster_env())
