@@ -111,6 +111,9 @@ class Pipeline:
     def new_run(self, candidate: Release, kind: str = "promotion", source_commit: str = "") -> RunState:
         self.target.ensure_running()
         snapshot = self.target.snapshot()
+        orphaned = self._route_orphaned_split_to_stable(snapshot.traffic)
+        if orphaned is not None:
+            snapshot = self.target.snapshot()
         traffic = snapshot.traffic or TrafficState(active=Color.GREEN, canary_weight=0)
         stable_dict = snapshot.releases.get(traffic.active.value)
         stable = Release.from_dict(stable_dict) if stable_dict else None
@@ -134,6 +137,8 @@ class Pipeline:
             owner=f"{operator()} pid {os.getpid()}",
             source_commit=source_commit,
         )
+        if orphaned is not None:
+            run.note("orphaned split routed back to stable before the run", found=orphaned.to_dict())
         run.note(
             "started",
             kind=kind,
@@ -148,6 +153,32 @@ class Pipeline:
             stage="start",
         )
         return run
+
+    def _route_orphaned_split_to_stable(self, traffic: TrafficState | None) -> TrafficState | None:
+        """A split that no run of this state directory owns (a runner killed mid-canary, its journal gone
+        with its workspace) put back on stable BEFORE anything is deployed: the new candidate goes to the
+        colour that split still sends traffic to, and restoring "the routing the run started from" must not
+        bring the split back. Returns the split found, or None when traffic was all on one colour.
+
+        Raises:
+            TargetError: the routing read back after the change is not all on the active colour.
+        """
+        if traffic is None or (traffic.canary_weight == 0 and traffic.baseline_weight == 0):
+            return None
+        self.progress(
+            f"routing is split ({traffic.canary_weight} % on {traffic.active.other.value}, "
+            f"{traffic.baseline_weight} % on a baseline) but no run here owns it: "
+            f"all traffic back on {traffic.active.value} first",
+            stage="start",
+        )
+        # Routing first (the baseline's share goes with the canary's), then the baseline's pods.
+        self.target.set_traffic(traffic.active, 0)
+        if self.target.baseline_running():
+            self.target.stop_baseline()
+        seen = self.target.traffic()
+        if seen != TrafficState(traffic.active, 0):
+            raise TargetError(f"routing read back as {seen} after routing all to {traffic.active.value}")
+        return traffic
 
     def recover(self, run: RunState, same_candidate: bool) -> None:
         """Take charge of a run whose process died: traffic to stable first, then decide where to resume."""

@@ -266,3 +266,40 @@ def test_an_image_release_is_scanned_from_the_commit_it_was_built_from(
         source_tree_of(REPO_ROOT, Release("x", "no-such-ref-anywhere", "sha256:" + "cd" * 32))
     # The local stack's digest is its tree: taken as it is.
     assert source_tree_of(REPO_ROOT, Release("x", "WORKTREE", "git-tree:abc")) == "abc"
+
+
+def test_a_split_no_run_owns_goes_back_to_stable_before_the_candidate_is_deployed(
+    established: ScriptedGates,
+    stack_config: StackConfig,
+    memory_target: MemoryTarget,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """A runner killed mid-canary, its journal gone with its workspace (CI's state dir): the next run
+    finds 50 % on green and must not deploy its candidate to green while green takes traffic, nor
+    restore "the routing it started from" (the split) when it rolls back."""
+    from tests.suite.support import crashed_mid_canary
+
+    crashed_mid_canary(stack_config, memory_target, established)
+    assert memory_target.routing == TrafficState(Color.BLUE, 50)
+    monkeypatch.setenv("IMMUNE_STATE_DIR", str(tmp_path / "a-fresh-runner"))
+    established.slow_versions.add("v3")
+    mark = len(memory_target.calls)
+    run, code = promote(stack_config, memory_target, established, "v3")
+    calls = memory_target.calls[mark:]
+    # Routing back first, then the orphaned baseline stopped, and only then the deploy.
+    assert calls[:3] == [("traffic", (Color.BLUE, 0)), ("stop_baseline", "v1"), ("deploy", Color.GREEN)]
+    assert run.snapshot is not None and run.snapshot.traffic == TrafficState(Color.BLUE, 0)
+    assert any(e["event"].startswith("orphaned split") for e in run.timeline)
+    assert code is ExitCode.GATE_FAILED and run.status == "rolled_back"
+    assert memory_target.routing == TrafficState(Color.BLUE, 0)  # not the orphaned 50 %
+
+
+def test_traffic_all_on_one_colour_is_left_alone_at_the_start(
+    established: ScriptedGates, stack_config: StackConfig, memory_target: MemoryTarget
+) -> None:
+    mark = len(memory_target.calls)
+    run, code = promote(stack_config, memory_target, established, "v2")
+    assert code is ExitCode.OK
+    assert memory_target.calls[mark][0] == "deploy"  # no routing change before the deploy
+    assert not any(e["event"].startswith("orphaned split") for e in run.timeline)

@@ -131,7 +131,14 @@ def test_prod_waits_for_a_manual_approval() -> None:
     assert jobs["prod"]["environment"]["name"] == "production"
     runs = " ".join(s.get("run", "") for s in _steps(jobs["prod"]))
     assert "--approve" in runs
-    assert _load("promote.yml")["concurrency"]["cancel-in-progress"] is False
+
+
+def test_one_promotion_per_stack_at_a_time_whatever_the_branch() -> None:
+    document = _load("promote.yml")
+    assert "concurrency" not in document  # a per-ref group let two branches promote one stack at once
+    for stack in ("staging", "prod"):
+        group = document["jobs"][stack]["concurrency"]
+        assert group == {"group": f"promote-{stack}", "cancel-in-progress": False}
 
 
 def test_no_secret_is_expanded_inside_a_shell_script() -> None:
