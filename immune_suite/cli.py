@@ -337,26 +337,49 @@ def cmd_rollback(args: argparse.Namespace) -> ExitCode:
     """Re-promote the release of the promotion before the current one (gates already passed)."""
     session = Session(args)
     session.require_signing_key()
-    promoted = [entry for entry in record_index(session.stack.name) if entry["outcome"] == "promoted"]
-    if len(promoted) < 2:
-        _emit(args, {"rollback": None}, "no earlier promoted release to roll back to")
+    found = _previous_release(session)
+    if isinstance(found, str):
+        _emit(args, {"rollback": None}, found)
         return ExitCode.NOTHING_TO_DO
-    current = promoted[-1]["candidate"]
-    earlier = next(
-        (e for e in reversed(promoted[:-1]) if e["candidate"]["digest"] != current["digest"]), None
-    )
-    if earlier is None:
-        _emit(args, {"rollback": None}, "every earlier promotion shipped the same digest")
-        return ExitCode.NOTHING_TO_DO
+    release, source = found
     with StackLock(session.stack.name, wait_s=LOCK_WAIT_S):
         existing = session.store.load()
         if existing is not None and not existing.finished:
             _emit(args, {"rollback": None}, f"run {existing.run_id} is unfinished: abort or resume it first")
             return ExitCode.LOCKED
         pipeline = session.pipeline()
-        run = pipeline.new_run(Release.from_dict(earlier["candidate"]), kind="rollback")
-        run.note("rollback to record", record=earlier["run_id"])
+        run = pipeline.new_run(release, kind="rollback")
+        run.note("rollback to", **source)
         return session.finish(run, pipeline.execute(run))
+
+
+def _previous_release(session: Session) -> tuple[Release, dict[str, str]] | str:
+    """The release `rollback` goes back to and where that was found, or why there is none.
+
+    First this state dir's records: the last promotion before the current one whose digest differs.
+    Without two such records (a CI runner's state dir starts empty), the stack's own: the release it
+    recorded on the colour not serving (`Target.recorded_release`), when it differs from the active one's.
+    """
+    promoted = [entry for entry in record_index(session.stack.name) if entry["outcome"] == "promoted"]
+    if len(promoted) >= 2:
+        current = promoted[-1]["candidate"]
+        earlier = next(
+            (e for e in reversed(promoted[:-1]) if e["candidate"]["digest"] != current["digest"]), None
+        )
+        if earlier is None:
+            return "every earlier promotion shipped the same digest"
+        return Release.from_dict(earlier["candidate"]), {"record": str(earlier["run_id"])}
+    traffic = session.target.traffic()
+    if traffic is None:
+        return "no earlier promoted release to roll back to (nothing deployed)"
+    active = session.target.recorded_release(traffic.active)
+    idle = session.target.recorded_release(traffic.active.other)
+    if active is None or idle is None:
+        return "no earlier promoted release to roll back to (no record here, none on the stack's idle colour)"
+    if idle.digest == active.digest:
+        idle_colour = traffic.active.other.value
+        return f"the stack's idle colour {idle_colour} recorded the serving digest: nothing to go back to"
+    return idle, {"stack_record": traffic.active.other.value, "version": idle.version}
 
 
 def cmd_status(args: argparse.Namespace) -> ExitCode:

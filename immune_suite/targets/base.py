@@ -197,6 +197,12 @@ class Target(Protocol):
     def baseline_running(self) -> bool:
         """True when baseline instances run (and so take their share of ingress traffic)."""
 
+    def recorded_release(self, color: Color) -> Release | None:
+        """The release the stack itself last recorded on `color`, running or scaled away (None when it
+        never ran one): after a promotion, the retired colour's is the release before the current one,
+        what `immune-suite rollback` goes back to when no record of this state dir says more (a CI
+        runner's state dir starts empty)."""
+
     def attribution(self) -> Attribution | None:
         """How the ingress names the server behind each response; None when it cannot.
 

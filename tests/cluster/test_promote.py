@@ -26,6 +26,7 @@ Needs root, the cached cluster build, the Pulumi engine and the images (see test
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -446,14 +447,20 @@ def test_an_abort_mid_canary_rolls_back(cluster: Kube, stack: Stack) -> None:
     assert_rolled_back_live(cluster, stack, stable, candidate)
 
 
-def test_rollback_returns_to_the_previous_release(cluster: Kube, stack: Stack) -> None:
-    """`immune-suite rollback`: the last successful record (the workflow jobs' image of HEAD) is replaced
-    by the one before it whose image differs (the first promotion: the program's image, HEAD~1), through
-    deploy, smoke, switch and post-check, recorded as a rollback."""
+def test_rollback_returns_to_the_previous_release(
+    cluster: Kube, stack: Stack, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """`immune-suite rollback` from a runner whose state dir holds no record (as a CI job's): the release
+    the stack itself keeps recorded on its retired colour (the first promotion: the program's image,
+    HEAD~1; the rolled-back candidates since left that record as it was), not the serving one (the
+    workflow jobs' image of HEAD), through deploy, smoke, switch and post-check, recorded as a rollback."""
     stable = active_colour(cluster)
     candidate = "green" if stable == "blue" else "blue"
     previous = version_of("HEAD~1")
-    run = suite(stack, "rollback", "--stack", "cluster", "--by", "test_promote")
+    fresh_runner = dataclasses.replace(
+        stack, env={**stack.env, "IMMUNE_STATE_DIR": str(tmp_path_factory.mktemp("fresh-runner"))}
+    )
+    run = suite(fresh_runner, "rollback", "--stack", "cluster", "--by", "test_promote")
     assert run.code == 0, run.output
     assert run.payload["run"]["status"] == "promoted" and run.payload["run"]["kind"] == "rollback", (
         run.payload
@@ -465,3 +472,7 @@ def test_rollback_returns_to_the_previous_release(cluster: Kube, stack: Stack) -
     assert stack.digest in json.dumps(cluster.get("deployment", f"immune-core-{candidate}", "-n", NAMESPACE))
     record = json.loads(Path(run.payload["record"]).read_text())
     assert record["kind"] == "rollback"
+    # Found on the stack, not in a record: this runner's state dir had none.
+    assert {"event": "rollback to", "stack_record": candidate, "version": previous}.items() <= next(
+        e for e in record["timeline"] if e["event"] == "rollback to"
+    ).items(), record["timeline"]

@@ -45,6 +45,7 @@ class MemoryTarget:
         self.releases: dict[Color, Release | None] = {Color.BLUE: None, Color.GREEN: None}
         self.calls: list[tuple[str, Any]] = []
         self.baseline: Release | None = None
+        self.recorded: dict[Color, Release] = {}  # what each colour last ran, kept when scaled down
 
     def ensure_running(self) -> None:
         if self.routing is None:
@@ -53,6 +54,7 @@ class MemoryTarget:
     def deploy(self, color: Color, release: Release, replicas: int | None = None) -> ColorHealth:
         self.calls.append(("deploy", color))
         self.releases[color] = release
+        self.recorded[color] = release
         return self.health(color)
 
     def set_traffic(self, active: Color, canary_weight: int) -> TrafficState:
@@ -80,7 +82,8 @@ class MemoryTarget:
 
     def snapshot(self) -> TargetSnapshot:
         releases = {c.value: (r.to_dict() if r else None) for c, r in self.releases.items()}
-        return TargetSnapshot(self.routing, releases)
+        recorded = {c.value: r.to_dict() for c, r in self.recorded.items()}
+        return TargetSnapshot(self.routing, releases, extra={"recorded": recorded})
 
     def restore(self, snapshot: TargetSnapshot) -> None:
         if snapshot.traffic:
@@ -91,6 +94,9 @@ class MemoryTarget:
                 self.scale_down(color)
             elif wanted is not None:
                 self.releases[color] = Release.from_dict(wanted)
+        # As the Kubernetes target: each colour's record as it was, a scaled-away colour's included.
+        recorded = snapshot.extra.get("recorded") or {}
+        self.recorded = {c: Release.from_dict(recorded[c.value]) for c in Color if c.value in recorded}
 
     def chaos_config(self, candidate: Color) -> dict[str, Any]:
         return {"candidate": candidate.value}
@@ -106,6 +112,9 @@ class MemoryTarget:
 
     def baseline_running(self) -> bool:
         return self.baseline is not None
+
+    def recorded_release(self, color: Color) -> Release | None:
+        return self.recorded.get(color)
 
     def attribution(self) -> None:
         return None
@@ -202,18 +211,19 @@ def scripted_post_check(
     return Verdict("post-check", Status.PASS, f"post-check {color.value}")
 
 
-def release(version: str) -> Release:
-    """A release of this working tree named `version`."""
+def release(version: str, digest: str | None = None) -> Release:
+    """A release of this working tree named `version` (its tree's digest unless `digest` is given: an
+    image digest, as releases built into images carry)."""
     source = resolve_source(REPO_ROOT)
-    return Release(version, source.ref, source.digest)
+    return Release(version, source.ref, digest or source.digest)
 
 
 def promote(
-    stack: StackConfig, target: MemoryTarget, gates: ScriptedGates, version: str
+    stack: StackConfig, target: MemoryTarget, gates: ScriptedGates, version: str, digest: str | None = None
 ) -> tuple[RunState, ExitCode]:
     """One whole promotion of `version` through the pipeline; the run and its exit code."""
     pipeline = Pipeline(stack, target, gates.as_gates(), RecordingProgress(), poll_s=0.01)
-    run = pipeline.new_run(release(version))
+    run = pipeline.new_run(release(version, digest))
     return run, pipeline.execute(run)
 
 

@@ -3,13 +3,14 @@ crash recovery, and the signed record each run leaves."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from immune_suite.cli import Session
+from immune_suite.cli import Session, _previous_release
 from immune_suite.paths import REPO_ROOT
 from immune_suite.pipeline.exit_codes import ExitCode
 from immune_suite.pipeline.run_state import RunStore
@@ -303,3 +304,57 @@ def test_traffic_all_on_one_colour_is_left_alone_at_the_start(
     assert code is ExitCode.OK
     assert memory_target.calls[mark][0] == "deploy"  # no routing change before the deploy
     assert not any(e["event"].startswith("orphaned split") for e in run.timeline)
+
+
+IMAGE_V2, IMAGE_V3 = "sha256:" + "2" * 64, "sha256:" + "3" * 64
+
+
+def _session_on(stack: StackConfig, target: MemoryTarget, tmp_path: Path) -> Session:
+    stack_file = tmp_path / "stack.yaml"
+    stack_file.write_text(json.dumps(stack.model_dump()))
+    session = Session(argparse.Namespace(stack=str(stack_file), json=True, repo=None))
+    session._target = target  # type: ignore[assignment]
+    return session
+
+
+def test_rollback_on_a_fresh_runner_takes_the_release_the_stack_recorded(
+    established: ScriptedGates,
+    stack_config: StackConfig,
+    memory_target: MemoryTarget,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """v1 then v2 promoted, then v3 rolled back at its canary: a runner whose state dir holds no record
+    (CI) rolls back to v1, the release the stack keeps recorded on its retired colour, not to v3."""
+    promote(stack_config, memory_target, established, "v2", IMAGE_V2)
+    established.slow_versions.add("v3")
+    _, code = promote(stack_config, memory_target, established, "v3", IMAGE_V3)
+    assert code is ExitCode.GATE_FAILED
+    monkeypatch.setenv("IMMUNE_STATE_DIR", str(tmp_path / "a-fresh-runner"))
+    found = _previous_release(_session_on(stack_config, memory_target, tmp_path))
+    assert not isinstance(found, str), found
+    assert found[0].version == "v1" and found[1] == {"stack_record": "blue", "version": "v1"}
+
+
+def test_rollback_on_a_fresh_runner_with_nothing_before_finds_nothing(
+    established: ScriptedGates,
+    stack_config: StackConfig,
+    memory_target: MemoryTarget,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    monkeypatch.setenv("IMMUNE_STATE_DIR", str(tmp_path / "a-fresh-runner"))
+    found = _previous_release(_session_on(stack_config, memory_target, tmp_path))
+    assert isinstance(found, str) and "no earlier promoted release" in found  # only v1 ever ran
+
+
+def test_rollback_prefers_this_state_dirs_records(
+    established: ScriptedGates, stack_config: StackConfig, memory_target: MemoryTarget, tmp_path: Path
+) -> None:
+    for version, image in (("v2", IMAGE_V2), ("v3", IMAGE_V3)):
+        run, code = promote(stack_config, memory_target, established, version, image)
+        assert code is ExitCode.OK
+        write_signed_record(run, stack_config, memory_target.name)
+    found = _previous_release(_session_on(stack_config, memory_target, tmp_path))
+    assert not isinstance(found, str), found
+    assert found[0].version == "v2" and "record" in found[1]

@@ -407,6 +407,10 @@ class KubernetesTarget:
         env.pop(VERSION_ENV, None)  # set by deploy from the release itself, not part of its overrides
         return Release(version=entry["version"], ref=entry["ref"], digest=entry["digest"], env=env)
 
+    def recorded_release(self, color: Color) -> Release | None:
+        """`release_on`: the stack keeps a scaled-away colour's release recorded (its image pinned too)."""
+        return self.release_on(color)
+
     def image_for(self, release: Release) -> str:
         """The image reference for a release: the program's repository pinned to the release digest."""
         if not release.digest.startswith("sha256:"):
@@ -657,6 +661,12 @@ class KubernetesTarget:
             # None: the app default; a number (0 = scaled away) is written back as it was.
             "replicas": {color.value: section("replicas").get(color.value) for color in Color},
             "env": {color.value: dict(section("env").get(color.value) or {}) for color in Color},
+            # What each colour's record says, scaled away or not: restored with its image, so a rolled
+            # back promotion leaves the release before the current one recorded (`recorded_release`).
+            "recorded": {
+                color.value: (release.to_dict() if (release := self.release_on(color)) else None)
+                for color in Color
+            },
         }
         return TargetSnapshot(traffic=self.traffic(), releases=releases, extra=extra)
 
@@ -697,8 +707,9 @@ class KubernetesTarget:
             values.update(
                 {f"{ROLLOUT}.env.{color}.{name}": str(value) for name, value in sorted(env.items())}
             )
-        for color in Color:  # the releases as they were: none where none ran (or the colour was away)
-            wanted = snapshot.releases.get(color.value)
+        recorded = snapshot.extra.get("recorded") or {}
+        for color in Color:  # the releases as recorded: none where none ran, kept where a colour is away
+            wanted = snapshot.releases.get(color.value) or recorded.get(color.value)
             removed.append(f"{ROLLOUT}.releases.{color.value}")
             if wanted:
                 values.update(_release_values(color, Release.from_dict(wanted)))

@@ -145,6 +145,11 @@ class LocalTarget:
             return None
         return Release.from_dict(entry["release"])
 
+    def recorded_release(self, color: Color) -> Release | None:
+        """The release `color` last ran, stopped or not (scale_down keeps it in the colour's entry)."""
+        entry = self._colors().get(color.value) or {}
+        return Release.from_dict(entry["release"]) if entry.get("release") else None
+
     def _instance_env(self, color: Color | str, instance: str, release: Release) -> dict[str, str]:
         env = {
             "IMMUNE_INSTANCE_ID": instance,

@@ -247,6 +247,9 @@ def test_restore_scales_a_retired_colour_away_again(rollout: Rollout) -> None:
     assert summary(diff(before_all, retired)) == {(GREEN_DEPLOYMENT, "spec.replicas"), (GREEN_HPA, "")}
     snapshot = target.snapshot()
     assert snapshot.extra["replicas"]["green"] == 0
+    # What the earlier tests' promotions left recorded on green stays recorded, though scaled away.
+    recorded = target.recorded_release(Color.GREEN)
+    assert recorded is not None and snapshot.releases["green"] is None
 
     # The next candidate goes to the retired colour: its count returns to the app default (the field
     # is dropped so the re-created HPA owns it) and it runs with its log level override.
@@ -265,9 +268,11 @@ def test_restore_scales_a_retired_colour_away_again(rollout: Rollout) -> None:
     assert (green_env["IMMUNE_LOG_LEVEL"], green_env["IMMUNE_VERSION"]) == ("DEBUG", "0.4.0")
     assert "replicas" not in rollout.last[GREEN_DEPLOYMENT]["spec"]
 
-    # Abort: back to exactly the retired state (the scale-away is its own, last `up`).
+    # Abort: back to exactly the retired state (the scale-away is its own, last `up`), with the retired
+    # colour's release recorded again: what `immune-suite rollback` goes back to from a fresh runner.
     target.restore(snapshot)
     assert diff(retired, rollout.rendered()) == []
+    assert target.recorded_release(Color.GREEN) == recorded
     target.restore(snapshot_before_all)
     assert diff(before_all, rollout.rendered()) == []
 
