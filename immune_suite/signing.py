@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ PUBLIC_KEY_NAME = "promotion-ed25519.pub.pem"
 KEY_ENV = "IMMUNE_SIGNING_KEY"  # the private key's PEM text (a CI secret)
 KEY_FILE_ENV = "IMMUNE_SIGNING_KEY_FILE"  # or a path to it
 COMMITTED_KEYS_DIR = STACKS_DIR / "keys"
+KEYS_DIR_ENV = "IMMUNE_KEYS_DIR"  # where the stacks' public keys are, instead of stacks/keys/
 
 
 class SigningKeyError(RuntimeError):
@@ -44,7 +46,9 @@ class SigningKeyError(RuntimeError):
 
 
 def committed_public_key_path(stack: str, directory: Path | None = None) -> Path:
-    return (directory or COMMITTED_KEYS_DIR) / f"{stack}.pub"
+    """`<directory>/<stack>.pub`; the directory defaults to `$IMMUNE_KEYS_DIR`, else the committed
+    `stacks/keys/` (a fork or a test cluster whose keys are kept elsewhere names theirs there)."""
+    return (directory or Path(os.environ.get(KEYS_DIR_ENV) or COMMITTED_KEYS_DIR)) / f"{stack}.pub"
 
 
 def keys_dir() -> Path:

@@ -93,3 +93,24 @@ def hosts_on_loopback(names: list[str], owner: str) -> Iterator[None]:
         yield
     finally:
         HOSTS.write_text("\n".join(_hosts_without(mark)) + "\n")
+
+
+def signing_key_pair(directory: Path, stack: str = "cluster") -> dict[str, str]:
+    """A fresh Ed25519 key pair for `stack`'s records (stacks/cluster.yaml signs with a configured key):
+    the private half in `directory`/<stack>.pem (0600), the public half in `directory`/keys/<stack>.pub.
+    Returns the environment a promotion and `verify` take them from (docs/pipeline.md "Records")."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    keys = directory / "keys"
+    keys.mkdir(parents=True, exist_ok=True)
+    private = directory / f"{stack}.pem"
+    private.touch(mode=0o600)
+    pem = serialization.Encoding.PEM
+    private.write_bytes(
+        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    public = serialization.PublicFormat.SubjectPublicKeyInfo
+    (keys / f"{stack}.pub").write_bytes(key.public_key().public_bytes(pem, public))
+    return {"IMMUNE_SIGNING_KEY_FILE": str(private), "IMMUNE_KEYS_DIR": str(keys)}

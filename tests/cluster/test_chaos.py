@@ -42,7 +42,14 @@ from immune_suite.targets.base import Color
 from immune_suite.targets.factory import make_target
 from immune_suite.verdict import Status, Verdict
 from tests.app.support import wait_for
-from tests.cluster.deploy_support import deploy, deploy_env, hosts_on_loopback, must, router_hosts
+from tests.cluster.deploy_support import (
+    deploy,
+    deploy_env,
+    hosts_on_loopback,
+    must,
+    router_hosts,
+    signing_key_pair,
+)
 from tests.cluster.support import Kube
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(3600)]
@@ -132,6 +139,10 @@ def chaos_stack(
             patch.setenv("KUBECONFIG", env["KUBECONFIG"])
             patch.setenv("IMMUNE_STATE_DIR", str(tmp_path_factory.mktemp("chaos-state")))
             patch.setenv("NO_PROXY", "*")
+            # The stack's configured signing key (stacks/cluster.yaml): a key pair of this module's.
+            patch.delenv("IMMUNE_SIGNING_KEY", raising=False)
+            for name, value in signing_key_pair(tmp_path_factory.mktemp("signing")).items():
+                patch.setenv(name, value)
             with hosts_on_loopback(hosts, "tests/cluster/test_chaos.py"):
                 stack_config = load_stack("cluster")
                 config = make_target(stack_config).chaos_config(Color.GREEN)

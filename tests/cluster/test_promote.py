@@ -47,7 +47,14 @@ from immune_infra.immune_app import COLOR_LABEL, HTTP_PORT, color_labels
 from immune_suite.paths import REPO_ROOT
 from immune_suite.stack_config import load_stack
 from tests.app.support import wait_for
-from tests.cluster.deploy_support import deploy, deploy_env, hosts_on_loopback, must, router_hosts
+from tests.cluster.deploy_support import (
+    deploy,
+    deploy_env,
+    hosts_on_loopback,
+    must,
+    router_hosts,
+    signing_key_pair,
+)
 from tests.cluster.support import Kube, read_versions
 
 # A cold cluster, image build and deploy come before the first promotion (module-scoped fixtures).
@@ -105,8 +112,11 @@ def stack(
             "PULUMI_CONFIG_PASSPHRASE_FILE": env["PASSPHRASE_FILE"],
             "KUBECONFIG": env["KUBECONFIG"],
             "NO_PROXY": "*",
+            # The stack's configured signing key (stacks/cluster.yaml): a key pair of this module's.
+            **signing_key_pair(tmp_path_factory.mktemp("signing")),
         }
         promote_env.pop("PULUMI_CONFIG_PASSPHRASE", None)
+        promote_env.pop("IMMUNE_SIGNING_KEY", None)
         with hosts_on_loopback(hosts, "tests/cluster/test_promote.py"):
             yield Stack(router, hosts[0], digest, repository, promote_env)
     finally:
@@ -274,6 +284,11 @@ def test_first_promotion_of_a_good_release(cluster: Kube, stack: Stack, tmp_path
     tampered.write_text(json.dumps(record))
     refused = suite(stack, "verify", str(tampered))
     assert refused.code == 7 and refused.payload["valid"] is False, refused.output
+    # Signed with the configured key and checked against the stack's public key (IMMUNE_KEYS_DIR here,
+    # stacks/keys/ in CI), not the one the record embeds: under another key pair the same record fails.
+    other_keys = dataclasses.replace(stack, env={**stack.env, **signing_key_pair(tmp_path / "other")})
+    foreign = suite(other_keys, "verify", "latest", "--stack", "cluster")
+    assert foreign.code == 7 and foreign.payload["valid"] is False, foreign.output
 
 
 def test_canary_promotion_of_a_second_release_through_the_workflow_jobs(

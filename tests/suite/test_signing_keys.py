@@ -54,9 +54,11 @@ def test_kubernetes_stacks_sign_with_a_configured_key_and_commit_its_public_half
         for stack in map(load_stack, sorted(p.stem for p in STACKS_DIR.glob("*.yaml")))
         if stack.signing_key_source == "configured"
     ]
-    assert {"staging", "prod"} <= set(configured)
-    for name in configured:  # every configured stack has a committed Ed25519 public key
+    assert {"staging", "prod", "cluster"} <= set(configured)
+    for name in set(configured) - {"cluster"}:  # every configured stack has a committed Ed25519 public key
         load_public_key(STACKS_DIR / "keys" / f"{name}.pub")
+    # ... but the local cluster's: its tests make a key pair per run (IMMUNE_KEYS_DIR, tests/cluster/).
+    assert not (STACKS_DIR / "keys" / "cluster.pub").exists()
 
 
 def test_configured_stack_without_a_key_refuses_and_generates_nothing(
@@ -128,3 +130,24 @@ def test_promote_on_a_configured_stack_without_its_key_refuses_before_it_starts(
     assert main(["promote", "--stack", "staging"]) == ExitCode.USAGE
     assert KEY_ENV in capsys.readouterr().err
     assert not (keys_dir() / PRIVATE_KEY_NAME).exists()  # no key was generated in its place
+
+
+def test_immune_keys_dir_names_where_the_public_keys_are(
+    state_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A test cluster (tests/cluster/) or a fork keeps its stacks' public keys out of stacks/keys/."""
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    key = Ed25519PrivateKey.generate()
+    _commit_public(key, keys)
+    key_file = tmp_path / "staging.pem"
+    key_file.write_text(_pem(key))
+    environ = {KEY_FILE_ENV: str(key_file)}
+    with pytest.raises(SigningKeyError, match="is not the committed"):  # stacks/keys/staging.pub is another
+        signing_key_for("staging", "configured", environ)
+    monkeypatch.setenv("IMMUNE_KEYS_DIR", str(keys))
+    signed = tmp_path / "signed.json"
+    signed.write_text(json.dumps(sign_record(RECORD, signing_key_for("staging", "configured", environ))))
+    assert main(["verify", str(signed)]) == ExitCode.OK
+    monkeypatch.delenv("IMMUNE_KEYS_DIR")
+    assert main(["verify", str(signed)]) == ExitCode.VERIFY_FAILED  # not the committed staging key
