@@ -154,7 +154,12 @@ class Runtime:
         self.lease = DatabaseLease(self.database, hold_limit_s=s.lease_ttl_s / 2)
         self.tally = CytokineTally(self.metrics)
         # Only the live colour consumes input and leads (blue/green: coordination/color.py).
-        self.color_gate = ColorGate(self.database, s.deployment_color, s.active_color_refresh_s)
+        self.color_gate = ColorGate(
+            self.database,
+            s.deployment_color,
+            s.active_color_refresh_s,
+            observe=lambda live: self.metrics.deployment_live.set(1 if live else 0),
+        )
         self.elector = LeaderElector(
             self.lease,
             instance_id=s.instance_id,

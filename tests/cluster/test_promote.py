@@ -218,12 +218,42 @@ def only(stack: Stack, colour: str, version: str) -> bool:
     return set(served(stack, 20)) == {(colour, version, 200)}
 
 
-class RouteWatch:
-    """Polls the stable HTTPRoute's weights (every second) while a promotion runs: what it saw, in order."""
+def pod_gauges(kube: Kube, colour: str, names: tuple[str, ...]) -> dict[str, dict[str, float]]:
+    """Each Running app pod of `colour`: the gauges `names` from its own /metrics (API server pod proxy)."""
+    selector = f"{COLOR_LABEL}={colour},app.kubernetes.io/component=api"
+    found: dict[str, dict[str, float]] = {}
+    for pod in kube.get("pods", "-n", NAMESPACE, "-l", selector)["items"]:
+        if pod["status"].get("phase") != "Running" or pod["metadata"].get("deletionTimestamp"):
+            continue
+        name = pod["metadata"]["name"]
+        path = f"/api/v1/namespaces/{NAMESPACE}/pods/{name}:{HTTP_PORT}/proxy/metrics"
+        page = kube.kubectl("get", "--raw", path, check=False)
+        if page.returncode != 0:
+            continue  # not serving yet: no sample
+        gauges = {
+            line.split()[0]: float(line.split()[1])
+            for line in page.stdout.splitlines()
+            if line.split(" ", 1)[0] in names
+        }
+        found[name] = gauges
+    return found
 
-    def __init__(self, kube: Kube) -> None:
+
+IDLE_GAUGES = ("immune_deployment_live", "immune_leader")
+
+
+class RouteWatch:
+    """Polls the stable HTTPRoute's weights (every second) while a promotion runs: what it saw, in order.
+
+    With `idle`, the colour a canary runs on: while the route gives it a share strictly between 0 and
+    100 % (read before and after, so never at the switch), each of its pods' `immune_deployment_live` and
+    `immune_leader`: the idle colour of issue 10 item 3, seen on the cluster (`idle_samples`)."""
+
+    def __init__(self, kube: Kube, idle: str | None = None) -> None:
         self.kube = kube
+        self.idle = idle
         self.seen: list[list[tuple[str, int]]] = []
+        self.idle_samples: list[dict[str, float]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -232,6 +262,10 @@ class RouteWatch:
             weights = route_weights(self.kube)
             if not self.seen or self.seen[-1] != weights:
                 self.seen.append(weights)
+            if self.idle is not None and _mid_canary(weights):
+                gauges = pod_gauges(self.kube, self.idle, IDLE_GAUGES)
+                if _mid_canary(route_weights(self.kube)):
+                    self.idle_samples += [g for g in gauges.values() if set(g) == set(IDLE_GAUGES)]
             time.sleep(1)
 
     def __enter__(self) -> RouteWatch:
@@ -241,6 +275,10 @@ class RouteWatch:
     def __exit__(self, *_: object) -> None:
         self._stop.set()
         self._thread.join()
+
+
+def _mid_canary(weights: list[tuple[str, int]]) -> bool:
+    return 0 < dict(weights).get("immune-core-preview", 0) < sum(w for _, w in weights)
 
 
 def active_colour(cluster: Kube) -> str:
@@ -309,7 +347,7 @@ def test_canary_promotion_of_a_second_release_through_the_workflow_jobs(
     assert outputs["image"] == f"{stack.repository}@{outputs['digest']}"
     assert outputs["digest"] != stack.digest
     # The promote job: the digest from the build job, the stack's backend and passphrase.
-    with RouteWatch(cluster) as watch:
+    with RouteWatch(cluster, idle=candidate) as watch:
         job_script(
             "promote.sh",
             *("--stack", "cluster", "--ref", commit, "--out", str(tmp_path), "--by", "test_promote"),
@@ -343,6 +381,22 @@ def test_canary_promotion_of_a_second_release_through_the_workflow_jobs(
     assert sorted(set(shares), key=shares.index) == STEPS, watch.seen
     assert watch.seen[-1] == [("immune-core", 100)], watch.seen
     assert selector_colour(cluster) == candidate
+    # The candidate was idle while it took canary traffic: it served requests, but consumed no production
+    # input and never led (issue 10 item 3; the gauge is its ColorGate's answer, coordination/color.py).
+    assert watch.idle_samples, "no sample of the candidate's pods mid-canary: no data is a failure"
+    assert all(s["immune_deployment_live"] == 0 and s["immune_leader"] == 0 for s in watch.idle_samples), (
+        watch.idle_samples
+    )
+    # ... and is the live colour after the switch (the activation Job wrote it).
+    wait_for(
+        lambda: (
+            {g.get("immune_deployment_live") for g in pod_gauges(cluster, candidate, IDLE_GAUGES).values()}
+            == {1.0}
+        ),
+        timeout_s=60,
+        interval_s=2,
+        what="the new stable colour live",
+    )
     wait_for(lambda: only(stack, candidate, version), timeout_s=120, interval_s=1, what="candidate stable")
     assert set(served(stack, 100)) == {(candidate, version, 200)}
     assert deployment_replicas(cluster, stable) == 0  # the old colour retired

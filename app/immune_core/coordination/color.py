@@ -16,6 +16,7 @@ blue/green: every colour is live, as before.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from immune_core.observability.logging import get_logger
 from immune_core.storage.database import Database, StoreUnavailable
@@ -54,12 +55,21 @@ class ColorGate:
     consumes on the wrong colour's behalf.
     """
 
-    def __init__(self, database: Database, color: str, refresh_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        database: Database,
+        color: str,
+        refresh_s: float = 1.0,
+        observe: Callable[[bool], None] | None = None,
+    ) -> None:
+        """`observe` is told every answer (the runtime sets the `immune_deployment_live` gauge from it,
+        so an operator, or a test on the cluster, sees which replicas are idle)."""
         self._db = database
         self.color = color
         self._refresh_s = refresh_s
         self._live: bool | None = None
         self._checked_at = 0.0
+        self._observe = observe
 
     async def is_live(self) -> bool:
         now = time.monotonic()
@@ -74,4 +84,6 @@ class ColorGate:
         if live != self._live:
             log.info("deployment_color_role", color=self.color, active=active, live=live)
         self._live, self._checked_at = live, now
+        if self._observe is not None:
+            self._observe(live)
         return live

@@ -81,6 +81,12 @@ class Metrics:
             registry=r,
         )
         self.leader = Gauge("immune_leader", "1 when this instance holds the leader lease", registry=r)
+        self.deployment_live = Gauge(
+            "immune_deployment_live",
+            "1 while this replica's colour is the live one (it consumes production input and may lead);"
+            " 0 on the idle colour of a blue/green pair and before the first answer",
+            registry=r,
+        )
         self.fencing_token = Gauge("immune_fencing_token", "Fencing token of the lease held", registry=r)
         self.singleton_rejected = Counter(
             "immune_singleton_writes_rejected_total", "Singleton writes refused for a stale token", registry=r

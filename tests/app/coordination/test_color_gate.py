@@ -19,6 +19,17 @@ async def test_gate_follows_the_active_colour(database: Database) -> None:
     assert not await blue.is_live() and await green.is_live()
 
 
+async def test_every_answer_is_observed(database: Database) -> None:
+    """What the runtime's `immune_deployment_live` gauge is set from: each answer, idle ones too."""
+    seen: list[bool] = []
+    green = ColorGate(database, "green", refresh_s=0.0, observe=seen.append)
+    await set_active_color(database, "blue")
+    assert not await green.is_live()
+    await set_active_color(database, "green")
+    assert await green.is_live()
+    assert seen == [False, True]
+
+
 async def test_a_bad_colour_name_changes_nothing(database: Database) -> None:
     await set_active_color(database, "blue")
     for bad in ("", "blue; DROP TABLE leases", "gr een"):

@@ -114,6 +114,8 @@ def test_idle_colour_gets_no_partitions_and_never_leads_until_it_is_switched_in(
         assert not green_runtime.elector.is_leader
         time.sleep(0.3)
     assert green_runtime.color_gate._live is False  # it read the active colour and stood aside
+    # ... and says so on /metrics, where an operator (or tests/cluster/test_promote.py) sees it.
+    assert live_gauge(green) == 0.0 and live_gauge(blue) == 1.0
 
     # Bad case 2: the live colour's leader goes away (its elector stops and releases the lease). An
     # ungated idle replica would take the lease at its next round; a gated one leaves it to the live colour.
@@ -144,3 +146,14 @@ def test_idle_colour_gets_no_partitions_and_never_leads_until_it_is_switched_in(
     assert after[1] > held[1]
     wait_for(lambda: not blue_runtime.elector.is_leader, what="blue stepped down")
     assert green_runtime.elector.is_leader
+    wait_for(
+        lambda: live_gauge(green) == 1.0 and live_gauge(blue) == 0.0, what="the gauges follow the switch"
+    )
+
+
+def live_gauge(client: TestClient) -> float:
+    """The replica's `immune_deployment_live` from its own /metrics."""
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith("immune_deployment_live "):
+            return float(line.split()[1])
+    raise AssertionError("immune_deployment_live is not on /metrics")
