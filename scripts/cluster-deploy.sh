@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `pulumi up` of a stack (staging or prod) FOR REAL into the local Kubernetes cluster (scripts/cluster.sh).
 #
-# Usage: cluster-deploy.sh {up|check|destroy|outputs|env} <stack>
+# Usage: cluster-deploy.sh {up|check|destroy|outputs|env|stack-file} <stack>
 #   up       writes the project copy's Pulumi.<stack>.yaml (the committed one + the local cluster's
 #            overrides, third-party images by digest from scripts/images.sh's images.json), sets the
 #            stack's secrets, and runs `pulumi up` (the Kubernetes provider waits for every workload
@@ -11,6 +11,9 @@
 #            update is all `same` (exit 1 and the summary otherwise).
 #   destroy  `pulumi destroy`, then waits for the namespace and its pods to be gone (exit 1 if not).
 #   outputs  the stack's outputs as JSON (secrets stay "[secret]").
+#   stack-file  rewrites the project copy's Pulumi.<stack>.yaml as `up` writes it (the committed rollout:
+#            what a fresh checkout of the repository has) without touching the stack: a promotion must then
+#            take the rollout state from the stack's outputs (tests/cluster/test_promote.py).
 #   env      KEY=value lines a caller needs (KUBECONFIG, namespace, the secrets file, the project copy,
 #            the backend URL and the passphrase file: what the Automation API needs to drive the stack).
 # IMMUNE_DEPLOY_OVERRIDES=<file.json>: settings merged last by `up` (e.g. a rollout image to try).
@@ -39,7 +42,7 @@ die() {
     exit 1
 }
 
-usage() { die "usage: $0 {up|check|destroy|outputs|env} staging|prod"; }
+usage() { die "usage: $0 {up|check|destroy|outputs|env|stack-file} staging|prod"; }
 [[ $# -eq 2 ]] || usage
 ACTION="$1"
 STACK="$2"
@@ -184,6 +187,11 @@ destroy)
     ;;
 outputs)
     pulumi_stack stack output --json
+    ;;
+stack-file)
+    make_project
+    write_stack_file
+    log "rewrote $PROJECT/Pulumi.$STACK.yaml from the committed one (the stack itself is untouched)"
     ;;
 env)
     printf 'KUBECONFIG=%s\nNAMESPACE=%s\nSECRETS_FILE=%s\nPROJECT=%s\nBACKEND_URL=%s\nPASSPHRASE_FILE=%s\n' \

@@ -346,6 +346,13 @@ def test_canary_promotion_of_a_second_release_through_the_workflow_jobs(
     outputs = dict(line.split("=", 1) for line in built.splitlines() if "=" in line)
     assert outputs["image"] == f"{stack.repository}@{outputs['digest']}"
     assert outputs["digest"] != stack.digest
+    # The promote job runs on a fresh checkout: its Pulumi.staging.yaml says what the repository commits
+    # (no releases, activeColor blue, canaryWeight 0), not what the first promotion deployed. Read from
+    # that file this would be a first promotion (no canary, everything at once): the rollout state must
+    # come from the stack's outputs (docs/pipeline.md "Rollout state on Kubernetes").
+    must(deploy("stack-file", STACK), "rewrite the stack file as a fresh checkout has it")
+    committed = yaml.safe_load(Path(deploy_env(STACK)["PROJECT"], f"Pulumi.{STACK}.yaml").read_text())
+    assert "releases" not in committed["config"]["active-immune-core:settings"]["rollout"], committed
     # The promote job: the digest from the build job, the stack's backend and passphrase.
     with RouteWatch(cluster, idle=candidate) as watch:
         job_script(
