@@ -236,8 +236,14 @@ def test_fault_injection_canary_aborts_to_stable_and_scales_the_candidate_away(r
     assert target.up().changed is False
 
 
+EARLIER_DIGEST = "sha256:" + "ea" * 32
+
+
 def test_restore_scales_a_retired_colour_away_again(rollout: Rollout) -> None:
     target = rollout.target
+    # A release on green first: what an earlier promotion leaves recorded on the colour it later retires.
+    earlier = Release(version="0.3.0", ref="earlier", digest=EARLIER_DIGEST)
+    target.deploy(Color.GREEN, earlier)
     before_all = rollout.rendered()
     snapshot_before_all = target.snapshot()
 
@@ -247,9 +253,8 @@ def test_restore_scales_a_retired_colour_away_again(rollout: Rollout) -> None:
     assert summary(diff(before_all, retired)) == {(GREEN_DEPLOYMENT, "spec.replicas"), (GREEN_HPA, "")}
     snapshot = target.snapshot()
     assert snapshot.extra["replicas"]["green"] == 0
-    # What the earlier tests' promotions left recorded on green stays recorded, though scaled away.
-    recorded = target.recorded_release(Color.GREEN)
-    assert recorded is not None and snapshot.releases["green"] is None
+    # Scaled away, but its release stays recorded: what `rollback` goes back to from a fresh runner.
+    assert target.recorded_release(Color.GREEN) == earlier and snapshot.releases["green"] is None
 
     # The next candidate goes to the retired colour: its count returns to the app default (the field
     # is dropped so the re-created HPA owns it) and it runs with its log level override.
@@ -257,11 +262,14 @@ def test_restore_scales_a_retired_colour_away_again(rollout: Rollout) -> None:
     health = target.deploy(Color.GREEN, release)
     assert health.deployed and health.desired_replicas == 1
     changes = diff(retired, rollout.rendered())
-    assert without_jobs(changes, GREEN_JOBS) == {
+    env = "spec.template.spec.containers[0].env"
+    # The env list: IMMUNE_LOG_LEVEL and IMMUNE_VERSION (the release's) changed in place, or added.
+    assert {
+        (obj, env if path.startswith(env) else path) for obj, path in without_jobs(changes, GREEN_JOBS)
+    } == {
         (GREEN_DEPLOYMENT, "spec.replicas"),
         (GREEN_DEPLOYMENT, "spec.template.spec.containers[0].image"),
-        # IMMUNE_LOG_LEVEL in place, IMMUNE_VERSION (the release's) added: the list changes length.
-        (GREEN_DEPLOYMENT, "spec.template.spec.containers[0].env"),
+        (GREEN_DEPLOYMENT, env),
         (GREEN_HPA, ""),
     }
     green_env = container_env(rollout.last, GREEN_DEPLOYMENT)
@@ -272,7 +280,7 @@ def test_restore_scales_a_retired_colour_away_again(rollout: Rollout) -> None:
     # colour's release recorded again: what `immune-suite rollback` goes back to from a fresh runner.
     target.restore(snapshot)
     assert diff(retired, rollout.rendered()) == []
-    assert target.recorded_release(Color.GREEN) == recorded
+    assert target.recorded_release(Color.GREEN) == earlier  # not the aborted 0.4.0, not forgotten
     target.restore(snapshot_before_all)
     assert diff(before_all, rollout.rendered()) == []
 
