@@ -843,7 +843,8 @@ def test_a_pod_that_is_not_replaced_fails_k8s_terminate(kube: FakeKubeApi, tmp_p
     kube.cluster.pods_listener = pods
     with _mini_with_dependency(str(pods.port), "never-recover") as url:
         verdict = run_chaos_gate(
-            _k8s_config(kube, url, **NEVER_RECOVERS),
+            # replacement_timeout_s: the pods_replaced probe's wait (90 s) is not what this case judges.
+            _k8s_config(kube, url, **NEVER_RECOVERS, replacement_timeout_s=GIVE_UP_S),
             tmp_path / "out",
             ["k8s-terminate-candidate-pod"],
             _silent,
@@ -860,9 +861,10 @@ def test_a_service_that_dies_without_its_dependency_fails_k8s_scale(
     port = str(kube.cluster.statefulsets[dependency].port)
     with _mini_with_dependency(port, "dead-without") as url:
         kube.cluster.liveness_url = f"{url}/health/live"  # the kubelet restarts what fails it
-        verdict = run_chaos_gate(
-            _k8s_config(kube, url), tmp_path / "out", [f"k8s-scale-{dependency}-to-zero"], _silent
-        )
+        # recovery_timeout_s: the recovery probes' waits (a dead service never recovers) are not what
+        # this case judges: the liveness restart during the outage is.
+        config = _k8s_config(kube, url, recovery_timeout_s=GIVE_UP_S)
+        verdict = run_chaos_gate(config, tmp_path / "out", [f"k8s-scale-{dependency}-to-zero"], _silent)
     assert verdict.status is Status.FAIL
     assert f"probe 'candidate-pods-alive-without-{dependency}' failed" in verdict.summary
     assert "restarted 1 time(s) since the fault" in verdict.summary
