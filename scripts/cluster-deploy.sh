@@ -11,9 +11,10 @@
 #            update is all `same` (exit 1 and the summary otherwise).
 #   destroy  `pulumi destroy`, then waits for the namespace and its pods to be gone (exit 1 if not).
 #   outputs  the stack's outputs as JSON (secrets stay "[secret]").
-#   stack-file  rewrites the project copy's Pulumi.<stack>.yaml as `up` writes it (the committed rollout:
-#            what a fresh checkout of the repository has) without touching the stack: a promotion must then
-#            take the rollout state from the stack's outputs (tests/cluster/test_promote.py).
+#   stack-file  rewrites the project copy's Pulumi.<stack>.yaml as `up` writes it (the committed rollout
+#            and the stack's secrets: what a fresh checkout of the repository has) without touching the
+#            stack: a promotion must then take the rollout state from the stack's outputs
+#            (tests/cluster/test_promote.py).
 #   env      KEY=value lines a caller needs (KUBECONFIG, namespace, the secrets file, the project copy,
 #            the backend URL and the passphrase file: what the Automation API needs to drive the stack).
 # IMMUNE_DEPLOY_OVERRIDES=<file.json>: settings merged last by `up` (e.g. a rollout image to try).
@@ -189,8 +190,12 @@ outputs)
     pulumi_stack stack output --json
     ;;
 stack-file)
+    # A checkout's stack file carries the stack's (encrypted) secrets: set again, as `up` sets them.
     make_project
+    make_secrets
     write_stack_file
+    pulumi_stack stack select --create >/dev/null
+    set_secrets
     log "rewrote $PROJECT/Pulumi.$STACK.yaml from the committed one (the stack itself is untouched)"
     ;;
 env)
