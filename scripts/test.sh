@@ -216,12 +216,11 @@ later_phases() {
 }
 
 # The cluster tests in streams on ONE cluster (tests/cluster/shared.py): the staging stack's modules (they
-# deploy, promote and destroy the same Pulumi stack, so one at a time) beside the prod stack's half of
-# test_deploy.py and the modules that deploy no stack; then, alone, the modules that stop parts of the
+# deploy, promote and destroy the same Pulumi stack, so one at a time) beside the prod stack's (test_deploy's
+# prod half, test_traffic) and the modules that deploy no stack; then, alone, the modules that stop parts of the
 # cluster (test_status kills the API server, test_teardown runs `down`). One stream after the other took
 # about an hour on 2 cores; the staging stream is now the longest part.
-CLUSTER_STAGING=(tests/cluster/test_chaos.py tests/cluster/test_deploy.py tests/cluster/test_promote.py
-  tests/cluster/test_traffic.py)
+CLUSTER_STAGING=(tests/cluster/test_chaos.py tests/cluster/test_deploy.py tests/cluster/test_promote.py)
 CLUSTER_LAST=(tests/cluster/test_status.py tests/cluster/test_teardown.py)
 
 # cluster_rest: every other module of tests/cluster/ (a new module runs there unless listed above).

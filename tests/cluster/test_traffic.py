@@ -1,5 +1,5 @@
 """The pipeline's Kubernetes target (immune_suite.targets.kubernetes) moving REAL requests through the
-router: staging deployed into the local cluster (scripts/cluster-deploy.sh), then the target's
+router: prod deployed into the local cluster (scripts/cluster-deploy.sh), then the target's
 `set_traffic` (a config write + `pulumi up` through the Automation API, on the deploy script's project
 copy, file backend and passphrase) takes a canary through 10 %, 50 % and 100 % and switches the stable
 colour, every step read back from the live HTTPRoute and from the colour each response names
@@ -31,7 +31,9 @@ from tests.cluster.support import Kube
 
 pytestmark = pytest.mark.cluster
 
-STACK = "staging"
+# Prod: the staging stack is the promotions' (test_chaos, test_promote), one module at a time; this module
+# runs in the test command's other cluster stream (scripts/test.sh cluster_phase) beside them.
+STACK = "prod"
 NAMESPACE = f"immune-{STACK}"
 STABLE_ROUTE = "immune-core"
 # Requests per weighted sample, and the probability that a correct split falls outside the accepted
