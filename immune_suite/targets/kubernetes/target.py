@@ -647,10 +647,14 @@ class KubernetesTarget:
         """Traffic, releases, and each colour's rollout config as stored (images, replicas, env)."""
         rollout = self._rollout_tree()
         releases: dict[str, dict[str, Any] | None] = {}
+        # What each colour's record says, scaled away or not: restored with its image, so a rolled back
+        # promotion leaves the release before the current one recorded (`recorded_release`).
+        recorded: dict[str, dict[str, Any] | None] = {}
         for color in Color:
-            release = self.release_on(color)
+            release = self.release_on(color)  # reads the stack's outputs: once per colour
+            recorded[color.value] = release.to_dict() if release else None
             scaled_away = self.desired_replicas(color) == 0
-            releases[color.value] = release.to_dict() if release and not scaled_away else None
+            releases[color.value] = recorded[color.value] if not scaled_away else None
 
         def section(key: str) -> dict[str, Any]:
             value = rollout.get(key)
@@ -661,12 +665,7 @@ class KubernetesTarget:
             # None: the app default; a number (0 = scaled away) is written back as it was.
             "replicas": {color.value: section("replicas").get(color.value) for color in Color},
             "env": {color.value: dict(section("env").get(color.value) or {}) for color in Color},
-            # What each colour's record says, scaled away or not: restored with its image, so a rolled
-            # back promotion leaves the release before the current one recorded (`recorded_release`).
-            "recorded": {
-                color.value: (release.to_dict() if (release := self.release_on(color)) else None)
-                for color in Color
-            },
+            "recorded": recorded,
         }
         return TargetSnapshot(traffic=self.traffic(), releases=releases, extra=extra)
 
